@@ -1,0 +1,89 @@
+"""How a child is made: the interface between the engine and whatever proposes children.
+
+The engine hands a `Proposer` a `ProposalContext` (parent, inspirations, recent failures,
+a per-proposal RNG) and gets back a `Proposal` (the child's text and how it was made), or
+a `ProposalFailed` carrying the reason, which the store records. Model calls are reported
+through `ctx.record_call` as soon as they return, so spend is never lost.
+
+Proposers: `offline.OfflineProposer` (AST operators, no model) and the model-driven
+proposer in `operators.llm`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..candidate import Candidate
+from ..problem import Problem
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One request to a model and what came back (or the error)."""
+
+    model: str
+    request_hash: str
+    messages: list[dict[str, str]]
+    reply: str | None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    latency_s: float = 0.0
+    error: str | None = None
+    purpose: str = "propose"  # propose | judge | embed
+
+
+@dataclass
+class ProposalContext:
+    problem: Problem
+    parent: Candidate
+    inspirations: list[Candidate]
+    failures: list[str]
+    rng: random.Random
+    island: int
+    record_call: Callable[[ModelCall], None] = lambda call: None
+    attempt: int = 0  # how many times this slot was already rejected (novelty, patch)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    text: str
+    operator: str  # e.g. "diff", "full", "crossover", "offline:constant"
+    model: str | None  # the bandit arm that made it: a model name, or "offline"
+    parents: tuple[int, ...]
+    change: str = ""  # the patch or a description of the edit
+    cost: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class ProposalFailed(Exception):
+    """A proposal that produced no usable child; `reason` is recorded in the store."""
+
+    def __init__(self, reason: str, *, operator: str, model: str | None, cost: float = 0.0,
+                 parents: tuple[int, ...] = ()):
+        super().__init__(reason)
+        self.reason = reason
+        self.operator = operator
+        self.model = model
+        self.cost = cost
+        self.parents = parents
+
+
+class Proposer(Protocol):
+    """What the engine needs from a source of children."""
+
+    def arms(self) -> list[str]:
+        """Names the bandit chooses between (models, and "offline" if it is an arm)."""
+
+    async def propose(self, ctx: ProposalContext) -> Proposal: ...
+
+    def observe(self, arm: str, reward: float, cost: float) -> None:
+        """Feedback after a child of `arm` was evaluated (reward in [0, 1])."""
+
+    def stats(self) -> dict[str, Any]:
+        """Per-arm calls, mean reward, cost, selection probability (for `status`)."""
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,231 @@
+"""The problem contract: `Problem` (what is searched), `EvalResult` (how a candidate scored)
+and `load_problem` (turning `problems/<name>/problem.py` into both).
+
+A problem file is a Python module with a module-level `problem = Problem(...)` and a
+function `evaluate(candidate_path) -> EvalResult | dict`. `evaluate` is trusted code; it
+runs inside the evaluation sandbox and should call candidate code through
+`evoengine.evaluation.call_candidate` so that the candidate cannot touch its own score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ProblemError
+
+KINDS = ("program", "prompt", "reward", "harness")
+
+# Line-comment syntax per language, used for the EVOLVE-BLOCK markers.
+COMMENT_PREFIX = {
+    "python": "#",
+    "text": "#",
+    "yaml": "#",
+    "shell": "#",
+    "c": "//",
+    "cpp": "//",
+    "cuda": "//",
+    "rust": "//",
+    "go": "//",
+    "java": "//",
+    "javascript": "//",
+    "typescript": "//",
+    "lua": "--",
+    "sql": "--",
+}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A MAP-Elites descriptor the evaluator reports in `EvalResult.features`."""
+
+    name: str
+    low: float
+    high: float
+    bins: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.high > self.low:
+            raise ProblemError(f"feature {self.name!r}: high ({self.high}) must exceed low ({self.low})")
+        if self.bins < 1:
+            raise ProblemError(f"feature {self.name!r}: bins must be >= 1 (got {self.bins})")
+
+
+@dataclass
+class Problem:
+    """What a search is about. `initial` names the seed file beside `problem.py`."""
+
+    name: str
+    description: str
+    initial: str
+    language: str = "python"
+    kind: str = "program"
+    features: tuple[Feature, ...] = ()
+    timeout_s: float = 60.0
+    memory_mb: int = 2048
+    # Set by `load_problem`: the folder holding problem.py and the seed.
+    root: Path = field(default=Path("."), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ProblemError(f"problem {self.name!r}: kind must be one of {KINDS} (got {self.kind!r})")
+        if self.language not in COMMENT_PREFIX:
+            raise ProblemError(
+                f"problem {self.name!r}: unknown language {self.language!r}; "
+                f"known: {', '.join(sorted(COMMENT_PREFIX))}"
+            )
+        self.features = tuple(self.features)
+        if self.timeout_s <= 0 or self.memory_mb <= 0:
+            raise ProblemError(f"problem {self.name!r}: timeout_s and memory_mb must be positive")
+
+    @property
+    def comment(self) -> str:
+        return COMMENT_PREFIX[self.language]
+
+    @property
+    def initial_path(self) -> Path:
+        return self.root / self.initial
+
+    @property
+    def suffix(self) -> str:
+        """File suffix a candidate is written with, taken from the seed file."""
+        return Path(self.initial).suffix or ".txt"
+
+    def seed_text(self) -> str:
+        path = self.initial_path
+        try:
+            return path.read_text()
+        except OSError as exc:
+            raise ProblemError(f"{self.root / 'problem.py'}: cannot read seed file {path}: {exc}") from exc
+
+
+@dataclass
+class EvalResult:
+    """How a candidate scored. Higher `score` is better; an invalid result says why in `feedback`."""
+
+    score: float | None = None
+    valid: bool = True
+    metrics: dict[str, float] = field(default_factory=dict)
+    features: dict[str, float] = field(default_factory=dict)
+    feedback: str = ""
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def invalid(cls, reason: str, **metrics: float) -> EvalResult:
+        return cls(score=None, valid=False, feedback=reason, metrics=dict(metrics))
+
+    @classmethod
+    def coerce(cls, value: Any) -> EvalResult:
+        """Turn what an evaluator returned into an `EvalResult`, or an invalid one saying why."""
+        if isinstance(value, EvalResult):
+            data = asdict(value)
+        elif isinstance(value, Mapping):
+            data = dict(value)
+        else:
+            return cls.invalid(f"evaluate() returned {type(value).__name__}, expected EvalResult or dict")
+        unknown = set(data) - {"score", "valid", "metrics", "features", "feedback", "artifacts"}
+        if unknown:
+            return cls.invalid(f"evaluate() returned unknown keys {sorted(unknown)}")
+        try:
+            valid = bool(data.get("valid", True))
+            score = data.get("score")
+            score = None if score is None else float(score)
+            metrics = {str(k): float(v) for k, v in dict(data.get("metrics") or {}).items()}
+            features = {str(k): float(v) for k, v in dict(data.get("features") or {}).items()}
+            feedback = str(data.get("feedback") or "")
+            artifacts = {str(k): str(v) for k, v in dict(data.get("artifacts") or {}).items()}
+        except (TypeError, ValueError) as exc:
+            return cls.invalid(f"evaluate() returned a malformed result: {exc}")
+        if valid and score is None:
+            return cls.invalid("evaluate() returned a valid result without a score")
+        if score is not None and not math.isfinite(score):
+            return cls.invalid(f"evaluate() returned a non-finite score ({score})")
+        bad = [k for k, v in {**metrics, **features}.items() if not math.isfinite(v)]
+        if bad:
+            return cls.invalid(f"evaluate() returned non-finite metrics/features: {bad}")
+        return cls(score, valid, metrics, features, feedback, artifacts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedProblem:
+    """A problem module once imported: the spec, its evaluator and where it came from."""
+
+    problem: Problem
+    evaluate: Callable[[str], Any]
+    path: Path  # the problem.py file
+    module: Any
+
+
+def resolve_problem_path(spec: str | Path) -> Path:
+    """Find `problem.py` for a folder, a file, or the name of a bundled problem."""
+    candidates = [Path(spec)]
+    if not str(spec).endswith(".py") and "/" not in str(spec):
+        candidates += [Path.cwd() / "problems" / str(spec), _repo_root() / "problems" / str(spec)]
+    for c in candidates:
+        if c.is_dir() and (c / "problem.py").is_file():
+            return (c / "problem.py").resolve()
+        if c.is_file() and c.suffix == ".py":
+            return c.resolve()
+    raise ProblemError(
+        f"no problem found at {spec!r}: give a folder holding problem.py, a problem.py file, "
+        f"or a bundled name (see `evoengine problems`)"
+    )
+
+
+def load_problem(spec: str | Path) -> LoadedProblem:
+    """Import a problem file and check its contract; errors name the file and the fix."""
+    path = resolve_problem_path(spec)
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    module_name = f"evoengine_problem_{path.parent.name}_{digest}"
+    if module_name in sys.modules:
+        module = sys.modules[module_name]
+    else:
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        spec_ = importlib.util.spec_from_file_location(module_name, path)
+        if spec_ is None or spec_.loader is None:
+            raise ProblemError(f"{path}: cannot be imported as a Python module")
+        module = importlib.util.module_from_spec(spec_)
+        sys.modules[module_name] = module
+        try:
+            spec_.loader.exec_module(module)
+        except ProblemError as exc:
+            del sys.modules[module_name]
+            raise ProblemError(f"{path}: {exc}") from exc
+        except BaseException as exc:  # a broken problem file must not look like our crash
+            del sys.modules[module_name]
+            raise ProblemError(f"{path}: importing it failed with {type(exc).__name__}: {exc}") from exc
+    problem = getattr(module, "problem", None)
+    if not isinstance(problem, Problem):
+        raise ProblemError(f"{path}: define a module-level `problem = Problem(...)`")
+    evaluate = getattr(module, "evaluate", None)
+    if not callable(evaluate):
+        raise ProblemError(f"{path}: define a function `evaluate(candidate_path)`")
+    problem.root = path.parent
+    if not problem.initial_path.is_file():
+        raise ProblemError(f"{path}: seed file {problem.initial!r} not found beside it")
+    return LoadedProblem(problem, evaluate, path, module)
+
+
+def bundled_problems() -> list[Path]:
+    """Folders under `problems/` (current directory first, then the repository's)."""
+    seen: dict[str, Path] = {}
+    for base in (Path.cwd() / "problems", _repo_root() / "problems"):
+        if base.is_dir():
+            for d in sorted(base.iterdir()):
+                if (d / "problem.py").is_file():
+                    seen.setdefault(d.name, d)
+    return list(seen.values())
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
