@@ -27,6 +27,7 @@ class Candidate:
     features: dict[str, float] = field(default_factory=dict)
     feedback: str = ""
     artifacts: dict[str, str] = field(default_factory=dict)
+    instances: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     cost: float = 0.0
     change: str = ""

@@ -82,6 +82,9 @@ class Operators(Section):
     full: float = Field(0.3, ge=0)
     crossover: float = Field(0.1, ge=0)
     offline_arm: bool = Field(False, description="offer the offline operators as a bandit arm beside models")
+    repair_attempts: int = Field(
+        1, ge=0, description="times a model reply that cannot be parsed or applied is sent back with the error"
+    )
 
 
 class Bandit(Section):
@@ -108,17 +111,26 @@ class Elites(Section):
     )
     bins: int = Field(10, ge=1, description="bins per built-in descriptor")
     cells: int = Field(64, ge=2, description="CVT cells")
+    qd_offset: float | None = Field(
+        None, description="score subtracted from each elite in qd_score (None: lowest valid score seen)"
+    )
 
 
 class Selection(Section):
     """Parent selection: a mix of exploitation, exploration and elites."""
 
-    strategy: Literal["power_law", "weighted", "tournament", "uniform", "hill_climb"] = "power_law"
+    strategy: Literal["power_law", "weighted", "tournament", "uniform", "hill_climb"] = Field(
+        "power_law",
+        description="exploit strategy: power_law (p ∝ rank^-alpha), weighted (sigmoid of the "
+        "score's distance from the median, damped by child count), tournament, uniform (a random "
+        "MAP-Elites cell), hill_climb (the island's best)",
+    )
     exploit: float = Field(0.7, ge=0, description="share of parents from `strategy` on the island")
     explore: float = Field(0.2, ge=0, description="share of parents uniform on the island")
     elites: float = Field(0.1, ge=0, description="share of parents from a random MAP-Elites cell")
     alpha: float = Field(1.0, gt=0, description="power-law exponent over rank")
     tournament: int = Field(4, ge=2)
+    sharpness: float = Field(10.0, gt=0, description="λ of `weighted`: sigmoid(λ·(score − median)/MAD)")
     top_inspirations: int = Field(2, ge=0)
     diverse_inspirations: int = Field(2, ge=0)
 
@@ -130,6 +142,9 @@ class Novelty(Section):
     threshold: float = Field(0.99, gt=0, le=1, description="cosine similarity above which a child is a near-duplicate")
     max_retries: int = Field(3, ge=0, description="new proposals asked for after a rejection")
     judge: str | None = Field(None, description="name of a configured model asked about borderline cases")
+    window: int = Field(256, ge=1, description="recent candidates per island a child is compared with")
+    base_url: str | None = Field(None, description="endpoint of the openai embedder (None: the client's default)")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="env var holding the openai embedder's key")
 
 
 class Config(Section):

@@ -115,6 +115,8 @@ class EvalResult:
     features: dict[str, float] = field(default_factory=dict)
     feedback: str = ""
     artifacts: dict[str, str] = field(default_factory=dict)
+    # Optional per-instance scores (test case -> score), used by Pareto-per-instance selection.
+    instances: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def invalid(cls, reason: str, **metrics: float) -> EvalResult:
@@ -129,7 +131,7 @@ class EvalResult:
             data = dict(value)
         else:
             return cls.invalid(f"evaluate() returned {type(value).__name__}, expected EvalResult or dict")
-        unknown = set(data) - {"score", "valid", "metrics", "features", "feedback", "artifacts"}
+        unknown = set(data) - {"score", "valid", "metrics", "features", "feedback", "artifacts", "instances"}
         if unknown:
             return cls.invalid(f"evaluate() returned unknown keys {sorted(unknown)}")
         try:
@@ -140,16 +142,17 @@ class EvalResult:
             features = {str(k): float(v) for k, v in dict(data.get("features") or {}).items()}
             feedback = str(data.get("feedback") or "")
             artifacts = {str(k): str(v) for k, v in dict(data.get("artifacts") or {}).items()}
+            instances = {str(k): float(v) for k, v in dict(data.get("instances") or {}).items()}
         except (TypeError, ValueError) as exc:
             return cls.invalid(f"evaluate() returned a malformed result: {exc}")
         if valid and score is None:
             return cls.invalid("evaluate() returned a valid result without a score")
         if score is not None and not math.isfinite(score):
             return cls.invalid(f"evaluate() returned a non-finite score ({score})")
-        bad = [k for k, v in {**metrics, **features}.items() if not math.isfinite(v)]
+        bad = [k for k, v in {**metrics, **features, **instances}.items() if not math.isfinite(v)]
         if bad:
             return cls.invalid(f"evaluate() returned non-finite metrics/features: {bad}")
-        return cls(score, valid, metrics, features, feedback, artifacts)
+        return cls(score, valid, metrics, features, feedback, artifacts, instances)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,97 @@
+"""The Python API for scripts and notebooks: `run(...)` and `open_run(...)`, the same engine
+the CLI drives."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from .archive.store import RunStore
+from .candidate import Candidate
+from .config import Config, load_config
+
+
+class Run:
+    """A run directory, read through its store (read-only)."""
+
+    def __init__(self, run_dir: str | Path, summary: Any = None):
+        self.run_dir = Path(run_dir)
+        self.summary = summary
+        RunStore.open(self.run_dir, readonly=True).close()  # fail early on a bad directory
+
+    def _store(self) -> RunStore:
+        return RunStore.open(self.run_dir, readonly=True)
+
+    @property
+    def best(self) -> Candidate | None:
+        store = self._store()
+        try:
+            best = store.best(1)
+            return best[0] if best else None
+        finally:
+            store.close()
+
+    def candidates(self) -> list[Candidate]:
+        """Every admitted candidate, in admission order."""
+        store = self._store()
+        try:
+            return list(store.candidates())
+        finally:
+            store.close()
+
+    def lineage(self):
+        """The lineage graph (networkx.DiGraph, edges parent -> child)."""
+        from .lineage import build_lineage
+
+        store = self._store()
+        try:
+            return build_lineage(store)
+        finally:
+            store.close()
+
+    def status(self) -> dict[str, Any]:
+        from .status import run_status
+
+        return run_status(self.run_dir)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.run_dir)!r})"
+
+
+def _overrides(kwargs: dict[str, Any]) -> list[str]:
+    """`budget=50` means budget.candidates; other keys use `__` for dots: islands__count=2."""
+    out = []
+    for key, value in kwargs.items():
+        path = "budget.candidates" if key == "budget" else key.replace("__", ".")
+        out.append(f"{path}={_yaml_scalar(value)}")
+    return out
+
+
+def _yaml_scalar(value: Any) -> str:
+    import json
+
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def run(problem: str | Path, config: str | Path | Config | None = None, *, run_dir: str | Path | None = None,
+        from_run: str | Path | None = None, progress: bool = False, **overrides: Any) -> Run:
+    """Run a search to its budget and return the run. Example:
+
+    >>> r = evoengine.run("circle_packing", budget=100, islands__count=2)
+    >>> r.best.score
+    """
+    from .engine import Engine
+
+    if isinstance(config, Config):
+        cfg = load_config(None, _overrides(overrides), base=config.dump())
+    else:
+        cfg = load_config(config, _overrides(overrides))
+    engine = Engine.create(problem, cfg, run_dir=Path(run_dir) if run_dir else None,
+                           from_run=Path(from_run) if from_run else None, progress=progress)
+    summary = asyncio.run(engine.run())
+    return Run(engine.run_dir, summary)
+
+
+def open_run(run_dir: str | Path) -> Run:
+    return Run(run_dir)

@@ -1,0 +1,157 @@
+"""The archive: what the engine keeps of a run in memory to choose the next parents.
+
+`Archive` is the one door the engine uses. Every evaluated candidate goes through
+`admit`, in admission order, valid or not; `select` returns a parent, its island and
+inspirations. Behind it: `islands.IslandModel` (capped populations, migration, resets),
+`elites.EliteArchive` (MAP-Elites) and `selection.ParentSelector`. The run store
+(`archive/store.py`) is the truth; this is a cache of it whose state is a deterministic
+function of the admitted sequence (no clock, no global RNG), so a resumed run rebuilds it
+by admitting the stored candidates again. Memory is bounded by the island caps, the
+elite cells and a few recent failures per island, not by the length of the run.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..candidate import Candidate
+from ..config import Config
+from ..problem import Problem
+from .elites import EliteArchive
+from .islands import IslandModel
+from .selection import ParentSelector, Selection
+
+__all__ = ["Archive", "ArchiveEvent", "Selection"]
+
+FAILURES_KEPT = 8  # recent invalid candidates kept per island for prompts
+
+
+@dataclass(frozen=True)
+class ArchiveEvent:
+    """Something the archive did that the store should record.
+
+    kinds: "migration" {source, target, ids}; "reset" {island, founder_island, founder_id,
+    evicted}; "elite" {id, cell, status: new|improved, replaced, score}.
+    """
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _IslandCounts:
+    admitted: int = 0
+    invalid: int = 0
+
+
+class Archive:
+    """Islands, MAP-Elites and parent selection behind one narrow interface."""
+
+    def __init__(self, config: Config, problem: Problem):
+        self.config = config
+        self.problem = problem
+        self.islands = IslandModel(config.islands, config.seed)
+        self.elites = EliteArchive(config.elites, problem, config.seed) if config.elites.enabled else None
+        self.selector = ParentSelector(config.selection)
+        self.admitted = 0
+        self.valid = 0
+        self._best: Candidate | None = None
+        self._seed: Candidate | None = None  # the first admitted candidate, kept as a last resort
+        self._counts = [_IslandCounts() for _ in range(config.islands.count)]
+        self._failures = [deque(maxlen=FAILURES_KEPT) for _ in range(config.islands.count)]
+
+    # ------------------------------------------------------------- admitting
+
+    def admit(self, candidate: Candidate) -> list[ArchiveEvent]:
+        """Take one evaluated candidate (valid or not); returns what changed worth recording."""
+        self.admitted += 1
+        if self._seed is None:
+            self._seed = candidate
+            if self.elites is not None:
+                self.elites.anchor(candidate.text)
+        for parent in dict.fromkeys(candidate.parents):
+            self.islands.note_child(parent)
+        everywhere = candidate.operator == "seed"
+        homes = range(len(self.islands)) if everywhere else [candidate.island % len(self.islands)]
+        for i in homes:
+            self._counts[i].admitted += 1
+        events: list[ArchiveEvent] = []
+        if candidate.valid and candidate.score is not None:
+            self.valid += 1
+            if self._best is None or candidate.fitness() > self._best.fitness():
+                self._best = candidate
+            if everywhere:
+                self.islands.place_everywhere(candidate)
+            else:
+                self.islands.place(candidate, homes[0])
+            if self.elites is not None:
+                placed = self.elites.add(candidate)
+                if placed is not None:
+                    events.append(ArchiveEvent("elite", {
+                        "id": candidate.id, "cell": placed.cell, "status": placed.status,
+                        "replaced": placed.replaced, "score": candidate.score,
+                    }))
+        else:
+            for i in homes:
+                self._counts[i].invalid += 1
+                self._failures[i].append(candidate)
+        resets, migrations = self.islands.tick(self.admitted)
+        events += [ArchiveEvent("reset", asdict(r)) for r in resets]
+        events += [ArchiveEvent("migration", asdict(m)) for m in migrations]
+        for r in resets:
+            self._failures[r.island].clear()
+        return events
+
+    # --------------------------------------------------------------- reading
+
+    def select(self, rng: random.Random) -> Selection:
+        """A parent, its island and inspirations; a deterministic function of the archive and `rng`."""
+        return self.selector.select(self.islands, self.elites, rng, fallback=self._seed)
+
+    def best(self) -> Candidate | None:
+        """The best valid candidate admitted so far (the earliest among equals)."""
+        return self._best
+
+    def members(self, island: int) -> list[Candidate]:
+        """An island's population, best first."""
+        return list(self.islands[island].members)
+
+    def recent_failures(self, island: int, n: int = 3) -> list[Candidate]:
+        """The island's last `n` invalid candidates, newest first (their `feedback` says why)."""
+        return list(reversed(self._failures[island]))[:n]
+
+    def stats(self) -> dict[str, Any]:
+        islands = []
+        for island, counts in zip(self.islands.islands, self._counts, strict=True):
+            best = island.best
+            islands.append({
+                "island": island.index,
+                "size": len(island),
+                "best_id": best.id if best else None,
+                "best_score": best.score if best else None,
+                "admitted": counts.admitted,
+                "invalid": counts.invalid,
+            })
+        best = self._best
+        return {
+            "admitted": self.admitted,
+            "valid": self.valid,
+            "invalid": self.admitted - self.valid,
+            "best_id": best.id if best else None,
+            "best_score": best.score if best else None,
+            "islands": islands,
+            "topology": self.config.islands.topology,
+            "migrations": self.islands.migrations,
+            "migrants": self.islands.migrated,
+            "resets": self.islands.resets,
+            "elites": self.elites.stats() if self.elites is not None else {"enabled": False},
+        }
+
+    def elite_map(self) -> dict[str, Any]:
+        """Dimensions and filled cells of the MAP-Elites archive, for reports."""
+        if self.elites is None:
+            return {"kind": None, "dimensions": [], "cells": 0, "filled": [], "qd_offset": None}
+        return self.elites.map()

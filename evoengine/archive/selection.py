@@ -1,0 +1,170 @@
+"""Parent and inspiration sampling.
+
+Each parent comes from one of three shares of `config.selection`, normalised: `exploit`
+(the configured strategy on the chosen island), `explore` (uniform on the island) and
+`elites` (the elite of a uniformly drawn filled MAP-Elites cell). The island is drawn
+uniformly. Strategies over an island's members, which are sorted best-first:
+
+- power_law: p(rank r) ∝ r^-alpha (r = 1 is the best);
+- weighted (ShinkaEvolve): p ∝ sigmoid(λ·(score − median)/MAD) / (1 + children);
+- tournament: the best of `tournament` members drawn uniformly with replacement;
+- uniform: a uniformly drawn filled MAP-Elites cell (on the island when there are none);
+- hill_climb: the island's best.
+
+The `*_probabilities` functions state each definition once; sampling draws from their
+cumulative sums with one `rng.random()`, so a selection is a deterministic function of the
+archive and the generator, and costs O(population) numpy work at most (power-law tables
+are cached per population size). Inspirations: the island's `top_inspirations` best
+besides the parent, then `diverse_inspirations` alternately from random elite cells and
+from the best of other islands, never repeating a candidate.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import expit
+
+from ..candidate import Candidate
+from ..config import Selection as SelectionConfig
+from .elites import EliteArchive
+from .islands import IslandModel
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A parent, the island its child will live on, and candidates to show beside it.
+
+    `source` says which share picked the parent: "exploit:<strategy>", "explore", "elite",
+    or "seed" when no valid candidate exists yet and the (invalid) seed is all there is.
+    """
+
+    island: int
+    parent: Candidate
+    inspirations: list[Candidate] = field(default_factory=list)
+    source: str = "exploit"
+
+
+# ------------------------------------------------------------------ definitions
+
+
+def power_law_probabilities(n: int, alpha: float) -> np.ndarray:
+    """p(rank r) ∝ r^-alpha over ranks 1..n."""
+    w = np.arange(1, n + 1, dtype=np.float64) ** -alpha
+    return w / w.sum()
+
+
+def weighted_probabilities(scores: np.ndarray, children: np.ndarray, sharpness: float) -> np.ndarray:
+    """p ∝ sigmoid(sharpness·(score − median)/MAD) / (1 + children); MAD 0 splits at the median."""
+    median = np.median(scores)
+    mad = np.median(np.abs(scores - median))
+    scale = mad if mad > 0 else np.finfo(np.float64).tiny
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        w = expit(sharpness * (scores - median) / scale) / (1.0 + children)
+    total = w.sum()
+    return w / total if total > 0 else np.full(len(scores), 1.0 / len(scores))
+
+
+def tournament_probabilities(n: int, size: int) -> np.ndarray:
+    """P(rank r wins) for the best of `size` uniform draws with replacement."""
+    r = np.arange(n, dtype=np.float64)
+    return ((n - r) ** size - (n - r - 1) ** size) / float(n) ** size
+
+
+# --------------------------------------------------------------------- drawing
+
+
+def draw(cdf: np.ndarray, rng: random.Random) -> int:
+    """An index drawn from a cumulative (unnormalised) distribution with one rng call."""
+    i = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    return min(i, len(cdf) - 1)
+
+
+@lru_cache(maxsize=64)
+def _power_law_cdf(n: int, alpha: float) -> np.ndarray:
+    return np.cumsum(np.arange(1, n + 1, dtype=np.float64) ** -alpha)
+
+
+def tournament_index(n: int, size: int, rng: random.Random) -> int:
+    return min(rng.randrange(n) for _ in range(size))
+
+
+# -------------------------------------------------------------------- selector
+
+
+class ParentSelector:
+    """Picks an island, a parent and inspirations according to `config.selection`."""
+
+    def __init__(self, config: SelectionConfig):
+        self.config = config
+        shares = np.array([config.exploit, config.explore, config.elites], dtype=np.float64)
+        self._shares = np.cumsum(shares if shares.sum() > 0 else np.array([1.0, 0.0, 0.0]))
+
+    def select(self, islands: IslandModel, elites: EliteArchive | None, rng: random.Random,
+               fallback: Candidate | None = None) -> Selection:
+        k = len(islands)
+        first = rng.randrange(k)
+        island = next((j % k for j in range(first, first + k) if len(islands[j % k])), None)
+        if island is None:
+            if fallback is None:
+                raise LookupError("the archive is empty: admit the seed candidate before selecting")
+            return Selection(first, fallback, [], "seed")
+        members = islands[island]
+        share = draw(self._shares, rng)
+        if share == 0:
+            parent, source = self._exploit(islands, island, elites, rng)
+        elif share == 2 and elites is not None and len(elites):
+            parent, source = elites.sample(rng).candidate, "elite"
+        else:
+            parent, source = members.members[rng.randrange(len(members))], "explore"
+        inspirations = self._inspirations(islands, island, elites, parent, rng)
+        return Selection(island, parent, inspirations, source)
+
+    def _exploit(self, islands: IslandModel, island: int, elites: EliteArchive | None,
+                 rng: random.Random) -> tuple[Candidate, str]:
+        cfg = self.config
+        pop = islands[island]
+        n = len(pop)
+        strategy = cfg.strategy
+        if strategy == "power_law":
+            i = draw(_power_law_cdf(n, cfg.alpha), rng)
+        elif strategy == "weighted":
+            i = draw(np.cumsum(weighted_probabilities(pop.scores, pop.children, cfg.sharpness)), rng)
+        elif strategy == "tournament":
+            i = tournament_index(n, cfg.tournament, rng)
+        elif strategy == "hill_climb":
+            i = 0
+        elif elites is not None and len(elites):  # uniform over filled cells
+            return elites.sample(rng).candidate, "exploit:uniform"
+        else:
+            i = rng.randrange(n)
+        return pop.members[i], f"exploit:{strategy}"
+
+    def _inspirations(self, islands: IslandModel, island: int, elites: EliteArchive | None,
+                      parent: Candidate, rng: random.Random) -> list[Candidate]:
+        cfg = self.config
+        taken = {parent.id}
+        out = []
+        for c in islands[island].members[: cfg.top_inspirations + 1]:
+            if len(out) < cfg.top_inspirations and c.id not in taken:
+                out.append(c)
+                taken.add(c.id)
+        want = cfg.diverse_inspirations
+        others = [j for j in range(len(islands)) if j != island and len(islands[j])]
+        have_elites = elites is not None and len(elites) > 0
+        diverse: list[Candidate] = []
+        for attempt in range(4 * want):
+            if len(diverse) == want or not (have_elites or others):
+                break
+            if have_elites and (attempt % 2 == 0 or not others):
+                pick: Candidate | None = elites.sample(rng).candidate  # type: ignore[union-attr]
+            else:
+                pool = islands[others[rng.randrange(len(others))]].members[: len(taken) + 1]
+                pick = next((c for c in pool if c.id not in taken), None)
+            if pick is not None and pick.id not in taken:
+                diverse.append(pick)
+                taken.add(pick.id)
+        return out + diverse

@@ -1,0 +1,341 @@
+"""The run store: one SQLite file per run (`archive.sqlite`), the truth of a run.
+
+Every proposal gets a row in `candidates` when it starts (status `pending`) and is closed
+in one transaction: `evaluated` (admitted, with its result and admission number `seq`),
+`failed` (no usable child: the reason is kept) or, after a kill, `abandoned`. Model calls,
+archive events (migrations, resets) and engine state live beside them. Only the engine's
+loop writes (one writer); readers (status, report, viewer) open the file read-only, which
+WAL mode lets them do while a run is writing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..candidate import Candidate
+from ..errors import StoreError
+from ..operators import ModelCall
+
+SCHEMA_VERSION = 1
+FILENAME = "archive.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    status TEXT NOT NULL,
+    seq INTEGER UNIQUE,
+    text TEXT,
+    parents TEXT NOT NULL DEFAULT '[]',
+    island INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,
+    operator TEXT,
+    model TEXT,
+    score REAL,
+    valid INTEGER NOT NULL DEFAULT 0,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    features TEXT NOT NULL DEFAULT '{}',
+    feedback TEXT NOT NULL DEFAULT '',
+    artifacts TEXT NOT NULL DEFAULT '{}',
+    instances TEXT NOT NULL DEFAULT '{}',
+    timings TEXT NOT NULL DEFAULT '{}',
+    cost REAL NOT NULL DEFAULT 0,
+    reward REAL,
+    change TEXT NOT NULL DEFAULT '',
+    origin TEXT,
+    reason TEXT,
+    created REAL NOT NULL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS candidates_status ON candidates(status);
+CREATE TABLE IF NOT EXISTS model_calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    proposal_id INTEGER,
+    model TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    messages TEXT NOT NULL,
+    reply TEXT,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    cost REAL NOT NULL DEFAULT 0,
+    latency_s REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    purpose TEXT NOT NULL DEFAULT 'propose',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS model_calls_hash ON model_calls(request_hash);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_CANDIDATE_COLUMNS = (
+    "id, text, parents, island, generation, operator, model, score, valid, metrics, features,"
+    " feedback, artifacts, instances, timings, cost, change, origin, created"
+)
+
+
+def _row_to_candidate(row: sqlite3.Row) -> Candidate:
+    metrics = json.loads(row["metrics"])
+    return Candidate(
+        id=row["id"],
+        text=row["text"] or "",
+        parents=tuple(json.loads(row["parents"])),
+        island=row["island"],
+        generation=row["generation"],
+        operator=row["operator"] or "",
+        model=row["model"],
+        score=row["score"],
+        valid=bool(row["valid"]),
+        metrics=metrics,
+        features=json.loads(row["features"]),
+        feedback=row["feedback"],
+        artifacts=json.loads(row["artifacts"]),
+        instances=json.loads(row["instances"]),
+        timings=json.loads(row["timings"]),
+        cost=row["cost"],
+        change=row["change"],
+        origin=row["origin"],
+        created=row["created"],
+    )
+
+
+class RunStore:
+    """Read and write one run's `archive.sqlite`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool):
+        self.path = path
+        self.conn = conn
+        self.readonly = readonly
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def create(cls, run_dir: Path, meta: dict[str, Any]) -> RunStore:
+        run_dir = Path(run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create run directory {run_dir}: {exc}; choose another with --run-dir") from exc
+        path = run_dir / FILENAME
+        if path.exists():
+            raise StoreError(f"{path} already exists: resume it with `evoengine resume {run_dir}` or pick a new --run-dir")
+        store = cls._connect(path, readonly=False)
+        store.conn.executescript(SCHEMA)
+        with store.transaction():
+            for key, value in {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}.items():
+                store.conn.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        return store
+
+    @classmethod
+    def open(cls, run_dir: Path, readonly: bool = False) -> RunStore:
+        run_dir = Path(run_dir)
+        path = run_dir / FILENAME
+        if not path.is_file():
+            raise StoreError(f"{run_dir} is not a run directory (no {FILENAME}); runs are under runs/ by default")
+        store = cls._connect(path, readonly=readonly)
+        try:
+            version = store.meta().get("schema_version")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is not a readable evoengine store: {exc}") from exc
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} was written with store schema {version}; this evoengine reads schema "
+                f"{SCHEMA_VERSION}. Use the evoengine version that wrote it."
+            )
+        return store
+
+    @classmethod
+    def _connect(cls, path: Path, readonly: bool) -> RunStore:
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        return cls(path, conn, readonly)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ------------------------------------------------------------ meta and state
+
+    def meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def _put_state(self, state: dict[str, Any]) -> None:
+        self.conn.executemany(
+            "INSERT INTO state VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(k, json.dumps(v)) for k, v in state.items()],
+        )
+
+    def put_state(self, state: dict[str, Any]) -> None:
+        with self.transaction():
+            self._put_state(state)
+
+    # ------------------------------------------------------------ writing
+
+    def start_proposal(self, island: int) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO candidates (status, island, created) VALUES ('pending', ?, ?)", (island, time.time())
+        )
+        return int(cur.lastrowid)
+
+    def record_call(self, proposal_id: int | None, call: ModelCall) -> None:
+        self.conn.execute(
+            "INSERT INTO model_calls (proposal_id, model, request_hash, messages, reply, tokens_in,"
+            " tokens_out, cost, latency_s, error, purpose, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                proposal_id, call.model, call.request_hash, json.dumps(call.messages), call.reply,
+                call.tokens_in, call.tokens_out, call.cost, call.latency_s, call.error, call.purpose, time.time(),
+            ),
+        )
+
+    def fail(self, proposal_id: int, *, reason: str, operator: str, model: str | None,
+             parents: tuple[int, ...], cost: float = 0.0, text: str | None = None) -> None:
+        self.conn.execute(
+            "UPDATE candidates SET status='failed', reason=?, operator=?, model=?, parents=?, cost=?,"
+            " text=?, finished=? WHERE id=?",
+            (reason, operator, model, json.dumps(list(parents)), cost, text, time.time(), proposal_id),
+        )
+
+    def admit(self, c: Candidate, *, reward: float | None, events: list[tuple[str, dict[str, Any]]] = (),
+              state: dict[str, Any] | None = None) -> int:
+        """Close proposal `c.id` as evaluated, in one transaction with its events and state."""
+        with self.transaction() as conn:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM candidates").fetchone()[0]
+            updated = conn.execute(
+                "UPDATE candidates SET status='evaluated', seq=?, text=?, parents=?, island=?, generation=?,"
+                " operator=?, model=?, score=?, valid=?, metrics=?, features=?, feedback=?, artifacts=?,"
+                " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?"
+                " WHERE id=? AND status='pending'",
+                (
+                    seq, c.text, json.dumps(list(c.parents)), c.island, c.generation, c.operator, c.model,
+                    c.score, int(c.valid), json.dumps(c.metrics), json.dumps(c.features), c.feedback,
+                    json.dumps(c.artifacts), json.dumps(c.instances),
+                    json.dumps(c.timings), c.cost, reward, c.change, c.origin, time.time(), c.id,
+                ),
+            ).rowcount
+            if updated != 1:
+                raise StoreError(f"candidate {c.id} is not a pending proposal in {self.path}")
+            now = time.time()
+            conn.executemany(
+                "INSERT INTO events (seq, kind, data, created) VALUES (?, ?, ?, ?)",
+                [(seq, kind, json.dumps(data), now) for kind, data in events],
+            )
+            if state:
+                self._put_state(state)
+        return int(seq)
+
+    def abandon_pending(self) -> int:
+        """Proposals that were in flight when a run died are closed as `abandoned`."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE candidates SET status='abandoned', finished=? WHERE status='pending'", (time.time(),)
+            ).rowcount
+
+    # ------------------------------------------------------------ reading
+
+    def candidates(self, after_seq: int = 0) -> Iterator[Candidate]:
+        """Admitted candidates in admission order."""
+        rows = self.conn.execute(
+            f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' AND seq > ? ORDER BY seq",
+            (after_seq,),
+        )
+        for row in rows:
+            yield _row_to_candidate(row)
+
+    def rewards(self) -> Iterator[tuple[str | None, float | None, float]]:
+        """(model arm, reward, cost) of admitted candidates in admission order, for bandit replay."""
+        yield from self.conn.execute(
+            "SELECT model, reward, cost FROM candidates WHERE status='evaluated' ORDER BY seq"
+        )
+
+    def get(self, candidate_id: int) -> Candidate:
+        row = self.conn.execute(
+            f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE id=? AND status='evaluated'", (candidate_id,)
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no admitted candidate with id {candidate_id} in {self.path}")
+        return _row_to_candidate(row)
+
+    def best(self, n: int = 1) -> list[Candidate]:
+        rows = self.conn.execute(
+            f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' AND valid=1"
+            " ORDER BY score DESC, seq ASC LIMIT ?",
+            (n,),
+        )
+        return [_row_to_candidate(r) for r in rows]
+
+    def seed(self) -> Candidate | None:
+        row = self.conn.execute(
+            f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' ORDER BY seq LIMIT 1"
+        ).fetchone()
+        return _row_to_candidate(row) if row else None
+
+    def counts(self) -> dict[str, int]:
+        out = {"evaluated": 0, "valid": 0, "failed": 0, "pending": 0, "abandoned": 0}
+        for status, n in self.conn.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status"):
+            out[status] = n
+        out["valid"] = self.conn.execute(
+            "SELECT COUNT(*) FROM candidates WHERE status='evaluated' AND valid=1"
+        ).fetchone()[0]
+        return out
+
+    def spend(self) -> float:
+        return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])
+
+    def failures(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT id, operator, model, reason FROM candidates WHERE status='failed' ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [dict(r) for r in rows]
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT seq, kind, data FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
+        return [
+            {"seq": s, "kind": k, "data": json.loads(d)} for s, k, d in self.conn.execute(sql, (kind,) if kind else ())
+        ]
+
+    def model_usage(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT model, purpose, COUNT(*) AS calls, SUM(error IS NOT NULL) AS errors, SUM(tokens_in) AS tokens_in,"
+            " SUM(tokens_out) AS tokens_out, SUM(cost) AS cost FROM model_calls GROUP BY model, purpose"
+        )
+        return [dict(r) for r in rows]
+
+    def recorded_replies(self) -> Iterator[tuple[str, str]]:
+        """(request hash, reply) of successful model calls in call order, for replay."""
+        yield from self.conn.execute(
+            "SELECT request_hash, reply FROM model_calls WHERE reply IS NOT NULL ORDER BY id"
+        )

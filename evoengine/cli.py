@@ -1,0 +1,217 @@
+"""The `evoengine` command. User errors (`EvoError`) are printed without a traceback
+unless `--debug`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import EvoError
+
+OFFLINE_NOTE = (
+    "no model configured: using the built-in offline operators (AST mutations, no model).\n"
+    "  To use a model: evoengine run PROBLEM -c openai   (or -c vllm / -c ollama; see docs/models.md)"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evoengine", description="Evolutionary program search.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="start a search on a problem")
+    r.add_argument("problem", help="a bundled problem name, a problem folder, or a problem.py")
+    r.add_argument("-c", "--config", help="config preset name (configs/NAME.yaml) or YAML file")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set islands.count=2 (repeatable)")
+    r.add_argument("--budget", type=int, help="candidates to evaluate (budget.candidates)")
+    r.add_argument("--run-dir", type=Path, help="where the run is written (default runs/<time>-<problem>)")
+    r.add_argument("--from", dest="from_run", type=Path, help="seed with the best candidates of an earlier run")
+    r.add_argument("--ray", metavar="ADDRESS", help="evaluate on a Ray cluster at ADDRESS ('auto' or host:port)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("resume", help="continue a stopped or killed run")
+    s.add_argument("run_dir", type=Path)
+    s.add_argument("--budget", type=int, help="new total of candidates for the run")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("-q", "--quiet", action="store_true")
+
+    st = sub.add_parser("status", help="show a run's progress")
+    st.add_argument("run_dir", type=Path)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    b = sub.add_parser("best", help="print or write the best candidate")
+    b.add_argument("run_dir", type=Path)
+    b.add_argument("-o", "--output", type=Path)
+
+    sub.add_parser("problems", help="list bundled problems")
+
+    lin = sub.add_parser("lineage", help="show the ancestry of the best (or a given) candidate")
+    lin.add_argument("run_dir", type=Path)
+    lin.add_argument("--candidate", type=int)
+    lin.add_argument("--export", choices=["json", "graphml", "dot"], help="write the whole lineage graph")
+    lin.add_argument("-o", "--output", type=Path, help="file for --export")
+
+    rep = sub.add_parser("report", help="write a self-contained HTML report")
+    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("-o", "--output", type=Path)
+
+    sv = sub.add_parser("serve", help="a read-only local viewer, refreshed while the run goes on")
+    sv.add_argument("run_dir", type=Path)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8765)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO if not getattr(args, "quiet", False) else logging.WARNING,
+        format="evoengine: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "openai", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except EvoError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .engine import Engine
+
+    overrides = list(args.overrides)
+    if args.budget is not None:
+        overrides.append(f"budget.candidates={args.budget}")
+    if args.ray:
+        overrides += ["evaluation.backend=ray", f"ray.address={args.ray}"]
+    config = load_config(args.config, overrides)
+    engine = Engine.create(args.problem, config, run_dir=args.run_dir, from_run=args.from_run,
+                           progress=not args.quiet)
+    return _drive(engine)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from .engine import Engine
+
+    engine = Engine.reopen(args.run_dir, budget=args.budget, overrides=tuple(args.overrides), progress=not args.quiet)
+    return _drive(engine)
+
+
+def _drive(engine) -> int:
+    if engine.offline_only:
+        print(OFFLINE_NOTE, file=sys.stderr)
+    print(f"run directory: {engine.run_dir}", file=sys.stderr)
+    summary = asyncio.run(engine.run())
+    d = summary.run_dir
+    best = summary.best
+    lines = [
+        f"stopped: {summary.stopped} after {summary.admitted} candidates ({summary.valid} valid) "
+        f"in {summary.elapsed_s:.1f} s" + (f", spend ${summary.spend:.4f}" if summary.spend else ""),
+        f"best score {best.score:.6g} (candidate {best.id}); seed {summary.seed_score:.6g}"
+        if best and best.score is not None and summary.seed_score is not None else "no valid candidate",
+    ]
+    if summary.best_path:
+        lines.append(f"best candidate: {summary.best_path}")
+    if summary.stopped != "budget":
+        lines.append(f"resume:  evoengine resume {d}")
+    lines.append(f"lineage: evoengine lineage {d}   report: evoengine report {d}")
+    if summary.message:
+        lines.append(f"error: {summary.message}")
+    print("\n".join(lines))
+    return 1 if summary.stopped in ("failing", "error") else 130 if summary.stopped == "interrupted" else 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .status import render_status, run_status
+
+    status = run_status(args.run_dir)
+    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    return 0
+
+
+def _cmd_best(args: argparse.Namespace) -> int:
+    from .api import open_run
+
+    best = open_run(args.run_dir).best
+    if best is None:
+        raise EvoError(f"{args.run_dir} has no valid candidate yet")
+    if args.output:
+        args.output.write_text(best.text)
+        print(f"wrote candidate {best.id} (score {best.score:.6g}) to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(best.text)
+    return 0
+
+
+def _cmd_problems(args: argparse.Namespace) -> int:
+    from .problem import bundled_problems, load_problem
+
+    for folder in bundled_problems():
+        try:
+            p = load_problem(folder).problem
+            first = p.description.strip().splitlines()[0] if p.description.strip() else ""
+            print(f"{folder.name:<20} {p.kind:<8} {first}")
+        except EvoError as exc:
+            print(f"{folder.name:<20} (broken: {exc})")
+    return 0
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from .archive.store import RunStore
+    from .lineage import export_lineage, render_ancestry
+
+    store = RunStore.open(args.run_dir, readonly=True)
+    try:
+        if args.export:
+            out = args.output or args.run_dir / f"lineage.{args.export}"
+            path = export_lineage(store, args.export, out)
+            print(f"wrote {path}", file=sys.stderr)
+        else:
+            print(render_ancestry(store, args.candidate))
+    finally:
+        store.close()
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.run_dir, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .report import serve
+
+    serve(args.run_dir, host=args.host, port=args.port)
+    return 0
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "resume": _cmd_resume,
+    "status": _cmd_status,
+    "best": _cmd_best,
+    "problems": _cmd_problems,
+    "lineage": _cmd_lineage,
+    "report": _cmd_report,
+    "serve": _cmd_serve,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,488 @@
+"""The asynchronous search loop.
+
+`Engine` keeps `concurrency.proposals` proposals and `concurrency.evaluations` evaluations
+in flight, admits each finished candidate in one store transaction, and stops on a budget
+(candidates, wall time, money) or on Ctrl-C / SIGTERM. Everything in memory (islands,
+MAP-Elites, novelty index, bandit) is derived from the store: on resume it is rebuilt by
+replaying the admitted candidates in order, so a run killed at any moment continues with
+nothing admitted lost.
+
+Each proposal draws its randomness from its own `random.Random(f"{seed}:{proposal id}")`,
+so there is no RNG state to save and no two proposals share a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from . import __version__
+from .archive import Archive
+from .archive.store import RunStore
+from .candidate import Candidate
+from .config import Config, load_config
+from .errors import EvoError, ProblemError, StoreError
+from .evaluation import EvaluatorPool, Limits
+from .novelty import Novelty
+from .operators import ModelCall, Proposal, ProposalContext, ProposalFailed, Proposer
+from .operators.patches import PatchError, evolve_blocks
+from .problem import EvalResult, LoadedProblem, load_problem
+
+log = logging.getLogger(__name__)
+
+STATE_EVERY_S = 2.0  # how often the status snapshot (archive/bandit/novelty stats) is rewritten
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    admitted: int
+    valid: int
+    seed_score: float | None
+    best: Candidate | None
+    stopped: str  # "budget", "wall time", "money", "interrupted", "failing"
+    elapsed_s: float
+    spend: float
+    best_path: Path | None = None
+    message: str = ""
+
+
+@dataclass
+class _Child:
+    proposal: Proposal
+    pid: int
+    island: int
+    parents: list[Candidate]
+    propose_s: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def new_run_dir(root: Path, problem_name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = root / f"{stamp}-{problem_name}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = Path(f"{base}-{n}")
+    return path
+
+
+def build_proposer(config: Config, loaded: LoadedProblem) -> Proposer:
+    from .operators.offline import OfflineProposer
+
+    if not config.models and not config.replay:
+        return OfflineProposer()
+    from .operators.llm import ModelProposer
+
+    offline = OfflineProposer() if config.operators.offline_arm else None
+    return ModelProposer(config, loaded.problem, offline=offline)
+
+
+def improvement_reward(child: Candidate, parent_score: float | None, seed_score: float | None,
+                       best_score: float | None) -> float:
+    """The child's improvement over its parent, scaled by the run's progress so far, in [0, 1]."""
+    if not child.valid or child.score is None:
+        return 0.0
+    if parent_score is None:
+        return 1.0
+    spread = abs((best_score if best_score is not None else parent_score) - (seed_score or 0.0))
+    spread = max(spread, 1e-9 * max(1.0, abs(parent_score)))
+    return float(min(1.0, max(0.0, (child.score - parent_score) / spread)))
+
+
+class Engine:
+    """One run: its store, problem, archive, proposer and evaluators."""
+
+    def __init__(self, run_dir: Path, config: Config, loaded: LoadedProblem, store: RunStore,
+                 *, progress: bool = False, imports: list[Candidate] | None = None):
+        self.run_dir = run_dir
+        self.config = config
+        self.loaded = loaded
+        self.problem = loaded.problem
+        self.store = store
+        self.progress = progress
+        self.imports = imports or []
+        self.archive = Archive(config, self.problem)
+        self.novelty = Novelty(config.novelty) if config.novelty.enabled else None
+        self.proposer: Proposer = build_proposer(config, loaded)
+        self.offline_only = not config.models and not config.replay
+        self.pool = EvaluatorPool(loaded.path, config.concurrency.evaluations, Limits.from_config(self.problem, config.evaluation))
+        self.admitted = 0
+        self.valid = 0
+        self.spend = 0.0
+        self.seed_score: float | None = None
+        self.best: Candidate | None = None
+        self.novelty_rejections = 0
+        self.failed_in_a_row = 0
+        self.failures: dict[int, collections.deque[str]] = collections.defaultdict(lambda: collections.deque(maxlen=5))
+        self._stop: str | None = None
+        self._elapsed_before = float(store.get_state("elapsed_s", 0.0))
+        self._started_at = time.monotonic()
+        self._last_state = 0.0
+        self._bar: tqdm | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def create(cls, problem: str | Path, config: Config, *, run_dir: Path | None = None,
+               from_run: Path | None = None, progress: bool = False) -> Engine:
+        loaded = load_problem(problem)
+        try:
+            evolve_blocks(loaded.problem.seed_text(), loaded.problem.comment)
+        except PatchError as exc:
+            raise ProblemError(f"{loaded.problem.initial_path}: {exc}") from exc
+        imports = _imports_from(Path(from_run), config.islands.count) if from_run else []
+        run_dir = Path(run_dir) if run_dir else new_run_dir(Path("runs"), loaded.problem.name)
+        store = RunStore.create(run_dir, {
+            "problem": loaded.problem.name,
+            "problem_path": str(loaded.path),
+            "evoengine_version": __version__,
+            "from_run": str(from_run) if from_run else None,
+        })
+        _write_atomic(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
+        return cls(run_dir, config, loaded, store, progress=progress, imports=imports)
+
+    @classmethod
+    def reopen(cls, run_dir: Path, *, budget: int | None = None, overrides: tuple[str, ...] = (),
+               progress: bool = False) -> Engine:
+        run_dir = Path(run_dir)
+        store = RunStore.open(run_dir)
+        meta = store.meta()
+        try:
+            saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        except OSError as exc:
+            raise StoreError(f"{run_dir}/config.yaml cannot be read: {exc}") from exc
+        extra = [*overrides, *([f"budget.candidates={budget}"] if budget else [])]
+        config = load_config(None, extra, base=saved)
+        loaded = load_problem(meta["problem_path"])
+        if extra:
+            _write_atomic(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
+        return cls(run_dir, config, loaded, store, progress=progress)
+
+    # ------------------------------------------------------------ the run
+
+    async def run(self) -> RunSummary:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.request_stop, "interrupted")
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        message = ""
+        try:
+            await self.pool.start()
+            start = getattr(self.proposer, "start", None)
+            if start is not None:
+                await start()
+            abandoned = self.store.abandon_pending()
+            if abandoned:
+                log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
+            self._replay()
+            if self.admitted == 0:
+                await self._evaluate_seeds()
+            self._open_bar()
+            await self._search()
+        except EvoError as exc:
+            if self._stop != "failing":
+                raise
+            message = str(exc)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.remove_signal_handler(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass
+            await self._shutdown()
+        return self._summary(message)
+
+    def request_stop(self, reason: str) -> None:
+        if self._stop is None:
+            self._stop = reason
+            log.info("stopping: %s", reason)
+        for task in self._tasks:
+            task.cancel()
+
+    async def _search(self) -> None:
+        limit = self.config.concurrency.proposals + self.config.concurrency.evaluations
+        self._propose_slots = asyncio.Semaphore(self.config.concurrency.proposals)
+        self._eval_slots = asyncio.Semaphore(self.config.concurrency.evaluations)
+        while True:
+            self._check_budgets()
+            while self._stop is None and len(self._tasks) < limit and self._room() > 0:
+                self._tasks.add(asyncio.create_task(self._pipeline()))
+            if not self._tasks:
+                if self._stop is None:
+                    self._stop = "budget"
+                return
+            done, _ = await asyncio.wait(self._tasks, timeout=self._wake_in(), return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                self._tasks.discard(task)
+                if not task.cancelled() and task.exception() is not None:
+                    self.request_stop("error")
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+                    raise task.exception()
+
+    def _room(self) -> int:
+        cap = self.config.budget.candidates
+        return 1 if cap is None else cap - self.admitted - len(self._tasks)
+
+    def _wake_in(self) -> float | None:
+        wall = self.config.budget.wall_time_s
+        return None if wall is None else max(0.05, wall - self.elapsed())
+
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.monotonic() - self._started_at
+
+    def _check_budgets(self) -> None:
+        budget = self.config.budget
+        if self._stop:
+            return
+        if budget.wall_time_s is not None and self.elapsed() >= budget.wall_time_s:
+            self.request_stop("wall time")
+        elif budget.cost_usd is not None and self.spend >= budget.cost_usd:
+            self.request_stop("money")
+
+    # ------------------------------------------------------------ one candidate's way
+
+    async def _pipeline(self) -> None:
+        async with self._propose_slots:
+            child = await self._propose()
+        if child is None:
+            return
+        async with self._eval_slots:
+            t0 = time.monotonic()
+            result = await self.pool.evaluate(child.proposal.text, label=f"candidate {child.pid}")
+            child.timings["eval_s"] = time.monotonic() - t0
+        self._admit(child, result)
+
+    def _record_call(self, pid: int | None, call: ModelCall) -> None:
+        self.store.record_call(pid, call)
+        self.spend += call.cost
+        budget = self.config.budget.cost_usd
+        if budget is not None and self.spend >= budget:
+            self.request_stop("money")
+
+    async def _propose(self) -> _Child | None:
+        retries = self.config.novelty.max_retries if self.novelty else 0
+        for attempt in range(retries + 1):
+            pid = self.store.start_proposal(0)
+            rng = random.Random(f"{self.config.seed}:{pid}")
+            sel = self.archive.select(rng)
+            ctx = ProposalContext(
+                problem=self.problem, parent=sel.parent, inspirations=list(sel.inspirations),
+                failures=list(self.failures[sel.island]), rng=rng, island=sel.island,
+                record_call=lambda call, pid=pid: self._record_call(pid, call), attempt=attempt,
+            )
+            t0 = time.monotonic()
+            try:
+                proposal = await self.proposer.propose(ctx)
+            except ProposalFailed as fail:
+                self._fail(pid, sel.island, fail.reason, fail.operator, fail.model, fail.parents or (sel.parent.id,), fail.cost)
+                return None
+            if self.novelty is not None:
+                verdict = await self.novelty.check(proposal.text, sel.island)
+                if not verdict.novel:
+                    self.novelty_rejections += 1
+                    self.store.fail(pid, reason=f"novelty: {verdict.reason}", operator=proposal.operator,
+                                    model=proposal.model, parents=proposal.parents, cost=proposal.cost,
+                                    text=proposal.text)
+                    continue
+            parents = [sel.parent] + [c for c in sel.inspirations if c.id in proposal.parents[1:]]
+            return _Child(proposal, pid, sel.island, parents, time.monotonic() - t0, {"propose_s": time.monotonic() - t0})
+        return None
+
+    def _fail(self, pid: int, island: int, reason: str, operator: str, model: str | None,
+              parents: tuple[int, ...], cost: float) -> None:
+        self.store.fail(pid, reason=reason, operator=operator, model=model, parents=parents, cost=cost)
+        self.failures[island].append(f"{operator}: {reason}")
+        self.failed_in_a_row += 1
+        limit = max(25, 5 * (self.config.concurrency.proposals + self.config.concurrency.evaluations))
+        if self.failed_in_a_row >= limit and self._stop is None:
+            self.request_stop("failing")
+            raise EvoError(
+                f"the last {self.failed_in_a_row} proposals all failed; the latest: {reason}. "
+                f"Every admitted candidate is kept; fix the cause and `evoengine resume {self.run_dir}`."
+            )
+
+    def _admit(self, child: _Child, result: EvalResult) -> None:
+        p = child.proposal
+        main = child.parents[0]
+        candidate = Candidate(
+            id=child.pid, text=p.text, parents=p.parents, island=child.island,
+            generation=1 + max(c.generation for c in child.parents), operator=p.operator, model=p.model,
+            score=result.score, valid=result.valid, metrics=result.metrics, features=result.features,
+            feedback=result.feedback, artifacts=result.artifacts, instances=result.instances,
+            timings=child.timings, cost=p.cost, change=p.change, created=time.time(),
+        )
+        reward = improvement_reward(candidate, main.score if main.valid else None, self.seed_score,
+                                    self.best.score if self.best else None)
+        self._commit(candidate, reward)
+        if p.model is not None:
+            self.proposer.observe(p.model, reward, p.cost)
+        self.failed_in_a_row = 0
+        if not candidate.valid:
+            self.failures[candidate.island].append(f"candidate {candidate.id} invalid: {candidate.feedback[:300]}")
+
+    def _commit(self, candidate: Candidate, reward: float | None) -> None:
+        """Admit one evaluated candidate: store (one transaction), archive, novelty, best file."""
+        events = [(e.kind, e.data) for e in self.archive.admit(candidate)]
+        state: dict[str, Any] = {"elapsed_s": self.elapsed()}
+        if time.monotonic() - self._last_state > STATE_EVERY_S:
+            state.update(self._snapshot())
+            self._last_state = time.monotonic()
+        self.store.admit(candidate, reward=reward, events=events, state=state)
+        self._account(candidate)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+
+    def _account(self, candidate: Candidate) -> None:
+        self.admitted += 1
+        if candidate.valid:
+            self.valid += 1
+            if self.novelty is not None:
+                self.novelty.add(candidate)
+            if self.best is None or candidate.fitness() > self.best.fitness():
+                self.best = candidate
+                if self.store is not None and not getattr(self, "_replaying", False):
+                    self._write_best()
+
+    # ------------------------------------------------------------ seeds and replay
+
+    async def _evaluate_seeds(self) -> None:
+        texts = [(self.problem.seed_text(), "seed", None)] + [(c.text, "import", c.origin) for c in self.imports]
+        for index, (text, operator, origin) in enumerate(texts):
+            pid = self.store.start_proposal(0)
+            t0 = time.monotonic()
+            result = await self.pool.evaluate(text, label=f"{operator} {pid}")
+            if index == 0 and not result.valid:
+                raise ProblemError(
+                    f"{self.problem.initial_path}: the seed scores invalid, so there is nothing to evolve "
+                    f"from. Evaluator feedback:\n{result.feedback}"
+                )
+            candidate = Candidate(
+                id=pid, text=text, island=(index - 1) % self.config.islands.count if index else 0,
+                operator=operator, score=result.score, valid=result.valid, metrics=result.metrics,
+                features=result.features, feedback=result.feedback, artifacts=result.artifacts,
+                instances=result.instances, timings={"eval_s": time.monotonic() - t0}, origin=origin,
+                created=time.time(),
+            )
+            if index == 0:
+                self.seed_score = candidate.score
+            self._commit(candidate, None)
+
+    def _replay(self) -> None:
+        """Rebuild archive, novelty index, bandit and counters from the store."""
+        self._replaying = True
+        try:
+            for candidate in self.store.candidates():
+                if self.admitted == 0:
+                    self.seed_score = candidate.score
+                self.archive.admit(candidate)
+                self._account(candidate)
+            for arm, reward, cost in self.store.rewards():
+                if arm is not None and reward is not None:
+                    self.proposer.observe(arm, reward, cost)
+        finally:
+            self._replaying = False
+        self.spend = self.store.spend()
+        self.novelty_rejections = sum(
+            1 for f in self.store.failures(limit=10**9) if (f["reason"] or "").startswith("novelty:")
+        ) if self.admitted else 0
+
+    # ------------------------------------------------------------ reporting
+
+    def _snapshot(self) -> dict[str, Any]:
+        snap: dict[str, Any] = {"archive": self.archive.stats(), "bandit": self.proposer.stats()}
+        snap["elites"] = self.archive.elite_map()
+        if self.novelty is not None:
+            snap["novelty"] = {**self.novelty.stats(), "rejections": self.novelty_rejections}
+        return snap
+
+    def _write_best(self) -> None:
+        best = self.best
+        assert best is not None
+        folder = self.run_dir / "best"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{self.problem.name}{self.problem.suffix}"
+        _write_atomic(path, best.text)
+        _write_atomic(folder / "best.json", json.dumps(
+            {"id": best.id, "score": best.score, "metrics": best.metrics, "file": path.name}, indent=2))
+
+    def best_path(self) -> Path | None:
+        path = self.run_dir / "best" / f"{self.problem.name}{self.problem.suffix}"
+        return path if path.exists() else None
+
+    def _open_bar(self) -> None:
+        if not self.progress:
+            return
+        self._bar = tqdm(total=self.config.budget.candidates, initial=self.admitted, unit="cand",
+                         dynamic_ncols=True, file=sys.stderr, desc=self.problem.name)
+        self._bar.set_postfix_str(self._postfix())
+
+    def _postfix(self) -> str:
+        best = f"{self.best.score:.6g}" if self.best and self.best.score is not None else "-"
+        rate = 100.0 * self.valid / max(1, self.admitted)
+        parts = [f"best={best}", f"valid={rate:.0f}%"]
+        if not self.offline_only:
+            parts.append(f"spend=${self.spend:.4f}")
+        return " ".join(parts)
+
+    async def _shutdown(self) -> None:
+        if self._tasks:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+        await self.pool.close()
+        await self.proposer.aclose()
+        if self._bar is not None:
+            self._bar.close()
+        try:
+            self.store.abandon_pending()
+            self.store.put_state({"elapsed_s": self.elapsed(), **self._snapshot()})
+        except Exception:  # the store must never be the reason a stop fails
+            log.exception("could not write the final state snapshot")
+
+    def _summary(self, message: str) -> RunSummary:
+        return RunSummary(
+            run_dir=self.run_dir, admitted=self.admitted, valid=self.valid, seed_score=self.seed_score,
+            best=self.best, stopped=self._stop or "budget", elapsed_s=self.elapsed(), spend=self.spend,
+            best_path=self.best_path(), message=message,
+        )
+
+
+def _imports_from(run_dir: Path, n: int) -> list[Candidate]:
+    """The best distinct candidates of an earlier run, to seed a new one."""
+    store = RunStore.open(run_dir, readonly=True)
+    try:
+        out, seen = [], set()
+        for c in store.best(n * 4):
+            if c.text not in seen:
+                seen.add(c.text)
+                out.append(Candidate(id=c.id, text=c.text, score=c.score, origin=f"{run_dir}#{c.id}"))
+            if len(out) == n:
+                break
+        return out
+    finally:
+        store.close()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,290 @@
+"""`call_candidate`: run one function of a candidate file in a child process and get its value.
+
+A problem's `evaluate(path)` is trusted; the candidate is not. Importing the candidate into
+the evaluator would let it rewrite the evaluator's memory (its score, its checks, the result
+channel). `call_candidate` forks a child that imports the candidate file, calls the function
+and sends the value back as JSON over a pipe of its own: the child has no other descriptor
+of the evaluator's (it cannot write the evaluator's result), cannot ptrace it (the sandbox
+makes the evaluator non-dumpable), and only plain data comes back (never a pickle).
+
+Arguments travel by fork, so they can be anything (numpy arrays included); the value must
+be JSON-like: None, bool, int, float, str, lists/tuples, dicts with string keys, numpy
+arrays and scalars (arrays become nested lists, tuples become lists). Anything else, or
+any fault in the candidate, raises `CandidateError` with a one-line reason.
+
+After each call, every process that appeared below the caller during the call is killed
+(calls from several threads of one evaluator are serialised so this stays exact).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import processes
+from .sandbox import PR_SET_PDEATHSIG, prctl
+
+MAX_RESULT_MB = 64
+_MAX_DEPTH = 200
+
+
+class CandidateError(Exception):
+    """Candidate code failed: raised, timed out, crashed, exited, printed or returned too much.
+
+    `kind` is one of: raised, missing, timeout, signal, exit, unserialisable, output,
+    too_large, garbled. `output` holds the tail of what the candidate printed.
+    """
+
+    def __init__(self, message: str, *, kind: str, output: str = "", details: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.output = output
+        self.details = details  # e.g. the candidate's traceback, when it raised
+
+
+@dataclass
+class _Settings:
+    timeout_s: float = 60.0
+    max_output_kb: int = 256
+
+
+_settings = _Settings()
+_lock = threading.Lock()
+
+
+def configure(*, timeout_s: float, max_output_kb: int) -> None:
+    """Defaults for calls made by this process (the sandbox sets them from the run's limits)."""
+    _settings.timeout_s = float(timeout_s)
+    _settings.max_output_kb = int(max_output_kb)
+
+
+def call_candidate(candidate_path: str | Path, function: str, *args: Any,
+                   timeout_s: float | None = None, **kwargs: Any) -> Any:
+    """Import `candidate_path` in a child process, call `function(*args, **kwargs)`, return its value.
+
+    `timeout_s` defaults to the evaluation's own timeout. Raises `CandidateError` for any
+    fault of the candidate's; never returns a value that did not survive a JSON round trip.
+    """
+    path = Path(candidate_path).resolve()
+    timeout = _settings.timeout_s if timeout_s is None else float(timeout_s)
+    with _lock:
+        return _call(path, function, args, kwargs, timeout, _settings.max_output_kb * 1024)
+
+
+def _call(path: Path, function: str, args: tuple, kwargs: dict, timeout: float, cap: int) -> Any:
+    spare = processes.snapshot_descendants()
+    result_r, result_w = os.pipe()
+    out_r, out_w = os.pipe()
+    _flush_std()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which always ends in os._exit
+        try:
+            _child(path, function, args, kwargs, result_w, out_w, parent)
+        finally:
+            os._exit(70)
+    os.close(result_w)
+    os.close(out_w)
+    result = bytearray()
+    output = _Output(cap)
+
+    def on_result(chunk: bytes) -> bool:
+        result.extend(chunk)
+        return len(result) <= MAX_RESULT_MB * 1024 * 1024
+
+    ending = processes.Ending(None, "timeout")
+    try:
+        ending = processes.supervise(
+            pid, time.monotonic() + timeout,
+            {result_r: ("result", on_result), out_r: ("output", output.feed)},
+        )
+    finally:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        status = ending.status if ending.status is not None else processes.reap(pid)
+        processes.kill_descendants(spare)
+        os.close(result_r)
+        os.close(out_r)
+    return _interpret(path, function, ending, status, bytes(result), output, timeout, cap)
+
+
+def _interpret(path: Path, function: str, ending: processes.Ending, status: int | None,
+               result: bytes, output: _Output, timeout: float, cap: int) -> Any:
+    tail = output.tail()
+    if ending.stopped == "timeout":
+        raise CandidateError(f"{function}() timed out after {timeout:g} s", kind="timeout", output=tail)
+    if ending.stopped == "output":
+        raise CandidateError(f"{function}() printed more than {cap // 1024} KB of output",
+                             kind="output", output=tail)
+    if ending.stopped == "result":
+        raise CandidateError(f"{function}() returned a value larger than {MAX_RESULT_MB} MB",
+                             kind="too_large", output=tail)
+    lines = result.splitlines()
+    if not lines:
+        how = processes.describe_status(status) if status is not None else "vanished"
+        kind = "signal" if status is not None and os.WIFSIGNALED(status) else "exit"
+        raise CandidateError(f"{function}(): the candidate process {how} before returning",
+                             kind=kind, output=tail)
+    try:
+        if len(lines) != 1:
+            raise ValueError("more than one message")
+        message = json.loads(lines[0])
+        if not isinstance(message, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        raise CandidateError(f"{function}(): the candidate wrote to its result channel itself "
+                             "(garbled result)", kind="garbled", output=tail) from None
+    if "value" in message:
+        return message["value"]
+    kind = str(message.get("error", "raised"))
+    text = str(message.get("message", ""))
+    if kind == "raised":
+        where = f"importing {path.name}" if message.get("phase") == "import" else f"{function}()"
+        line = message.get("line")
+        at = f" (line {line} of {path.name})" if line else ""
+        raise CandidateError(f"{where} raised {message.get('type', 'Exception')}: {text}{at}",
+                             kind="raised", output=tail, details=str(message.get("traceback", "")))
+    if kind == "unserialisable":
+        raise CandidateError(f"{function}() returned a non-serialisable value: {text}",
+                             kind=kind, output=tail)
+    raise CandidateError(f"{path.name} defines no function {function}()", kind="missing", output=tail)
+
+
+class _Output:
+    """Forwards the candidate's output to our stdout up to `cap` bytes and keeps a short tail."""
+
+    def __init__(self, cap: int, keep: int = 4096) -> None:
+        self.cap, self.keep, self.total = cap, keep, 0
+        self._tail = bytearray()
+
+    def feed(self, chunk: bytes) -> bool:
+        allowed = chunk[: max(0, self.cap - self.total)]
+        self.total += len(chunk)
+        if allowed:
+            try:
+                os.write(1, allowed)
+            except OSError:
+                pass
+        self._tail = (self._tail + chunk)[-self.keep :]
+        return self.total <= self.cap
+
+    def tail(self) -> str:
+        return self._tail.decode("utf-8", "replace")
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a replaced or closed stream must not stop the call
+            pass
+
+
+# ---------------------------------------------------------------------------- in the child
+
+
+def _child(path: Path, function: str, args: tuple, kwargs: dict, result_w: int, out_w: int,
+           parent: int) -> None:  # pragma: no cover - runs in the child
+    os.setsid()
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(71)
+    processes.set_child_fds(out_w, result_w)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.stdin = open(os.devnull)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True,
+                                  errors="backslashreplace")
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
+                                  errors="backslashreplace")
+    sys.path.insert(0, str(path.parent))
+    sys.argv = [str(path)]
+    phase = "import"
+    try:
+        spec = importlib.util.spec_from_file_location("evoengine_candidate", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {path.name} as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["evoengine_candidate"] = module
+        spec.loader.exec_module(module)
+        target = getattr(module, function, None)
+        if not callable(target):
+            message: dict[str, Any] = {"error": "missing"}
+        else:
+            phase = "call"
+            value = target(*args, **kwargs)
+            try:
+                message = {"value": _plain(value, 0)}
+            except Exception as exc:
+                message = {"error": "unserialisable", "message": _safe_str(exc)}
+    except SystemExit as exc:
+        _flush_std()
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        os._exit(code & 0xFF)
+    except BaseException as exc:
+        message = {"error": "raised", "phase": phase, "type": type(exc).__name__,
+                   "message": _safe_str(exc), **_where(exc, path)}
+    try:
+        data = json.dumps(message, allow_nan=True).encode() + b"\n"
+    except (TypeError, ValueError) as exc:  # only from hostile str subclasses and the like
+        data = json.dumps({"error": "unserialisable", "message": _safe_str(exc)}).encode() + b"\n"
+    _flush_std()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(3, view):]
+    os._exit(0)
+
+
+def _plain(value: Any, depth: int) -> Any:
+    """Plain JSON data, or ValueError naming what could not be converted."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"nested more than {_MAX_DEPTH} levels deep")
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    for base in (bool, int, float, str):  # subclasses (IntEnum, ...) become the base type
+        if isinstance(value, base):
+            return base(value)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, (numpy.ndarray, numpy.generic)):
+        if value.dtype.kind not in "biufU":
+            raise ValueError(f"a numpy {type(value).__name__} of dtype {value.dtype}")
+        return _plain(value.tolist(), depth + 1)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise ValueError(f"a dict with a non-string key {bad[0]!r}")
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+    raise ValueError(f"a {type(value).__name__}")
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)[:2000]
+    except Exception:
+        return f"<{type(exc).__name__} whose str() failed>"
+
+
+def _where(exc: BaseException, path: Path) -> dict[str, Any]:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+    line = frames[-1].lineno if frames else None
+    if isinstance(exc, SyntaxError) and exc.filename == str(path):
+        line = exc.lineno
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
+    except Exception:
+        text = ""
+    return {"line": line, "traceback": text}

@@ -1,0 +1,266 @@
+"""`EvaluatorPool`: a fixed number of warm worker processes that score candidates concurrently.
+
+The engine awaits `pool.evaluate(text)` from as many tasks as it likes; each call waits for an
+idle slot, hands the text to that slot's worker (see `worker.py`) and returns its
+`EvalResult`. Nothing a candidate does makes `evaluate` raise: the worker turns crashes,
+timeouts and kills into invalid results, and if the worker itself dies or stops answering
+(its own timeout plus a grace period), the pool kills it and everything below it, returns an
+invalid result, and starts a fresh worker for the next candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import EvoError, ProblemError
+from ..problem import EvalResult
+from . import processes
+from .sandbox import THREAD_VARS, Limits, sandbox_uid
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 120.0
+_SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
+
+
+@dataclass
+class PoolStats:
+    """Counters for benchmarks and the run log. `cpu_s` counts workers and their children."""
+
+    evaluations: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    worker_restarts: int = 0
+
+
+class _WorkerLost(Exception):
+    """The worker died, hung, or broke the protocol; it must be killed and replaced."""
+
+
+class _Slot:
+    """One worker process and its private temporary folder."""
+
+    def __init__(self, pool: EvaluatorPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.dir = pool._tmp_root / f"slot-{index}"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._stderr_task: asyncio.Task | None = None
+        self.isolation = ""
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        if self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir()
+        self.dir.chmod(0o711)
+        pool = self.pool
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "evoengine.evaluation.worker",
+            "--problem", str(pool.problem_path), "--limits", pool.limits.to_json(),
+            "--slot-dir", str(self.dir), "--uid", str(sandbox_uid(self.index, os.getpid())),
+            "--parent", str(os.getpid()),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, cwd=str(self.dir),
+            env=_worker_env(), limit=64 * 1024 * 1024,
+        )
+        self.stderr_tail.clear()
+        self._stderr_task = asyncio.ensure_future(self._read_stderr(self.proc.stderr))
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), START_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            line = b""
+        message = _parse(line)
+        if message.get("ready"):
+            self.isolation = str(message.get("isolation", ""))
+            return
+        await self.kill()
+        if message.get("kind") == "problem":
+            raise ProblemError(str(message["error"]))
+        tail = "\n".join(self.stderr_tail)
+        raise ProblemError(f"{pool.problem_path}: the evaluation worker failed to start"
+                           + (f":\n{tail}" if tail else " (no output)"))
+
+    async def _read_stderr(self, stream: asyncio.StreamReader | None) -> None:
+        if stream is None:
+            return
+        while line := await stream.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            self.stderr_tail.append(text)
+            log.debug("slot %d: %s", self.index, text)
+
+    async def request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(json.dumps(message).encode() + b"\n")
+            await proc.stdin.drain()
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        except asyncio.TimeoutError:
+            raise _WorkerLost(f"did not answer within {timeout:g} s") from None
+        except (BrokenPipeError, ConnectionResetError):
+            line = b""
+        if not line:
+            await asyncio.sleep(0.05)  # let the exit status arrive
+            raise _WorkerLost(f"exited unexpectedly (status {proc.returncode})")
+        reply = _parse(line)
+        if reply.get("id") != message["id"] or not isinstance(reply.get("result"), dict):
+            raise _WorkerLost("sent a malformed reply")
+        return reply
+
+    def kill_now(self) -> None:
+        """Freeze the worker, kill everything below it, then the worker itself."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            os.kill(proc.pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return
+        processes.kill_descendants(root=proc.pid, deadline_s=2.0)
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    async def kill(self) -> None:
+        self.kill_now()
+        if self.proc is not None:
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5.0)
+            except asyncio.TimeoutError:
+                log.warning("slot %d: worker %d did not die", self.index, self.proc.pid)
+        if self._stderr_task is not None:
+            self._stderr_task.cancel()
+
+    async def stop(self) -> None:
+        """Ask the worker to exit (it sweeps its own children), then make sure."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None and proc.stdin is not None:
+            proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+        await self.kill()
+
+
+class EvaluatorPool:
+    """`slots` warm workers for the problem file `problem_path`, each enforcing `limits`."""
+
+    def __init__(self, problem_path: Path, slots: int, limits: Limits) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1 (got {slots})")
+        self.problem_path = Path(problem_path).resolve()
+        self.slots = slots
+        self.limits = limits
+        self.stats = PoolStats()
+        # How long past its own timeout a worker may take to answer before it is replaced.
+        self.backstop_s = 5.0 + 0.1 * limits.timeout_s
+        self._tmp_root = Path(".")
+        self._slots: list[_Slot] = []
+        self._idle: asyncio.Queue[_Slot] | None = None
+        self._next_id = 0
+
+    @property
+    def isolation(self) -> str:
+        """What the sandbox could set up on this machine (as the first worker reported it)."""
+        return self._slots[0].isolation if self._slots else ""
+
+    def worker_pids(self) -> list[int]:
+        return [s.proc.pid for s in self._slots if s.proc is not None and s.alive]
+
+    async def start(self) -> None:
+        """Start every worker; raises ProblemError if the problem cannot be imported in one."""
+        self._tmp_root = Path(tempfile.mkdtemp(prefix="evoengine-eval-"))
+        self._tmp_root.chmod(0o711)
+        self._slots = [_Slot(self, i) for i in range(self.slots)]
+        started = await asyncio.gather(*(s.start() for s in self._slots), return_exceptions=True)
+        errors = [e for e in started if isinstance(e, BaseException)]
+        if errors:
+            await self.close()
+            if isinstance(errors[0], EvoError):
+                raise errors[0]
+            raise EvoError(f"{self.problem_path}: evaluation workers failed to start: {errors[0]}")
+        self._idle = asyncio.Queue()
+        for slot in self._slots:
+            self._idle.put_nowait(slot)
+        log.info("evaluation pool: %d workers, sandbox: %s", self.slots, self.isolation)
+
+    async def evaluate(self, text: str, *, label: str = "candidate") -> EvalResult:
+        """Score one candidate text. Never raises for anything the candidate does."""
+        if self._idle is None:
+            raise RuntimeError("EvaluatorPool.start() must be awaited before evaluate()")
+        slot = await self._idle.get()
+        try:
+            if not slot.alive:
+                await slot.start()
+                self.stats.worker_restarts += 1
+            self._next_id += 1
+            message = {"id": self._next_id, "text": text, "label": label}
+            try:
+                reply = await slot.request(message, self.limits.timeout_s + self.backstop_s)
+            except _WorkerLost as exc:
+                tail = "\n".join(list(slot.stderr_tail)[-10:])
+                log.warning("slot %d: worker %s while evaluating %s; restarting it%s",
+                            slot.index, exc, label, f"\n{tail}" if tail else "")
+                await slot.kill()
+                return EvalResult.invalid(
+                    f"the evaluation worker {exc}; it and everything it started were killed")
+            except BaseException:  # cancelled mid-evaluation: the worker's state is unknown
+                slot.kill_now()
+                raise
+            self.stats.evaluations += 1
+            self.stats.wall_s += float(reply.get("wall_s", 0.0))
+            self.stats.cpu_s += float(reply.get("cpu_s", 0.0))
+            return EvalResult.coerce(reply["result"])
+        finally:
+            self._idle.put_nowait(slot)
+
+    async def close(self) -> None:
+        """Stop every worker and remove every temporary folder. Safe to call twice."""
+        await asyncio.gather(*(s.stop() for s in self._slots), return_exceptions=True)
+        self._idle = None
+        if self._tmp_root != Path("."):
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
+
+    async def __aenter__(self) -> EvaluatorPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _worker_env() -> dict[str, str]:
+    """Our environment without secrets (API keys stay with the engine), one BLAS thread, and
+    this very copy of evoengine first on the path (the worker must run the pool's code)."""
+    env = {k: v for k, v in os.environ.items() if not _SECRET_ENV.search(k)}
+    env.update({var: "1" for var in THREAD_VARS})
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    return env

@@ -1,0 +1,299 @@
+"""Watching and ending child processes: wait with a deadline, kill whole trees, explain deaths.
+
+Used by the worker (around each sandboxed evaluation) and by `call_candidate` (around each
+call into candidate code). Everything here works from `/proc` and plain signals, so it is
+the same on every Linux; the stronger guarantees (PID namespaces, a separate uid) are set
+up in `sandbox.py` and only make the sweep here find less to do.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+_SIGNAL_HINTS = {
+    signal.SIGSEGV: "segmentation fault: a crash in native code or a too-deep recursion",
+    signal.SIGBUS: "bus error: a crash in native code",
+    signal.SIGKILL: "killed from outside: out of memory or the CPU-time limit",
+    signal.SIGXCPU: "CPU-time limit",
+    signal.SIGXFSZ: "wrote a file larger than the file-size limit",
+    signal.SIGABRT: "aborted",
+    signal.SIGFPE: "arithmetic error in native code",
+}
+
+
+def describe_status(status: int) -> str:
+    """'exited with code 3' / 'killed by signal SIGSEGV (segmentation fault: ...)'."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        hint = _SIGNAL_HINTS.get(sig)
+        return f"killed by signal {name}" + (f" ({hint})" if hint else "")
+    if os.WIFEXITED(status):
+        return f"exited with code {os.WEXITSTATUS(status)}"
+    return f"ended with wait status {status}"
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One line of the process table: enough to walk trees and to tell a reused pid apart."""
+
+    pid: int
+    ppid: int
+    state: str
+    start: int  # start time in clock ticks since boot; (pid, start) names a process uniquely
+
+
+def process_table() -> dict[int, Proc]:
+    """Every process visible in /proc, keyed by pid (as numbered by /proc's namespace)."""
+    table: dict[int, Proc] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue  # it exited while we looked
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        # after "pid (comm) ": state ppid pgrp session ... starttime is field 22 overall
+        table[int(name)] = Proc(int(name), int(fields[1]), fields[0].decode(), int(fields[19]))
+    return table
+
+
+def descendants(root: int, table: dict[int, Proc]) -> list[Proc]:
+    """All processes below `root` in `table`, parents before children."""
+    children: dict[int, list[Proc]] = {}
+    for proc in table.values():
+        children.setdefault(proc.ppid, []).append(proc)
+    found: list[Proc] = []
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for child in children.get(pid, ()):
+            found.append(child)
+            frontier.append(child.pid)
+    return found
+
+
+def own_proc_pid() -> int:
+    """This process's pid as /proc numbers it (differs from os.getpid() inside a PID namespace)."""
+    try:
+        return int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        return os.getpid()
+
+
+def _local_pid(proc_pid: int, in_proc_namespace: bool) -> int | None:
+    """The pid to pass to kill()/waitpid() for a /proc pid, seen from this process's namespace."""
+    if in_proc_namespace:
+        return proc_pid
+    try:
+        with open(f"/proc/{proc_pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def snapshot_descendants() -> frozenset[tuple[int, int]]:
+    """(pid, start) of every process currently below this one; `kill_descendants` spares them."""
+    me = own_proc_pid()
+    return frozenset((p.pid, p.start) for p in descendants(me, process_table()))
+
+
+def kill_descendants(
+    spare: Iterable[tuple[int, int]] = (), *, root: int | None = None, rounds: int = 500,
+    deadline_s: float = 5.0,
+) -> int:
+    """SIGKILL every process below this one, or below `root` (a /proc pid), except `spare`,
+    until none is left; reap the ones that are our own children.
+
+    Processes that re-parented themselves (double fork, setsid) are still found because the
+    worker and the sandboxed evaluator are child subreapers (or a PID namespace's init), so
+    orphans land back under them. A fork bomb racing the sweep loses: a killed process cannot
+    fork, and each round re-reads the table. Returns how many processes were killed.
+    """
+    spare = frozenset(spare)
+    me = own_proc_pid()
+    in_ns = me == os.getpid()
+    top = me if root is None else root
+    killed = 0
+    stop = time.monotonic() + deadline_s
+    for _ in range(rounds):
+        live = []
+        for proc in descendants(top, process_table()):
+            if (proc.pid, proc.start) in spare:
+                continue
+            if proc.state in ("Z", "X"):
+                if proc.ppid == me:  # our zombie (or an orphan handed to us): reap it
+                    _reap(_local_pid(proc.pid, in_ns))
+                continue
+            live.append(proc)
+        if not live:
+            return killed
+        for proc in live:
+            pid = _local_pid(proc.pid, in_ns)
+            if pid is None or pid <= 1:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+        if time.monotonic() > stop:
+            break
+        time.sleep(0.001)
+    return killed
+
+
+def set_child_fds(out_fd: int, channel_fd: int) -> None:
+    """In a fresh child: 0 = /dev/null, 1 and 2 = `out_fd`, 3 = `channel_fd`, nothing else open."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (null, out_fd, channel_fd)]
+    os.dup2(high[0], 0)
+    os.dup2(high[1], 1)
+    os.dup2(high[1], 2)
+    os.dup2(high[2], 3)
+    os.closerange(4, 1 << 20)
+
+
+def _reap(pid: int | None) -> None:
+    if pid is None:
+        return
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def reap_all_children(wait_s: float = 0.0) -> None:
+    """Collect exited children (only for processes that own all their children: the worker).
+
+    With `wait_s`, keep collecting until there are no children left at all or time is up
+    (after a kill(-1): every process is dying, and we wait for the last one).
+    """
+    stop = time.monotonic() + wait_s
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            if time.monotonic() >= stop:
+                return
+            time.sleep(0.0005)
+
+
+@dataclass
+class Ending:
+    """How watching a child ended: its wait status if it exited, else why we stopped waiting."""
+
+    status: int | None
+    stopped: str | None = None  # "timeout", or the name of a reader that refused more data
+
+
+# A reader gets each chunk read from its fd (b"" at end of file) and returns False to stop.
+Reader = Callable[[bytes], bool]
+
+
+def supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]]) -> Ending:
+    """Wait for child `pid` to exit or `deadline` (time.monotonic) to pass, feeding `readers`.
+
+    Pipes are drained while waiting (so a child writing a large result never blocks) and once
+    more after it exits. The child is reaped when it exits; it is NOT killed here on a timeout
+    or a refusal: the caller kills the whole tree and then calls `reap`.
+    """
+    for fd in readers:
+        os.set_blocking(fd, False)
+    open_fds = dict(readers)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while True:
+            status = _poll_exit(pid)
+            if status is not None:
+                refused = _drain(open_fds)
+                return Ending(status, refused)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return Ending(None, "timeout")
+            watch = list(open_fds) + ([pidfd] if pidfd is not None else [])
+            wait = remaining if pidfd is not None else min(remaining, 0.01)
+            try:
+                ready, _, _ = select.select(watch, [], [], wait)
+            except InterruptedError:
+                continue
+            for fd in ready:
+                if fd == pidfd:
+                    continue
+                refused = _read_once(fd, open_fds)
+                if refused:
+                    return Ending(None, refused)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _poll_exit(pid: int) -> int | None:
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return 0
+    return status if done else None
+
+
+def _read_once(fd: int, open_fds: dict[int, tuple[str, Reader]]) -> str | None:
+    name, reader = open_fds[fd]
+    try:
+        chunk = os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return None
+    if not chunk:
+        del open_fds[fd]
+        reader(b"")
+        return None
+    return None if reader(chunk) else name
+
+
+def _drain(open_fds: dict[int, tuple[str, Reader]]) -> str | None:
+    """Read what is left in every pipe without blocking (writers that survive are ignored)."""
+    for fd in list(open_fds):
+        name, reader = open_fds[fd]
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            if not reader(chunk):
+                return name
+    return None
+
+
+def reap(pid: int, timeout_s: float = 5.0) -> int | None:
+    """Wait (briefly) for a child that has been killed; returns its status if collected."""
+    stop = time.monotonic() + timeout_s
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done:
+            return status
+        if time.monotonic() > stop:
+            return None
+        time.sleep(0.001)

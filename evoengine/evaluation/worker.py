@@ -1,0 +1,361 @@
+"""The warm evaluation worker: one long-lived process per pool slot.
+
+Started by the pool as `python -m evoengine.evaluation.worker --problem P --limits JSON ...`.
+It imports numpy, evoengine and the problem once, then answers requests (JSON lines on
+stdin) with results (JSON lines on its original stdout). Per candidate it forks a fresh
+sandboxed evaluator, so isolation costs a fork (milliseconds), not a new interpreter. The
+worker never runs candidate code itself and stays single-threaded, so forking is safe.
+
+    -> {"id": 7, "text": "...", "label": "candidate 12"}
+    <- {"ready": true, "isolation": "...", "pid": 123}          (once, after start-up)
+    <- {"error": "...", "kind": "problem"}                      (instead, then exits)
+    <- {"id": 7, "result": {...EvalResult...}, "wall_s": 0.01, "cpu_s": 0.008}
+
+Process layout per evaluation, with a PID namespace (without one, E is forked directly):
+
+    worker (subreaper) ── C: new session, unshare(PID|NET), waits and mirrors E's status
+                            └── E: PID 1 of the namespace; rlimits, uid, cwd; runs evaluate()
+                                  └── candidate code (via call_candidate) and anything it starts
+
+E reports on a pipe that only it holds (fd 3), tagged with a per-evaluation token; any other
+data on that pipe means candidate code inside E wrote to it, and the result is discarded.
+When E ends, the kernel kills the whole namespace; the worker then sweeps /proc for anything
+left below it (the fallback when there is no namespace) and removes the temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import io
+import json
+import logging
+import os
+import resource
+import secrets
+import select
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from evoengine.errors import ProblemError
+from evoengine.evaluation import call, processes, sandbox
+from evoengine.problem import EvalResult, LoadedProblem, load_problem
+
+log = logging.getLogger("evoengine.evaluation.worker")
+
+MAX_RESULT_MB = 16
+SETUP_FAILED = 72  # exit code of a sandbox child whose set-up failed before evaluate()
+
+
+class Worker:
+    """Evaluates candidates of one problem, each in a freshly forked sandbox."""
+
+    def __init__(self, loaded: LoadedProblem, limits: sandbox.Limits,
+                 isolation: sandbox.Isolation, slot_dir: Path) -> None:
+        self.loaded = loaded
+        self.limits = limits
+        self.isolation = isolation
+        self.slot_dir = slot_dir
+        self.pid = os.getpid()
+
+    def evaluate(self, text: str, label: str) -> EvalResult:
+        workdir = Path(tempfile.mkdtemp(prefix="eval-", dir=self.slot_dir))
+        candidate = workdir / f"candidate{self.loaded.problem.suffix}"
+        candidate.write_text(text)
+        if self.isolation.uid is not None:
+            for path in (workdir, candidate):
+                os.chown(path, self.isolation.uid, self.isolation.uid)
+        output = tempfile.TemporaryFile(dir=self.slot_dir)
+        token = secrets.token_hex(16)
+        try:
+            result = self._run(candidate, output, token)
+        finally:
+            self.end_everything()
+            output_text = _tail(output, self.limits.max_output_kb * 1024)
+            output.close()
+            shutil.rmtree(workdir, onerror=_force_remove)
+        if not result.valid and output_text:
+            result.feedback = f"{result.feedback}\n\n{output_text}"
+        log.debug("%s: %s", label, "valid" if result.valid else result.feedback.splitlines()[0])
+        return result
+
+    def end_everything(self) -> None:
+        """Kill every process the last evaluation left behind, and reap them."""
+        if self.isolation.pid_namespace and os.getpid() == 1:  # init of our own namespace:
+            try:  # one signal reaches every other process in it, and none outside
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            processes.reap_all_children(wait_s=5.0)
+        else:
+            processes.kill_descendants()
+            processes.reap_all_children()
+
+    def _run(self, candidate: Path, output: BinaryIO, token: str) -> EvalResult:
+        read_end, write_end = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child always ends in os._exit
+            try:
+                self._evaluator(candidate, output.fileno(), write_end, token)
+            finally:
+                os._exit(SETUP_FAILED)
+        os.close(write_end)
+        data = bytearray()
+
+        def on_result(chunk: bytes) -> bool:
+            data.extend(chunk)
+            return len(data) <= MAX_RESULT_MB * 1024 * 1024
+
+        try:
+            ending = processes.supervise(
+                pid, time.monotonic() + self.limits.timeout_s, {read_end: ("result", on_result)}
+            )
+        finally:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            os.close(read_end)
+        status = ending.status if ending.status is not None else processes.reap(pid)
+        return self._interpret(ending, status, bytes(data), token)
+
+    def _interpret(self, ending: processes.Ending, status: int | None, data: bytes,
+                   token: str) -> EvalResult:
+        if ending.stopped == "timeout":
+            return EvalResult.invalid(f"timed out after {self.limits.timeout_s:g} s (wall clock); "
+                                      "the evaluation and everything it started were killed")
+        if ending.stopped == "result":
+            return EvalResult.invalid(f"evaluate() returned a result larger than {MAX_RESULT_MB} MB")
+        lines = data.splitlines()
+        if not lines:
+            how = processes.describe_status(status) if status is not None else "vanished"
+            if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == SETUP_FAILED:
+                how += " (the sandbox could not be set up; see the worker log)"
+            return EvalResult.invalid(f"the evaluation process {how} without reporting a result")
+        try:
+            if len(lines) != 1:
+                raise ValueError
+            message = json.loads(lines[0])
+            if not isinstance(message, dict) or message.get("token") != token:
+                raise ValueError
+        except ValueError:
+            return EvalResult.invalid(
+                "the evaluator's result channel received data that did not come from the evaluator "
+                "(candidate code running inside the evaluator process wrote to it); result discarded"
+            )
+        if "error" in message:
+            return EvalResult.invalid(str(message["error"]))
+        return EvalResult.coerce(message.get("result"))
+
+    # ------------------------------------------------------------------ in the children
+
+    def _evaluator(self, candidate: Path, out_fd: int, channel: int,
+                   token: str) -> None:  # pragma: no cover
+        """E: own session, confine ourselves, run the problem's evaluate(), report, exit."""
+        try:
+            os.setsid()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != self.pid:
+                os._exit(SETUP_FAILED)
+            # Orphans of candidate code come back to us, for call_candidate's sweep.
+            sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
+            processes.set_child_fds(out_fd, channel)
+            workdir = str(candidate.parent)
+            os.chdir(workdir)
+            os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir,
+                              USER="evoengine-sandbox", LOGNAME="evoengine-sandbox")
+            tempfile.tempdir = None
+            sandbox.confine(self.limits, self.isolation)
+        except BaseException as exc:
+            _send(3, {"token": token, "error": f"sandbox set-up failed: {type(exc).__name__}: {exc}"})
+            os._exit(SETUP_FAILED)
+        sys.stdin = open(os.devnull)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True,
+                                      errors="backslashreplace")
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
+                                      errors="backslashreplace")
+        call.configure(timeout_s=self.limits.timeout_s, max_output_kb=self.limits.max_output_kb)
+        try:
+            result = EvalResult.coerce(self.loaded.evaluate(str(candidate)))
+        except BaseException as exc:
+            try:
+                detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-3000:]
+                result = EvalResult.invalid(f"evaluate() raised {type(exc).__name__}: {exc}\n{detail}")
+            except BaseException:
+                result = EvalResult.invalid(f"evaluate() raised {type(exc).__name__}")
+        try:
+            message = {"token": token, "result": result.to_dict()}
+            json.dumps(message, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            message = {"token": token, "error": f"evaluate() returned a result that is not JSON: {exc}"}
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        _send(3, message)
+        os._exit(0)
+
+
+def _send(fd: int, message: dict[str, Any]) -> None:
+    view = memoryview(json.dumps(message).encode() + b"\n")
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _tail(output: BinaryIO, cap: int) -> str:
+    """The last `cap` bytes of the captured output, introduced by a one-line header."""
+    size = os.fstat(output.fileno()).st_size
+    if size == 0:
+        return ""
+    start = max(0, size - cap)
+    text = os.pread(output.fileno(), size - start, start).decode("utf-8", "replace")
+    if start:
+        return f"--- output: last {size - start} of {size} bytes ---\n{text}"
+    return f"--- output ---\n{text}"
+
+
+def _force_remove(func: Any, path: str, exc_info: Any) -> None:
+    """rmtree helper: candidate code may have left folders without write permission."""
+    try:
+        os.chmod(os.path.dirname(path), 0o700)
+        os.chmod(path, 0o700)
+        func(path)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problem", required=True, type=Path)
+    parser.add_argument("--limits", required=True)
+    parser.add_argument("--slot-dir", required=True, type=Path)
+    parser.add_argument("--uid", required=True, type=int)
+    parser.add_argument("--parent", required=True, type=int)
+    args = parser.parse_args(argv)
+    for var in sandbox.THREAD_VARS:  # the pool sets these too; numpy must see them at import
+        os.environ[var] = "1"
+    try:  # warm: evaluators almost always use numpy
+        import numpy  # noqa: F401
+    except ImportError:  # pragma: no cover
+        pass
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="evaluation worker %(process)d: %(levelname)s %(message)s")
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints (from the problem module, say) must not corrupt the protocol
+
+    def send(message: dict[str, Any]) -> None:
+        protocol.write(json.dumps(message) + "\n")
+
+    sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != args.parent:
+        return 1
+    sandbox.prctl(sandbox.PR_SET_DUMPABLE, 0)  # candidates cannot ptrace or write our memory
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limits = sandbox.Limits.from_json(args.limits)
+    try:
+        loaded = load_problem(args.problem)
+    except ProblemError as exc:
+        send({"error": str(exc), "kind": "problem"})
+        return 1
+    except BaseException as exc:
+        send({"error": f"{args.problem}: importing it failed with {type(exc).__name__}: {exc}",
+              "kind": "problem"})
+        return 1
+    must_read = [Path(p) for p in sys.path if p] + [
+        loaded.path.parent, args.slot_dir, Path(sys.executable)]
+    isolation = sandbox.probe(limits, args.uid, must_read)
+    if isolation.pid_namespace:  # returns only in the namespace's init
+        isolation = _enter_namespace(isolation, limits, protocol.fileno())
+    else:
+        sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)  # orphans come back to us for the sweep
+    worker = Worker(loaded, limits, isolation, args.slot_dir)
+    # Move everything loaded so far out of the collector's reach: a garbage collection in a
+    # forked child would otherwise touch (and copy) every page of the warm interpreter.
+    gc.collect()
+    gc.freeze()
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+        if threads > 1 or threading.active_count() > 1:
+            log.warning("the worker has %d threads after importing the problem; forking a "
+                        "threaded process can deadlock (set *_NUM_THREADS=1?)", threads)
+        send({"ready": True, "isolation": isolation.describe(), "pid": os.getpid()})
+        for line in sys.stdin.buffer:
+            request = json.loads(line)
+            wall0, cpu0 = time.monotonic(), _cpu_seconds()
+            result = worker.evaluate(request["text"], request.get("label", "candidate"))
+            send({"id": request["id"], "result": result.to_dict(),
+                  "wall_s": time.monotonic() - wall0, "cpu_s": _cpu_seconds() - cpu0})
+        return 0
+    finally:
+        worker.end_everything()
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def _enter_namespace(isolation: sandbox.Isolation, limits: sandbox.Limits,
+                     protocol_fd: int) -> sandbox.Isolation:
+    """Move the worker loop into a fresh PID (and network) namespace, as its init.
+
+    This process unshares, forks the init (which returns from here and serves requests), and
+    stays outside only to wait for it: when the pool kills us, the init gets SIGKILL (its
+    parent-death signal) and the kernel ends every process in the namespace with it.
+    """
+    try:
+        sandbox.enter_namespaces(isolation)
+    except OSError as exc:
+        log.warning("could not enter a PID namespace (%s); using process groups instead", exc)
+        sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
+        return dataclasses.replace(isolation, pid_namespace=False, user_namespace=False,
+                                   net_namespace=False, seccomp_network=not limits.network)
+    alive_r, alive_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(alive_w)
+        sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if select.select([alive_r], [], [], 0)[0]:  # end of file: the outer process is gone
+            os._exit(1)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL from outside ends us
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        return isolation
+    os.close(alive_r)
+    for fd in (0, 1, protocol_fd):  # the init talks to the pool, not us
+        os.close(fd)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except BaseException:  # SIGTERM (the pool died): take the namespace down with us
+        os.kill(pid, signal.SIGKILL)
+        os._exit(1)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _cpu_seconds() -> float:
+    """CPU used by the worker and every child it has reaped (the evaluations)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The built-in harness: the per-proposal policy and the prompt, from the templates.
+
+Policy: the operator is drawn from `config.operators` weights (crossover only when there is
+a second parent to cross with); the prompt shows up to `MAX_INSPIRATIONS` inspirations;
+the temperature is the model's own, raised a little each time the same slot was already
+rejected (`ctx.attempt`), so a retry does not repeat itself.
+
+Prompt: a system message framing the problem's kind, then one user message with the
+problem's description, the parent (score, metrics, evaluator feedback, text), the
+inspirations with their scores, recent failures, the task for the chosen operator, and
+the exact reply format (see `evoengine/operators/patches.py`).
+
+This file is a valid replacement harness as it stands: copy it, change it, and point
+`config.harness` at the copy.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from evoengine.config import Config
+from evoengine.harness import Plan, Templates
+from evoengine.operators import ProposalContext
+from evoengine.operators.patches import evolve_blocks
+
+MAX_INSPIRATIONS = 4
+MAX_FAILURES = 5
+FEEDBACK_CHARS = 3000
+FAILURE_CHARS = 400
+TEMPERATURE_STEP = 0.15
+MAX_TEMPERATURE = 1.5
+
+NOUNS = {"program": "program", "prompt": "prompt", "reward": "reward function", "harness": "harness"}
+
+
+def _clip(text: str, limit: int) -> str:
+    """`text` cut to about `limit` characters, keeping its head and its tail."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head
+    return f"{text[:head]}\n[... {len(text) - limit} characters cut ...]\n{text[-tail:]}"
+
+
+def _score(candidate: Any) -> str:
+    if not candidate.valid or candidate.score is None:
+        return "invalid"
+    return f"{candidate.score:.6g}"
+
+
+def _fence(text: str) -> str:
+    """A backtick fence longer than any run of backticks inside `text`."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+class Harness:
+    def __init__(self, config: Config, templates: Templates):
+        self.config = config
+        self.templates = templates
+        self.temperatures = {m.name: m.temperature for m in config.models}
+
+    # ------------------------------------------------------------ policy
+
+    def plan(self, ctx: ProposalContext, arm: str) -> Plan:
+        ops = self.config.operators
+        weights = {"diff": ops.diff, "full": ops.full, "crossover": ops.crossover}
+        if not any(c.id != ctx.parent.id for c in ctx.inspirations[:1]):
+            weights["crossover"] = 0.0
+        if sum(weights.values()) <= 0:
+            weights = {"diff": 1.0, "full": 0.0, "crossover": 0.0}
+        operator = ctx.rng.choices(list(weights), weights=list(weights.values()))[0]
+        shown = min(len(ctx.inspirations), MAX_INSPIRATIONS)
+        temperature = None
+        if ctx.attempt > 0:
+            base = self.temperatures.get(arm, 0.8)
+            temperature = min(MAX_TEMPERATURE, base + TEMPERATURE_STEP * ctx.attempt)
+        return Plan(operator, shown, temperature)
+
+    # ------------------------------------------------------------ prompt
+
+    def messages(self, ctx: ProposalContext, plan: Plan) -> list[dict[str, str]]:
+        problem = ctx.problem
+        words = self._words(ctx)
+        framing = self.templates.render(f"kind_{problem.kind}", **words)
+        system = self.templates.render("system", framing=framing, **words)
+        shown = ctx.inspirations[: plan.inspirations]
+        if plan.operator == "crossover":
+            other, shown = ctx.inspirations[0], shown[1:]
+            parent = "\n\n".join([
+                self._candidate(ctx.parent, f"Parent A (candidate {ctx.parent.id})", words),
+                self._candidate(other, f"Parent B (candidate {other.id})", words),
+            ])
+            words = {**words, "other": str(other.id)}
+        else:
+            parent = self._candidate(ctx.parent, f"Current {words['noun']} (candidate {ctx.parent.id})", words)
+        inspirations = ""
+        if shown:
+            blocks = [self._candidate(c, f"Candidate {c.id}", words) for c in shown]
+            inspirations = self.templates.render("inspirations", candidates="\n\n".join(blocks), **words)
+        failures = ""
+        recent = [f for f in ctx.failures[-MAX_FAILURES:] if f.strip()]
+        if recent:
+            items = "\n".join(f"- {_clip(f, FAILURE_CHARS)}" for f in recent)
+            failures = self.templates.render("failures", items=items, **words)
+        user = self.templates.render(
+            "task", name=problem.name, description=problem.description.strip(), parent=parent,
+            inspirations=inspirations, failures=failures,
+            operator=self.templates.render(f"op_{plan.operator}", **words),
+            format=self._format(ctx, plan, words), **words,
+        )
+        return [{"role": "system", "content": system + "\n"}, {"role": "user", "content": user + "\n"}]
+
+    def repair(self, ctx: ProposalContext, plan: Plan, messages: list[dict[str, str]],
+               reply: str, error: str) -> list[dict[str, str]]:
+        words = self._words(ctx)
+        again = self.templates.render("repair", error=error, format=self._format(ctx, plan, words), **words)
+        return [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": again + "\n"}]
+
+    # ------------------------------------------------------------ pieces
+
+    def _words(self, ctx: ProposalContext) -> dict[str, str]:
+        problem = ctx.problem
+        return {
+            "kind": problem.kind,
+            "noun": NOUNS.get(problem.kind, "program"),
+            "language": problem.language,
+            "comment": problem.comment,
+            "id": str(ctx.parent.id),
+        }
+
+    def _candidate(self, candidate: Any, title: str, words: dict[str, str]) -> str:
+        metrics = ", ".join(f"{k}={v:.6g}" for k, v in sorted(candidate.metrics.items()))
+        feedback = _clip(candidate.feedback, FEEDBACK_CHARS) if candidate.feedback else ""
+        return self.templates.render(
+            "candidate", **{
+                **words,
+                "title": title,
+                "score": _score(candidate),
+                "metrics": f"Metrics: {metrics}" if metrics else "",
+                "feedback": f"Evaluator feedback:\n{feedback}" if feedback else "",
+                "fence": _fence(candidate.text),
+                "text": candidate.text.rstrip("\n"),
+            },
+        )
+
+    def _format(self, ctx: ProposalContext, plan: Plan, words: dict[str, str]) -> str:
+        try:
+            marked = evolve_blocks(ctx.parent.text, ctx.problem.comment)[0].marked
+        except ValueError:  # broken markers: the patch step will say so
+            marked = False
+        frozen = self.templates.render("frozen", **words) if marked else ""
+        name = "format_diff" if plan.operator == "diff" else "format_full"
+        return self.templates.render(name, frozen=frozen, **words)
+

@@ -1,0 +1,380 @@
+"""The lineage of a run: who descends from whom, read from the run store.
+
+`build_lineage` turns the admitted candidates into a networkx `DiGraph` (edges parent ->
+child; a crossover's second parent is an edge of kind "second"; an edge that crosses
+islands, or a candidate named by a migration event, is marked). `ancestry` walks the
+main-parent chain, `render_ancestry` prints it for the terminal with what each step
+changed, and `export_lineage` writes the graph as JSON, GraphML or Graphviz DOT.
+
+The store keeps every admitted candidate, so ancestors evicted from island populations or
+from the MAP-Elites archive are still nodes: no edge ever dangles.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from .archive.store import RunStore
+from .candidate import Candidate
+from .errors import EvoError
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("json", "graphml", "dot")
+
+# Column list for the graph: everything but the (possibly large) texts.
+_NODE_COLUMNS = "id, seq, parents, island, generation, operator, model, score, valid, cost, created, origin"
+
+
+# ---------------------------------------------------------------- migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One candidate sent from one island to another, as recorded in the events table."""
+
+    candidate: int
+    source: int | None
+    target: int | None
+    seq: int | None
+
+
+def _as_id(value: Any) -> int | None:
+    if isinstance(value, dict):
+        value = value.get("id", value.get("candidate"))
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _first(data: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if key in data:
+            return data[key]
+    return None
+
+
+def _moves(data: Any) -> Iterable[dict[str, Any]]:
+    """Flatten an event's data into dicts that each name candidates and islands."""
+    if isinstance(data, list):
+        for item in data:
+            yield from _moves(item)
+    elif isinstance(data, dict):
+        nested = _first(data, "moves", "migrations")
+        if isinstance(nested, list):
+            outer = {k: v for k, v in data.items() if k not in ("moves", "migrations")}
+            for item in nested:
+                if isinstance(item, dict):
+                    yield {**outer, **item}
+        else:
+            yield data
+
+
+def migrations(store: RunStore) -> list[Migration]:
+    """Migration events, read leniently: `{"candidates"|"ids"|"id": ..., "from": i, "to": j}`."""
+    out: list[Migration] = []
+    for event in store.events("migration"):
+        for move in _moves(event["data"]):
+            ids = _first(move, "candidates", "ids", "migrants", "candidate", "id", "candidate_id")
+            if not isinstance(ids, list):
+                ids = [ids]
+            source = _first(move, "from", "source", "src", "from_island")
+            target = _first(move, "to", "target", "dst", "destination", "to_island")
+            for raw in ids:
+                cid = _as_id(raw)
+                if cid is not None:
+                    out.append(Migration(cid, _as_id(source), _as_id(target), event["seq"]))
+    return out
+
+
+# ---------------------------------------------------------------- the graph
+
+
+def build_lineage(store: RunStore) -> nx.DiGraph:
+    """The lineage graph of every admitted candidate (edges parent -> child).
+
+    Node attributes: seq, score (None if it has none), valid, island, generation, operator,
+    model, cost, created, origin, migrated_to (islands a migration sent it to).
+    Edge attributes: kind ("main" for parents[0], "second" for a crossover's other
+    parent), migration (the child was made on another island than this parent's, which
+    only a migration or an island reset makes possible; roots live on every island).
+    A parent that is not an admitted candidate (which a healthy store never has) becomes
+    a node with missing=True so that no edge dangles.
+    """
+    graph = nx.DiGraph(run=str(Path(store.path).parent.name))
+    rows = store.conn.execute(
+        f"SELECT {_NODE_COLUMNS} FROM candidates WHERE status='evaluated' ORDER BY seq"
+    ).fetchall()
+    parents_of: dict[int, list[int]] = {}
+    for row in rows:
+        cid = int(row["id"])
+        graph.add_node(
+            cid,
+            seq=int(row["seq"]),
+            score=row["score"],
+            valid=bool(row["valid"]),
+            island=int(row["island"]),
+            generation=int(row["generation"]),
+            operator=row["operator"] or "",
+            model=row["model"],
+            cost=float(row["cost"] or 0.0),
+            created=row["created"],
+            origin=row["origin"],
+            migrated_to=[],
+            missing=False,
+        )
+        parents_of[cid] = [int(p) for p in json.loads(row["parents"])]
+    for child, parents in parents_of.items():
+        for rank, parent in enumerate(parents):
+            if parent not in graph:
+                log.warning("candidate %d names parent %d, which is not an admitted candidate", child, parent)
+                graph.add_node(parent, missing=True, valid=False, score=None, migrated_to=[])
+            graph.add_edge(parent, child, kind="main" if rank == 0 else "second",
+                           migration=_crosses(graph, parents_of, parent, child))
+    for move in migrations(store):
+        if move.candidate in graph and move.target is not None:
+            graph.nodes[move.candidate]["migrated_to"].append(move.target)
+    return graph
+
+
+def _crosses(graph: nx.DiGraph, parents_of: dict[int, list[int]], parent: int, child: int) -> bool:
+    """Was `child` made on another island than its parent's? (A seed lives on every island.)"""
+    if not parents_of.get(parent):
+        return False
+    return graph.nodes[parent].get("island") != graph.nodes[child]["island"]
+
+
+def ancestry(graph: nx.DiGraph, candidate_id: int) -> list[int]:
+    """The main-parent chain from the root down to `candidate_id` (root first)."""
+    if candidate_id not in graph:
+        raise EvoError(f"candidate {candidate_id} is not in this run's lineage")
+    chain = [candidate_id]
+    seen = {candidate_id}
+    node = candidate_id
+    while True:
+        main = [p for p in graph.predecessors(node) if graph.edges[p, node].get("kind") == "main"]
+        if not main or main[0] in seen:
+            break
+        node = main[0]
+        seen.add(node)
+        chain.append(node)
+    return chain[::-1]
+
+
+# ---------------------------------------------------------------- the terminal view
+
+
+@dataclass(frozen=True)
+class ChangeSummary:
+    """What a child changed in its parent's text, line by line."""
+
+    added: int
+    removed: int
+    first: str  # the first changed line ("-" prefixed if it was a removal), shortened
+
+    def __str__(self) -> str:
+        if not self.added and not self.removed:
+            return "no text change"
+        head = f"+{self.added} -{self.removed} lines"
+        return f"{head}: {self.first}" if self.first else head
+
+
+def summarize_change(parent_text: str, child_text: str, width: int = 60) -> ChangeSummary:
+    """Count added/removed lines (difflib) and quote the first changed one."""
+    added = removed = 0
+    first = ""
+    matcher = difflib.SequenceMatcher(None, parent_text.splitlines(), child_text.splitlines(), autojunk=False)
+    old, new = matcher.a, matcher.b
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        removed += i2 - i1
+        added += j2 - j1
+        if not first:
+            changed = [line for line in new[j1:j2] if line.strip()]
+            if changed:
+                first = changed[0].strip()
+            else:
+                gone = [line for line in old[i1:i2] if line.strip()]
+                first = "-" + gone[0].strip() if gone else ""
+    if len(first) > width:
+        first = first[: width - 1] + "…"
+    return ChangeSummary(added, removed, first)
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:.6g}"
+
+
+def _delta(score: float | None, parent_score: float | None) -> str:
+    if score is None or parent_score is None:
+        return ""
+    d = score - parent_score
+    return f" ({'+' if d >= 0 else '-'}{abs(d):.4g})"
+
+
+def _chain(store: RunStore, candidate_id: int) -> list[Candidate]:
+    """Main-parent chain read straight from the store (root first); cheap for huge runs."""
+    chain = [store.get(candidate_id)]
+    seen = {candidate_id}
+    while chain[-1].parent is not None and chain[-1].parent not in seen:
+        seen.add(chain[-1].parent)
+        try:
+            chain.append(store.get(chain[-1].parent))
+        except EvoError:
+            log.warning("candidate %d names parent %d, which is not admitted", chain[-1].id, chain[-1].parent)
+            break
+    return chain[::-1]
+
+
+def render_ancestry(store: RunStore, candidate_id: int | None = None) -> str:
+    """The ancestry of the best (or the given) candidate as a text tree, root first.
+
+    Each step shows its score and the change from its parent, what the change did to the
+    text (`+3 -1 lines: <first changed line>`), and which operator and model made it.
+    """
+    if candidate_id is None:
+        best = store.best(1)
+        if not best:
+            return "no valid candidate in this run yet"
+        candidate_id = best[0].id
+        title = "best candidate"
+    else:
+        title = "candidate"
+    chain = _chain(store, candidate_id)
+    target = chain[-1]
+    lines = [
+        f"ancestry of #{target.id} ({title}, score {_fmt(target.score if target.valid else None)}), "
+        f"{len(chain) - 1} step{'s' if len(chain) != 2 else ''} from #{chain[0].id}",
+        "",
+    ]
+    for depth, c in enumerate(chain):
+        parent = chain[depth - 1] if depth else None
+        last = depth == len(chain) - 1
+        branch = "" if depth == 0 else ("└─ " if last else "├─ ")
+        rail = "   " if last else "│  "
+        made_by = c.operator or "?"
+        if c.model:
+            made_by += f" · {c.model}"
+        score = _fmt(c.score) if c.valid else f"invalid ({_fmt(c.score)})"
+        delta = _delta(c.score, parent.score) if parent and c.valid and parent.valid else ""
+        cost = f" · ${c.cost:.4f}" if c.cost else ""
+        lines.append(f"{branch}#{c.id} [{made_by}] island {c.island} · score {score}{delta}{cost}")
+        if parent is None:
+            what = f"{c.origin} " if c.origin else ""
+            lines.append(f"{rail}{what}seed, {len(c.text.splitlines())} lines")
+        else:
+            lines.append(f"{rail}{summarize_change(parent.text, c.text)}")
+        if len(c.parents) > 1:
+            lines.append(f"{rail}crossover with #{', #'.join(str(p) for p in c.parents[1:])}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- exports
+
+
+def _plain(value: Any) -> Any:
+    """A value GraphML can store: lists become JSON text; None is dropped by the caller."""
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value)
+    return value
+
+
+def _dot_quote(value: Any) -> str:
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def _score_colour(score: float | None, low: float, high: float) -> str:
+    """A viridis-like ramp from dark blue (worst) to yellow (best), as #rrggbb."""
+    if score is None:
+        return "#cccccc"
+    t = 0.5 if high <= low else (score - low) / (high - low)
+    stops = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
+    pos = min(max(t, 0.0), 1.0) * (len(stops) - 1)
+    i = min(int(pos), len(stops) - 2)
+    f = pos - i
+    rgb = [round(a + (b - a) * f) for a, b in zip(stops[i], stops[i + 1], strict=True)]
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def to_dot(graph: nx.DiGraph) -> str:
+    """Graphviz DOT text, written directly (no pygraphviz/pydot needed)."""
+    scores = [d["score"] for _, d in graph.nodes(data=True) if d.get("valid") and d.get("score") is not None]
+    low, high = (min(scores), max(scores)) if scores else (0.0, 0.0)
+    out = [
+        f"digraph {_dot_quote(graph.graph.get('run', 'lineage'))} {{",
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+    ]
+    for node, d in graph.nodes(data=True):
+        if d.get("missing"):
+            out.append(f'  {node} [label="#{node} (missing)", fillcolor="#ffffff", style="dashed"];')
+            continue
+        score = d["score"] if d.get("valid") else None
+        label = f"#{node} {_fmt(d.get('score'))}\\n{d.get('operator', '')} i{d.get('island', 0)}"
+        attrs = {
+            "fillcolor": _score_colour(score, low, high),
+            "fontcolor": "white" if score is not None and high > low and (score - low) / (high - low) < 0.5 else "black",
+            "tooltip": f"gen {d.get('generation')} model {d.get('model') or '-'} cost {d.get('cost', 0):.4g}",
+        }
+        if not d.get("valid"):
+            attrs["style"] = "rounded,filled,dashed"
+        body = ", ".join(f"{k}={_dot_quote(v)}" for k, v in attrs.items())
+        out.append(f'  {node} [label="{label}", {body}];')
+    for u, v, d in graph.edges(data=True):
+        attrs = []
+        if d.get("kind") == "second":
+            attrs.append('style="dashed"')
+        if d.get("migration"):
+            attrs.append('color="#d62728"')
+        out.append(f"  {u} -> {v}" + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def to_json(graph: nx.DiGraph) -> dict[str, Any]:
+    """Node-link JSON (readable back with `networkx.node_link_graph(data, edges="edges")`)."""
+    return {
+        "directed": True,
+        "multigraph": False,
+        "graph": dict(graph.graph),
+        "nodes": [{"id": n, **d} for n, d in graph.nodes(data=True)],
+        "edges": [{"source": u, "target": v, **d} for u, v, d in graph.edges(data=True)],
+    }
+
+
+def export_lineage(store: RunStore, fmt: str, path: str | Path) -> Path:
+    """Write the run's lineage as `json`, `graphml` or `dot` to `path`; returns the path."""
+    if fmt not in EXPORT_FORMATS:
+        raise EvoError(f"unknown lineage format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    graph = build_lineage(store)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "json":
+        path.write_text(json.dumps(to_json(graph), indent=1))
+    elif fmt == "dot":
+        path.write_text(to_dot(graph))
+    else:
+        plain = nx.DiGraph(**graph.graph)
+        for n, d in graph.nodes(data=True):
+            plain.add_node(n, **{k: _plain(v) for k, v in d.items() if v is not None})
+        for u, v, d in graph.edges(data=True):
+            plain.add_edge(u, v, **{k: _plain(x) for k, x in d.items() if x is not None})
+        nx.write_graphml(plain, path)
+    return path

@@ -1,0 +1,97 @@
+"""Record and replay of model calls.
+
+Every model call carries `request_hash`: a digest of what was asked (model id, messages,
+temperature, max_tokens). The run store keeps each call with its hash and reply, so a
+later run can be replayed from an earlier run's store with no endpoint at all
+(`config.replay: <run dir>`): `ReplayBook` answers each request with the recorded reply
+for the same hash, in the order they were recorded when one request was made several
+times, and raises a `ModelError` naming the request when the store has no reply for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelError
+
+
+def request_hash(model_id: str, messages: list[dict[str, str]], temperature: float,
+                 max_tokens: int) -> str:
+    """Stable digest of one request; equal requests give equal hashes across runs."""
+    payload = {
+        "model": model_id,
+        "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        "temperature": round(float(temperature), 6),
+        "max_tokens": int(max_tokens),
+    }
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    """One stored answer: the reply (or the error the original run got) and its usage."""
+
+    reply: str | None
+    tokens_in: int
+    tokens_out: int
+    cost: float
+    error: str | None
+
+
+class ReplayBook:
+    """Recorded replies of an earlier run, looked up by request hash.
+
+    Identical requests get the recorded replies in their original order; asking once more
+    than the original run did is a miss, like asking something it never asked.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "archive.sqlite"
+        if not self.path.is_file():
+            raise ModelError(
+                f"replay: {self.path} does not exist; set `replay:` to the directory of an "
+                f"earlier run (it holds archive.sqlite)"
+            )
+        self._calls: dict[str, deque[RecordedCall]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self.recorded = 0
+        try:
+            with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as db:
+                rows = db.execute(
+                    "SELECT request_hash, reply, tokens_in, tokens_out, cost, error "
+                    "FROM model_calls ORDER BY id"
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise ModelError(
+                f"replay: cannot read recorded model calls from {self.path}: {exc}"
+            ) from exc
+        for digest, reply, tokens_in, tokens_out, cost, error in rows:
+            self._calls[digest].append(
+                RecordedCall(reply, int(tokens_in or 0), int(tokens_out or 0), float(cost or 0.0), error)
+            )
+            self.recorded += 1
+
+    def take(self, digest: str, model: str) -> RecordedCall:
+        """The next recorded answer to this request, or a `ModelError` on a miss."""
+        with self._lock:
+            queue = self._calls.get(digest)
+            if queue:
+                return queue.popleft()
+        raise ModelError(
+            f"replay: model {model!r} was asked something the run in {self.run_dir} never "
+            f"asked (request {digest[:12]}), or asked it more often; the replayed run has "
+            f"diverged from the recorded one: use the same problem, config and seed, or "
+            f"drop `replay:` to call the endpoint"
+        )
+
+    def remaining(self) -> int:
+        with self._lock:
+            return sum(len(q) for q in self._calls.values())

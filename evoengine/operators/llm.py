@@ -1,0 +1,155 @@
+"""Language models as mutation and crossover operators, chosen by a bandit.
+
+For each proposal `ModelProposer` asks the bandit for an arm (a model name, or "offline"
+when `operators.offline_arm` offers the offline operators beside the models), lets the
+harness plan it (diff, full rewrite or crossover; inspirations; temperature) and write the
+prompt, calls the model, and turns the reply into a child with `operators.patches`. A
+reply that cannot be parsed or applied goes back to the model with the error, up to
+`operators.repair_attempts` times; after that the proposal fails with the reason, as it
+does when the model call itself fails. Every call is reported through `ctx.record_call`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from typing import Any
+
+from ..config import Config
+from ..errors import ConfigError
+from ..harness import Harness, Plan, load_harness
+from ..llm.bandit import ModelBandit, make_bandit
+from ..llm.client import ModelPool
+from ..problem import Problem
+from . import Proposal, ProposalContext, ProposalFailed, Proposer
+from .patches import PatchError, apply_diff, apply_rewrite, parse_diff
+
+log = logging.getLogger(__name__)
+
+OFFLINE = "offline"
+
+
+def unified_change(parent: str, child: str) -> str:
+    """The child's change as a unified diff against its parent."""
+    return "".join(difflib.unified_diff(
+        parent.splitlines(keepends=True), child.splitlines(keepends=True), "parent", "child", n=2,
+    ))
+
+
+class ModelProposer:
+    """A `Proposer` whose children come from language models picked by a bandit.
+
+    `pool` and `harness` default to the ones `config` describes; pass them to share or
+    replace them (tests do). Call `await start()` before the first proposal: it runs the
+    models' pre-flight check, so a bad endpoint or key stops the run before it spends.
+    """
+
+    def __init__(self, config: Config, problem: Problem, offline: Proposer | None = None, *,
+                 pool: ModelPool | None = None, harness: Harness | None = None):
+        self.config = config
+        self.problem = problem
+        self.offline = offline
+        if config.operators.offline_arm and offline is None:
+            raise ConfigError("operators.offline_arm is on, but no offline proposer was given")
+        self.pool = pool if pool is not None else ModelPool(config.models, replay=config.replay)
+        arms = list(self.pool.names)
+        if config.operators.offline_arm:
+            arms.append(OFFLINE)
+        if not arms:
+            raise ConfigError("no models configured: add `models:` or use the offline operators")
+        self.bandit: ModelBandit = make_bandit(config.bandit, arms)
+        self.harness = harness if harness is not None else load_harness(config)
+        self.repair_attempts = config.operators.repair_attempts
+        self.require_fence = problem.language != "text"
+
+    # ------------------------------------------------------------ Proposer
+
+    def arms(self) -> list[str]:
+        return list(self.bandit.arms)
+
+    async def start(self) -> None:
+        """Pre-flight: raise one `ModelError` if any model cannot be used."""
+        await self.pool.preflight()
+
+    async def propose(self, ctx: ProposalContext) -> Proposal:
+        arm = self.bandit.select(ctx.rng)
+        if arm == OFFLINE:
+            return await self._offline(ctx)
+        plan = self.harness.plan(ctx, arm)
+        parents = (ctx.parent.id,)
+        if plan.operator == "crossover":
+            if not ctx.inspirations:
+                raise ProposalFailed("crossover needs a second parent, and there is no inspiration",
+                                     operator="crossover", model=arm, parents=parents)
+            parents = (ctx.parent.id, ctx.inspirations[0].id)
+        client = self.pool[arm]
+        messages = self.harness.messages(ctx, plan)
+        cost = 0.0
+        hashes: list[str] = []
+        tries = self.repair_attempts + 1
+        for attempt in range(1, tries + 1):
+            call = await client.chat(messages, temperature=plan.temperature)
+            ctx.record_call(call)
+            cost += call.cost
+            hashes.append(call.request_hash)
+            if call.reply is None:
+                raise ProposalFailed(f"model {arm}: {call.error}", operator=plan.operator, model=arm,
+                                     cost=cost, parents=parents)
+            try:
+                child = self._apply(ctx, plan, call.reply)
+            except PatchError as exc:
+                log.debug("model %s, %s attempt %d: %s", arm, plan.operator, attempt, exc)
+                if attempt == tries:
+                    raise ProposalFailed(
+                        f"model {arm}: {plan.operator} reply unusable after {tries} "
+                        f"attempt{'s' if tries > 1 else ''}: {exc}",
+                        operator=plan.operator, model=arm, cost=cost, parents=parents,
+                    ) from None
+                messages = self.harness.repair(ctx, plan, messages, call.reply, str(exc))
+                continue
+            meta: dict[str, Any] = {
+                "attempts": attempt,
+                "temperature": plan.temperature if plan.temperature is not None else client.model.temperature,
+                "inspirations": [c.id for c in ctx.inspirations[: plan.inspirations]],
+                "request_hashes": hashes,
+            }
+            return Proposal(child, plan.operator, arm, parents, unified_change(ctx.parent.text, child),
+                            cost, meta)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def observe(self, arm: str, reward: float, cost: float) -> None:
+        self.bandit.observe(arm, reward, cost)
+
+    def stats(self) -> dict[str, Any]:
+        return self.bandit.stats()
+
+    def state(self) -> dict[str, Any]:
+        return self.bandit.state()
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+        if self.offline is not None:
+            await self.offline.aclose()
+
+    # ------------------------------------------------------------ pieces
+
+    def _apply(self, ctx: ProposalContext, plan: Plan, reply: str) -> str:
+        parent = ctx.parent.text
+        comment = self.problem.comment
+        if plan.operator == "diff":
+            return apply_diff(parent, parse_diff(reply), comment)
+        return apply_rewrite(parent, reply, language=self.problem.language, comment=comment,
+                             require_fence=self.require_fence)
+
+    async def _offline(self, ctx: ProposalContext) -> Proposal:
+        assert self.offline is not None
+        try:
+            proposal = await self.offline.propose(ctx)
+        except ProposalFailed as exc:
+            exc.model = OFFLINE
+            raise
+        if proposal.model != OFFLINE:
+            proposal = Proposal(proposal.text, proposal.operator, OFFLINE, proposal.parents,
+                                proposal.change, proposal.cost, proposal.meta)
+        return proposal
+

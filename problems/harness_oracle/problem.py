@@ -1,0 +1,175 @@
+"""Agent-harness evolution: `solve(task, ask, budget)` around a noisy oracle model.
+
+The candidate is the code around a model: how it splits a task into questions, votes,
+verifies and spends its call budget. Offline, the model is a deterministic simulation with
+correlated errors; with EVOENGINE_HARNESS_MODEL set it is a real chat model. Either way the
+oracle and the answers live in a separate trusted process (`oracle_server`): this module
+never loads them, because the candidate's process is forked from this one.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from evoengine.evaluation import CandidateError, call_candidate
+from evoengine.problem import EvalResult, Feature, Problem
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import oracle_server  # noqa: E402  (holds no answers; it imports them only once forked)
+
+BUDGET = 16  # oracle calls allowed per task
+CALL_COST = 0.002  # subtracted from a task's score per oracle call
+USING_MODEL = bool(os.environ.get(oracle_server.MODEL_ENV))
+CALL_TIMEOUT_S = 1800.0 if USING_MODEL else 60.0
+FEEDBACK_TASKS = 8
+
+GRAMMAR = """\
+  What is the <attribute> of <town>?              attribute: population, founding year,
+                                                  elevation (metres) or mayor
+  Who is the mayor of <town>?
+  In what year was <town> founded?
+  What is the <attribute> of <town> plus|minus the <attribute> of <town>?
+  What is the <attribute> of the town whose mayor is <first last>?
+  Which town has the larger|smaller <attribute>, <town> or <town>?
+  Which town was founded earlier|later, <town> or <town>?
+  Which town's mayor is <first last>?
+  Is the <attribute> of <town> <value>?            (answers yes or no)
+  Is <first last> the mayor of <town>?             (answers yes or no)
+  Was <town> founded in <year>?                    (answers yes or no)"""
+
+DESCRIPTION = f"""\
+Write the harness around a language model: `solve(task, ask, budget) -> str`.
+
+Each task is a question about a register of twenty fictional towns (population, founding
+year, elevation, mayor) that only the model has read. Tasks are single lookups, sums and
+differences of two figures, comparisons of two towns, and two-hop questions ("the
+elevation of the town whose mayor is ..."). `ask(question)` sends one question to the
+model and returns its reply as a string; `budget` ({BUDGET}) is how many calls this task
+may make (beyond it, `ask` returns "" and costs nothing). Return the answer: a number, a
+town name or a person's name.
+
+The model is right about three times in four on a task's own question, and is less
+reliable on compound questions than on single facts. Its errors are correlated: about it
+some facts it holds a fixed wrong belief that it repeats often, so plain repetition and
+majority voting do not always fix them; it is better at confirming or denying a stated
+value than at recalling it. Asking the same question again gives a fresh draw; replies are
+deterministic (the same questions in the same order always get the same replies). The
+model understands these question forms (case and a final "?" do not matter):
+
+{GRAMMAR}
+
+Anything else gets "I don't understand the question." (and still costs a call).
+Arithmetic and string handling in your own code are free.
+
+Score: the mean over the training tasks of (1 if the answer is right else 0) minus
+{CALL_COST} per call. Held-out tasks, met in the same run, are reported separately as
+`heldout_score`; keep the harness general (do not special-case particular towns).
+`solve` keeps no useful state between tasks beyond what you store yourself; it must not
+print much and should finish the whole suite well within {CALL_TIMEOUT_S:.0f} s.
+"""
+
+problem = Problem(
+    name="harness_oracle",
+    description=DESCRIPTION,
+    initial="initial.py",
+    language="python",
+    kind="harness",
+    features=(
+        Feature("mean_calls", 0.0, float(BUDGET), 8),
+        # Share of calls that were not the task's own question: 0 = pure repetition and
+        # voting, 1 = everything decomposed or verified.
+        Feature("decomposed_share", 0.0, 1.0, 10),
+    ),
+    timeout_s=CALL_TIMEOUT_S + 30.0,
+    memory_mb=1024,
+)
+
+
+def evaluate(candidate_path: str) -> EvalResult:
+    """Start the oracle process, run the harness against it in a child, score the results."""
+    channel = oracle_server.start(BUDGET)
+    failure = None
+    try:
+        call_candidate(candidate_path, "run_suite", str(channel.folder), timeout_s=CALL_TIMEOUT_S)
+    except CandidateError as exc:
+        failure = exc
+    finally:
+        results = channel.finish(timeout_s=10.0)
+    if "server_error" in results:
+        return EvalResult.invalid(f"the oracle process failed: {results['server_error']}")
+    if failure is not None:
+        done = sum(t["answer"] is not None for t in results["tasks"])
+        return EvalResult.invalid(f"run_suite() failed after {done} of {len(results['tasks'])} tasks: {failure}",
+                                  tasks_answered=float(done))
+    return score_results(results)
+
+
+def task_score(task: dict) -> float:
+    return (1.0 if task["correct"] else 0.0) - CALL_COST * task["calls"]
+
+
+def score_results(results: dict) -> EvalResult:
+    """Score the server's per-task records: train tasks give the score, held-out a metric."""
+    tasks = results["tasks"]
+    train = [t for t in tasks if not t["heldout"]]
+    heldout = [t for t in tasks if t["heldout"]]
+    calls = [t["calls"] for t in tasks]
+    other = sum(t["other_questions"] for t in tasks)
+    metrics = {
+        "accuracy": _mean(t["correct"] for t in train),
+        "mean_calls": statistics.mean(t["calls"] for t in train),
+        "heldout_accuracy": _mean(t["correct"] for t in heldout),
+        "heldout_score": _mean(task_score(t) for t in heldout),
+        "heldout_mean_calls": _mean(t["calls"] for t in heldout),
+        "unanswered": float(sum(t["answer"] is None for t in tasks)),
+    }
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for t in train:
+        by_kind[t["kind"]].append(t)
+    for kind, group in sorted(by_kind.items()):
+        metrics[f"accuracy_{kind}"] = _mean(t["correct"] for t in group)
+    return EvalResult(
+        score=_mean(task_score(t) for t in train),
+        metrics=metrics,
+        features={"mean_calls": min(float(BUDGET), statistics.mean(calls)),
+                  "decomposed_share": other / sum(calls) if sum(calls) else 0.0},
+        feedback=_feedback(train, by_kind, results.get("protocol_error", "")),
+        instances={t["id"]: task_score(t) for t in train},
+    )
+
+
+def _mean(values) -> float:
+    values = [float(v) for v in values]
+    return statistics.mean(values) if values else 0.0
+
+
+def _feedback(train: list[dict], by_kind: dict[str, list[dict]], protocol_error: str) -> str:
+    """Which training tasks failed and how the calls were spent (never the right answers)."""
+    wrong = [t for t in train if not t["correct"]]
+    lines = [f"{len(train) - len(wrong)}/{len(train)} training tasks right, "
+             f"{statistics.mean(t['calls'] for t in train):.2f} calls per task on average."]
+    for kind, group in sorted(by_kind.items()):
+        lines.append(f"  {kind:<10} {sum(t['correct'] for t in group)}/{len(group)} right, "
+                     f"{statistics.mean(t['calls'] for t in group):.1f} calls each")
+    if protocol_error:
+        lines.append(f"Protocol problem: {protocol_error}")
+    errors = [t for t in train if t["error"]]
+    if errors:
+        lines.append(f"solve() raised on {len(errors)} tasks, e.g. {errors[0]['id']}: {errors[0]['error']}")
+    refused = sum(t["refused"] for t in train)
+    if refused:
+        lines.append(f"{refused} calls were made after a task's budget was spent (they returned \"\").")
+    if wrong:
+        lines.append("Some wrong answers (town names are part of the data, not of the method):")
+        for t in wrong[:FEEDBACK_TASKS]:
+            spread = (f"; the oracle gave {t['distinct_replies']} different replies"
+                      if t["calls"] > 1 else "")
+            lines.append(f"  {t['id']} ({t['kind']}) {t['question']!r}: answered {t['answer']!r} "
+                         f"after {t['calls']} call(s){spread}")
+        if len(wrong) > FEEDBACK_TASKS:
+            lines.append(f"  ... and {len(wrong) - FEEDBACK_TASKS} more")
+    return "\n".join(lines)

@@ -1,0 +1,5 @@
+import os
+
+
+def solve(n):
+    os._exit(3)

@@ -1,0 +1,4 @@
+# SANDBOX-DIRECT
+import os
+
+os._exit(3)

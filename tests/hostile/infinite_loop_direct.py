@@ -1,0 +1,3 @@
+# SANDBOX-DIRECT: runs inside the evaluator process itself.
+while True:
+    pass

@@ -1,0 +1,4 @@
+def solve(n):
+    hoard = []
+    while True:
+        hoard.append(bytearray(50 * 1024 * 1024))

@@ -1,0 +1,5 @@
+import ctypes
+
+
+def solve(n):
+    return ctypes.string_at(0)

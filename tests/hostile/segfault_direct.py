@@ -1,0 +1,4 @@
+# SANDBOX-DIRECT
+import ctypes
+
+ctypes.string_at(0)

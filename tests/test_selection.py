@@ -1,0 +1,213 @@
+"""Parent selection: each strategy's empirical frequencies match its definition; mix, inspirations,
+and determinism of the whole archive."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections import Counter
+
+import numpy as np
+import pytest
+from scipy.stats import chisquare
+
+from evoengine.archive import Archive
+from evoengine.candidate import Candidate
+from evoengine.config import Config
+from evoengine.problem import Feature, Problem
+
+PROBLEM = Problem(name="toy", description="toy", initial="seed.py")
+SAMPLES = 20_000
+
+
+def config(selection: dict, islands: dict | None = None, elites: dict | None = None) -> Config:
+    return Config.model_validate({
+        "seed": 7,
+        "islands": {"count": 1, "population": 100, "migration_interval": 10_000, **(islands or {})},
+        "selection": {"exploit": 1.0, "explore": 0.0, "elites": 0.0, **selection},
+        "elites": elites or {"enabled": False},
+    })
+
+
+def population(archive: Archive, scores: list[float], island: int = 0, start: int = 1) -> list[Candidate]:
+    made = []
+    for i, s in enumerate(scores):
+        c = Candidate(start + i, f"x = {start + i}\n", parents=(0,), island=island, operator="diff",
+                      score=s, valid=True, features={"f": (i + 0.5) / len(scores)})
+        archive.admit(c)
+        made.append(c)
+    return made
+
+
+def seeded(cfg: Config, seed_score: float = -100.0, problem: Problem = PROBLEM) -> Archive:
+    archive = Archive(cfg, problem)
+    archive.admit(Candidate(0, "seed\n", operator="seed", score=seed_score, valid=True, features={"f": 0.0}))
+    return archive
+
+
+def frequencies(archive: Archive, ids: list[int], seed: int = 1) -> np.ndarray:
+    rng = random.Random(seed)
+    counts = Counter(archive.select(rng).parent.id for _ in range(SAMPLES))
+    assert set(counts) <= set(ids)
+    return np.array([counts[i] for i in ids], dtype=float)
+
+
+def matches(observed: np.ndarray, expected: np.ndarray) -> bool:
+    expected = expected / expected.sum() * observed.sum()
+    keep = expected > 0
+    assert observed[~keep].sum() == 0
+    return chisquare(observed[keep], expected[keep]).pvalue > 1e-3
+
+
+def test_power_law_picks_rank_r_with_probability_proportional_to_r_to_the_minus_alpha():
+    archive = seeded(config({"strategy": "power_law", "alpha": 1.3}))
+    made = population(archive, [float(s) for s in range(10)])
+    ranked = [c.id for c in sorted(made, key=lambda c: -c.score)] + [0]
+    observed = frequencies(archive, ranked)
+    expected = np.array([r ** -1.3 for r in range(1, 12)])
+    assert matches(observed, expected)
+    assert not matches(observed, np.ones(11))
+
+
+def test_weighted_follows_the_sigmoid_of_score_over_mad_damped_by_children():
+    archive = seeded(config({"strategy": "weighted", "sharpness": 1.0}), seed_score=4.5)
+    made = population(archive, [float(s) for s in range(10)])
+    children = {made[9].id: 3, made[5].id: 1}  # invalid children still count as children
+    next_id = 100
+    for parent, n in children.items():
+        for _ in range(n):
+            archive.admit(Candidate(next_id, "bad", parents=(parent,), operator="diff", valid=False))
+            next_id += 1
+    children[0] = len(made)  # the seed is every made candidate's parent
+    members = archive.members(0)
+    scores = [c.score for c in members]
+    median = statistics.median(scores)
+    mad = statistics.median(abs(s - median) for s in scores)
+    expected = np.array([
+        1 / (1 + math.exp(-(c.score - median) / mad)) / (1 + children.get(c.id, 0)) for c in members
+    ])
+    observed = frequencies(archive, [c.id for c in members])
+    assert matches(observed, expected)
+    without_children = np.array([1 / (1 + math.exp(-(c.score - median) / mad)) for c in members])
+    assert not matches(observed, without_children)
+
+
+def test_tournament_winner_is_the_best_of_k_uniform_draws():
+    archive = seeded(config({"strategy": "tournament", "tournament": 3}))
+    made = population(archive, [float(s) for s in range(7)])
+    ranked = [c.id for c in sorted(made, key=lambda c: -c.score)] + [0]
+    n = len(ranked)
+    # P(winner has rank r) = P(best of 3 >= r) - P(best of 3 >= r+1), ranks 0-based from the best
+    expected = np.array([((n - r) / n) ** 3 - ((n - r - 1) / n) ** 3 for r in range(n)])
+    observed = frequencies(archive, ranked)
+    assert matches(observed, expected)
+    assert not matches(observed, np.array([r ** -1.0 for r in range(1, n + 1)]))
+
+
+def test_hill_climb_always_takes_the_islands_best():
+    archive = seeded(config({"strategy": "hill_climb"}))
+    made = population(archive, [3.0, 9.0, 1.0])
+    rng = random.Random(0)
+    assert {archive.select(rng).parent.id for _ in range(200)} == {made[1].id}
+
+
+def test_uniform_draws_evenly_over_filled_elite_cells():
+    problem = Problem(name="toy", description="toy", initial="seed.py", features=(Feature("f", 0, 1, 5),))
+    archive = seeded(config({"strategy": "uniform"}, elites={"builtin": []}), problem=problem)
+    # ten candidates over five cells: each cell keeps its better one; the seed's cell 0 is taken over
+    made = population(archive, [float(s) for s in range(10)])
+    elites = [e.candidate.id for e in archive.elites.elites()]
+    assert sorted(elites) == sorted(c.id for c in made[1::2])
+    observed = frequencies(archive, elites)
+    assert matches(observed, np.ones(len(elites)))
+
+
+def test_shares_of_exploit_explore_and_elites_are_normalised_and_respected():
+    problem = Problem(name="toy", description="toy", initial="seed.py", features=(Feature("f", 0, 1, 5),))
+    cfg = config({"strategy": "hill_climb", "exploit": 5.0, "explore": 3.0, "elites": 2.0},
+                 elites={"builtin": []})
+    archive = seeded(cfg, problem=problem)
+    population(archive, [float(s) for s in range(10)])
+    rng = random.Random(3)
+    sources = Counter(archive.select(rng).source for _ in range(SAMPLES))
+    observed = np.array([sources["exploit:hill_climb"], sources["explore"], sources["elite"]])
+    assert observed.sum() == SAMPLES
+    assert matches(observed, np.array([5.0, 3.0, 2.0]))
+
+
+def test_explore_is_uniform_over_the_island():
+    archive = seeded(config({"exploit": 0.0, "explore": 1.0}))
+    made = population(archive, [float(s) for s in range(8)])
+    ids = [c.id for c in made] + [0]
+    assert matches(frequencies(archive, ids), np.ones(len(ids)))
+
+
+def test_islands_are_chosen_uniformly_and_children_stay_on_the_chosen_island():
+    archive = seeded(config({"strategy": "hill_climb"}, islands={"count": 3}))
+    for island in range(3):
+        population(archive, [10.0 + island], island=island, start=1 + island)
+    rng = random.Random(5)
+    picks = [archive.select(rng) for _ in range(6000)]
+    counts = Counter(s.island for s in picks)
+    assert matches(np.array([counts[i] for i in range(3)], dtype=float), np.ones(3))
+    assert all(s.parent.id == s.island + 1 for s in picks)  # hill climb on the chosen island
+
+
+def test_inspirations_are_the_islands_best_besides_the_parent_then_other_islands():
+    cfg = config({"exploit": 0.0, "explore": 1.0, "top_inspirations": 2, "diverse_inspirations": 2},
+                 islands={"count": 3})
+    archive = seeded(cfg)
+    for island in range(3):
+        population(archive, [float(s + 10 * island) for s in range(5)], island=island, start=1 + 10 * island)
+    rng = random.Random(0)
+    for _ in range(200):
+        sel = archive.select(rng)
+        ids = [c.id for c in sel.inspirations]
+        assert sel.parent.id not in ids and len(ids) == len(set(ids)) == 4
+        own = [c.id for c in archive.members(sel.island) if c.id != sel.parent.id][:2]
+        assert ids[:2] == own
+        assert all(c.id not in own and c.id != 0 for c in sel.inspirations[2:])
+        assert {c.island for c in sel.inspirations[2:]} <= set(range(3)) - {sel.island}
+
+
+def test_selecting_from_an_empty_archive_says_what_to_do_and_an_invalid_seed_is_still_offered():
+    archive = Archive(config({}), PROBLEM)
+    with pytest.raises(LookupError, match="admit the seed"):
+        archive.select(random.Random(0))
+    broken = Candidate(0, "seed", operator="seed", valid=False, feedback="SyntaxError")
+    archive.admit(broken)
+    sel = archive.select(random.Random(0))
+    assert sel.parent is broken and sel.source == "seed"
+
+
+def _replay(cfg: Config) -> tuple[dict, list]:
+    problem = Problem(name="toy", description="toy", initial="seed.py", features=(Feature("f", 0, 1, 4),))
+    archive = Archive(cfg, problem)
+    archive.admit(Candidate(0, "seed = 0\n", operator="seed", score=0.0, valid=True, features={"f": 0.5}))
+    data = random.Random(11)
+    for cid in range(1, 1500):
+        sel = archive.select(data)
+        valid = data.random() < 0.85
+        archive.admit(Candidate(cid, f"x = {cid}\n" * (1 + cid % 5), parents=(sel.parent.id,),
+                                island=sel.island, operator="diff", score=data.gauss(0, 1) if valid else None,
+                                valid=valid, features={"f": data.random()}))
+    rng = random.Random(99)
+    picks = []
+    for _ in range(300):
+        sel = archive.select(rng)
+        picks.append((sel.island, sel.parent.id, [c.id for c in sel.inspirations], sel.source))
+    return archive.stats(), picks
+
+
+def test_admitting_the_same_sequence_twice_gives_identical_stats_and_selections():
+    cfg = Config.model_validate({
+        "seed": 3,
+        "islands": {"count": 4, "population": 30, "topology": "random", "migration_interval": 37,
+                    "reset_interval": 200},
+        "selection": {"strategy": "weighted", "exploit": 0.6, "explore": 0.2, "elites": 0.2},
+        "elites": {"builtin": ["length"], "bins": 5},
+    })
+    first, second = _replay(cfg), _replay(cfg)
+    assert first == second
+    assert first[0]["resets"] > 0 and first[0]["migrations"] > 0
