@@ -48,10 +48,12 @@ class Evaluation(Section):
 
 
 class Ray(Section):
-    address: str | None = Field(None, description="Ray cluster address; None starts a local one")
-    num_cpus: float = Field(1.0, gt=0)
-    num_gpus: float = Field(0.0, ge=0)
-    memory_mb: int | None = Field(None, gt=0)
+    """The `ray` evaluation backend (evaluation.backend: ray); see docs/ray.md."""
+
+    address: str | None = Field(None, description="Ray cluster address (host:port, 'auto' or ray://host:port); None starts a private local Ray")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each evaluation task")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for each evaluation task")
+    memory_mb: int | None = Field(None, gt=0, description="memory Ray reserves for each evaluation task (scheduling only; the sandbox limit is evaluation.memory_mb)")
     max_retries: int = Field(2, ge=0, description="re-runs of an evaluation whose node died")
 
 
@@ -139,7 +141,13 @@ class Novelty(Section):
     enabled: bool = True
     embedder: Literal["ngram", "sentence-transformers", "openai"] = "ngram"
     embedding_model: str | None = Field(None, description="model for sentence-transformers/openai embedders")
-    threshold: float = Field(0.99, gt=0, le=1, description="cosine similarity above which a child is a near-duplicate")
+    threshold: float = Field(
+        1.0, gt=0, le=1,
+        description="cosine similarity above which a child is a near-duplicate. 1.0 refuses only copies "
+        "(the engine always refuses programs equal up to formatting and comments): a one-constant edit "
+        "is a real change but looks ~0.999 similar to character n-grams. With a semantic embedder or a "
+        "judge, 0.95-0.99 rejects rewrites that change nothing that matters.",
+    )
     max_retries: int = Field(3, ge=0, description="new proposals asked for after a rejection")
     judge: str | None = Field(None, description="name of a configured model asked about borderline cases")
     window: int = Field(256, ge=1, description="recent candidates per island a child is compared with")

@@ -13,8 +13,10 @@ so there is no RNG state to save and no two proposals share a stream.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import collections
+import hashlib
 import json
 import logging
 import os
@@ -126,6 +128,7 @@ class Engine:
         self.seed_score: float | None = None
         self.best: Candidate | None = None
         self.novelty_rejections = 0
+        self.seen: set[bytes] = set()  # digests of every evaluated text
         self.failed_in_a_row = 0
         self.failures: dict[int, collections.deque[str]] = collections.defaultdict(lambda: collections.deque(maxlen=5))
         self._stop: str | None = None
@@ -277,6 +280,7 @@ class Engine:
             self.request_stop("money")
 
     async def _propose(self) -> _Child | None:
+        """Select, propose and screen one child; a rejected near-duplicate is asked for again."""
         retries = self.config.novelty.max_retries if self.novelty else 0
         for attempt in range(retries + 1):
             pid = self.store.start_proposal(0)
@@ -291,24 +295,56 @@ class Engine:
             try:
                 proposal = await self.proposer.propose(ctx)
             except ProposalFailed as fail:
-                self._fail(pid, sel.island, fail.reason, fail.operator, fail.model, fail.parents or (sel.parent.id,), fail.cost)
+                self._fail(pid, sel.island, fail.reason, fail.operator, fail.model,
+                           fail.parents or (sel.parent.id,), fail.cost)
                 return None
-            if self.novelty is not None:
-                verdict = await self.novelty.check(proposal.text, sel.island)
-                if not verdict.novel:
-                    self.novelty_rejections += 1
-                    self.store.fail(pid, reason=f"novelty: {verdict.reason}", operator=proposal.operator,
-                                    model=proposal.model, parents=proposal.parents, cost=proposal.cost,
-                                    text=proposal.text)
-                    continue
+            rejection = await self._screen(proposal, sel.island)
+            if rejection is not None:
+                self.novelty_rejections += 1
+                self.store.fail(pid, reason=f"novelty: {rejection}", operator=proposal.operator,
+                                model=proposal.model, parents=proposal.parents, cost=proposal.cost,
+                                reward=0.0 if proposal.model else None)
+                if proposal.model is not None:
+                    self.proposer.observe(proposal.model, 0.0, proposal.cost)
+                self._count_failure(f"novelty: {rejection}")
+                continue
             parents = [sel.parent] + [c for c in sel.inspirations if c.id in proposal.parents[1:]]
-            return _Child(proposal, pid, sel.island, parents, time.monotonic() - t0, {"propose_s": time.monotonic() - t0})
+            elapsed = time.monotonic() - t0
+            return _Child(proposal, pid, sel.island, parents, elapsed, {"propose_s": elapsed})
         return None
+
+    async def _screen(self, proposal: Proposal, island: int) -> str | None:
+        """Why a child should not be evaluated, or None: it is the same program as one already
+        evaluated (up to formatting and comments), or the novelty filter finds it too close
+        to what its island has."""
+        if self._normal_digest(proposal.text) in self.seen:
+            return "the same program as an already evaluated candidate (up to formatting and comments)"
+        if self.novelty is None:
+            return None
+        verdict = await self.novelty.check(proposal.text, island)
+        return None if verdict.novel else verdict.reason
+
+    def _normal_digest(self, text: str) -> bytes:
+        if self.problem.language == "python":
+            try:
+                text = ast.dump(ast.parse(text))
+            except (SyntaxError, ValueError, RecursionError):
+                pass
+        else:
+            text = " ".join(text.split())
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
     def _fail(self, pid: int, island: int, reason: str, operator: str, model: str | None,
               parents: tuple[int, ...], cost: float) -> None:
-        self.store.fail(pid, reason=reason, operator=operator, model=model, parents=parents, cost=cost)
+        self.store.fail(pid, reason=reason, operator=operator, model=model, parents=parents, cost=cost,
+                        reward=0.0 if model else None)
+        if model is not None:  # a model whose replies fail must look bad to the bandit
+            self.proposer.observe(model, 0.0, cost)
         self.failures[island].append(f"{operator}: {reason}")
+        self._count_failure(reason)
+
+    def _count_failure(self, reason: str) -> None:
+        """Stop a run whose proposals keep failing instead of spinning (or spending) forever."""
         self.failed_in_a_row += 1
         limit = max(25, 5 * (self.config.concurrency.proposals + self.config.concurrency.evaluations))
         if self.failed_in_a_row >= limit and self._stop is None:
@@ -352,6 +388,7 @@ class Engine:
 
     def _account(self, candidate: Candidate) -> None:
         self.admitted += 1
+        self.seen.add(self._normal_digest(candidate.text))
         if candidate.valid:
             self.valid += 1
             if self.novelty is not None:

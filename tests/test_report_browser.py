@@ -19,7 +19,13 @@ from test_lineage import make_run
 from evoengine.archive.store import RunStore
 from evoengine.candidate import Candidate
 from evoengine.report import write_report
-from evoengine.report.data import elites_from_candidates, elites_from_engine, run_summary, tree_layout
+from evoengine.report.data import (
+    arm_shares,
+    elites_from_candidates,
+    elites_from_engine,
+    run_summary,
+    tree_layout,
+)
 from evoengine.report.html import script_json
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -181,8 +187,8 @@ def test_lineage_layout_keeps_every_node_apart_and_parents_among_their_children(
     y = tree_layout(ids, parents)
     gen = [0, 1, 1, 2, 2, 2, 3, 3]
     assert len(set(zip(gen, y, strict=True))) == len(ids)
-    for i, p in enumerate(parents):
-        kids = [y[j] for j, q in enumerate(parents) if q == ids[i]]
+    for i, cid in enumerate(ids):
+        kids = [y[j] for j, q in enumerate(parents) if q == cid]
         if kids:
             assert min(kids) <= y[i] <= max(kids)
     deep = tree_layout(list(range(20000)), [None] + list(range(19999)))  # no recursion limit
@@ -212,6 +218,13 @@ def test_elite_maps_come_from_the_engine_archive_or_from_candidate_features() ->
     assert binned[0]["count"][0][0] == 2 and binned[0]["best"][0][9] is None, "invalid candidates hold no cell"
 
 
+def test_bandit_choices_are_summarised_as_recent_shares_per_arm() -> None:
+    shares = arm_shares(["a"] * 300 + ["b"] * 300, points=60)
+    assert len(shares["x"]) == 60 and shares["x"][-1] == 600 and shares["window"] == 20
+    assert shares["share"]["a"][0] == 1.0 and shares["share"]["b"][-1] == 1.0
+    assert all(abs(a + b - 1) < 1e-9 for a, b in zip(shares["share"]["a"], shares["share"]["b"], strict=True))
+
+
 def test_summary_counts_and_best_match_the_store(report) -> None:
     _, store, _ = report
     summary = run_summary(store, Path(store.path).parent)
@@ -219,7 +232,9 @@ def test_summary_counts_and_best_match_the_store(report) -> None:
     assert summary["run"]["best"]["id"] == store.best(1)[0].id
     assert summary["nodes"]["best_so_far"][-1] == pytest.approx(store.best(1)[0].score)
     arms = {a["arm"]: a for a in summary["models"]["arms"]}
-    assert sum(a["proposals"] for a in arms.values()) == sum(store.counts()[k] for k in ("evaluated", "failed"))
+    made = sum(store.counts()[k] for k in ("evaluated", "failed")) - 1  # the seed was made by no arm
+    assert sum(a["proposals"] for a in arms.values()) == made == summary["models"]["picks"]["total"]
+    assert set(arms) == {"gpt-small", "gpt-large", "offline"}
     assert summary["models"]["bandit"]["offline"]["calls"] > 0
 
 
@@ -305,3 +320,36 @@ def test_invalid_candidates_and_a_run_without_features_still_make_a_report(brows
     assert errors(log) == []
     assert sorted(drawn_nodes(browser)) == [seed, child]
     assert "No MAP-Elites descriptors" in browser.find_element("id", "elites-note").text
+
+
+@pytest.mark.slow
+def test_report_of_a_real_circle_packing_run(browser, tmp_path: Path) -> None:
+    """End to end: `evoengine run`, then the lineage, its exports and the report in Chromium."""
+    import subprocess
+    import sys
+
+    import networkx as nx
+
+    from evoengine.lineage import build_lineage, export_lineage, render_ancestry
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "evoengine.cli", "run", "circle_packing", "--budget", "30", "--run-dir", str(run_dir),
+         "-q"], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    store = RunStore.open(run_dir, readonly=True)
+    admitted = sorted(c.id for c in store.candidates())
+    graph = build_lineage(store)
+    assert sorted(graph.nodes) == admitted and not any(d["missing"] for _, d in graph.nodes(data=True))
+    assert f"#{store.best(1)[0].id} [" in render_ancestry(store)
+    back = nx.read_graphml(export_lineage(store, "graphml", tmp_path / "l.graphml"))
+    assert back.number_of_nodes() == len(admitted)
+    log = open_page(browser, write_report(run_dir).as_uri())
+    assert errors(log) == []
+    assert sorted(drawn_nodes(browser)) == admitted
+    target = max(store.candidates(), key=lambda c: (c.generation, c.id))
+    click_node(browser, target.id)
+    assert wait_for(browser, "return document.getElementById('detail-code').textContent", target.text) == target.text
+    assert browser.execute_script("return document.getElementById('elites')._fullData.length") == 1
+    store.close()

@@ -58,12 +58,10 @@ class Island:
     def best(self) -> Candidate | None:
         return self.members[0] if self.members else None
 
-    def index_of(self, cid: int, fitness: float | None = None) -> int | None:
-        """Where member `cid` sits; pass its fitness to find it by bisection."""
-        if fitness is not None:
-            i = bisect.bisect_left(self.keys, (-fitness, cid))
-            return i if i < len(self.keys) and self.keys[i][1] == cid else None
-        return next((i for i, k in enumerate(self.keys) if k[1] == cid), None)
+    def index_of(self, cid: int, fitness: float) -> int | None:
+        """Where member `cid` (of this fitness) sits, found by bisection; None if absent."""
+        i = bisect.bisect_left(self.keys, (-fitness, cid))
+        return i if i < len(self.keys) and self.keys[i][1] == cid else None
 
     def insert(self, candidate: Candidate, children: int = 0) -> Candidate | None:
         """Add a member; returns the member evicted to respect the cap (possibly `candidate`)."""

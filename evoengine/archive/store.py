@@ -221,11 +221,13 @@ class RunStore:
         )
 
     def fail(self, proposal_id: int, *, reason: str, operator: str, model: str | None,
-             parents: tuple[int, ...], cost: float = 0.0, text: str | None = None) -> None:
+             parents: tuple[int, ...], cost: float = 0.0, reward: float | None = None,
+             text: str | None = None) -> None:
+        """Close a proposal that produced no evaluated child; `reward` is what its arm earned."""
         self.conn.execute(
             "UPDATE candidates SET status='failed', reason=?, operator=?, model=?, parents=?, cost=?,"
-            " text=?, finished=? WHERE id=?",
-            (reason, operator, model, json.dumps(list(parents)), cost, text, time.time(), proposal_id),
+            " reward=?, text=?, finished=? WHERE id=?",
+            (reason, operator, model, json.dumps(list(parents)), cost, reward, text, time.time(), proposal_id),
         )
 
     def admit(self, c: Candidate, *, reward: float | None, events: list[tuple[str, dict[str, Any]]] = (),
@@ -275,9 +277,10 @@ class RunStore:
             yield _row_to_candidate(row)
 
     def rewards(self) -> Iterator[tuple[str | None, float | None, float]]:
-        """(model arm, reward, cost) of admitted candidates in admission order, for bandit replay."""
+        """(model arm, reward, cost) of every closed proposal that earned one, for bandit replay."""
         yield from self.conn.execute(
-            "SELECT model, reward, cost FROM candidates WHERE status='evaluated' ORDER BY seq"
+            "SELECT model, reward, cost FROM candidates WHERE status IN ('evaluated', 'failed')"
+            " AND reward IS NOT NULL ORDER BY id"
         )
 
     def get(self, candidate_id: int) -> Candidate:

@@ -18,6 +18,7 @@ After each call, every process that appeared below the caller during the call is
 
 from __future__ import annotations
 
+import faulthandler
 import importlib.util
 import io
 import json
@@ -82,7 +83,10 @@ def call_candidate(candidate_path: str | Path, function: str, *args: Any,
 
 
 def _call(path: Path, function: str, args: tuple, kwargs: dict, timeout: float, cap: int) -> Any:
-    spare = processes.snapshot_descendants()
+    # Processes the evaluator already had are spared; usually it has none, and then neither
+    # this nor the sweep after the call needs to read /proc.
+    had_children = processes.has_children()
+    spare = processes.snapshot_descendants() if had_children else frozenset()
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
     _flush_std()
@@ -102,19 +106,15 @@ def _call(path: Path, function: str, args: tuple, kwargs: dict, timeout: float, 
         result.extend(chunk)
         return len(result) <= MAX_RESULT_MB * 1024 * 1024
 
-    ending = processes.Ending(None, "timeout")
     try:
         ending = processes.supervise(
             pid, time.monotonic() + timeout,
             {result_r: ("result", on_result), out_r: ("output", output.feed)},
         )
     finally:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        status = ending.status if ending.status is not None else processes.reap(pid)
-        processes.kill_descendants(spare)
+        status = processes.end_child(pid)  # and whatever stayed in its process group
+        if had_children or processes.has_children():  # orphans come back to a subreaper
+            processes.kill_descendants(spare)
         os.close(result_r)
         os.close(out_r)
     return _interpret(path, function, ending, status, bytes(result), output, timeout, cap)
@@ -131,21 +131,15 @@ def _interpret(path: Path, function: str, ending: processes.Ending, status: int 
     if ending.stopped == "result":
         raise CandidateError(f"{function}() returned a value larger than {MAX_RESULT_MB} MB",
                              kind="too_large", output=tail)
-    lines = result.splitlines()
-    if not lines:
+    message = _message(result)
+    if message is None and (status is None or status != 0 or not result):
         how = processes.describe_status(status) if status is not None else "vanished"
         kind = "signal" if status is not None and os.WIFSIGNALED(status) else "exit"
         raise CandidateError(f"{function}(): the candidate process {how} before returning",
                              kind=kind, output=tail)
-    try:
-        if len(lines) != 1:
-            raise ValueError("more than one message")
-        message = json.loads(lines[0])
-        if not isinstance(message, dict):
-            raise ValueError("not an object")
-    except ValueError:
+    if message is None:
         raise CandidateError(f"{function}(): the candidate wrote to its result channel itself "
-                             "(garbled result)", kind="garbled", output=tail) from None
+                             "(garbled result)", kind="garbled", output=tail)
     if "value" in message:
         return message["value"]
     kind = str(message.get("error", "raised"))
@@ -154,12 +148,25 @@ def _interpret(path: Path, function: str, ending: processes.Ending, status: int 
         where = f"importing {path.name}" if message.get("phase") == "import" else f"{function}()"
         line = message.get("line")
         at = f" (line {line} of {path.name})" if line else ""
-        raise CandidateError(f"{where} raised {message.get('type', 'Exception')}: {text}{at}",
+        said = f": {text}" if text else ""
+        raise CandidateError(f"{where} raised {message.get('type', 'Exception')}{said}{at}",
                              kind="raised", output=tail, details=str(message.get("traceback", "")))
     if kind == "unserialisable":
         raise CandidateError(f"{function}() returned a non-serialisable value: {text}",
                              kind=kind, output=tail)
     raise CandidateError(f"{path.name} defines no function {function}()", kind="missing", output=tail)
+
+
+def _message(data: bytes) -> dict[str, Any] | None:
+    """The one JSON object the child sends, or None if there is not exactly one."""
+    lines = data.splitlines()
+    if len(lines) != 1:
+        return None
+    try:
+        message = json.loads(lines[0])
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
 
 
 class _Output:
@@ -209,6 +216,8 @@ def _child(path: Path, function: str, args: tuple, kwargs: dict, result_w: int, 
                                   errors="backslashreplace")
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
                                   errors="backslashreplace")
+    if faulthandler.is_enabled():  # it may hold a descriptor number that is now our channel
+        faulthandler.enable(file=sys.stderr)
     sys.path.insert(0, str(path.parent))
     sys.argv = [str(path)]
     phase = "import"

@@ -32,6 +32,7 @@ from .sandbox import THREAD_VARS, Limits, sandbox_uid
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0
+_TMP_PREFIX = "evoengine-eval-"  # + the pool's pid + "-" + random
 _SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
 
 
@@ -60,10 +61,11 @@ class _Slot:
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         self._stderr_task: asyncio.Task | None = None
         self.isolation = ""
+        self.killed = False  # set as soon as we kill it, before its exit status arrives
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self.proc is not None and self.proc.returncode is None and not self.killed
 
     async def start(self) -> None:
         if self.dir.exists():
@@ -81,6 +83,7 @@ class _Slot:
             env=_worker_env(), limit=64 * 1024 * 1024,
         )
         self.stderr_tail.clear()
+        self.killed = False
         self._stderr_task = asyncio.ensure_future(self._read_stderr(self.proc.stderr))
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), START_TIMEOUT_S)
@@ -129,11 +132,14 @@ class _Slot:
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
+        self.killed = True
         try:
             os.kill(proc.pid, signal.SIGSTOP)
         except ProcessLookupError:
             return
-        processes.kill_descendants(root=proc.pid, deadline_s=2.0)
+        root = processes.proc_pid(proc.pid)
+        if root is not None:
+            processes.kill_descendants(root=root, deadline_s=2.0)
         try:
             os.kill(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -146,8 +152,11 @@ class _Slot:
                 await asyncio.wait_for(self.proc.wait(), 5.0)
             except asyncio.TimeoutError:
                 log.warning("slot %d: worker %d did not die", self.index, self.proc.pid)
-        if self._stderr_task is not None:
-            self._stderr_task.cancel()
+        if self._stderr_task is not None:  # let it read the last words (a traceback, say)
+            try:
+                await asyncio.wait_for(self._stderr_task, 1.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._stderr_task.cancel()
 
     async def stop(self) -> None:
         """Ask the worker to exit (it sweeps its own children), then make sure."""
@@ -188,7 +197,8 @@ class EvaluatorPool:
 
     async def start(self) -> None:
         """Start every worker; raises ProblemError if the problem cannot be imported in one."""
-        self._tmp_root = Path(tempfile.mkdtemp(prefix="evoengine-eval-"))
+        _remove_stale_folders()
+        self._tmp_root = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
         self._tmp_root.chmod(0o711)
         self._slots = [_Slot(self, i) for i in range(self.slots)]
         started = await asyncio.gather(*(s.start() for s in self._slots), return_exceptions=True)
@@ -205,9 +215,10 @@ class EvaluatorPool:
 
     async def evaluate(self, text: str, *, label: str = "candidate") -> EvalResult:
         """Score one candidate text. Never raises for anything the candidate does."""
-        if self._idle is None:
+        idle = self._idle
+        if idle is None:
             raise RuntimeError("EvaluatorPool.start() must be awaited before evaluate()")
-        slot = await self._idle.get()
+        slot = await idle.get()
         try:
             if not slot.alive:
                 await slot.start()
@@ -231,7 +242,7 @@ class EvaluatorPool:
             self.stats.cpu_s += float(reply.get("cpu_s", 0.0))
             return EvalResult.coerce(reply["result"])
         finally:
-            self._idle.put_nowait(slot)
+            idle.put_nowait(slot)
 
     async def close(self) -> None:
         """Stop every worker and remove every temporary folder. Safe to call twice."""
@@ -246,6 +257,20 @@ class EvaluatorPool:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _remove_stale_folders() -> None:
+    """Remove temporary folders of pools whose process is gone (killed before `close`)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*-*"):
+        pid = path.name[len(_TMP_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.stat().st_uid != os.geteuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _parse(line: bytes) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 _SIGNAL_HINTS = {
     signal.SIGSEGV: "segmentation fault: a crash in native code or a too-deep recursion",
     signal.SIGBUS: "bus error: a crash in native code",
-    signal.SIGKILL: "killed from outside: out of memory or the CPU-time limit",
+    signal.SIGKILL: "out of memory, the CPU-time limit, or killed by another process",
     signal.SIGXCPU: "CPU-time limit",
     signal.SIGXFSZ: "wrote a file larger than the file-size limit",
     signal.SIGABRT: "aborted",
@@ -92,18 +92,58 @@ def own_proc_pid() -> int:
         return os.getpid()
 
 
-def _local_pid(proc_pid: int, in_proc_namespace: bool) -> int | None:
-    """The pid to pass to kill()/waitpid() for a /proc pid, seen from this process's namespace."""
-    if in_proc_namespace:
-        return proc_pid
+def _nspids(proc_pid: int | str) -> list[int]:
+    """The NSpid line of a process: its pid in /proc's namespace, then in each nested one."""
     try:
         with open(f"/proc/{proc_pid}/status") as f:
             for line in f:
                 if line.startswith("NSpid:"):
-                    return int(line.split()[-1])
+                    return [int(x) for x in line.split()[1:]]
     except (OSError, ValueError):
-        return None
+        return []
+    return []
+
+
+def _ns_level() -> int:
+    """How many PID namespaces we sit below /proc's (0: /proc numbers pids as we do)."""
+    if own_proc_pid() == os.getpid():
+        return 0
+    return max(0, len(_nspids("self")) - 1)
+
+
+def _local_pid(proc_pid: int, level: int) -> int | None:
+    """The pid to pass to kill()/waitpid() for a /proc pid, seen from our namespace."""
+    if level == 0:
+        return proc_pid
+    ids = _nspids(proc_pid)
+    return ids[level] if len(ids) > level else None
+
+
+def local_pid(proc_pid: int) -> int | None:
+    """The pid to signal for a process /proc lists as `proc_pid` (None if not in our view)."""
+    return _local_pid(proc_pid, _ns_level())
+
+
+def proc_pid(local_pid: int) -> int | None:
+    """The /proc pid of a process we know by its pid in our namespace (None if gone)."""
+    level = _ns_level()
+    if level == 0:
+        return local_pid
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            ids = _nspids(name)
+            if len(ids) > level and ids[level] == local_pid:
+                return int(name)
     return None
+
+
+def has_children() -> bool:
+    """Whether this process has any child at all, alive or not (one cheap syscall, no reaping)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
 
 
 def snapshot_descendants() -> frozenset[tuple[int, int]]:
@@ -126,7 +166,7 @@ def kill_descendants(
     """
     spare = frozenset(spare)
     me = own_proc_pid()
-    in_ns = me == os.getpid()
+    level = _ns_level()
     top = me if root is None else root
     killed = 0
     stop = time.monotonic() + deadline_s
@@ -137,13 +177,13 @@ def kill_descendants(
                 continue
             if proc.state in ("Z", "X"):
                 if proc.ppid == me:  # our zombie (or an orphan handed to us): reap it
-                    _reap(_local_pid(proc.pid, in_ns))
+                    _reap(_local_pid(proc.pid, level))
                 continue
             live.append(proc)
         if not live:
             return killed
         for proc in live:
-            pid = _local_pid(proc.pid, in_ns)
+            pid = _local_pid(proc.pid, level)
             if pid is None or pid <= 1:
                 continue
             try:
@@ -197,10 +237,11 @@ def reap_all_children(wait_s: float = 0.0) -> None:
 
 @dataclass
 class Ending:
-    """How watching a child ended: its wait status if it exited, else why we stopped waiting."""
+    """How watching a child ended: it exited, or we stopped waiting ("timeout", or the name
+    of a reader that refused more data). Either way it is not reaped yet: see `end_child`."""
 
-    status: int | None
-    stopped: str | None = None  # "timeout", or the name of a reader that refused more data
+    exited: bool
+    stopped: str | None = None
 
 
 # A reader gets each chunk read from its fd (b"" at end of file) and returns False to stop.
@@ -211,8 +252,8 @@ def supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]])
     """Wait for child `pid` to exit or `deadline` (time.monotonic) to pass, feeding `readers`.
 
     Pipes are drained while waiting (so a child writing a large result never blocks) and once
-    more after it exits. The child is reaped when it exits; it is NOT killed here on a timeout
-    or a refusal: the caller kills the whole tree and then calls `reap`.
+    more after it exits. The child is not reaped (so its pid and process group cannot be
+    reused while the caller kills them) and not killed: call `end_child` next.
     """
     for fd in readers:
         os.set_blocking(fd, False)
@@ -223,13 +264,11 @@ def supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]])
         pidfd = None
     try:
         while True:
-            status = _poll_exit(pid)
-            if status is not None:
-                refused = _drain(open_fds)
-                return Ending(status, refused)
+            if _exited(pid):
+                return Ending(True, _drain(open_fds))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return Ending(None, "timeout")
+                return Ending(False, "timeout")
             watch = list(open_fds) + ([pidfd] if pidfd is not None else [])
             wait = remaining if pidfd is not None else min(remaining, 0.01)
             try:
@@ -241,18 +280,30 @@ def supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]])
                     continue
                 refused = _read_once(fd, open_fds)
                 if refused:
-                    return Ending(None, refused)
+                    return Ending(False, refused)
     finally:
         if pidfd is not None:
             os.close(pidfd)
 
 
-def _poll_exit(pid: int) -> int | None:
+def end_child(pid: int) -> int | None:
+    """SIGKILL a child we supervised and its process group (it made one with setsid), then
+    reap it. Returns its wait status (None if it could not be collected)."""
+    for kill, target in ((os.killpg, pid), (os.kill, pid)):
+        try:
+            kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return reap(pid)
+
+
+def _exited(pid: int) -> bool:
+    """Whether child `pid` has ended, without reaping it."""
     try:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
-        return 0
-    return status if done else None
+        return True
+    return info is not None
 
 
 def _read_once(fd: int, open_fds: dict[int, tuple[str, Reader]]) -> str | None:

@@ -3,10 +3,12 @@
 `Limits` is what a run asks for (from the problem and the `evaluation` config section).
 `Isolation` is what this machine can give, found once per worker by `probe`:
 
-- PID namespace (root, or an unprivileged user namespace): the evaluator is the init of its
-  own PID namespace, so when it ends the kernel kills every process the candidate started,
-  wherever it re-parented itself. With `network: false` the same call makes a network
-  namespace with no interfaces up, so nothing can connect anywhere, not even 127.0.0.1.
+- PID namespace (root, or an unprivileged user namespace): each worker loop runs as the
+  init of its own PID namespace. After every evaluation it sends one kill(-1), which reaches
+  every other process in the namespace however it re-parented itself, and nothing outside;
+  if the worker dies, the kernel kills the whole namespace. With `network: false` the same
+  unshare makes a network namespace with no interface up: nothing can connect anywhere,
+  not even to 127.0.0.1.
 - Separate uid (root only): the evaluator drops to a uid of its own per slot, so
   RLIMIT_NPROC binds (it never binds for uid 0), files the run owns cannot be written, and
   the worker cannot be signalled. If that uid could not read the Python installation or the
@@ -14,9 +16,10 @@
   any file but still write none that it does not own.
 - Always: its own session, rlimits (address space, CPU, file size, processes, no core
   files), no_new_privs (setuid binaries do not raise privileges), non-dumpable (nothing it
-  starts can ptrace it or write its memory), and a /proc sweep by the worker, which is a
-  child subreaper, of everything below it. Without a network namespace, `network: false` is
-  enforced by a seccomp filter refusing AF_INET/AF_INET6 sockets (x86-64 and aarch64).
+  starts can ptrace it or write its memory). Without a PID namespace the worker is a child
+  subreaper and sweeps /proc for every process below it. Without a network namespace,
+  `network: false` is enforced by a seccomp filter refusing AF_INET/AF_INET6 sockets
+  (x86-64 and aarch64).
 
 docs/reliability.md lists which of these apply where and what they do not cover.
 """
@@ -248,14 +251,23 @@ def _unshare(flags: int) -> None:
 
 
 def enter_namespaces(isolation: Isolation) -> None:
-    """In the intermediate child: new PID (and network/user) namespaces for its next fork."""
+    """New PID (and network, user) namespaces for this process's next child.
+
+    Raises OSError if unshare fails (then nothing changed). Inside a new user namespace our
+    own uid is mapped to itself so files and getuid() look the same; if that mapping cannot
+    be written we carry on unmapped (uid shows as 65534 inside, file access is unchanged).
+    Must run while the process is still dumpable (else /proc/self/uid_map is root's).
+    """
     uid, gid = os.getuid(), os.getgid()
     _unshare(isolation.clone_flags)
-    if isolation.user_namespace:  # keep our own uid inside, so files look the same
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                           ("gid_map", f"{gid} {gid} 1")):
-            with open(f"/proc/self/{name}", "w") as f:
-                f.write(text)
+    if isolation.user_namespace:
+        try:
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                               ("gid_map", f"{gid} {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+        except OSError as exc:
+            log.warning("could not map uid %d into the user namespace: %s", uid, exc)
 
 
 def set_limits(limits: Limits, isolation: Isolation) -> None:

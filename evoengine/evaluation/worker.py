@@ -11,22 +11,27 @@ worker never runs candidate code itself and stays single-threaded, so forking is
     <- {"error": "...", "kind": "problem"}                      (instead, then exits)
     <- {"id": 7, "result": {...EvalResult...}, "wall_s": 0.01, "cpu_s": 0.008}
 
-Process layout per evaluation, with a PID namespace (without one, E is forked directly):
+Processes, with namespaces (root, or an unprivileged user namespace):
 
-    worker (subreaper) ── C: new session, unshare(PID|NET), waits and mirrors E's status
-                            └── E: PID 1 of the namespace; rlimits, uid, cwd; runs evaluate()
-                                  └── candidate code (via call_candidate) and anything it starts
+    pool ── worker (outside; waits) ── init of a new PID+network namespace: the worker loop
+                                         └── E, per candidate: own session, rlimits, own uid,
+                                               temp cwd; runs the problem's evaluate()
+                                               └── call_candidate children and their children
 
-E reports on a pipe that only it holds (fd 3), tagged with a per-evaluation token; any other
-data on that pipe means candidate code inside E wrote to it, and the result is discarded.
-When E ends, the kernel kills the whole namespace; the worker then sweeps /proc for anything
-left below it (the fallback when there is no namespace) and removes the temporary folder.
+Without namespaces the worker loop itself forks E and is a child subreaper instead.
+
+E reports on a pipe that only it holds (fd 3), tagged with a per-evaluation token; anything
+else on that pipe means candidate code inside E wrote to it, and the result is discarded.
+After every evaluation the loop kills everything left: as the namespace's init, with one
+kill(-1) (which cannot reach outside the namespace); otherwise by sweeping /proc for every
+process below it. Then it removes the temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import gc
 import io
 import json
@@ -95,7 +100,7 @@ class Worker:
             except ProcessLookupError:
                 pass
             processes.reap_all_children(wait_s=5.0)
-        else:
+        elif processes.has_children():  # anything left below us (we are a subreaper)
             processes.kill_descendants()
             processes.reap_all_children()
 
@@ -121,12 +126,8 @@ class Worker:
                 pid, time.monotonic() + self.limits.timeout_s, {read_end: ("result", on_result)}
             )
         finally:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            status = processes.end_child(pid)
             os.close(read_end)
-        status = ending.status if ending.status is not None else processes.reap(pid)
         return self._interpret(ending, status, bytes(data), token)
 
     def _interpret(self, ending: processes.Ending, status: int | None, data: bytes,
@@ -137,7 +138,8 @@ class Worker:
         if ending.stopped == "result":
             return EvalResult.invalid(f"evaluate() returned a result larger than {MAX_RESULT_MB} MB")
         lines = data.splitlines()
-        if not lines:
+        died = status is None or status != 0
+        if not lines or (died and len(lines) != 1):
             how = processes.describe_status(status) if status is not None else "vanished"
             if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == SETUP_FAILED:
                 how += " (the sandbox could not be set up; see the worker log)"
@@ -186,13 +188,16 @@ class Worker:
                                       errors="backslashreplace")
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
                                       errors="backslashreplace")
+        if faulthandler.is_enabled():  # it may hold a descriptor number that is now fd 3
+            faulthandler.enable(file=sys.stderr)
         call.configure(timeout_s=self.limits.timeout_s, max_output_kb=self.limits.max_output_kb)
         try:
             result = EvalResult.coerce(self.loaded.evaluate(str(candidate)))
         except BaseException as exc:
             try:
                 detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-3000:]
-                result = EvalResult.invalid(f"evaluate() raised {type(exc).__name__}: {exc}\n{detail}")
+                said = f": {exc}" if str(exc) else ""
+                result = EvalResult.invalid(f"evaluate() raised {type(exc).__name__}{said}\n{detail}")
             except BaseException:
                 result = EvalResult.invalid(f"evaluate() raised {type(exc).__name__}")
         try:
@@ -265,7 +270,6 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != args.parent:
         return 1
-    sandbox.prctl(sandbox.PR_SET_DUMPABLE, 0)  # candidates cannot ptrace or write our memory
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -286,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         isolation = _enter_namespace(isolation, limits, protocol.fileno())
     else:
         sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)  # orphans come back to us for the sweep
+    sandbox.prctl(sandbox.PR_SET_DUMPABLE, 0)  # candidates cannot ptrace or write our memory
     worker = Worker(loaded, limits, isolation, args.slot_dir)
     # Move everything loaded so far out of the collector's reach: a garbage collection in a
     # forked child would otherwise touch (and copy) every page of the warm interpreter.
@@ -338,6 +343,7 @@ def _enter_namespace(isolation: sandbox.Isolation, limits: sandbox.Limits,
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         return isolation
     os.close(alive_r)
+    sandbox.prctl(sandbox.PR_SET_DUMPABLE, 0)
     for fd in (0, 1, protocol_fd):  # the init talks to the pool, not us
         os.close(fd)
     try:

@@ -123,7 +123,9 @@ def evolve_blocks(text: str, comment: str = "#") -> list[Block]:
             open_line = 0
         offset += len(line)
     if open_line:
-        raise PatchError(f"line {open_line}: EVOLVE-BLOCK-START is never closed by EVOLVE-BLOCK-END")
+        raise PatchError(
+            f"line {open_line}: EVOLVE-BLOCK-START is never closed by EVOLVE-BLOCK-END"
+        )
     return blocks or [Block(0, len(text), 1, marked=False)]
 
 
@@ -136,7 +138,7 @@ def splice_blocks(text: str, blocks: Sequence[Block], contents: Sequence[str]) -
     for block, content in zip(blocks, contents, strict=True):
         if block.marked and content and not content.endswith("\n"):
             content += "\n"  # the END marker must stay on a line of its own
-        out += [text[at:block.start], content]
+        out += [text[at : block.start], content]
         at = block.end
     out.append(text[at:])
     return "".join(out)
@@ -147,7 +149,7 @@ def _frozen(text: str, blocks: Sequence[Block]) -> list[tuple[int, str]]:
     if not blocks[0].marked:
         return []
     bounds = [0] + [x for b in blocks for x in (b.start, b.end)] + [len(text)]
-    return [(bounds[i], text[bounds[i]:bounds[i + 1]]) for i in range(0, len(bounds), 2)]
+    return [(bounds[i], text[bounds[i] : bounds[i + 1]]) for i in range(0, len(bounds), 2)]
 
 
 def _quote(line: str, limit: int = 80) -> str:
@@ -276,7 +278,7 @@ def reindent(lines: Sequence[str], old: str, new: str) -> list[str]:
         if not line.strip():
             out.append("")
         elif line.startswith(old):
-            out.append(new + line[len(old):])
+            out.append(new + line[len(old) :])
         else:
             width = max(0, len(_indent(line)) - len(old) + len(new))
             out.append(char * width + line.lstrip())
@@ -305,7 +307,7 @@ def _apply_one(text: str, edit: Edit, number: int) -> str:
     at_line_start, in_line = [], []
     hit = text.find(search)
     while hit >= 0:
-        before = text[text.rfind("\n", 0, hit) + 1:hit]
+        before = text[text.rfind("\n", 0, hit) + 1 : hit]
         if not before:
             at_line_start.append(hit)
         elif before.strip():  # a fragment of a line; indentation drift is left to the line match
@@ -313,7 +315,7 @@ def _apply_one(text: str, edit: Edit, number: int) -> str:
         hit = text.find(search, hit + 1)
     exact = at_line_start or in_line
     if len(exact) == 1:
-        return text[: exact[0]] + replace + text[exact[0] + len(search):]
+        return text[: exact[0]] + replace + text[exact[0] + len(search) :]
     if len(exact) > 1:
         where = ", ".join(str(_line_at(text, h)) for h in exact[:6])
         raise PatchError(
@@ -328,8 +330,9 @@ def _apply_one(text: str, edit: Edit, number: int) -> str:
     stripped = [line.strip() for line in lines]
     first = target[0].strip()
     windows = [
-        i for i in range(len(lines) - n + 1)
-        if stripped[i] == first and _shape(lines[i:i + n]) == target
+        i
+        for i in range(len(lines) - n + 1)
+        if stripped[i] == first and _shape(lines[i : i + n]) == target
     ]
     if len(windows) > 1:
         where = ", ".join(str(i + 1) for i in windows[:6])
@@ -341,11 +344,11 @@ def _apply_one(text: str, edit: Edit, number: int) -> str:
     if not windows:
         raise PatchError(f"{_describe(number, edit)}: {_why_missing(want, stripped)}")
     i = windows[0]
-    found = lines[i:i + n]
+    found = lines[i : i + n]
     new = reindent(repl, _common_indent(want), _common_indent(found))
     tail = newline if found[-1].endswith("\n") else ""
     body = newline.join(new) + tail if new else ""
-    return "".join(lines[:i]) + body + "".join(lines[i + n:])
+    return "".join(lines[:i]) + body + "".join(lines[i + n :])
 
 
 def _why_missing(want: list[str], stripped: list[str]) -> str:
@@ -423,7 +426,12 @@ def _fences(text: str) -> tuple[list[_Fence], int]:
         if opener is None:
             if m:
                 opener, body = (m.group(1), m.group(2).lower(), number), []
-        elif m and not m.group(2) and m.group(1)[0] == opener[0][0] and len(m.group(1)) >= len(opener[0]):
+        elif (
+            m
+            and not m.group(2)
+            and m.group(1)[0] == opener[0][0]
+            and len(m.group(1)) >= len(opener[0])
+        ):
             fences.append(_Fence(opener[1], body))
             opener = None
         else:
@@ -461,13 +469,17 @@ def _has_markers(text: str, comment: str) -> bool:
     try:
         return evolve_blocks(text, comment)[0].marked
     except PatchError as exc:
-        raise PatchError(f"the EVOLVE-BLOCK markers in the reply's code are broken: {exc}") from None
+        raise PatchError(
+            f"the EVOLVE-BLOCK markers in the reply's code are broken: {exc}"
+        ) from None
 
 
 def _repeats_frozen(parent: str, blocks: Sequence[Block], code: str) -> bool:
     """True if `code` looks like the whole program with its markers dropped."""
     frozen = [
-        line.strip() for _, seg in _frozen(parent, blocks) for line in _lines(seg)
+        line.strip()
+        for _, seg in _frozen(parent, blocks)
+        for line in _lines(seg)
         if line.strip() and "EVOLVE-BLOCK-" not in line
     ]
     if len(frozen) < 2:
@@ -509,7 +521,7 @@ def apply_rewrite(
                 f"with the whole program keeping the '{comment} EVOLVE-BLOCK-START' and "
                 f"'{comment} EVOLVE-BLOCK-END' lines"
             )
-        old = _lines(parent[blocks[0].start:blocks[0].end])
+        old = _lines(parent[blocks[0].start : blocks[0].end])
         rows = _rows(code)
         new = reindent(rows, _common_indent(rows), _common_indent(old))
         child = splice_blocks(parent, blocks, [_joined(new)])
@@ -525,7 +537,9 @@ def apply_rewrite(
                     _frozen(parent, blocks), _frozen(child, child_blocks), strict=True
                 )
             ):
-                child = splice_blocks(parent, blocks, [child[b.start:b.end] for b in child_blocks])
+                child = splice_blocks(
+                    parent, blocks, [child[b.start : b.end] for b in child_blocks]
+                )
     check_frozen(parent, child, comment)
     if child == parent:
         raise PatchError("the rewrite is identical to the current program")

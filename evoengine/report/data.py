@@ -52,7 +52,10 @@ def version(store: RunStore) -> str:
     ).fetchone()
     calls = conn.execute("SELECT COALESCE(MAX(id), 0) FROM model_calls").fetchone()[0]
     events = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
-    return f"{seq}.{rows}.{closed or 0}.{calls}.{events}"
+    # The engine rewrites state (elapsed time, bandit, elites) with admissions and at the end.
+    state = conn.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM state").fetchone()
+    elapsed = conn.execute("SELECT value FROM state WHERE key='elapsed_s'").fetchone()
+    return f"{seq}.{rows}.{closed or 0}.{calls}.{events}.{state[0]}.{state[1]}.{elapsed[0] if elapsed else ''}"
 
 
 # ---------------------------------------------------------------- layout
@@ -231,14 +234,43 @@ def _best_so_far(scores: Sequence[float | None], valid: Sequence[bool]) -> list[
     return out
 
 
+def arm_shares(picks: Sequence[str], points: int = 300) -> dict[str, Any]:
+    """Each arm's share of the last `window` proposals, at up to `points` proposal counts.
+
+    Shows how the bandit shifted its choices over a run without sending every proposal.
+    """
+    n = len(picks)
+    window = max(10, n // 30)
+    arms = sorted(set(picks))
+    step = max(1, n // points)
+    xs = sorted({*range(step, n + 1, step), n}) if n else []
+    running: dict[str, int] = dict.fromkeys(arms, 0)
+    share: dict[str, list[float]] = {a: [] for a in arms}
+    x_iter = iter(xs)
+    target = next(x_iter, None)
+    for i, arm in enumerate(picks, start=1):
+        running[arm] += 1
+        if i > window:
+            running[picks[i - window - 1]] -= 1
+        if i == target:
+            seen = min(i, window)
+            for a in arms:
+                share[a].append(running[a] / seen)
+            target = next(x_iter, None)
+    return {"x": xs, "share": share, "window": window, "total": n}
+
+
 def _model_usage(store: RunStore) -> dict[str, Any]:
-    """Per bandit arm: proposals and their outcomes, reward and spend; raw call totals."""
+    """Per bandit arm: proposals and their outcomes, reward and spend; raw call totals.
+
+    Seeds and imports (no arm made them) are left out.
+    """
     conn = store.conn
     arms: dict[str, dict[str, Any]] = {}
     rows = conn.execute(
         "SELECT COALESCE(model, '(none)') AS arm, status, valid, COALESCE(reason LIKE 'novelty:%', 0) AS dup,"
         " COUNT(*) AS n, SUM(cost) AS cost, AVG(reward) AS mean_reward, SUM(reward > 0) AS improved"
-        " FROM candidates WHERE status != 'pending' GROUP BY arm, status, valid, dup"
+        " FROM candidates WHERE status != 'pending' AND model IS NOT NULL GROUP BY arm, status, valid, dup"
     )
     for r in rows:
         a = arms.setdefault(r["arm"], {
@@ -261,11 +293,11 @@ def _model_usage(store: RunStore) -> dict[str, Any]:
         a["mean_reward"] = a.pop("reward_sum") / a["rewarded"] if a["rewarded"] else None
     # Which arm was asked, proposal after proposal (for the bandit's choices over time).
     picks = [r[0] for r in conn.execute(
-        "SELECT COALESCE(model, '(none)') FROM candidates WHERE status != 'pending' ORDER BY id"
+        "SELECT model FROM candidates WHERE status != 'pending' AND model IS NOT NULL ORDER BY id"
     )]
     return {
         "arms": sorted(arms.values(), key=lambda a: -a["proposals"]),
-        "picks": picks,
+        "picks": arm_shares(picks),
         "calls": store.model_usage(),
         "bandit": store.get_state("bandit"),
     }
@@ -304,7 +336,9 @@ def run_summary(store: RunStore, run_dir: Path, live: bool = False) -> dict[str,
         elite_state = store.get_state("elites")
         best = store.best(1)
         moves = migrations(store)
-        events = store.events()
+        events = store.conn.execute(
+            "SELECT seq, kind FROM events WHERE kind IN ('migration', 'reset') ORDER BY id"
+        ).fetchall()
         usage = _model_usage(store)
         novelty = store.get_state("novelty")
         counts = store.counts()
@@ -361,7 +395,7 @@ def run_summary(store: RunStore, run_dir: Path, live: bool = False) -> dict[str,
         "islands": archive_stats.get("islands") if isinstance(archive_stats, dict) else None,
         "novelty": novelty,
         "models": usage,
-        "events": [{"seq": e["seq"], "kind": e["kind"]} for e in events],
+        "events": [{"seq": seq, "kind": kind} for seq, kind in events],
         "failures": failures,
     }
 

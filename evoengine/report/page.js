@@ -12,7 +12,10 @@
   const GL_FROM = 1000;
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
-  const CONFIG = { responsive: true, displaylogo: false, scrollZoom: true };
+  const CONFIG = {
+    responsive: true, displaylogo: false, scrollZoom: true, displayModeBar: "hover",
+    modeBarButtonsToRemove: ["select2d", "lasso2d", "toggleSpikelines"],
+  };
   let selectedId = null;  // the candidate shown in the detail panel
   let index = new Map();  // candidate id -> position in S.nodes
 
@@ -200,7 +203,7 @@
   function select(id) {
     if (!index.has(id)) return;
     selectedId = id;
-    history.replaceState(null, "", "#c=" + id);
+    try { history.replaceState(null, "", "#c=" + id); } catch (e) { /* some browsers refuse on file:// */ }
     renderLineage();
     $("detail-title").textContent = "Candidate #" + id;
     getDetail(id).then(showDetail, err => {
@@ -218,7 +221,7 @@
     add("island · gen", d.island + " · " + d.generation);
     add("cost", money(d.cost) + (d.reward !== null && d.reward !== undefined ? " · reward " + fmt(d.reward, 4) : ""));
     if (d.origin) add("origin", d.origin);
-    $("detail-code").innerHTML = d.text;
+    $("detail-code").textContent = d.text;
     const diff = clear($("detail-diff"));
     if (!d.diffs.length) diff.appendChild(make("p", "no parent to compare with", "note"));
     d.diffs.forEach(entry => {
@@ -367,26 +370,26 @@
                              bar("failed", "failed (no child)", "#c92a2a"),
                              bar("rejected", "rejected (near-duplicate)", "#adb5bd")],
          { barmode: "stack", yaxis: { title: { text: "proposals" } } });
-    // Cumulative proposals per arm, in proposal order: how the bandit shifted its choices.
-    const counts = {}, xs = {}, ys = {};
-    arms.forEach(a => { counts[a] = 0; xs[a] = [0]; ys[a] = [0]; });
-    M.picks.forEach((arm, k) => {
-      if (!(arm in counts)) return;
-      counts[arm] += 1;
-      xs[arm].push(k + 1); ys[arm].push(counts[arm]);
-    });
-    plot("models-picks", arms.map((a, k) => ({
-      type: scatterType(M.picks.length), mode: "lines", name: esc(a), x: xs[a], y: ys[a],
-      line: { color: PALETTE[k % PALETTE.length] },
-    })), { xaxis: { title: { text: "proposal" } }, yaxis: { title: { text: "proposals by arm" } } });
+    // Each arm's share of recent proposals: how the bandit shifted its choices.
+    const P = M.picks, picked = Object.keys(P.share);
+    plot("models-picks", picked.map((a, k) => ({
+      type: "scatter", mode: "lines", name: esc(a), x: P.x, y: P.share[a],
+      line: { color: PALETTE[k % PALETTE.length], shape: "hv" },
+    })), { xaxis: { title: { text: "proposal" } },
+           yaxis: { title: { text: "share of last " + P.window + " proposals" }, range: [0, 1.02] } });
     const spend = {};
     M.calls.forEach(c => { spend[c.model] = (spend[c.model] || 0) + (c.cost || 0); });
     const names = Object.keys(spend);
     $("spend-note").textContent = names.length ? "total " + money(S.run.spend) + " over " +
       M.calls.reduce((n, c) => n + c.calls, 0) + " model calls" : "No model calls in this run (offline operators).";
-    plot("models-spend", [{
-      type: "bar", name: "model calls", x: names.map(esc), y: names.map(k => spend[k]), marker: { color: "#3b5bdb" },
-    }], { yaxis: { title: { text: "US$" } } });
+    if (names.length) {
+      $("models-spend").hidden = false;
+      plot("models-spend", [{
+        type: "bar", name: "model calls", x: names.map(esc), y: names.map(k => spend[k]), marker: { color: "#3b5bdb" },
+      }], { yaxis: { title: { text: "US$" } } });
+    } else {
+      $("models-spend").hidden = true;
+    }
     table($("models-table"), ["arm", "proposals", "valid", "invalid", "failed", "near-duplicates", "improved",
                               "mean reward", "cost"],
       M.arms.map(a => ({ cells: [a.arm, a.proposals, a.valid, a.invalid, a.failed, a.rejected, a.improved,
@@ -466,8 +469,9 @@
       .then(() => later(renderTables));
   }
 
+  // Polls every 2.5 s, or slower when a big run takes long to fetch and draw.
   function poll() {
-    const status = $("status");
+    const status = $("status"), started = performance.now();
     fetch("api/summary?since=" + encodeURIComponent(S.version), { cache: "no-store" })
       .then(r => r.ok ? r.json() : Promise.reject(new Error("HTTP " + r.status)))
       .then(next => {
@@ -481,7 +485,7 @@
         status.className = "status error";
         status.textContent = "live · cannot reach the viewer (" + (err.message || err) + ")";
       })
-      .then(() => setTimeout(poll, 2500));
+      .then(() => setTimeout(poll, Math.max(2500, 4 * (performance.now() - started))));
   }
 
   function start() {

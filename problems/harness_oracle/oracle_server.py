@@ -233,8 +233,10 @@ def serve(folder: Path, control_fd: int, budget: int) -> dict:
             ready, _, _ = select.select([requests, control_fd], [], [])
             if control_fd in ready:  # the candidate process is gone (or the evaluator gave up)
                 return session.results()
-            chunk = os.read(requests, 1 << 16)
-            pending.extend(chunk)
+            try:
+                pending.extend(os.read(requests, 1 << 16))
+            except BlockingIOError:  # woken without data; wait again
+                continue
             while b"\n" in pending:
                 line, _, rest = bytes(pending).partition(b"\n")
                 pending = bytearray(rest)

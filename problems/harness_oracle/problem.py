@@ -53,7 +53,7 @@ may make (beyond it, `ask` returns "" and costs nothing). Return the answer: a n
 town name or a person's name.
 
 The model is right about three times in four on a task's own question, and is less
-reliable on compound questions than on single facts. Its errors are correlated: about it
+reliable on compound questions than on single facts. Its errors are correlated: about
 some facts it holds a fixed wrong belief that it repeats often, so plain repetition and
 majority voting do not always fix them; it is better at confirming or denying a stated
 value than at recalling it. Asking the same question again gives a fresh draw; replies are
@@ -103,8 +103,9 @@ def evaluate(candidate_path: str) -> EvalResult:
         return EvalResult.invalid(f"the oracle process failed: {results['server_error']}")
     if failure is not None:
         done = sum(t["answer"] is not None for t in results["tasks"])
-        return EvalResult.invalid(f"run_suite() failed after {done} of {len(results['tasks'])} tasks: {failure}",
-                                  tasks_answered=float(done))
+        why = f" (the oracle ended the session: {results['protocol_error']})" if results["protocol_error"] else ""
+        return EvalResult.invalid(f"run_suite() failed after {done} of {len(results['tasks'])} tasks: "
+                                  f"{failure}{why}", tasks_answered=float(done))
     return score_results(results)
 
 

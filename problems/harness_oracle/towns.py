@@ -68,9 +68,9 @@ def _rng(*parts: object) -> random.Random:
 def build_register() -> dict[str, Town]:
     """The hidden facts: twenty fictional towns, generated once from a fixed seed."""
     rng = _rng("register")
-    mayors = [f"{f} {ln}" for f, ln in zip(FIRST, rng.sample(LAST, len(LAST)))]
+    mayors = [f"{f} {ln}" for f, ln in zip(FIRST, rng.sample(LAST, len(LAST)), strict=True)]
     towns = {}
-    for name, mayor in zip(TOWN_NAMES, mayors):
+    for name, mayor in zip(TOWN_NAMES, mayors, strict=True):
         towns[name] = Town(name, rng.randrange(1200, 90000), rng.randrange(1150, 1920),
                            rng.randrange(5, 2400), mayor)
     return towns

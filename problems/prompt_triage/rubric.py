@@ -139,7 +139,7 @@ _SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+")
 _WORD = re.compile(r"[a-z][a-z'-]+")
 _STOP = frozenset("the and for you your with that this have has was were are from not but can did "
                   "its it's i'm i'd don't doesn't what when why how which".split())
-_EXAMPLE_INLINE = re.compile(r"[\"“'](.{8,}?)[\"”']\s*(?:->|=>|→|:|—|–|-)\s*\**\s*([A-Za-z]+)")
+_EXAMPLE_INLINE = re.compile(r"[\"“](.{8,}?)[\"”]\s*(?:->|=>|→|:|—|–|-)\s*\**\s*([A-Za-z]+)")
 _EXAMPLE_PAIR = re.compile(r"(?im)^\W*(?:ticket|example|customer|input|message)\s*:\s*(.+?)\s*\n"
                            r"\W*(?:label|category|answer|output)\s*:\s*\**\s*([A-Za-z]+)")
 

@@ -13,25 +13,27 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-# 7x7 interior inside a wall border. S: start cells, K: key, D: locked door, G: goal.
+# A 9x9 interior inside a wall border. S: start cells, K: key, D: locked door, G: goal.
 LAYOUT = (
-    "#########",
-    "#S..#...#",
-    "#.S.#.#G#",
-    "#..S#.#.#",
-    "#...D.#.#",
-    "#S..#.#.#",
-    "#K..#...#",
-    "#...#...#",
-    "#########",
+    "###########",
+    "#S....#...#",
+    "#.###.#.#.#",
+    "#...#.#.#G#",
+    "###.#.#.###",
+    "#K..#.D...#",
+    "#####.#.#.#",
+    "#S....#.#.#",
+    "#.###.#.#.#",
+    "#...S.#...#",
+    "###########",
 )
 ACTIONS = ("up", "down", "left", "right")
 MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
 # The learner and its budget: fixed, identical for every candidate.
 SEEDS = (0, 1, 2)
-EPISODES = 300
-MAX_STEPS = 100
+EPISODES = 100
+MAX_STEPS = 200
 ALPHA = 0.5
 GAMMA = 0.97
 EPSILON = 0.1
@@ -93,6 +95,20 @@ def all_states() -> list[tuple[int, int, bool]]:
     return [(r, c, k) for (r, c) in cells for k in (False, True)]
 
 
+def reachable_states() -> frozenset[tuple[int, int, bool]]:
+    """States an episode can actually visit from the start cells."""
+    seen = {(r, c, False) for r, c in STARTS}
+    queue = deque(seen)
+    while queue:
+        s = queue.popleft()
+        for a in range(len(ACTIONS)):
+            t = step(s, a)
+            if not t.done and t.next_state not in seen:
+                seen.add(t.next_state)
+                queue.append(t.next_state)
+    return frozenset(seen)
+
+
 def all_transitions() -> list[Transition]:
     """Every (state, action) pair's transition, in a fixed order: the reward table's rows."""
     return [step(s, a) for s in all_states() for a in range(len(ACTIONS))]
@@ -142,7 +158,7 @@ class RewardTable:
         # next[i][a] = index of the next state, or -1 when the step ends the episode.
         self.next = [[-1] * n_actions for _ in self.states]
         self.reward = [[0.0] * n_actions for _ in self.states]
-        for t, r in zip(self.transitions, rewards):
+        for t, r in zip(self.transitions, rewards, strict=True):
             i = self.index[t.state]
             self.next[i][t.action] = -1 if t.done else self.index[t.next_state]
             self.reward[i][t.action] = r

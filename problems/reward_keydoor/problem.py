@@ -101,7 +101,7 @@ def parse_rewards(value: Any, transitions: list[keydoor.Transition]) -> list[flo
         got = f"a list of {len(value)}" if isinstance(value, list) else type(value).__name__
         raise ValueError(f"reward_table() must return {len(transitions)} numbers, got {got}")
     rewards = []
-    for t, v in zip(transitions, value):
+    for t, v in zip(transitions, value, strict=True):
         r = float(v) if isinstance(v, (int, float)) else math.nan
         if not math.isfinite(r) or abs(r) > keydoor.REWARD_LIMIT:
             raise ValueError(
@@ -119,7 +119,7 @@ def score_rewards(rewards: list[float]) -> EvalResult:
     rollouts = judgement.rollouts
     successes = [r for r in rollouts if r.success]
     by_event = _event_stats(judgement.table)
-    moves = [r for t, r in zip(judgement.table.transitions, rewards) if t.event == "move"]
+    moves = [r for t, r in zip(judgement.table.transitions, rewards, strict=True) if t.event == "move"]
     metrics = {
         "success_rate": len(successes) / len(rollouts),
         "key_rate": sum(r.got_key for r in rollouts) / len(rollouts),
@@ -147,11 +147,38 @@ def _state(s: tuple[int, int, bool]) -> str:
 def _event_stats(table: keydoor.RewardTable) -> dict[str, tuple[float, float, float, int]]:
     """Mean, min, max and count of the reward per event type, over every transition."""
     groups: dict[str, list[float]] = defaultdict(list)
-    for t, r in zip(table.transitions, table.rewards):
+    for t, r in zip(table.transitions, table.rewards, strict=True):
         groups[t.event].append(r)
     order = ("move", "bump", "locked", "key", "door", "goal")
     return {e: (statistics.mean(groups[e]), min(groups[e]), max(groups[e]), len(groups[e]))
             for e in order if groups[e]}
+
+
+def _loop_warnings(table: keydoor.RewardTable) -> list[str]:
+    """Rewards the learner can farm: staying put, or stepping back and forth, that pays."""
+    lines = []
+    reachable = keydoor.reachable_states()
+    stays = [(t, r) for t, r in zip(table.transitions, table.rewards, strict=True)
+             if t.next_state == t.state and r > 0 and t.state in reachable]
+    if stays:
+        t, r = max(stays, key=lambda tr: tr[1])
+        lines.append(f"Warning: {len(stays)} moves into a wall or the locked door pay a positive reward "
+                     f"(up to {r:+.4g}, e.g. {keydoor.ACTIONS[t.action]} at {t.state[:2]}): the learner is "
+                     f"paid to stand still.")
+    loops = []
+    for t, r in zip(table.transitions, table.rewards, strict=True):
+        if t.done or t.next_state == t.state or t.state not in reachable:
+            continue
+        back = table.index[t.next_state]
+        for a, r2 in enumerate(table.reward[back]):
+            if table.next[back][a] == table.index[t.state] and r + r2 > 1e-9 and t.state < t.next_state:
+                loops.append((r + r2, t))
+    if loops:
+        gain, t = max(loops, key=lambda lt: lt[0])
+        lines.append(f"Warning: {len(loops)} back-and-forth moves pay a positive total (up to {gain:+.4g} per "
+                     f"round trip, e.g. {t.state[:2]} <-> {t.next_state[:2]} with has_key={t.state[2]}): "
+                     f"the learner can farm them instead of finishing.")
+    return lines
 
 
 def _feedback(judgement: keydoor.Judgement, by_event: dict[str, tuple[float, float, float, int]]) -> str:
@@ -161,14 +188,7 @@ def _feedback(judgement: keydoor.Judgement, by_event: dict[str, tuple[float, flo
     lines.append("Reward per event over all transitions (mean [min, max], count):")
     for event, (mean, lo, hi, n) in by_event.items():
         lines.append(f"  {event:<6} {mean:+.4g} [{lo:+.4g}, {hi:+.4g}] x{n}")
-    move_mean = by_event.get("move", (0.0,))[0]
-    for event in ("bump", "locked"):
-        if event in by_event and by_event[event][0] > move_mean and by_event[event][0] > 0:
-            lines.append(f"Warning: a {event!r} step (the agent stays put) pays {by_event[event][0]:+.4g} on "
-                         f"average, more than a plain move: the learner is paid to stand still.")
-    if by_event.get("door", (0.0,))[0] > 0:
-        lines.append("Warning: entering the door pays every time; the agent can farm it by stepping "
-                     "back and forth through the doorway.")
+    lines += _loop_warnings(judgement.table)
     failures = [r for r in rollouts if not r.success]
     if failures:
         lines.append("Failing rollouts:")

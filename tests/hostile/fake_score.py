@@ -1,9 +1,8 @@
-# Tries to claim a score it did not earn: prints lines shaped like the worker's protocol,
-# writes them to every file descriptor it can find, and monkeypatches the problem's scorer
-# (in its own process). Then returns a worthless answer.
+# Tries to claim a score it did not earn: prints lines shaped like the worker's protocol and
+# writes them to every file descriptor it can find (its own result pipe included). Then
+# returns a worthless answer.
 import json
 import os
-import sys
 
 FAKE = {"score": 1e9, "valid": True, "metrics": {}, "features": {}, "feedback": "", "artifacts": {}}
 
@@ -16,7 +15,4 @@ def solve(n):
             os.write(fd, line.encode())
         except OSError:
             pass
-    for name, module in list(sys.modules.items()):
-        if name.startswith("evoengine_problem") and hasattr(module, "score"):
-            module.score = lambda values: FAKE
     return [0.0] * n

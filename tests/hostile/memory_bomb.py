@@ -1,4 +1,4 @@
 def solve(n):
     hoard = []
     while True:
-        hoard.append(bytearray(50 * 1024 * 1024))
+        hoard.append(bytearray(128 * 1024 * 1024))

@@ -1,4 +1,4 @@
 # SANDBOX-DIRECT
 hoard = []
 while True:
-    hoard.append(bytearray(50 * 1024 * 1024))
+    hoard.append(bytearray(128 * 1024 * 1024))

@@ -3,7 +3,9 @@ import socket
 
 PORT = int("@PORT@")
 
-with socket.create_connection(("127.0.0.1", PORT), timeout=0.5) as s:
+with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.settimeout(0.5)
+    s.connect(("127.0.0.1", PORT))
     s.sendall(b"evaluator process was here")
 
 

@@ -1,0 +1,105 @@
+"""End-to-end searches driven by models: the real `evoengine` command and `openai` client
+against the scripted OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sqlite3
+
+import pytest
+import yaml
+from conftest import cli, status
+
+pytest_plugins = ["scripted_server"]
+
+FENCE = re.compile(r"```[a-z]*\n(.*?)\n```", re.S)
+CONSTANT = re.compile(r"^(\s*)(outer_radius|inner_radius|outer_phase|inner_phase) = (-?[0-9.]+)\s*$", re.M)
+
+
+def _parent(request: dict) -> str:
+    prompt = request["messages"][-1]["content"]
+    return FENCE.search(prompt).group(1)
+
+
+def improving_model(request: dict) -> str:
+    """A model with one idea: widen the rings of a circle packing (and jiggle their phases),
+    answering in whatever reply format the prompt asks for."""
+    prompt = request["messages"][-1]["content"]
+    parent = _parent(request)
+    rng = random.Random(prompt)
+    match = rng.choice(list(CONSTANT.finditer(parent)))
+    indent, name, value = match.groups()
+    if name.endswith("radius"):
+        new = min(0.48, max(0.05, float(value) + rng.uniform(-0.01, 0.04)))
+    else:
+        new = float(value) + rng.uniform(-0.3, 0.3)
+    new_line = f"{indent}{name} = {new:.5f}"
+    if "<<<<<<< SEARCH" in prompt:
+        return f"Push the ring outwards.\n<<<<<<< SEARCH\n{match.group(0)}\n=======\n{new_line}\n>>>>>>> REPLACE\n"
+    child = parent.replace(match.group(0), new_line, 1)
+    return f"Here it is:\n```python\n{child}\n```\n"
+
+
+def _config(tmp_path, server, **extra) -> str:
+    cfg = {
+        "extends": "default",
+        "models": [server.model("good", price_in=1.0, price_out=2.0, timeout_s=10.0).model_dump(mode="json")],
+        "operators": {"diff": 0.5, "full": 0.3, "crossover": 0.2},
+        "concurrency": {"proposals": 2, "evaluations": 2},
+        **extra,
+    }
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_model_driven_run_improves_circle_packing_with_all_three_operators(tmp_path, scripted_server):
+    scripted_server.script("good", improving_model)
+    run_dir = tmp_path / "run"
+    proc = cli("run", "circle_packing", "-c", _config(tmp_path, scripted_server), "--budget", "40",
+               "--run-dir", str(run_dir), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "no model configured" not in proc.stderr
+    s = status(run_dir)
+    assert s["best_score"] > s["seed_score"] + 0.1
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    operators = {op for (op,) in conn.execute("SELECT operator FROM candidates WHERE status='evaluated'")}
+    assert {"diff", "full", "crossover"} <= operators
+    crossover_parents = [json.loads(p) for (p,) in conn.execute(
+        "SELECT parents FROM candidates WHERE status='evaluated' AND operator='crossover'")]
+    assert all(len(p) == 2 for p in crossover_parents)
+    calls, tokens_in, cost = conn.execute(
+        "SELECT COUNT(*), SUM(tokens_in), SUM(cost) FROM model_calls WHERE purpose='propose'").fetchone()
+    assert calls == len(scripted_server.calls("good"))
+    assert cost == pytest.approx(s["spend"]) and cost > 0 and tokens_in > 0
+
+
+@pytest.mark.slow
+def test_garbage_replies_are_failed_proposals_and_the_run_goes_on(tmp_path, scripted_server):
+    replies = iter(range(10**6))
+
+    def flaky(request: dict) -> str:
+        return "I am not sure what you mean." if next(replies) % 2 else improving_model(request)
+
+    scripted_server.script("good", flaky)
+    run_dir = tmp_path / "run"
+    proc = cli("run", "circle_packing", "-c", _config(tmp_path, scripted_server), "--budget", "15",
+               "--run-dir", str(run_dir), "-q")
+    assert proc.returncode == 0, proc.stderr
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    reasons = [r for (r,) in conn.execute("SELECT reason FROM candidates WHERE status='failed'")]
+    assert reasons and all(r for r in reasons)
+    assert status(run_dir)["admitted"] == 15
+
+
+def test_a_dead_endpoint_stops_the_run_before_it_starts_with_one_clear_error(tmp_path, scripted_server, dead_url):
+    cfg = {"models": [{"name": "m", "base_url": dead_url, "api_key_env": None, "timeout_s": 1.0, "max_retries": 0}]}
+    path = tmp_path / "dead.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = cli("run", "circle_packing", "-c", str(path), "--run-dir", str(tmp_path / "run"), "-q")
+    assert proc.returncode == 2
+    assert dead_url in proc.stderr and "Traceback" not in proc.stderr
+    assert status(tmp_path / "run")["admitted"] == 0
