@@ -240,9 +240,9 @@ class RayPool:
             return
         await asyncio.sleep(0.05)  # let the exit status arrive
         if not reason:
-            status = self._proc.returncode
-            tail = [t for t in self._stderr_tail if t.strip()][-1:] or ["no output"]
-            reason = f"its driver process exited (status {status}; last words: {tail[0][:300]})"
+            last = [t for t in self._stderr_tail if t.strip()][-1:] or ["no output"]
+            reason = (f"its driver process exited with status {self._proc.returncode}: "
+                      f"{_gist(last[0])}")
         self._cluster_lost(reason)
 
     def _cluster_lost(self, reason: str) -> None:
@@ -251,7 +251,7 @@ class RayPool:
             f"the Ray cluster at {self.address} went away ({reason}); the run is stopped; "
             f"resume with `evoengine resume {where}` once the cluster is back, or with "
             f"`evoengine resume {where} --set evaluation.backend=local` to go on on this machine")
-        log.error("%s", self._lost)
+        log.warning("ray backend: lost the cluster at %s (%s)", self.address, reason)
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(EvoError(self._lost))
@@ -313,6 +313,12 @@ def _parse(line: bytes) -> dict[str, Any]:
 
 def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else "no details"
+
+
+def _gist(log_line: str) -> str:
+    """The message of one of Ray's C++ log lines, without its prefix and its advice."""
+    text = re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", log_line.strip())
+    return text.split(". ")[0][:300]
 
 
 def _unreachable(address: str) -> str:
