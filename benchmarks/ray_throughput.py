@@ -7,7 +7,7 @@
 Two generated problems: "cheap", whose evaluate() spends ~10 ms of CPU, and "slow", whose
 evaluate() sleeps 0.5 s (an evaluation that waits, like a simulator or a remote call).
 Each backend evaluates distinct candidates with `slots` evaluations in flight, after a
-warm-up of one round (excluded: it pays for worker start-up). The ray backend runs on a
+warm-up of 3 x slots candidates (excluded: it pays for worker start-up, which Ray does lazily). The ray backend runs on a
 private local Ray (ray.address unset) with ray.num_cpus = cores / slots per task, so both
 backends get the same machine. "Overhead" is the time per candidate and slot beyond the
 evaluation itself: slots / throughput - evaluation time.
@@ -69,7 +69,8 @@ async def measure(pool, count: int, slots: int) -> tuple[float, float]:
     await pool.start()
     startup = time.perf_counter() - t0
     try:
-        await asyncio.gather(*(pool.evaluate(f"X = {-i}\n") for i in range(1, slots + 1)))
+        # warm-up: Ray starts its worker processes (each with a warm evaluation worker) lazily
+        await asyncio.gather(*(pool.evaluate(f"X = {-i}\n") for i in range(1, 3 * slots + 1)))
         t0 = time.perf_counter()
         results = await asyncio.gather(*(pool.evaluate(f"X = {i}\n", label=f"c{i}")
                                          for i in range(count)))

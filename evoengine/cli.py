@@ -60,6 +60,23 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", type=Path)
     rep.add_argument("-o", "--output", type=Path)
 
+    se = sub.add_parser("self-evolve", help="evolve evoengine's own harness by short inner searches")
+    se.add_argument("-c", "--config", help="config preset or YAML for the outer search")
+    se.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of the outer search's config")
+    se.add_argument("--inner-set", dest="inner", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of every inner search's config (e.g. models, islands.count)")
+    se.add_argument("--budget", type=int, default=30, help="harness candidates to evaluate (default 30)")
+    se.add_argument("--inner-budget", type=int, default=30, help="candidates per inner search (default 30)")
+    se.add_argument("--suite", default="circle_packing,deceptive_ridge", help="problems, comma-separated")
+    se.add_argument("--seeds", type=int, default=2, help="seeds per problem (1..N; default 2)")
+    se.add_argument("--gate", type=float, default=0.9,
+                    help="full suite only if stage 1 reaches GATE x the default harness's (default 0.9)")
+    se.add_argument("--harness", type=Path, help="the harness to start from (default: the built-in one)")
+    se.add_argument("--run-dir", type=Path)
+    se.add_argument("-o", "--output", type=Path, help="also copy the best harness here")
+    se.add_argument("-q", "--quiet", action="store_true")
+
     sv = sub.add_parser("serve", help="a read-only local viewer, refreshed while the run goes on")
     sv.add_argument("run_dir", type=Path)
     sv.add_argument("--host", default="127.0.0.1")
@@ -132,6 +149,33 @@ def _drive(engine) -> int:
         lines.append(f"error: {summary.message}")
     print("\n".join(lines))
     return 1 if summary.stopped in ("failing", "error") else 130 if summary.stopped == "interrupted" else 0
+
+
+def _cmd_self_evolve(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .config import load_config
+    from .engine import Engine, new_run_dir
+    from .selfevolve import prepare
+
+    overrides = [f"budget.candidates={args.budget}", *args.overrides]
+    config = load_config(args.config, overrides)
+    run_dir = args.run_dir or new_run_dir(Path("runs"), "harness")
+    if (run_dir / "archive.sqlite").exists():
+        raise EvoError(f"{run_dir} already holds a run: resume it with `evoengine resume {run_dir}`")
+    problems = [p.strip() for p in args.suite.split(",") if p.strip()]
+    folder = prepare(run_dir / "problem", problems=problems, seeds=list(range(1, args.seeds + 1)),
+                     inner_budget=args.inner_budget, gate=args.gate, overrides=args.inner,
+                     seed_harness=args.harness)
+    engine = Engine.create(folder, config, run_dir=run_dir, progress=not args.quiet)
+    code = _drive(engine)
+    best = engine.best_path()
+    if best is not None:
+        print(f"use it with:  --set harness={best}")
+        if args.output:
+            shutil.copyfile(best, args.output)
+            print(f"copied the best harness to {args.output}")
+    return code
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -210,6 +254,7 @@ COMMANDS = {
     "lineage": _cmd_lineage,
     "report": _cmd_report,
     "serve": _cmd_serve,
+    "self-evolve": _cmd_self_evolve,
 }
 
 

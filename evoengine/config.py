@@ -33,6 +33,10 @@ class Budget(Section):
 class Concurrency(Section):
     proposals: int = Field(2, ge=1, description="proposals (model calls / operators) in flight")
     evaluations: int = Field(2, ge=1, description="evaluations running at once, one sandbox each")
+    deterministic: bool = Field(
+        False, description="one candidate at a time (propose, evaluate, admit): slower, but with "
+        "deterministic evaluators and models the run is a function of its seed and replays exactly",
+    )
 
 
 class Evaluation(Section):

@@ -82,15 +82,20 @@ def new_run_dir(root: Path, problem_name: str) -> Path:
     return path
 
 
-def build_proposer(config: Config, loaded: LoadedProblem) -> Proposer:
+def build_proposer(config: Config, loaded: LoadedProblem, harness: Any = None) -> Proposer:
+    """Models (with the offline operators as an arm if asked), or the offline operators alone;
+    either way under the harness's policy (`harness`, or the one the config names)."""
+    from .harness import load_harness
     from .operators.offline import OfflineProposer
 
+    harness = harness if harness is not None else load_harness(config)
+    offline = OfflineProposer(policy=getattr(harness, "offline", None))
     if not config.models and not config.replay:
-        return OfflineProposer()
+        return offline
     from .operators.llm import ModelProposer
 
-    offline = OfflineProposer() if config.operators.offline_arm else None
-    return ModelProposer(config, loaded.problem, offline=offline)
+    return ModelProposer(config, loaded.problem, offline=offline if config.operators.offline_arm else None,
+                         harness=harness)
 
 
 def improvement_reward(child: Candidate, parent_score: float | None, seed_score: float | None,
@@ -109,7 +114,7 @@ class Engine:
     """One run: its store, problem, archive, proposer and evaluators."""
 
     def __init__(self, run_dir: Path, config: Config, loaded: LoadedProblem, store: RunStore,
-                 *, progress: bool = False, imports: list[Candidate] | None = None):
+                 *, progress: bool = False, imports: list[Candidate] | None = None, harness: Any = None):
         self.run_dir = run_dir
         self.config = config
         self.loaded = loaded
@@ -119,7 +124,7 @@ class Engine:
         self.imports = imports or []
         self.archive = Archive(config, self.problem)
         self.novelty = Novelty(config.novelty) if config.novelty.enabled else None
-        self.proposer: Proposer = build_proposer(config, loaded)
+        self.proposer: Proposer = build_proposer(config, loaded, harness)
         self.offline_only = not config.models and not config.replay
         self.pool = EvaluatorPool(loaded.path, config.concurrency.evaluations, Limits.from_config(self.problem, config.evaluation))
         self.admitted = 0
@@ -142,7 +147,7 @@ class Engine:
 
     @classmethod
     def create(cls, problem: str | Path, config: Config, *, run_dir: Path | None = None,
-               from_run: Path | None = None, progress: bool = False) -> Engine:
+               from_run: Path | None = None, progress: bool = False, harness: Any = None) -> Engine:
         loaded = load_problem(problem)
         try:
             evolve_blocks(loaded.problem.seed_text(), loaded.problem.comment)
@@ -157,7 +162,7 @@ class Engine:
             "from_run": str(from_run) if from_run else None,
         })
         _write_atomic(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
-        return cls(run_dir, config, loaded, store, progress=progress, imports=imports)
+        return cls(run_dir, config, loaded, store, progress=progress, imports=imports, harness=harness)
 
     @classmethod
     def reopen(cls, run_dir: Path, *, budget: int | None = None, overrides: tuple[str, ...] = (),
@@ -220,7 +225,8 @@ class Engine:
             task.cancel()
 
     async def _search(self) -> None:
-        limit = self.config.concurrency.proposals + self.config.concurrency.evaluations
+        conc = self.config.concurrency
+        limit = 1 if conc.deterministic else conc.proposals + conc.evaluations
         self._propose_slots = asyncio.Semaphore(self.config.concurrency.proposals)
         self._eval_slots = asyncio.Semaphore(self.config.concurrency.evaluations)
         while True:

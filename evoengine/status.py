@@ -66,8 +66,7 @@ def render_status(s: dict[str, Any]) -> str:
     nov = s.get("novelty") or {}
     if nov:
         lines.append("novelty    " + ", ".join(f"{k} {_fmt(v)}" for k, v in nov.items() if not isinstance(v, (dict, list))))
-    bandit = s.get("bandit") or {}
-    arms = bandit.get("arms") if isinstance(bandit, dict) else None
+    arms = s.get("bandit") or {}
     if arms:
         lines.append("models     arm                      calls  mean reward  cost      p(select)")
         for name, a in arms.items():

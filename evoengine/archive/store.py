@@ -11,6 +11,7 @@ WAL mode lets them do while a run is writing.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -86,6 +87,74 @@ _CANDIDATE_COLUMNS = (
 )
 
 
+@contextmanager
+def _as_store_error(path: str) -> Iterator[None]:
+    """Turn SQLite's complaints about the file (damaged, unreadable, locked, missing tables)
+    into a `StoreError` that names the file; constraint and API misuse errors stay bugs."""
+    try:
+        yield
+    except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+        raise
+    except sqlite3.DatabaseError as exc:
+        text = str(exc)
+        if "malformed" in text or "not a database" in text:
+            raise StoreError(
+                f"{path} is damaged ({text}): it is not a readable evoengine store. Restore a copy, "
+                f"or salvage what is left with `sqlite3 {path} .recover`"
+            ) from exc
+        raise StoreError(f"cannot read or write {path}: {text}") from exc
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose SQLite errors about the file are `StoreError`s (see `_as_store_error`)."""
+
+    def execute(self, sql: str, parameters: Any = ()) -> _Cursor:
+        with _as_store_error(self.connection.store_path):
+            return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, seq: Any) -> _Cursor:
+        with _as_store_error(self.connection.store_path):
+            return super().executemany(sql, seq)
+
+    def executescript(self, script: str) -> _Cursor:
+        with _as_store_error(self.connection.store_path):
+            return super().executescript(script)
+
+    def fetchone(self) -> Any:
+        with _as_store_error(self.connection.store_path):
+            return super().fetchone()
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        with _as_store_error(self.connection.store_path):
+            return super().fetchmany(self.arraysize if size is None else size)
+
+    def fetchall(self) -> list[Any]:
+        with _as_store_error(self.connection.store_path):
+            return super().fetchall()
+
+    def __next__(self) -> Any:
+        with _as_store_error(self.connection.store_path):
+            return super().__next__()
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements run on `_Cursor`s; `store_path` names the file in errors."""
+
+    store_path = ""
+
+    def cursor(self, factory: Any = None) -> _Cursor:
+        return super().cursor(factory or _Cursor)
+
+    def execute(self, sql: str, parameters: Any = ()) -> _Cursor:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, seq: Any) -> _Cursor:
+        return self.cursor().executemany(sql, seq)
+
+    def executescript(self, script: str) -> _Cursor:
+        return self.cursor().executescript(script)
+
+
 def _row_to_candidate(row: sqlite3.Row) -> Candidate:
     metrics = json.loads(row["metrics"])
     return Candidate(
@@ -123,6 +192,8 @@ class RunStore:
 
     @classmethod
     def create(cls, run_dir: Path, meta: dict[str, Any]) -> RunStore:
+        """A new store in `run_dir`. It is built beside its final name and renamed into place,
+        so a process killed meanwhile leaves either a complete store or none at all."""
         run_dir = Path(run_dir)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -131,43 +202,73 @@ class RunStore:
         path = run_dir / FILENAME
         if path.exists():
             raise StoreError(f"{path} already exists: resume it with `evoengine resume {run_dir}` or pick a new --run-dir")
-        store = cls._connect(path, readonly=False)
-        store.conn.executescript(SCHEMA)
-        with store.transaction():
-            for key, value in {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}.items():
-                store.conn.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-        return store
+        draft = run_dir / f".{FILENAME}.new"
+        try:
+            for leftover in (draft, draft.with_name(draft.name + "-journal")):
+                leftover.unlink(missing_ok=True)  # from a start that was killed
+            conn = sqlite3.connect(draft, isolation_level=None)
+            try:
+                conn.executescript(SCHEMA)
+                conn.execute("BEGIN IMMEDIATE")
+                for key, value in {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}.items():
+                    conn.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+            os.replace(draft, path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot create the run store {path}: {exc}; choose another --run-dir") from exc
+        return cls._connect(path, readonly=False)
 
     @classmethod
     def open(cls, run_dir: Path, readonly: bool = False) -> RunStore:
         run_dir = Path(run_dir)
         path = run_dir / FILENAME
         if not path.is_file():
-            raise StoreError(f"{run_dir} is not a run directory (no {FILENAME}); runs are under runs/ by default")
+            if not run_dir.exists():
+                raise StoreError(f"{run_dir} does not exist; runs are under runs/ by default (`ls runs/`)")
+            raise StoreError(
+                f"{run_dir} is not a run directory (no {FILENAME}): no run was started there, or it was "
+                f"stopped before its store was created. Start one with `evoengine run PROBLEM --run-dir {run_dir}`"
+            )
         store = cls._connect(path, readonly=readonly)
         try:
-            version = store.meta().get("schema_version")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path} is not a readable evoengine store: {exc}") from exc
-        if version != SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} was written with store schema {version}; this evoengine reads schema "
-                f"{SCHEMA_VERSION}. Use the evoengine version that wrote it."
-            )
+            try:
+                version = store.meta().get("schema_version")
+            except StoreError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                raise StoreError(f"{path} is not an evoengine run store (it has no meta table)") from exc
+            if version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path} was written with store schema {version}; this evoengine reads schema "
+                    f"{SCHEMA_VERSION}. Use the evoengine version that wrote it."
+                    if version is not None else f"{path} has no evoengine run metadata: it is not a run store"
+                )
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @classmethod
     def _connect(cls, path: Path, readonly: bool) -> RunStore:
         try:
             if readonly:
-                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+                                       check_same_thread=False, factory=_Connection)
             else:
-                conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
+                conn = sqlite3.connect(path, timeout=30, isolation_level=None, factory=_Connection)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path}: {exc}") from exc
+        conn.store_path = str(path)
         conn.row_factory = sqlite3.Row
+        if not readonly:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except StoreError:
+                conn.close()
+                raise
         return cls(path, conn, readonly)
 
     def close(self) -> None:

@@ -134,6 +134,7 @@ class RayPool:
             "num_gpus": self.ray_config.num_gpus,
             "memory_mb": self.ray_config.memory_mb,
             "max_retries": self.ray_config.max_retries,
+            "slots": self.slots,
             "parent": os.getpid(),
         }
         self._proc = await asyncio.create_subprocess_exec(
@@ -362,8 +363,8 @@ def _driver_env() -> dict[str, str]:
 
 # ---------------------------------------------------------------------------- in Ray workers
 
-# One warm pool per Ray worker process (a worker serves one job, so one problem and limits).
-_warm: dict[tuple[str, str], tuple[EvaluatorPool, asyncio.AbstractEventLoop]] = {}
+# The warm one-slot pool of this Ray worker process: "key", "pool", "loop" (empty elsewhere).
+_warm: dict[str, Any] = {}
 
 
 def evaluate_on_node(problem_file: str, limits_json: str, text: str | None,
@@ -371,8 +372,12 @@ def evaluate_on_node(problem_file: str, limits_json: str, text: str | None,
     """The Ray task: evaluate `text` with this worker's warm one-slot pool (`None`: only warm
     it up). The problem folder is the worker's current directory (the job's working_dir)."""
     node = _node_ip()
-    key = (problem_file, limits_json)
-    if key not in _warm:
+    # A reused Ray worker may be handed other GPUs than last time: a warm evaluation worker
+    # started with another CUDA_VISIBLE_DEVICES must not serve this task.
+    key = (problem_file, limits_json, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    fresh = _warm.get("key") != key
+    if fresh:
+        _close_warm()
         loop = asyncio.new_event_loop()
         pool = EvaluatorPool(Path(problem_file).resolve(), 1, Limits.from_json(limits_json))
         try:
@@ -381,17 +386,15 @@ def evaluate_on_node(problem_file: str, limits_json: str, text: str | None,
             loop.run_until_complete(pool.close())
             loop.close()
             return {"failed": "setup", "node": node, "message": str(exc)}
-        if not _warm:
-            atexit.register(_close_warm)
-        _warm[key] = (pool, loop)
-    pool, loop = _warm[key]
+        _warm.update(key=key, pool=pool, loop=loop)
+    pool, loop = _warm["pool"], _warm["loop"]
     if text is None:
         return {"ready": True, "node": node, "isolation": pool.isolation}
     before = (pool.stats.wall_s, pool.stats.cpu_s, pool.stats.worker_restarts)
     result = loop.run_until_complete(pool.evaluate(text, label=label))
     return {"result": result.to_dict(), "node": node, "pid": os.getpid(),
             "wall_s": pool.stats.wall_s - before[0], "cpu_s": pool.stats.cpu_s - before[1],
-            "restarts": pool.stats.worker_restarts - before[2]}
+            "restarts": pool.stats.worker_restarts - before[2] + int(fresh)}
 
 
 def _node_ip() -> str:
@@ -404,10 +407,14 @@ def _node_ip() -> str:
 
 
 def _close_warm() -> None:
-    for pool, loop in _warm.values():
+    if _warm:
         with contextlib.suppress(Exception):
-            loop.run_until_complete(pool.close())
+            _warm["loop"].run_until_complete(_warm["pool"].close())
+            _warm["loop"].close()
     _warm.clear()
+
+
+atexit.register(_close_warm)
 
 
 # ---------------------------------------------------------------------------- the driver
@@ -435,12 +442,18 @@ class _Driver:
             ray.init(address=plan["address"], runtime_env=runtime_env,
                      logging_level=logging.WARNING, log_to_driver=False)
         else:  # a private Ray on this machine (loopback only), never someone else's running one
+            slots_per_node = int(plan["slots"]) + 1  # +1 for the warm-up
             ray.init(address="local", runtime_env=runtime_env, include_dashboard=False,
                      object_store_memory=256 * 2**20, logging_level=logging.WARNING,
-                     log_to_driver=False, _node_ip_address=LOCAL_RAY_IP)
+                     log_to_driver=False, _node_ip_address=LOCAL_RAY_IP,
+                     # keep a warm Ray worker per slot even with fractional ray.num_cpus
+                     _system_config={"num_workers_soft_limit": max(slots_per_node, os.cpu_count() or 1)})
         options: dict[str, Any] = {
             "num_cpus": plan["num_cpus"], "num_gpus": plan["num_gpus"],
             "max_retries": plan["max_retries"], "retry_exceptions": False,
+            # Ray's default for GPU tasks is a fresh worker per task, to free GPU memory; ours
+            # never touch a GPU themselves (the sandboxed evaluations below them do, and exit).
+            "max_calls": 0,
         }
         if plan["memory_mb"]:
             options["memory"] = int(plan["memory_mb"]) * 2**20

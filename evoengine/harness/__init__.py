@@ -10,7 +10,9 @@ The API a harness module provides is one class, `Harness(config, templates)`, wi
   `ctx.inspirations` to show, and the temperature (None: the model's own);
 - `messages(ctx, plan) -> list[dict]`: the chat messages for the model;
 - `repair(ctx, plan, messages, reply, error) -> list[dict]`: the messages for one more try
-  after `reply` could not be parsed or applied (`error` says why).
+  after `reply` could not be parsed or applied (`error` says why);
+- optionally `offline(ctx) -> OfflinePlan`: the offline operators' edit-family weights and
+  step size for one proposal (used when the offline operators run, alone or as an arm).
 
 Self-evolution evolves such a file as a candidate of kind `harness`.
 """

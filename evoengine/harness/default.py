@@ -22,14 +22,27 @@ from typing import Any
 from evoengine.config import Config
 from evoengine.harness import Plan, Templates
 from evoengine.operators import ProposalContext
+from evoengine.operators.offline import OfflinePlan
 from evoengine.operators.patches import evolve_blocks
 
+# The policy: what `evoengine self-evolve` may change (everything between the markers).
+# EVOLVE-BLOCK-START
 MAX_INSPIRATIONS = 4
 MAX_FAILURES = 5
 FEEDBACK_CHARS = 3000
 FAILURE_CHARS = 400
 TEMPERATURE_STEP = 0.15
 MAX_TEMPERATURE = 1.5
+OFFLINE_WEIGHTS = {"constant": 0.6, "operator": 0.1, "statement": 0.1, "crossover": 0.2}
+OFFLINE_STEP = 1.0
+OFFLINE_STEP_PER_ATTEMPT = 0.5
+
+
+def offline_plan(ctx):
+    """How the offline operators treat one proposal: which edit families, how big a step."""
+    step = OFFLINE_STEP * (1.0 + OFFLINE_STEP_PER_ATTEMPT * ctx.attempt)
+    return OfflinePlan(dict(OFFLINE_WEIGHTS), step)
+# EVOLVE-BLOCK-END
 
 NOUNS = {"program": "program", "prompt": "prompt", "reward": "reward function", "harness": "harness"}
 
@@ -78,6 +91,9 @@ class Harness:
             base = self.temperatures.get(arm, 0.8)
             temperature = min(MAX_TEMPERATURE, base + TEMPERATURE_STEP * ctx.attempt)
         return Plan(operator, shown, temperature)
+
+    def offline(self, ctx: ProposalContext) -> OfflinePlan:
+        return offline_plan(ctx)
 
     # ------------------------------------------------------------ prompt
 

@@ -239,7 +239,7 @@ def _numbers(code: _Code, root: ast.AST | None = None) -> list[ast.expr]:
     return found
 
 
-def _perturb(value: int | float, rng: random.Random) -> int | float:
+def _perturb(value: int | float, rng: random.Random, step: float = 1.0) -> int | float:
     """A new value near `value`, of the same type.
 
     Floats: Gaussian noise, relative (or absolute when the value is 0 or one time in four),
@@ -254,7 +254,7 @@ def _perturb(value: int | float, rng: random.Random) -> int | float:
         if r < 0.85:
             return value + rng.choice((-1, 1)) * rng.randint(2, 5)
         return value + (round(value * rng.gauss(0.0, 0.25)) or rng.choice((-1, 1)))
-    scale = 10 ** (rng.uniform(-6.0, -2.5) if rng.random() < 0.25 else rng.uniform(-2.5, 0.0))
+    scale = step * 10 ** (rng.uniform(-6.0, -2.5) if rng.random() < 0.25 else rng.uniform(-2.5, 0.0))
     if value != 0 and rng.random() < 0.75:
         return value * (1.0 + rng.gauss(0.0, scale))
     return value + rng.gauss(0.0, scale)
@@ -310,7 +310,7 @@ def _site_weight(code: _Code, node: ast.expr) -> float:
     return 1.0
 
 
-def _mutate_constant(codes: list[_Code], rng: random.Random) -> _Change | None:
+def _mutate_constant(codes: list[_Code], rng: random.Random, step: float = 1.0) -> _Change | None:
     sites = [(code, node) for code in codes for node in _numbers(code)]
     if not sites:
         return None
@@ -319,7 +319,7 @@ def _mutate_constant(codes: list[_Code], rng: random.Random) -> _Change | None:
     edits, notes = [], []
     for code, node in _weighted_sample(rng, sites, weights, k):
         old = _number(node)
-        new = _perturb(old, rng)
+        new = _perturb(old, rng, step)
         text = str(new) if isinstance(new, int) else _format_float(new, old)
         if text is None or new == old:
             continue
@@ -670,6 +670,26 @@ def _apply(text: str, edits: Sequence[_Edit]) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class OfflinePlan:
+    """A harness's say over one offline proposal: operator-family weights (None: the
+    proposer's own) and a multiplier on the size of constant perturbations."""
+
+    weights: dict[str, float] | None = None
+    step: float = 1.0
+
+
+def _checked(weights: dict[str, float]) -> dict[str, float]:
+    weights = dict(weights)
+    unknown = set(weights) - set(WEIGHTS)
+    if unknown or any(not w >= 0 for w in weights.values()) or not any(weights.values()):
+        raise ValueError(
+            f"offline operator weights must be non-negative, not all zero, with keys from "
+            f"{sorted(WEIGHTS)} (got {weights})"
+        )
+    return {k: float(w) for k, w in weights.items() if w > 0}
+
+
 class OfflineProposer:
     """The built-in operators as a `Proposer`: one bandit arm, "offline", that costs nothing.
 
@@ -678,15 +698,10 @@ class OfflineProposer:
     retries up to `tries` times when an edit changes nothing or breaks the syntax.
     """
 
-    def __init__(self, weights: dict[str, float] | None = None, tries: int = 8):
-        weights = dict(WEIGHTS if weights is None else weights)
-        unknown = set(weights) - set(WEIGHTS)
-        if unknown or any(w < 0 for w in weights.values()) or not any(weights.values()):
-            raise ValueError(
-                f"offline operator weights must be non-negative, not all zero, with keys from "
-                f"{sorted(WEIGHTS)} (got {weights})"
-            )
-        self.weights = {k: w for k, w in weights.items() if w > 0}
+    def __init__(self, weights: dict[str, float] | None = None, tries: int = 8,
+                 policy: Callable[[ProposalContext], OfflinePlan] | None = None):
+        self.weights = _checked(WEIGHTS if weights is None else weights)
+        self.policy = policy
         self.tries = max(1, tries)
         self.observed = 0  # children evaluated, as reported through `observe`
         self.reward = 0.0  # their summed rewards
@@ -727,6 +742,15 @@ class OfflineProposer:
         def failed(reason: str) -> ProposalFailed:
             return ProposalFailed(reason, operator="offline", model=ARM, parents=(parent.id,))
 
+        try:  # the policy may come from an evolved harness: its faults are the proposal's
+            plan = self.policy(ctx) if self.policy is not None else OfflinePlan()
+            weights = self.weights if plan.weights is None else _checked(plan.weights)
+            step = float(plan.step)
+            if not (math.isfinite(step) and step > 0):
+                raise ValueError(f"step must be a positive number (got {plan.step!r})")
+        except Exception as exc:
+            raise failed(f"the harness's offline policy failed: {type(exc).__name__}: {exc}") from None
+
         if problem.language != "python":
             raise failed("offline operators support Python candidates only; configure a model")
         try:
@@ -747,17 +771,17 @@ class OfflineProposer:
             )
         other, pairs = self._second_parent(ctx, parsed)
         operators: dict[str, Callable[[], _Change | None]] = {
-            "constant": lambda: _mutate_constant(codes, ctx.rng),
+            "constant": lambda: _mutate_constant(codes, ctx.rng, step),
             "operator": lambda: _mutate_operator(codes, ctx.rng),
             "statement": lambda: _mutate_statement(codes, ctx.rng),
             "crossover": lambda: _crossover(pairs, ctx.rng),
         }
-        available = [k for k in self.weights if k != "crossover" or pairs]
+        available = [k for k in weights if k != "crossover" or pairs]
         reasons: list[str] = []
         for attempt in range(self.tries):
             if not available:
                 break
-            family = ctx.rng.choices(available, weights=[self.weights[k] for k in available])[0]
+            family = ctx.rng.choices(available, weights=[weights[k] for k in available])[0]
             try:
                 made = operators[family]()
             except (RecursionError, ValueError) as exc:
