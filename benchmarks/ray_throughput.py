@@ -7,9 +7,9 @@
 Two generated problems: "cheap", whose evaluate() spends ~10 ms of CPU, and "slow", whose
 evaluate() sleeps 0.5 s (an evaluation that waits, like a simulator or a remote call).
 Each backend evaluates distinct candidates with `slots` evaluations in flight, after a
-warm-up of 3 x slots candidates (excluded: it pays for worker start-up, which Ray does lazily). The ray backend runs on a
-private local Ray (ray.address unset) with ray.num_cpus = cores / slots per task, so both
-backends get the same machine. "Overhead" is the time per candidate and slot beyond the
+warm-up of 3 x slots candidates (excluded: it pays for worker start-up, which Ray does
+lazily). The ray backend runs on a private local Ray (ray.address unset) with
+ray.num_cpus = cores / slots per task, so both backends get the same machine. "Overhead" is the time per candidate and slot beyond the
 evaluation itself: slots / throughput - evaluation time.
 """
 

@@ -49,6 +49,11 @@ class Evaluation(Section):
     max_output_kb: int = Field(256, ge=1, description="captured stdout+stderr kept per candidate")
     max_file_mb: int = Field(64, ge=1, description="largest file a candidate may write")
     network: bool = Field(False, description="allow network access from candidates")
+    gate: bool = Field(
+        True, description="when the problem defines minibatch(candidate_path), score each child on it "
+        "first and evaluate in full only children that beat their parent's minibatch score (the "
+        "others are admitted invalid, with the reason); no effect on problems without minibatch",
+    )
 
 
 class Ray(Section):
@@ -125,11 +130,13 @@ class Elites(Section):
 class Selection(Section):
     """Parent selection: a mix of exploitation, exploration and elites."""
 
-    strategy: Literal["power_law", "weighted", "tournament", "uniform", "hill_climb"] = Field(
+    strategy: Literal["power_law", "weighted", "tournament", "uniform", "hill_climb", "pareto"] = Field(
         "power_law",
         description="exploit strategy: power_law (p ∝ rank^-alpha), weighted (sigmoid of the "
         "score's distance from the median, damped by child count), tournament, uniform (a random "
-        "MAP-Elites cell), hill_climb (the island's best)",
+        "MAP-Elites cell), hill_climb (the island's best), pareto (GEPA's per-instance Pareto "
+        "front: members best on at least one of the evaluator's `instances`, undominated, drawn "
+        "∝ instances won; the island's best when no member reports instances)",
     )
     exploit: float = Field(0.7, ge=0, description="share of parents from `strategy` on the island")
     explore: float = Field(0.2, ge=0, description="share of parents uniform on the island")
@@ -197,19 +204,23 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def find_preset(kind: str, name: str) -> Path:
-    """`name` as a path, or `<kind>/<name>.yaml` in the current directory or the repository."""
+def find_preset(kind: str, name: str, near: Path | None = None) -> Path:
+    """`name` as a path (relative ones also beside the file `near` that names it), or
+    `<kind>/<name>.yaml` in the current directory or the repository."""
     direct = Path(name)
     if direct.suffix in (".yaml", ".yml") or "/" in name:
-        if direct.is_file():
-            return direct
-        raise ConfigError(f"config file {name} does not exist")
+        for path in ([near.parent / direct] if near is not None and not direct.is_absolute() else []) + [direct]:
+            if path.is_file():
+                return path
+        raise ConfigError(f"{kind} file {name} does not exist" + (f" (named in {near})" if near else ""))
     for base in (Path.cwd() / kind, repo_root() / kind):
         path = base / f"{name}.yaml"
         if path.is_file():
             return path
     known = sorted({p.stem for b in (Path.cwd() / kind, repo_root() / kind) if b.is_dir() for p in b.glob("*.yaml")})
-    raise ConfigError(f"no {kind} preset named {name!r}; known presets: {', '.join(known) or 'none'}")
+    near_name = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f"; did you mean {near_name[0]!r}?" if near_name else ""
+    raise ConfigError(f"no {kind} preset named {name!r}{hint} (known presets: {', '.join(known) or 'none'})")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -219,6 +230,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc}); is it really a YAML config?") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return data
@@ -240,9 +255,9 @@ def _layer(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: `extends` loops back to itself")
     data = _read_yaml(path)
     parent = data.pop("extends", None)
-    base = _layer(find_preset("configs", str(parent)), (*seen, path.resolve())) if parent else {}
+    base = _layer(find_preset("configs", str(parent), near=path), (*seen, path.resolve())) if parent else {}
     if isinstance(data.get("islands"), str):
-        data["islands"] = _read_yaml(find_preset("islands", data["islands"]))
+        data["islands"] = _read_yaml(find_preset("islands", data["islands"], near=path))
     return _merge(base, data)
 
 
@@ -258,23 +273,34 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _apply_override(data: dict[str, Any], path: list[str], value: Any, text: str) -> None:
-    node: Any = data
-    for depth, part in enumerate(path[:-1]):
-        if isinstance(node, list):
-            try:
-                node = node[int(part)]
-                continue
-            except (ValueError, IndexError):
-                raise ConfigError(f"--set {text}: no item {part!r} in {'.'.join(path[:depth])}") from None
-        node = node.setdefault(part, {})
-        if not isinstance(node, (dict, list)):
-            raise ConfigError(f"--set {text}: {'.'.join(path[: depth + 1])} is not a section")
     if path[0] == "islands" and len(path) == 1 and isinstance(value, str):
         value = _read_yaml(find_preset("islands", value))
-    if isinstance(node, list):
-        node[int(path[-1])] = value
-    else:
-        node[path[-1]] = value
+    node: Any = data
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        if isinstance(node, list):
+            try:
+                index = int(part)
+                node[index]
+            except (ValueError, IndexError):
+                where = ".".join(path[:depth])
+                raise ConfigError(
+                    f"--set {text}: {where} is a list of {len(node)} item(s); {part!r} is not one of "
+                    f"its indexes" + (f" (0 to {len(node) - 1})" if node else f"; set the whole list: --set {where}=[...]")
+                ) from None
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:  # absent, or left empty in a YAML file
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ConfigError(f"--set {text}: {'.'.join(path[:depth])} is not a section")
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:
@@ -320,6 +346,8 @@ def load_config(
     base: dict[str, Any] | None = None,
 ) -> Config:
     """Build a `Config`: defaults < `base` (e.g. a resumed run's) < preset < overrides."""
+    if base is not None and not isinstance(base, dict):
+        raise ConfigError(f"the saved config is not a mapping of keys (got {type(base).__name__})")
     data: dict[str, Any] = dict(base or {})
     sources = []
     if preset is not None:

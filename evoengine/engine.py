@@ -17,6 +17,7 @@ import ast
 import asyncio
 import collections
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from .archive import Archive
 from .archive.store import RunStore
 from .candidate import Candidate
 from .config import Config, load_config
-from .errors import EvoError, ProblemError, StoreError
+from .errors import EvoError, ModelError, ProblemError, StoreError
 from .evaluation import EvaluatorPool, Limits
 from .novelty import Novelty
 from .operators import ModelCall, Proposal, ProposalContext, ProposalFailed, Proposer
@@ -87,15 +88,42 @@ def build_proposer(config: Config, loaded: LoadedProblem, harness: Any = None) -
     either way under the harness's policy (`harness`, or the one the config names)."""
     from .harness import load_harness
     from .operators.offline import OfflineProposer
+    from .operators.text import TextProposer
 
     harness = harness if harness is not None else load_harness(config)
-    offline = OfflineProposer(policy=getattr(harness, "offline", None))
+    if loaded.problem.language == "python":
+        offline: Proposer = OfflineProposer(policy=getattr(harness, "offline", None))
+    else:  # prompts and other text: line operators (the harness's offline policy is Python-only)
+        offline = TextProposer()
     if not config.models and not config.replay:
         return offline
     from .operators.llm import ModelProposer
 
     return ModelProposer(config, loaded.problem, offline=offline if config.operators.offline_arm else None,
                          harness=harness)
+
+
+def make_pool(loaded: LoadedProblem, config: Config, run_dir: Path | None = None):
+    """The evaluator pool the config asks for: local sandboxes, or Ray tasks (same contract)."""
+    limits = Limits.from_config(loaded.problem, config.evaluation)
+    if config.evaluation.backend == "ray":
+        from .evaluation.ray_backend import RayPool
+
+        return RayPool(loaded.path, config.concurrency.evaluations, limits, config.ray, run_dir=run_dir)
+    return EvaluatorPool(loaded.path, config.concurrency.evaluations, limits)
+
+
+JUDGE_SYSTEM = (
+    "You compare two candidate programs. Answer NOVEL if the new one does something meaningfully "
+    "different from the existing one (another algorithm, structure or idea), or NOT_NOVEL if it is "
+    "essentially the same with cosmetic or trivial changes. Answer with that one word."
+)
+
+
+def judge_says_novel(reply: str) -> bool:
+    """Read a judge's verdict however it is spelled (NOT_NOVEL, not novel, Not-Novel...)."""
+    words = " ".join(reply.upper().replace("_", " ").replace("-", " ").split())
+    return "NOVEL" in words and "NOT NOVEL" not in words
 
 
 def improvement_reward(child: Candidate, parent_score: float | None, seed_score: float | None,
@@ -123,10 +151,10 @@ class Engine:
         self.progress = progress
         self.imports = imports or []
         self.archive = Archive(config, self.problem)
-        self.novelty = Novelty(config.novelty) if config.novelty.enabled else None
         self.proposer: Proposer = build_proposer(config, loaded, harness)
+        self.novelty = Novelty(config.novelty, judge=self._judge()) if config.novelty.enabled else None
         self.offline_only = not config.models and not config.replay
-        self.pool = EvaluatorPool(loaded.path, config.concurrency.evaluations, Limits.from_config(self.problem, config.evaluation))
+        self.pool = make_pool(loaded, config, run_dir)
         self.admitted = 0
         self.valid = 0
         self.spend = 0.0
@@ -273,10 +301,62 @@ class Engine:
         if child is None:
             return
         async with self._eval_slots:
+            gated = await self._gate(child)
             t0 = time.monotonic()
-            result = await self.pool.evaluate(child.proposal.text, label=f"candidate {child.pid}")
+            result = gated or await self.pool.evaluate(child.proposal.text, label=f"candidate {child.pid}")
             child.timings["eval_s"] = time.monotonic() - t0
+            if gated is None and "gate_score" in child.proposal.meta:
+                result.metrics.setdefault("gate_score", child.proposal.meta["gate_score"])
         self._admit(child, result)
+
+    async def _gate(self, child: _Child) -> EvalResult | None:
+        """The cheap minibatch gate, for problems that define `minibatch(candidate_path)` (and
+        `evaluation.gate` on): the child is scored by `minibatch` first and, unless it beats its
+        parent's minibatch score, gets this invalid result instead of the full evaluation.
+        None: passed (its score goes to `proposal.meta["gate_score"]`, then its metrics).
+        Minibatch scores are cached in memory by candidate id, so a parent is scored once."""
+        if not self.config.evaluation.gate or not callable(getattr(self.loaded.module, "minibatch", None)):
+            return None
+        if "entry" not in inspect.signature(self.pool.evaluate).parameters:
+            if not self.__dict__.get("_gate_warned"):
+                self._gate_warned = True
+                log.warning("the %s evaluation backend cannot call minibatch(); the gate is off",
+                            self.config.evaluation.backend)
+            return None
+        cache: dict[int, asyncio.Future[float | None]] = self.__dict__.setdefault("_gate_scores", {})
+
+        async def minibatch(text: str, label: str) -> EvalResult:
+            return await self.pool.evaluate(text, label=f"{label} (minibatch)", entry="minibatch")
+
+        async def score(text: str, label: str) -> float | None:
+            result = await minibatch(text, label)
+            return result.score if result.valid else None
+
+        def resolved(value: float | None) -> asyncio.Future[float | None]:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(value)
+            return future
+
+        parent = child.parents[0]
+        if parent.id not in cache:  # the seed's, or after a resume; a passed child's is known
+            known = parent.metrics.get("gate_score")
+            cache[parent.id] = resolved(known) if known is not None else asyncio.ensure_future(
+                score(parent.text, f"parent {parent.id}"))
+        t0 = time.monotonic()
+        result = await minibatch(child.proposal.text, f"candidate {child.pid}")
+        mine = result.score if result.valid else None
+        theirs = await asyncio.shield(cache[parent.id])
+        child.timings["gate_s"] = time.monotonic() - t0
+        if mine is not None and (theirs is None or mine > theirs):
+            cache[child.pid] = resolved(mine)
+            child.proposal.meta["gate_score"] = mine
+            return None
+        metrics = {k: v for k, v in (("gate_score", mine), ("parent_gate_score", theirs)) if v is not None}
+        said = f"scored {mine:.6g}" if mine is not None else "was invalid"
+        why = "" if result.valid else f"\n{result.feedback}"
+        return EvalResult(score=None, valid=False, metrics=metrics, feedback=(
+            f"gate: {said} on the minibatch, not above its parent's "
+            f"{'(invalid)' if theirs is None else format(theirs, '.6g')}; not evaluated in full{why}"))
 
     def _record_call(self, pid: int | None, call: ModelCall) -> None:
         self.store.record_call(pid, call)
@@ -339,6 +419,27 @@ class Engine:
         else:
             text = " ".join(text.split())
         return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    def _judge(self):
+        """The novelty judge: the model `novelty.judge` names, asked whether a child that looks
+        like a near-duplicate is really new. Its calls are recorded and paid like any other."""
+        name = self.config.novelty.judge
+        pool = getattr(self.proposer, "pool", None)
+        if not name or pool is None:
+            return None
+
+        async def judge(child: str, nearest: str) -> bool:
+            call = await pool[name].chat(
+                [{"role": "system", "content": JUDGE_SYSTEM},
+                 {"role": "user", "content": f"Existing candidate:\n{nearest}\n\nNew candidate:\n{child}"}],
+                temperature=0.0, max_tokens=16, purpose="judge",
+            )
+            self._record_call(None, call)
+            if call.error:
+                raise ModelError(f"novelty judge {name}: {call.error}")
+            return judge_says_novel(call.reply or "")
+
+        return judge
 
     def _fail(self, pid: int, island: int, reason: str, operator: str, model: str | None,
               parents: tuple[int, ...], cost: float) -> None:

@@ -73,16 +73,20 @@ class Embedder(Protocol):
 
 
 class NgramEmbedder:
-    """Hashed character n-grams; offline, deterministic, ~2 ms for a 2 KB text."""
+    """Hashed character n-grams; offline, deterministic, ~2 ms for a 2 KB text. scikit-learn
+    (a second of import) is loaded at the first embedding, not before."""
 
     def __init__(self, n_features: int = 2**18, ngram_range: tuple[int, int] = (3, 5)):
-        from sklearn.feature_extraction.text import HashingVectorizer
-
-        self._vectorizer = HashingVectorizer(analyzer="char_wb", ngram_range=ngram_range,
-                                             n_features=n_features, norm="l2",
-                                             alternate_sign=False, dtype=np.float32)
+        self.n_features, self.ngram_range = n_features, ngram_range
+        self._vectorizer: Any = None
 
     def embed_now(self, texts: list[str]) -> list[Any]:
+        if self._vectorizer is None:
+            from sklearn.feature_extraction.text import HashingVectorizer
+
+            self._vectorizer = HashingVectorizer(analyzer="char_wb", ngram_range=self.ngram_range,
+                                                 n_features=self.n_features, norm="l2",
+                                                 alternate_sign=False, dtype=np.float32)
         matrix = self._vectorizer.transform(texts).tocsr()
         return [matrix[i] for i in range(matrix.shape[0])]
 
@@ -320,6 +324,8 @@ class Novelty:
                 self.counts["rejected"] += 1
                 self.counts["identical"] += 1
                 return Verdict(False, 1.0, same.id, f"identical to candidate {same.id}")
+        if self.config.threshold >= 1.0 and self.judge is None:  # only copies are refused
+            return Verdict(True, 0.0, None, "not a copy (threshold 1.0: similarity not checked)")
         query = _dense(await self._embed_one(text, digest))
         await self._fill(memories)
         similarity, nearest = -1.0, None

@@ -69,6 +69,9 @@ class Problem:
     features: tuple[Feature, ...] = ()
     timeout_s: float = 60.0
     memory_mb: int = 2048
+    # Optional file beside problem.py of snippets, one per line, that offline text operators
+    # may insert into a candidate (blank lines and lines starting with "#" are skipped).
+    vocabulary: str | None = None
     # Set by `load_problem`: the folder holding problem.py and the seed.
     root: Path = field(default=Path("."), compare=False)
 
@@ -216,6 +219,8 @@ def load_problem(spec: str | Path) -> LoadedProblem:
     problem.root = path.parent
     if not problem.initial_path.is_file():
         raise ProblemError(f"{path}: seed file {problem.initial!r} not found beside it")
+    if problem.vocabulary and not (problem.root / problem.vocabulary).is_file():
+        raise ProblemError(f"{path}: vocabulary file {problem.vocabulary!r} not found beside it")
     return LoadedProblem(problem, evaluate, path, module)
 
 

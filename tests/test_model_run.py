@@ -103,3 +103,33 @@ def test_a_dead_endpoint_stops_the_run_before_it_starts_with_one_clear_error(tmp
     assert proc.returncode == 2
     assert dead_url in proc.stderr and "Traceback" not in proc.stderr
     assert status(tmp_path / "run")["admitted"] == 0
+
+
+@pytest.mark.parametrize("reply, novel", [
+    ("NOVEL", True), ("novel", True), ("NOT_NOVEL", False), ("Not novel.", False),
+    ("not-novel", False), ("I think it is NOT NOVEL", False), ("", False), ("unsure", False),
+])
+def test_the_novelty_judge_is_read_however_it_spells_its_verdict(reply, novel):
+    from evoengine.engine import judge_says_novel
+
+    assert judge_says_novel(reply) is novel
+
+
+@pytest.mark.slow
+def test_a_model_judge_rejects_near_duplicates_and_its_calls_are_recorded(tmp_path, scripted_server):
+    scripted_server.script("good", improving_model)
+    scripted_server.script("judge", "NOT_NOVEL")
+    config = _config(tmp_path, scripted_server, novelty={"threshold": 0.5, "judge": "judge", "max_retries": 1})
+    cfg = yaml.safe_load(open(config))
+    cfg["models"].append(scripted_server.model("judge", timeout_s=10.0).model_dump(mode="json"))
+    cfg["bandit"] = {"kind": "uniform"}
+    cfg["operators"] = {"diff": 1.0, "full": 0.0, "crossover": 0.0}
+    open(config, "w").write(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "run"
+    proc = cli("run", "circle_packing", "-c", config, "--budget", "20", "--run-dir", str(run_dir), "-q")
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    reasons = [r for (r,) in conn.execute("SELECT reason FROM candidates WHERE status='failed'")]
+    judged = [r for r in reasons if "judge agreed" in r]
+    assert judged, reasons[:5]
+    assert conn.execute("SELECT COUNT(*) FROM model_calls WHERE purpose='judge'").fetchone()[0] >= len(judged)
+    assert proc.returncode == 1 and "proposals all failed" in proc.stdout

@@ -25,7 +25,7 @@ import pytest
 from conftest import REPO, TEST_PROBLEMS, cli
 
 from evoengine.config import Ray
-from evoengine.errors import EvoError
+from evoengine.errors import EvoError, ProblemError
 from evoengine.evaluation import EvaluatorPool, Limits, ray_backend
 from evoengine.evaluation.processes import descendants, process_table
 from evoengine.evaluation.ray_backend import RayPool
@@ -304,32 +304,35 @@ def test_sandbox_limits_inside_ray_tasks_are_those_of_the_local_pool(cluster):
     assert len(big.feedback) < 64 * 1024 + 2000  # output capped at max_output_kb, as locally
 
 
-def engine_supports_ray() -> bool:
-    return "RayPool" in (REPO / "evoengine" / "engine.py").read_text()
+@pytest.mark.slow
+def test_problem_that_cannot_import_on_the_nodes_fails_at_start_naming_the_cause(cluster, tmp_path):
+    """Here the package is missing only inside Ray workers, as on a node set up without it."""
+    folder = tmp_path / "needs_a_package"
+    folder.mkdir()
+    (folder / "initial.py").write_text("def params():\n    return (0.0, 0.0, 0.0)\n")
+    (folder / "problem.py").write_text(
+        "import os\n"
+        "from evoengine import EvalResult, Problem\n"
+        "if 'RAY_RAYLET_PID' in os.environ:\n"
+        "    import package_missing_on_the_nodes  # noqa\n"
+        "problem = Problem(name='needs', description='d', initial='initial.py')\n"
+        "def evaluate(path):\n"
+        "    return EvalResult(score=1.0)\n")
+    pool = RayPool(folder / "problem.py", 1, Limits(timeout_s=10), ray_config(cluster))
+    with pytest.raises(ProblemError, match=r"cannot be evaluated on the Ray cluster(.|\n)*"
+                                           r"package_missing_on_the_nodes"):
+        run(pool.start())
+    assert pool.driver_pid() is None
 
 
 @pytest.mark.slow
-def test_search_with_the_ray_backend_admits_every_candidate_once(cluster, tmp_path):
-    """A whole search, every evaluation on the cluster: through `evoengine run --ray` once
-    engine.py builds a RayPool for evaluation.backend=ray; until then through the Python API,
-    with the engine's pool swapped for a RayPool by hand."""
+def test_search_through_the_cli_with_ray_admits_every_candidate_once(cluster, tmp_path):
     run_dir = tmp_path / "run"
-    if engine_supports_ray():
-        proc = cli("run", str(TEST_PROBLEMS / "quadratic"), "--ray", cluster.address, "--budget", "12",
-                   "--run-dir", str(run_dir), "-q", "--set", "concurrency.evaluations=2",
-                   env=RAY_ENV, timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    else:
-        from evoengine.config import load_config
-        from evoengine.engine import Engine
-
-        config = load_config(None, ["budget.candidates=12", "concurrency.evaluations=2",
-                                    "evaluation.backend=ray", f"ray.address={cluster.address}"])
-        engine = Engine.create(TEST_PROBLEMS / "quadratic", config, run_dir=run_dir)
-        engine.pool = RayPool(engine.loaded.path, 2, engine.pool.limits, config.ray, run_dir=run_dir)
-        summary = run(engine.run())
-        assert summary.stopped == "budget"
-        assert engine.pool.stats.evaluations == 12  # every evaluation went through Ray
+    proc = cli("run", str(TEST_PROBLEMS / "quadratic"), "--ray", cluster.address, "--budget", "12",
+               "--run-dir", str(run_dir), "--set", "concurrency.evaluations=2",
+               env=RAY_ENV, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"ray backend: {cluster.address}, 2 node(s)" in proc.stderr  # it really used the cluster
     state = json.loads(cli("status", str(run_dir), "--json", check=True).stdout)
     assert state["admitted"] == 12
     assert state["in_flight"] == 0

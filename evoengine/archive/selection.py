@@ -9,7 +9,12 @@ uniformly. Strategies over an island's members, which are sorted best-first:
 - weighted (ShinkaEvolve): p ∝ sigmoid(λ·(score − median)/MAD) / (1 + children);
 - tournament: the best of `tournament` members drawn uniformly with replacement;
 - uniform: a uniformly drawn filled MAP-Elites cell (on the island when there are none);
-- hill_climb: the island's best.
+- hill_climb: the island's best;
+- pareto (GEPA): per-instance Pareto front. For each instance in `Candidate.instances` the
+  members with the island's best score on it win it; a member whose won instances are a
+  subset of another's (equal sets: the better-ranked one stays) is dominated and dropped;
+  the rest are drawn with p ∝ number of instances won. A member best on a single instance
+  stays in the front whatever its mean score. With no instances on the island: its best.
 
 The `*_probabilities` functions state each definition once; sampling draws from their
 cumulative sums with one `rng.random()`, so a selection is a deterministic function of the
@@ -72,6 +77,34 @@ def tournament_probabilities(n: int, size: int) -> np.ndarray:
     """P(rank r wins) for the best of `size` uniform draws with replacement."""
     r = np.arange(n, dtype=np.float64)
     return ((n - r) ** size - (n - r - 1) ** size) / float(n) ** size
+
+
+def pareto_weights(instances: list[dict[str, float]]) -> np.ndarray:
+    """Instances won by each member of the per-instance Pareto front, 0 for everyone else.
+
+    `instances` are the members' per-instance scores, best-ranked member first. A member wins
+    an instance when no member scores higher on it (ties: all win); a member whose won set is
+    contained in another's (for equal sets, one ranked higher) is dominated and gets 0.
+    """
+    keys = sorted({k for scores in instances for k in scores})
+    if not keys:
+        return np.zeros(len(instances))
+    column = {k: j for j, k in enumerate(keys)}
+    table = np.full((len(instances), len(keys)), -np.inf)
+    for i, scores in enumerate(instances):
+        for k, v in scores.items():
+            table[i, column[k]] = v
+    best = table.max(axis=0)
+    wins = (table >= best) & np.isfinite(table)
+    counts = wins.sum(axis=1)
+    w = wins.astype(np.int64)
+    # outside[i, j]: instances member i wins and member j does not.
+    outside = w @ (1 - w).T
+    contained = outside == 0
+    strictly = contained & (outside.T > 0)
+    ranked_above = np.tri(len(instances), k=-1, dtype=bool)  # [i, j] is True when j < i
+    dominated = ((strictly | (contained & ranked_above)) & (counts > 0)[None, :]).any(axis=1)
+    return np.where(dominated | (counts == 0), 0, counts).astype(np.float64)
 
 
 # --------------------------------------------------------------------- drawing
@@ -137,6 +170,9 @@ class ParentSelector:
             i = tournament_index(n, cfg.tournament, rng)
         elif strategy == "hill_climb":
             i = 0
+        elif strategy == "pareto":
+            weights = pareto_weights([c.instances for c in pop.members])
+            i = draw(np.cumsum(weights), rng) if weights.sum() > 0 else 0
         elif elites is not None and len(elites):  # uniform over filled cells
             return elites.sample(rng).candidate, "exploit:uniform"
         else:

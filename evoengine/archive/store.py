@@ -227,6 +227,8 @@ class RunStore:
         if not path.is_file():
             if not run_dir.exists():
                 raise StoreError(f"{run_dir} does not exist; runs are under runs/ by default (`ls runs/`)")
+            if not run_dir.is_dir():
+                raise StoreError(f"{run_dir} is a file, not a run directory; runs are under runs/ by default")
             raise StoreError(
                 f"{run_dir} is not a run directory (no {FILENAME}): no run was started there, or it was "
                 f"stopped before its store was created. Start one with `evoengine run PROBLEM --run-dir {run_dir}`"

@@ -213,8 +213,9 @@ class EvaluatorPool:
             self._idle.put_nowait(slot)
         log.info("evaluation pool: %d workers, sandbox: %s", self.slots, self.isolation)
 
-    async def evaluate(self, text: str, *, label: str = "candidate") -> EvalResult:
-        """Score one candidate text. Never raises for anything the candidate does."""
+    async def evaluate(self, text: str, *, label: str = "candidate", entry: str = "evaluate") -> EvalResult:
+        """Score one candidate text with the problem's function `entry` (`evaluate`, or another
+        such as `minibatch`). Never raises for anything the candidate does."""
         idle = self._idle
         if idle is None:
             raise RuntimeError("EvaluatorPool.start() must be awaited before evaluate()")
@@ -224,7 +225,7 @@ class EvaluatorPool:
                 await slot.start()
                 self.stats.worker_restarts += 1
             self._next_id += 1
-            message = {"id": self._next_id, "text": text, "label": label}
+            message = {"id": self._next_id, "text": text, "label": label, "entry": entry}
             try:
                 reply = await slot.request(message, self.limits.timeout_s + self.backstop_s)
             except _WorkerLost as exc:

@@ -288,8 +288,9 @@ class RayPool:
             retries = self.ray_config.max_retries
             return EvalResult.invalid(
                 f"the Ray worker process or node evaluating this candidate died "
-                f"{retries + 1} time(s) (ray.max_retries={retries}); nothing the candidate did "
-                f"can kill that process, so look at the cluster: {_first_line(detail)}")
+                f"{retries + 1} time(s) (ray.max_retries={retries}); the candidate runs in a "
+                f"sandbox below that process, so look at the node (killed, out of memory, shut "
+                f"down?): {_first_line(detail)}")
         if kind == "oom":
             return EvalResult.invalid(f"Ray's memory monitor killed the evaluation because its "
                                       f"node ran low on memory: {_first_line(detail)}")
@@ -461,10 +462,15 @@ class _Driver:
         return self.describe(ray)
 
     def describe(self, ray: Any) -> dict[str, Any]:
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        total = ray.cluster_resources()
-        cluster = {"address": ray.get_runtime_context().gcs_address, "nodes": len(nodes),
-                   "cpus": total.get("CPU", 0), "gpus": total.get("GPU", 0),
+        """The cluster in a few numbers, and a warning if no node can run an evaluation."""
+        try:
+            nodes = [n for n in ray.nodes() if n.get("Alive")]
+            total = ray.cluster_resources()
+        except Exception as exc:  # some client modes cannot list nodes; not worth failing for
+            log.info("cannot list the cluster's nodes: %s", exc)
+            return {"cluster": {"address": self.plan["address"]}, "warnings": []}
+        cluster = {"address": self.plan["address"] or ray.get_runtime_context().gcs_address,
+                   "nodes": len(nodes), "cpus": total.get("CPU", 0), "gpus": total.get("GPU", 0),
                    "ray_version": ray.__version__}
         need = {"CPU": self.plan["num_cpus"], "GPU": self.plan["num_gpus"],
                 "memory": (self.plan["memory_mb"] or 0) * 2**20}
@@ -502,7 +508,8 @@ class _Driver:
             return await ref
         except rex.TaskCancelledError:
             return {"failed": "cancelled"}
-        except rex.LocalRayletDiedError as exc:  # this machine's node is gone: so is the cluster
+        except (rex.LocalRayletDiedError, ConnectionError) as exc:  # our node, or the Ray
+            # Client's connection (ray://), is gone: so is the cluster, as far as we can tell
             return {"failed": "lost", "message": f"{type(exc).__name__}: {exc}"}
         except rex.OutOfMemoryError as exc:
             return {"failed": "oom", "message": str(exc)}

@@ -6,7 +6,7 @@ stdin) with results (JSON lines on its original stdout). Per candidate it forks 
 sandboxed evaluator, so isolation costs a fork (milliseconds), not a new interpreter. The
 worker never runs candidate code itself and stays single-threaded, so forking is safe.
 
-    -> {"id": 7, "text": "...", "label": "candidate 12"}
+    -> {"id": 7, "text": "...", "label": "candidate 12", "entry": "evaluate"}
     <- {"ready": true, "isolation": "...", "pid": 123}          (once, after start-up)
     <- {"error": "...", "kind": "problem"}                      (instead, then exits)
     <- {"id": 7, "result": {...EvalResult...}, "wall_s": 0.01, "cpu_s": 0.008}
@@ -71,7 +71,8 @@ class Worker:
         self.slot_dir = slot_dir
         self.pid = os.getpid()
 
-    def evaluate(self, text: str, label: str) -> EvalResult:
+    def evaluate(self, text: str, label: str, entry: str = "evaluate") -> EvalResult:
+        """Run the problem's function `entry` (default `evaluate`) on `text` in a fresh sandbox."""
         workdir = Path(tempfile.mkdtemp(prefix="eval-", dir=self.slot_dir))
         candidate = workdir / f"candidate{self.loaded.problem.suffix}"
         candidate.write_text(text)
@@ -81,7 +82,7 @@ class Worker:
         output = tempfile.TemporaryFile(dir=self.slot_dir)
         token = secrets.token_hex(16)
         try:
-            result = self._run(candidate, output, token)
+            result = self._run(candidate, output, token, entry)
         finally:
             self.end_everything()
             output_text = _tail(output, self.limits.max_output_kb * 1024)
@@ -104,14 +105,14 @@ class Worker:
             processes.kill_descendants()
             processes.reap_all_children()
 
-    def _run(self, candidate: Path, output: BinaryIO, token: str) -> EvalResult:
+    def _run(self, candidate: Path, output: BinaryIO, token: str, entry: str = "evaluate") -> EvalResult:
         read_end, write_end = os.pipe()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child always ends in os._exit
             try:
-                self._evaluator(candidate, output.fileno(), write_end, token)
+                self._evaluator(candidate, output.fileno(), write_end, token, entry)
             finally:
                 os._exit(SETUP_FAILED)
         os.close(write_end)
@@ -162,7 +163,7 @@ class Worker:
     # ------------------------------------------------------------------ in the children
 
     def _evaluator(self, candidate: Path, out_fd: int, channel: int,
-                   token: str) -> None:  # pragma: no cover
+                   token: str, entry: str = "evaluate") -> None:  # pragma: no cover
         """E: own session, confine ourselves, run the problem's evaluate(), report, exit."""
         try:
             os.setsid()
@@ -191,20 +192,24 @@ class Worker:
         if faulthandler.is_enabled():  # it may hold a descriptor number that is now fd 3
             faulthandler.enable(file=sys.stderr)
         call.configure(timeout_s=self.limits.timeout_s, max_output_kb=self.limits.max_output_kb)
+        function = self.loaded.evaluate if entry == "evaluate" else getattr(self.loaded.module, entry, None)
         try:
-            result = EvalResult.coerce(self.loaded.evaluate(str(candidate)))
+            if callable(function):
+                result = EvalResult.coerce(function(str(candidate)))
+            else:
+                result = EvalResult.invalid(f"{self.loaded.path} defines no function {entry}(candidate_path)")
         except BaseException as exc:
             try:
                 detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-3000:]
                 said = f": {exc}" if str(exc) else ""
-                result = EvalResult.invalid(f"evaluate() raised {type(exc).__name__}{said}\n{detail}")
+                result = EvalResult.invalid(f"{entry}() raised {type(exc).__name__}{said}\n{detail}")
             except BaseException:
-                result = EvalResult.invalid(f"evaluate() raised {type(exc).__name__}")
+                result = EvalResult.invalid(f"{entry}() raised {type(exc).__name__}")
         try:
             message = {"token": token, "result": result.to_dict()}
             json.dumps(message, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            message = {"token": token, "error": f"evaluate() returned a result that is not JSON: {exc}"}
+            message = {"token": token, "error": f"{entry}() returned a result that is not JSON: {exc}"}
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -305,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in sys.stdin.buffer:
             request = json.loads(line)
             wall0, cpu0 = time.monotonic(), _cpu_seconds()
-            result = worker.evaluate(request["text"], request.get("label", "candidate"))
+            result = worker.evaluate(request["text"], request.get("label", "candidate"),
+                                     str(request.get("entry", "evaluate")))
             send({"id": request["id"], "result": result.to_dict(),
                   "wall_s": time.monotonic() - wall0, "cpu_s": _cpu_seconds() - cpu0})
         return 0

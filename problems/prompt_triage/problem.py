@@ -27,6 +27,10 @@ KEY_ENV_ENV = "EVOENGINE_PROMPT_API_KEY_ENV"
 CONCURRENCY_ENV = "EVOENGINE_PROMPT_CONCURRENCY"
 USING_MODEL = bool(os.environ.get(MODEL_ENV))
 FEEDBACK_ITEMS = 12
+# Training tickets scored by `minibatch`: between them they need every definition and rule,
+# and each rule is the only thing missing from one of them once the definitions are there,
+# so every helpful line can raise the minibatch score on its own.
+MINIBATCH = ("t01", "t04", "t08", "t09", "t10", "t11", "t17", "t19", "t22", "t26", "t32")
 MAX_PROMPT_CHARS = 20_000
 
 DESCRIPTION = f"""\
@@ -59,6 +63,7 @@ problem = Problem(
     ),
     timeout_s=900.0 if USING_MODEL else 30.0,
     memory_mb=512,
+    vocabulary="vocabulary.txt",  # candidate rule lines for the offline text operators
 )
 
 
@@ -72,6 +77,21 @@ def evaluate(candidate_path: str) -> EvalResult:
     reading = rubric.read_prompt(prompt)
     answers = model_answers(prompt) if USING_MODEL else [rubric.answer(t, reading) for t in rubric.load_tickets()]
     return score_answers(answers, reading)
+
+
+def minibatch(candidate_path: str) -> EvalResult:
+    """The cheap gate before `evaluate` (see `evaluation.gate`): accuracy on a fixed handful of
+    training tickets that between them need every definition and rule. A child whose score
+    here is not above its parent's is not evaluated in full."""
+    prompt = Path(candidate_path).read_text(errors="replace")
+    if not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
+        return EvalResult.invalid("the prompt is empty or too long")
+    reading = rubric.read_prompt(prompt)
+    tickets = [t for t in rubric.load_tickets() if t.id in MINIBATCH]
+    answers = model_answers(prompt, tickets) if USING_MODEL else [rubric.answer(t, reading) for t in tickets]
+    right = sum(a.correct for a in answers)
+    return EvalResult(score=right / len(answers), feedback=f"{right}/{len(answers)} minibatch tickets right",
+                      instances={a.ticket.id: float(a.correct) for a in answers})
 
 
 def score_answers(answers: list[rubric.Answer], reading: rubric.Reading) -> EvalResult:
@@ -129,7 +149,7 @@ def parse_label(reply: str) -> str:
     return found[0] if len(found) == 1 else (text[:60] or "(empty reply)")
 
 
-def model_answers(prompt: str) -> list[rubric.Answer]:
+def model_answers(prompt: str, tickets: list[rubric.Ticket] | None = None) -> list[rubric.Answer]:
     """Label every ticket with the configured chat model (system = the prompt, user = ticket).
 
     Environment: EVOENGINE_PROMPT_MODEL (model id; setting it switches to this path),
@@ -158,4 +178,4 @@ def model_answers(prompt: str) -> list[rubric.Answer]:
 
     workers = max(1, int(os.environ.get(CONCURRENCY_ENV, "4")))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(label, rubric.load_tickets()))
+        return list(pool.map(label, rubric.load_tickets() if tickets is None else tickets))

@@ -1,0 +1,344 @@
+"""Built-in offline operators for text candidates (prompts, rules, any language but Python).
+
+They edit whole lines inside the editable region(s): a text with no EVOLVE-BLOCK markers is
+editable as a whole; with markers, only the lines between them change and everything else
+stays byte-identical (`check_frozen` guards it). No model is needed, so a prompt problem
+can be searched on a fresh install.
+
+Operators (the `Proposal.operator` names), tried with the weights in `WEIGHTS`:
+
+- ``offline:vocabulary``: insert one (sometimes two) lines from the problem's vocabulary
+  (`Problem.vocabulary`, a file of snippets beside problem.py, one per line, blank lines
+  and lines starting with ``#`` skipped) at random places; a line the block already holds
+  is not inserted again.
+- ``offline:borrow``: insert a line that another candidate (an inspiration) has and the
+  parent lacks; `Proposal.parents` names both.
+- ``offline:delete`` / ``offline:duplicate`` / ``offline:swap``: remove a line, copy a line
+  to a random place, exchange two lines (blank lines are never picked).
+- ``offline:crossover`` with the first inspiration whose text differs: the two editable
+  regions are aligned line by line (difflib), and each differing stretch is taken from
+  either parent, so the child keeps what both share and mixes where they differ;
+  `Proposal.parents` names both.
+
+A proposal retries when an edit changes nothing (up to whitespace) or equals the second
+parent, and raises `ProposalFailed` with the reasons when nothing works. Every random
+choice comes from ``ctx.rng``, so a run is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..candidate import Candidate
+from ..problem import Problem
+from . import Proposal, ProposalContext, ProposalFailed
+from .patches import Block, PatchError, check_frozen, evolve_blocks, splice_blocks
+
+log = logging.getLogger(__name__)
+
+ARM = "offline"
+WEIGHTS = {"vocabulary": 0.35, "borrow": 0.15, "crossover": 0.2, "delete": 0.15, "duplicate": 0.05,
+           "swap": 0.1}
+NEEDS_OTHER = ("borrow", "crossover")
+
+
+# ---------------------------------------------------------------- texts as lines
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """One editable region as a list of lines; `trailing` says whether it ended with a newline."""
+
+    rows: tuple[str, ...]
+    trailing: bool
+
+    @classmethod
+    def of(cls, content: str) -> _Lines:
+        rows = content.split("\n")
+        trailing = content.endswith("\n")
+        if trailing or rows == [""]:
+            rows = rows[:-1]
+        return cls(tuple(rows), trailing)
+
+    def filled(self) -> list[int]:
+        """Indices of the lines that are not blank."""
+        return [i for i, row in enumerate(self.rows) if row.strip()]
+
+
+def _join(region: _Lines, rows: Sequence[str]) -> str:
+    body = "\n".join(rows)
+    return body + "\n" if rows and region.trailing else body
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+@lru_cache(maxsize=16)
+def _read_vocabulary(path: Path, mtime: float) -> tuple[str, ...]:
+    lines = path.read_text(errors="replace").splitlines()
+    return tuple(line.rstrip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+
+
+def vocabulary(problem: Problem) -> tuple[str, ...]:
+    """The problem's vocabulary lines (empty when it declares none or the file is unreadable)."""
+    if not problem.vocabulary:
+        return ()
+    path = problem.root / problem.vocabulary
+    try:
+        return _read_vocabulary(path, path.stat().st_mtime)
+    except OSError as exc:
+        log.warning("cannot read the vocabulary %s: %s", path, exc)
+        return ()
+
+
+# ---------------------------------------------------------------- the operators
+
+
+@dataclass(frozen=True)
+class _Change:
+    """What one operator did: new rows per changed region, a description, its name."""
+
+    rows: dict[int, list[str]]
+    change: str
+    name: str
+    other: Candidate | None = None
+
+
+def _where(rng: random.Random, regions: list[_Lines], need: int = 1) -> int | None:
+    """A region with at least `need` non-blank lines, uniformly; None if there is none."""
+    fit = [i for i, r in enumerate(regions) if len(r.filled()) >= need]
+    return rng.choice(fit) if fit else None
+
+
+def _delete(regions: list[_Lines], rng: random.Random) -> _Change | None:
+    b = _where(rng, regions)
+    if b is None:
+        return None
+    rows = list(regions[b].rows)
+    i = rng.choice(regions[b].filled())
+    gone = rows.pop(i)
+    return _Change({b: rows}, f"deleted line {i + 1}: {gone.strip()[:80]!r}", "delete")
+
+
+def _duplicate(regions: list[_Lines], rng: random.Random) -> _Change | None:
+    b = _where(rng, regions)
+    if b is None:
+        return None
+    rows = list(regions[b].rows)
+    i = rng.choice(regions[b].filled())
+    at = rng.randint(0, len(rows))
+    rows.insert(at, rows[i])
+    return _Change({b: rows}, f"copied line {i + 1} to line {at + 1}", "duplicate")
+
+
+def _swap(regions: list[_Lines], rng: random.Random) -> _Change | None:
+    b = _where(rng, regions, need=2)
+    if b is None:
+        return None
+    rows = list(regions[b].rows)
+    i, j = sorted(rng.sample(regions[b].filled(), 2))
+    if _same(rows[i], rows[j]):
+        return None
+    rows[i], rows[j] = rows[j], rows[i]
+    return _Change({b: rows}, f"swapped lines {i + 1} and {j + 1}", "swap")
+
+
+def _insert(region: _Lines, lines: Sequence[str], rng: random.Random) -> tuple[list[str], list[int]]:
+    rows = list(region.rows)
+    places = []
+    for line in lines:
+        at = rng.randint(0, len(rows))
+        rows.insert(at, line)
+        places = [p + (p >= at) for p in places] + [at]
+    return rows, places
+
+
+def _from_vocabulary(regions: list[_Lines], words: Sequence[str], rng: random.Random) -> _Change | None:
+    if not words or not regions:
+        return None
+    b = rng.randrange(len(regions))
+    have = {" ".join(r.split()) for r in regions[b].rows}
+    fresh = [w for w in words if " ".join(w.split()) not in have]
+    if not fresh:
+        return None
+    picked = rng.sample(fresh, min(len(fresh), 1 if rng.random() < 0.75 else 2))
+    rows, places = _insert(regions[b], picked, rng)
+    said = "; ".join(f"line {p + 1}: {w.strip()[:80]!r}" for p, w in zip(places, picked, strict=True))
+    return _Change({b: rows}, f"inserted from the vocabulary at {said}", "vocabulary")
+
+
+def _borrow(regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]]],
+            rng: random.Random) -> _Change | None:
+    """Insert a line some inspiration has and the parent's region lacks."""
+    offers: list[tuple[int, str, Candidate]] = []
+    for other, theirs in others:
+        for b, region in enumerate(regions):
+            have = {" ".join(r.split()) for r in region.rows}
+            source = [theirs[b]] if len(theirs) == len(regions) else theirs
+            offers += [(b, row, other) for r in source for row in r.rows
+                       if row.strip() and " ".join(row.split()) not in have]
+    if not offers:
+        return None
+    b, line, other = rng.choice(offers)
+    rows, places = _insert(regions[b], [line], rng)
+    return _Change({b: rows}, f"inserted at line {places[0] + 1} from #{other.id}: {line.strip()[:80]!r}",
+                   "borrow", other)
+
+
+def _crossover(regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]]],
+               rng: random.Random) -> _Change | None:
+    """Align the parent's and the first differing inspiration's regions; take each differing
+    stretch from either side (at least one from each when there are several)."""
+    for other, theirs in others:
+        if len(theirs) != len(regions):
+            continue
+        differing = [b for b in range(len(regions)) if regions[b].rows != theirs[b].rows]
+        if not differing:
+            continue
+        b = rng.choice(differing)
+        mine, their = regions[b].rows, theirs[b].rows
+        ops = difflib.SequenceMatcher(None, mine, their, autojunk=False).get_opcodes()
+        hunks = [k for k, op in enumerate(ops) if op[0] != "equal"]
+        taken = {k for k in hunks if rng.random() < 0.5} or {rng.choice(hunks)}
+        if len(taken) == len(hunks) > 1:
+            taken.discard(rng.choice(sorted(taken)))
+        rows: list[str] = []
+        for k, (_, i1, i2, j1, j2) in enumerate(ops):
+            rows += their[j1:j2] if k in taken else mine[i1:i2]
+        return _Change({b: rows}, f"took {len(taken)} of {len(hunks)} differing stretches from #{other.id}",
+                       "crossover", other)
+    return None
+
+
+# ---------------------------------------------------------------- the proposer
+
+
+def _checked(weights: dict[str, float]) -> dict[str, float]:
+    unknown = set(weights) - set(WEIGHTS)
+    if unknown or any(not w >= 0 for w in weights.values()) or not any(weights.values()):
+        raise ValueError(f"text operator weights must be non-negative, not all zero, with keys from "
+                         f"{sorted(WEIGHTS)} (got {weights})")
+    return {k: float(w) for k, w in weights.items() if w > 0}
+
+
+class TextProposer:
+    """The line operators as a `Proposer`: one bandit arm, "offline", that costs nothing.
+
+    `weights` sets how often each operator is tried (keys of `WEIGHTS`); an operator that
+    cannot apply (no vocabulary, no differing inspiration, too few lines) is skipped. A
+    proposal retries up to `tries` times when an edit changes nothing.
+    """
+
+    def __init__(self, weights: dict[str, float] | None = None, tries: int = 8):
+        self.weights = _checked(WEIGHTS if weights is None else weights)
+        self.tries = max(1, tries)
+        self.observed = 0
+        self.reward = 0.0
+        self.made: dict[str, int] = {}
+
+    def arms(self) -> list[str]:
+        return [ARM]
+
+    async def propose(self, ctx: ProposalContext) -> Proposal:
+        proposal = self._propose(ctx)
+        self.made[proposal.operator] = self.made.get(proposal.operator, 0) + 1
+        return proposal
+
+    def observe(self, arm: str, reward: float, cost: float) -> None:
+        if arm == ARM:
+            self.observed += 1
+            self.reward += min(max(reward, 0.0), 1.0) if math.isfinite(reward) else 0.0
+
+    def stats(self) -> dict[str, Any]:
+        return {ARM: {"calls": self.observed,
+                      "mean_reward": self.reward / self.observed if self.observed else 0.0,
+                      "cost": 0.0, "probability": 1.0, "proposed": dict(self.made)}}
+
+    async def aclose(self) -> None:
+        return None
+
+    def _propose(self, ctx: ProposalContext) -> Proposal:
+        parent, problem = ctx.parent, ctx.problem
+
+        def failed(reason: str) -> ProposalFailed:
+            return ProposalFailed(reason, operator="offline", model=ARM, parents=(parent.id,))
+
+        try:
+            blocks = evolve_blocks(parent.text, problem.comment)
+        except PatchError as exc:
+            raise failed(f"the parent's EVOLVE-BLOCK markers are broken: {exc}") from None
+        regions = [_Lines.of(parent.text[b.start : b.end]) for b in blocks]
+        others = self._others(ctx)
+        words = vocabulary(problem)
+        operators: dict[str, Callable[[], _Change | None]] = {
+            "vocabulary": lambda: _from_vocabulary(regions, words, ctx.rng),
+            "borrow": lambda: _borrow(regions, others, ctx.rng),
+            "crossover": lambda: _crossover(regions, others, ctx.rng),
+            "delete": lambda: _delete(regions, ctx.rng),
+            "duplicate": lambda: _duplicate(regions, ctx.rng),
+            "swap": lambda: _swap(regions, ctx.rng),
+        }
+        available = [k for k in self.weights
+                     if (k not in NEEDS_OTHER or others) and (k != "vocabulary" or words)]
+        reasons: list[str] = []
+        for attempt in range(self.tries):
+            if not available:
+                break
+            name = ctx.rng.choices(available, weights=[self.weights[k] for k in available])[0]
+            made = operators[name]()
+            if made is None:
+                reasons.append(f"{name}: nothing to change")
+                available.remove(name)
+                continue
+            child, why = self._child(parent.text, blocks, regions, made, problem.comment)
+            if why:
+                reasons.append(f"{name}: {why}")
+                continue
+            two = made.other is not None
+            return Proposal(
+                text=child, operator=f"offline:{made.name}", model=ARM,
+                parents=(parent.id, made.other.id) if two else (parent.id,),  # type: ignore[union-attr]
+                change=made.change, meta={"tries": attempt + 1},
+            )
+        raise failed("text operators found no edit that changes the text: "
+                     + ("; ".join(dict.fromkeys(reasons)) or "the editable region is empty"))
+
+    @staticmethod
+    def _child(text: str, blocks: list[Block], regions: list[_Lines], made: _Change,
+               comment: str) -> tuple[str, str]:
+        contents = [text[b.start : b.end] for b in blocks]
+        for index, rows in made.rows.items():
+            contents[index] = _join(regions[index], rows)
+        child = splice_blocks(text, blocks, contents)
+        if _same(child, text):
+            return "", "the edit changed nothing"
+        if made.other is not None and _same(child, made.other.text):
+            return "", "the child equals the second parent"
+        try:
+            check_frozen(text, child, comment)
+        except PatchError as exc:  # a line carrying a marker, say
+            return "", f"the edit touched frozen text ({exc})"
+        return child, ""
+
+    @staticmethod
+    def _others(ctx: ProposalContext) -> list[tuple[Candidate, list[_Lines]]]:
+        """Inspirations that differ from the parent, each with its editable regions."""
+        out = []
+        for other in ctx.inspirations:
+            if _same(other.text, ctx.parent.text):
+                continue
+            try:
+                blocks = evolve_blocks(other.text, ctx.problem.comment)
+            except PatchError:
+                continue
+            out.append((other, [_Lines.of(other.text[b.start : b.end]) for b in blocks]))
+        return out
