@@ -133,3 +133,23 @@ def test_a_model_judge_rejects_near_duplicates_and_its_calls_are_recorded(tmp_pa
     assert judged, reasons[:5]
     assert conn.execute("SELECT COUNT(*) FROM model_calls WHERE purpose='judge'").fetchone()[0] >= len(judged)
     assert proc.returncode == 1 and "proposals all failed" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_deterministic_run_replays_exactly_with_no_endpoint(tmp_path, scripted_server):
+    scripted_server.script("good", improving_model)
+    config = _config(tmp_path, scripted_server, concurrency={"deterministic": True})
+    first = tmp_path / "first"
+    cli("run", "circle_packing", "-c", config, "--budget", "12", "--run-dir", str(first), "-q", check=True)
+    scripted_server.stop()  # nothing answers any more: every reply must come from the record
+    second = tmp_path / "second"
+    cli("run", "circle_packing", "-c", config, "--set", f"replay={first}", "--budget", "12",
+        "--run-dir", str(second), "-q", check=True)
+
+    def rows(run):
+        conn = sqlite3.connect(run / "archive.sqlite")
+        return conn.execute("SELECT id, text, parents, operator, score FROM candidates "
+                            "WHERE status='evaluated' ORDER BY seq").fetchall()
+
+    assert rows(first) == rows(second)
+    assert len(rows(first)) == 12
