@@ -207,16 +207,25 @@ def repo_root() -> Path:
 def find_preset(kind: str, name: str, near: Path | None = None) -> Path:
     """`name` as a path (relative ones also beside the file `near` that names it), or
     `<kind>/<name>.yaml` in the current directory or the repository."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"a {kind} preset must be named by a preset name or a file path (got {name!r})"
+                          + (f" in {near}" if near else ""))
     direct = Path(name)
     if direct.suffix in (".yaml", ".yml") or "/" in name:
         for path in ([near.parent / direct] if near is not None and not direct.is_absolute() else []) + [direct]:
-            if path.is_file():
-                return path
+            try:
+                if path.is_file():
+                    return path
+            except (OSError, ValueError):  # a name too long or with a NUL byte names no file
+                pass
         raise ConfigError(f"{kind} file {name} does not exist" + (f" (named in {near})" if near else ""))
     for base in (Path.cwd() / kind, repo_root() / kind):
         path = base / f"{name}.yaml"
-        if path.is_file():
-            return path
+        try:
+            if path.is_file():
+                return path
+        except (OSError, ValueError):
+            pass
     known = sorted({p.stem for b in (Path.cwd() / kind, repo_root() / kind) if b.is_dir() for p in b.glob("*.yaml")})
     near_name = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f"; did you mean {near_name[0]!r}?" if near_name else ""
@@ -255,7 +264,7 @@ def _layer(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: `extends` loops back to itself")
     data = _read_yaml(path)
     parent = data.pop("extends", None)
-    base = _layer(find_preset("configs", str(parent), near=path), (*seen, path.resolve())) if parent else {}
+    base = _layer(find_preset("configs", parent, near=path), (*seen, path.resolve())) if parent is not None else {}
     if isinstance(data.get("islands"), str):
         data["islands"] = _read_yaml(find_preset("islands", data["islands"], near=path))
     return _merge(base, data)

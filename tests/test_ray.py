@@ -10,6 +10,7 @@ by pid at the end. Dashboard and usage stats are off, object stores small.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ from conftest import REPO, TEST_PROBLEMS, cli
 
 from evoengine.config import Ray
 from evoengine.errors import EvoError, ProblemError
-from evoengine.evaluation import EvaluatorPool, Limits, ray_backend
+from evoengine.evaluation import EvaluatorPool, Limits
 from evoengine.evaluation.processes import descendants, process_table
 from evoengine.evaluation.ray_backend import RayPool
 
@@ -43,9 +45,12 @@ RAY_ENV = {
     "RAY_gcs_rpc_server_reconnect_timeout_s": "10",
 }
 
-needs_ray = pytest.mark.skipif(
-    ray_backend.importlib.util.find_spec("ray") is None,
-    reason="Ray is not installed (pip install -e '.[test,ray]')")
+# The `ray` command installed beside this Python (CI's PATH may not include its bin folder).
+RAY_CLI = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray") or "ray"
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+NO_RAY = "Ray is not installed (pip install -e '.[test,ray]')"
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason=NO_RAY)
 
 
 def params(a: float, delay: float = 0.0) -> str:
@@ -71,7 +76,7 @@ class RayNode:
         self.name = name
         self.log = log_dir / f"{name}.log"
         self.proc = subprocess.Popen(
-            ["ray", "start", "--block", f"--node-ip-address={HOST}", "--num-cpus=1",
+            [RAY_CLI, "start", "--block", f"--node-ip-address={HOST}", "--num-cpus=1",
              "--object-store-memory=80000000", "--disable-usage-stats",
              f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
              f"--runtime-env-agent-port={_free_port()}", *args],
@@ -123,23 +128,43 @@ class LocalCluster:
         self.dir = Path(tempfile.mkdtemp(prefix="evr-"))  # short: Ray's socket paths are long
         self.port = _free_port()
         self.address = f"{HOST}:{self.port}"
-        self.head = RayNode("head", [
-            "--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.dir}",
-            f"--ray-client-server-port={_free_port()}"], self.dir)
-        self.head.wait_started()
-        self.worker = RayNode("worker", [f"--address={self.address}"], self.dir)
-        self.worker.wait_started()
+        self.nodes: list[RayNode] = []
+        try:
+            self.head = self.add(RayNode("head", [
+                "--head", f"--port={self.port}", "--include-dashboard=false",
+                f"--temp-dir={self.dir}", f"--ray-client-server-port={_free_port()}"], self.dir))
+            self.worker = self.add(RayNode("worker", [f"--address={self.address}"], self.dir))
+        except BaseException:
+            self.stop()
+            raise
+
+    def add(self, node: RayNode) -> RayNode:
+        self.nodes.append(node)
+        node.wait_started()
+        return node
 
     def stop(self) -> None:
-        self.worker.kill()
-        self.head.kill()
+        for node in reversed(self.nodes):
+            node.kill()
+        # anything of ours that left the trees (re-parented when its parent died) still
+        # names the cluster's folder on its command line
+        for _ in range(20):
+            strays = [pid for pid in process_table() if str(self.dir) in _cmdline(pid)]
+            if not strays:
+                break
+            for pid in strays:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    if ray_backend.importlib.util.find_spec("ray") is None:
-        pytest.skip("Ray is not installed (pip install -e '.[test,ray]')")
+    if not HAVE_RAY:
+        pytest.skip(NO_RAY)
     saved = {k: os.environ.get(k) for k in RAY_ENV}
     os.environ.update(RAY_ENV)  # for the drivers the tests start
     c = LocalCluster()
@@ -163,16 +188,31 @@ def run(coro):
 
 
 def busy_evaluations(node: RayNode) -> dict[int, list[int]]:
-    """Sandboxed evaluations running below `node`: {Ray worker pid: [sandbox pids]}."""
+    """Evaluations running below `node` now: {Ray worker pid: [its evaluation processes]}.
+
+    An evaluation worker is busy while its slot folder holds a candidate's folder (eval-*);
+    a warm idle one has none (its process tree alone cannot tell: with a PID namespace an
+    idle worker already has a child).
+    """
     table = process_table()
     busy: dict[int, list[int]] = {}
     for proc in descendants(node.proc.pid, table):
-        if "evoengine.evaluation.worker" in _cmdline(proc.pid) and _cmdline(proc.ppid).startswith("ray::"):
-            sandboxes = [c.pid for c in descendants(proc.pid, table)
-                         if "evoengine.evaluation.worker" in _cmdline(c.pid)]
-            if sandboxes:
-                busy[proc.ppid] = sandboxes
+        args = _cmdline(proc.pid).split()
+        if "evoengine.evaluation.worker" not in args or not _cmdline(proc.ppid).startswith("ray::"):
+            continue
+        slot = Path(args[args.index("--slot-dir") + 1])
+        try:
+            evaluating = any(p.name.startswith("eval-") for p in slot.iterdir())
+        except OSError:
+            continue
+        if evaluating:
+            busy[proc.ppid] = [proc.pid] + [c.pid for c in descendants(proc.pid, table)]
     return busy
+
+
+def alive(pids: list[int]) -> list[int]:
+    table = process_table()
+    return [pid for pid in pids if pid in table and table[pid].state not in ("Z", "X")]
 
 
 async def wait_for(check, timeout: float = 60.0):
@@ -225,7 +265,7 @@ def local_results(problem: Path, limits: Limits, texts: list[str]):
 
 
 def test_ray_backend_without_ray_installed_says_how_to_install_it(monkeypatch):
-    monkeypatch.setattr(ray_backend.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     pool = RayPool(QUADRATIC, 1, Limits(), Ray(address="127.0.0.2:1"))
     with pytest.raises(EvoError, match=r"pip install 'evoengine\[ray\]'"):
         run(pool.start())
@@ -358,9 +398,8 @@ def test_killed_ray_worker_without_retries_gives_one_invalid_result_naming_the_d
         assert len(died) == 1 and "died" in died[0].feedback and "max_retries=0" in died[0].feedback
         [survivor] = [r for r in results if r.valid]
         assert survivor.score in (score_of(1.0), score_of(2.0))
-        # the sandbox below the killed worker went with it
-        time.sleep(2)
-        assert not [pid for pid in sandboxes if Path(f"/proc/{pid}").exists()]
+        # the evaluation worker and the sandbox below the killed Ray worker went with it
+        pool.run(wait_for(lambda: not alive(sandboxes), 15))
     finally:
         pool.close()
 

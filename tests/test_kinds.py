@@ -1,0 +1,283 @@
+"""Candidates that are not Python: offline text operators, Pareto-per-instance parent
+selection, the evaluator pool's other entry points, and the minibatch gate end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import sqlite3
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, cli, status
+from scipy.stats import chisquare
+
+from evoengine.archive import Archive
+from evoengine.archive.selection import pareto_weights
+from evoengine.candidate import Candidate
+from evoengine.config import Config
+from evoengine.engine import build_proposer
+from evoengine.errors import ProblemError
+from evoengine.evaluation import EvaluatorPool, Limits
+from evoengine.operators import ProposalContext, ProposalFailed
+from evoengine.operators.offline import OfflineProposer
+from evoengine.operators.patches import check_frozen
+from evoengine.operators.text import WEIGHTS, TextProposer
+from evoengine.problem import Problem, load_problem
+
+VOCABULARY = ["# a comment line, never inserted", "", "Rule one: be brief.", "Rule two: name the label.",
+              "Rule three: one label only."]
+MARKED = """\
+Header that must not change.
+# EVOLVE-BLOCK-START
+alpha line
+beta line
+gamma line
+# EVOLVE-BLOCK-END
+Footer that must not change.
+"""
+
+
+@pytest.fixture
+def text_problem(tmp_path: Path) -> Problem:
+    (tmp_path / "seed.txt").write_text(MARKED)
+    (tmp_path / "words.txt").write_text("\n".join(VOCABULARY) + "\n")
+    problem = Problem(name="words", description="d", initial="seed.txt", language="text", kind="prompt",
+                      vocabulary="words.txt")
+    problem.root = tmp_path
+    return problem
+
+
+def propose(proposer: TextProposer, problem: Problem, parent: Candidate, seed: int,
+            inspirations: list[Candidate] | None = None):
+    ctx = ProposalContext(problem=problem, parent=parent, inspirations=inspirations or [], failures=[],
+                          rng=random.Random(seed), island=0)
+    return asyncio.run(proposer.propose(ctx))
+
+
+def block_lines(text: str) -> list[str]:
+    rows = text.splitlines()
+    return rows[rows.index("# EVOLVE-BLOCK-START") + 1 : rows.index("# EVOLVE-BLOCK-END")]
+
+
+# ---------------------------------------------------------------- text operators
+
+
+def test_text_operators_change_only_lines_inside_the_evolve_blocks(text_problem):
+    parent = Candidate(1, MARKED, valid=True, score=0.0)
+    other = Candidate(2, MARKED.replace("alpha line", "delta line").replace("gamma", "epsilon"), valid=True,
+                      score=0.0)
+    seen = Counter()
+    for seed in range(200):
+        p = propose(TextProposer(), text_problem, parent, seed, [other])
+        check_frozen(MARKED, p.text, "#")  # raises if a frozen byte changed
+        assert p.text != MARKED and p.model == "offline"
+        seen[p.operator] += 1
+    assert set(seen) == {f"offline:{name}" for name in WEIGHTS}
+
+
+def test_vocabulary_lines_are_inserted_and_comment_lines_never(text_problem):
+    parent = Candidate(1, MARKED, valid=True, score=0.0)
+    proposer = TextProposer(weights={"vocabulary": 1.0})
+    inserted = set()
+    for seed in range(60):
+        p = propose(proposer, text_problem, parent, seed)
+        new = set(block_lines(p.text)) - set(block_lines(MARKED))
+        assert new and new <= {"Rule one: be brief.", "Rule two: name the label.", "Rule three: one label only."}
+        assert p.operator == "offline:vocabulary" and p.parents == (1,)
+        inserted |= new
+    assert len(inserted) == 3
+
+
+def test_a_text_without_markers_is_wholly_editable(text_problem):
+    plain = "first line\nsecond line\n"
+    parent = Candidate(1, plain, valid=True, score=0.0)
+    p = propose(TextProposer(weights={"delete": 1.0}), text_problem, parent, 0)
+    assert p.text in ("first line\n", "second line\n")
+    p = propose(TextProposer(weights={"swap": 1.0}), text_problem, parent, 0)
+    assert p.text == "second line\nfirst line\n"
+    p = propose(TextProposer(weights={"duplicate": 1.0}), text_problem, parent, 3)
+    assert sorted(p.text.splitlines()) in (["first line"] * 2 + ["second line"],
+                                           ["first line"] + ["second line"] * 2)
+
+
+def test_crossover_mixes_lines_of_both_parents_and_names_both(text_problem):
+    mine = MARKED.replace("alpha line", "alpha MINE").replace("gamma line", "gamma MINE")
+    theirs = MARKED.replace("alpha line", "alpha THEIRS").replace("gamma line", "gamma THEIRS")
+    parent, other = Candidate(1, mine, valid=True, score=0.0), Candidate(2, theirs, valid=True, score=0.0)
+    children = set()
+    for seed in range(40):
+        p = propose(TextProposer(weights={"crossover": 1.0}), text_problem, parent, seed, [other])
+        assert p.parents == (1, 2) and p.operator == "offline:crossover"
+        assert p.text not in (mine, theirs)
+        children.add(tuple(block_lines(p.text)))
+    assert children == {("alpha MINE", "beta line", "gamma THEIRS"), ("alpha THEIRS", "beta line", "gamma MINE")}
+
+
+def test_borrow_inserts_a_line_only_the_inspiration_has(text_problem):
+    parent = Candidate(1, MARKED, valid=True, score=0.0)
+    other = Candidate(5, MARKED.replace("beta line", "beta line\nborrowed line"), valid=True, score=0.0)
+    p = propose(TextProposer(weights={"borrow": 1.0}), text_problem, parent, 0, [other])
+    assert sorted(block_lines(p.text)) == sorted(block_lines(MARKED) + ["borrowed line"])
+    assert p.parents == (1, 5) and "#5" in p.change
+
+
+def test_text_proposals_are_a_function_of_the_rng_seed(text_problem):
+    parent = Candidate(1, MARKED, valid=True, score=0.0)
+    a = [propose(TextProposer(), text_problem, parent, s).text for s in range(20)]
+    b = [propose(TextProposer(), text_problem, parent, s).text for s in range(20)]
+    assert a == b and len(set(a)) > 5
+
+
+def test_nothing_to_edit_is_a_failed_proposal_with_the_reason(text_problem):
+    parent = Candidate(1, "# EVOLVE-BLOCK-START\n# EVOLVE-BLOCK-END\n", valid=True, score=0.0)
+    with pytest.raises(ProposalFailed, match="no edit"):
+        propose(TextProposer(weights={"delete": 1.0, "swap": 1.0}), text_problem, parent, 0)
+
+
+def test_text_problems_get_text_operators_and_python_problems_ast_operators():
+    config = Config()
+    assert isinstance(build_proposer(config, load_problem("prompt_triage")), TextProposer)
+    assert isinstance(build_proposer(config, load_problem("circle_packing")), OfflineProposer)
+
+
+def test_a_missing_vocabulary_file_is_a_problem_error(tmp_path):
+    (tmp_path / "seed.txt").write_text("x\n")
+    (tmp_path / "problem.py").write_text(
+        "from evoengine.problem import Problem\n"
+        "problem = Problem(name='v', description='d', initial='seed.txt', language='text', "
+        "vocabulary='nope.txt')\n"
+        "def evaluate(path):\n    return {'score': 1.0}\n")
+    with pytest.raises(ProblemError, match="nope.txt"):
+        load_problem(tmp_path)
+
+
+# ---------------------------------------------------------------- Pareto selection
+
+
+def pareto_archive(members: list[tuple[float, dict[str, float]]]) -> tuple[Archive, list[int]]:
+    config = Config.model_validate({
+        "seed": 3, "islands": {"count": 1, "population": 100, "migration_interval": 10_000},
+        "selection": {"strategy": "pareto", "exploit": 1.0, "explore": 0.0, "elites": 0.0},
+        "elites": {"enabled": False},
+    })
+    archive = Archive(config, Problem(name="toy", description="toy", initial="seed.py"))
+    for i, (score, instances) in enumerate(members, 1):
+        archive.admit(Candidate(i, f"x = {i}\n", parents=(0,), operator="diff", score=score, valid=True,
+                                instances=instances))
+    return archive, list(range(1, len(members) + 1))
+
+
+def parent_counts(archive: Archive, ids: list[int], n: int = 20_000) -> np.ndarray:
+    rng = random.Random(11)
+    counts = Counter(archive.select(rng).parent.id for _ in range(n))
+    return np.array([counts[i] for i in ids], dtype=float)
+
+
+def test_pareto_keeps_a_low_scorer_that_is_best_on_one_instance_and_weighs_by_instances_won():
+    cases = [f"c{k}" for k in range(10)]
+    strong = {c: 1.0 for c in cases[:9]} | {"c9": 0.0}  # best on 9 of 10
+    niche = {c: 0.0 for c in cases[:9]} | {"c9": 1.0}  # mean 0.1, but the only one solving c9
+    dominated = {c: 0.5 for c in cases}  # best nowhere
+    copy = dict(strong)  # the same wins as `strong`, ranked below it
+    archive, ids = pareto_archive([(0.9, strong), (0.9, copy), (0.5, dominated), (0.1, niche)])
+    observed = parent_counts(archive, ids)
+    assert observed[1] == 0 and observed[2] == 0  # the duplicate front member and the dominated one
+    assert observed[3] > 0
+    assert chisquare(observed[[0, 3]], np.array([0.9, 0.1]) * observed.sum()).pvalue > 1e-3
+
+
+def test_pareto_front_weights_follow_instances_won():
+    weights = pareto_weights([{"a": 3, "b": 1, "c": 0}, {"a": 1, "b": 2, "c": 0}, {"a": 3, "b": 2, "c": 0},
+                              {"a": 0, "c": 5}])
+    # member 2 wins a and b (ties with 0 on a, with 1 on b) so dominates both; member 3 wins c
+    assert weights.tolist() == [0.0, 0.0, 2.0, 1.0]
+
+
+def test_pareto_without_instances_falls_back_to_the_islands_best():
+    archive, ids = pareto_archive([(0.2, {}), (0.9, {}), (0.5, {})])
+    observed = parent_counts(archive, ids, n=500)
+    assert observed.tolist() == [0.0, 500.0, 0.0]
+
+
+# ---------------------------------------------------------------- the pool's entry points
+
+
+@pytest.fixture(scope="module")
+def two_entry_problem() -> Iterator[Path]:
+    """A problem with `evaluate` and `minibatch`, in folders the sandbox user can read."""
+    root = Path(tempfile.mkdtemp(prefix="evoengine-kinds-"))
+    root.chmod(0o755)
+    (root / "seed.txt").write_text("hello\n")
+    (root / "problem.py").write_text(
+        "from pathlib import Path\n"
+        "from evoengine.problem import Problem\n"
+        "problem = Problem(name='two', description='d', initial='seed.txt', language='text', timeout_s=10)\n"
+        "def evaluate(path):\n    return {'score': float(len(Path(path).read_text())), 'feedback': 'full'}\n"
+        "def minibatch(path):\n    return {'score': 1.0, 'feedback': 'cheap'}\n")
+    for path in root.iterdir():
+        path.chmod(0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_pool_calls_the_entry_point_it_is_asked_for(two_entry_problem):
+    async def go():
+        pool = EvaluatorPool(two_entry_problem / "problem.py", 1, Limits(timeout_s=10))
+        await pool.start()
+        try:
+            return [await pool.evaluate("abc", entry=e) for e in ("evaluate", "minibatch", "nonesuch")]
+        finally:
+            await pool.close()
+
+    full, cheap, missing = asyncio.run(go())
+    assert (full.score, full.feedback) == (3.0, "full")
+    assert (cheap.score, cheap.feedback) == (1.0, "cheap")
+    assert not missing.valid and "no function nonesuch" in missing.feedback
+
+
+# ---------------------------------------------------------------- the minibatch gate, end to end
+
+
+def evaluated(run_dir: Path) -> list[tuple[bool, str, str]]:
+    conn = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT valid, feedback, metrics FROM candidates WHERE status='evaluated' "
+                            "ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+
+
+def test_minibatch_gate_admits_gated_children_with_the_reason_and_stays_in_budget(tmp_path):
+    run_dir = tmp_path / "run"
+    cli("run", "prompt_triage", "--budget", "40", "--run-dir", str(run_dir), "-q", check=True, cwd=REPO)
+    rows = evaluated(run_dir)
+    assert len(rows) == 40 and status(run_dir)["admitted"] == 40
+    gated = [r for r in rows if r[1].startswith("gate: scored")]
+    assert gated and all(not valid for valid, _, _ in gated)
+    assert all("not above its parent's" in fb and "not evaluated in full" in fb for _, fb, _ in gated)
+    assert all('"gate_score"' in m and '"parent_gate_score"' in m for _, _, m in gated)
+    passed = [r for r in rows[1:] if not r[1].startswith("gate:")]
+    assert passed and all('"gate_score"' in m for _, _, m in passed)
+
+
+def test_gate_off_evaluates_every_child_in_full(tmp_path):
+    run_dir = tmp_path / "run"
+    cli("run", "prompt_triage", "--budget", "15", "--run-dir", str(run_dir), "-q",
+        "--set", "evaluation.gate=false", check=True, cwd=REPO)
+    rows = evaluated(run_dir)
+    assert len(rows) == 15 and not any(fb.startswith("gate:") for _, fb, _ in rows)
+
+
+@pytest.mark.slow
+def test_offline_prompt_search_improves_clearly_over_the_seed(tmp_path):
+    run_dir = tmp_path / "run"
+    cli("run", "prompt_triage", "--budget", "150", "--run-dir", str(run_dir), "-q", check=True, cwd=REPO)
+    s = status(run_dir)
+    assert s["seed_score"] == pytest.approx(0.375)
+    assert s["best_score"] >= 0.6
