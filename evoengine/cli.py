@@ -13,7 +13,7 @@ from pathlib import Path
 from .errors import EvoError
 
 OFFLINE_NOTE = (
-    "no model configured: using the built-in offline operators (AST mutations, no model).\n"
+    "no model configured: using the built-in offline operators (AST edits for Python, line edits for text).\n"
     "  To use a model: evoengine run PROBLEM -c openai   (or -c vllm / -c ollama; see docs/models.md)"
 )
 

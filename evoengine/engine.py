@@ -69,7 +69,6 @@ class _Child:
     pid: int
     island: int
     parents: list[Candidate]
-    propose_s: float
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -170,6 +169,9 @@ class Engine:
         self._last_state = 0.0
         self._bar: tqdm | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._replaying = False
+        self._gate_scores: dict[int, asyncio.Future[float | None]] = {}  # minibatch scores by id
+        self._gate_warned = False
 
     # ------------------------------------------------------------ construction
 
@@ -318,12 +320,12 @@ class Engine:
         if not self.config.evaluation.gate or not callable(getattr(self.loaded.module, "minibatch", None)):
             return None
         if "entry" not in inspect.signature(self.pool.evaluate).parameters:
-            if not self.__dict__.get("_gate_warned"):
+            if not self._gate_warned:
                 self._gate_warned = True
                 log.warning("the %s evaluation backend cannot call minibatch(); the gate is off",
                             self.config.evaluation.backend)
             return None
-        cache: dict[int, asyncio.Future[float | None]] = self.__dict__.setdefault("_gate_scores", {})
+        cache = self._gate_scores
 
         async def minibatch(text: str, label: str) -> EvalResult:
             return await self.pool.evaluate(text, label=f"{label} (minibatch)", entry="minibatch")
@@ -396,7 +398,7 @@ class Engine:
                 continue
             parents = [sel.parent] + [c for c in sel.inspirations if c.id in proposal.parents[1:]]
             elapsed = time.monotonic() - t0
-            return _Child(proposal, pid, sel.island, parents, elapsed, {"propose_s": elapsed})
+            return _Child(proposal, pid, sel.island, parents, {"propose_s": elapsed})
         return None
 
     async def _screen(self, proposal: Proposal, island: int) -> str | None:
@@ -502,7 +504,7 @@ class Engine:
                 self.novelty.add(candidate)
             if self.best is None or candidate.fitness() > self.best.fitness():
                 self.best = candidate
-                if self.store is not None and not getattr(self, "_replaying", False):
+                if not self._replaying:
                     self._write_best()
 
     # ------------------------------------------------------------ seeds and replay

@@ -26,7 +26,7 @@ from conftest import REPO, cli, status
 pytestmark = pytest.mark.slow
 
 KILL_SEED = 20240607
-BUDGET = 260
+BUDGET = 160
 WORKER_MODULE = "evoengine.evaluation.worker"
 # What must never change once a candidate is admitted.
 ROW_COLUMNS = ("id", "seq", "text", "parents", "score", "valid", "island", "generation", "operator",
@@ -182,13 +182,13 @@ class Chaos:
 # ---------------------------------------------------------------- the test
 
 
-def test_resume_after_two_dozen_random_sigkills_loses_nothing(tmp_path, quadratic):
+def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
     run_dir = tmp_path / "run"
     logs = tmp_path / "logs"
     logs.mkdir()
     rng = random.Random(KILL_SEED)
     chaos = Chaos(run_dir, rng, logs)
-    kinds = ["start-up"] * 7 + ["mid-run"] * 8 + ["burst"] * 8
+    kinds = ["start-up"] * 7 + ["mid-run"] * 7 + ["burst"] * 6
     rng.shuffle(kinds)
     run_args = ["run", str(quadratic), "--budget", str(BUDGET), "--run-dir", str(run_dir), "-q",
                 "--set", "concurrency.evaluations=2"]
@@ -287,7 +287,7 @@ def test_resume_after_two_dozen_random_sigkills_loses_nothing(tmp_path, quadrati
 
     kills = [k for k in chaos.kills if not k.finished_by_itself]
     counts = {kind: sum(k.kind == kind for k in kills) for kind in ("start-up", "mid-run", "burst")}
-    assert len(kills) >= 20 and all(v >= 5 for v in counts.values()), counts
+    assert len(kills) >= 20 and all(v >= 6 for v in counts.values()), counts
     abandoned = statuses.get("abandoned", 0)
     summary = (f"{len(kills)} SIGKILLs ({counts}), {chaos.resumes} resumes, {BUDGET} admitted, "
                f"{abandoned} in-flight proposals abandoned and made again, {elapsed:.0f} s")
@@ -299,7 +299,7 @@ def test_kill_in_the_first_seconds_can_be_resumed_or_says_what_to_do(tmp_path, q
     """Killed while importing, creating the store, starting workers or scoring the seed: either
     `resume` carries on, or it says plainly that no run was started and how to start one."""
     outcomes = []
-    for n, delay in enumerate((0.15, 0.6, 1.0, 1.5, 2.2, 3.0)):
+    for n, delay in enumerate((0.15, 0.6, 1.2, 2.0, 3.0)):
         run_dir = tmp_path / f"run{n}"
         args = ["run", str(quadratic), "--budget", "4", "--run-dir", str(run_dir), "-q"]
         proc = subprocess.Popen([sys.executable, "-m", "evoengine.cli", *args], cwd=REPO,

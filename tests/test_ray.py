@@ -295,6 +295,9 @@ def test_candidates_scored_on_ray_match_the_local_pool_exactly(cluster, quadrati
     assert [r.score for r in on_ray[:4]] == [score_of(a) for a in (0.0, 1.5, 3.0, -1.0)]
     assert not any(r.valid for r in on_ray[4:])
     assert on_ray == local_results(QUADRATIC, Limits(timeout_s=10, memory_mb=1024), texts)
+    # another entry point of the problem file (the engine's minibatch gate uses one)
+    other = quadratic_on_ray.run(quadratic_on_ray.pool.evaluate(texts[0], entry="minibatch"))
+    assert not other.valid and "defines no function minibatch" in other.feedback
     assert "PID namespace" in quadratic_on_ray.pool.isolation or "process group" in quadratic_on_ray.pool.isolation
     assert quadratic_on_ray.pool.stats.evaluations >= len(texts)
 

@@ -169,9 +169,11 @@ class RayPool:
         for warning in message.get("warnings", []):
             log.warning("ray backend: %s", warning)
 
-    async def evaluate(self, text: str, *, label: str = "candidate") -> EvalResult:
-        """Score one candidate on the cluster. Never raises for anything the candidate does;
-        raises EvoError only when the cluster itself is gone (the run must stop)."""
+    async def evaluate(self, text: str, *, label: str = "candidate",
+                       entry: str = "evaluate") -> EvalResult:
+        """Score one candidate on the cluster with the problem's function `entry` (as the
+        local pool does). Never raises for anything the candidate does; raises EvoError only
+        when the cluster itself is gone (the run must stop)."""
         if self._slots is None:
             raise RuntimeError("RayPool.start() must be awaited before evaluate()")
         async with self._slots:
@@ -182,7 +184,7 @@ class RayPool:
             future: asyncio.Future = asyncio.get_running_loop().create_future()
             self._pending[request_id] = future
             try:
-                self._send({"id": request_id, "text": text, "label": label})
+                self._send({"id": request_id, "text": text, "label": label, "entry": entry})
                 reply = await future
             except asyncio.CancelledError:
                 self._send({"cancel": request_id})
@@ -369,7 +371,7 @@ _warm: dict[str, Any] = {}
 
 
 def evaluate_on_node(problem_file: str, limits_json: str, text: str | None,
-                     label: str) -> dict[str, Any]:
+                     label: str, entry: str = "evaluate") -> dict[str, Any]:
     """The Ray task: evaluate `text` with this worker's warm one-slot pool (`None`: only warm
     it up). The problem folder is the worker's current directory (the job's working_dir)."""
     node = _node_ip()
@@ -392,7 +394,7 @@ def evaluate_on_node(problem_file: str, limits_json: str, text: str | None,
     if text is None:
         return {"ready": True, "node": node, "isolation": pool.isolation}
     before = (pool.stats.wall_s, pool.stats.cpu_s, pool.stats.worker_restarts)
-    result = loop.run_until_complete(pool.evaluate(text, label=label))
+    result = loop.run_until_complete(pool.evaluate(text, label=label, entry=entry))
     return {"result": result.to_dict(), "node": node, "pid": os.getpid(),
             "wall_s": pool.stats.wall_s - before[0], "cpu_s": pool.stats.cpu_s - before[1],
             "restarts": pool.stats.worker_restarts - before[2] + int(fresh)}
@@ -443,12 +445,13 @@ class _Driver:
             ray.init(address=plan["address"], runtime_env=runtime_env,
                      logging_level=logging.WARNING, log_to_driver=False)
         else:  # a private Ray on this machine (loopback only), never someone else's running one
-            slots_per_node = int(plan["slots"]) + 1  # +1 for the warm-up
+            # Keep a warm Ray worker per slot (+1 for the warm-up) even with fractional
+            # ray.num_cpus; Ray's default keeps one idle worker per CPU.
+            soft_limit = max(int(plan["slots"]) + 1, os.cpu_count() or 1)
             ray.init(address="local", runtime_env=runtime_env, include_dashboard=False,
                      object_store_memory=256 * 2**20, logging_level=logging.WARNING,
                      log_to_driver=False, _node_ip_address=LOCAL_RAY_IP,
-                     # keep a warm Ray worker per slot even with fractional ray.num_cpus
-                     _system_config={"num_workers_soft_limit": max(slots_per_node, os.cpu_count() or 1)})
+                     _system_config={"num_workers_soft_limit": soft_limit})
         options: dict[str, Any] = {
             "num_cpus": plan["num_cpus"], "num_gpus": plan["num_gpus"],
             "max_retries": plan["max_retries"], "retry_exceptions": False,
@@ -484,9 +487,10 @@ class _Driver:
                             "(see ray.num_cpus / ray.num_gpus / ray.memory_mb)")
         return {"cluster": cluster, "warnings": warnings}
 
-    def submit(self, request_id: int | None, text: str | None, label: str) -> Any:
+    def submit(self, request_id: int | None, text: str | None, label: str,
+               entry: str = "evaluate") -> Any:
         ref = self.task.options(name=f"evoengine {label}"[:100]).remote(
-            self.plan["problem_file"], self.plan["limits"], text, label)
+            self.plan["problem_file"], self.plan["limits"], text, label, entry)
         if request_id is not None:
             self.refs[request_id] = ref
         return ref
@@ -547,7 +551,8 @@ class _Driver:
                 self.cancel(int(message["cancel"]))
             elif "id" in message:
                 ref = self.submit(int(message["id"]), str(message["text"]),
-                                  str(message.get("label", "candidate")))
+                                  str(message.get("label", "candidate")),
+                                  str(message.get("entry", "evaluate")))
                 task = asyncio.ensure_future(self.finish(int(message["id"]), ref))
                 running.add(task)
                 task.add_done_callback(running.discard)
@@ -556,7 +561,7 @@ class _Driver:
 
 
 def driver_main(argv: list[str]) -> int:
-    """The driver process: `python -m evoengine.evaluation.ray_backend PLAN_JSON`."""
+    """The driver process (`python -c _DRIVER_COMMAND PLAN_JSON`): connect, warm up, serve."""
     plan = json.loads(argv[0])
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # Ray's own prints must not corrupt the protocol

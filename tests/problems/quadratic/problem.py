@@ -23,7 +23,7 @@ def evaluate(path: str) -> EvalResult:
         return EvalResult.invalid(str(exc))
     if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
         return EvalResult.invalid(f"params() must return three numbers, got {value!r}")
-    error = sum((v - t) ** 2 for v, t in zip(value, TARGET))
+    error = sum((v - t) ** 2 for v, t in zip(value, TARGET, strict=True))
     return EvalResult(
         score=-error,
         metrics={"error": error},
