@@ -353,12 +353,14 @@ def load_config(
     preset: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
+    base_source: str = "the saved config",
 ) -> Config:
-    """Build a `Config`: defaults < `base` (e.g. a resumed run's) < preset < overrides."""
+    """Build a `Config`: defaults < `base` (e.g. a resumed run's) < preset < overrides.
+    `base_source` names where `base` came from in error messages (e.g. a run's config.yaml)."""
     if base is not None and not isinstance(base, dict):
-        raise ConfigError(f"the saved config is not a mapping of keys (got {type(base).__name__})")
+        raise ConfigError(f"{base_source}: expected a mapping of keys at the top level (got {type(base).__name__})")
     data: dict[str, Any] = dict(base or {})
-    sources = []
+    sources = [base_source] if base is not None else []
     if preset is not None:
         path = find_preset("configs", str(preset))
         data = _merge(data, _layer(path))

@@ -108,7 +108,7 @@ def test_absurdly_nested_yaml_is_a_config_error(tmp_path):
 
 
 def test_a_saved_config_that_is_not_a_mapping_is_a_config_error():
-    with pytest.raises(ConfigError, match="not a mapping"):
+    with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(None, [], base=["budget"])
 
 
