@@ -17,7 +17,6 @@ import ast
 import asyncio
 import collections
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -171,7 +170,6 @@ class Engine:
         self._tasks: set[asyncio.Task] = set()
         self._replaying = False
         self._gate_scores: dict[int, asyncio.Future[float | None]] = {}  # minibatch scores by id
-        self._gate_warned = False
 
     # ------------------------------------------------------------ construction
 
@@ -318,12 +316,6 @@ class Engine:
         None: passed (its score goes to `proposal.meta["gate_score"]`, then its metrics).
         Minibatch scores are cached in memory by candidate id, so a parent is scored once."""
         if not self.config.evaluation.gate or not callable(getattr(self.loaded.module, "minibatch", None)):
-            return None
-        if "entry" not in inspect.signature(self.pool.evaluate).parameters:
-            if not self._gate_warned:
-                self._gate_warned = True
-                log.warning("the %s evaluation backend cannot call minibatch(); the gate is off",
-                            self.config.evaluation.backend)
             return None
         cache = self._gate_scores
 

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 # EVOLVE-BLOCK-START
 def solve(task, ask, budget):
-    """Ask the oracle the task's question once and trust the reply."""
-    return ask(task).strip()
+    """Ask the oracle the task's question `votes` times and keep the most common reply.
+
+    With one vote this is a single call that trusts the reply.
+    """
+    votes = 1
+    replies = [ask(task).strip() for _ in range(max(1, min(votes, budget)))]
+    return max(replies, key=replies.count)
 # EVOLVE-BLOCK-END
 
 
