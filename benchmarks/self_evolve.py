@@ -38,9 +38,10 @@ def main() -> None:
     args = ap.parse_args()
     run_dir = args.run_dir or Path(tempfile.mkdtemp()) / "self-evolve"
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "evoengine.cli", "self-evolve", "--budget", str(args.budget),
-                    "--inner-budget", str(args.inner_budget), "--seeds", str(args.seeds),
-                    "--suite", args.suite, "--run-dir", str(run_dir), "-q"], check=True)
+    if not (run_dir / "best" / "harness.py").exists():  # else: compare an earlier run's result
+        subprocess.run([sys.executable, "-m", "evoengine.cli", "self-evolve", "--budget", str(args.budget),
+                        "--inner-budget", str(args.inner_budget), "--seeds", str(args.seeds),
+                        "--suite", args.suite, "--run-dir", str(run_dir), "-q"], check=True)
     evolve_s = time.monotonic() - t0
     best = run_dir / "best" / "harness.py"
     problems = [str(resolve_problem_path(p.strip()).parent) for p in args.suite.split(",")]

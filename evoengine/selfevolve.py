@@ -227,7 +227,7 @@ def inner_search(harness: Path, problem: str, seed: int, budget: int, overrides:
 
     config = load_config(None, [
         *overrides, f"seed={seed}", f"budget.candidates={budget}", "concurrency.deterministic=true",
-        "concurrency.proposals=1", "concurrency.evaluations=1",
+        "concurrency.proposals=1", "concurrency.evaluations=1", *([] if proxy else [f"harness={harness}"]),
     ], base={})
     agent = HarnessProxy(harness, config) if proxy else None
     try:

@@ -61,12 +61,14 @@ _engine.improvement_reward = lambda *args, **kwargs: 1.0
     assert cheated < 10
 
 
-def test_a_broken_harness_fails_its_proposals_not_the_run(tmp_path):
+@pytest.mark.parametrize("proxy", [True, False])
+def test_a_broken_harness_fails_its_proposals_not_the_run(tmp_path, proxy):
     broken = tmp_path / "broken.py"
     broken.write_text(DEFAULT_HARNESS.read_text().replace(
         "def offline_plan(ctx):", "def offline_plan(ctx):\n    raise RuntimeError('no plan today')\n"
         "\n\ndef _unused(ctx):"))
-    assert inner_search(broken, QUADRATIC, 1, 5, []) == 0.0
+    assert inner_search(broken, QUADRATIC, 1, 5, [], proxy=proxy) == 0.0
+    assert inner_search(DEFAULT_HARNESS, QUADRATIC, 1, 5, [], proxy=proxy) > 0.0
 
 
 @pytest.mark.slow
