@@ -290,8 +290,10 @@ def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
     counts = {kind: sum(k.kind == kind for k in kills) for kind in ("start-up", "mid-run", "burst")}
     assert len(kills) >= 20 and all(v >= 6 for v in counts.values()), counts
     abandoned = statuses.get("abandoned", 0)
-    summary = (f"{len(kills)} SIGKILLs ({counts}), {chaos.resumes} resumes, {BUDGET} admitted, "
-               f"{abandoned} in-flight proposals abandoned and made again, {elapsed:.0f} s")
+    of_resume = sum(k.command == "resume" for k in kills)
+    summary = (f"{len(kills)} SIGKILLs ({counts}; {len(kills) - of_resume} of `run`, {of_resume} of "
+               f"`resume`), {chaos.resumes} resumes in all, {BUDGET} admitted, {abandoned} in-flight "
+               f"proposals abandoned and made again, {elapsed:.0f} s")
     print(summary)
     (tmp_path / "summary.txt").write_text(summary + "\n" + "\n".join(map(str, kills)))
 

@@ -87,54 +87,64 @@ _CANDIDATE_COLUMNS = (
 )
 
 
-@contextmanager
-def _as_store_error(path: str) -> Iterator[None]:
-    """Turn SQLite's complaints about the file (damaged, unreadable, locked, missing tables)
-    into a `StoreError` that names the file; constraint and API misuse errors stay bugs."""
-    try:
-        yield
-    except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
-        raise
-    except sqlite3.DatabaseError as exc:
-        text = str(exc)
-        if "malformed" in text or "not a database" in text:
-            raise StoreError(
-                f"{path} is damaged ({text}): it is not a readable evoengine store. Restore a copy, "
-                f"or salvage what is left with `sqlite3 {path} .recover`"
-            ) from exc
-        raise StoreError(f"cannot read or write {path}: {text}") from exc
+def _raise_store_error(exc: sqlite3.DatabaseError, path: str) -> None:
+    """Re-raise SQLite's complaints about the file (damaged, unreadable, locked, missing
+    tables) as a `StoreError` that names it; constraint and API misuse errors stay bugs."""
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+        raise exc
+    text = str(exc)
+    if "malformed" in text or "not a database" in text:
+        raise StoreError(
+            f"{path} is damaged ({text}): it is not a readable evoengine store. Restore a copy, "
+            f"or salvage what is left with `sqlite3 {path} .recover`"
+        ) from exc
+    raise StoreError(f"cannot read or write {path}: {text}") from exc
 
 
 class _Cursor(sqlite3.Cursor):
-    """A cursor whose SQLite errors about the file are `StoreError`s (see `_as_store_error`)."""
+    """A cursor whose SQLite errors about the file are `StoreError`s (`_raise_store_error`)."""
 
     def execute(self, sql: str, parameters: Any = ()) -> _Cursor:
-        with _as_store_error(self.connection.store_path):
+        try:
             return super().execute(sql, parameters)
+        except sqlite3.DatabaseError as exc:
+            _raise_store_error(exc, self.connection.store_path)
 
     def executemany(self, sql: str, seq: Any) -> _Cursor:
-        with _as_store_error(self.connection.store_path):
+        try:
             return super().executemany(sql, seq)
+        except sqlite3.DatabaseError as exc:
+            _raise_store_error(exc, self.connection.store_path)
 
     def executescript(self, script: str) -> _Cursor:
-        with _as_store_error(self.connection.store_path):
+        try:
             return super().executescript(script)
+        except sqlite3.DatabaseError as exc:
+            _raise_store_error(exc, self.connection.store_path)
 
     def fetchone(self) -> Any:
-        with _as_store_error(self.connection.store_path):
+        try:
             return super().fetchone()
+        except sqlite3.DatabaseError as exc:
+            _raise_store_error(exc, self.connection.store_path)
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
-        with _as_store_error(self.connection.store_path):
+        try:
             return super().fetchmany(self.arraysize if size is None else size)
+        except sqlite3.DatabaseError as exc:
+            _raise_store_error(exc, self.connection.store_path)
 
     def fetchall(self) -> list[Any]:
-        with _as_store_error(self.connection.store_path):
+        try:
             return super().fetchall()
+        except sqlite3.DatabaseError as exc:
+            _raise_store_error(exc, self.connection.store_path)
 
     def __next__(self) -> Any:
-        with _as_store_error(self.connection.store_path):
+        try:
             return super().__next__()
+        except sqlite3.DatabaseError as exc:
+            _raise_store_error(exc, self.connection.store_path)
 
 
 class _Connection(sqlite3.Connection):
@@ -146,13 +156,13 @@ class _Connection(sqlite3.Connection):
         return super().cursor(factory or _Cursor)
 
     def execute(self, sql: str, parameters: Any = ()) -> _Cursor:
-        return self.cursor().execute(sql, parameters)
+        return super().cursor(_Cursor).execute(sql, parameters)
 
     def executemany(self, sql: str, seq: Any) -> _Cursor:
-        return self.cursor().executemany(sql, seq)
+        return super().cursor(_Cursor).executemany(sql, seq)
 
     def executescript(self, script: str) -> _Cursor:
-        return self.cursor().executescript(script)
+        return super().cursor(_Cursor).executescript(script)
 
 
 def _row_to_candidate(row: sqlite3.Row) -> Candidate:
