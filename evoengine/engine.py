@@ -183,13 +183,20 @@ class Engine:
             raise ProblemError(f"{loaded.problem.initial_path}: {exc}") from exc
         imports = _imports_from(Path(from_run), config.islands.count) if from_run else []
         run_dir = Path(run_dir) if run_dir else new_run_dir(Path("runs"), loaded.problem.name)
+        if (run_dir / "archive.sqlite").exists():
+            raise StoreError(f"{run_dir} already holds a run: resume it with `evoengine resume {run_dir}` "
+                             f"or pick a new --run-dir")
+        try:  # the config first: a store without its config could not be resumed
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_atomic(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
+        except OSError as exc:
+            raise StoreError(f"cannot write to run directory {run_dir}: {exc}; choose another with --run-dir") from exc
         store = RunStore.create(run_dir, {
             "problem": loaded.problem.name,
             "problem_path": str(loaded.path),
             "evoengine_version": __version__,
             "from_run": str(from_run) if from_run else None,
         })
-        _write_atomic(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
         return cls(run_dir, config, loaded, store, progress=progress, imports=imports, harness=harness)
 
     @classmethod
@@ -228,6 +235,8 @@ class Engine:
             if abandoned:
                 log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
             self._replay()
+            if self.best is not None:  # a kill may have come between admission and best/
+                self._write_best()
             if self.admitted == 0:
                 await self._evaluate_seeds()
             self._open_bar()

@@ -316,16 +316,17 @@ def test_kill_in_the_first_seconds_can_be_resumed_or_says_what_to_do(tmp_path, q
         resumed = cli("resume", str(run_dir), "-q")
         assert "Traceback" not in resumed.stderr
         if resumed.returncode == 0:
-            outcomes.append("resumed")
+            outcomes.append(f"{delay} s: resumed")
         else:
             assert resumed.returncode == 2, resumed.stderr
             assert str(run_dir) in resumed.stderr, resumed.stderr
             assert "does not exist" in resumed.stderr or "evoengine run" in resumed.stderr, resumed.stderr
             cli(*args, check=True)  # nothing was there to lose: the same command starts it
-            outcomes.append("started again")
+            outcomes.append(f"{delay} s: started again")
         assert status(run_dir)["admitted"] == 4
         assert integrity(run_dir) == "ok"
-    assert "resumed" in outcomes, outcomes  # at least one kill landed after the store existed
+    print("kill in the first seconds:", outcomes)
+    assert any(o.endswith("resumed") for o in outcomes), outcomes  # at least one kill landed after the store existed
 
 
 @pytest.mark.slow

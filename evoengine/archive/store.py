@@ -202,8 +202,8 @@ class RunStore:
 
     @classmethod
     def create(cls, run_dir: Path, meta: dict[str, Any]) -> RunStore:
-        """A new store in `run_dir`. It is built beside its final name and renamed into place,
-        so a process killed meanwhile leaves either a complete store or none at all."""
+        """A new store, made whole in a temporary file and then renamed into place, so a kill
+        at any moment leaves either no store or a complete empty one."""
         run_dir = Path(run_dir)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -212,22 +212,24 @@ class RunStore:
         path = run_dir / FILENAME
         if path.exists():
             raise StoreError(f"{path} already exists: resume it with `evoengine resume {run_dir}` or pick a new --run-dir")
-        draft = run_dir / f".{FILENAME}.new"
+        tmp = run_dir / f".{FILENAME}.new"
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
         try:
-            for leftover in (draft, draft.with_name(draft.name + "-journal")):
-                leftover.unlink(missing_ok=True)  # from a start that was killed
-            conn = sqlite3.connect(draft, isolation_level=None)
+            conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 conn.executescript(SCHEMA)
-                conn.execute("BEGIN IMMEDIATE")
-                for key, value in {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}.items():
-                    conn.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+                conn.execute("BEGIN")
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    (k, json.dumps(v))
+                    for k, v in {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}.items()
+                ])
                 conn.execute("COMMIT")
             finally:
                 conn.close()
-            os.replace(draft, path)
+            os.replace(tmp, path)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot create the run store {path}: {exc}; choose another --run-dir") from exc
+            raise StoreError(f"cannot write a run store in {run_dir}: {exc}; choose another with --run-dir") from exc
         return cls._connect(path, readonly=False)
 
     @classmethod
