@@ -5,11 +5,16 @@ answers every chat request after exactly `--latency` seconds with a one-line SEA
 edit; the engine runs in this process through the real `openai` client, on the cheap test
 problem tests/problems/quadratic. We report:
 
-- busy fraction: the concurrency bound (N x latency / proposals in flight) divided by the
-  whole run's wall time, start-up included (1.0 = the model was never left idle);
+- busy fraction: the concurrency bound ((N - 1) x latency / proposals in flight: the seed
+  needs no model) divided by the wall time, for the whole run (start-up included: imports,
+  warming the sandboxes, checking the model, evaluating the seed) and for the search alone
+  (from the seed's admission to the last one);
+- slots busy: the time model calls were actually in flight (their measured latency, which
+  includes the simulated server's own work) over proposals-in-flight x search wall time;
 - engine CPU per candidate: this process's CPU time (select, prompt, HTTP client, parse,
-  novelty, store, bandit, bookkeeping) divided by N;
-- total CPU per candidate: the same plus every evaluator worker and sandbox process.
+  screening, store, archive, bandit, bookkeeping) per candidate, during the search alone;
+- total CPU per candidate: the same plus every evaluator worker and sandbox process, for
+  the whole run, start-up included.
 
     python benchmarks/engine_overhead.py --candidates 200 --latency 0.2 --proposals 4
 """
@@ -20,6 +25,7 @@ import argparse
 import asyncio
 import json
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -73,6 +79,15 @@ def main() -> None:
         from evoengine.config import load_config
         from evoengine.engine import Engine
 
+        marks: dict[str, float] = {}
+        commit = Engine._commit
+
+        def timed_commit(self, candidate, reward):  # mark the end of start-up: the seed's admission
+            commit(self, candidate, reward)
+            if "search" not in marks:
+                marks.update(search=time.monotonic(), cpu=cpu(resource.RUSAGE_SELF))
+
+        Engine._commit = timed_commit
         config = load_config(None, [
             f"budget.candidates={args.candidates}",
             f"concurrency.proposals={args.proposals}",
@@ -82,7 +97,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             engine = Engine.create(REPO / "tests" / "problems" / "quadratic", config, run_dir=Path(tmp) / "run")
             summary = asyncio.run(engine.run())
+            calls = sqlite3.connect(Path(tmp) / "run" / "archive.sqlite").execute(
+                "SELECT COUNT(*), SUM(latency_s) FROM model_calls").fetchone()
         wall = time.monotonic() - t0
+        search_wall = time.monotonic() - marks["search"]
+        search_cpu = cpu(resource.RUSAGE_SELF) - marks["cpu"]
         self_cpu = cpu(resource.RUSAGE_SELF) - cpu0_self
         child_cpu = cpu(resource.RUSAGE_CHILDREN) - cpu0_children
     finally:
@@ -97,11 +116,16 @@ def main() -> None:
         "proposals_in_flight": args.proposals,
         "evaluations_in_flight": args.evaluations,
         "wall_s": round(wall, 3),
+        "start_up_s": round(wall - search_wall, 3),
         "wall_s_with_interpreter_start": round(time.monotonic() - t_start, 3),
         "concurrency_bound_s": round(bound, 3),
-        "busy_fraction": round(bound / wall, 3),
-        "engine_cpu_ms_per_candidate": round(1000 * self_cpu / n, 2),
-        "total_cpu_ms_per_candidate": round(1000 * (self_cpu + child_cpu) / n, 2),
+        "busy_fraction_whole_run": round(bound / wall, 3),
+        "busy_fraction_search": round(bound / search_wall, 3),
+        "model_calls": calls[0],
+        "mean_call_latency_s": round(calls[1] / calls[0], 4),
+        "slots_busy_search": round(calls[1] / (args.proposals * search_wall), 3),
+        "engine_cpu_ms_per_candidate_search": round(1000 * search_cpu / proposals, 2),
+        "total_cpu_ms_per_candidate_whole_run": round(1000 * (self_cpu + child_cpu) / n, 2),
         "best_score": summary.best.score if summary.best else None,
     }, indent=2))
 

@@ -227,10 +227,13 @@ class Engine:
                 pass
         message = ""
         try:
-            await self.pool.start()
+            # Start-up work overlaps: sandboxes warm up, models are checked, pyribs is imported.
             start = getattr(self.proposer, "start", None)
-            if start is not None:
-                await start()
+            await asyncio.gather(
+                self.pool.start(),
+                start() if start is not None else asyncio.sleep(0),
+                asyncio.to_thread(_preload, self.config),
+            )
             abandoned = self.store.abandon_pending()
             if abandoned:
                 log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
@@ -611,6 +614,12 @@ class Engine:
             best=self.best, stopped=self._stop or "budget", elapsed_s=self.elapsed(), spend=self.spend,
             best_path=self.best_path(), message=message,
         )
+
+
+def _preload(config: Config) -> None:
+    """Heavy imports the first admission would otherwise wait for."""
+    if config.elites.enabled:
+        import ribs.archives  # noqa: F401
 
 
 def _imports_from(run_dir: Path, n: int) -> list[Candidate]:

@@ -13,11 +13,14 @@ import os
 import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import REPO, cli
+from test_crash_safety import wait_for_no_evaluators
 
 READ_COMMANDS = (("resume",), ("status",), ("status", "--json"), ("best",), ("lineage",), ("report",))
 
@@ -155,7 +158,7 @@ def test_an_unwritable_run_directory_is_refused_before_anything_starts(tmp_path,
     else:
         run_dir = Path("/proc") / f"evoengine-test-{os.getpid()}" / "run"
     refused(cli("run", str(quadratic), "--run-dir", str(run_dir)),
-            f"cannot create run directory {run_dir}", "choose another with --run-dir")
+            f"run directory {run_dir}", "choose another with --run-dir")
     assert not run_dir.exists()
 
 
@@ -164,7 +167,7 @@ def test_run_dir_of_an_existing_run_is_refused_and_suggests_resume(tmp_path, qua
     run_dir = copy_run(finished_run, tmp_path / "run")
     before = fingerprint(run_dir)
     refused(cli("run", str(quadratic), "--budget", "20", "--run-dir", str(run_dir), "--set", "seed=5"),
-            "already exists", f"evoengine resume {run_dir}")
+            str(run_dir), f"resume it with `evoengine resume {run_dir}`", "pick a new --run-dir")
     assert fingerprint(run_dir) == before  # not a byte of config.yaml, best/ or the rows changed
 
 
@@ -238,15 +241,22 @@ def test_unreachable_model_and_missing_key_stop_the_run_before_anything_is_spent
             api_key_env: null
         """))
     run_dir = tmp_path / "run"
-    err = refused(cli("run", str(quadratic), "-c", str(config), "--budget", "5", "--run-dir", str(run_dir), "-q"),
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evoengine.cli", "run", str(quadratic), "-c", str(config), "--budget", "5",
+         "--run-dir", str(run_dir), "-q"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    out, err = proc.communicate(timeout=300)
+    err = refused(subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
                   "model pre-flight check failed, nothing was spent",
                   f"model 'm' (http://127.0.0.1:{port}/v1): the environment variable {unset}",
                   f"export {unset}=<key>",
                   f"model 'local': cannot reach http://127.0.0.1:{port}/v1")
     assert err.count("error: ") == 1  # one error, listing both models
+    assert not wait_for_no_evaluators({proc.pid})  # the workers started meanwhile are gone
     conn = sqlite3.connect(run_dir / "archive.sqlite")
     try:  # the seed was not even evaluated, and no model was called
-        assert conn.execute("SELECT COUNT(*) FROM candidates WHERE status='evaluated'").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM model_calls").fetchone()[0] == 0
     finally:
         conn.close()
