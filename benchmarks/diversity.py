@@ -23,8 +23,8 @@ from evoengine.engine import Engine
 REPO = Path(__file__).resolve().parent.parent
 
 SETUPS = {
-    "islands + MAP-Elites": [],  # the defaults: 4 islands, ring migration, grid elites, mixed selection
-    "islands + MAP-Elites, elite parents 0.3": ["selection.elites=0.3", "selection.exploit=0.5"],
+    "islands + MAP-Elites": ["islands.count=4"],  # ring migration, grid elites, mixed selection
+    "islands + MAP-Elites, elite parents 0.3": ["islands.count=4", "selection.elites=0.3", "selection.exploit=0.5"],
     "single population": [
         "islands.count=1", "elites.enabled=false", "selection.exploit=1.0", "selection.explore=0.0",
         "selection.elites=0.0", "selection.diverse_inspirations=0",
