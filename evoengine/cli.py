@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `evoengine status RUN | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

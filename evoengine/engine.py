@@ -36,7 +36,7 @@ from .archive import Archive
 from .archive.store import RunStore
 from .candidate import Candidate
 from .config import Config, load_config
-from .errors import EvoError, ModelError, ProblemError, StoreError
+from .errors import ConfigError, EvoError, ModelError, ProblemError, StoreError
 from .evaluation import EvaluatorPool, Limits
 from .novelty import Novelty
 from .operators import ModelCall, Proposal, ProposalContext, ProposalFailed, Proposer
@@ -205,13 +205,19 @@ class Engine:
         run_dir = Path(run_dir)
         store = RunStore.open(run_dir)
         meta = store.meta()
+        config_path = run_dir / "config.yaml"
         try:
-            saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        except OSError as exc:
-            raise StoreError(f"{run_dir}/config.yaml cannot be read: {exc}") from exc
+            saved = yaml.safe_load(config_path.read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{config_path} cannot be read: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
         extra = [*overrides, *([f"budget.candidates={budget}"] if budget else [])]
-        config = load_config(None, extra, base=saved)
-        loaded = load_problem(meta["problem_path"])
+        config = load_config(None, extra, base=saved, base_source=str(config_path))
+        try:
+            loaded = load_problem(meta["problem_path"])
+        except ProblemError as exc:
+            raise ProblemError(f"this run's problem (recorded as {meta['problem_path']}): {exc}") from exc
         if extra:
             _write_atomic(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
         return cls(run_dir, config, loaded, store, progress=progress)
@@ -522,7 +528,8 @@ class Engine:
             if index == 0 and not result.valid:
                 raise ProblemError(
                     f"{self.problem.initial_path}: the seed scores invalid, so there is nothing to evolve "
-                    f"from. Evaluator feedback:\n{result.feedback}"
+                    f"from. Evaluator feedback:\n{result.feedback}\n"
+                    f"Fix the seed (or the evaluator), then `evoengine resume {self.run_dir}`."
                 )
             candidate = Candidate(
                 id=pid, text=text, island=(index - 1) % self.config.islands.count if index else 0,
@@ -605,8 +612,8 @@ class Engine:
         try:
             self.store.abandon_pending()
             self.store.put_state({"elapsed_s": self.elapsed(), **self._snapshot()})
-        except Exception:  # the store must never be the reason a stop fails
-            log.exception("could not write the final state snapshot")
+        except Exception as exc:  # the store must never be the reason a stop fails
+            log.warning("could not write the final state snapshot: %s", exc)
 
     def _summary(self, message: str) -> RunSummary:
         return RunSummary(

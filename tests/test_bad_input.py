@@ -185,6 +185,20 @@ def test_a_store_from_another_schema_version_is_refused_untouched(tmp_path, fini
     assert fingerprint(run_dir) == before
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("text, says", [
+    ("budget: [\n", "not valid YAML"),
+    ("islands:\n  cuont: 3\n", "did you mean 'islands.count'"),
+    ("- a list\n", "expected a mapping of keys"),
+])
+def test_a_hand_damaged_config_yaml_of_a_run_is_named(tmp_path, finished_run, text, says):
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    (run_dir / "config.yaml").write_text(text)
+    before = fingerprint(run_dir)
+    refused(cli("resume", str(run_dir), "-q"), str(run_dir / "config.yaml"), says)
+    assert fingerprint(run_dir) == before
+
+
 def _damage(run_dir: Path, how: str) -> None:
     store = run_dir / "archive.sqlite"
     conn = sqlite3.connect(store)

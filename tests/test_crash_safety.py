@@ -119,7 +119,7 @@ class Chaos:
     resumes: int = 0
 
     def spawn(self, args: list[str], cycle: int) -> subprocess.Popen:
-        out = open(self.log_dir / f"cycle{cycle:02d}.log", "w")  # noqa: SIM115 (closed by the child's end)
+        out = open(self.log_dir / f"cycle{cycle:02d}.log", "w")  # the child keeps its own copy
         proc = subprocess.Popen(
             [sys.executable, "-m", "evoengine.cli", *args], cwd=REPO, stdout=out, stderr=out,
             start_new_session=True,
@@ -199,7 +199,8 @@ def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
 
     def check_after_kill(kill: Kill) -> None:
         assert not kill.finished_by_itself, (
-            f"cycle {kill.cycle}: the run reached its budget before the kill; raise BUDGET\n"
+            f"cycle {kill.cycle}: the process ended before the kill (budget reached? then raise "
+            f"BUDGET). Its output:\n{(logs / f'cycle{kill.cycle:02d}.log').read_text()[-3000:]}\n"
             + "\n".join(map(str, chaos.kills)))
         left = wait_for_no_evaluators(chaos.engine_pids)
         assert not left, f"cycle {kill.cycle} ({kill.kind}): evaluator processes outlived the kill: {left}"
