@@ -11,6 +11,7 @@ proposer in `operators.llm`.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,3 +88,39 @@ class Proposer(Protocol):
         """Per-arm calls, mean reward, cost, selection probability (for `status`)."""
 
     async def aclose(self) -> None: ...
+
+
+class BuiltinProposer:
+    """What the model-free proposers share: one bandit arm, "offline", that costs nothing,
+    and counts of what it proposed and earned. Subclasses implement `_propose(ctx)`."""
+
+    ARM = "offline"
+
+    def __init__(self) -> None:
+        self.observed = 0  # children evaluated, as reported through `observe`
+        self.reward = 0.0  # their summed rewards
+        self.made: dict[str, int] = {}  # proposals made, by operator
+
+    def _propose(self, ctx: ProposalContext) -> Proposal:
+        raise NotImplementedError
+
+    def arms(self) -> list[str]:
+        return [self.ARM]
+
+    async def propose(self, ctx: ProposalContext) -> Proposal:
+        proposal = self._propose(ctx)
+        self.made[proposal.operator] = self.made.get(proposal.operator, 0) + 1
+        return proposal
+
+    def observe(self, arm: str, reward: float, cost: float) -> None:
+        if arm == self.ARM:
+            self.observed += 1
+            self.reward += min(max(reward, 0.0), 1.0) if math.isfinite(reward) else 0.0
+
+    def stats(self) -> dict[str, Any]:
+        mean = self.reward / self.observed if self.observed else 0.0
+        return {self.ARM: {"calls": self.observed, "mean_reward": mean, "cost": 0.0,
+                           "probability": 1.0, "proposed": dict(self.made)}}
+
+    async def aclose(self) -> None:
+        return None

@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..candidate import Candidate
-from . import Proposal, ProposalContext, ProposalFailed
+from . import BuiltinProposer, Proposal, ProposalContext, ProposalFailed
 from .patches import Block, PatchError, check_frozen, evolve_blocks, reindent, splice_blocks
 
 log = logging.getLogger(__name__)
 
-ARM = "offline"
+ARM = BuiltinProposer.ARM
 WEIGHTS = {"constant": 0.6, "operator": 0.1, "statement": 0.1, "crossover": 0.2}
 
 _NUMBER_TYPES = (int, float)
@@ -690,7 +690,7 @@ def _checked(weights: dict[str, float]) -> dict[str, float]:
     return {k: float(w) for k, w in weights.items() if w > 0}
 
 
-class OfflineProposer:
+class OfflineProposer(BuiltinProposer):
     """The built-in operators as a `Proposer`: one bandit arm, "offline", that costs nothing.
 
     `weights` sets how often each operator family is tried (constant, operator, statement,
@@ -703,36 +703,7 @@ class OfflineProposer:
         self.weights = _checked(WEIGHTS if weights is None else weights)
         self.policy = policy
         self.tries = max(1, tries)
-        self.observed = 0  # children evaluated, as reported through `observe`
-        self.reward = 0.0  # their summed rewards
-        self.made: dict[str, int] = {}  # proposals made, by operator
-
-    def arms(self) -> list[str]:
-        return [ARM]
-
-    async def propose(self, ctx: ProposalContext) -> Proposal:
-        proposal = self._propose(ctx)
-        self.made[proposal.operator] = self.made.get(proposal.operator, 0) + 1
-        return proposal
-
-    def observe(self, arm: str, reward: float, cost: float) -> None:
-        if arm == ARM:
-            self.observed += 1
-            self.reward += min(max(reward, 0.0), 1.0) if math.isfinite(reward) else 0.0
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            ARM: {
-                "calls": self.observed,
-                "mean_reward": self.reward / self.observed if self.observed else 0.0,
-                "cost": 0.0,
-                "probability": 1.0,
-                "proposed": dict(self.made),
-            }
-        }
-
-    async def aclose(self) -> None:
-        return None
+        super().__init__()
 
     # -- making one child
 

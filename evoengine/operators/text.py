@@ -29,22 +29,20 @@ from __future__ import annotations
 
 import difflib
 import logging
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from ..candidate import Candidate
 from ..problem import Problem
-from . import Proposal, ProposalContext, ProposalFailed
+from . import BuiltinProposer, Proposal, ProposalContext, ProposalFailed
 from .patches import Block, PatchError, check_frozen, evolve_blocks, splice_blocks
 
 log = logging.getLogger(__name__)
 
-ARM = "offline"
+ARM = BuiltinProposer.ARM
 WEIGHTS = {"vocabulary": 0.35, "borrow": 0.15, "crossover": 0.2, "delete": 0.15, "duplicate": 0.05,
            "swap": 0.1}
 NEEDS_OTHER = ("borrow", "crossover")
@@ -230,7 +228,7 @@ def _checked(weights: dict[str, float]) -> dict[str, float]:
     return {k: float(w) for k, w in weights.items() if w > 0}
 
 
-class TextProposer:
+class TextProposer(BuiltinProposer):
     """The line operators as a `Proposer`: one bandit arm, "offline", that costs nothing.
 
     `weights` sets how often each operator is tried (keys of `WEIGHTS`); an operator that
@@ -241,30 +239,7 @@ class TextProposer:
     def __init__(self, weights: dict[str, float] | None = None, tries: int = 8):
         self.weights = _checked(WEIGHTS if weights is None else weights)
         self.tries = max(1, tries)
-        self.observed = 0
-        self.reward = 0.0
-        self.made: dict[str, int] = {}
-
-    def arms(self) -> list[str]:
-        return [ARM]
-
-    async def propose(self, ctx: ProposalContext) -> Proposal:
-        proposal = self._propose(ctx)
-        self.made[proposal.operator] = self.made.get(proposal.operator, 0) + 1
-        return proposal
-
-    def observe(self, arm: str, reward: float, cost: float) -> None:
-        if arm == ARM:
-            self.observed += 1
-            self.reward += min(max(reward, 0.0), 1.0) if math.isfinite(reward) else 0.0
-
-    def stats(self) -> dict[str, Any]:
-        return {ARM: {"calls": self.observed,
-                      "mean_reward": self.reward / self.observed if self.observed else 0.0,
-                      "cost": 0.0, "probability": 1.0, "proposed": dict(self.made)}}
-
-    async def aclose(self) -> None:
-        return None
+        super().__init__()
 
     def _propose(self, ctx: ProposalContext) -> Proposal:
         parent, problem = ctx.parent, ctx.problem
