@@ -557,9 +557,7 @@ class Engine:
         finally:
             self._replaying = False
         self.spend = self.store.spend()
-        self.novelty_rejections = sum(
-            1 for f in self.store.failures(limit=10**9) if (f["reason"] or "").startswith("novelty:")
-        ) if self.admitted else 0
+        self.novelty_rejections = self.store.count_failed("novelty:")
 
     # ------------------------------------------------------------ reporting
 

@@ -439,6 +439,13 @@ class RunStore:
         )
         return [dict(r) for r in rows]
 
+    def count_failed(self, reason_prefix: str) -> int:
+        """Failed proposals whose reason starts with `reason_prefix`."""
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM candidates WHERE status='failed' AND substr(reason, 1, ?) = ?",
+            (len(reason_prefix), reason_prefix),
+        ).fetchone()[0]
+
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT seq, kind, data FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
         return [
