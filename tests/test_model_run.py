@@ -153,3 +153,44 @@ def test_a_deterministic_run_replays_exactly_with_no_endpoint(tmp_path, scripted
 
     assert rows(first) == rows(second)
     assert len(rows(first)) == 12
+
+
+@pytest.mark.slow
+def test_a_money_budget_stops_the_run_and_nothing_is_spent_past_the_stop(tmp_path, scripted_server):
+    scripted_server.script("good", improving_model)
+    config = _config(tmp_path, scripted_server, budget={"cost_usd": 0.01, "candidates": 500})
+    cfg = yaml.safe_load(open(config))
+    cfg["models"][0]["price_in"] = 20.0  # dollars per million prompt tokens: ~1 cent in a few calls
+    open(config, "w").write(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "run"
+    proc = cli("run", "circle_packing", "-c", config, "--run-dir", str(run_dir), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped: money" in proc.stdout and f"evoengine resume {run_dir}" in proc.stdout
+    s = status(run_dir)
+    assert 0.01 <= s["spend"] < 0.01 + 4 * 0.003  # at most the calls already in flight finish
+    assert s["admitted"] < 500
+
+
+@pytest.mark.slow
+def test_bandit_state_survives_a_resume(tmp_path, scripted_server):
+    scripted_server.script("good", improving_model)
+    scripted_server.script("bad", "I would rather not.")
+    config = _config(tmp_path, scripted_server)
+    cfg = yaml.safe_load(open(config))
+    cfg["models"].append(scripted_server.model("bad", timeout_s=10.0).model_dump(mode="json"))
+    cfg["operators"] = {"diff": 1.0, "full": 0.0, "crossover": 0.0, "repair_attempts": 0}
+    open(config, "w").write(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "run"
+    cli("run", "circle_packing", "-c", config, "--budget", "15", "--run-dir", str(run_dir), "-q", check=True)
+    before = status(run_dir)["bandit"]
+    assert before["good"]["calls"] > 0 and before["bad"]["calls"] > 0
+    cli("resume", str(run_dir), "--budget", "30", "-q", check=True)
+    after = status(run_dir)["bandit"]
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    for arm in ("good", "bad"):
+        observed = conn.execute("SELECT COUNT(*) FROM candidates WHERE model=? AND reward IS NOT NULL",
+                                (arm,)).fetchone()[0]
+        assert after[arm]["calls"] == observed  # every observation before and after the resume counts
+        assert after[arm]["calls"] >= before[arm]["calls"]
+    assert after["good"]["mean_reward"] > after["bad"]["mean_reward"]
+    assert after["good"]["calls"] > after["bad"]["calls"]
