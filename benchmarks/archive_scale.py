@@ -132,7 +132,7 @@ def run(name: str, n: int, novelty_n: int, seed: int = 0) -> dict:
 
     seed_c = Candidate(0, texts.make(0), operator="seed", score=0.0, valid=True, features=features())
     t = time.perf_counter()
-    archive.admit(seed_c)  # builds the MAP-Elites archive (imports ribs, CVT k-means)
+    archive.admit(seed_c)  # builds the MAP-Elites archive (CVT k-means)
     first_admit_s = time.perf_counter() - t
     novelty.add(seed_c)
     loop = asyncio.new_event_loop()

@@ -124,6 +124,7 @@ def main() -> None:
         "model_calls": calls[0],
         "mean_call_latency_s": round(calls[1] / calls[0], 4),
         "slots_busy_search": round(calls[1] / (args.proposals * search_wall), 3),
+        "slots_busy_whole_run": round(calls[1] / (args.proposals * wall), 3),
         "engine_cpu_ms_per_candidate_search": round(1000 * search_cpu / proposals, 2),
         "total_cpu_ms_per_candidate_whole_run": round(1000 * (self_cpu + child_cpu) / n, 2),
         "best_score": summary.best.score if summary.best else None,

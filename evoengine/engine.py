@@ -233,13 +233,9 @@ class Engine:
                 pass
         message = ""
         try:
-            # Start-up work overlaps: sandboxes warm up, models are checked, pyribs is imported.
+            # Start-up work overlaps: the sandboxes warm up while the models are checked.
             start = getattr(self.proposer, "start", None)
-            await asyncio.gather(
-                self.pool.start(),
-                start() if start is not None else asyncio.sleep(0),
-                asyncio.to_thread(_preload, self.config),
-            )
+            await asyncio.gather(self.pool.start(), start() if start is not None else asyncio.sleep(0))
             abandoned = self.store.abandon_pending()
             if abandoned:
                 log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
@@ -619,12 +615,6 @@ class Engine:
             best=self.best, stopped=self._stop or "budget", elapsed_s=self.elapsed(), spend=self.spend,
             best_path=self.best_path(), message=message,
         )
-
-
-def _preload(config: Config) -> None:
-    """Heavy imports the first admission would otherwise wait for."""
-    if config.elites.enabled:
-        import ribs.archives  # noqa: F401
 
 
 def _imports_from(run_dir: Path, n: int) -> list[Candidate]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from evoengine.archive import Archive
@@ -100,7 +101,7 @@ def test_cvt_cells_are_the_same_for_the_same_seed_and_keep_their_best():
         # no candidate admitted to the same cell scored higher than its elite
         assert elite.candidate.score == max(
             float(i % 7) for i in range(60)
-            if first._ribs.index_of_single([(i * 0.37) % 1, (i * 0.61) % 1, (i * 0.13) % 1]) == elite.cell
+            if first._cells.index(np.array([(i * 0.37) % 1, (i * 0.61) % 1, (i * 0.13) % 1])) == elite.cell
         )
 
 

@@ -13,14 +13,15 @@ two, or `kind: cvt`, make a centroidal Voronoi tessellation of `config.elites.ce
 whose centroids come from k-means over uniform samples of the unit box, seeded by the
 run's seed. A better candidate replaces a cell's elite; an equal or worse one does not.
 
-The archive itself is pyribs (`ribs.archives.GridArchive` / `CVTArchive`, with the
-candidate id as an extra field): it fits. Measured on the 2-core dev machine, ribs 0.12:
-`add_single` takes ~60 µs on a 10×10 grid and ~55 µs on a 64-cell CVT (3 descriptors),
-20,000 adds each, so a 100,000-candidate run spends ~6 s in it in total; k-means for
-64 CVT cells over 20,000 samples took ~0.1 s (we use 100 samples per cell, at most
-50,000). Its one real cost is the import (~2 s; ~3 s when torch is installed, since ribs
-then imports it), paid when the first candidate arrives rather than at import time. The candidates themselves stay here, one per filled cell:
-memory is bounded by the number of cells, not by the length of the run.
+Why not pyribs: we used it first (`GridArchive` / `CVTArchive` with the candidate id as an
+extra field), and per add it fit (~60 µs). But importing it cost 2 s, 3 s with PyTorch
+installed (pyribs then imports it), which was most of a run's start-up: 4-6 s in
+`benchmarks/engine_overhead.py`, against a target of keeping the model busy from the first
+second. What we need of it is small — a cell index per candidate and a "better than the
+cell's elite" test — so it is written here with numpy: a grid index is a ravelled bin
+index; a CVT cell is the nearest of `cells` centroids found by seeded Lloyd iterations
+(k-means) over uniform samples of the unit box. The candidates themselves stay here, one
+per filled cell: memory is bounded by the number of cells, not by the length of the run.
 """
 
 from __future__ import annotations
@@ -100,6 +101,42 @@ class Placement:
     replaced: int | None
 
 
+class _Cells:
+    """How descriptor vectors in [0, 1]^d map to cells: a grid or a centroidal tessellation."""
+
+    def __init__(self, bins: list[int] | None = None, centroids: np.ndarray | None = None):
+        self.bins = bins
+        self.centroids = centroids
+        self.cells = int(np.prod(bins)) if bins is not None else len(centroids)
+
+    @classmethod
+    def cvt(cls, dims: int, cells: int, samples: int, seed: int, iterations: int = 25) -> _Cells:
+        rng = np.random.default_rng(seed)
+        points = rng.random((samples, dims))
+        centroids = points[rng.choice(samples, size=cells, replace=False)].copy()
+        for _ in range(iterations):
+            nearest = _nearest(points, centroids)
+            sums = np.zeros_like(centroids)
+            np.add.at(sums, nearest, points)
+            counts = np.bincount(nearest, minlength=cells)[:, None]
+            centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+        return cls(centroids=centroids)
+
+    def index(self, measures: np.ndarray) -> int:
+        if self.bins is not None:
+            coords = np.clip((measures * self.bins).astype(int), 0, np.array(self.bins) - 1)
+            return int(np.ravel_multi_index(tuple(coords), self.bins))
+        return int(_nearest(measures[None, :], self.centroids)[0])
+
+    def grid_index(self, cell: int) -> list[int]:
+        return [int(i) for i in np.unravel_index(cell, self.bins)]
+
+
+def _nearest(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    d = (points**2).sum(1)[:, None] - 2 * points @ centroids.T + (centroids**2).sum(1)[None, :]
+    return d.argmin(1)
+
+
 class EliteArchive:
     """A MAP-Elites archive over the problem's features and the built-in descriptors."""
 
@@ -109,7 +146,7 @@ class EliteArchive:
         self.seed = seed
         self.dimensions: list[Dimension] = []
         self.kind = "grid"
-        self._ribs: Any = None  # built from the first candidate (`anchor`)
+        self._cells: _Cells | None = None  # built from the first candidate (`anchor`)
         self._elites: dict[int, Elite] = {}
         self._filled: list[int] = []  # cells in the order they were first filled
         self._floor = math.inf  # lowest valid score seen (the default qd_score offset)
@@ -121,7 +158,7 @@ class EliteArchive:
 
     @property
     def ready(self) -> bool:
-        return self._ribs is not None
+        return self._cells is not None
 
     def anchor(self, text: str) -> None:
         """Fix the built-in ranges from the first candidate's text and build the archive."""
@@ -134,22 +171,16 @@ class EliteArchive:
         self.dimensions = dims
         if not dims:
             return
-        from ribs.archives import CVTArchive, GridArchive  # heavy import, paid once here
-
-        fields = {"cid": ((), np.int64)}
-        ranges = [(0.0, 1.0)] * len(dims)
         if self.config.kind == "cvt" or len(dims) > 2:
             self.kind = "cvt"
             samples = min(50_000, _CVT_SAMPLES_PER_CELL * self.config.cells)
-            self._ribs = CVTArchive(solution_dim=0, centroids=self.config.cells, ranges=ranges,
-                                    samples=samples, seed=self.seed, extra_fields=fields)
+            self._cells = _Cells.cvt(len(dims), self.config.cells, samples, self.seed)
         else:
-            self._ribs = GridArchive(solution_dim=0, dims=[d.bins for d in dims], ranges=ranges,
-                                     seed=self.seed, extra_fields=fields)
+            self._cells = _Cells(bins=[d.bins for d in dims])
 
     @property
     def cells(self) -> int:
-        return int(self._ribs.cells) if self.ready else 0
+        return self._cells.cells if self._cells is not None else 0
 
     def __len__(self) -> int:
         return len(self._elites)
@@ -183,12 +214,10 @@ class EliteArchive:
             self.missing += 1
             return None
         measures = np.array([d.unit(values[d.name]) for d in self.dimensions])
-        result = self._ribs.add_single(np.zeros(0), candidate.fitness(), measures, cid=candidate.id)
-        status = int(result["status"])
-        if status == 0:
-            return None
-        cell = int(self._ribs.index_of_single(measures))
+        cell = self._cells.index(measures)
         old = self._elites.get(cell)
+        if old is not None and not candidate.fitness() > old.candidate.fitness():
+            return None
         self._elites[cell] = Elite(cell, candidate, values)
         if old is None:
             self._filled.append(cell)
@@ -241,13 +270,13 @@ class EliteArchive:
             "qd_offset": self.qd_offset(),
             "filled": [],
         }
-        if self.kind == "cvt" and self.ready:
-            out["centroids"] = np.round(self._ribs.centroids, 6).tolist()
+        if self.kind == "cvt" and self._cells is not None:
+            out["centroids"] = np.round(self._cells.centroids, 6).tolist()
         for cell in sorted(self._elites):
             elite = self._elites[cell]
             entry = {"index": cell, "id": elite.candidate.id, "score": elite.candidate.score,
                      "features": dict(elite.values)}
             if self.kind == "grid":
-                entry["grid"] = [int(i) for i in self._ribs.int_to_grid_index([cell])[0]]
+                entry["grid"] = self._cells.grid_index(cell)
             out["filled"].append(entry)
         return out
