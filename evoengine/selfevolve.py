@@ -117,8 +117,7 @@ def _serve(harness: Any, rfd: int, wfd: int) -> None:
                 result = {"weights": plan.weights, "step": plan.step}
             elif method == "plan":
                 plan = harness.plan(ctx, *args)
-                result = {"operator": plan.operator, "inspirations": plan.inspirations,
-                          "temperature": plan.temperature}
+                result = dataclasses.asdict(plan)
             elif method == "messages":
                 result = harness.messages(ctx, _plan(args[0]))
             elif method == "repair":
@@ -133,7 +132,7 @@ def _serve(harness: Any, rfd: int, wfd: int) -> None:
 def _plan(d: dict[str, Any]):
     from .harness import Plan
 
-    return Plan(d["operator"], d["inspirations"], d["temperature"])
+    return Plan(**d)
 
 
 class HarnessProxy:

@@ -46,6 +46,7 @@ class Plan:
     operator: str
     inspirations: int
     temperature: float | None = None
+    block: str | None = None  # for a candidate of several named texts: the one to change
 
     def __post_init__(self) -> None:
         if self.operator not in OPERATORS:

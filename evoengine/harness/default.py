@@ -69,6 +69,18 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
+def _focus(ctx: ProposalContext) -> str | None:
+    """For a candidate of several named texts (named EVOLVE-BLOCKs), the one to change now:
+    they mutate one at a time. None for a single text."""
+    try:
+        names = [b.name for b in evolve_blocks(ctx.parent.text, ctx.problem.comment)]
+    except ValueError:
+        return None
+    if len(names) < 2 or not all(names):
+        return None
+    return ctx.rng.choice(names)
+
+
 class Harness:
     def __init__(self, config: Config, templates: Templates):
         self.config = config
@@ -90,7 +102,7 @@ class Harness:
         if ctx.attempt > 0:
             base = self.temperatures.get(arm, 0.8)
             temperature = min(MAX_TEMPERATURE, base + TEMPERATURE_STEP * ctx.attempt)
-        return Plan(operator, shown, temperature)
+        return Plan(operator, shown, temperature, _focus(ctx))
 
     def offline(self, ctx: ProposalContext) -> OfflinePlan:
         return offline_plan(ctx)
@@ -124,7 +136,10 @@ class Harness:
         user = self.templates.render(
             "task", name=problem.name, description=problem.description.strip(), parent=parent,
             inspirations=inspirations, failures=failures,
-            operator=self.templates.render(f"op_{plan.operator}", **words),
+            operator=self.templates.render(f"op_{plan.operator}", **words) + (
+                f"\n\nThis {words['noun']} is made of named sections. This time change only the section "
+                f"`{plan.block}` (between `{ctx.problem.comment} EVOLVE-BLOCK-START {plan.block}` and its "
+                f"EVOLVE-BLOCK-END); leave every other section exactly as it is." if plan.block else ""),
             format=self._format(ctx, plan, words), **words,
         )
         return [{"role": "system", "content": system + "\n"}, {"role": "user", "content": user + "\n"}]

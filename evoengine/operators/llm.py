@@ -22,7 +22,7 @@ from ..llm.bandit import ModelBandit, make_bandit
 from ..llm.client import ModelPool
 from ..problem import Problem
 from . import Proposal, ProposalContext, ProposalFailed, Proposer
-from .patches import PatchError, apply_diff, apply_rewrite, parse_diff
+from .patches import PatchError, apply_diff, apply_rewrite, check_only_block, parse_diff
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,13 @@ class ModelProposer:
         parent = ctx.parent.text
         comment = self.problem.comment
         if plan.operator == "diff":
-            return apply_diff(parent, parse_diff(reply), comment)
-        return apply_rewrite(parent, reply, language=self.problem.language, comment=comment,
-                             require_fence=self.require_fence)
+            child = apply_diff(parent, parse_diff(reply), comment)
+        else:
+            child = apply_rewrite(parent, reply, language=self.problem.language, comment=comment,
+                                  require_fence=self.require_fence)
+        if plan.block:  # several named texts mutate one at a time
+            check_only_block(parent, child, plan.block, comment)
+        return child
 
     async def _offline(self, ctx: ProposalContext) -> Proposal:
         assert self.offline is not None

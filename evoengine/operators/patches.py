@@ -62,6 +62,7 @@ class Block:
     end: int
     line: int  # 1-based line number of the content's first line
     marked: bool = True  # False: the text has no markers and is editable as a whole
+    name: str = ""  # what follows EVOLVE-BLOCK-START on its line, e.g. "system_prompt"
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def evolve_blocks(text: str, comment: str = "#") -> list[Block]:
     blocks: list[Block] = []
     open_line = 0  # line of the START marker of the block being read, 0 if none
     start = 0
+    name = ""
     offset = 0
     for number, line in enumerate(_lines(text), 1):
         found = pattern.search(line)
@@ -114,12 +116,13 @@ def evolve_blocks(text: str, comment: str = "#") -> list[Block]:
                     f"{open_line}; EVOLVE-BLOCKs cannot nest"
                 )
             open_line, start = number, offset + len(line)
+            name = line[found.end():].strip()
         elif found:
             if not open_line:
                 raise PatchError(
                     f"line {number}: EVOLVE-BLOCK-END without an EVOLVE-BLOCK-START before it"
                 )
-            blocks.append(Block(start, offset, open_line + 1))
+            blocks.append(Block(start, offset, open_line + 1, name=name))
             open_line = 0
         offset += len(line)
     if open_line:
@@ -127,6 +130,17 @@ def evolve_blocks(text: str, comment: str = "#") -> list[Block]:
             f"line {open_line}: EVOLVE-BLOCK-START is never closed by EVOLVE-BLOCK-END"
         )
     return blocks or [Block(0, len(text), 1, marked=False)]
+
+
+def check_only_block(parent: str, child: str, name: str, comment: str = "#") -> None:
+    """Raise PatchError unless, of the named blocks, only `name` changed."""
+    before, after = evolve_blocks(parent, comment), evolve_blocks(child, comment)
+    for old, new in zip(before, after, strict=False):
+        if old.name != name and parent[old.start:old.end] != child[new.start:new.end]:
+            raise PatchError(
+                f"the edit changed the section '{old.name or f'at line {old.line}'}'; this time change "
+                f"only the section '{name}' and leave the others exactly as they are"
+            )
 
 
 def splice_blocks(text: str, blocks: Sequence[Block], contents: Sequence[str]) -> str:
