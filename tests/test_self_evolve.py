@@ -88,3 +88,8 @@ def test_self_evolve_runs_end_to_end_and_writes_a_usable_harness(tmp_path):
     lineage = cli("lineage", str(run_dir), check=True).stdout
     assert f"#{s['best_id']}" in lineage and "[seed]" in lineage
     assert DEFAULT_HARNESS.read_text().count("OFFLINE_STEP = 1.0") == 1  # the package is never modified
+    # a self-evolution run is a run like any other: it reports and resumes
+    report = cli("report", str(run_dir), check=True)
+    assert (run_dir / "report.html").stat().st_size > 10_000, report.stdout
+    cli("resume", str(run_dir), "--budget", "6", "-q", check=True, timeout=600)
+    assert status(run_dir)["admitted"] == 6
