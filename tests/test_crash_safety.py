@@ -26,7 +26,7 @@ from conftest import REPO, cli, status
 from evoengine.archive.store import RunStore
 
 KILL_SEED = 20240607
-BUDGET = 160
+BUDGET = 500  # large enough that no cycle finishes the run before its kill, on a quiet machine too
 WORKER_MODULE = "evoengine.evaluation.worker"
 # What must never change once a candidate is admitted.
 ROW_COLUMNS = ("id", "seq", "text", "parents", "score", "valid", "island", "generation", "operator",
