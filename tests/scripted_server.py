@@ -109,6 +109,12 @@ class ScriptedServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real endpoints do
+
+            def setup(self) -> None:
+                super().setup()  # headers and body leave in separate writes: don't let Nagle wait
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
 
