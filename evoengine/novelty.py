@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-import scipy.sparse as sp
 
 from .candidate import Candidate
 from .config import Novelty as NoveltyConfig
@@ -199,11 +198,15 @@ def _digest(text: str) -> bytes:
 
 
 def _dense(row: Any) -> np.ndarray:
-    return row.toarray().ravel() if sp.issparse(row) else np.asarray(row).ravel()
+    return row.toarray().ravel() if hasattr(row, "toarray") else np.asarray(row).ravel()
 
 
 def _stack(rows: list[Any]) -> Any:
-    return sp.vstack(rows, format="csr") if sp.issparse(rows[0]) else np.vstack(rows)
+    if hasattr(rows[0], "toarray"):  # sparse n-gram rows (scipy is loaded by then)
+        import scipy.sparse as sp
+
+        return sp.vstack(rows, format="csr")
+    return np.vstack(rows)
 
 
 @dataclass

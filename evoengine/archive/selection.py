@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import expit
 
 from ..candidate import Candidate
 from ..config import Selection as SelectionConfig
@@ -56,6 +55,11 @@ class Selection:
 # ------------------------------------------------------------------ definitions
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x), without overflow for large |x| (scipy's expit, minus its import)."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
 def power_law_probabilities(n: int, alpha: float) -> np.ndarray:
     """p(rank r) ∝ r^-alpha over ranks 1..n."""
     w = np.arange(1, n + 1, dtype=np.float64) ** -alpha
@@ -68,7 +72,7 @@ def weighted_probabilities(scores: np.ndarray, children: np.ndarray, sharpness: 
     mad = np.median(np.abs(scores - median))
     scale = mad if mad > 0 else np.finfo(np.float64).tiny
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        w = expit(sharpness * (scores - median) / scale) / (1.0 + children)
+        w = _sigmoid(sharpness * (scores - median) / scale) / (1.0 + children)
     total = w.sum()
     return w / total if total > 0 else np.full(len(scores), 1.0 / len(scores))
 
