@@ -187,29 +187,36 @@ def resolve_problem_path(spec: str | Path) -> Path:
     )
 
 
+def import_file(path: Path, prefix: str) -> Any:
+    """Import the Python file at `path` as a fresh module named after its resolved path.
+    Whatever its code raises propagates, and the half-made module is forgotten."""
+    name = f"{prefix}_{path.parent.name}_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
 def load_problem(spec: str | Path) -> LoadedProblem:
     """Import a problem file and check its contract; errors name the file and the fix."""
     path = resolve_problem_path(spec)
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    module_name = f"evoengine_problem_{path.parent.name}_{digest}"
-    if module_name in sys.modules:
-        module = sys.modules[module_name]
-    else:
-        if str(path.parent) not in sys.path:
-            sys.path.insert(0, str(path.parent))
-        spec_ = importlib.util.spec_from_file_location(module_name, path)
-        if spec_ is None or spec_.loader is None:
-            raise ProblemError(f"{path}: cannot be imported as a Python module")
-        module = importlib.util.module_from_spec(spec_)
-        sys.modules[module_name] = module
-        try:
-            spec_.loader.exec_module(module)
-        except ProblemError as exc:
-            del sys.modules[module_name]
-            raise ProblemError(f"{path}: {exc}") from exc
-        except BaseException as exc:  # a broken problem file must not look like our crash
-            del sys.modules[module_name]
-            raise ProblemError(f"{path}: importing it failed with {type(exc).__name__}: {exc}") from exc
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    try:
+        module = import_file(path, "evoengine_problem")
+    except ProblemError as exc:
+        raise ProblemError(f"{path}: {exc}") from exc
+    except BaseException as exc:  # a broken problem file must not look like our crash
+        raise ProblemError(f"{path}: importing it failed with {type(exc).__name__}: {exc}") from exc
     problem = getattr(module, "problem", None)
     if not isinstance(problem, Problem):
         raise ProblemError(f"{path}: define a module-level `problem = Problem(...)`")

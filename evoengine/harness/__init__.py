@@ -19,16 +19,14 @@ Self-evolution evolves such a file as a candidate of kind `harness`.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import re
 import string
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError
+from ..problem import import_file
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -116,16 +114,9 @@ def load_harness(config: Config) -> Harness:
     path = Path(config.harness)
     if not path.is_file():
         raise ConfigError(f"harness: {path} does not exist (give a Python file with a Harness class)")
-    name = f"evoengine_harness_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"harness: {path} cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        module = import_file(path, "evoengine_harness")
     except Exception as exc:
-        del sys.modules[name]
         raise ConfigError(f"harness: importing {path} failed with {type(exc).__name__}: {exc}") from exc
     cls = getattr(module, "Harness", None)
     if cls is None or not all(callable(getattr(cls, m, None)) for m in ("plan", "messages", "repair")):
