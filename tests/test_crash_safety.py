@@ -219,9 +219,9 @@ def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
             kept.setdefault(cid, row)
 
     # The very first seconds of a new run: the seed is not admitted yet.
-    first = chaos.cycle(run_args, "start-up", 0, within=1.0)
+    first = chaos.cycle(run_args, "start-up", 0, within=0.4)
     check_after_kill(first)
-    assert first.admitted_after == 0
+    assert first.admitted_after <= 1  # at most the seed: start-up takes about a second
     if not (run_dir / "archive.sqlite").exists():  # killed before the store existed
         proc = cli(*resume_args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
