@@ -169,12 +169,8 @@ class OpenAIBackend:
         try:
             page = await client.models.list(timeout=timeout)
             served = [m.id for m in page.data]
-        except openai.AuthenticationError:
-            return (f"model {name!r}: {where} refused the key in {self.model.api_key_env}; "
-                    f"check that the key is valid for this endpoint")
-        except openai.APIConnectionError as exc:
-            return (f"model {name!r}: cannot reach {where} ({_describe(exc)}); start the server "
-                    f"or fix `base_url` in its models entry")
+        except (openai.AuthenticationError, openai.APIConnectionError) as exc:
+            return self._unusable(exc, where)
         except (openai.APIStatusError, openai.APIResponseValidationError, ValueError) as exc:
             log.debug("model %s: %s/models failed (%s); trying a 1-token completion", name, where, exc)
         if served is not None and self.model.model_id in served:
@@ -189,14 +185,19 @@ class OpenAIBackend:
             listed = f"; it serves: {', '.join(served[:20])}" if served else ""
             return (f"model {name!r}: {where} does not serve model {self.model.model_id!r}"
                     f"{listed}; fix `model:` in its models entry")
-        except openai.AuthenticationError:
-            return (f"model {name!r}: {where} refused the key in {self.model.api_key_env}; "
-                    f"check that the key is valid for this endpoint")
-        except openai.APIConnectionError as exc:
-            return (f"model {name!r}: cannot reach {where} ({_describe(exc)}); start the server "
-                    f"or fix `base_url` in its models entry")
+        except (openai.AuthenticationError, openai.APIConnectionError) as exc:
+            return self._unusable(exc, where)
         except (openai.APIStatusError, openai.APIResponseValidationError, ValueError) as exc:
             return f"model {name!r}: {where} failed a 1-token test request: {_describe(exc)}"
+
+    def _unusable(self, exc: Exception, where: str) -> str:
+        """What to tell the user when the endpoint refuses the key or cannot be reached."""
+        name = self.model.name
+        if isinstance(exc, openai.AuthenticationError):
+            return (f"model {name!r}: {where} refused the key in {self.model.api_key_env}; "
+                    f"check that the key is valid for this endpoint")
+        return (f"model {name!r}: cannot reach {where} ({_describe(exc)}); start the server "
+                f"or fix `base_url` in its models entry")
 
     async def aclose(self) -> None:
         return None  # the endpoint's client is shared; the pool closes it
