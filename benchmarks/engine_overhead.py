@@ -1,7 +1,8 @@
 """How much the engine adds to a run, against a simulated model with a fixed latency.
 
 A scripted OpenAI-compatible server (tests/scripted_server.py) runs in its own process and
-answers every chat request after exactly `--latency` seconds with a one-line SEARCH/REPLACE
+answers every chat request `--latency` seconds after it arrived (its own work included)
+with a one-line SEARCH/REPLACE
 edit; the engine runs in this process through the real `openai` client, on the cheap test
 problem tests/problems/quadratic. We report:
 
@@ -41,13 +42,12 @@ from scripted_server import ScriptedServer
 latency = float(sys.argv[1])
 LINE = re.compile(r"^(\s*)([abc]) = (-?[0-9.e-]+)\s*$", re.M)
 def reply(request):
-    time.sleep(latency)
     prompt = request["messages"][-1]["content"]
     parent = re.search(r"```[a-z]*\n(.*?)\n```", prompt, re.S).group(1)
     m = random.choice(list(LINE.finditer(parent)))
     new = f"{{m.group(1)}}{{m.group(2)}} = {{float(m.group(3)) + random.gauss(0, 0.3):.6f}}"
     return f"<<<<<<< SEARCH\n{{m.group(0)}}\n=======\n{{new}}\n>>>>>>> REPLACE\n"
-server = ScriptedServer().start()
+server = ScriptedServer(latency_s=latency).start()
 server.script("sim", reply)
 print(json.dumps({{"url": server.url}}), flush=True)
 sys.stdin.read()

@@ -31,7 +31,7 @@ class Budget(Section):
 
 
 class Concurrency(Section):
-    proposals: int = Field(2, ge=1, description="proposals (model calls / operators) in flight")
+    proposals: int = Field(2, ge=1, description="model requests out at once (one more proposal waits ready)")
     evaluations: int = Field(2, ge=1, description="evaluations running at once, one sandbox each")
     deterministic: bool = Field(
         False, description="one candidate at a time (propose, evaluate, admit): slower, but with "

@@ -149,8 +149,9 @@ class Engine:
         self.progress = progress
         self.imports = imports or []
         self.archive = Archive(config, self.problem)
-        self.proposer: Proposer = build_proposer(config, loaded, harness)
-        self.novelty = Novelty(config.novelty, judge=self._judge()) if config.novelty.enabled else None
+        self.harness = harness
+        self.proposer: Proposer = None  # type: ignore[assignment]  # built at start-up (`_prepare`)
+        self.novelty: Novelty | None = None
         self.offline_only = not config.models and not config.replay
         self.pool = make_pool(loaded, config, run_dir)
         self.admitted = 0
@@ -168,6 +169,9 @@ class Engine:
         self._last_state = 0.0
         self._bar: tqdm | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._proposing = 0  # pipelines in their proposing phase
+        self._queued = 0  # children waiting for an evaluation slot
+        self._changed: asyncio.Future | None = None  # set when a pipeline changes phase
         self._replaying = False
         self._gate_scores: dict[int, asyncio.Future[float | None]] = {}  # minibatch scores by id
 
@@ -233,17 +237,7 @@ class Engine:
                 pass
         message = ""
         try:
-            # Start-up work overlaps: the sandboxes warm up while the models are checked.
-            start = getattr(self.proposer, "start", None)
-            await asyncio.gather(self.pool.start(), start() if start is not None else asyncio.sleep(0))
-            abandoned = self.store.abandon_pending()
-            if abandoned:
-                log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
-            self._replay()
-            if self.best is not None:  # a kill may have come between admission and best/
-                self._write_best()
-            if self.admitted == 0:
-                await self._evaluate_seeds()
+            await self._start_up()
             self._open_bar()
             await self._search()
         except EvoError as exc:
@@ -259,6 +253,46 @@ class Engine:
             await self._shutdown()
         return self._summary(message)
 
+    async def _start_up(self) -> None:
+        """Everything before the search, overlapped: the evaluation workers boot in their own
+        processes while this one builds the proposer (importing the model client is most of
+        a second) in a thread; then the models are checked while the seeds are evaluated."""
+        fresh = self.store.counts()["evaluated"] == 0
+        booting = asyncio.ensure_future(self.pool.start())
+        checking: asyncio.Future | None = None
+        try:
+            await asyncio.to_thread(self._prepare, self.problem.seed_text() if fresh else None)
+            start = getattr(self.proposer, "start", None)
+            checking = asyncio.ensure_future(start() if start is not None else asyncio.sleep(0))
+            await asyncio.wait({booting, checking}, return_when=asyncio.FIRST_COMPLETED)
+            if checking.done():
+                checking.result()  # a refused key or a dead endpoint stops the run here
+            await booting
+            abandoned = self.store.abandon_pending()
+            if abandoned:
+                log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
+            self._replay()
+            if self.best is not None:  # a kill may have come between admission and best/
+                self._write_best()
+            if self.admitted == 0:
+                await self._evaluate_seeds(checking)
+            await checking
+        except BaseException:
+            steps = [t for t in (booting, checking) if t is not None and not t.done()]
+            for t in steps:
+                t.cancel()
+            await asyncio.gather(*steps, return_exceptions=True)
+            raise
+
+    def _prepare(self, seed_text: str | None) -> None:
+        """The CPU-bound part of start-up (run in a thread): proposer, novelty filter, and for a
+        new run the MAP-Elites cells, which depend only on the seed's text."""
+        self.proposer = build_proposer(self.config, self.loaded, self.harness)
+        if self.config.novelty.enabled:
+            self.novelty = Novelty(self.config.novelty, judge=self._judge())
+        if seed_text is not None:
+            self.archive.anchor(seed_text)
+
     def request_stop(self, reason: str) -> None:
         if self._stop is None:
             self._stop = reason
@@ -267,25 +301,42 @@ class Engine:
             task.cancel()
 
     async def _search(self) -> None:
-        conc = self.config.concurrency
-        limit = 1 if conc.deterministic else conc.proposals + conc.evaluations
-        self._propose_slots = asyncio.Semaphore(self.config.concurrency.proposals)
+        """Start a pipeline (propose, evaluate, admit) whenever too few are proposing to keep the
+        model slots busy, never waiting on evaluations; children waiting for an evaluation slot
+        hold new proposals back once `concurrency.evaluations` of them queue (evaluation is then
+        the bottleneck). Deterministic runs have one pipeline at a time."""
         self._eval_slots = asyncio.Semaphore(self.config.concurrency.evaluations)
         while True:
             self._check_budgets()
-            while self._stop is None and len(self._tasks) < limit and self._room() > 0:
+            while self._stop is None and self._room() > 0 and self._may_start():
+                self._proposing += 1
                 self._tasks.add(asyncio.create_task(self._pipeline()))
             if not self._tasks:
                 if self._stop is None:
                     self._stop = "budget"
                 return
-            done, _ = await asyncio.wait(self._tasks, timeout=self._wake_in(), return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
+            self._changed = asyncio.get_running_loop().create_future()
+            done, _ = await asyncio.wait({*self._tasks, self._changed}, timeout=self._wake_in(),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done & self._tasks:
                 self._tasks.discard(task)
                 if not task.cancelled() and task.exception() is not None:
                     self.request_stop("error")
                     await asyncio.gather(*self._tasks, return_exceptions=True)
                     raise task.exception()
+
+    def _may_start(self) -> bool:
+        conc = self.config.concurrency
+        if conc.deterministic:
+            return not self._tasks
+        # One proposal more than there are model slots (the model pool caps requests out at
+        # `proposals`): its prompt is ready when a slot frees, so the slot is taken at once.
+        return self._proposing < conc.proposals + 1 and self._queued < conc.evaluations
+
+    def _wake(self) -> None:
+        """A pipeline left a phase: the search loop may start another."""
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
 
     def _room(self) -> int:
         cap = self.config.budget.candidates
@@ -310,17 +361,28 @@ class Engine:
     # ------------------------------------------------------------ one candidate's way
 
     async def _pipeline(self) -> None:
-        async with self._propose_slots:
+        try:
             child = await self._propose()
+        finally:
+            self._proposing -= 1
+            self._wake()
         if child is None:
             return
-        async with self._eval_slots:
+        self._queued += 1
+        try:
+            await self._eval_slots.acquire()
+        finally:
+            self._queued -= 1
+            self._wake()
+        try:
             gated = await self._gate(child)
             t0 = time.monotonic()
             result = gated or await self.pool.evaluate(child.proposal.text, label=f"candidate {child.pid}")
             child.timings["eval_s"] = time.monotonic() - t0
             if gated is None and "gate_score" in child.proposal.meta:
                 result.metrics.setdefault("gate_score", child.proposal.meta["gate_score"])
+        finally:
+            self._eval_slots.release()
         self._admit(child, result)
 
     async def _gate(self, child: _Child) -> EvalResult | None:
@@ -515,12 +577,27 @@ class Engine:
 
     # ------------------------------------------------------------ seeds and replay
 
-    async def _evaluate_seeds(self) -> None:
+    async def _evaluate_seeds(self, checking: asyncio.Future) -> None:
+        """Evaluate the seed (and any imported candidates) while the models are checked; admit
+        them only once the check has passed, so a refused key leaves the new run empty."""
         texts = [(self.problem.seed_text(), "seed", None)] + [(c.text, "import", c.origin) for c in self.imports]
-        for index, (text, operator, origin) in enumerate(texts):
-            pid = self.store.start_proposal(0)
+
+        async def evaluate(text: str, label: str) -> tuple[EvalResult, float]:
             t0 = time.monotonic()
-            result = await self.pool.evaluate(text, label=f"{operator} {pid}")
+            result = await self.pool.evaluate(text, label=label)
+            return result, time.monotonic() - t0
+
+        scoring = asyncio.ensure_future(asyncio.gather(*(
+            evaluate(text, f"{operator} {i}" if i else "seed") for i, (text, operator, _) in enumerate(texts))))
+        try:
+            await checking
+            results = await scoring
+        finally:
+            if not scoring.done():
+                scoring.cancel()
+                await asyncio.gather(scoring, return_exceptions=True)
+        for index, ((text, operator, origin), (result, eval_s)) in enumerate(zip(texts, results, strict=True)):
+            pid = self.store.start_proposal(0)
             if index == 0 and not result.valid:
                 raise ProblemError(
                     f"{self.problem.initial_path}: the seed scores invalid, so there is nothing to evolve "
@@ -531,7 +608,7 @@ class Engine:
                 id=pid, text=text, island=(index - 1) % self.config.islands.count if index else 0,
                 operator=operator, score=result.score, valid=result.valid, metrics=result.metrics,
                 features=result.features, feedback=result.feedback, artifacts=result.artifacts,
-                instances=result.instances, timings={"eval_s": time.monotonic() - t0}, origin=origin,
+                instances=result.instances, timings={"eval_s": eval_s}, origin=origin,
                 created=time.time(),
             )
             if index == 0:
@@ -558,7 +635,8 @@ class Engine:
     # ------------------------------------------------------------ reporting
 
     def _snapshot(self) -> dict[str, Any]:
-        snap: dict[str, Any] = {"archive": self.archive.stats(), "bandit": self.proposer.stats()}
+        bandit = self.proposer.stats() if self.proposer is not None else {}
+        snap: dict[str, Any] = {"archive": self.archive.stats(), "bandit": bandit}
         snap["elites"] = self.archive.elite_map()
         if self.novelty is not None:
             snap["novelty"] = {**self.novelty.stats(), "rejections": self.novelty_rejections}
@@ -600,7 +678,8 @@ class Engine:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._tasks.clear()
         await self.pool.close()
-        await self.proposer.aclose()
+        if self.proposer is not None:
+            await self.proposer.aclose()
         if self._bar is not None:
             self._bar.close()
         try:

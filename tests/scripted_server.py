@@ -19,7 +19,9 @@ Usage numbers in replies are word counts (prompt: the words of all messages; com
 the words of the reply), also kept in the log, so tests can check costs exactly.
 
 Fixtures: `scripted_server` (started for the test, stopped after it) and `dead_url`
-(the base URL of a port nobody listens on).
+(the base URL of a port nobody listens on). `ScriptedServer(latency_s=...)` simulates a
+model of fixed latency: each chat reply leaves that long after its request arrived, the
+server's own work included.
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ class Logged:
 
 class ScriptedServer:
     def __init__(self, *, require_key: str | None = None, timeout_sleep_s: float = 2.0,
-                 embedding_dim: int = 16):
+                 embedding_dim: int = 16, latency_s: float = 0.0):
         self.require_key = require_key
+        self.latency_s = latency_s  # a chat reply leaves this long after its request arrived
         self.timeout_sleep_s = timeout_sleep_s
         self.embedding_dim = embedding_dim
         self.replies: dict[str, Reply] = {}
@@ -119,16 +122,17 @@ class ScriptedServer:
                 return
 
             def do_GET(self) -> None:  # noqa: N802
-                server._handle(self, None)
+                server._handle(self, None, time.monotonic())
 
             def do_POST(self) -> None:  # noqa: N802
+                arrived = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b"{}"
                 try:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {}
-                server._handle(self, body)
+                server._handle(self, body, arrived)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
@@ -147,9 +151,9 @@ class ScriptedServer:
 
     # ------------------------------------------------------------ answering
 
-    def _handle(self, handler: BaseHTTPRequestHandler, body: dict[str, Any] | None) -> None:
+    def _handle(self, handler: BaseHTTPRequestHandler, body: dict[str, Any] | None, arrived: float) -> None:
         path = handler.path.split("?")[0].rstrip("/")
-        entry = Logged(path, (body or {}).get("model"), body or {}, at=time.monotonic())
+        entry = Logged(path, (body or {}).get("model"), body or {}, at=arrived)
         with self._lock:
             self.log.append(entry)
         if self.require_key is not None:
@@ -208,6 +212,7 @@ class ScriptedServer:
                                    "created": int(time.time()), "model": model, "choices": choices}
         if fault != "no_usage":
             payload["usage"] = usage
+        self._stopping.wait(max(0.0, entry.at + self.latency_s - time.monotonic()))
         return self._send(handler, 200, payload)
 
     def _embeddings(self, handler: BaseHTTPRequestHandler, body: dict[str, Any], entry: Logged) -> None:

@@ -269,7 +269,7 @@ def test_unreachable_model_and_missing_key_stop_the_run_before_anything_is_spent
     assert err.count("error: ") == 1  # one error, listing both models
     assert not wait_for_no_evaluators({proc.pid})  # the workers started meanwhile are gone
     conn = sqlite3.connect(run_dir / "archive.sqlite")
-    try:  # the seed was not even evaluated, and no model was called
+    try:  # nothing admitted (the seed is scored while the models are checked, never stored), no model called
         assert conn.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM model_calls").fetchone()[0] == 0
     finally:

@@ -40,6 +40,34 @@ def test_rate_limits_and_server_errors_are_retried_until_the_reply_arrives(scrip
     assert [e.status for e in scripted_server.calls("m")] == [429, 500, 429, 503, 200]
 
 
+def test_the_pool_keeps_at_most_its_concurrency_of_requests_out_across_models():
+    from scripted_server import ScriptedServer
+
+    server = ScriptedServer(latency_s=0.2).start()
+    try:
+        server.script("a", "from a").script("b", "from b")
+        pool = ModelPool([server.model("a"), server.model("b")], concurrency=2)
+
+        async def ask_six() -> list[ModelCall]:
+            try:
+                return await asyncio.gather(*(pool[name].chat(ASK) for name in "ababab"))
+            finally:
+                await pool.aclose()
+
+        start = time.monotonic()
+        calls = asyncio.run(ask_six())
+        wall = time.monotonic() - start
+    finally:
+        server.stop()
+    assert [c.reply for c in calls] == ["from a", "from b"] * 3
+    arrivals = sorted(e.at for e in server.calls())
+    # three waves of two: never a third request while two are out
+    assert all(later - earlier >= 0.15 for earlier, later in zip(arrivals, arrivals[2:], strict=False))
+    assert 0.55 < wall < 2.0
+    # a call's latency is its own request's time, not the wait for a slot
+    assert all(0.19 < c.latency_s < 0.4 for c in calls)
+
+
 def test_a_slow_reply_is_abandoned_at_the_timeout_and_asked_again(scripted_server):
     scripted_server.timeout_sleep_s = 3.0
     scripted_server.script("m", "on time").inject("m", "timeout")

@@ -194,3 +194,38 @@ def test_bandit_state_survives_a_resume(tmp_path, scripted_server):
         assert after[arm]["calls"] >= before[arm]["calls"]
     assert after["good"]["mean_reward"] > after["bad"]["mean_reward"]
     assert after["good"]["calls"] > after["bad"]["calls"]
+
+
+def _nudge_a_constant(request: dict) -> str:
+    """For tests/problems/quadratic: move one of a, b, c a little."""
+    parent = _parent(request)
+    rng = random.Random(request["messages"][-1]["content"])
+    match = rng.choice(list(re.finditer(r"^(\s*)([abc]) = (-?[0-9.e-]+)\s*$", parent, re.M)))
+    new = f"{match.group(1)}{match.group(2)} = {float(match.group(3)) + rng.gauss(0, 0.3):.6f}"
+    return f"<<<<<<< SEARCH\n{match.group(0)}\n=======\n{new}\n>>>>>>> REPLACE\n"
+
+
+@pytest.mark.slow
+def test_the_model_slots_are_kept_full_and_never_overfilled(tmp_path, quadratic):
+    from scripted_server import ScriptedServer
+
+    latency = 0.1
+    server = ScriptedServer(latency_s=latency).start()
+    try:
+        server.script("m", _nudge_a_constant)
+        cfg = tmp_path / "m.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "models": [server.model("m", timeout_s=10.0).model_dump(mode="json")],
+            "operators": {"diff": 1.0, "full": 0.0, "crossover": 0.0},
+            "concurrency": {"proposals": 3, "evaluations": 1},
+        }))
+        proc = cli("run", str(quadratic), "-c", str(cfg), "--budget", "40", "--run-dir", str(tmp_path / "run"), "-q")
+        assert proc.returncode == 0, proc.stderr
+        arrivals = sorted(e.at for e in server.calls("m"))
+    finally:
+        server.stop()
+    # each request is out from its arrival until `latency` later, when its reply leaves
+    in_flight = [sum(1 for b in arrivals if b <= a < b + latency) for a in arrivals]
+    assert max(in_flight) == 3  # the configured proposals, and never a fourth
+    busy = len(arrivals) * latency / (3 * (arrivals[-1] + latency - arrivals[0]))
+    assert busy > 0.7, f"model slots busy only {busy:.0%} of the search"

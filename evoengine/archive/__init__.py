@@ -65,6 +65,12 @@ class Archive:
 
     # ------------------------------------------------------------- admitting
 
+    def anchor(self, seed_text: str) -> None:
+        """Build the MAP-Elites cells from the seed's text ahead of its admission (start-up does
+        this while the evaluation workers boot); `admit` does it otherwise."""
+        if self.elites is not None:
+            self.elites.anchor(seed_text)
+
     def admit(self, candidate: Candidate) -> list[ArchiveEvent]:
         """Take one evaluated candidate (valid or not); returns what changed worth recording."""
         self.admitted += 1

@@ -16,6 +16,8 @@ that every model's key is in the environment and its endpoint answers, and raise
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import random
@@ -101,6 +103,10 @@ class OpenAIBackend:
         self.model = model
         self.where = endpoint_url(model)
         self._endpoints = endpoints
+        try:  # built now, in start-up's thread rather than on the event loop (~0.1 s: TLS setup)
+            self.client()
+        except ModelError:
+            pass  # no key in the environment: the pre-flight says so
 
     def client(self) -> openai.AsyncOpenAI:
         key = api_key(self.model)
@@ -114,39 +120,37 @@ class OpenAIBackend:
 
     async def complete(self, messages: list[dict[str, str]], temperature: float,
                        max_tokens: int, timeout_s: float, digest: str) -> Completion:
+        # The request goes out as plain JSON and the reply is read as JSON: the client's typed
+        # `chat.completions.create` spends ~2.5 ms of CPU per call typing both, half of the
+        # engine's own time per candidate (benchmarks/README.md). Errors, headers and the
+        # endpoint are the client's, as with `create`.
+        body = {"model": self.model.model_id, "messages": messages,
+                "temperature": temperature, "max_tokens": max_tokens}
+        raw = await self.client().post("/chat/completions", body=body, cast_to=bytes,
+                                       options={"timeout": timeout_s})
         try:
-            reply = await self.client().chat.completions.create(
-                model=self.model.model_id,
-                messages=messages,  # type: ignore[arg-type]
-                temperature=temperature,
-                max_tokens=max_tokens,
-                timeout=timeout_s,
-            )
-        except openai.APIResponseValidationError as exc:
-            raise MalformedReply(f"the reply is not a chat completion ({exc})") from exc
-        except ValueError as exc:  # the body is not JSON
+            reply = json.loads(raw)
+        except ValueError as exc:
             raise MalformedReply(f"the reply is not valid JSON ({exc})") from exc
-        choices = getattr(reply, "choices", None)
+        choices = reply.get("choices") if isinstance(reply, dict) else None
         if not isinstance(choices, list):
-            raise MalformedReply(f"the reply is not a chat completion (got {str(reply)[:200]!r})")
+            raise MalformedReply(f"the reply is not a chat completion (got {raw[:200]!r})")
         if not choices:
             raise MalformedReply("the reply has no choices")
-        message = getattr(choices[0], "message", None)
-        text = getattr(message, "content", None)
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
         if not isinstance(text, str) or not text.strip():
-            finish = getattr(choices[0], "finish_reason", None)
+            finish = choice.get("finish_reason")
             if finish == "length":  # asking again would end the same way
                 raise MalformedReply(f"the reply has no text: it ran out of tokens (max_tokens={max_tokens}); "
                                      f"raise max_tokens for this model", transient=False)
             raise MalformedReply(f"the reply has no text (finish_reason={finish!r})",
                                  transient=finish != "content_filter")
-        usage = getattr(reply, "usage", None)
-        tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
-        tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
-        if usage is None:  # some servers omit usage: estimate ~4 characters per token
-            tokens_in = sum(len(m["content"]) for m in messages) // 4 + 1
-            tokens_out = len(text) // 4 + 1
-        return Completion(text, tokens_in, tokens_out)
+        usage = reply.get("usage")
+        if not isinstance(usage, dict):  # some servers omit usage: estimate ~4 characters per token
+            return Completion(text, sum(len(m["content"]) for m in messages) // 4 + 1, len(text) // 4 + 1)
+        return Completion(text, _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
 
     async def embed(self, texts: list[str], timeout_s: float) -> tuple[list[list[float]], int]:
         reply = await self.client().embeddings.create(
@@ -226,6 +230,11 @@ class ReplayBackend:
 # ---------------------------------------------------------------- the client
 
 
+def _count(value: object) -> int:
+    """A token count from a reply's usage; what is not a number counts as 0."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, openai.APIStatusError):
         body = exc.body.get("message", exc.body) if isinstance(exc.body, dict) else exc.body
@@ -264,10 +273,12 @@ def _retry_after(exc: BaseException) -> float | None:
 class ModelClient:
     """One configured model: chat calls with retries, a deadline, usage, cost and hash."""
 
-    def __init__(self, model: Model, backend: Backend, *, backoff_s: float = 1.0):
+    def __init__(self, model: Model, backend: Backend, *, backoff_s: float = 1.0,
+                 slots: asyncio.Semaphore | None = None):
         self.model = model
         self.backend = backend
         self.backoff_s = backoff_s
+        self.slots = slots or contextlib.nullcontext()  # shared by the pool's clients
         self._jitter = random.Random(model.name)  # only spaces out retries; never touches results
 
     @property
@@ -288,36 +299,39 @@ class ModelClient:
         temp = self.model.temperature if temperature is None else temperature
         limit = self.model.max_tokens if max_tokens is None else max_tokens
         digest = request_hash(self.model.model_id, messages, temp, limit)
-        start = time.monotonic()
-        deadline = start + self.deadline_s
+        start: float | None = None  # the first attempt's start: latency and deadline count from it
         attempts = 0
         while True:
             attempts += 1
-            remaining = deadline - time.monotonic()
-            timeout = min(self.model.timeout_s, remaining)
-            try:
-                done = await asyncio.wait_for(
-                    self.backend.complete(messages, temp, limit, timeout, digest), timeout
-                )
-                break
-            except ModelError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded reason
-                reason = _describe(exc)
-                retry = _transient(exc) and attempts <= self.model.max_retries
-                wait = self._backoff(attempts, exc)
-                if retry and time.monotonic() + wait < deadline:
-                    log.info("model %s: %s; retry %d/%d in %.2fs", self.name, reason,
-                             attempts, self.model.max_retries, wait)
-                    await asyncio.sleep(wait)
-                    continue
-                if retry:
-                    reason += f"; gave up at the {self.deadline_s:g}s deadline"
-                elif attempts > 1:
-                    reason += f" (after {attempts} attempts)"
-                log.warning("model %s (%s): %s", self.name, self.backend.where, reason)
-                return ModelCall(self.name, digest, messages, None, latency_s=time.monotonic() - start,
-                                 error=reason, purpose=purpose)
+            async with self.slots:  # one of the run's model-call slots, only while a request is out
+                if start is None:
+                    start = time.monotonic()
+                    deadline = start + self.deadline_s
+                timeout = min(self.model.timeout_s, deadline - time.monotonic())
+                try:
+                    done = await asyncio.wait_for(
+                        self.backend.complete(messages, temp, limit, timeout, digest), timeout
+                    )
+                    break
+                except ModelError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded reason
+                    failure = exc
+            reason = _describe(failure)
+            retry = _transient(failure) and attempts <= self.model.max_retries
+            wait = self._backoff(attempts, failure)
+            if retry and time.monotonic() + wait < deadline:
+                log.info("model %s: %s; retry %d/%d in %.2fs", self.name, reason,
+                         attempts, self.model.max_retries, wait)
+                await asyncio.sleep(wait)
+                continue
+            if retry:
+                reason += f"; gave up at the {self.deadline_s:g}s deadline"
+            elif attempts > 1:
+                reason += f" (after {attempts} attempts)"
+            log.warning("model %s (%s): %s", self.name, self.backend.where, reason)
+            return ModelCall(self.name, digest, messages, None, latency_s=time.monotonic() - start,
+                             error=reason, purpose=purpose)
         cost = done.cost if done.cost is not None else self.cost(done.tokens_in, done.tokens_out)
         return ModelCall(
             self.name, digest, messages, None if done.error else done.text,
@@ -364,18 +378,21 @@ class ModelClient:
 
 
 class ModelPool:
-    """The run's model clients by name; one `AsyncOpenAI` per endpoint, reused for the run.
+    """The run's model clients by name; one `AsyncOpenAI` per endpoint, reused for the run;
+    with `concurrency`, that many requests out at once at most, over all of them.
 
     With `replay` (a run directory) every model answers from that run's recorded replies.
     """
 
     def __init__(self, models: list[Model], *, replay: str | Path | None = None,
-                 backoff_s: float = 1.0):
+                 backoff_s: float = 1.0, concurrency: int | None = None):
         self._endpoints: dict[tuple[str, str], openai.AsyncOpenAI] = {}
         self.book = ReplayBook(replay) if replay else None
         self.clients: dict[str, ModelClient] = {}
+        # At most `concurrency` requests out at once across all models (proposals, repairs, judge).
+        slots = asyncio.Semaphore(concurrency) if concurrency else None
         for model in models:
-            self.clients[model.name] = ModelClient(model, self._backend(model), backoff_s=backoff_s)
+            self.clients[model.name] = ModelClient(model, self._backend(model), backoff_s=backoff_s, slots=slots)
 
     def _backend(self, model: Model) -> Backend:
         if self.book is not None:

@@ -51,7 +51,9 @@ class ModelProposer:
         self.offline = offline
         if config.operators.offline_arm and offline is None:
             raise ConfigError("operators.offline_arm is on, but no offline proposer was given")
-        self.pool = pool if pool is not None else ModelPool(config.models, replay=config.replay)
+        if pool is None:
+            pool = ModelPool(config.models, replay=config.replay, concurrency=config.concurrency.proposals)
+        self.pool = pool
         arms = list(self.pool.names)
         if config.operators.offline_arm:
             arms.append(OFFLINE)
