@@ -254,34 +254,39 @@ class Engine:
         return self._summary(message)
 
     async def _start_up(self) -> None:
-        """Everything before the search, overlapped: the evaluation workers boot in their own
-        processes while this one builds the proposer (importing the model client is most of
-        a second) in a thread; then the models are checked while the seeds are evaluated."""
+        """Everything before the search, overlapped: the first evaluation worker boots in its
+        own process while this one builds the proposer in a thread (importing the model client
+        is most of a second), and scores the seeds as soon as the worker is up; the seeds are
+        admitted only once the models have passed their pre-flight check."""
         fresh = self.store.counts()["evaluated"] == 0
-        booting = asyncio.ensure_future(self.pool.start())
-        checking: asyncio.Future | None = None
+        steps: list[asyncio.Future] = []
+
+        def begin(work: Any) -> asyncio.Future:
+            steps.append(asyncio.ensure_future(work))
+            return steps[-1]
+
         try:
-            await asyncio.to_thread(self._prepare, self.problem.seed_text() if fresh else None)
-            start = getattr(self.proposer, "start", None)
-            checking = asyncio.ensure_future(start() if start is not None else asyncio.sleep(0))
-            await asyncio.wait({booting, checking}, return_when=asyncio.FIRST_COMPLETED)
-            if checking.done():
-                checking.result()  # a refused key or a dead endpoint stops the run here
+            booting = begin(self.pool.start())
+            preparing = begin(asyncio.to_thread(self._prepare, self.problem.seed_text() if fresh else None))
             await booting
+            scoring = begin(self._score_seeds()) if fresh else None
+            await preparing
+            start = getattr(self.proposer, "start", None)
+            if start is not None:
+                await start()  # a refused key or a dead endpoint stops the run here
             abandoned = self.store.abandon_pending()
             if abandoned:
                 log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
             self._replay()
             if self.best is not None:  # a kill may have come between admission and best/
                 self._write_best()
-            if self.admitted == 0:
-                await self._evaluate_seeds(checking)
-            await checking
+            if scoring is not None and self.admitted == 0:
+                self._admit_seeds(await scoring)
         except BaseException:
-            steps = [t for t in (booting, checking) if t is not None and not t.done()]
-            for t in steps:
-                t.cancel()
-            await asyncio.gather(*steps, return_exceptions=True)
+            pending = [step for step in steps if not step.done()]
+            for step in pending:
+                step.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             raise
 
     def _prepare(self, seed_text: str | None) -> None:
@@ -577,26 +582,22 @@ class Engine:
 
     # ------------------------------------------------------------ seeds and replay
 
-    async def _evaluate_seeds(self, checking: asyncio.Future) -> None:
-        """Evaluate the seed (and any imported candidates) while the models are checked; admit
-        them only once the check has passed, so a refused key leaves the new run empty."""
-        texts = [(self.problem.seed_text(), "seed", None)] + [(c.text, "import", c.origin) for c in self.imports]
+    def _seed_texts(self) -> list[tuple[str, str, str | None]]:
+        """(text, operator, origin) of the seed and of the candidates imported with --from."""
+        return [(self.problem.seed_text(), "seed", None)] + [(c.text, "import", c.origin) for c in self.imports]
 
-        async def evaluate(text: str, label: str) -> tuple[EvalResult, float]:
+    async def _score_seeds(self) -> list[tuple[EvalResult, float]]:
+        async def score(text: str, label: str) -> tuple[EvalResult, float]:
             t0 = time.monotonic()
             result = await self.pool.evaluate(text, label=label)
             return result, time.monotonic() - t0
 
-        scoring = asyncio.ensure_future(asyncio.gather(*(
-            evaluate(text, f"{operator} {i}" if i else "seed") for i, (text, operator, _) in enumerate(texts))))
-        try:
-            await checking
-            results = await scoring
-        finally:
-            if not scoring.done():
-                scoring.cancel()
-                await asyncio.gather(scoring, return_exceptions=True)
-        for index, ((text, operator, origin), (result, eval_s)) in enumerate(zip(texts, results, strict=True)):
+        return await asyncio.gather(*(score(text, f"{operator} {i}" if i else "seed")
+                                      for i, (text, operator, _) in enumerate(self._seed_texts())))
+
+    def _admit_seeds(self, results: list[tuple[EvalResult, float]]) -> None:
+        for index, ((text, operator, origin), (result, eval_s)) in enumerate(
+                zip(self._seed_texts(), results, strict=True)):
             pid = self.store.start_proposal(0)
             if index == 0 and not result.valid:
                 raise ProblemError(

@@ -121,11 +121,15 @@ class ScriptedServer:
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
 
+            def parse_request(self) -> bool:  # the request line is in: the request has arrived
+                self.arrived = time.monotonic()
+                return super().parse_request()
+
             def do_GET(self) -> None:  # noqa: N802
-                server._handle(self, None, time.monotonic())
+                server._handle(self, None, self.arrived)
 
             def do_POST(self) -> None:  # noqa: N802
-                arrived = time.monotonic()
+                arrived = self.arrived
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b"{}"
                 try:
@@ -212,8 +216,9 @@ class ScriptedServer:
                                    "created": int(time.time()), "model": model, "choices": choices}
         if fault != "no_usage":
             payload["usage"] = usage
+        data = json.dumps(payload).encode()
         self._stopping.wait(max(0.0, entry.at + self.latency_s - time.monotonic()))
-        return self._send(handler, 200, payload)
+        return self._send_raw(handler, 200, data, "application/json")
 
     def _embeddings(self, handler: BaseHTTPRequestHandler, body: dict[str, Any], entry: Logged) -> None:
         texts = body.get("input")

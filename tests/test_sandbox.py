@@ -27,7 +27,13 @@ import pytest
 
 from evoengine.errors import ProblemError
 from evoengine.evaluation import EvaluatorPool, Limits
-from evoengine.evaluation.processes import descendants, local_pid, proc_pid, process_table
+from evoengine.evaluation.processes import (
+    descendants,
+    local_pid,
+    own_proc_pid,
+    proc_pid,
+    process_table,
+)
 from evoengine.evaluation.sandbox import sandbox_uid
 
 HOSTILE = Path(__file__).parent / "hostile"
@@ -391,6 +397,32 @@ def test_closing_the_pool_leaves_no_process_or_folder_behind(problem_dir):
     table = process_table()
     assert [w for w in workers if w in table and table[w].state not in ("Z", "X")] == []
     assert not tmp_root.exists()
+
+
+def test_evaluations_begin_after_one_worker_and_the_others_join_as_they_boot(problem_dir):
+    harness = start_pool(problem_dir, LIMITS, slots=3)
+    try:
+        assert harness.pool.worker_pids()  # start() returned once the first worker was ready
+
+        async def six():
+            return await asyncio.gather(*(harness.pool.evaluate(hostile("good.py")) for _ in range(6)))
+
+        assert all(r.valid for r in harness.run(six()))
+        deadline = time.monotonic() + 60
+        while len(harness.pool.worker_pids()) < 3 and time.monotonic() < deadline:
+            harness.run(asyncio.sleep(0.05))
+        assert len(harness.pool.worker_pids()) == 3
+    finally:
+        stop_pool(harness)
+
+
+def test_closing_a_pool_while_its_workers_boot_leaves_none_behind(problem_dir):
+    me = own_proc_pid()
+    before = {p.pid for p in descendants(me, process_table())}
+    harness = start_pool(problem_dir, LIMITS, slots=4)  # closed at once: three are still booting
+    stop_pool(harness)
+    left = [p for p in descendants(me, process_table()) if p.pid not in before and p.state not in ("Z", "X")]
+    assert left == []
 
 
 def test_throughput_of_trivial_candidates(pool):

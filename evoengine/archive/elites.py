@@ -116,9 +116,8 @@ class _Cells:
         centroids = points[rng.choice(samples, size=cells, replace=False)].copy()
         for _ in range(iterations):
             nearest = _nearest(points, centroids)
-            sums = np.zeros_like(centroids)
-            np.add.at(sums, nearest, points)
             counts = np.bincount(nearest, minlength=cells)[:, None]
+            sums = np.stack([np.bincount(nearest, weights=points[:, j], minlength=cells) for j in range(dims)], 1)
             centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
         return cls(centroids=centroids)
 
@@ -133,7 +132,9 @@ class _Cells:
 
 
 def _nearest(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    d = (points**2).sum(1)[:, None] - 2 * points @ centroids.T + (centroids**2).sum(1)[None, :]
+    """Index of each point's nearest centroid: argmin |c|² - 2 p·c (|p|² is the same for all c)."""
+    d = points @ (-2.0 * centroids.T)
+    d += (centroids**2).sum(1)
     return d.argmin(1)
 
 

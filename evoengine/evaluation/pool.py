@@ -185,6 +185,7 @@ class EvaluatorPool:
         self._tmp_root = Path(".")
         self._slots: list[_Slot] = []
         self._idle: asyncio.Queue[_Slot] | None = None
+        self._booting: asyncio.Future | None = None  # the workers after the first, starting
         self._next_id = 0
 
     @property
@@ -196,22 +197,39 @@ class EvaluatorPool:
         return [s.proc.pid for s in self._slots if s.proc is not None and s.alive]
 
     async def start(self) -> None:
-        """Start every worker; raises ProblemError if the problem cannot be imported in one."""
+        """Start the first worker (ProblemError if the problem cannot be imported in it); the
+        others boot in the background, as many at a time as there are spare cores, and join
+        the pool as each is ready: evaluations can begin after one interpreter's start-up."""
         _remove_stale_folders()
         self._tmp_root = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
         self._tmp_root.chmod(0o711)
         self._slots = [_Slot(self, i) for i in range(self.slots)]
-        started = await asyncio.gather(*(s.start() for s in self._slots), return_exceptions=True)
-        errors = [e for e in started if isinstance(e, BaseException)]
-        if errors:
+        try:
+            await self._slots[0].start()
+        except BaseException as exc:
             await self.close()
-            if isinstance(errors[0], EvoError):
-                raise errors[0]
-            raise EvoError(f"{self.problem_path}: evaluation workers failed to start: {errors[0]}")
+            if isinstance(exc, (EvoError, asyncio.CancelledError)):
+                raise
+            raise EvoError(f"{self.problem_path}: the evaluation worker failed to start: {exc}") from exc
         self._idle = asyncio.Queue()
-        for slot in self._slots:
-            self._idle.put_nowait(slot)
+        self._idle.put_nowait(self._slots[0])
+        self._booting = asyncio.ensure_future(self._boot(self._slots[1:]))
         log.info("evaluation pool: %d workers, sandbox: %s", self.slots, self.isolation)
+
+    async def _boot(self, slots: list[_Slot]) -> None:
+        spare_cores = asyncio.Semaphore(max(1, (os.cpu_count() or 2) - 1))  # one is the engine's
+
+        async def boot(slot: _Slot) -> None:
+            async with spare_cores:
+                try:
+                    await slot.start()
+                except Exception as exc:  # noqa: BLE001 - evaluate() starts it again, and reports
+                    log.warning("slot %d: the evaluation worker failed to start (%s); trying again "
+                                "at its first evaluation", slot.index, exc)
+            if self._idle is not None:
+                self._idle.put_nowait(slot)
+
+        await asyncio.gather(*(boot(slot) for slot in slots))
 
     async def evaluate(self, text: str, *, label: str = "candidate", entry: str = "evaluate") -> EvalResult:
         """Score one candidate text with the problem's function `entry` (`evaluate`, or another
@@ -247,6 +265,9 @@ class EvaluatorPool:
 
     async def close(self) -> None:
         """Stop every worker and remove every temporary folder. Safe to call twice."""
+        if self._booting is not None:
+            self._booting.cancel()
+            await asyncio.gather(self._booting, return_exceptions=True)
         await asyncio.gather(*(s.stop() for s in self._slots), return_exceptions=True)
         self._idle = None
         if self._tmp_root != Path("."):
