@@ -2,9 +2,8 @@
 
 A scripted OpenAI-compatible server (tests/scripted_server.py) runs in its own process and
 answers every chat request `--latency` seconds after it arrived (its own work included)
-with a one-line SEARCH/REPLACE
-edit; the engine runs in this process through the real `openai` client, on the cheap test
-problem tests/problems/quadratic. We report:
+with a one-line SEARCH/REPLACE edit; the engine runs in this process through the real
+`openai` client, on the cheap test problem tests/problems/quadratic. We report:
 
 - busy fraction: the concurrency bound ((N - 1) x latency / proposals in flight: the seed
   needs no model) divided by the wall time, for the whole run (start-up included: imports,
