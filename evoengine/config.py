@@ -35,7 +35,7 @@ class Concurrency(Section):
     evaluations: int = Field(2, ge=1, description="evaluations running at once, one sandbox each")
     deterministic: bool = Field(
         False, description="one candidate at a time (propose, evaluate, admit): slower, but with "
-        "deterministic evaluators and models the run is a function of its seed and replays exactly",
+        "deterministic evaluators and models the run is a function of its seed",
     )
 
 

@@ -39,7 +39,14 @@ from .config import Config, load_config
 from .errors import ConfigError, EvoError, ModelError, ProblemError, StoreError
 from .evaluation import EvaluatorPool, Limits
 from .novelty import Novelty
-from .operators import ModelCall, Proposal, ProposalContext, ProposalFailed, Proposer
+from .operators import (
+    ModelCall,
+    Proposal,
+    ProposalContext,
+    ProposalFailed,
+    Proposer,
+    current_proposal,
+)
 from .operators.patches import PatchError, evolve_blocks
 from .problem import EvalResult, LoadedProblem, load_problem
 
@@ -169,6 +176,10 @@ class Engine:
         self._last_state = 0.0
         self._bar: tqdm | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._closed = 0  # proposals closed (admitted or failed), seeds included: the schedule's clock
+        self._schedule: dict[int, Any] | None = None  # a recorded run's schedule, when replaying one
+        self._progress: asyncio.Future | None = None  # resolved whenever the schedule moves on
+        self._at_start = 0  # pipelines not yet given their first proposal id (replaying a schedule)
         self._proposing = 0  # pipelines in their proposing phase
         self._queued = 0  # children waiting for an evaluation slot
         self._changed: asyncio.Future | None = None  # set when a pipeline changes phase
@@ -278,6 +289,8 @@ class Engine:
             if abandoned:
                 log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
             self._replay()
+            if self.config.replay:
+                self._schedule = recorded_schedule(Path(self.config.replay))
             if self.best is not None:  # a kill may have come between admission and best/
                 self._write_best()
             if scoring is not None and self.admitted == 0:
@@ -315,6 +328,7 @@ class Engine:
             self._check_budgets()
             while self._stop is None and self._room() > 0 and self._may_start():
                 self._proposing += 1
+                self._at_start += self._schedule is not None
                 self._tasks.add(asyncio.create_task(self._pipeline()))
             if not self._tasks:
                 if self._stop is None:
@@ -332,6 +346,8 @@ class Engine:
 
     def _may_start(self) -> bool:
         conc = self.config.concurrency
+        if self._schedule is not None:  # the recorded schedule says when each proposal starts
+            return self._at_start == 0 and self.store.next_id() in self._schedule
         if conc.deterministic:
             return not self._tasks
         # One proposal more than there are model slots (the model pool caps requests out at
@@ -345,7 +361,9 @@ class Engine:
 
     def _room(self) -> int:
         cap = self.config.budget.candidates
-        return 1 if cap is None else cap - self.admitted - len(self._tasks)
+        if cap is None:
+            return 1
+        return cap - self.admitted - (0 if self._schedule is not None else len(self._tasks))
 
     def _wake_in(self) -> float | None:
         wall = self.config.budget.wall_time_s
@@ -388,6 +406,7 @@ class Engine:
                 result.metrics.setdefault("gate_score", child.proposal.meta["gate_score"])
         finally:
             self._eval_slots.release()
+        await self._closing_turn(child.pid)
         self._admit(child, result)
 
     async def _gate(self, child: _Child) -> EvalResult | None:
@@ -440,11 +459,91 @@ class Engine:
         if budget is not None and self.spend >= budget:
             self.request_stop("money")
 
+    # ------------------------------------------------------------ the schedule
+
+    def _close_one(self) -> int:
+        """Count one more closed proposal; its number in the closing order."""
+        self._closed += 1
+        self._moved()
+        return self._closed
+
+    def _moved(self) -> None:
+        """A proposal started or closed: whoever waits for the schedule looks again."""
+        if self._progress is not None and not self._progress.done():
+            self._progress.set_result(None)
+
+    async def _until(self, ready: Any) -> None:
+        """Wait until `ready()`, re-checked whenever a proposal starts or closes."""
+        limits = getattr(self.pool, "limits", None)
+        patience = (limits.timeout_s if limits is not None else 600.0) + 60.0
+        while not ready():
+            if self._progress is None or self._progress.done():
+                self._progress = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._progress), patience)
+            except asyncio.TimeoutError:
+                raise ModelError(self._diverged(f"nothing moved for {patience:g} s")) from None
+
+    def _diverged(self, what: str) -> str:
+        return (f"replay of {self.config.replay}: {what}; the replayed run has diverged from the recorded "
+                f"one: use the same problem, config and seed, or drop `replay:` to call the endpoint")
+
+    async def _start_turn(self, attempt: int) -> int | None:
+        """A new proposal id. Replaying a recorded schedule, wait until as many proposals are
+        closed as were when the recorded run started this one (a retry after a novelty
+        rejection takes the id recorded for that retry); None when it started no more."""
+        if self._schedule is None:
+            return self.store.start_proposal(0, basis=self._closed, attempt=attempt)
+        try:
+            while True:
+                pid = self.store.next_id()
+                record = self._schedule.get(pid)
+                if record is None:
+                    return None
+                basis = record["basis"]
+                if basis < self._closed:
+                    raise ModelError(self._diverged(
+                        f"proposal {pid} started after {basis} proposals were closed there, "
+                        f"after {self._closed} here"))
+                if basis == self._closed and record["status"] in ("pending", "abandoned"):
+                    self.store.start_proposal(0, basis=basis)  # cut short there: left pending here too
+                    self._moved()
+                elif basis == self._closed and record["attempt"] == attempt:
+                    self.store.start_proposal(0, basis=basis, attempt=attempt)
+                    self._moved()
+                    return pid
+                elif basis > self._closed:
+                    await self._until(lambda b=basis, i=pid: self._closed >= b or self.store.next_id() != i)
+                else:  # its turn, but it is another proposal's retry
+                    await self._until(lambda i=pid: self.store.next_id() != i)
+        finally:
+            if attempt == 0:  # the pipeline is past its start (counted when it was started)
+                self._at_start -= 1
+                self._wake()  # the search loop may start the next one
+
+    async def _closing_turn(self, pid: int) -> None:
+        """Replaying a recorded schedule, wait until proposal `pid` is the next to close there."""
+        if self._schedule is None:
+            return
+        closed = self._schedule[pid]["closed"]
+        if closed is None:
+            raise ModelError(self._diverged(f"proposal {pid} was never finished there"))
+        def started_all_before() -> bool:  # proposals started at this count start before it moves on
+            record = self._schedule.get(self.store.next_id())
+            return record is None or record["basis"] > self._closed
+
+        await self._until(lambda: self._closed + 1 >= closed and started_all_before())
+        if self._closed + 1 != closed:
+            raise ModelError(self._diverged(f"proposal {pid} closed {closed}th there"))
+
     async def _propose(self) -> _Child | None:
         """Select, propose and screen one child; a rejected near-duplicate is asked for again."""
         retries = self.config.novelty.max_retries if self.novelty else 0
         for attempt in range(retries + 1):
-            pid = self.store.start_proposal(0)
+            pid = await self._start_turn(attempt)
+            if pid is None:  # replaying: the recorded run made no more proposals
+                return None
+            current_proposal.set(pid)  # this task's model calls, when replayed, get pid's replies
             rng = random.Random(f"{self.config.seed}:{pid}")
             sel = self.archive.select(rng)
             ctx = ProposalContext(
@@ -456,15 +555,18 @@ class Engine:
             try:
                 proposal = await self.proposer.propose(ctx)
             except ProposalFailed as fail:
+                await self._closing_turn(pid)
                 self._fail(pid, sel.island, fail.reason, fail.operator, fail.model,
                            fail.parents or (sel.parent.id,), fail.cost)
                 return None
             rejection = await self._screen(proposal, sel.island)
             if rejection is not None:
+                await self._closing_turn(pid)
                 self.novelty_rejections += 1
                 self.store.fail(pid, reason=f"novelty: {rejection}", operator=proposal.operator,
                                 model=proposal.model, parents=proposal.parents, cost=proposal.cost,
-                                reward=0.0 if proposal.model else None)
+                                reward=0.0 if proposal.model else None, island=sel.island,
+                                closed=self._close_one())
                 if proposal.model is not None:
                     self.proposer.observe(proposal.model, 0.0, proposal.cost)
                 self._count_failure(f"novelty: {rejection}")
@@ -519,7 +621,7 @@ class Engine:
     def _fail(self, pid: int, island: int, reason: str, operator: str, model: str | None,
               parents: tuple[int, ...], cost: float) -> None:
         self.store.fail(pid, reason=reason, operator=operator, model=model, parents=parents, cost=cost,
-                        reward=0.0 if model else None)
+                        reward=0.0 if model else None, island=island, closed=self._close_one())
         if model is not None:  # a model whose replies fail must look bad to the bandit
             self.proposer.observe(model, 0.0, cost)
         self.failures[island].append(f"{operator}: {reason}")
@@ -562,7 +664,8 @@ class Engine:
         if time.monotonic() - self._last_state > STATE_EVERY_S:
             state.update(self._snapshot())
             self._last_state = time.monotonic()
-        self.store.admit(candidate, reward=reward, events=events, state=state)
+        self.store.admit(candidate, reward=reward, events=events, state=state, closed=self._closed + 1)
+        self._close_one()
         self._account(candidate)
         if self._bar is not None:
             self._bar.update(1)
@@ -598,7 +701,7 @@ class Engine:
     def _admit_seeds(self, results: list[tuple[EvalResult, float]]) -> None:
         for index, ((text, operator, origin), (result, eval_s)) in enumerate(
                 zip(self._seed_texts(), results, strict=True)):
-            pid = self.store.start_proposal(0)
+            pid = self.store.start_proposal(0, basis=self._closed)
             if index == 0 and not result.valid:
                 raise ProblemError(
                     f"{self.problem.initial_path}: the seed scores invalid, so there is nothing to evolve "
@@ -628,8 +731,13 @@ class Engine:
             for arm, reward, cost in self.store.rewards():
                 if arm is not None and reward is not None:
                     self.proposer.observe(arm, reward, cost)
+            for row in self.store.setbacks():  # the prompts' recent failures, as a live run has them
+                self.failures[row["island"]].append(
+                    f"{row['operator']}: {row['reason']}" if row["status"] == "failed"
+                    else f"candidate {row['id']} invalid: {(row['feedback'] or '')[:300]}")
         finally:
             self._replaying = False
+        self._closed = self.store.closed_count()
         self.spend = self.store.spend()
         self.novelty_rejections = self.store.count_failed("novelty:")
 
@@ -695,6 +803,19 @@ class Engine:
             best=self.best, stopped=self._stop or "budget", elapsed_s=self.elapsed(), spend=self.spend,
             best_path=self.best_path(), message=message,
         )
+
+
+def recorded_schedule(run_dir: Path) -> dict[int, Any] | None:
+    """When each proposal of an earlier run started and closed, for replaying it exactly;
+    None for a run recorded before schedules were kept (its replies are replayed by request)."""
+    store = RunStore.open(run_dir, readonly=True)
+    try:
+        schedule = store.schedule()
+    finally:
+        store.close()
+    if schedule is None:
+        log.info("replay: %s kept no schedule; replies are matched by request only", run_dir)
+    return schedule
 
 
 def _imports_from(run_dir: Path, n: int) -> list[Candidate]:

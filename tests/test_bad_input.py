@@ -181,7 +181,7 @@ def test_a_store_from_another_schema_version_is_refused_untouched(tmp_path, fini
     conn.close()
     before = fingerprint(run_dir)
     refused(cli(command[0], str(run_dir), *command[1:]), str(run_dir / "archive.sqlite"),
-            "store schema 99", "reads schema 1", "Use the evoengine version that wrote it")
+            "store schema 99", "reads schema 2", "Use the evoengine version that wrote it")
     assert fingerprint(run_dir) == before
 
 

@@ -135,24 +135,57 @@ def test_a_model_judge_rejects_near_duplicates_and_its_calls_are_recorded(tmp_pa
     assert proc.returncode == 1 and "proposals all failed" in proc.stdout
 
 
-@pytest.mark.slow
-def test_a_deterministic_run_replays_exactly_with_no_endpoint(tmp_path, scripted_server):
-    scripted_server.script("good", improving_model)
-    config = _config(tmp_path, scripted_server, concurrency={"deterministic": True})
-    first = tmp_path / "first"
-    cli("run", "circle_packing", "-c", config, "--budget", "12", "--run-dir", str(first), "-q", check=True)
-    scripted_server.stop()  # nothing answers any more: every reply must come from the record
-    second = tmp_path / "second"
-    cli("run", "circle_packing", "-c", config, "--set", f"replay={first}", "--budget", "12",
+def _record_then_replay(tmp_path, server, config: str, budget: int, *, resume_at: int | None = None
+                        ) -> tuple[list, list]:
+    """Run (stopping at `resume_at` and resuming), stop the server, run again from the record:
+    every row of both stores, by id."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    cli("run", "circle_packing", "-c", config, "--budget", str(resume_at or budget), "--run-dir", str(first),
+        "-q", check=True)
+    if resume_at:
+        cli("resume", str(first), "--budget", str(budget), "-q", check=True)
+    server.stop()  # nothing answers any more: every reply must come from the record
+    cli("run", "circle_packing", "-c", config, "--set", f"replay={first}", "--budget", str(budget),
         "--run-dir", str(second), "-q", check=True)
 
     def rows(run):
         conn = sqlite3.connect(run / "archive.sqlite")
-        return conn.execute("SELECT id, text, parents, operator, score FROM candidates "
-                            "WHERE status='evaluated' ORDER BY seq").fetchall()
+        return conn.execute("SELECT id, status, closed, text, parents, operator, score, reason "
+                            "FROM candidates ORDER BY id").fetchall()
 
-    assert rows(first) == rows(second)
-    assert len(rows(first)) == 12
+    return rows(first), rows(second)
+
+
+@pytest.mark.slow
+def test_a_deterministic_run_replays_exactly_with_no_endpoint(tmp_path, scripted_server):
+    scripted_server.script("good", improving_model)
+    config = _config(tmp_path, scripted_server, concurrency={"deterministic": True})
+    recorded, replayed = _record_then_replay(tmp_path, scripted_server, config, 12)
+    assert replayed == recorded
+    assert [r[1] for r in recorded].count("evaluated") == 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resume_at", [None, 12], ids=["in-one-go", "resumed"])
+def test_a_concurrent_run_with_failures_replays_exactly_with_no_endpoint(tmp_path, scripted_server, resume_at):
+    replies = iter(range(10**6))
+
+    def moody(request: dict) -> str:  # garbage, an unchanged copy, or an improvement
+        n = next(replies)
+        if n % 5 == 1 or not FENCE.search(request["messages"][-1]["content"]):  # (a repair request)
+            return "I am not sure what you mean."
+        if n % 5 == 3:
+            return f"Here it is:\n```python\n{_parent(request)}\n```\n"
+        return improving_model(request)
+
+    scripted_server.script("good", moody)
+    config = _config(tmp_path, scripted_server, concurrency={"proposals": 3, "evaluations": 2})
+    recorded, replayed = _record_then_replay(tmp_path, scripted_server, config, 25, resume_at=resume_at)
+    assert replayed == recorded
+    statuses = [r[1] for r in recorded]
+    assert statuses.count("evaluated") == 25 and "failed" in statuses
+    closing = [r[2] for r in recorded if r[2] is not None]
+    assert closing != sorted(closing)  # proposals really overlapped: they closed out of order
 
 
 @pytest.mark.slow

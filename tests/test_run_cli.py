@@ -46,6 +46,25 @@ def test_status_text_shows_islands_and_best(tmp_path, quadratic):
     assert "20 admitted" in text and "best" in text and "islands" in text
 
 
+def test_a_store_from_before_schedules_is_read_and_upgraded_on_resume(tmp_path, quadratic):
+    run_dir = tmp_path / "run"
+    cli("run", str(quadratic), "--budget", "12", "--run-dir", str(run_dir), "-q", check=True)
+    conn = sqlite3.connect(run_dir / "archive.sqlite")  # make it a schema-1 store, as version 0.1 wrote
+    for column in ("basis", "attempt", "closed"):
+        conn.execute(f"ALTER TABLE candidates DROP COLUMN {column}")
+    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    assert status(run_dir)["admitted"] == 12  # read as it is
+    cli("resume", str(run_dir), "--budget", "20", "-q", check=True)
+    assert status(run_dir)["admitted"] == 20
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    closed = [c for (c,) in conn.execute("SELECT closed FROM candidates WHERE status='evaluated' ORDER BY seq")]
+    assert closed[:12] == [None] * 12  # counting on from the 12+ proposals closed before
+    assert closed[12] >= 13 and len(set(closed[12:])) == 8
+
+
 def test_unknown_config_key_names_the_key_and_the_nearest_valid_one(tmp_path, quadratic):
     proc = cli("run", str(quadratic), "--set", "islands.cuont=3", "--run-dir", str(tmp_path / "r"))
     assert proc.returncode == 2

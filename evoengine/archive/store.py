@@ -2,7 +2,11 @@
 
 Every proposal gets a row in `candidates` when it starts (status `pending`) and is closed
 in one transaction: `evaluated` (admitted, with its result and admission number `seq`),
-`failed` (no usable child: the reason is kept) or, after a kill, `abandoned`. Model calls,
+`failed` (no usable child: the reason is kept) or, after a kill, `abandoned`. Each row also
+keeps the run's schedule: `basis`, how many proposals were closed when it was started (its
+parent was selected from that state), `attempt` (0, or the retry after a novelty
+rejection) and `closed`, its place in the order proposals were closed; a replay follows
+that schedule to make the same candidates as a concurrent run did. Model calls,
 archive events (migrations, resets) and engine state live beside them. Only the engine's
 loop writes (one writer); readers (status, report, viewer) open the file read-only, which
 WAL mode lets them do while a run is writing.
@@ -23,7 +27,7 @@ from ..candidate import Candidate
 from ..errors import StoreError
 from ..operators import ModelCall
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: basis, attempt, closed (a version-1 store is upgraded on opening)
 FILENAME = "archive.sqlite"
 
 SCHEMA = """
@@ -52,7 +56,10 @@ CREATE TABLE IF NOT EXISTS candidates (
     origin TEXT,
     reason TEXT,
     created REAL NOT NULL,
-    finished REAL
+    finished REAL,
+    basis INTEGER,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    closed INTEGER
 );
 CREATE INDEX IF NOT EXISTS candidates_status ON candidates(status);
 CREATE TABLE IF NOT EXISTS model_calls (
@@ -81,6 +88,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+_CLOSING_ORDER = "closed IS NOT NULL, closed, id"  # rows from before schema 2 first, by id
 _CANDIDATE_COLUMNS = (
     "id, text, parents, island, generation, operator, model, score, valid, metrics, features,"
     " feedback, artifacts, instances, timings, cost, change, origin, created"
@@ -253,7 +261,9 @@ class RunStore:
                 if "no such table" not in str(exc):
                     raise
                 raise StoreError(f"{path} is not an evoengine run store (it has no meta table)") from exc
-            if version != SCHEMA_VERSION:
+            if version == 1 and not readonly:
+                store._upgrade_from_1()
+            elif version not in (1, SCHEMA_VERSION):
                 raise StoreError(
                     f"{path} was written with store schema {version}; this evoengine reads schema "
                     f"{SCHEMA_VERSION}. Use the evoengine version that wrote it."
@@ -319,9 +329,16 @@ class RunStore:
 
     # ------------------------------------------------------------ writing
 
-    def start_proposal(self, island: int) -> int:
+    def _upgrade_from_1(self) -> None:
+        with self.transaction() as conn:
+            for column in ("basis INTEGER", "attempt INTEGER NOT NULL DEFAULT 0", "closed INTEGER"):
+                conn.execute(f"ALTER TABLE candidates ADD COLUMN {column}")
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (json.dumps(SCHEMA_VERSION),))
+
+    def start_proposal(self, island: int, *, basis: int | None = None, attempt: int = 0) -> int:
         cur = self.conn.execute(
-            "INSERT INTO candidates (status, island, created) VALUES ('pending', ?, ?)", (island, time.time())
+            "INSERT INTO candidates (status, island, created, basis, attempt) VALUES ('pending', ?, ?, ?, ?)",
+            (island, time.time(), basis, attempt),
         )
         return int(cur.lastrowid)
 
@@ -337,29 +354,30 @@ class RunStore:
 
     def fail(self, proposal_id: int, *, reason: str, operator: str, model: str | None,
              parents: tuple[int, ...], cost: float = 0.0, reward: float | None = None,
-             text: str | None = None) -> None:
+             text: str | None = None, island: int = 0, closed: int | None = None) -> None:
         """Close a proposal that produced no evaluated child; `reward` is what its arm earned."""
         self.conn.execute(
             "UPDATE candidates SET status='failed', reason=?, operator=?, model=?, parents=?, cost=?,"
-            " reward=?, text=?, finished=? WHERE id=?",
-            (reason, operator, model, json.dumps(list(parents)), cost, reward, text, time.time(), proposal_id),
+            " reward=?, text=?, finished=?, island=?, closed=? WHERE id=?",
+            (reason, operator, model, json.dumps(list(parents)), cost, reward, text, time.time(), island,
+             closed, proposal_id),
         )
 
     def admit(self, c: Candidate, *, reward: float | None, events: list[tuple[str, dict[str, Any]]] = (),
-              state: dict[str, Any] | None = None) -> int:
+              state: dict[str, Any] | None = None, closed: int | None = None) -> int:
         """Close proposal `c.id` as evaluated, in one transaction with its events and state."""
         with self.transaction() as conn:
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM candidates").fetchone()[0]
             updated = conn.execute(
                 "UPDATE candidates SET status='evaluated', seq=?, text=?, parents=?, island=?, generation=?,"
                 " operator=?, model=?, score=?, valid=?, metrics=?, features=?, feedback=?, artifacts=?,"
-                " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?"
+                " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?, closed=?"
                 " WHERE id=? AND status='pending'",
                 (
                     seq, c.text, json.dumps(list(c.parents)), c.island, c.generation, c.operator, c.model,
                     c.score, int(c.valid), json.dumps(c.metrics), json.dumps(c.features), c.feedback,
                     json.dumps(c.artifacts), json.dumps(c.instances),
-                    json.dumps(c.timings), c.cost, reward, c.change, c.origin, time.time(), c.id,
+                    json.dumps(c.timings), c.cost, reward, c.change, c.origin, time.time(), closed, c.id,
                 ),
             ).rowcount
             if updated != 1:
@@ -395,8 +413,37 @@ class RunStore:
         """(model arm, reward, cost) of every closed proposal that earned one, for bandit replay."""
         yield from self.conn.execute(
             "SELECT model, reward, cost FROM candidates WHERE status IN ('evaluated', 'failed')"
-            " AND reward IS NOT NULL ORDER BY id"
+            f" AND reward IS NOT NULL ORDER BY {_CLOSING_ORDER}"
         )
+
+    def next_id(self) -> int:
+        """The id the next proposal will get."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name='candidates'").fetchone()
+        return (int(row[0]) if row else 0) + 1
+
+    def closed_count(self) -> int:
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM candidates WHERE status IN ('evaluated', 'failed')").fetchone()[0])
+
+    def setbacks(self) -> Iterator[sqlite3.Row]:
+        """Failed proposals (novelty rejections aside) and invalid candidates, in closing order:
+        what the prompts' "recent failures" are made of."""
+        yield from self.conn.execute(
+            "SELECT id, status, island, operator, reason, feedback FROM candidates"
+            " WHERE (status='failed' AND reason NOT LIKE 'novelty:%') OR (status='evaluated' AND valid=0)"
+            f" ORDER BY {_CLOSING_ORDER}"
+        )
+
+    def schedule(self) -> dict[int, sqlite3.Row] | None:
+        """Every proposal's (id, status, basis, attempt, closed), by id; None for a store that
+        did not record its schedule (written before schema 2)."""
+        try:
+            rows = self.conn.execute("SELECT id, status, basis, attempt, closed FROM candidates").fetchall()
+        except StoreError:
+            return None
+        if any(r["basis"] is None and r["closed"] is None for r in rows):
+            return None
+        return {r["id"]: r for r in rows}
 
     def get(self, candidate_id: int) -> Candidate:
         row = self.conn.execute(

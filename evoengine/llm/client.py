@@ -30,7 +30,7 @@ import openai
 
 from ..config import Model
 from ..errors import ModelError
-from ..operators import ModelCall
+from ..operators import ModelCall, current_proposal
 from .replay import ReplayBook, request_hash
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ class ReplayBackend:
 
     async def complete(self, messages: list[dict[str, str]], temperature: float,
                        max_tokens: int, timeout_s: float, digest: str) -> Completion:
-        rec = self.book.take(digest, self.model.name)
+        rec = self.book.take(digest, self.model.name, current_proposal.get())
         return Completion(rec.reply or "", rec.tokens_in, rec.tokens_out, rec.cost, rec.error)
 
     async def check(self) -> str | None:

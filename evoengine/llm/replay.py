@@ -6,6 +6,9 @@ later run can be replayed from an earlier run's store with no endpoint at all
 (`config.replay: <run dir>`): `ReplayBook` answers each request with the recorded reply
 for the same hash, in the order they were recorded when one request was made several
 times, and raises a `ModelError` naming the request when the store has no reply for it.
+A request made for proposal k (`operators.current_proposal`, set by the engine) gets
+the reply recorded for proposal k first: two proposals of a concurrent run may ask the same
+thing and get different answers, in whichever order they came back.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def request_hash(model_id: str, messages: list[dict[str, str]], temperature: flo
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class RecordedCall:
     """One stored answer: the reply (or the error the original run got) and its usage."""
 
@@ -43,6 +46,7 @@ class RecordedCall:
     tokens_out: int
     cost: float
     error: str | None
+    used: bool = False
 
 
 class ReplayBook:
@@ -61,30 +65,37 @@ class ReplayBook:
                 f"earlier run (it holds archive.sqlite)"
             )
         self._calls: dict[str, deque[RecordedCall]] = defaultdict(deque)
+        self._by_proposal: dict[tuple[int, str], deque[RecordedCall]] = defaultdict(deque)
         self._lock = threading.Lock()
         self.recorded = 0
         try:
             with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as db:
                 rows = db.execute(
-                    "SELECT request_hash, reply, tokens_in, tokens_out, cost, error "
+                    "SELECT request_hash, reply, tokens_in, tokens_out, cost, error, proposal_id "
                     "FROM model_calls ORDER BY id"
                 ).fetchall()
         except sqlite3.Error as exc:
             raise ModelError(
                 f"replay: cannot read recorded model calls from {self.path}: {exc}"
             ) from exc
-        for digest, reply, tokens_in, tokens_out, cost, error in rows:
-            self._calls[digest].append(
-                RecordedCall(reply, int(tokens_in or 0), int(tokens_out or 0), float(cost or 0.0), error)
-            )
+        for digest, reply, tokens_in, tokens_out, cost, error, proposal_id in rows:
+            call = RecordedCall(reply, int(tokens_in or 0), int(tokens_out or 0), float(cost or 0.0), error)
+            self._calls[digest].append(call)
+            if proposal_id is not None:
+                self._by_proposal[(proposal_id, digest)].append(call)
             self.recorded += 1
 
-    def take(self, digest: str, model: str) -> RecordedCall:
-        """The next recorded answer to this request, or a `ModelError` on a miss."""
+    def take(self, digest: str, model: str, for_proposal: int | None = None) -> RecordedCall:
+        """The next recorded answer to this request (the one proposal `for_proposal` got, if it
+        asked it), or a `ModelError` on a miss."""
         with self._lock:
-            queue = self._calls.get(digest)
-            if queue:
-                return queue.popleft()
+            queues = [self._by_proposal.get((for_proposal, digest))] if for_proposal is not None else []
+            for queue in [*queues, self._calls.get(digest)]:
+                while queue:
+                    call = queue.popleft()
+                    if not call.used:
+                        call.used = True
+                        return call
         raise ModelError(
             f"replay: model {model!r} was asked something the run in {self.run_dir} never "
             f"asked (request {digest[:12]}), or asked it more often; the replayed run has "
@@ -94,4 +105,4 @@ class ReplayBook:
 
     def remaining(self) -> int:
         with self._lock:
-            return sum(len(q) for q in self._calls.values())
+            return sum(not call.used for q in self._calls.values() for call in q)

@@ -14,11 +14,16 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..candidate import Candidate
 from ..problem import Problem
+
+# The proposal the current task works for (the engine sets it): a replayed run answers its
+# model calls with the replies that very proposal got in the recorded run.
+current_proposal: ContextVar[int | None] = ContextVar("evoengine_proposal", default=None)
 
 
 @dataclass(frozen=True)
