@@ -482,7 +482,11 @@ class Engine:
             try:
                 await asyncio.wait_for(asyncio.shield(self._progress), patience)
             except asyncio.TimeoutError:
-                raise ModelError(self._diverged(f"nothing moved for {patience:g} s")) from None
+                pid = self.store.next_id()
+                record = self._schedule.get(pid) if self._schedule is not None else None
+                raise ModelError(self._diverged(
+                    f"nothing moved for {patience:g} s ({self._closed} proposals closed; proposal {pid} "
+                    f"started there after {record['basis'] if record else '-'})")) from None
 
     def _diverged(self, what: str) -> str:
         return (f"replay of {self.config.replay}: {what}; the replayed run has diverged from the recorded "
@@ -559,7 +563,7 @@ class Engine:
                 self._fail(pid, sel.island, fail.reason, fail.operator, fail.model,
                            fail.parents or (sel.parent.id,), fail.cost)
                 return None
-            rejection = await self._screen(proposal, sel.island)
+            rejection = await self._screen(proposal, sel.island, pid)
             if rejection is not None:
                 await self._closing_turn(pid)
                 self.novelty_rejections += 1
@@ -576,10 +580,15 @@ class Engine:
             return _Child(proposal, pid, sel.island, parents, {"propose_s": elapsed})
         return None
 
-    async def _screen(self, proposal: Proposal, island: int) -> str | None:
+    async def _screen(self, proposal: Proposal, island: int, pid: int) -> str | None:
         """Why a child should not be evaluated, or None: it is the same program as one already
         evaluated (up to formatting and comments), or the novelty filter finds it too close
-        to what its island has."""
+        to what its island has. Replaying a schedule, the recorded verdict: it depended on
+        what had been admitted by the moment the original run screened the child."""
+        if self._schedule is not None:
+            record = self._schedule[pid]
+            reason = record["reason"] or ""
+            return reason.removeprefix("novelty: ") if reason.startswith("novelty: ") else None
         if self._normal_digest(proposal.text) in self.seen:
             return "the same program as an already evaluated candidate (up to formatting and comments)"
         if self.novelty is None:

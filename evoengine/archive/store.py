@@ -435,10 +435,10 @@ class RunStore:
         )
 
     def schedule(self) -> dict[int, sqlite3.Row] | None:
-        """Every proposal's (id, status, basis, attempt, closed), by id; None for a store that
+        """Every proposal's (id, status, basis, attempt, closed, reason), by id; None for a store that
         did not record its schedule (written before schema 2)."""
         try:
-            rows = self.conn.execute("SELECT id, status, basis, attempt, closed FROM candidates").fetchall()
+            rows = self.conn.execute("SELECT id, status, basis, attempt, closed, reason FROM candidates").fetchall()
         except StoreError:
             return None
         if any(r["basis"] is None and r["closed"] is None for r in rows):
