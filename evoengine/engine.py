@@ -178,11 +178,11 @@ class Engine:
         self._tasks: set[asyncio.Task] = set()
         self._closed = 0  # proposals closed (admitted or failed), seeds included: the schedule's clock
         self._schedule: dict[int, Any] | None = None  # a recorded run's schedule, when replaying one
-        self._progress: asyncio.Future | None = None  # resolved whenever the schedule moves on
+        self._next_pid = 0  # the id the next proposal gets (kept while replaying a schedule)
         self._at_start = 0  # pipelines not yet given their first proposal id (replaying a schedule)
         self._proposing = 0  # pipelines in their proposing phase
         self._queued = 0  # children waiting for an evaluation slot
-        self._changed: asyncio.Future | None = None  # set when a pipeline changes phase
+        self._changed: asyncio.Future | None = None  # resolved when a pipeline moves on (`_notify`)
         self._replaying = False
         self._gate_scores: dict[int, asyncio.Future[float | None]] = {}  # minibatch scores by id
 
@@ -289,12 +289,13 @@ class Engine:
             if abandoned:
                 log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
             self._replay()
-            if self.config.replay:
-                self._schedule = recorded_schedule(Path(self.config.replay))
             if self.best is not None:  # a kill may have come between admission and best/
                 self._write_best()
             if scoring is not None and self.admitted == 0:
                 self._admit_seeds(await scoring)
+            if self.config.replay:
+                self._schedule = recorded_schedule(Path(self.config.replay))
+                self._next_pid = self.store.next_id()
         except BaseException:
             pending = [step for step in steps if not step.done()]
             for step in pending:
@@ -334,8 +335,7 @@ class Engine:
                 if self._stop is None:
                     self._stop = "budget"
                 return
-            self._changed = asyncio.get_running_loop().create_future()
-            done, _ = await asyncio.wait({*self._tasks, self._changed}, timeout=self._wake_in(),
+            done, _ = await asyncio.wait({*self._tasks, self._next_change()}, timeout=self._wake_in(),
                                          return_when=asyncio.FIRST_COMPLETED)
             for task in done & self._tasks:
                 self._tasks.discard(task)
@@ -347,17 +347,23 @@ class Engine:
     def _may_start(self) -> bool:
         conc = self.config.concurrency
         if self._schedule is not None:  # the recorded schedule says when each proposal starts
-            return self._at_start == 0 and self.store.next_id() in self._schedule
+            return self._at_start == 0 and self._next_pid in self._schedule
         if conc.deterministic:
             return not self._tasks
         # One proposal more than there are model slots (the model pool caps requests out at
         # `proposals`): its prompt is ready when a slot frees, so the slot is taken at once.
         return self._proposing < conc.proposals + 1 and self._queued < conc.evaluations
 
-    def _wake(self) -> None:
-        """A pipeline left a phase: the search loop may start another."""
+    def _notify(self) -> None:
+        """A pipeline moved on (changed phase, or a proposal started or closed): the search
+        loop and whoever waits for the schedule look again."""
         if self._changed is not None and not self._changed.done():
             self._changed.set_result(None)
+
+    def _next_change(self) -> asyncio.Future:
+        if self._changed is None or self._changed.done():
+            self._changed = asyncio.get_running_loop().create_future()
+        return self._changed
 
     def _room(self) -> int:
         cap = self.config.budget.candidates
@@ -388,7 +394,7 @@ class Engine:
             child = await self._propose()
         finally:
             self._proposing -= 1
-            self._wake()
+            self._notify()
         if child is None:
             return
         self._queued += 1
@@ -396,7 +402,7 @@ class Engine:
             await self._eval_slots.acquire()
         finally:
             self._queued -= 1
-            self._wake()
+            self._notify()
         try:
             gated = await self._gate(child)
             t0 = time.monotonic()
@@ -464,25 +470,18 @@ class Engine:
     def _close_one(self) -> int:
         """Count one more closed proposal; its number in the closing order."""
         self._closed += 1
-        self._moved()
+        self._notify()
         return self._closed
-
-    def _moved(self) -> None:
-        """A proposal started or closed: whoever waits for the schedule looks again."""
-        if self._progress is not None and not self._progress.done():
-            self._progress.set_result(None)
 
     async def _until(self, ready: Any) -> None:
         """Wait until `ready()`, re-checked whenever a proposal starts or closes."""
         limits = getattr(self.pool, "limits", None)
         patience = (limits.timeout_s if limits is not None else 600.0) + 60.0
         while not ready():
-            if self._progress is None or self._progress.done():
-                self._progress = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(asyncio.shield(self._progress), patience)
+                await asyncio.wait_for(asyncio.shield(self._next_change()), patience)
             except asyncio.TimeoutError:
-                pid = self.store.next_id()
+                pid = self._next_pid
                 record = self._schedule.get(pid) if self._schedule is not None else None
                 raise ModelError(self._diverged(
                     f"nothing moved for {patience:g} s ({self._closed} proposals closed; proposal {pid} "
@@ -500,7 +499,7 @@ class Engine:
             return self.store.start_proposal(0, basis=self._closed, attempt=attempt)
         try:
             while True:
-                pid = self.store.next_id()
+                pid = self._next_pid
                 record = self._schedule.get(pid)
                 if record is None:
                     return None
@@ -509,21 +508,22 @@ class Engine:
                     raise ModelError(self._diverged(
                         f"proposal {pid} started after {basis} proposals were closed there, "
                         f"after {self._closed} here"))
-                if basis == self._closed and record["status"] in ("pending", "abandoned"):
-                    self.store.start_proposal(0, basis=basis)  # cut short there: left pending here too
-                    self._moved()
-                elif basis == self._closed and record["attempt"] == attempt:
-                    self.store.start_proposal(0, basis=basis, attempt=attempt)
-                    self._moved()
-                    return pid
+                if basis == self._closed and (record["status"] in ("pending", "abandoned")
+                                              or record["attempt"] == attempt):
+                    self.store.start_proposal(0, basis=basis, attempt=record["attempt"])
+                    self._next_pid += 1
+                    self._notify()
+                    if record["status"] not in ("pending", "abandoned"):
+                        return pid
+                    # cut short there: left pending here too (abandoned when the run ends)
                 elif basis > self._closed:
-                    await self._until(lambda b=basis, i=pid: self._closed >= b or self.store.next_id() != i)
+                    await self._until(lambda b=basis, i=pid: self._closed >= b or self._next_pid != i)
                 else:  # its turn, but it is another proposal's retry
-                    await self._until(lambda i=pid: self.store.next_id() != i)
+                    await self._until(lambda i=pid: self._next_pid != i)
         finally:
             if attempt == 0:  # the pipeline is past its start (counted when it was started)
                 self._at_start -= 1
-                self._wake()  # the search loop may start the next one
+                self._notify()  # the search loop may start the next one
 
     async def _closing_turn(self, pid: int) -> None:
         """Replaying a recorded schedule, wait until proposal `pid` is the next to close there."""
@@ -532,8 +532,9 @@ class Engine:
         closed = self._schedule[pid]["closed"]
         if closed is None:
             raise ModelError(self._diverged(f"proposal {pid} was never finished there"))
+
         def started_all_before() -> bool:  # proposals started at this count start before it moves on
-            record = self._schedule.get(self.store.next_id())
+            record = self._schedule.get(self._next_pid)
             return record is None or record["basis"] > self._closed
 
         await self._until(lambda: self._closed + 1 >= closed and started_all_before())
