@@ -193,14 +193,18 @@ def test_a_money_budget_stops_the_run_and_nothing_is_spent_past_the_stop(tmp_pat
     scripted_server.script("good", improving_model)
     config = _config(tmp_path, scripted_server, budget={"cost_usd": 0.01, "candidates": 500})
     cfg = yaml.safe_load(open(config))
-    cfg["models"][0]["price_in"] = 20.0  # dollars per million prompt tokens: ~1 cent in a few calls
+    cfg["models"][0]["price_in"] = 5.0  # dollars per million prompt tokens: ~0.3 cent a call
     open(config, "w").write(yaml.safe_dump(cfg))
     run_dir = tmp_path / "run"
     proc = cli("run", "circle_packing", "-c", config, "--run-dir", str(run_dir), "-q")
     assert proc.returncode == 0, proc.stderr
     assert "stopped: money" in proc.stdout and f"evoengine resume {run_dir}" in proc.stdout
     s = status(run_dir)
-    assert 0.01 <= s["spend"] < 0.01 + 4 * 0.003  # at most the calls already in flight finish
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    calls, dearest = conn.execute("SELECT COUNT(*), MAX(cost) FROM model_calls").fetchone()
+    assert calls > 2  # the budget ran out mid-run, not at the first replies
+    # past the budget, at most the calls already in flight (concurrency.proposals = 2) finish
+    assert 0.01 <= s["spend"] <= 0.01 + 2 * dearest
     assert s["admitted"] < 500
 
 
