@@ -49,8 +49,14 @@ SCENARIOS = {
     },
     "big": {
         "config": {
-            "islands": {"count": 2, "population": 50_000, "topology": "ring",
-                        "migration_interval": 500, "migration_size": 5, "reset_interval": 60_000},
+            "islands": {
+                "count": 2,
+                "population": 50_000,
+                "topology": "ring",
+                "migration_interval": 500,
+                "migration_size": 5,
+                "reset_interval": 60_000,
+            },
             "selection": {"strategy": "weighted", "exploit": 0.7, "explore": 0.2, "elites": 0.1},
             "elites": {"kind": "cvt", "cells": 256, "builtin": ["length", "complexity"]},
         },
@@ -72,12 +78,13 @@ class Texts:
     """Synthetic ~2 KB Python-like programs: a few bases, each child a unique variant."""
 
     def __init__(self, rng: random.Random, bases: int = 32):
-        words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9)))
-                 for _ in range(200)]
+        words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9))) for _ in range(200)]
         self.bases = []
         for _ in range(bases):
-            lines = [f"    {rng.choice(words)} = {rng.choice(words)}({rng.randint(0, 999)}, "
-                     f"{rng.choice(words)})" for _ in range(60)]
+            lines = [
+                f"    {rng.choice(words)} = {rng.choice(words)}({rng.randint(0, 999)}, {rng.choice(words)})"
+                for _ in range(60)
+            ]
             self.bases.append(["def solve(data):"] + lines + ["    return data"])
         self.rng = rng
 
@@ -93,9 +100,13 @@ class Texts:
 
 def summary(ns: list[int]) -> dict[str, float]:
     a = np.asarray(ns, dtype=np.float64) / 1e6  # ms
-    return {"mean_ms": round(float(a.mean()), 4), "p50_ms": round(float(np.percentile(a, 50)), 4),
-            "p99_ms": round(float(np.percentile(a, 99)), 4), "max_ms": round(float(a.max()), 3),
-            "n": len(ns)}
+    return {
+        "mean_ms": round(float(a.mean()), 4),
+        "p50_ms": round(float(np.percentile(a, 50)), 4),
+        "p99_ms": round(float(np.percentile(a, 99)), 4),
+        "max_ms": round(float(a.max()), 3),
+        "n": len(ns),
+    }
 
 
 def retained(archive: Archive) -> dict[str, int]:
@@ -116,8 +127,7 @@ def retained(archive: Archive) -> dict[str, int]:
 def run(name: str, n: int, novelty_n: int, seed: int = 0) -> dict:
     spec = SCENARIOS[name]
     cfg = Config.model_validate({"seed": seed, **spec["config"]})
-    problem = Problem(name="synthetic", description="synthetic", initial="seed.py",
-                      features=tuple(spec["features"]))
+    problem = Problem(name="synthetic", description="synthetic", initial="seed.py", features=tuple(spec["features"]))
     rng = random.Random(seed)
     texts = Texts(rng)
     rss_start = rss_mb()
@@ -160,10 +170,18 @@ def run(name: str, n: int, novelty_n: int, seed: int = 0) -> dict:
             rejected += not verdict.novel
         valid = rng.random() < 0.8
         parent_score = sel.parent.score if sel.parent.score is not None else 0.0
-        child = Candidate(cid, text, parents=(sel.parent.id,), island=sel.island, generation=1,
-                          operator="diff", score=parent_score + rng.gauss(-0.05, 0.2) if valid else None,
-                          valid=valid, features=features() if valid else {},
-                          feedback="" if valid else "Traceback: synthetic failure")
+        child = Candidate(
+            cid,
+            text,
+            parents=(sel.parent.id,),
+            island=sel.island,
+            generation=1,
+            operator="diff",
+            score=parent_score + rng.gauss(-0.05, 0.2) if valid else None,
+            valid=valid,
+            features=features() if valid else {},
+            feedback="" if valid else "Traceback: synthetic failure",
+        )
         w3, t3 = time.perf_counter_ns(), time.thread_time_ns()
         archive.admit(child)
         admit_ns.append(time.thread_time_ns() - t3)
@@ -185,8 +203,7 @@ def run(name: str, n: int, novelty_n: int, seed: int = 0) -> dict:
         "admit": summary(admit_ns),
         "select": summary(select_ns),
         "novelty_check": {**summary(check_ns), "rejected": rejected},
-        "wall": {"admit": summary(admit_wall), "select": summary(select_wall),
-                 "novelty_check": summary(check_wall)},
+        "wall": {"admit": summary(admit_wall), "select": summary(select_wall), "novelty_check": summary(check_wall)},
         "rss_after_imports_mb": round(rss0 - rss_start, 1),
         "rss_growth_mb_at": checkpoints,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -242,9 +259,22 @@ def main() -> None:
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     results = []
     for name in names:  # one process each, so peak memory is the scenario's own
-        out = subprocess.run([sys.executable, __file__, "--json", "--scenario", name,
-                              "--candidates", str(args.candidates), "--novelty", str(args.novelty)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--json",
+                "--scenario",
+                name,
+                "--candidates",
+                str(args.candidates),
+                "--novelty",
+                str(args.novelty),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         results.append(json.loads(out))
     text = markdown(results)
     sys.stdout.write(text)

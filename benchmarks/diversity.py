@@ -26,15 +26,18 @@ SETUPS = {
     "islands + MAP-Elites": ["islands.count=4"],  # ring migration, grid elites, mixed selection
     "islands + MAP-Elites, elite parents 0.3": ["islands.count=4", "selection.elites=0.3", "selection.exploit=0.5"],
     "single population": [
-        "islands.count=1", "elites.enabled=false", "selection.exploit=1.0", "selection.explore=0.0",
-        "selection.elites=0.0", "selection.diverse_inspirations=0",
+        "islands.count=1",
+        "elites.enabled=false",
+        "selection.exploit=1.0",
+        "selection.explore=0.0",
+        "selection.elites=0.0",
+        "selection.diverse_inspirations=0",
     ],
 }
 
 
 def run(overrides: list[str], seed: int, budget: int) -> float:
-    config = load_config(None, [*overrides, f"seed={seed}", f"budget.candidates={budget}",
-                                "elites.builtin=[]"])
+    config = load_config(None, [*overrides, f"seed={seed}", f"budget.candidates={budget}", "elites.builtin=[]"])
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine.create(REPO / "problems" / "deceptive_ridge", config, run_dir=Path(tmp) / "run")
         summary = asyncio.run(engine.run())

@@ -69,7 +69,9 @@ def main() -> None:
     t_start = time.monotonic()
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER.format(tests=str(REPO / "tests")), str(args.latency)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     url = json.loads(server.stdout.readline())["url"]
     try:
@@ -87,17 +89,26 @@ def main() -> None:
                 marks.update(search=time.monotonic(), cpu=cpu(resource.RUSAGE_SELF))
 
         Engine._commit = timed_commit
-        config = load_config(None, [
-            f"budget.candidates={args.candidates}",
-            f"concurrency.proposals={args.proposals}",
-            f"concurrency.evaluations={args.evaluations}",
-            "operators.diff=1", "operators.full=0", "operators.crossover=0",
-        ], base={"models": [{"name": "sim", "base_url": url, "api_key_env": None, "timeout_s": 30}]})
+        config = load_config(
+            None,
+            [
+                f"budget.candidates={args.candidates}",
+                f"concurrency.proposals={args.proposals}",
+                f"concurrency.evaluations={args.evaluations}",
+                "operators.diff=1",
+                "operators.full=0",
+                "operators.crossover=0",
+            ],
+            base={"models": [{"name": "sim", "base_url": url, "api_key_env": None, "timeout_s": 30}]},
+        )
         with tempfile.TemporaryDirectory() as tmp:
             engine = Engine.create(REPO / "tests" / "problems" / "quadratic", config, run_dir=Path(tmp) / "run")
             summary = asyncio.run(engine.run())
-            calls = sqlite3.connect(Path(tmp) / "run" / "archive.sqlite").execute(
-                "SELECT COUNT(*), SUM(latency_s) FROM model_calls").fetchone()
+            calls = (
+                sqlite3.connect(Path(tmp) / "run" / "archive.sqlite")
+                .execute("SELECT COUNT(*), SUM(latency_s) FROM model_calls")
+                .fetchone()
+            )
         wall = time.monotonic() - t0
         search_wall = time.monotonic() - marks["search"]
         search_cpu = cpu(resource.RUSAGE_SELF) - marks["cpu"]
@@ -109,25 +120,30 @@ def main() -> None:
     n = summary.admitted
     proposals = n - 1  # the seed needs no model call
     bound = proposals * args.latency / args.proposals
-    print(json.dumps({
-        "candidates": n,
-        "latency_s": args.latency,
-        "proposals_in_flight": args.proposals,
-        "evaluations_in_flight": args.evaluations,
-        "wall_s": round(wall, 3),
-        "start_up_s": round(wall - search_wall, 3),
-        "wall_s_with_interpreter_start": round(time.monotonic() - t_start, 3),
-        "concurrency_bound_s": round(bound, 3),
-        "busy_fraction_whole_run": round(bound / wall, 3),
-        "busy_fraction_search": round(bound / search_wall, 3),
-        "model_calls": calls[0],
-        "mean_call_latency_s": round(calls[1] / calls[0], 4),
-        "slots_busy_search": round(calls[1] / (args.proposals * search_wall), 3),
-        "slots_busy_whole_run": round(calls[1] / (args.proposals * wall), 3),
-        "engine_cpu_ms_per_candidate_search": round(1000 * search_cpu / proposals, 2),
-        "total_cpu_ms_per_candidate_whole_run": round(1000 * (self_cpu + child_cpu) / n, 2),
-        "best_score": summary.best.score if summary.best else None,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "candidates": n,
+                "latency_s": args.latency,
+                "proposals_in_flight": args.proposals,
+                "evaluations_in_flight": args.evaluations,
+                "wall_s": round(wall, 3),
+                "start_up_s": round(wall - search_wall, 3),
+                "wall_s_with_interpreter_start": round(time.monotonic() - t_start, 3),
+                "concurrency_bound_s": round(bound, 3),
+                "busy_fraction_whole_run": round(bound / wall, 3),
+                "busy_fraction_search": round(bound / search_wall, 3),
+                "model_calls": calls[0],
+                "mean_call_latency_s": round(calls[1] / calls[0], 4),
+                "slots_busy_search": round(calls[1] / (args.proposals * search_wall), 3),
+                "slots_busy_whole_run": round(calls[1] / (args.proposals * wall), 3),
+                "engine_cpu_ms_per_candidate_search": round(1000 * search_cpu / proposals, 2),
+                "total_cpu_ms_per_candidate_whole_run": round(1000 * (self_cpu + child_cpu) / n, 2),
+                "best_score": summary.best.score if summary.best else None,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,10 +31,11 @@ from evoengine.evaluation import EvaluatorPool, Limits  # noqa: E402
 from evoengine.evaluation.ray_backend import RayPool  # noqa: E402
 
 WORKLOADS = {
-    "cheap": ("spin 10 ms of CPU", 0.010,
-              "    stop = time.process_time() + 0.010\n"
-              "    while time.process_time() < stop:\n"
-              "        pass\n"),
+    "cheap": (
+        "spin 10 ms of CPU",
+        0.010,
+        "    stop = time.process_time() + 0.010\n    while time.process_time() < stop:\n        pass\n",
+    ),
     "slow": ("sleep 0.5 s", 0.5, "    time.sleep(0.5)\n"),
 }
 
@@ -72,8 +73,7 @@ async def measure(pool, count: int, slots: int) -> tuple[float, float]:
         # warm-up: Ray starts its worker processes (each with a warm evaluation worker) lazily
         await asyncio.gather(*(pool.evaluate(f"X = {-i}\n") for i in range(1, 3 * slots + 1)))
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(pool.evaluate(f"X = {i}\n", label=f"c{i}")
-                                         for i in range(count)))
+        results = await asyncio.gather(*(pool.evaluate(f"X = {i}\n", label=f"c{i}") for i in range(count)))
         elapsed = time.perf_counter() - t0
     finally:
         await pool.close()
@@ -105,8 +105,10 @@ def main() -> None:
                 startup, rate = asyncio.run(measure(pool, count, slots))
                 eval_s = WORKLOADS[name][1]
                 overhead_ms = (slots / rate - eval_s) * 1000
-                row = (f"| {name} ({WORKLOADS[name][0]}) | {backend} | {slots} | {count} | "
-                       f"{rate:.1f} | {slots / eval_s:.1f} | {overhead_ms:.1f} | {startup:.1f} |")
+                row = (
+                    f"| {name} ({WORKLOADS[name][0]}) | {backend} | {slots} | {count} | "
+                    f"{rate:.1f} | {slots / eval_s:.1f} | {overhead_ms:.1f} | {startup:.1f} |"
+                )
                 print(row, flush=True)
                 rows.append(row)
     header = [

@@ -39,25 +39,64 @@ def main() -> None:
     run_dir = args.run_dir or Path(tempfile.mkdtemp()) / "self-evolve"
     t0 = time.monotonic()
     if not (run_dir / "best" / "harness.py").exists():  # else: compare an earlier run's result
-        subprocess.run([sys.executable, "-m", "evoengine.cli", "self-evolve", "--budget", str(args.budget),
-                        "--inner-budget", str(args.inner_budget), "--seeds", str(args.seeds),
-                        "--suite", args.suite, "--run-dir", str(run_dir), "-q"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "evoengine.cli",
+                "self-evolve",
+                "--budget",
+                str(args.budget),
+                "--inner-budget",
+                str(args.inner_budget),
+                "--seeds",
+                str(args.seeds),
+                "--suite",
+                args.suite,
+                "--run-dir",
+                str(run_dir),
+                "-q",
+            ],
+            check=True,
+        )
     evolve_s = time.monotonic() - t0
     best = run_dir / "best" / "harness.py"
     problems = [str(resolve_problem_path(p.strip()).parent) for p in args.suite.split(",")]
     seeds = range(HELD_OUT, HELD_OUT + args.heldout)
     table = {}
     for name, harness in (("default", DEFAULT_HARNESS), ("evolved", best)):
-        areas = {f"{Path(p).name}:{s}": inner_search(harness, p, s, args.inner_budget, [], proxy=False)
-                 for p in problems for s in seeds}
-        table[name] = {"mean": round(statistics.mean(areas.values()), 4),
-                       "per_run": {k: round(v, 4) for k, v in areas.items()}}
+        areas = {
+            f"{Path(p).name}:{s}": inner_search(harness, p, s, args.inner_budget, [], proxy=False)
+            for p in problems
+            for s in seeds
+        }
+        table[name] = {
+            "mean": round(statistics.mean(areas.values()), 4),
+            "per_run": {k: round(v, 4) for k, v in areas.items()},
+        }
     wins = sum(table["evolved"]["per_run"][k] > table["default"]["per_run"][k] for k in table["default"]["per_run"])
-    diff = "".join(difflib.unified_diff(DEFAULT_HARNESS.read_text().splitlines(True), best.read_text().splitlines(True),
-                                        "default.py", "evolved.py", n=1))
-    print(json.dumps({"run_dir": str(run_dir), "evolve_s": round(evolve_s, 1), "held_out_seeds": list(seeds),
-                      "inner_budget": args.inner_budget, "results": table,
-                      "evolved_wins": f"{wins}/{len(table['default']['per_run'])}"}, indent=2))
+    diff = "".join(
+        difflib.unified_diff(
+            DEFAULT_HARNESS.read_text().splitlines(True),
+            best.read_text().splitlines(True),
+            "default.py",
+            "evolved.py",
+            n=1,
+        )
+    )
+    print(
+        json.dumps(
+            {
+                "run_dir": str(run_dir),
+                "evolve_s": round(evolve_s, 1),
+                "held_out_seeds": list(seeds),
+                "inner_budget": args.inner_budget,
+                "results": table,
+                "evolved_wins": f"{wins}/{len(table['default']['per_run'])}",
+            },
+            indent=2,
+        )
+    )
     print(diff)
 
 

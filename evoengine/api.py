@@ -74,8 +74,15 @@ def _yaml_scalar(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
-def run(problem: str | Path, config: str | Path | Config | None = None, *, run_dir: str | Path | None = None,
-        from_run: str | Path | None = None, progress: bool = False, **overrides: Any) -> Run:
+def run(
+    problem: str | Path,
+    config: str | Path | Config | None = None,
+    *,
+    run_dir: str | Path | None = None,
+    from_run: str | Path | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> Run:
     """Run a search to its budget and return the run. Example:
 
     >>> r = evoengine.run("circle_packing", budget=100, islands__count=2)
@@ -87,8 +94,13 @@ def run(problem: str | Path, config: str | Path | Config | None = None, *, run_d
         cfg = load_config(None, _overrides(overrides), base=config.dump())
     else:
         cfg = load_config(config, _overrides(overrides))
-    engine = Engine.create(problem, cfg, run_dir=Path(run_dir) if run_dir else None,
-                           from_run=Path(from_run) if from_run else None, progress=progress)
+    engine = Engine.create(
+        problem,
+        cfg,
+        run_dir=Path(run_dir) if run_dir else None,
+        from_run=Path(from_run) if from_run else None,
+        progress=progress,
+    )
     summary = asyncio.run(engine.run())
     return Run(engine.run_dir, summary)
 

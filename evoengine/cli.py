@@ -26,8 +26,14 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="start a search on a problem")
     r.add_argument("problem", help="a bundled problem name, a problem folder, or a problem.py")
     r.add_argument("-c", "--config", help="config preset name (configs/NAME.yaml) or YAML file")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set islands.count=2 (repeatable)")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set islands.count=2 (repeatable)",
+    )
     r.add_argument("--budget", type=int, help="candidates to evaluate (budget.candidates)")
     r.add_argument("--run-dir", type=Path, help="where the run is written (default runs/<time>-<problem>)")
     r.add_argument("--from", dest="from_run", type=Path, help="seed with the best candidates of an earlier run")
@@ -62,16 +68,32 @@ def _parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("self-evolve", help="evolve evoengine's own harness by short inner searches")
     se.add_argument("-c", "--config", help="config preset or YAML for the outer search")
-    se.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a key of the outer search's config")
-    se.add_argument("--inner-set", dest="inner", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a key of every inner search's config (e.g. models, islands.count)")
+    se.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the outer search's config",
+    )
+    se.add_argument(
+        "--inner-set",
+        dest="inner",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of every inner search's config (e.g. models, islands.count)",
+    )
     se.add_argument("--budget", type=int, default=30, help="harness candidates to evaluate (default 30)")
     se.add_argument("--inner-budget", type=int, default=30, help="candidates per inner search (default 30)")
     se.add_argument("--suite", default="circle_packing,deceptive_ridge", help="problems, comma-separated")
     se.add_argument("--seeds", type=int, default=2, help="seeds per problem (1..N; default 2)")
-    se.add_argument("--gate", type=float, default=0.9,
-                    help="full suite only if stage 1 reaches GATE x the default harness's (default 0.9)")
+    se.add_argument(
+        "--gate",
+        type=float,
+        default=0.9,
+        help="full suite only if stage 1 reaches GATE x the default harness's (default 0.9)",
+    )
     se.add_argument("--harness", type=Path, help="the harness to start from (default: the built-in one)")
     se.add_argument("--run-dir", type=Path)
     se.add_argument("-o", "--output", type=Path, help="also copy the best harness here")
@@ -118,8 +140,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.ray:
         overrides += ["evaluation.backend=ray", f"ray.address={args.ray}"]
     config = load_config(args.config, overrides)
-    engine = Engine.create(args.problem, config, run_dir=args.run_dir, from_run=args.from_run,
-                           progress=not args.quiet)
+    engine = Engine.create(args.problem, config, run_dir=args.run_dir, from_run=args.from_run, progress=not args.quiet)
     return _drive(engine)
 
 
@@ -141,7 +162,8 @@ def _drive(engine) -> int:
         f"stopped: {summary.stopped} after {summary.admitted} candidates ({summary.valid} valid) "
         f"in {summary.elapsed_s:.1f} s" + (f", spend ${summary.spend:.4f}" if summary.spend else ""),
         f"best score {best.score:.6g} (candidate {best.id}); seed {summary.seed_score:.6g}"
-        if best and best.score is not None and summary.seed_score is not None else "no valid candidate",
+        if best and best.score is not None and summary.seed_score is not None
+        else "no valid candidate",
     ]
     if summary.best_path:
         lines.append(f"best candidate: {summary.best_path}")
@@ -167,9 +189,15 @@ def _cmd_self_evolve(args: argparse.Namespace) -> int:
     if (run_dir / "archive.sqlite").exists():
         raise EvoError(f"{run_dir} already holds a run: resume it with `evoengine resume {run_dir}`")
     problems = [p.strip() for p in args.suite.split(",") if p.strip()]
-    folder = prepare(run_dir / "problem", problems=problems, seeds=list(range(1, args.seeds + 1)),
-                     inner_budget=args.inner_budget, gate=args.gate, overrides=args.inner,
-                     seed_harness=args.harness)
+    folder = prepare(
+        run_dir / "problem",
+        problems=problems,
+        seeds=list(range(1, args.seeds + 1)),
+        inner_budget=args.inner_budget,
+        gate=args.gate,
+        overrides=args.inner,
+        seed_harness=args.harness,
+    )
     engine = Engine.create(folder, config, run_dir=run_dir, progress=not args.quiet)
     code = _drive(engine)
     best = engine.best_path()

@@ -34,7 +34,8 @@ class Concurrency(Section):
     proposals: int = Field(2, ge=1, description="model requests out at once (one more proposal waits ready)")
     evaluations: int = Field(2, ge=1, description="evaluations running at once, one sandbox each")
     deterministic: bool = Field(
-        False, description="one candidate at a time (propose, evaluate, admit): slower, but with "
+        False,
+        description="one candidate at a time (propose, evaluate, admit): slower, but with "
         "deterministic evaluators and models the run is a function of its seed",
     )
 
@@ -50,7 +51,8 @@ class Evaluation(Section):
     max_file_mb: int = Field(64, ge=1, description="largest file a candidate may write")
     network: bool = Field(False, description="allow network access from candidates")
     gate: bool = Field(
-        True, description="when the problem defines minibatch(candidate_path), score each child on it "
+        True,
+        description="when the problem defines minibatch(candidate_path), score each child on it "
         "first and evaluate in full only children that beat their parent's minibatch score (the "
         "others are admitted invalid, with the reason); no effect on problems without minibatch",
     )
@@ -59,10 +61,16 @@ class Evaluation(Section):
 class Ray(Section):
     """The `ray` evaluation backend (evaluation.backend: ray); see docs/ray.md."""
 
-    address: str | None = Field(None, description="Ray cluster address (host:port, 'auto' or ray://host:port); None starts a private local Ray")
+    address: str | None = Field(
+        None, description="Ray cluster address (host:port, 'auto' or ray://host:port); None starts a private local Ray"
+    )
     num_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each evaluation task")
     num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves for each evaluation task")
-    memory_mb: int | None = Field(None, gt=0, description="memory Ray reserves for each evaluation task (scheduling only; the sandbox limit is evaluation.memory_mb)")
+    memory_mb: int | None = Field(
+        None,
+        gt=0,
+        description="memory Ray reserves for each evaluation task (scheduling only; the sandbox limit is evaluation.memory_mb)",
+    )
     max_retries: int = Field(2, ge=0, description="re-runs of an evaluation whose node died")
 
 
@@ -153,7 +161,9 @@ class Novelty(Section):
     embedder: Literal["ngram", "sentence-transformers", "openai"] = "ngram"
     embedding_model: str | None = Field(None, description="model for sentence-transformers/openai embedders")
     threshold: float = Field(
-        1.0, gt=0, le=1,
+        1.0,
+        gt=0,
+        le=1,
         description="cosine similarity above which a child is a near-duplicate. 1.0 refuses only copies "
         "(the engine always refuses programs equal up to formatting and comments): a one-constant edit "
         "is a real change but looks ~0.999 similar to character n-grams. With a semantic embedder or a "
@@ -208,8 +218,10 @@ def find_preset(kind: str, name: str, near: Path | None = None) -> Path:
     """`name` as a path (relative ones also beside the file `near` that names it), or
     `<kind>/<name>.yaml` in the current directory or the repository."""
     if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"a {kind} preset must be named by a preset name or a file path (got {name!r})"
-                          + (f" in {near}" if near else ""))
+        raise ConfigError(
+            f"a {kind} preset must be named by a preset name or a file path (got {name!r})"
+            + (f" in {near}" if near else "")
+        )
     direct = Path(name)
     if direct.suffix in (".yaml", ".yml") or "/" in name:
         for path in ([near.parent / direct] if near is not None and not direct.is_absolute() else []) + [direct]:
@@ -295,7 +307,8 @@ def _apply_override(data: dict[str, Any], path: list[str], value: Any, text: str
                 where = ".".join(path[:depth])
                 raise ConfigError(
                     f"--set {text}: {where} is a list of {len(node)} item(s); {part!r} is not one of "
-                    f"its indexes" + (f" (0 to {len(node) - 1})" if node else f"; set the whole list: --set {where}=[...]")
+                    f"its indexes"
+                    + (f" (0 to {len(node) - 1})" if node else f"; set the whole list: --set {where}=[...]")
                 ) from None
             if last:
                 node[index] = value

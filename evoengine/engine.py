@@ -104,8 +104,9 @@ def build_proposer(config: Config, loaded: LoadedProblem, harness: Any = None) -
         return offline
     from .operators.llm import ModelProposer
 
-    return ModelProposer(config, loaded.problem, offline=offline if config.operators.offline_arm else None,
-                         harness=harness)
+    return ModelProposer(
+        config, loaded.problem, offline=offline if config.operators.offline_arm else None, harness=harness
+    )
 
 
 def make_pool(loaded: LoadedProblem, config: Config, run_dir: Path | None = None):
@@ -131,8 +132,9 @@ def judge_says_novel(reply: str) -> bool:
     return "NOVEL" in words and "NOT NOVEL" not in words
 
 
-def improvement_reward(child: Candidate, parent_score: float | None, seed_score: float | None,
-                       best_score: float | None) -> float:
+def improvement_reward(
+    child: Candidate, parent_score: float | None, seed_score: float | None, best_score: float | None
+) -> float:
     """The child's improvement over its parent, scaled by the run's progress so far, in [0, 1]."""
     if not child.valid or child.score is None:
         return 0.0
@@ -146,8 +148,17 @@ def improvement_reward(child: Candidate, parent_score: float | None, seed_score:
 class Engine:
     """One run: its store, problem, archive, proposer and evaluators."""
 
-    def __init__(self, run_dir: Path, config: Config, loaded: LoadedProblem, store: RunStore,
-                 *, progress: bool = False, imports: list[Candidate] | None = None, harness: Any = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        config: Config,
+        loaded: LoadedProblem,
+        store: RunStore,
+        *,
+        progress: bool = False,
+        imports: list[Candidate] | None = None,
+        harness: Any = None,
+    ):
         self.run_dir = run_dir
         self.config = config
         self.loaded = loaded
@@ -189,8 +200,16 @@ class Engine:
     # ------------------------------------------------------------ construction
 
     @classmethod
-    def create(cls, problem: str | Path, config: Config, *, run_dir: Path | None = None,
-               from_run: Path | None = None, progress: bool = False, harness: Any = None) -> Engine:
+    def create(
+        cls,
+        problem: str | Path,
+        config: Config,
+        *,
+        run_dir: Path | None = None,
+        from_run: Path | None = None,
+        progress: bool = False,
+        harness: Any = None,
+    ) -> Engine:
         loaded = load_problem(problem)
         try:
             evolve_blocks(loaded.problem.seed_text(), loaded.problem.comment)
@@ -199,24 +218,29 @@ class Engine:
         imports = _imports_from(Path(from_run), config.islands.count) if from_run else []
         run_dir = Path(run_dir) if run_dir else new_run_dir(Path("runs"), loaded.problem.name)
         if (run_dir / "archive.sqlite").exists():
-            raise StoreError(f"{run_dir} already holds a run: resume it with `evoengine resume {run_dir}` "
-                             f"or pick a new --run-dir")
+            raise StoreError(
+                f"{run_dir} already holds a run: resume it with `evoengine resume {run_dir}` or pick a new --run-dir"
+            )
         try:  # the config first: a store without its config could not be resumed
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_atomic(run_dir / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
         except OSError as exc:
             raise StoreError(f"cannot write to run directory {run_dir}: {exc}; choose another with --run-dir") from exc
-        store = RunStore.create(run_dir, {
-            "problem": loaded.problem.name,
-            "problem_path": str(loaded.path),
-            "evoengine_version": __version__,
-            "from_run": str(from_run) if from_run else None,
-        })
+        store = RunStore.create(
+            run_dir,
+            {
+                "problem": loaded.problem.name,
+                "problem_path": str(loaded.path),
+                "evoengine_version": __version__,
+                "from_run": str(from_run) if from_run else None,
+            },
+        )
         return cls(run_dir, config, loaded, store, progress=progress, imports=imports, harness=harness)
 
     @classmethod
-    def reopen(cls, run_dir: Path, *, budget: int | None = None, overrides: tuple[str, ...] = (),
-               progress: bool = False) -> Engine:
+    def reopen(
+        cls, run_dir: Path, *, budget: int | None = None, overrides: tuple[str, ...] = (), progress: bool = False
+    ) -> Engine:
         run_dir = Path(run_dir)
         store = RunStore.open(run_dir)
         meta = store.meta()
@@ -335,8 +359,9 @@ class Engine:
                 if self._stop is None:
                     self._stop = "budget"
                 return
-            done, _ = await asyncio.wait({*self._tasks, self._next_change()}, timeout=self._wake_in(),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {*self._tasks, self._next_change()}, timeout=self._wake_in(), return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done & self._tasks:
                 self._tasks.discard(task)
                 if not task.cancelled() and task.exception() is not None:
@@ -440,8 +465,11 @@ class Engine:
         parent = child.parents[0]
         if parent.id not in cache:  # the seed's, or after a resume; a passed child's is known
             known = parent.metrics.get("gate_score")
-            cache[parent.id] = resolved(known) if known is not None else asyncio.ensure_future(
-                score(parent.text, f"parent {parent.id}"))
+            cache[parent.id] = (
+                resolved(known)
+                if known is not None
+                else asyncio.ensure_future(score(parent.text, f"parent {parent.id}"))
+            )
         t0 = time.monotonic()
         result = await minibatch(child.proposal.text, f"candidate {child.pid}")
         mine = result.score if result.valid else None
@@ -454,9 +482,15 @@ class Engine:
         metrics = {k: v for k, v in (("gate_score", mine), ("parent_gate_score", theirs)) if v is not None}
         said = f"scored {mine:.6g}" if mine is not None else "was invalid"
         why = "" if result.valid else f"\n{result.feedback}"
-        return EvalResult(score=None, valid=False, metrics=metrics, feedback=(
-            f"gate: {said} on the minibatch, not above its parent's "
-            f"{'(invalid)' if theirs is None else format(theirs, '.6g')}; not evaluated in full{why}"))
+        return EvalResult(
+            score=None,
+            valid=False,
+            metrics=metrics,
+            feedback=(
+                f"gate: {said} on the minibatch, not above its parent's "
+                f"{'(invalid)' if theirs is None else format(theirs, '.6g')}; not evaluated in full{why}"
+            ),
+        )
 
     def _record_call(self, pid: int | None, call: ModelCall) -> None:
         self.store.record_call(pid, call)
@@ -483,13 +517,18 @@ class Engine:
             except asyncio.TimeoutError:
                 pid = self._next_pid
                 record = self._schedule.get(pid) if self._schedule is not None else None
-                raise ModelError(self._diverged(
-                    f"nothing moved for {patience:g} s ({self._closed} proposals closed; proposal {pid} "
-                    f"started there after {record['basis'] if record else '-'})")) from None
+                raise ModelError(
+                    self._diverged(
+                        f"nothing moved for {patience:g} s ({self._closed} proposals closed; proposal {pid} "
+                        f"started there after {record['basis'] if record else '-'})"
+                    )
+                ) from None
 
     def _diverged(self, what: str) -> str:
-        return (f"replay of {self.config.replay}: {what}; the replayed run has diverged from the recorded "
-                f"one: use the same problem, config and seed, or drop `replay:` to call the endpoint")
+        return (
+            f"replay of {self.config.replay}: {what}; the replayed run has diverged from the recorded "
+            f"one: use the same problem, config and seed, or drop `replay:` to call the endpoint"
+        )
 
     async def _start_turn(self, attempt: int) -> int | None:
         """A new proposal id. Replaying a recorded schedule, wait until as many proposals are
@@ -505,11 +544,15 @@ class Engine:
                     return None
                 basis = record["basis"]
                 if basis < self._closed:
-                    raise ModelError(self._diverged(
-                        f"proposal {pid} started after {basis} proposals were closed there, "
-                        f"after {self._closed} here"))
-                if basis == self._closed and (record["status"] in ("pending", "abandoned")
-                                              or record["attempt"] == attempt):
+                    raise ModelError(
+                        self._diverged(
+                            f"proposal {pid} started after {basis} proposals were closed there, "
+                            f"after {self._closed} here"
+                        )
+                    )
+                if basis == self._closed and (
+                    record["status"] in ("pending", "abandoned") or record["attempt"] == attempt
+                ):
                     self.store.start_proposal(0, basis=basis, attempt=record["attempt"])
                     self._next_pid += 1
                     self._notify()
@@ -552,26 +595,39 @@ class Engine:
             rng = random.Random(f"{self.config.seed}:{pid}")
             sel = self.archive.select(rng)
             ctx = ProposalContext(
-                problem=self.problem, parent=sel.parent, inspirations=list(sel.inspirations),
-                failures=list(self.failures[sel.island]), rng=rng, island=sel.island,
-                record_call=lambda call, pid=pid: self._record_call(pid, call), attempt=attempt,
+                problem=self.problem,
+                parent=sel.parent,
+                inspirations=list(sel.inspirations),
+                failures=list(self.failures[sel.island]),
+                rng=rng,
+                island=sel.island,
+                record_call=lambda call, pid=pid: self._record_call(pid, call),
+                attempt=attempt,
             )
             t0 = time.monotonic()
             try:
                 proposal = await self.proposer.propose(ctx)
             except ProposalFailed as fail:
                 await self._closing_turn(pid)
-                self._fail(pid, sel.island, fail.reason, fail.operator, fail.model,
-                           fail.parents or (sel.parent.id,), fail.cost)
+                self._fail(
+                    pid, sel.island, fail.reason, fail.operator, fail.model, fail.parents or (sel.parent.id,), fail.cost
+                )
                 return None
             rejection = await self._screen(proposal, sel.island, pid)
             if rejection is not None:
                 await self._closing_turn(pid)
                 self.novelty_rejections += 1
-                self.store.fail(pid, reason=f"novelty: {rejection}", operator=proposal.operator,
-                                model=proposal.model, parents=proposal.parents, cost=proposal.cost,
-                                reward=0.0 if proposal.model else None, island=sel.island,
-                                closed=self._close_one())
+                self.store.fail(
+                    pid,
+                    reason=f"novelty: {rejection}",
+                    operator=proposal.operator,
+                    model=proposal.model,
+                    parents=proposal.parents,
+                    cost=proposal.cost,
+                    reward=0.0 if proposal.model else None,
+                    island=sel.island,
+                    closed=self._close_one(),
+                )
                 if proposal.model is not None:
                     self.proposer.observe(proposal.model, 0.0, proposal.cost)
                 self._count_failure(f"novelty: {rejection}")
@@ -617,9 +673,13 @@ class Engine:
 
         async def judge(child: str, nearest: str) -> bool:
             call = await pool[name].chat(
-                [{"role": "system", "content": JUDGE_SYSTEM},
-                 {"role": "user", "content": f"Existing candidate:\n{nearest}\n\nNew candidate:\n{child}"}],
-                temperature=0.0, max_tokens=16, purpose="judge",
+                [
+                    {"role": "system", "content": JUDGE_SYSTEM},
+                    {"role": "user", "content": f"Existing candidate:\n{nearest}\n\nNew candidate:\n{child}"},
+                ],
+                temperature=0.0,
+                max_tokens=16,
+                purpose="judge",
             )
             self._record_call(None, call)
             if call.error:
@@ -628,10 +688,27 @@ class Engine:
 
         return judge
 
-    def _fail(self, pid: int, island: int, reason: str, operator: str, model: str | None,
-              parents: tuple[int, ...], cost: float) -> None:
-        self.store.fail(pid, reason=reason, operator=operator, model=model, parents=parents, cost=cost,
-                        reward=0.0 if model else None, island=island, closed=self._close_one())
+    def _fail(
+        self,
+        pid: int,
+        island: int,
+        reason: str,
+        operator: str,
+        model: str | None,
+        parents: tuple[int, ...],
+        cost: float,
+    ) -> None:
+        self.store.fail(
+            pid,
+            reason=reason,
+            operator=operator,
+            model=model,
+            parents=parents,
+            cost=cost,
+            reward=0.0 if model else None,
+            island=island,
+            closed=self._close_one(),
+        )
         if model is not None:  # a model whose replies fail must look bad to the bandit
             self.proposer.observe(model, 0.0, cost)
         self.failures[island].append(f"{operator}: {reason}")
@@ -652,14 +729,28 @@ class Engine:
         p = child.proposal
         main = child.parents[0]
         candidate = Candidate(
-            id=child.pid, text=p.text, parents=p.parents, island=child.island,
-            generation=1 + max(c.generation for c in child.parents), operator=p.operator, model=p.model,
-            score=result.score, valid=result.valid, metrics=result.metrics, features=result.features,
-            feedback=result.feedback, artifacts=result.artifacts, instances=result.instances,
-            timings=child.timings, cost=p.cost, change=p.change, created=time.time(),
+            id=child.pid,
+            text=p.text,
+            parents=p.parents,
+            island=child.island,
+            generation=1 + max(c.generation for c in child.parents),
+            operator=p.operator,
+            model=p.model,
+            score=result.score,
+            valid=result.valid,
+            metrics=result.metrics,
+            features=result.features,
+            feedback=result.feedback,
+            artifacts=result.artifacts,
+            instances=result.instances,
+            timings=child.timings,
+            cost=p.cost,
+            change=p.change,
+            created=time.time(),
         )
-        reward = improvement_reward(candidate, main.score if main.valid else None, self.seed_score,
-                                    self.best.score if self.best else None)
+        reward = improvement_reward(
+            candidate, main.score if main.valid else None, self.seed_score, self.best.score if self.best else None
+        )
         self._commit(candidate, reward)
         if p.model is not None:
             self.proposer.observe(p.model, reward, p.cost)
@@ -705,12 +796,17 @@ class Engine:
             result = await self.pool.evaluate(text, label=label)
             return result, time.monotonic() - t0
 
-        return await asyncio.gather(*(score(text, f"{operator} {i}" if i else "seed")
-                                      for i, (text, operator, _) in enumerate(self._seed_texts())))
+        return await asyncio.gather(
+            *(
+                score(text, f"{operator} {i}" if i else "seed")
+                for i, (text, operator, _) in enumerate(self._seed_texts())
+            )
+        )
 
     def _admit_seeds(self, results: list[tuple[EvalResult, float]]) -> None:
         for index, ((text, operator, origin), (result, eval_s)) in enumerate(
-                zip(self._seed_texts(), results, strict=True)):
+            zip(self._seed_texts(), results, strict=True)
+        ):
             pid = self.store.start_proposal(0, basis=self._closed)
             if index == 0 and not result.valid:
                 raise ProblemError(
@@ -719,10 +815,19 @@ class Engine:
                     f"Fix the seed (or the evaluator), then `evoengine resume {self.run_dir}`."
                 )
             candidate = Candidate(
-                id=pid, text=text, island=(index - 1) % self.config.islands.count if index else 0,
-                operator=operator, score=result.score, valid=result.valid, metrics=result.metrics,
-                features=result.features, feedback=result.feedback, artifacts=result.artifacts,
-                instances=result.instances, timings={"eval_s": eval_s}, origin=origin,
+                id=pid,
+                text=text,
+                island=(index - 1) % self.config.islands.count if index else 0,
+                operator=operator,
+                score=result.score,
+                valid=result.valid,
+                metrics=result.metrics,
+                features=result.features,
+                feedback=result.feedback,
+                artifacts=result.artifacts,
+                instances=result.instances,
+                timings={"eval_s": eval_s},
+                origin=origin,
                 created=time.time(),
             )
             if index == 0:
@@ -743,8 +848,10 @@ class Engine:
                     self.proposer.observe(arm, reward, cost)
             for row in self.store.setbacks():  # the prompts' recent failures, as a live run has them
                 self.failures[row["island"]].append(
-                    f"{row['operator']}: {row['reason']}" if row["status"] == "failed"
-                    else f"candidate {row['id']} invalid: {(row['feedback'] or '')[:300]}")
+                    f"{row['operator']}: {row['reason']}"
+                    if row["status"] == "failed"
+                    else f"candidate {row['id']} invalid: {(row['feedback'] or '')[:300]}"
+                )
         finally:
             self._replaying = False
         self._closed = self.store.closed_count()
@@ -768,8 +875,10 @@ class Engine:
         folder.mkdir(exist_ok=True)
         path = folder / f"{self.problem.name}{self.problem.suffix}"
         _write_atomic(path, best.text)
-        _write_atomic(folder / "best.json", json.dumps(
-            {"id": best.id, "score": best.score, "metrics": best.metrics, "file": path.name}, indent=2))
+        _write_atomic(
+            folder / "best.json",
+            json.dumps({"id": best.id, "score": best.score, "metrics": best.metrics, "file": path.name}, indent=2),
+        )
 
     def best_path(self) -> Path | None:
         path = self.run_dir / "best" / f"{self.problem.name}{self.problem.suffix}"
@@ -778,8 +887,14 @@ class Engine:
     def _open_bar(self) -> None:
         if not self.progress:
             return
-        self._bar = tqdm(total=self.config.budget.candidates, initial=self.admitted, unit="cand",
-                         dynamic_ncols=True, file=sys.stderr, desc=self.problem.name)
+        self._bar = tqdm(
+            total=self.config.budget.candidates,
+            initial=self.admitted,
+            unit="cand",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            desc=self.problem.name,
+        )
         self._bar.set_postfix_str(self._postfix())
 
     def _postfix(self) -> str:
@@ -809,9 +924,16 @@ class Engine:
 
     def _summary(self, message: str) -> RunSummary:
         return RunSummary(
-            run_dir=self.run_dir, admitted=self.admitted, valid=self.valid, seed_score=self.seed_score,
-            best=self.best, stopped=self._stop or "budget", elapsed_s=self.elapsed(), spend=self.spend,
-            best_path=self.best_path(), message=message,
+            run_dir=self.run_dir,
+            admitted=self.admitted,
+            valid=self.valid,
+            seed_score=self.seed_score,
+            best=self.best,
+            stopped=self._stop or "budget",
+            elapsed_s=self.elapsed(),
+            spend=self.spend,
+            best_path=self.best_path(),
+            message=message,
         )
 
 

@@ -142,8 +142,12 @@ def build_lineage(store: RunStore) -> nx.DiGraph:
             if parent not in graph:
                 log.warning("candidate %d names parent %d, which is not an admitted candidate", child, parent)
                 graph.add_node(parent, missing=True, valid=False, score=None, migrated_to=[])
-            graph.add_edge(parent, child, kind="main" if rank == 0 else "second",
-                           migration=_crosses(graph, parents_of, parent, child))
+            graph.add_edge(
+                parent,
+                child,
+                kind="main" if rank == 0 else "second",
+                migration=_crosses(graph, parents_of, parent, child),
+            )
     for move in migrations(store):
         if move.candidate in graph and move.target is not None:
             graph.nodes[move.candidate]["migrated_to"].append(move.target)
@@ -330,7 +334,9 @@ def to_dot(graph: nx.DiGraph) -> str:
         label = f"#{node} {_fmt(d.get('score'))}\\n{d.get('operator', '')} i{d.get('island', 0)}"
         attrs = {
             "fillcolor": _score_colour(score, low, high),
-            "fontcolor": "white" if score is not None and high > low and (score - low) / (high - low) < 0.5 else "black",
+            "fontcolor": "white"
+            if score is not None and high > low and (score - low) / (high - low) < 0.5
+            else "black",
             "tooltip": f"gen {d.get('generation')} model {d.get('model') or '-'} cost {d.get('cost', 0):.4g}",
         }
         if not d.get("valid"):

@@ -83,9 +83,14 @@ class NgramEmbedder:
         if self._vectorizer is None:
             from sklearn.feature_extraction.text import HashingVectorizer
 
-            self._vectorizer = HashingVectorizer(analyzer="char_wb", ngram_range=self.ngram_range,
-                                                 n_features=self.n_features, norm="l2",
-                                                 alternate_sign=False, dtype=np.float32)
+            self._vectorizer = HashingVectorizer(
+                analyzer="char_wb",
+                ngram_range=self.ngram_range,
+                n_features=self.n_features,
+                norm="l2",
+                alternate_sign=False,
+                dtype=np.float32,
+            )
         matrix = self._vectorizer.transform(texts).tocsr()
         return [matrix[i] for i in range(matrix.shape[0])]
 
@@ -141,8 +146,9 @@ class SentenceTransformerEmbedder:
         try:
             self._model = SentenceTransformer(model, device="cpu")
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"novelty.embedding_model {model!r} cannot be loaded (a local model "
-                              f"folder works offline): {exc}") from None
+            raise ConfigError(
+                f"novelty.embedding_model {model!r} cannot be loaded (a local model folder works offline): {exc}"
+            ) from None
 
     def embed_now(self, texts: list[str]) -> list[Any]:
         pieces = [chunk_lines(t) for t in texts]
@@ -150,7 +156,7 @@ class SentenceTransformerEmbedder:
         vectors = self._model.encode(flat, convert_to_numpy=True, normalize_embeddings=True)
         rows, start = [], 0
         for p in pieces:
-            rows.append(_normalise(vectors[start:start + len(p)].mean(axis=0, keepdims=True)))
+            rows.append(_normalise(vectors[start : start + len(p)].mean(axis=0, keepdims=True)))
             start += len(p)
         return rows
 
@@ -163,8 +169,10 @@ class OpenAIEmbedder:
 
     def __init__(self, config: NoveltyConfig, client: Any = None):
         if not config.embedding_model:
-            raise ConfigError("novelty.embedder 'openai' needs novelty.embedding_model "
-                              "(e.g. --set novelty.embedding_model=text-embedding-3-small)")
+            raise ConfigError(
+                "novelty.embedder 'openai' needs novelty.embedding_model "
+                "(e.g. --set novelty.embedding_model=text-embedding-3-small)"
+            )
         self.model = config.embedding_model
         if client is None:
             from openai import AsyncOpenAI
@@ -174,12 +182,10 @@ class OpenAIEmbedder:
         self._client = client
 
     async def embed(self, texts: list[str]) -> list[Any]:
-        reply = await self._client.embeddings.create(
-            model=self.model, input=[t[:_OPENAI_MAX_CHARS] for t in texts]
-        )
+        reply = await self._client.embeddings.create(model=self.model, input=[t[:_OPENAI_MAX_CHARS] for t in texts])
         data = sorted(reply.data, key=lambda d: d.index)
         matrix = _normalise(np.asarray([d.embedding for d in data], dtype=np.float64))
-        return [matrix[i:i + 1] for i in range(len(texts))]
+        return [matrix[i : i + 1] for i in range(len(texts))]
 
 
 def make_embedder(config: NoveltyConfig, client: Any = None) -> Embedder:
@@ -277,8 +283,15 @@ class Novelty:
         self._memories: dict[int | None, _Memory] = {}  # None: seeds, shared by every island
         self._recent: OrderedDict[bytes, Any] = OrderedDict()
         self._seq = 0
-        self.counts = {"checks": 0, "rejected": 0, "identical": 0, "judged": 0,
-                       "judge_novel": 0, "judge_errors": 0, "embedded": 0}
+        self.counts = {
+            "checks": 0,
+            "rejected": 0,
+            "identical": 0,
+            "judged": 0,
+            "judge_novel": 0,
+            "judge_errors": 0,
+            "embedded": 0,
+        }
 
     def _memory(self, island: int | None) -> _Memory:
         if island not in self._memories:
@@ -340,8 +353,9 @@ class Novelty:
             return Verdict(True, 0.0, None, "nothing to compare with yet")
         threshold = self.config.threshold
         if similarity <= threshold:
-            return Verdict(True, similarity, nearest.id,
-                           f"similarity {similarity:.4f} to candidate {nearest.id} <= {threshold}")
+            return Verdict(
+                True, similarity, nearest.id, f"similarity {similarity:.4f} to candidate {nearest.id} <= {threshold}"
+            )
         if self.judge is not None:
             self.counts["judged"] += 1
             try:
@@ -349,25 +363,46 @@ class Novelty:
             except Exception as exc:  # a failing judge must not stop the run; stay conservative
                 self.counts["judge_errors"] += 1
                 self.counts["rejected"] += 1
-                log.warning("novelty judge failed (%s: %s); treating the child as a near-duplicate",
-                            type(exc).__name__, exc)
-                return Verdict(False, similarity, nearest.id,
-                               f"similarity {similarity:.4f} to candidate {nearest.id} > {threshold}; "
-                               f"judge failed: {type(exc).__name__}")
+                log.warning(
+                    "novelty judge failed (%s: %s); treating the child as a near-duplicate", type(exc).__name__, exc
+                )
+                return Verdict(
+                    False,
+                    similarity,
+                    nearest.id,
+                    f"similarity {similarity:.4f} to candidate {nearest.id} > {threshold}; "
+                    f"judge failed: {type(exc).__name__}",
+                )
             if novel:
                 self.counts["judge_novel"] += 1
-                return Verdict(True, similarity, nearest.id,
-                               f"similarity {similarity:.4f} to candidate {nearest.id} > {threshold}, "
-                               f"but the judge found it novel")
+                return Verdict(
+                    True,
+                    similarity,
+                    nearest.id,
+                    f"similarity {similarity:.4f} to candidate {nearest.id} > {threshold}, "
+                    f"but the judge found it novel",
+                )
             self.counts["rejected"] += 1
-            return Verdict(False, similarity, nearest.id,
-                           f"similarity {similarity:.4f} to candidate {nearest.id} > {threshold}; "
-                           f"the judge agreed it is not novel")
+            return Verdict(
+                False,
+                similarity,
+                nearest.id,
+                f"similarity {similarity:.4f} to candidate {nearest.id} > {threshold}; "
+                f"the judge agreed it is not novel",
+            )
         self.counts["rejected"] += 1
-        return Verdict(False, similarity, nearest.id,
-                       f"near-duplicate: similarity {similarity:.4f} to candidate {nearest.id} > {threshold}")
+        return Verdict(
+            False,
+            similarity,
+            nearest.id,
+            f"near-duplicate: similarity {similarity:.4f} to candidate {nearest.id} > {threshold}",
+        )
 
     def stats(self) -> dict[str, Any]:
         remembered = sum(len(m.entries) for m in self._memories.values())
-        return {**self.counts, "enabled": self.embedder is not None,
-                "embedder": self.config.embedder, "remembered": remembered}
+        return {
+            **self.counts,
+            "enabled": self.embedder is not None,
+            "embedder": self.config.embedder,
+            "remembered": remembered,
+        }

@@ -80,8 +80,7 @@ class Problem:
             raise ProblemError(f"problem {self.name!r}: kind must be one of {KINDS} (got {self.kind!r})")
         if self.language not in COMMENT_PREFIX:
             raise ProblemError(
-                f"problem {self.name!r}: unknown language {self.language!r}; "
-                f"known: {', '.join(sorted(COMMENT_PREFIX))}"
+                f"problem {self.name!r}: unknown language {self.language!r}; known: {', '.join(sorted(COMMENT_PREFIX))}"
             )
         self.features = tuple(self.features)
         if self.timeout_s <= 0 or self.memory_mb <= 0:

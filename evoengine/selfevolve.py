@@ -53,7 +53,7 @@ def _send(fd: int, obj: Any) -> None:
     data = json.dumps(obj).encode()
     view = memoryview(struct.pack("!I", len(data)) + data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _recv(fd: int, timeout: float | None) -> Any:
@@ -75,11 +75,18 @@ def _recv(fd: int, timeout: float | None) -> Any:
 def _ctx_data(ctx: ProposalContext) -> dict[str, Any]:
     p = ctx.problem
     return {
-        "problem": {"name": p.name, "description": p.description, "initial": p.initial,
-                    "language": p.language, "kind": p.kind},
+        "problem": {
+            "name": p.name,
+            "description": p.description,
+            "initial": p.initial,
+            "language": p.language,
+            "kind": p.kind,
+        },
         "parent": dataclasses.asdict(ctx.parent),
         "inspirations": [dataclasses.asdict(c) for c in ctx.inspirations],
-        "failures": list(ctx.failures), "island": ctx.island, "attempt": ctx.attempt,
+        "failures": list(ctx.failures),
+        "island": ctx.island,
+        "attempt": ctx.attempt,
         "rng": ctx.rng.getstate(),
     }
 
@@ -96,9 +103,13 @@ def _rng(state: list) -> random.Random:
 
 def _ctx(d: dict[str, Any]) -> ProposalContext:
     return ProposalContext(
-        problem=Problem(**d["problem"]), parent=_candidate(d["parent"]),
-        inspirations=[_candidate(c) for c in d["inspirations"]], failures=d["failures"],
-        rng=_rng(d["rng"]), island=d["island"], attempt=d["attempt"],
+        problem=Problem(**d["problem"]),
+        parent=_candidate(d["parent"]),
+        inspirations=[_candidate(c) for c in d["inspirations"]],
+        failures=d["failures"],
+        rng=_rng(d["rng"]),
+        island=d["island"],
+        attempt=d["attempt"],
     )
 
 
@@ -218,16 +229,26 @@ def area_under_best(scores: list[float | None], budget: int) -> float:
     return total / budget
 
 
-def inner_search(harness: Path, problem: str, seed: int, budget: int, overrides: list[str],
-                 proxy: bool = True) -> float:
+def inner_search(
+    harness: Path, problem: str, seed: int, budget: int, overrides: list[str], proxy: bool = True
+) -> float:
     """Run one short search with `harness` and return its normalised area under the curve."""
     from .archive.store import RunStore
     from .engine import Engine
 
-    config = load_config(None, [
-        *overrides, f"seed={seed}", f"budget.candidates={budget}", "concurrency.deterministic=true",
-        "concurrency.proposals=1", "concurrency.evaluations=1", *([] if proxy else [f"harness={harness}"]),
-    ], base={})
+    config = load_config(
+        None,
+        [
+            *overrides,
+            f"seed={seed}",
+            f"budget.candidates={budget}",
+            "concurrency.deterministic=true",
+            "concurrency.proposals=1",
+            "concurrency.evaluations=1",
+            *([] if proxy else [f"harness={harness}"]),
+        ],
+        base={},
+    )
     agent = HarnessProxy(harness, config) if proxy else None
     try:
         with tempfile.TemporaryDirectory(prefix="inner-") as tmp:
@@ -276,8 +297,11 @@ def harness_problem(suite_path: Path) -> tuple[Problem, Any]:
             "seeds: the area under the best-so-far curve, normalised by the seed's score. Only the "
             "policy block may change; keep the Harness class's methods working."
         ),
-        initial="initial.py", language="python", kind="harness",
-        timeout_s=60.0 + per_search * len(suite.pairs()), memory_mb=4096,
+        initial="initial.py",
+        language="python",
+        kind="harness",
+        timeout_s=60.0 + per_search * len(suite.pairs()),
+        memory_mb=4096,
     )
 
     def evaluate(path: str) -> EvalResult:
@@ -289,10 +313,11 @@ def harness_problem(suite_path: Path) -> tuple[Problem, Any]:
             return EvalResult.invalid(f"an inner search with this harness failed: {exc}")
         if suite.default_stage is not None and stage < suite.gate * suite.default_stage:
             return EvalResult(
-                score=stage - 1.0, metrics={"stage": 1, "stage_area": stage},
+                score=stage - 1.0,
+                metrics={"stage": 1, "stage_area": stage},
                 instances={name(*first): stage},
                 feedback=f"stopped after stage 1: area {stage:.4f} on {name(*first)} is below "
-                         f"{suite.gate} x the default harness's {suite.default_stage:.4f}",
+                f"{suite.gate} x the default harness's {suite.default_stage:.4f}",
             )
         areas = {name(*first): stage}
         for p, s in suite.pairs()[1:]:
@@ -305,7 +330,8 @@ def harness_problem(suite_path: Path) -> tuple[Problem, Any]:
         for key, value in areas.items():
             per_problem.setdefault(key.split(":")[0], []).append(value)
         return EvalResult(
-            score=score, metrics={"stage": 2, **{f"area_{k}": sum(v) / len(v) for k, v in per_problem.items()}},
+            score=score,
+            metrics={"stage": 2, **{f"area_{k}": sum(v) / len(v) for k, v in per_problem.items()}},
             instances=areas,
             feedback="areas under the best-so-far curve: " + ", ".join(f"{k} {v:.4f}" for k, v in areas.items()),
         )
@@ -323,16 +349,23 @@ problem, evaluate = harness_problem(Path(__file__).with_name("suite.json"))
 '''
 
 
-def prepare(folder: Path, *, problems: list[str], seeds: list[int], inner_budget: int,
-            gate: float = 0.9, overrides: list[str] | None = None, seed_harness: Path | None = None) -> Path:
+def prepare(
+    folder: Path,
+    *,
+    problems: list[str],
+    seeds: list[int],
+    inner_budget: int,
+    gate: float = 0.9,
+    overrides: list[str] | None = None,
+    seed_harness: Path | None = None,
+) -> Path:
     """Write a self-evolution problem folder and measure the default harness's first stage."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [str(resolve_problem_path(p).parent) for p in problems]
     shutil.copyfile(seed_harness or DEFAULT_HARNESS, folder / "initial.py")
     suite = Suite(paths, list(seeds), inner_budget, gate, list(overrides or []))
     log.info("measuring the default harness on %s, seed %d", Path(paths[0]).name, seeds[0])
-    suite.default_stage = inner_search(DEFAULT_HARNESS, paths[0], seeds[0], inner_budget, suite.overrides,
-                                       proxy=False)
+    suite.default_stage = inner_search(DEFAULT_HARNESS, paths[0], seeds[0], inner_budget, suite.overrides, proxy=False)
     (folder / "suite.json").write_text(json.dumps(dataclasses.asdict(suite), indent=2))
     (folder / "problem.py").write_text(PROBLEM_FILE)
     return folder

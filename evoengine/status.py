@@ -54,8 +54,13 @@ def render_status(s: dict[str, Any]) -> str:
     ]
     islands = (s.get("archive") or {}).get("islands") or []
     if islands:
-        lines.append("islands    " + "  ".join(
-            f"#{i.get('island', n)}: best {_fmt(i.get('best_score'))} size {i.get('size')}" for n, i in enumerate(islands)))
+        lines.append(
+            "islands    "
+            + "  ".join(
+                f"#{i.get('island', n)}: best {_fmt(i.get('best_score'))} size {i.get('size')}"
+                for n, i in enumerate(islands)
+            )
+        )
     archive = s.get("archive") or {}
     if archive:
         extra = {k: v for k, v in archive.items() if k != "islands" and not isinstance(v, (dict, list))}
@@ -65,7 +70,9 @@ def render_status(s: dict[str, Any]) -> str:
         lines.append("events     " + ", ".join(f"{k} {v}" for k, v in s["events"].items()))
     nov = s.get("novelty") or {}
     if nov:
-        lines.append("novelty    " + ", ".join(f"{k} {_fmt(v)}" for k, v in nov.items() if not isinstance(v, (dict, list))))
+        lines.append(
+            "novelty    " + ", ".join(f"{k} {_fmt(v)}" for k, v in nov.items() if not isinstance(v, (dict, list)))
+        )
     arms = s.get("bandit") or {}
     if arms:
         lines.append("models     arm                      calls  mean reward  cost      p(select)")

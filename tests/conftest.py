@@ -14,12 +14,16 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_PROBLEMS = Path(__file__).resolve().parent / "problems"
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 300, check: bool = False,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run `evoengine ARGS...` as a user would, in a subprocess."""
     proc = subprocess.run(
         [sys.executable, "-m", "evoengine.cli", *args],
-        cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
     if check and proc.returncode != 0:

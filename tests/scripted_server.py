@@ -60,8 +60,14 @@ class Logged:
 
 
 class ScriptedServer:
-    def __init__(self, *, require_key: str | None = None, timeout_sleep_s: float = 2.0,
-                 embedding_dim: int = 16, latency_s: float = 0.0):
+    def __init__(
+        self,
+        *,
+        require_key: str | None = None,
+        timeout_sleep_s: float = 2.0,
+        embedding_dim: int = 16,
+        latency_s: float = 0.0,
+    ):
         self.require_key = require_key
         self.latency_s = latency_s  # a chat reply leaves this long after its request arrived
         self.timeout_sleep_s = timeout_sleep_s
@@ -91,8 +97,13 @@ class ScriptedServer:
 
     def model(self, name: str, **overrides: Any) -> Model:
         """An `evoengine.config.Model` pointing at this server (short timeouts, no key)."""
-        settings: dict[str, Any] = {"name": name, "base_url": self.url, "api_key_env": None,
-                                    "timeout_s": 1.0, "max_retries": 3}
+        settings: dict[str, Any] = {
+            "name": name,
+            "base_url": self.url,
+            "api_key_env": None,
+            "timeout_s": 1.0,
+            "max_retries": 3,
+        }
         settings.update(overrides)
         return Model(**settings)
 
@@ -140,8 +151,9 @@ class ScriptedServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True,
-                                        name="scripted-openai-server")
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.02,), daemon=True, name="scripted-openai-server"
+        )
         self._thread.start()
         return self
 
@@ -166,8 +178,7 @@ class ScriptedServer:
                 entry.status = 401
                 return self._send(handler, 401, _error("Incorrect API key provided", "invalid_api_key"))
         if path == "/v1/models" and body is None:
-            data = [{"id": m, "object": "model", "created": 0, "owned_by": "scripted"}
-                    for m in self.replies]
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "scripted"} for m in self.replies]
             return self._send(handler, 200, {"object": "list", "data": data})
         if path == "/v1/chat/completions" and body is not None:
             return self._chat(handler, body, entry)
@@ -208,12 +219,24 @@ class ScriptedServer:
         usage = {"prompt_tokens": prompt_words, "completion_tokens": len((text or "").split())}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         entry.usage = usage
-        choices = [] if fault == "empty_choices" else [{
-            "index": 0, "finish_reason": "length" if fault == "cut_off" else "stop",
-            "message": {"role": "assistant", "content": text},
-        }]
-        payload: dict[str, Any] = {"id": f"chatcmpl-{len(self.log)}", "object": "chat.completion",
-                                   "created": int(time.time()), "model": model, "choices": choices}
+        choices = (
+            []
+            if fault == "empty_choices"
+            else [
+                {
+                    "index": 0,
+                    "finish_reason": "length" if fault == "cut_off" else "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ]
+        )
+        payload: dict[str, Any] = {
+            "id": f"chatcmpl-{len(self.log)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+        }
         if fault != "no_usage":
             payload["usage"] = usage
         data = json.dumps(payload).encode()
@@ -230,16 +253,27 @@ class ScriptedServer:
             data.append({"object": "embedding", "index": i, "embedding": vector})
         tokens = sum(len(str(t).split()) for t in texts)
         entry.usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return self._send(handler, 200, {"object": "list", "data": data, "model": body.get("model"),
-                                         "usage": entry.usage})
+        return self._send(
+            handler, 200, {"object": "list", "data": data, "model": body.get("model"), "usage": entry.usage}
+        )
 
-    def _send(self, handler: BaseHTTPRequestHandler, status: int, payload: dict[str, Any],
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        payload: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self._send_raw(handler, status, json.dumps(payload).encode(), "application/json", headers)
 
     @staticmethod
-    def _send_raw(handler: BaseHTTPRequestHandler, status: int, data: bytes, content_type: str,
-                  headers: dict[str, str] | None = None) -> None:
+    def _send_raw(
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        data: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         try:
             handler.send_response(status)
             handler.send_header("Content-Type", content_type)

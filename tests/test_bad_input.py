@@ -43,8 +43,9 @@ def fingerprint(run_dir: Path) -> dict[str, str]:
             out[str(path.relative_to(run_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
     conn = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT id, seq, text, parents, score FROM candidates WHERE status='evaluated'"
-                            " ORDER BY seq").fetchall()
+        rows = conn.execute(
+            "SELECT id, seq, text, parents, score FROM candidates WHERE status='evaluated' ORDER BY seq"
+        ).fetchall()
     finally:
         conn.close()
     out["rows"] = hashlib.sha256(repr(rows).encode()).hexdigest()
@@ -67,8 +68,7 @@ def copy_run(run_dir: Path, to: Path) -> Path:
 # ---------------------------------------------------------------- problem files
 
 
-def make_problem(folder: Path, quadratic: Path, problem: str | None = None,
-                 seed: str | bool | None = None) -> Path:
+def make_problem(folder: Path, quadratic: Path, problem: str | None = None, seed: str | bool | None = None) -> Path:
     folder.mkdir()
     (folder / "problem.py").write_text(problem if problem is not None else (quadratic / "problem.py").read_text())
     if seed is not False:
@@ -76,17 +76,32 @@ def make_problem(folder: Path, quadratic: Path, problem: str | None = None,
     return folder
 
 
-@pytest.mark.parametrize("case, edit, says", [
-    ("does_not_import", lambda t: "import no_such_module_here\n" + t,
-     ["importing it failed with ModuleNotFoundError", "no_such_module_here"]),
-    ("syntax_error", lambda t: t + "\ndef broken(:\n", ["importing it failed with SyntaxError"]),
-    ("no_evaluate", lambda t: t.replace("def evaluate(", "def score_it("),
-     ["define a function `evaluate(candidate_path)`"]),
-    ("no_problem", lambda t: t.replace("problem = Problem(", "spec = Problem("),
-     ["define a module-level `problem = Problem(...)`"]),
-    ("bad_feature", lambda t: t.replace('Feature("a", -5.0, 5.0, 8)', 'Feature("a", 5.0, -5.0, 8)'),
-     ["feature 'a': high (-5.0) must exceed low (5.0)"]),
-])
+@pytest.mark.parametrize(
+    "case, edit, says",
+    [
+        (
+            "does_not_import",
+            lambda t: "import no_such_module_here\n" + t,
+            ["importing it failed with ModuleNotFoundError", "no_such_module_here"],
+        ),
+        ("syntax_error", lambda t: t + "\ndef broken(:\n", ["importing it failed with SyntaxError"]),
+        (
+            "no_evaluate",
+            lambda t: t.replace("def evaluate(", "def score_it("),
+            ["define a function `evaluate(candidate_path)`"],
+        ),
+        (
+            "no_problem",
+            lambda t: t.replace("problem = Problem(", "spec = Problem("),
+            ["define a module-level `problem = Problem(...)`"],
+        ),
+        (
+            "bad_feature",
+            lambda t: t.replace('Feature("a", -5.0, 5.0, 8)', 'Feature("a", 5.0, -5.0, 8)'),
+            ["feature 'a': high (-5.0) must exceed low (5.0)"],
+        ),
+    ],
+)
 def test_a_broken_problem_file_is_named_with_what_to_fix(tmp_path, quadratic, case, edit, says):
     folder = make_problem(tmp_path / case, quadratic, problem=edit((quadratic / "problem.py").read_text()))
     run_dir = tmp_path / "run"
@@ -97,22 +112,36 @@ def test_a_broken_problem_file_is_named_with_what_to_fix(tmp_path, quadratic, ca
 def test_a_missing_seed_file_is_named(tmp_path, quadratic):
     folder = make_problem(tmp_path / "noseed", quadratic, seed=False)
     run_dir = tmp_path / "run"
-    refused(cli("run", str(folder), "--run-dir", str(run_dir)), str(folder / "problem.py"),
-            "seed file 'initial.py' not found")
+    refused(
+        cli("run", str(folder), "--run-dir", str(run_dir)),
+        str(folder / "problem.py"),
+        "seed file 'initial.py' not found",
+    )
     assert not run_dir.exists()
 
 
 def test_a_missing_problem_is_named_with_where_to_look(tmp_path):
-    refused(cli("run", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "run")),
-            "no problem found at", "evoengine problems")
+    refused(
+        cli("run", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "run")),
+        "no problem found at",
+        "evoengine problems",
+    )
 
 
-@pytest.mark.parametrize("seed, says", [
-    ("# EVOLVE-BLOCK-START\ndef params():\n    return (1, 2, 3)\n", "line 1: EVOLVE-BLOCK-START is never closed"),
-    ("def params():\n    return (1, 2, 3)\n# EVOLVE-BLOCK-END\n", "line 3: EVOLVE-BLOCK-END without an EVOLVE-BLOCK-START"),
-    ("# EVOLVE-BLOCK-START\n# EVOLVE-BLOCK-START\ndef params():\n    return (1, 2, 3)\n# EVOLVE-BLOCK-END\n",
-     "line 2"),
-])
+@pytest.mark.parametrize(
+    "seed, says",
+    [
+        ("# EVOLVE-BLOCK-START\ndef params():\n    return (1, 2, 3)\n", "line 1: EVOLVE-BLOCK-START is never closed"),
+        (
+            "def params():\n    return (1, 2, 3)\n# EVOLVE-BLOCK-END\n",
+            "line 3: EVOLVE-BLOCK-END without an EVOLVE-BLOCK-START",
+        ),
+        (
+            "# EVOLVE-BLOCK-START\n# EVOLVE-BLOCK-START\ndef params():\n    return (1, 2, 3)\n# EVOLVE-BLOCK-END\n",
+            "line 2",
+        ),
+    ],
+)
 def test_unbalanced_evolve_block_markers_name_the_seed_and_the_line(tmp_path, quadratic, seed, says):
     folder = make_problem(tmp_path / "markers", quadratic, seed=seed)
     run_dir = tmp_path / "run"
@@ -122,11 +151,18 @@ def test_unbalanced_evolve_block_markers_name_the_seed_and_the_line(tmp_path, qu
 
 @pytest.mark.slow
 def test_an_invalid_seed_is_refused_with_its_feedback_and_the_run_can_be_resumed_once_fixed(tmp_path, quadratic):
-    folder = make_problem(tmp_path / "badseed", quadratic,
-                          seed="# EVOLVE-BLOCK-START\ndef params():\n    return 'nope'\n# EVOLVE-BLOCK-END\n")
+    folder = make_problem(
+        tmp_path / "badseed",
+        quadratic,
+        seed="# EVOLVE-BLOCK-START\ndef params():\n    return 'nope'\n# EVOLVE-BLOCK-END\n",
+    )
     run_dir = tmp_path / "run"
-    refused(cli("run", str(folder), "--budget", "3", "--run-dir", str(run_dir), "-q"),
-            str(folder / "initial.py"), "the seed scores invalid", "params() must return three numbers")
+    refused(
+        cli("run", str(folder), "--budget", "3", "--run-dir", str(run_dir), "-q"),
+        str(folder / "initial.py"),
+        "the seed scores invalid",
+        "params() must return three numbers",
+    )
     # Nothing was admitted; fix the seed and carry on in the same directory.
     (folder / "initial.py").write_text((quadratic / "initial.py").read_text())
     cli("resume", str(run_dir), "-q", check=True)
@@ -146,8 +182,12 @@ def test_a_missing_run_directory_is_named(tmp_path, command):
 def test_a_folder_that_is_not_a_run_says_how_to_start_one(tmp_path, command):
     folder = tmp_path / "empty"
     folder.mkdir()
-    refused(cli(command[0], str(folder), *command[1:]), str(folder), "not a run directory",
-            f"evoengine run PROBLEM --run-dir {folder}")
+    refused(
+        cli(command[0], str(folder), *command[1:]),
+        str(folder),
+        "not a run directory",
+        f"evoengine run PROBLEM --run-dir {folder}",
+    )
 
 
 @pytest.mark.parametrize("where", ["under_a_file", "under_proc"])
@@ -157,8 +197,11 @@ def test_an_unwritable_run_directory_is_refused_before_anything_starts(tmp_path,
         run_dir = tmp_path / "plain_file" / "run"
     else:
         run_dir = Path("/proc") / f"evoengine-test-{os.getpid()}" / "run"
-    refused(cli("run", str(quadratic), "--run-dir", str(run_dir)),
-            f"run directory {run_dir}", "choose another with --run-dir")
+    refused(
+        cli("run", str(quadratic), "--run-dir", str(run_dir)),
+        f"run directory {run_dir}",
+        "choose another with --run-dir",
+    )
     assert not run_dir.exists()
 
 
@@ -166,8 +209,12 @@ def test_an_unwritable_run_directory_is_refused_before_anything_starts(tmp_path,
 def test_run_dir_of_an_existing_run_is_refused_and_suggests_resume(tmp_path, quadratic, finished_run):
     run_dir = copy_run(finished_run, tmp_path / "run")
     before = fingerprint(run_dir)
-    refused(cli("run", str(quadratic), "--budget", "20", "--run-dir", str(run_dir), "--set", "seed=5"),
-            str(run_dir), f"resume it with `evoengine resume {run_dir}`", "pick a new --run-dir")
+    refused(
+        cli("run", str(quadratic), "--budget", "20", "--run-dir", str(run_dir), "--set", "seed=5"),
+        str(run_dir),
+        f"resume it with `evoengine resume {run_dir}`",
+        "pick a new --run-dir",
+    )
     assert fingerprint(run_dir) == before  # not a byte of config.yaml, best/ or the rows changed
 
 
@@ -180,17 +227,25 @@ def test_a_store_from_another_schema_version_is_refused_untouched(tmp_path, fini
     conn.commit()
     conn.close()
     before = fingerprint(run_dir)
-    refused(cli(command[0], str(run_dir), *command[1:]), str(run_dir / "archive.sqlite"),
-            "store schema 99", "reads schema 2", "Use the evoengine version that wrote it")
+    refused(
+        cli(command[0], str(run_dir), *command[1:]),
+        str(run_dir / "archive.sqlite"),
+        "store schema 99",
+        "reads schema 2",
+        "Use the evoengine version that wrote it",
+    )
     assert fingerprint(run_dir) == before
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("text, says", [
-    ("budget: [\n", "not valid YAML"),
-    ("islands:\n  cuont: 3\n", "did you mean 'islands.count'"),
-    ("- a list\n", "expected a mapping of keys"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("budget: [\n", "not valid YAML"),
+        ("islands:\n  cuont: 3\n", "did you mean 'islands.count'"),
+        ("- a list\n", "expected a mapping of keys"),
+    ],
+)
 def test_a_hand_damaged_config_yaml_of_a_run_is_named(tmp_path, finished_run, text, says):
     run_dir = copy_run(finished_run, tmp_path / "run")
     (run_dir / "config.yaml").write_text(text)
@@ -215,7 +270,7 @@ def _damage(run_dir: Path, how: str) -> None:
     else:  # every page but the header and the meta table: the store opens, its rows do not read
         for page in range(1, len(data) // page_size + 1):
             if page not in keep:
-                data[(page - 1) * page_size: page * page_size] = garbage
+                data[(page - 1) * page_size : page * page_size] = garbage
     store.write_bytes(bytes(data))
 
 
@@ -225,8 +280,9 @@ def _damage(run_dir: Path, how: str) -> None:
 def test_a_corrupted_store_is_a_clear_store_error(tmp_path, finished_run, how, command):
     run_dir = copy_run(finished_run, tmp_path / "run")
     _damage(run_dir, how)
-    refused(cli(command[0], str(run_dir), *command[1:]), str(run_dir / "archive.sqlite"),
-            "is damaged", "Restore a copy")
+    refused(
+        cli(command[0], str(run_dir), *command[1:]), str(run_dir / "archive.sqlite"), "is damaged", "Restore a copy"
+    )
 
 
 # ---------------------------------------------------------------- models
@@ -244,7 +300,8 @@ def test_unreachable_model_and_missing_key_stop_the_run_before_anything_is_spent
     unset = "EVOENGINE_TEST_KEY_THAT_IS_NOT_SET"
     assert unset not in os.environ
     config = tmp_path / "models.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         extends: default
         models:
           - name: m
@@ -253,19 +310,37 @@ def test_unreachable_model_and_missing_key_stop_the_run_before_anything_is_spent
           - name: local
             base_url: http://127.0.0.1:{port}/v1
             api_key_env: null
-        """))
+        """)
+    )
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evoengine.cli", "run", str(quadratic), "-c", str(config), "--budget", "5",
-         "--run-dir", str(run_dir), "-q"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "evoengine.cli",
+            "run",
+            str(quadratic),
+            "-c",
+            str(config),
+            "--budget",
+            "5",
+            "--run-dir",
+            str(run_dir),
+            "-q",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     out, err = proc.communicate(timeout=300)
-    err = refused(subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
-                  "model pre-flight check failed, nothing was spent",
-                  f"model 'm' (http://127.0.0.1:{port}/v1): the environment variable {unset}",
-                  f"export {unset}=<key>",
-                  f"model 'local': cannot reach http://127.0.0.1:{port}/v1")
+    err = refused(
+        subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
+        "model pre-flight check failed, nothing was spent",
+        f"model 'm' (http://127.0.0.1:{port}/v1): the environment variable {unset}",
+        f"export {unset}=<key>",
+        f"model 'local': cannot reach http://127.0.0.1:{port}/v1",
+    )
     assert err.count("error: ") == 1  # one error, listing both models
     assert not wait_for_no_evaluators({proc.pid})  # the workers started meanwhile are gone
     conn = sqlite3.connect(run_dir / "archive.sqlite")

@@ -83,7 +83,8 @@ def test_cost_aware_prefers_the_cheaper_of_two_equally_good_models(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_without_cost_awareness_prices_do_not_change_any_choice(kind):
     assert _cheap_vs_dear(kind, False, {"cheap": 0.001, "dear": 0.05}) == _cheap_vs_dear(
-        kind, False, {"cheap": 0.05, "dear": 0.001})
+        kind, False, {"cheap": 0.05, "dear": 0.001}
+    )
 
 
 def test_stats_report_calls_mean_reward_cost_and_probabilities():

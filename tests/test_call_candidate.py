@@ -34,47 +34,73 @@ def alive(pid: int, start: int | None = None) -> bool:
 
 
 def test_values_come_back_as_plain_json_data(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         import numpy as np
         def solve(n, scale=1.0):
             return {"array": np.arange(n) * scale, "pair": (1, "two"), "scalar": np.float32(0.5),
                     "nested": [np.eye(2, dtype=int)], "none": None, "flag": np.bool_(True)}
-    """)
+    """,
+    )
     value = call_candidate(path, "solve", 3, scale=2.0, timeout_s=10)
-    assert value == {"array": [0.0, 2.0, 4.0], "pair": [1, "two"], "scalar": 0.5,
-                     "nested": [[[1, 0], [0, 1]]], "none": None, "flag": True}
+    assert value == {
+        "array": [0.0, 2.0, 4.0],
+        "pair": [1, "two"],
+        "scalar": 0.5,
+        "nested": [[[1, 0], [0, 1]]],
+        "none": None,
+        "flag": True,
+    }
 
 
 def test_arguments_travel_by_fork_and_mutations_do_not_come_back(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         def solve(points, table):
             points *= 0
             table.clear()
             return float(points.sum())
-    """)
+    """,
+    )
     points, table = np.ones(4), {"keep": 1}
     assert call_candidate(path, "solve", points, table, timeout_s=10) == 0.0
     assert points.tolist() == [1.0, 1.0, 1.0, 1.0] and table == {"keep": 1}
 
 
-@pytest.mark.parametrize("source, kind, message", [
-    ("def solve():\n    raise ValueError('bad input')\n", "raised",
-     r"solve\(\) raised ValueError: bad input \(line 2 of cand.py\)"),
-    ("x = 1 / 0\ndef solve():\n    return 1\n", "raised",
-     r"importing cand.py raised ZeroDivisionError: division by zero \(line 1 of cand.py\)"),
-    ("def solve()\n    return 1\n", "raised", r"importing cand.py raised SyntaxError: .*\(line 1"),
-    ("def solve():\n    while True:\n        pass\n", "timeout", r"solve\(\) timed out after 0.5 s"),
-    ("import ctypes\ndef solve():\n    return ctypes.string_at(0)\n", "signal",
-     r"solve\(\): the candidate process killed by signal SIGSEGV"),
-    ("import os\ndef solve():\n    os._exit(3)\n", "exit",
-     r"solve\(\): the candidate process exited with code 3"),
-    ("import sys\ndef solve():\n    sys.exit(5)\n", "exit", r"exited with code 5"),
-    ("def solve():\n    return object()\n", "unserialisable",
-     r"solve\(\) returned a non-serialisable value: a object"),
-    ("def solve():\n    return {1: 'x'}\n", "unserialisable", r"non-string key 1"),
-    ("def solve():\n    return 1j\n", "unserialisable", r"a complex"),
-    ("def other():\n    return 1\n", "missing", r"cand.py defines no function solve\(\)"),
-])
+@pytest.mark.parametrize(
+    "source, kind, message",
+    [
+        (
+            "def solve():\n    raise ValueError('bad input')\n",
+            "raised",
+            r"solve\(\) raised ValueError: bad input \(line 2 of cand.py\)",
+        ),
+        (
+            "x = 1 / 0\ndef solve():\n    return 1\n",
+            "raised",
+            r"importing cand.py raised ZeroDivisionError: division by zero \(line 1 of cand.py\)",
+        ),
+        ("def solve()\n    return 1\n", "raised", r"importing cand.py raised SyntaxError: .*\(line 1"),
+        ("def solve():\n    while True:\n        pass\n", "timeout", r"solve\(\) timed out after 0.5 s"),
+        (
+            "import ctypes\ndef solve():\n    return ctypes.string_at(0)\n",
+            "signal",
+            r"solve\(\): the candidate process killed by signal SIGSEGV",
+        ),
+        ("import os\ndef solve():\n    os._exit(3)\n", "exit", r"solve\(\): the candidate process exited with code 3"),
+        ("import sys\ndef solve():\n    sys.exit(5)\n", "exit", r"exited with code 5"),
+        (
+            "def solve():\n    return object()\n",
+            "unserialisable",
+            r"solve\(\) returned a non-serialisable value: a object",
+        ),
+        ("def solve():\n    return {1: 'x'}\n", "unserialisable", r"non-string key 1"),
+        ("def solve():\n    return 1j\n", "unserialisable", r"a complex"),
+        ("def other():\n    return 1\n", "missing", r"cand.py defines no function solve\(\)"),
+    ],
+)
 def test_candidate_faults_become_candidate_errors_saying_what_happened(tmp_path, source, kind, message):
     path = write(tmp_path, source)
     started = time.monotonic()
@@ -86,22 +112,28 @@ def test_candidate_faults_become_candidate_errors_saying_what_happened(tmp_path,
 
 def test_printing_too_much_is_stopped_and_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(call_module._settings, "max_output_kb", 4)
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         def solve():
             while True:
                 print("spam " * 100)
-    """)
+    """,
+    )
     with pytest.raises(CandidateError, match=r"solve\(\) printed more than 4 KB of output") as info:
         call_candidate(path, "solve", timeout_s=10)
     assert info.value.kind == "output" and "spam" in info.value.output
 
 
 def test_output_within_the_limit_is_passed_through(tmp_path, capfd):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         def solve():
             print("hello from the candidate")
             return 7
-    """)
+    """,
+    )
     assert call_candidate(path, "solve", timeout_s=10) == 7
     assert "hello from the candidate" in capfd.readouterr().out
 
@@ -109,7 +141,9 @@ def test_output_within_the_limit_is_passed_through(tmp_path, capfd):
 def test_candidate_cannot_write_into_the_callers_descriptors(tmp_path):
     channel_r, channel_w = os.pipe()  # stands for the evaluator's own result channel
     try:
-        path = write(tmp_path, """
+        path = write(
+            tmp_path,
+            """
             import os
             def solve():
                 hits = 0
@@ -120,7 +154,8 @@ def test_candidate_cannot_write_into_the_callers_descriptors(tmp_path):
                     except OSError:
                         pass
                 return hits
-        """)
+        """,
+        )
         assert call_candidate(path, "solve", timeout_s=10) == 0
         os.set_blocking(channel_r, False)
         with pytest.raises(BlockingIOError):
@@ -131,12 +166,15 @@ def test_candidate_cannot_write_into_the_callers_descriptors(tmp_path):
 
 
 def test_candidate_cannot_fake_its_own_return_through_its_channel(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         import os
         def solve():
             os.write(3, b'{"value": 1000000000.0}\\n')
             return 0.0
-    """)
+    """,
+    )
     with pytest.raises(CandidateError, match="garbled") as info:
         call_candidate(path, "solve", timeout_s=10)
     assert info.value.kind == "garbled"
@@ -144,7 +182,9 @@ def test_candidate_cannot_fake_its_own_return_through_its_channel(tmp_path):
 
 def test_background_processes_started_by_a_call_are_killed_when_it_returns(tmp_path):
     report = tmp_path / "child.json"
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         import json, os, time
         def solve():
             pid = os.fork()
@@ -153,7 +193,8 @@ def test_background_processes_started_by_a_call_are_killed_when_it_returns(tmp_p
                 os._exit(0)
             json.dump({{"pid": pid}}, open({str(report)!r}, "w"))
             return 1
-    """)
+    """,
+    )
     assert call_candidate(path, "solve", timeout_s=10) == 1
     pid = json.loads(report.read_text())["pid"]
     deadline = time.monotonic() + 5  # SIGKILL was sent; its delivery on the other core is not instant
@@ -176,7 +217,9 @@ def test_processes_the_evaluator_started_itself_survive_a_call(tmp_path):
 def test_orphans_that_escape_with_setsid_are_killed_under_a_subreaper(tmp_path):
     """Inside the sandbox the evaluator is a child subreaper; a forked child plays it here."""
     report = tmp_path / "orphan.json"
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         import json, os, time
         def solve():
             if os.fork() == 0:
@@ -191,7 +234,8 @@ def test_orphans_that_escape_with_setsid_are_killed_under_a_subreaper(tmp_path):
                 time.sleep(0.01)
             time.sleep(0.05)
             return 1
-    """)
+    """,
+    )
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the "evaluator": a subreaper calling the candidate
         code = 2

@@ -19,14 +19,30 @@ from evoengine.errors import ConfigError
 # ---------------------------------------------------------------- arbitrary input
 
 # Real key names (so generated documents reach deep into validation) mixed with noise.
-SECTION_KEYS = {name: list(field.annotation.model_fields) if hasattr(field.annotation, "model_fields") else []
-                for name, field in Config.model_fields.items()}
-ALL_KEYS = sorted({*SECTION_KEYS, *(k for keys in SECTION_KEYS.values() for k in keys),
-                   "extends", "name", "api_key_env", "base_url", "islands", "ring", "funsearch"})
+SECTION_KEYS = {
+    name: list(field.annotation.model_fields) if hasattr(field.annotation, "model_fields") else []
+    for name, field in Config.model_fields.items()
+}
+ALL_KEYS = sorted(
+    {
+        *SECTION_KEYS,
+        *(k for keys in SECTION_KEYS.values() for k in keys),
+        "extends",
+        "name",
+        "api_key_env",
+        "base_url",
+        "islands",
+        "ring",
+        "funsearch",
+    }
+)
 keys = st.one_of(st.sampled_from(ALL_KEYS), st.text(max_size=12))
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**20), max_value=10**20),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
     st.sampled_from(["ring", "funsearch", "full", "default", "openai", "ucb1", "cvt", "1e400", "-1", ""]),
 )
 yaml_values = st.recursive(
@@ -37,15 +53,45 @@ yaml_values = st.recursive(
 # Documents shaped like configs: real sections holding arbitrary values.
 config_like = st.dictionaries(
     st.sampled_from(sorted(SECTION_KEYS) + ["extends"]),
-    st.one_of(yaml_values, st.dictionaries(st.sampled_from(ALL_KEYS), yaml_values, max_size=4),
-              st.lists(st.dictionaries(st.sampled_from(ALL_KEYS), yaml_values, max_size=4), max_size=3)),
+    st.one_of(
+        yaml_values,
+        st.dictionaries(st.sampled_from(ALL_KEYS), yaml_values, max_size=4),
+        st.lists(st.dictionaries(st.sampled_from(ALL_KEYS), yaml_values, max_size=4), max_size=3),
+    ),
     max_size=6,
 )
-key_paths = st.lists(st.one_of(st.sampled_from(ALL_KEYS), st.sampled_from(["0", "1", "-1", "x", ""]),
-                               st.text(alphabet=string.printable, max_size=6)), min_size=1, max_size=4)
-override_values = st.one_of(st.text(max_size=30), st.sampled_from(
-    ["ring", "funsearch", "nope", "[1, 2]", "{a: 1}", "[{name: m}]", "null", "3", "-3", "0.5", "!!python/name:os.system",
-     "{", "'", "*alias", "&a [*a]", "1e999"]))
+key_paths = st.lists(
+    st.one_of(
+        st.sampled_from(ALL_KEYS),
+        st.sampled_from(["0", "1", "-1", "x", ""]),
+        st.text(alphabet=string.printable, max_size=6),
+    ),
+    min_size=1,
+    max_size=4,
+)
+override_values = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "ring",
+            "funsearch",
+            "nope",
+            "[1, 2]",
+            "{a: 1}",
+            "[{name: m}]",
+            "null",
+            "3",
+            "-3",
+            "0.5",
+            "!!python/name:os.system",
+            "{",
+            "'",
+            "*alias",
+            "&a [*a]",
+            "1e999",
+        ]
+    ),
+)
 overrides = st.one_of(
     st.text(max_size=40),
     st.builds(lambda path, value: ".".join(path) + "=" + value, key_paths, override_values),
@@ -115,13 +161,16 @@ def test_a_saved_config_that_is_not_a_mapping_is_a_config_error():
 # ---------------------------------------------------------------- unknown keys
 
 
-@pytest.mark.parametrize("yaml_text, path, nearest", [
-    ("budgt:\n  candidates: 5\n", "budgt", "budget"),
-    ("islands:\n  cuont: 3\n", "islands.cuont", "islands.count"),
-    ("selection:\n  stratgy: uniform\n", "selection.stratgy", "selection.strategy"),
-    ("models:\n  - name: m\n    api_key_enf: MY_KEY\n", "models.0.api_key_enf", "models.0.api_key_env"),
-    ("models:\n  - name: a\n  - name: b\n    tempreature: 0.2\n", "models.1.tempreature", "models.1.temperature"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, path, nearest",
+    [
+        ("budgt:\n  candidates: 5\n", "budgt", "budget"),
+        ("islands:\n  cuont: 3\n", "islands.cuont", "islands.count"),
+        ("selection:\n  stratgy: uniform\n", "selection.stratgy", "selection.strategy"),
+        ("models:\n  - name: m\n    api_key_enf: MY_KEY\n", "models.0.api_key_enf", "models.0.api_key_env"),
+        ("models:\n  - name: a\n  - name: b\n    tempreature: 0.2\n", "models.1.tempreature", "models.1.temperature"),
+    ],
+)
 def test_unknown_key_at_any_depth_names_its_path_and_the_nearest_key(tmp_path, yaml_text, path, nearest):
     file = tmp_path / "typo.yaml"
     file.write_text(yaml_text)
@@ -133,11 +182,14 @@ def test_unknown_key_at_any_depth_names_its_path_and_the_nearest_key(tmp_path, y
     assert str(file) in message
 
 
-@pytest.mark.parametrize("override, path, nearest", [
-    ("sede=3", "sede", "seed"),
-    ("concurrency.evaluatons=3", "concurrency.evaluatons", "concurrency.evaluations"),
-    ("novelty.treshold=0.9", "novelty.treshold", "novelty.threshold"),
-])
+@pytest.mark.parametrize(
+    "override, path, nearest",
+    [
+        ("sede=3", "sede", "seed"),
+        ("concurrency.evaluatons=3", "concurrency.evaluatons", "concurrency.evaluations"),
+        ("novelty.treshold=0.9", "novelty.treshold", "novelty.threshold"),
+    ],
+)
 def test_unknown_key_in_set_names_its_path_and_the_nearest_key(override, path, nearest):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
@@ -153,14 +205,17 @@ def test_unknown_key_in_a_models_list_set_through_set_is_named():
 # ---------------------------------------------------------------- bad values
 
 
-@pytest.mark.parametrize("override, key, shown", [
-    ("islands.count=0", "islands.count", "0"),
-    ("budget.candidates=lots", "budget.candidates", "'lots'"),
-    ("islands.topology=star", "islands.topology", "'star'"),
-    ("models=[{name: m, temperature: 7}]", "models.0.temperature", "7"),
-    ("novelty.threshold=1.5", "novelty.threshold", "1.5"),
-    ("selection.strategy=greedy", "selection.strategy", "'greedy'"),
-])
+@pytest.mark.parametrize(
+    "override, key, shown",
+    [
+        ("islands.count=0", "islands.count", "0"),
+        ("budget.candidates=lots", "budget.candidates", "'lots'"),
+        ("islands.topology=star", "islands.topology", "'star'"),
+        ("models=[{name: m, temperature: 7}]", "models.0.temperature", "7"),
+        ("novelty.threshold=1.5", "novelty.threshold", "1.5"),
+        ("selection.strategy=greedy", "selection.strategy", "'greedy'"),
+    ],
+)
 def test_bad_value_names_the_key_and_the_value(override, key, shown):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
@@ -179,13 +234,16 @@ def test_duplicate_model_names_and_an_unknown_judge_are_named():
         load_config(None, ["models=[{name: m}]", "novelty.judge=j"])
 
 
-@pytest.mark.parametrize("override, says", [
-    ("budget.candidates", "write it as key.path=value"),
-    ("=3", "write it as key.path=value"),
-    ("seed.x=1", "seed is not a section"),
-    ("models.x=1", "models is a list of 0 item(s)"),
-    ("models.0.name=m", "set the whole list"),
-])
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("budget.candidates", "write it as key.path=value"),
+        ("=3", "write it as key.path=value"),
+        ("seed.x=1", "seed is not a section"),
+        ("models.x=1", "models is a list of 0 item(s)"),
+        ("models.0.name=m", "set the whole list"),
+    ],
+)
 def test_malformed_set_says_how_to_write_it(override, says):
     with pytest.raises(ConfigError, match=re.escape(says)):
         load_config(None, [override])
@@ -275,20 +333,25 @@ def test_unknown_island_preset_lists_the_known_ones(tmp_path):
 
 
 def test_unknown_config_preset_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"no configs preset named 'opena'; did you mean 'openai'\? \(known presets: .*default"):
+    with pytest.raises(
+        ConfigError, match=r"no configs preset named 'opena'; did you mean 'openai'\? \(known presets: .*default"
+    ):
         load_config("opena")
 
 
 # ---------------------------------------------------------------- through the CLI
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--set", "islands.count=0"], "islands.count: Input should be greater than or equal to 1 (got 0)"),
-    (["--set", "islands=rnig"], "did you mean 'ring'"),
-    (["--set", "budget.candidates"], "write it as key.path=value"),
-    (["--set", "models=[{name: m, api_key_enf: K}]"], "did you mean 'models.0.api_key_env'"),
-    (["-c", "no_such_preset"], "no configs preset named 'no_such_preset'"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--set", "islands.count=0"], "islands.count: Input should be greater than or equal to 1 (got 0)"),
+        (["--set", "islands=rnig"], "did you mean 'ring'"),
+        (["--set", "budget.candidates"], "write it as key.path=value"),
+        (["--set", "models=[{name: m, api_key_enf: K}]"], "did you mean 'models.0.api_key_env'"),
+        (["-c", "no_such_preset"], "no configs preset named 'no_such_preset'"),
+    ],
+)
 def test_cli_prints_config_errors_without_a_traceback(tmp_path, quadratic, args, says):
     run_dir = tmp_path / "r"
     proc = cli("run", str(quadratic), "--run-dir", str(run_dir), *args)

@@ -29,8 +29,21 @@ KILL_SEED = 20240607
 BUDGET = 500  # large enough that no cycle finishes the run before its kill, on a quiet machine too
 WORKER_MODULE = "evoengine.evaluation.worker"
 # What must never change once a candidate is admitted.
-ROW_COLUMNS = ("id", "seq", "text", "parents", "score", "valid", "island", "generation", "operator",
-               "metrics", "features", "feedback", "origin")
+ROW_COLUMNS = (
+    "id",
+    "seq",
+    "text",
+    "parents",
+    "score",
+    "valid",
+    "island",
+    "generation",
+    "operator",
+    "metrics",
+    "features",
+    "feedback",
+    "origin",
+)
 
 
 # ---------------------------------------------------------------- reading the run from outside
@@ -121,7 +134,10 @@ class Chaos:
     def spawn(self, args: list[str], cycle: int) -> subprocess.Popen:
         out = open(self.log_dir / f"cycle{cycle:02d}.log", "w")  # the child keeps its own copy
         proc = subprocess.Popen(
-            [sys.executable, "-m", "evoengine.cli", *args], cwd=REPO, stdout=out, stderr=out,
+            [sys.executable, "-m", "evoengine.cli", *args],
+            cwd=REPO,
+            stdout=out,
+            stderr=out,
             start_new_session=True,
         )
         out.close()
@@ -191,8 +207,17 @@ def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
     chaos = Chaos(run_dir, rng, logs)
     kinds = ["start-up"] * 7 + ["mid-run"] * 7 + ["burst"] * 6
     rng.shuffle(kinds)
-    run_args = ["run", str(quadratic), "--budget", str(BUDGET), "--run-dir", str(run_dir), "-q",
-                "--set", "concurrency.evaluations=2"]
+    run_args = [
+        "run",
+        str(quadratic),
+        "--budget",
+        str(BUDGET),
+        "--run-dir",
+        str(run_dir),
+        "-q",
+        "--set",
+        "concurrency.evaluations=2",
+    ]
     resume_args = ["resume", str(run_dir), "-q"]
     kept: dict[int, tuple] = {}  # every row ever seen admitted, as first seen
     t_start = time.monotonic()
@@ -201,7 +226,8 @@ def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
         assert not kill.finished_by_itself, (
             f"cycle {kill.cycle}: the process ended before the kill (budget reached? then raise "
             f"BUDGET). Its output:\n{(logs / f'cycle{kill.cycle:02d}.log').read_text()[-3000:]}\n"
-            + "\n".join(map(str, chaos.kills)))
+            + "\n".join(map(str, chaos.kills))
+        )
         left = wait_for_no_evaluators(chaos.engine_pids)
         assert not left, f"cycle {kill.cycle} ({kill.kind}): evaluator processes outlived the kill: {left}"
         if not (run_dir / "archive.sqlite").exists():
@@ -210,7 +236,8 @@ def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
         rows = admitted_rows(run_dir)
         assert len(rows) >= kill.admitted_seen, (
             f"cycle {kill.cycle}: {kill.admitted_seen} admissions were visible before the kill, "
-            f"only {len(rows)} after it")
+            f"only {len(rows)} after it"
+        )
         assert len(rows) <= BUDGET
         assert sorted(r[1] for r in rows.values()) == list(range(1, len(rows) + 1))
         for cid, row in kept.items():
@@ -266,7 +293,8 @@ def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
 
     api_rows = evoengine.open_run(run_dir).candidates()
     assert [(c.id, c.text, c.score, tuple(c.parents)) for c in api_rows] == [
-        (r[0], r[2], r[4], tuple(json.loads(r[3]))) for r in sorted(rows.values(), key=lambda r: r[1])]
+        (r[0], r[2], r[4], tuple(json.loads(r[3]))) for r in sorted(rows.values(), key=lambda r: r[1])
+    ]
     cli("lineage", str(run_dir), "--export", "json", "-o", str(tmp_path / "lineage.json"), check=True)
     graph = json.loads((tmp_path / "lineage.json").read_text())
     assert len(graph["nodes"]) == BUDGET
@@ -292,9 +320,11 @@ def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
     assert len(kills) >= 20 and all(v >= 6 for v in counts.values()), counts
     abandoned = statuses.get("abandoned", 0)
     of_resume = sum(k.command == "resume" for k in kills)
-    summary = (f"{len(kills)} SIGKILLs ({counts}; {len(kills) - of_resume} of `run`, {of_resume} of "
-               f"`resume`), {chaos.resumes} resumes in all, {BUDGET} admitted, {abandoned} in-flight "
-               f"proposals abandoned and made again, {elapsed:.0f} s")
+    summary = (
+        f"{len(kills)} SIGKILLs ({counts}; {len(kills) - of_resume} of `run`, {of_resume} of "
+        f"`resume`), {chaos.resumes} resumes in all, {BUDGET} admitted, {abandoned} in-flight "
+        f"proposals abandoned and made again, {elapsed:.0f} s"
+    )
     print(summary)
     (tmp_path / "summary.txt").write_text(summary + "\n" + "\n".join(map(str, kills)))
 
@@ -307,8 +337,13 @@ def test_kill_in_the_first_seconds_can_be_resumed_or_says_what_to_do(tmp_path, q
     for n, delay in enumerate((0.15, 0.6, 1.2, 2.0, 3.0)):
         run_dir = tmp_path / f"run{n}"
         args = ["run", str(quadratic), "--budget", "4", "--run-dir", str(run_dir), "-q"]
-        proc = subprocess.Popen([sys.executable, "-m", "evoengine.cli", *args], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "evoengine.cli", *args],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         time.sleep(delay)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

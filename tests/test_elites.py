@@ -23,8 +23,15 @@ def elites_config(**elites) -> Config:
 
 
 def cand(cid: int, score: float, text: str = "x = 1\n", **features: float) -> Candidate:
-    return Candidate(cid, text, parents=(0,) if cid else (), operator="diff" if cid else "seed",
-                     score=score, valid=True, features=features)
+    return Candidate(
+        cid,
+        text,
+        parents=(0,) if cid else (),
+        operator="diff" if cid else "seed",
+        score=score,
+        valid=True,
+        features=features,
+    )
 
 
 def test_a_better_candidate_replaces_a_cells_elite_and_a_worse_or_equal_one_does_not():
@@ -76,8 +83,9 @@ def test_two_problem_features_make_a_grid_and_more_dimensions_make_a_cvt():
     two = EliteArchive(elites_config().elites, problem(Feature("a", 0, 1, 3), Feature("b", 0, 1, 5)))
     two.anchor("x")
     assert two.kind == "grid" and two.cells == 15
-    three = EliteArchive(elites_config(cells=16).elites,
-                         problem(Feature("a", 0, 1, 3), Feature("b", 0, 1, 5), Feature("c", 0, 1, 2)))
+    three = EliteArchive(
+        elites_config(cells=16).elites, problem(Feature("a", 0, 1, 3), Feature("b", 0, 1, 5), Feature("c", 0, 1, 2))
+    )
     three.anchor("x")
     assert three.kind == "cvt" and three.cells == 16
     one_cvt = EliteArchive(elites_config(kind="cvt", cells=8, builtin=["length"]).elites, problem())
@@ -100,7 +108,8 @@ def test_cvt_cells_are_the_same_for_the_same_seed_and_keep_their_best():
     for elite in first.elites():
         # no candidate admitted to the same cell scored higher than its elite
         assert elite.candidate.score == max(
-            float(i % 7) for i in range(60)
+            float(i % 7)
+            for i in range(60)
             if first._cells.index(np.array([(i * 0.37) % 1, (i * 0.61) % 1, (i * 0.13) % 1])) == elite.cell
         )
 
@@ -117,8 +126,13 @@ def test_archive_reports_elite_events_stats_and_a_json_elite_map():
     events = archive.admit(cand(0, 0.0, "x = 0\n" * 10, f=0.2))
     assert [e.kind for e in events] == ["elite"] and events[0].data["status"] == "new"
     events = archive.admit(cand(1, 1.0, "x = 0\n" * 10, f=0.3))
-    assert events[0].data == {"id": 1, "cell": events[0].data["cell"], "status": "improved",
-                              "replaced": 0, "score": 1.0}
+    assert events[0].data == {
+        "id": 1,
+        "cell": events[0].data["cell"],
+        "status": "improved",
+        "replaced": 0,
+        "score": 1.0,
+    }
     assert archive.admit(cand(2, 0.5, "x = 0\n" * 10, f=0.3)) == []
     archive.admit(cand(3, 0.5, "x = 0\n" * 40, f=0.9))
     stats = archive.stats()["elites"]
@@ -137,6 +151,15 @@ def test_elites_never_hold_more_candidates_than_cells():
     archive = Archive(cfg, problem(Feature("f", 0.0, 1.0, 3)))
     archive.admit(cand(0, 0.0, "y" * 200, f=0.5))
     for i in range(1, 800):
-        archive.admit(Candidate(i, "y" * (50 + i % 700), parents=(0,), operator="diff",
-                                score=float(i % 13), valid=True, features={"f": (i * 0.01) % 1}))
+        archive.admit(
+            Candidate(
+                i,
+                "y" * (50 + i % 700),
+                parents=(0,),
+                operator="diff",
+                score=float(i % 13),
+                valid=True,
+                features={"f": (i * 0.01) % 1},
+            )
+        )
     assert len(archive.elites) <= 15 == archive.stats()["elites"]["cells"]

@@ -15,8 +15,14 @@ PROBLEM = Problem(name="toy", description="toy", initial="seed.py")
 
 
 def config(**islands) -> Config:
-    base = {"count": 4, "population": 50, "topology": "ring", "migration_interval": 1000,
-            "migration_size": 1, "reset_interval": None}
+    base = {
+        "count": 4,
+        "population": 50,
+        "topology": "ring",
+        "migration_interval": 1000,
+        "migration_size": 1,
+        "reset_interval": None,
+    }
     return Config.model_validate({"islands": {**base, **islands}, "elites": {"enabled": False}})
 
 
@@ -33,8 +39,15 @@ class Feeder:
     def child(self, island: int, score: float | None, parent: int = 0, text: str | None = None) -> Candidate:
         cid = self.next_id
         self.next_id += 1
-        return Candidate(cid, text or f"x = {cid}\n", parents=(parent,), island=island, operator="diff",
-                         score=score, valid=score is not None)
+        return Candidate(
+            cid,
+            text or f"x = {cid}\n",
+            parents=(parent,),
+            island=island,
+            operator="diff",
+            score=score,
+            valid=score is not None,
+        )
 
 
 def ids(archive: Archive, island: int) -> list[int]:
@@ -200,7 +213,9 @@ def test_memory_stays_bounded_by_the_caps():
 @pytest.mark.parametrize("preset", ["ring", "full", "isolated", "funsearch"])
 def test_island_presets_load_by_name(preset):
     cfg = load_config(overrides=[f"islands={preset}"])
-    assert cfg.islands.topology == {"ring": "ring", "full": "full", "isolated": "isolated",
-                                     "funsearch": "isolated"}[preset]
+    assert (
+        cfg.islands.topology
+        == {"ring": "ring", "full": "full", "isolated": "isolated", "funsearch": "isolated"}[preset]
+    )
     if preset == "funsearch":
         assert cfg.islands.count == 10 and cfg.islands.reset_interval and cfg.islands.reset_fraction == 0.5

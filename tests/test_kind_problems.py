@@ -35,11 +35,14 @@ def evaluate(name: str, candidate: Path | None = None) -> EvalResult:
     return EvalResult.coerce(result)
 
 
-@pytest.mark.parametrize("name,kind,language", [
-    ("prompt_triage", "prompt", "text"),
-    ("reward_keydoor", "reward", "python"),
-    ("harness_oracle", "harness", "python"),
-])
+@pytest.mark.parametrize(
+    "name,kind,language",
+    [
+        ("prompt_triage", "prompt", "text"),
+        ("reward_keydoor", "reward", "python"),
+        ("harness_oracle", "harness", "python"),
+    ],
+)
 def test_each_new_kind_problem_loads_with_its_kind_and_a_readme(name, kind, language):
     loaded = load_problem(PROBLEMS / name)
     assert (loaded.problem.kind, loaded.problem.language) == (kind, language)
@@ -106,8 +109,11 @@ def test_prompt_copied_training_tickets_help_training_not_heldout(tmp_path):
 
 
 def test_prompt_vocabulary_holds_the_lines_that_fix_the_seed_and_some_that_hurt(tmp_path):
-    lines = [ln for ln in (PROBLEMS / "prompt_triage" / "vocabulary.txt").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln
+        for ln in (PROBLEMS / "prompt_triage" / "vocabulary.txt").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     traps = {ln for ln in lines if ln.startswith(("Anything", "Any problem", "If the customer is angry"))}
     seed = (PROBLEMS / "prompt_triage" / "initial.txt").read_text()
     helpful = tmp_path / "helpful.txt"
@@ -192,7 +198,7 @@ def solve(task, ask, budget):
     return Counter(ask(task) for _ in range(10)).most_common(1)[0][0]
 """
 
-DECOMPOSE_AND_VERIFY = r'''
+DECOMPOSE_AND_VERIFY = r"""
 import re
 from collections import Counter
 
@@ -222,11 +228,11 @@ def solve(task, ask, budget):
     if m:
         return _fact(ask, m[1], m[2])
     return ask(task)
-'''
+"""
 
 # Tries every way in from inside the candidate process: the evaluator's modules and objects
 # (the process is forked from it), the closure behind `ask`, and forged channel messages.
-CHEATER = r'''
+CHEATER = r"""
 import gc
 import sys
 
@@ -261,7 +267,7 @@ def solve(task, ask, budget):
             if "reply" in reply and reply["reply"]:
                 return reply["reply"]
     return ask(task)
-'''
+"""
 
 EVALUATE_IN_FRESH_PROCESS = """
 import json, sys
@@ -274,8 +280,13 @@ print(json.dumps({"valid": r.valid, "score": r.score, "metrics": r.metrics, "fee
 
 def evaluate_fresh(name: str, candidate: Path) -> dict:
     """Evaluate in a new interpreter, as the sandboxed evaluator would (nothing else loaded)."""
-    proc = subprocess.run([sys.executable, "-c", EVALUATE_IN_FRESH_PROCESS, str(PROBLEMS / name), str(candidate)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", EVALUATE_IN_FRESH_PROCESS, str(PROBLEMS / name), str(candidate)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -307,8 +318,9 @@ def test_harness_calls_beyond_the_budget_are_free_and_empty(tmp_path):
         replies = [ask(task) for _ in range(budget + 10)]
         return replies[-1]
     """
-    result = evaluate("harness_oracle", with_block(PROBLEMS / "harness_oracle" / "initial.py", greedy,
-                                                   tmp_path / "greedy.py"))
+    result = evaluate(
+        "harness_oracle", with_block(PROBLEMS / "harness_oracle" / "initial.py", greedy, tmp_path / "greedy.py")
+    )
     assert result.metrics["mean_calls"] == 16.0 and result.metrics["accuracy"] == 0.0
     assert "budget was spent" in result.feedback
 
@@ -338,6 +350,7 @@ def test_harness_that_kills_the_oracle_process_is_invalid(tmp_path):
                 os.kill(int(pid), signal.SIGKILL)
         return ask(task)
     """
-    result = evaluate_fresh("harness_oracle", with_block(PROBLEMS / "harness_oracle" / "initial.py", killer,
-                                                         tmp_path / "killer.py"))
+    result = evaluate_fresh(
+        "harness_oracle", with_block(PROBLEMS / "harness_oracle" / "initial.py", killer, tmp_path / "killer.py")
+    )
     assert not result["valid"]

@@ -30,8 +30,13 @@ from evoengine.operators.patches import check_frozen
 from evoengine.operators.text import WEIGHTS, TextProposer
 from evoengine.problem import Problem, load_problem
 
-VOCABULARY = ["# a comment line, never inserted", "", "Rule one: be brief.", "Rule two: name the label.",
-              "Rule three: one label only."]
+VOCABULARY = [
+    "# a comment line, never inserted",
+    "",
+    "Rule one: be brief.",
+    "Rule two: name the label.",
+    "Rule three: one label only.",
+]
 MARKED = """\
 Header that must not change.
 # EVOLVE-BLOCK-START
@@ -47,16 +52,19 @@ Footer that must not change.
 def text_problem(tmp_path: Path) -> Problem:
     (tmp_path / "seed.txt").write_text(MARKED)
     (tmp_path / "words.txt").write_text("\n".join(VOCABULARY) + "\n")
-    problem = Problem(name="words", description="d", initial="seed.txt", language="text", kind="prompt",
-                      vocabulary="words.txt")
+    problem = Problem(
+        name="words", description="d", initial="seed.txt", language="text", kind="prompt", vocabulary="words.txt"
+    )
     problem.root = tmp_path
     return problem
 
 
-def propose(proposer: TextProposer, problem: Problem, parent: Candidate, seed: int,
-            inspirations: list[Candidate] | None = None):
-    ctx = ProposalContext(problem=problem, parent=parent, inspirations=inspirations or [], failures=[],
-                          rng=random.Random(seed), island=0)
+def propose(
+    proposer: TextProposer, problem: Problem, parent: Candidate, seed: int, inspirations: list[Candidate] | None = None
+):
+    ctx = ProposalContext(
+        problem=problem, parent=parent, inspirations=inspirations or [], failures=[], rng=random.Random(seed), island=0
+    )
     return asyncio.run(proposer.propose(ctx))
 
 
@@ -70,8 +78,7 @@ def block_lines(text: str) -> list[str]:
 
 def test_text_operators_change_only_lines_inside_the_evolve_blocks(text_problem):
     parent = Candidate(1, MARKED, valid=True, score=0.0)
-    other = Candidate(2, MARKED.replace("alpha line", "delta line").replace("gamma", "epsilon"), valid=True,
-                      score=0.0)
+    other = Candidate(2, MARKED.replace("alpha line", "delta line").replace("gamma", "epsilon"), valid=True, score=0.0)
     seen = Counter()
     for seed in range(200):
         p = propose(TextProposer(), text_problem, parent, seed, [other])
@@ -102,8 +109,7 @@ def test_a_text_without_markers_is_wholly_editable(text_problem):
     p = propose(TextProposer(weights={"swap": 1.0}), text_problem, parent, 0)
     assert p.text == "second line\nfirst line\n"
     p = propose(TextProposer(weights={"duplicate": 1.0}), text_problem, parent, 3)
-    assert sorted(p.text.splitlines()) in (["first line"] * 2 + ["second line"],
-                                           ["first line"] + ["second line"] * 2)
+    assert sorted(p.text.splitlines()) in (["first line"] * 2 + ["second line"], ["first line"] + ["second line"] * 2)
 
 
 def test_crossover_mixes_lines_of_both_parents_and_names_both(text_problem):
@@ -152,7 +158,8 @@ def test_a_missing_vocabulary_file_is_a_problem_error(tmp_path):
         "from evoengine.problem import Problem\n"
         "problem = Problem(name='v', description='d', initial='seed.txt', language='text', "
         "vocabulary='nope.txt')\n"
-        "def evaluate(path):\n    return {'score': 1.0}\n")
+        "def evaluate(path):\n    return {'score': 1.0}\n"
+    )
     with pytest.raises(ProblemError, match="nope.txt"):
         load_problem(tmp_path)
 
@@ -161,15 +168,19 @@ def test_a_missing_vocabulary_file_is_a_problem_error(tmp_path):
 
 
 def pareto_archive(members: list[tuple[float, dict[str, float]]]) -> tuple[Archive, list[int]]:
-    config = Config.model_validate({
-        "seed": 3, "islands": {"count": 1, "population": 100, "migration_interval": 10_000},
-        "selection": {"strategy": "pareto", "exploit": 1.0, "explore": 0.0, "elites": 0.0},
-        "elites": {"enabled": False},
-    })
+    config = Config.model_validate(
+        {
+            "seed": 3,
+            "islands": {"count": 1, "population": 100, "migration_interval": 10_000},
+            "selection": {"strategy": "pareto", "exploit": 1.0, "explore": 0.0, "elites": 0.0},
+            "elites": {"enabled": False},
+        }
+    )
     archive = Archive(config, Problem(name="toy", description="toy", initial="seed.py"))
     for i, (score, instances) in enumerate(members, 1):
-        archive.admit(Candidate(i, f"x = {i}\n", parents=(0,), operator="diff", score=score, valid=True,
-                                instances=instances))
+        archive.admit(
+            Candidate(i, f"x = {i}\n", parents=(0,), operator="diff", score=score, valid=True, instances=instances)
+        )
     return archive, list(range(1, len(members) + 1))
 
 
@@ -193,8 +204,9 @@ def test_pareto_keeps_a_low_scorer_that_is_best_on_one_instance_and_weighs_by_in
 
 
 def test_pareto_front_weights_follow_instances_won():
-    weights = pareto_weights([{"a": 3, "b": 1, "c": 0}, {"a": 1, "b": 2, "c": 0}, {"a": 3, "b": 2, "c": 0},
-                              {"a": 0, "c": 5}])
+    weights = pareto_weights(
+        [{"a": 3, "b": 1, "c": 0}, {"a": 1, "b": 2, "c": 0}, {"a": 3, "b": 2, "c": 0}, {"a": 0, "c": 5}]
+    )
     # member 2 wins a and b (ties with 0 on a, with 1 on b) so dominates both; member 3 wins c
     assert weights.tolist() == [0.0, 0.0, 2.0, 1.0]
 
@@ -219,7 +231,8 @@ def two_entry_problem() -> Iterator[Path]:
         "from evoengine.problem import Problem\n"
         "problem = Problem(name='two', description='d', initial='seed.txt', language='text', timeout_s=10)\n"
         "def evaluate(path):\n    return {'score': float(len(Path(path).read_text())), 'feedback': 'full'}\n"
-        "def minibatch(path):\n    return {'score': 1.0, 'feedback': 'cheap'}\n")
+        "def minibatch(path):\n    return {'score': 1.0, 'feedback': 'cheap'}\n"
+    )
     for path in root.iterdir():
         path.chmod(0o644)
     yield root
@@ -247,8 +260,9 @@ def test_pool_calls_the_entry_point_it_is_asked_for(two_entry_problem):
 def evaluated(run_dir: Path) -> list[tuple[bool, str, str]]:
     conn = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT valid, feedback, metrics FROM candidates WHERE status='evaluated' "
-                            "ORDER BY seq").fetchall()
+        return conn.execute(
+            "SELECT valid, feedback, metrics FROM candidates WHERE status='evaluated' ORDER BY seq"
+        ).fetchall()
     finally:
         conn.close()
 
@@ -268,8 +282,19 @@ def test_minibatch_gate_admits_gated_children_with_the_reason_and_stays_in_budge
 
 def test_gate_off_evaluates_every_child_in_full(tmp_path):
     run_dir = tmp_path / "run"
-    cli("run", "prompt_triage", "--budget", "15", "--run-dir", str(run_dir), "-q",
-        "--set", "evaluation.gate=false", check=True, cwd=REPO)
+    cli(
+        "run",
+        "prompt_triage",
+        "--budget",
+        "15",
+        "--run-dir",
+        str(run_dir),
+        "-q",
+        "--set",
+        "evaluation.gate=false",
+        check=True,
+        cwd=REPO,
+    )
     rows = evaluated(run_dir)
     assert len(rows) == 15 and not any(fb.startswith("gate:") for _, fb, _ in rows)
 

@@ -38,21 +38,29 @@ def mutate(text: str, k: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_run(run_dir: Path, n: int = 40, seed: int = 0, islands: int = 3,
-             texts: dict[int, str] | None = None) -> RunStore:
+def make_run(
+    run_dir: Path, n: int = 40, seed: int = 0, islands: int = 3, texts: dict[int, str] | None = None
+) -> RunStore:
     """A plausible finished run: `n` admitted candidates over `islands` islands, with
     crossovers, invalid children, failed proposals, model calls, migrations and state.
     `texts` replaces the text of the k-th admitted child (1-based) with the given one."""
     rng = random.Random(seed)
-    store = RunStore.create(run_dir, meta={
-        "problem": "toy",
-        "features": [{"name": "x", "low": 0.0, "high": 1.0, "bins": 5},
-                     {"name": "length", "low": 0.0, "high": 40.0, "bins": 4}],
-    })
+    store = RunStore.create(
+        run_dir,
+        meta={
+            "problem": "toy",
+            "features": [
+                {"name": "x", "low": 0.0, "high": 1.0, "bins": 5},
+                {"name": "length", "low": 0.0, "high": 40.0, "bins": 4},
+            ],
+        },
+    )
     (Path(run_dir) / "config.yaml").write_text(f"seed: 0\nbudget:\n  candidates: {n}\n")
     sid = store.start_proposal(0)
-    store.admit(Candidate(id=sid, text=SEED_TEXT, score=1.0, valid=True, operator="seed",
-                          features={"x": 0.1, "length": 5.0}), reward=None)
+    store.admit(
+        Candidate(id=sid, text=SEED_TEXT, score=1.0, valid=True, operator="seed", features={"x": 0.1, "length": 5.0}),
+        reward=None,
+    )
     admitted = [(sid, SEED_TEXT, 1.0, 0, 0)]  # id, text, score, island, generation
     k = 0
     while len(admitted) < n:
@@ -63,11 +71,28 @@ def make_run(run_dir: Path, n: int = 40, seed: int = 0, islands: int = 3,
         proposal = store.start_proposal(island)
         cost = 0.0 if model == "offline" else 0.001 * rng.randint(1, 5)
         if model != "offline":
-            store.record_call(proposal, ModelCall(model=model, request_hash=f"h{k}", messages=[{"role": "user", "content": "go"}],
-                                                  reply="ok", tokens_in=100, tokens_out=50, cost=cost, latency_s=0.1))
+            store.record_call(
+                proposal,
+                ModelCall(
+                    model=model,
+                    request_hash=f"h{k}",
+                    messages=[{"role": "user", "content": "go"}],
+                    reply="ok",
+                    tokens_in=100,
+                    tokens_out=50,
+                    cost=cost,
+                    latency_s=0.1,
+                ),
+            )
         if k % 9 == 5:
-            store.fail(proposal, reason=f"SEARCH block {k} did not match the parent", operator="diff",
-                       model=model, parents=(pid_,), cost=cost)
+            store.fail(
+                proposal,
+                reason=f"SEARCH block {k} did not match the parent",
+                operator="diff",
+                model=model,
+                parents=(pid_,),
+                cost=cost,
+            )
             continue
         parents = (pid_,)
         if k % 6 == 0 and len(admitted) > 2:
@@ -78,21 +103,39 @@ def make_run(run_dir: Path, n: int = 40, seed: int = 0, islands: int = 3,
             text = texts[len(admitted)]
         valid = k % 7 != 3
         score = pscore + rng.uniform(-0.2, 0.5) if valid else None
-        events = [("migration", {"source": pisland, "target": (pisland + 1) % islands, "ids": [pid_]})] \
-            if k % 10 == 0 else []
+        events = (
+            [("migration", {"source": pisland, "target": (pisland + 1) % islands, "ids": [pid_]})]
+            if k % 10 == 0
+            else []
+        )
         store.admit(
-            Candidate(id=proposal, text=text, parents=parents, island=island, generation=pgen + 1,
-                      operator="crossover" if len(parents) > 1 else "diff", model=model, score=score,
-                      valid=valid, metrics={"sum_radii": score or 0.0},
-                      features={"x": rng.random(), "length": float(len(text.splitlines()))},
-                      feedback="" if valid else "IndexError: list index out of range", cost=cost,
-                      change=f"+    y = y + {k}"),
+            Candidate(
+                id=proposal,
+                text=text,
+                parents=parents,
+                island=island,
+                generation=pgen + 1,
+                operator="crossover" if len(parents) > 1 else "diff",
+                model=model,
+                score=score,
+                valid=valid,
+                metrics={"sum_radii": score or 0.0},
+                features={"x": rng.random(), "length": float(len(text.splitlines()))},
+                feedback="" if valid else "IndexError: list index out of range",
+                cost=cost,
+                change=f"+    y = y + {k}",
+            ),
             reward=max(0.0, (score or pscore) - pscore),
             events=events,
-            state={"bandit": {m: {"calls": k, "mean_reward": 0.1, "cost": 0.0, "probability": 1 / 3}
-                              for m in MODELS},
-                   "archive": {"islands": [{"island": i, "size": 5, "best_id": sid, "best_score": 1.0,
-                                            "admitted": k, "invalid": 0} for i in range(islands)]}},
+            state={
+                "bandit": {m: {"calls": k, "mean_reward": 0.1, "cost": 0.0, "probability": 1 / 3} for m in MODELS},
+                "archive": {
+                    "islands": [
+                        {"island": i, "size": 5, "best_id": sid, "best_score": 1.0, "admitted": k, "invalid": 0}
+                        for i in range(islands)
+                    ]
+                },
+            },
         )
         admitted.append((proposal, text, score if valid else pscore, island, pgen + 1))
     return store
@@ -129,9 +172,11 @@ def test_ancestors_evicted_from_populations_stay_in_the_lineage(tmp_path: Path) 
     for k in range(12):
         cid = store.start_proposal(0)
         text = mutate(text, k) if parent else text
-        store.admit(Candidate(id=cid, text=text, parents=(parent,) if parent else (), generation=k,
-                              score=float(k), valid=True), reward=None,
-                    state={"islands": [{"population": [cid]}]})
+        store.admit(
+            Candidate(id=cid, text=text, parents=(parent,) if parent else (), generation=k, score=float(k), valid=True),
+            reward=None,
+            state={"islands": [{"population": [cid]}]},
+        )
         parent = cid
     graph = build_lineage(store)
     chain = ancestry(graph, parent)

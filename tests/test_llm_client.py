@@ -124,9 +124,14 @@ def test_malformed_replies_are_retried(scripted_server, fault):
     assert len(scripted_server.calls("m")) == 3
 
 
-@pytest.mark.parametrize("fault, reason", [
-    ("bad_json", "not valid JSON"), ("empty_choices", "no choices"), ("no_content", "no text"),
-])
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ("bad_json", "not valid JSON"),
+        ("empty_choices", "no choices"),
+        ("no_content", "no text"),
+    ],
+)
 def test_malformed_replies_that_persist_are_reported_with_the_reason(scripted_server, fault, reason):
     scripted_server.script("m", "x").inject("m", *[fault] * 5)
     pool = ModelPool([scripted_server.model("m", max_retries=1)], backoff_s=0.01)
@@ -211,8 +216,10 @@ def test_preflight_passes_for_a_served_model(scripted_server):
 
 
 def test_preflight_names_every_dead_endpoint_in_one_error(dead_url):
-    models = [Model(name="first", base_url=dead_url, api_key_env=None),
-              Model(name="second", base_url=dead_url.replace("/v1", "/other/v1"), api_key_env=None)]
+    models = [
+        Model(name="first", base_url=dead_url, api_key_env=None),
+        Model(name="second", base_url=dead_url.replace("/v1", "/other/v1"), api_key_env=None),
+    ]
     with pytest.raises(ModelError) as err:
         asyncio.run(preflight(models))
     text = str(err.value)
@@ -274,8 +281,20 @@ def write_store(run_dir: Path, calls: list[ModelCall]) -> None:
             db.execute(
                 "INSERT INTO model_calls(proposal_id, model, request_hash, messages, reply, tokens_in, "
                 "tokens_out, cost, latency_s, error, purpose, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (i, c.model, c.request_hash, json.dumps(c.messages), c.reply, c.tokens_in,
-                 c.tokens_out, c.cost, c.latency_s, c.error, c.purpose, 0.0),
+                (
+                    i,
+                    c.model,
+                    c.request_hash,
+                    json.dumps(c.messages),
+                    c.reply,
+                    c.tokens_in,
+                    c.tokens_out,
+                    c.cost,
+                    c.latency_s,
+                    c.error,
+                    c.purpose,
+                    0.0,
+                ),
             )
 
 
@@ -283,8 +302,11 @@ def test_a_replay_answers_from_the_recorded_replies_without_any_endpoint(scripte
     replies = iter(["first", "second", "third"])
     scripted_server.script("m", lambda request: next(replies))
     model = scripted_server.model("m", price_in=1.0)
-    recorded = [chat(ModelPool([model]), "m"), chat(ModelPool([model]), "m"),
-                chat(ModelPool([model]), "m", [{"role": "user", "content": "other"}])]
+    recorded = [
+        chat(ModelPool([model]), "m"),
+        chat(ModelPool([model]), "m"),
+        chat(ModelPool([model]), "m", [{"role": "user", "content": "other"}]),
+    ]
     write_store(tmp_path / "run", recorded)
 
     offline = model.model_copy(update={"base_url": dead_url, "api_key_env": "EVO_TEST_UNSET_KEY"})

@@ -44,11 +44,22 @@ VALUE = {n}
 """
 
 PROBLEM = Problem(name="toy", description="Make score() as large as you can.", initial="seed.py")
-PARENT = Candidate(id=7, text=SEED, score=3.14159, valid=True, metrics={"runtime_s": 0.25},
-                   feedback="score() returned 3.14; VALUE is small")
+PARENT = Candidate(
+    id=7,
+    text=SEED,
+    score=3.14159,
+    valid=True,
+    metrics={"runtime_s": 0.25},
+    feedback="score() returned 3.14; VALUE is small",
+)
 OTHER = Candidate(id=9, text=SEED.replace("VALUE = 1", "VALUE = 5"), score=15.7, valid=True)
-FAILED = Candidate(id=11, text=SEED.replace("VALUE = 1", "VALUE = )"), score=None, valid=False,
-                   feedback="SyntaxError: invalid syntax (line 4)")
+FAILED = Candidate(
+    id=11,
+    text=SEED.replace("VALUE = 1", "VALUE = )"),
+    score=None,
+    valid=False,
+    feedback="SyntaxError: invalid syntax (line 4)",
+)
 
 
 def config(models: list[Model], **sections) -> Config:
@@ -58,9 +69,14 @@ def config(models: list[Model], **sections) -> Config:
 
 def context(seed: int = 0, inspirations=(OTHER,), failures=(), attempt=0, calls=None) -> ProposalContext:
     return ProposalContext(
-        problem=PROBLEM, parent=PARENT, inspirations=list(inspirations), failures=list(failures),
-        rng=random.Random(seed), island=0,
-        record_call=(calls.append if calls is not None else lambda call: None), attempt=attempt,
+        problem=PROBLEM,
+        parent=PARENT,
+        inspirations=list(inspirations),
+        failures=list(failures),
+        rng=random.Random(seed),
+        island=0,
+        record_call=(calls.append if calls is not None else lambda call: None),
+        attempt=attempt,
     )
 
 
@@ -149,8 +165,7 @@ def test_a_repaired_reply_is_used(scripted_server):
 
 def test_repair_attempts_zero_fails_at_once(scripted_server):
     scripted_server.script("m", "nothing useful")
-    cfg = config([scripted_server.model("m")], operators={"diff": 1, "full": 0, "crossover": 0,
-                                                          "repair_attempts": 0})
+    cfg = config([scripted_server.model("m")], operators={"diff": 1, "full": 0, "crossover": 0, "repair_attempts": 0})
     proposer = ModelProposer(cfg, PROBLEM, pool=ModelPool(cfg.models))
     with pytest.raises(ProposalFailed, match="after 1 attempt:"):
         propose(proposer, context())
@@ -217,21 +232,25 @@ def test_the_prompt_holds_problem_parent_feedback_inspirations_failures_and_form
 def test_the_prompt_keeps_the_parent_text_byte_for_byte():
     text = "def a():\n    pass\n\n\n\ndef b():  \n    return '$x ${y}'\n"
     parent = Candidate(id=1, text=text, score=1.0, valid=True)
-    ctx = ProposalContext(problem=PROBLEM, parent=parent, inspirations=[], failures=[],
-                          rng=random.Random(0), island=0)
+    ctx = ProposalContext(problem=PROBLEM, parent=parent, inspirations=[], failures=[], rng=random.Random(0), island=0)
     user = load_harness(config([Model(name="m")])).messages(ctx, Plan("full", 0))[1]["content"]
     assert text in user
     assert "EVOLVE-BLOCK" not in user  # no markers in the parent: no frozen-text rule
 
 
-@pytest.mark.parametrize("kind, phrase", [
-    ("prompt", "instruction text"), ("reward", "true task performance"), ("harness", "agent harness"),
-])
+@pytest.mark.parametrize(
+    "kind, phrase",
+    [
+        ("prompt", "instruction text"),
+        ("reward", "true task performance"),
+        ("harness", "agent harness"),
+    ],
+)
 def test_each_kind_of_problem_gets_its_own_framing(kind, phrase):
-    problem = Problem(name="p", description="d", initial="x.txt", kind=kind,
-                      language="text" if kind == "prompt" else "python")
-    ctx = ProposalContext(problem=problem, parent=PARENT, inspirations=[], failures=[],
-                          rng=random.Random(0), island=0)
+    problem = Problem(
+        name="p", description="d", initial="x.txt", kind=kind, language="text" if kind == "prompt" else "python"
+    )
+    ctx = ProposalContext(problem=problem, parent=PARENT, inspirations=[], failures=[], rng=random.Random(0), island=0)
     system = load_harness(config([Model(name="m")])).messages(ctx, Plan("full", 0))[0]["content"]
     assert phrase in system
 
@@ -292,11 +311,13 @@ def test_the_bandit_sends_most_calls_to_the_model_whose_children_improve(scripte
             if luck.random() < garbage:
                 return "Sorry, I cannot help with that."
             return DIFF.format(n=2 if luck.random() < chance else 0)
+
         return reply
 
     scripted_server.script("strong", model_with(0.8)).script("weak", model_with(0.1, garbage=0.5))
-    proposer = proposer_for([scripted_server.model("strong"), scripted_server.model("weak")],
-                            bandit={"kind": "ucb1", "exploration": 0.5})
+    proposer = proposer_for(
+        [scripted_server.model("strong"), scripted_server.model("weak")], bandit={"kind": "ucb1", "exploration": 0.5}
+    )
     better = SEED.replace("VALUE = 1", "VALUE = 2")
 
     observed = []
@@ -335,8 +356,9 @@ class ScriptedOffline:
         return ["offline"]
 
     async def propose(self, ctx):
-        return Proposal(ctx.parent.text.replace("VALUE = 1", "VALUE = 8"), "offline:constant",
-                        "offline", (ctx.parent.id,))
+        return Proposal(
+            ctx.parent.text.replace("VALUE = 1", "VALUE = 8"), "offline:constant", "offline", (ctx.parent.id,)
+        )
 
     def observe(self, arm, reward, cost):
         pass
@@ -383,8 +405,23 @@ def store_calls(run_dir: Path, calls: list[ModelCall]) -> None:
         db.executemany(
             "INSERT INTO model_calls(proposal_id, model, request_hash, messages, reply, tokens_in, "
             "tokens_out, cost, latency_s, error, purpose, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(i, c.model, c.request_hash, json.dumps(c.messages), c.reply, c.tokens_in, c.tokens_out,
-              c.cost, c.latency_s, c.error, c.purpose, 0.0) for i, c in enumerate(calls)],
+            [
+                (
+                    i,
+                    c.model,
+                    c.request_hash,
+                    json.dumps(c.messages),
+                    c.reply,
+                    c.tokens_in,
+                    c.tokens_out,
+                    c.cost,
+                    c.latency_s,
+                    c.error,
+                    c.purpose,
+                    0.0,
+                )
+                for i, c in enumerate(calls)
+            ],
         )
 
 

@@ -59,8 +59,17 @@ def _config(tmp_path, server, **extra) -> str:
 def test_model_driven_run_improves_circle_packing_with_all_three_operators(tmp_path, scripted_server):
     scripted_server.script("good", improving_model)
     run_dir = tmp_path / "run"
-    proc = cli("run", "circle_packing", "-c", _config(tmp_path, scripted_server), "--budget", "40",
-               "--run-dir", str(run_dir), "-q")
+    proc = cli(
+        "run",
+        "circle_packing",
+        "-c",
+        _config(tmp_path, scripted_server),
+        "--budget",
+        "40",
+        "--run-dir",
+        str(run_dir),
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "no model configured" not in proc.stderr
     s = status(run_dir)
@@ -68,11 +77,14 @@ def test_model_driven_run_improves_circle_packing_with_all_three_operators(tmp_p
     conn = sqlite3.connect(run_dir / "archive.sqlite")
     operators = {op for (op,) in conn.execute("SELECT operator FROM candidates WHERE status='evaluated'")}
     assert {"diff", "full", "crossover"} <= operators
-    crossover_parents = [json.loads(p) for (p,) in conn.execute(
-        "SELECT parents FROM candidates WHERE status='evaluated' AND operator='crossover'")]
+    crossover_parents = [
+        json.loads(p)
+        for (p,) in conn.execute("SELECT parents FROM candidates WHERE status='evaluated' AND operator='crossover'")
+    ]
     assert all(len(p) == 2 for p in crossover_parents)
     calls, tokens_in, cost = conn.execute(
-        "SELECT COUNT(*), SUM(tokens_in), SUM(cost) FROM model_calls WHERE purpose='propose'").fetchone()
+        "SELECT COUNT(*), SUM(tokens_in), SUM(cost) FROM model_calls WHERE purpose='propose'"
+    ).fetchone()
     assert calls == len(scripted_server.calls("good"))
     assert cost == pytest.approx(s["spend"]) and cost > 0 and tokens_in > 0
 
@@ -86,8 +98,17 @@ def test_garbage_replies_are_failed_proposals_and_the_run_goes_on(tmp_path, scri
 
     scripted_server.script("good", flaky)
     run_dir = tmp_path / "run"
-    proc = cli("run", "circle_packing", "-c", _config(tmp_path, scripted_server), "--budget", "15",
-               "--run-dir", str(run_dir), "-q")
+    proc = cli(
+        "run",
+        "circle_packing",
+        "-c",
+        _config(tmp_path, scripted_server),
+        "--budget",
+        "15",
+        "--run-dir",
+        str(run_dir),
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     conn = sqlite3.connect(run_dir / "archive.sqlite")
     reasons = [r for (r,) in conn.execute("SELECT reason FROM candidates WHERE status='failed'")]
@@ -105,10 +126,19 @@ def test_a_dead_endpoint_stops_the_run_before_it_starts_with_one_clear_error(tmp
     assert status(tmp_path / "run")["admitted"] == 0
 
 
-@pytest.mark.parametrize("reply, novel", [
-    ("NOVEL", True), ("novel", True), ("NOT_NOVEL", False), ("Not novel.", False),
-    ("not-novel", False), ("I think it is NOT NOVEL", False), ("", False), ("unsure", False),
-])
+@pytest.mark.parametrize(
+    "reply, novel",
+    [
+        ("NOVEL", True),
+        ("novel", True),
+        ("NOT_NOVEL", False),
+        ("Not novel.", False),
+        ("not-novel", False),
+        ("I think it is NOT NOVEL", False),
+        ("", False),
+        ("unsure", False),
+    ],
+)
 def test_the_novelty_judge_is_read_however_it_spells_its_verdict(reply, novel):
     from evoengine.engine import judge_says_novel
 
@@ -135,23 +165,47 @@ def test_a_model_judge_rejects_near_duplicates_and_its_calls_are_recorded(tmp_pa
     assert proc.returncode == 1 and "proposals all failed" in proc.stdout
 
 
-def _record_then_replay(tmp_path, server, config: str, budget: int, *, resume_at: int | None = None
-                        ) -> tuple[list, list]:
+def _record_then_replay(
+    tmp_path, server, config: str, budget: int, *, resume_at: int | None = None
+) -> tuple[list, list]:
     """Run (stopping at `resume_at` and resuming), stop the server, run again from the record:
     every row of both stores, by id."""
     first, second = tmp_path / "first", tmp_path / "second"
-    cli("run", "circle_packing", "-c", config, "--budget", str(resume_at or budget), "--run-dir", str(first),
-        "-q", check=True)
+    cli(
+        "run",
+        "circle_packing",
+        "-c",
+        config,
+        "--budget",
+        str(resume_at or budget),
+        "--run-dir",
+        str(first),
+        "-q",
+        check=True,
+    )
     if resume_at:
         cli("resume", str(first), "--budget", str(budget), "-q", check=True)
     server.stop()  # nothing answers any more: every reply must come from the record
-    cli("run", "circle_packing", "-c", config, "--set", f"replay={first}", "--budget", str(budget),
-        "--run-dir", str(second), "-q", check=True)
+    cli(
+        "run",
+        "circle_packing",
+        "-c",
+        config,
+        "--set",
+        f"replay={first}",
+        "--budget",
+        str(budget),
+        "--run-dir",
+        str(second),
+        "-q",
+        check=True,
+    )
 
     def rows(run):
         conn = sqlite3.connect(run / "archive.sqlite")
-        return conn.execute("SELECT id, status, closed, text, parents, operator, score, reason "
-                            "FROM candidates ORDER BY id").fetchall()
+        return conn.execute(
+            "SELECT id, status, closed, text, parents, operator, score, reason FROM candidates ORDER BY id"
+        ).fetchall()
 
     return rows(first), rows(second)
 
@@ -225,8 +279,9 @@ def test_bandit_state_survives_a_resume(tmp_path, scripted_server):
     after = status(run_dir)["bandit"]
     conn = sqlite3.connect(run_dir / "archive.sqlite")
     for arm in ("good", "bad"):
-        observed = conn.execute("SELECT COUNT(*) FROM candidates WHERE model=? AND reward IS NOT NULL",
-                                (arm,)).fetchone()[0]
+        observed = conn.execute(
+            "SELECT COUNT(*) FROM candidates WHERE model=? AND reward IS NOT NULL", (arm,)
+        ).fetchone()[0]
         assert after[arm]["calls"] == observed  # every observation before and after the resume counts
         assert after[arm]["calls"] >= before[arm]["calls"]
     assert after["good"]["mean_reward"] > after["bad"]["mean_reward"]
@@ -251,11 +306,15 @@ def test_the_model_slots_are_kept_full_and_never_overfilled(tmp_path, quadratic)
     try:
         server.script("m", _nudge_a_constant)
         cfg = tmp_path / "m.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "models": [server.model("m", timeout_s=10.0).model_dump(mode="json")],
-            "operators": {"diff": 1.0, "full": 0.0, "crossover": 0.0},
-            "concurrency": {"proposals": 3, "evaluations": 1},
-        }))
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "models": [server.model("m", timeout_s=10.0).model_dump(mode="json")],
+                    "operators": {"diff": 1.0, "full": 0.0, "crossover": 0.0},
+                    "concurrency": {"proposals": 3, "evaluations": 1},
+                }
+            )
+        )
         proc = cli("run", str(quadratic), "-c", str(cfg), "--budget", "40", "--run-dir", str(tmp_path / "run"), "-q")
         assert proc.returncode == 0, proc.stderr
         arrivals = sorted(e.at for e in server.calls("m"))

@@ -26,7 +26,7 @@ TWO = Path(__file__).resolve().parent / "problems" / "two_texts"
 
 def _changed_blocks(parent: str, child: str) -> list[str]:
     a, b = evolve_blocks(parent), evolve_blocks(child)
-    return [x.name for x, y in zip(a, b, strict=True) if parent[x.start:x.end] != child[y.start:y.end]]
+    return [x.name for x, y in zip(a, b, strict=True) if parent[x.start : x.end] != child[y.start : y.end]]
 
 
 def _evaluated(run: Path) -> list[tuple[str, str]]:
@@ -45,8 +45,9 @@ def test_the_harness_focuses_each_proposal_on_one_named_text():
     parent = Candidate(id=1, text=problem.seed_text(), valid=True, score=0.0)
     picks = Counter()
     for seed in range(200):
-        ctx = ProposalContext(problem=problem, parent=parent, inspirations=[], failures=[],
-                              rng=random.Random(seed), island=0)
+        ctx = ProposalContext(
+            problem=problem, parent=parent, inspirations=[], failures=[], rng=random.Random(seed), island=0
+        )
         plan = harness.plan(ctx, "m")
         picks[plan.block] += 1
         if seed == 0:
@@ -70,8 +71,12 @@ def _focused_model(request: dict) -> str:
     focus = re.search(r"change only the section `(\w+)`", prompt).group(1)
     other = "examples" if focus == "system" else "system"
     n = len(prompt) % 3
-    edits = [(f"# EVOLVE-BLOCK-START {focus}\n", f"# EVOLVE-BLOCK-START {focus}\nbilling refund shipping "
-              f"example: billing example: refund {len(prompt)}\n")]
+    edits = [
+        (
+            f"# EVOLVE-BLOCK-START {focus}\n",
+            f"# EVOLVE-BLOCK-START {focus}\nbilling refund shipping example: billing example: refund {len(prompt)}\n",
+        )
+    ]
     if n == 0:
         edits.append((f"# EVOLVE-BLOCK-START {other}\n", f"# EVOLVE-BLOCK-START {other}\nsneaky {len(prompt)}\n"))
     return "".join(f"<<<<<<< SEARCH\n{a}=======\n{b}>>>>>>> REPLACE\n" for a, b in edits)
@@ -80,14 +85,21 @@ def _focused_model(request: dict) -> str:
 @pytest.mark.slow
 def test_a_model_edit_outside_the_focused_text_is_refused(tmp_path, scripted_server):
     scripted_server.script("m", _focused_model)
-    cfg = {"extends": "default", "models": [scripted_server.model("m", timeout_s=10.0).model_dump(mode="json")],
-           "operators": {"diff": 1.0, "full": 0.0, "crossover": 0.0, "repair_attempts": 0}}
+    cfg = {
+        "extends": "default",
+        "models": [scripted_server.model("m", timeout_s=10.0).model_dump(mode="json")],
+        "operators": {"diff": 1.0, "full": 0.0, "crossover": 0.0, "repair_attempts": 0},
+    }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
     cli("run", str(TWO), "-c", str(path), "--budget", "12", "--run-dir", str(run), "-q")
     pairs = _evaluated(run)
     assert pairs and all(len(_changed_blocks(p, c)) == 1 for p, c in pairs)
-    reasons = [r for (r,) in sqlite3.connect(run / "archive.sqlite").execute(
-        "SELECT reason FROM candidates WHERE status='failed'")]
+    reasons = [
+        r
+        for (r,) in sqlite3.connect(run / "archive.sqlite").execute(
+            "SELECT reason FROM candidates WHERE status='failed'"
+        )
+    ]
     assert any("change only the section" in r for r in reasons)

@@ -20,10 +20,13 @@ WORDS = "def return for while if else total count value result range len append 
 
 def program(seed: int, lines: int = 40) -> str:
     rnd = random.Random(seed)
-    return "\n".join(
-        f"    {rnd.choice(WORDS)}_{rnd.randrange(50)} = {rnd.choice(WORDS)}({rnd.randrange(1000)})"
-        for _ in range(lines)
-    ) + "\n"
+    return (
+        "\n".join(
+            f"    {rnd.choice(WORDS)}_{rnd.randrange(50)} = {rnd.choice(WORDS)}({rnd.randrange(1000)})"
+            for _ in range(lines)
+        )
+        + "\n"
+    )
 
 
 def tweak(text: str) -> str:
@@ -139,8 +142,7 @@ class FakeEmbeddings:
 
     async def create(self, model: str, input: list[str]):
         self.calls += 1
-        data = [SimpleNamespace(index=i, embedding=[t.count(ch) for ch in "abcdefghij"])
-                for i, t in enumerate(input)]
+        data = [SimpleNamespace(index=i, embedding=[t.count(ch) for ch in "abcdefghij"]) for i, t in enumerate(input)]
         return SimpleNamespace(data=list(reversed(data)))
 
 

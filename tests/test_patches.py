@@ -54,10 +54,7 @@ def diff(search: str, replace: str, marks: int = 7) -> str:
 
 def test_evolve_blocks_are_the_text_between_marker_lines():
     [block] = evolve_blocks(PROGRAM)
-    assert (
-        PROGRAM[block.start : block.end]
-        == "    y = x * 2\n    if y > 3:\n        y -= 1\n    return y\n"
-    )
+    assert PROGRAM[block.start : block.end] == "    y = x * 2\n    if y > 3:\n        y -= 1\n    return y\n"
     assert block.line == 6
 
 
@@ -99,9 +96,7 @@ def test_changing_only_block_content_passes_the_frozen_check():
 
 
 def test_a_change_to_frozen_text_names_the_changed_line():
-    with pytest.raises(
-        PatchError, match=r"line 13 is frozen .*'print\(score\(2\)\)'.*'print\(score\(3\)\)'"
-    ):
+    with pytest.raises(PatchError, match=r"line 13 is frozen .*'print\(score\(2\)\)'.*'print\(score\(3\)\)'"):
         check_frozen(PROGRAM, PROGRAM.replace("score(2)", "score(3)"))
 
 
@@ -109,13 +104,9 @@ def test_removing_a_marker_or_a_block_is_rejected():
     with pytest.raises(PatchError, match="EVOLVE-BLOCK"):
         check_frozen(PROGRAM, PROGRAM.replace("    # EVOLVE-BLOCK-END\n", ""))
     with pytest.raises(PatchError, match="has 2 EVOLVE-BLOCK"):
-        check_frozen(
-            TWO_BLOCKS, "// header\n// EVOLVE-BLOCK-START\nint a = 1;\n// EVOLVE-BLOCK-END\n", "//"
-        )
+        check_frozen(TWO_BLOCKS, "// header\n// EVOLVE-BLOCK-START\nint a = 1;\n// EVOLVE-BLOCK-END\n", "//")
     with pytest.raises(PatchError, match="frozen"):
-        check_frozen(
-            PROGRAM, PROGRAM.replace("# EVOLVE-BLOCK-START", "# EVOLVE-BLOCK-START (edit me)")
-        )
+        check_frozen(PROGRAM, PROGRAM.replace("# EVOLVE-BLOCK-START", "# EVOLVE-BLOCK-START (edit me)"))
 
 
 def test_adding_markers_to_an_unmarked_text_is_rejected():
@@ -195,9 +186,7 @@ def test_a_search_that_matches_nothing_says_which_edit_and_the_closest_line():
 
 def test_an_ambiguous_search_asks_for_more_context():
     text = "# EVOLVE-BLOCK-START\nx = 1\nx = 1\n# EVOLVE-BLOCK-END\n"
-    with pytest.raises(
-        PatchError, match=r"edit 1 .*occurs 2 times \(lines 2, 3\).*more surrounding lines"
-    ):
+    with pytest.raises(PatchError, match=r"edit 1 .*occurs 2 times \(lines 2, 3\).*more surrounding lines"):
         apply_diff(text, [Edit("x = 1\n", "x = 2\n")])
 
 
@@ -231,9 +220,7 @@ def test_apply_diff_keeps_crlf_line_ends():
 
 
 def test_extract_code_prefers_the_block_tagged_with_the_language():
-    reply = (
-        "Example:\n```\nlonger untagged example text here\n```\nAnswer:\n```python\nx = 1\n```\n"
-    )
+    reply = "Example:\n```\nlonger untagged example text here\n```\nAnswer:\n```python\nx = 1\n```\n"
     assert extract_code(reply, "python") == "x = 1\n"
 
 
@@ -255,9 +242,7 @@ def test_a_cut_off_fence_is_reported():
 
 def test_a_rewrite_of_only_the_block_content_is_spliced_into_the_block():
     child = apply_rewrite(PROGRAM, "Here:\n```python\nz = x + 1\nreturn z\n```")
-    assert (
-        "    # EVOLVE-BLOCK-START\n    z = x + 1\n    return z\n    # EVOLVE-BLOCK-END\n" in child
-    )
+    assert "    # EVOLVE-BLOCK-START\n    z = x + 1\n    return z\n    # EVOLVE-BLOCK-END\n" in child
     check_frozen(PROGRAM, child)
 
 
@@ -272,9 +257,7 @@ def test_a_whole_program_rewrite_keeps_frozen_text_byte_for_byte():
 
 
 def test_a_rewrite_that_changes_frozen_text_is_rejected():
-    reply = (
-        "```python\n" + PROGRAM.replace("x * 2", "x * 5").replace("score(2)", "score(9)") + "```"
-    )
+    reply = "```python\n" + PROGRAM.replace("x * 2", "x * 5").replace("score(2)", "score(9)") + "```"
     with pytest.raises(PatchError, match="line 13 is frozen"):
         apply_rewrite(PROGRAM, reply)
 
@@ -319,9 +302,7 @@ FRAGMENTS = st.sampled_from(
 )
 TEXTS = st.lists(st.one_of(FRAGMENTS, st.text(max_size=12)), max_size=14).map("\n".join)
 COMMENTS = st.sampled_from(["#", "//", "--"])
-ONLY_PATCH_ERRORS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+ONLY_PATCH_ERRORS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @ONLY_PATCH_ERRORS

@@ -134,8 +134,9 @@ def test_lp_radii_are_feasible_and_beat_the_half_distance_radii(seed):
     dist = np.linalg.norm(centres[i] - centres[j], axis=1)
     assert (radii >= 0).all() and (radii <= wall + 1e-12).all()
     assert (radii[i] + radii[j] <= dist + 1e-12).all()
-    half = np.minimum(wall, np.array([np.delete(np.linalg.norm(centres - c, axis=1), k).min() / 2
-                                      for k, c in enumerate(centres)]))
+    half = np.minimum(
+        wall, np.array([np.delete(np.linalg.norm(centres - c, axis=1), k).min() / 2 for k, c in enumerate(centres)])
+    )
     assert radii.sum() >= half.sum() - 1e-9
 
 

@@ -76,11 +76,22 @@ class RayNode:
         self.name = name
         self.log = log_dir / f"{name}.log"
         self.proc = subprocess.Popen(
-            [RAY_CLI, "start", "--block", f"--node-ip-address={HOST}", "--num-cpus=1",
-             "--object-store-memory=80000000", "--disable-usage-stats",
-             f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-             f"--runtime-env-agent-port={_free_port()}", *args],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                RAY_CLI,
+                "start",
+                "--block",
+                f"--node-ip-address={HOST}",
+                "--num-cpus=1",
+                "--object-store-memory=80000000",
+                "--disable-usage-stats",
+                f"--dashboard-agent-listen-port={_free_port()}",
+                f"--metrics-export-port={_free_port()}",
+                f"--runtime-env-agent-port={_free_port()}",
+                *args,
+            ],
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env={**os.environ, **RAY_ENV},
         )
 
@@ -130,9 +141,19 @@ class LocalCluster:
         self.address = f"{HOST}:{self.port}"
         self.nodes: list[RayNode] = []
         try:
-            self.head = self.add(RayNode("head", [
-                "--head", f"--port={self.port}", "--include-dashboard=false",
-                f"--temp-dir={self.dir}", f"--ray-client-server-port={_free_port()}"], self.dir))
+            self.head = self.add(
+                RayNode(
+                    "head",
+                    [
+                        "--head",
+                        f"--port={self.port}",
+                        "--include-dashboard=false",
+                        f"--temp-dir={self.dir}",
+                        f"--ray-client-server-port={_free_port()}",
+                    ],
+                    self.dir,
+                )
+            )
             self.worker = self.add(RayNode("worker", [f"--address={self.address}"], self.dir))
         except BaseException:
             self.stop()
@@ -334,8 +355,10 @@ def test_sandbox_limits_inside_ray_tasks_are_those_of_the_local_pool(cluster):
     local = local_results(problem, limits, texts)
 
     def verdicts(results):
-        return {name: (r.valid, re.sub(r"\d+", "N", r.feedback.splitlines()[0]) if r.feedback else "")
-                for name, r in zip(names, results, strict=True)}
+        return {
+            name: (r.valid, re.sub(r"\d+", "N", r.feedback.splitlines()[0]) if r.feedback else "")
+            for name, r in zip(names, results, strict=True)
+        }
 
     assert verdicts(on_ray) == verdicts(local)
     ray_verdicts = verdicts(on_ray)
@@ -360,10 +383,14 @@ def test_problem_that_cannot_import_on_the_nodes_fails_at_start_naming_the_cause
         "    import package_missing_on_the_nodes  # noqa\n"
         "problem = Problem(name='needs', description='d', initial='initial.py')\n"
         "def evaluate(path):\n"
-        "    return EvalResult(score=1.0)\n")
+        "    return EvalResult(score=1.0)\n"
+    )
     pool = RayPool(folder / "problem.py", 1, Limits(timeout_s=10), ray_config(cluster))
-    with pytest.raises(ProblemError, match=r"cannot be evaluated on the Ray cluster(.|\n)*"
-                                           r"package_missing_on_the_nodes"):
+    with pytest.raises(
+        ProblemError,
+        match=r"cannot be evaluated on the Ray cluster(.|\n)*"
+        r"package_missing_on_the_nodes",
+    ):
         run(pool.start())
     assert pool.driver_pid() is None
 
@@ -371,9 +398,20 @@ def test_problem_that_cannot_import_on_the_nodes_fails_at_start_naming_the_cause
 @pytest.mark.slow
 def test_search_through_the_cli_with_ray_admits_every_candidate_once(cluster, tmp_path):
     run_dir = tmp_path / "run"
-    proc = cli("run", str(TEST_PROBLEMS / "quadratic"), "--ray", cluster.address, "--budget", "12",
-               "--run-dir", str(run_dir), "--set", "concurrency.evaluations=2",
-               env=RAY_ENV, timeout=300)
+    proc = cli(
+        "run",
+        str(TEST_PROBLEMS / "quadratic"),
+        "--ray",
+        cluster.address,
+        "--budget",
+        "12",
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        "concurrency.evaluations=2",
+        env=RAY_ENV,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"ray backend: {cluster.address}, 2 node(s)" in proc.stderr  # it really used the cluster
     state = json.loads(cli("status", str(run_dir), "--json", check=True).stdout)
@@ -384,12 +422,13 @@ def test_search_through_the_cli_with_ray_admits_every_candidate_once(cluster, tm
 
 @pytest.mark.slow
 def test_killed_ray_worker_without_retries_gives_one_invalid_result_naming_the_death(cluster):
-    pool = LoopPool(RayPool(QUADRATIC, 2, Limits(timeout_s=10, memory_mb=1024),
-                            ray_config(cluster, max_retries=0)))
+    pool = LoopPool(RayPool(QUADRATIC, 2, Limits(timeout_s=10, memory_mb=1024), ray_config(cluster, max_retries=0)))
     try:
+
         async def scenario():
-            calls = [asyncio.ensure_future(pool.pool.evaluate(params(a, delay=4), label=f"slow {a}"))
-                     for a in (1.0, 2.0)]
+            calls = [
+                asyncio.ensure_future(pool.pool.evaluate(params(a, delay=4), label=f"slow {a}")) for a in (1.0, 2.0)
+            ]
             [(ray_worker, sandboxes)] = (await wait_for(lambda: busy_evaluations(cluster.worker))).items()
             os.kill(ray_worker, signal.SIGKILL)
             results = await asyncio.gather(*calls)
@@ -408,12 +447,12 @@ def test_killed_ray_worker_without_retries_gives_one_invalid_result_naming_the_d
 
 
 @pytest.mark.slow
-def test_worker_node_killed_mid_evaluation_is_retried_and_nothing_is_lost_or_duplicated(
-        cluster, quadratic_on_ray):
+def test_worker_node_killed_mid_evaluation_is_retried_and_nothing_is_lost_or_duplicated(cluster, quadratic_on_ray):
     async def scenario():
         values = (1.0, 2.0)
-        calls = [asyncio.ensure_future(quadratic_on_ray.pool.evaluate(params(a, delay=4), label=f"slow {a}"))
-                 for a in values]
+        calls = [
+            asyncio.ensure_future(quadratic_on_ray.pool.evaluate(params(a, delay=4), label=f"slow {a}")) for a in values
+        ]
         await wait_for(lambda: busy_evaluations(cluster.worker))
         os.kill(cluster.worker.pid_of("raylet"), signal.SIGKILL)
         t0 = time.monotonic()
@@ -437,8 +476,11 @@ def test_ray_cluster_going_away_stops_the_run_with_a_clear_error(cluster, quadra
         call = asyncio.ensure_future(pool.evaluate(params(1.0, delay=5), label="slow"))
         await wait_for(lambda: busy_evaluations(cluster.head))
         cluster.head.kill()
-        with pytest.raises(EvoError, match=rf"the Ray cluster at {cluster.address} went away.*"
-                                           r"the run is stopped; resume with `evoengine resume"):
+        with pytest.raises(
+            EvoError,
+            match=rf"the Ray cluster at {cluster.address} went away.*"
+            r"the run is stopped; resume with `evoengine resume",
+        ):
             await asyncio.wait_for(call, 120)
         with pytest.raises(EvoError, match="went away"):
             await pool.evaluate(params(0.0), label="after")

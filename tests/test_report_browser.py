@@ -55,9 +55,17 @@ def browser():
     profile = tempfile.mkdtemp(prefix="evo-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", "--enable-unsafe-swiftshader",
-                "--window-size=1400,1000", f"--user-data-dir={profile}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--enable-unsafe-swiftshader",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
@@ -95,16 +103,21 @@ def click_node(driver, candidate_id: int) -> None:
     """Move the mouse onto the candidate's marker in the lineage plot and click it."""
     from selenium.webdriver.common.action_chains import ActionChains
 
-    x, y, w, h = driver.execute_script("""
+    x, y, w, h = driver.execute_script(
+        """
         const id = arguments[0], S = window.evoReport.data(), i = S.nodes.id.indexOf(id);
         const gd = document.getElementById('lineage'), L = gd._fullLayout;
         const gx = document.getElementById('x-by').value === 'seq' ? S.nodes.seq[i] : S.nodes.generation[i];
         gd.scrollIntoView();
         const r = gd.getBoundingClientRect();
         return [L.xaxis._offset + L.xaxis.l2p(gx), L.yaxis._offset + L.yaxis.l2p(S.nodes.y[i]), r.width, r.height];
-    """, candidate_id)
+    """,
+        candidate_id,
+    )
     lineage = driver.find_element("id", "lineage")
-    ActionChains(driver).move_to_element_with_offset(lineage, int(x - w / 2), int(y - h / 2)).pause(0.3).click().perform()
+    ActionChains(driver).move_to_element_with_offset(lineage, int(x - w / 2), int(y - h / 2)).pause(
+        0.3
+    ).click().perform()
 
 
 def wait_for(driver, script: str, expected, timeout: float = 15, *args):
@@ -196,24 +209,33 @@ def test_lineage_layout_keeps_every_node_apart_and_parents_among_their_children(
 
 
 def test_elite_maps_come_from_the_engine_archive_or_from_candidate_features() -> None:
-    grid = elites_from_engine({
-        "kind": "grid", "cells": 12,
-        "dimensions": [{"name": "a", "low": 0, "high": 1, "bins": 4}, {"name": "n", "low": 10, "high": 1000,
-                                                                       "bins": 3, "scale": "log"}],
-        "filled": [{"index": 5, "id": 7, "score": 2.5, "grid": [1, 2], "features": {"a": 0.3, "n": 900}}],
-    })
+    grid = elites_from_engine(
+        {
+            "kind": "grid",
+            "cells": 12,
+            "dimensions": [
+                {"name": "a", "low": 0, "high": 1, "bins": 4},
+                {"name": "n", "low": 10, "high": 1000, "bins": 3, "scale": "log"},
+            ],
+            "filled": [{"index": 5, "id": 7, "score": 2.5, "grid": [1, 2], "features": {"a": 0.3, "n": 900}}],
+        }
+    )
     assert len(grid) == 1 and grid[0]["type"] == "heatmap"
     assert grid[0]["best"][2][1] == 2.5 and grid[0]["best_id"][2][1] == 7
     assert sum(v is not None for row in grid[0]["best"] for v in row) == 1
     assert grid[0]["y_centres"][1] == pytest.approx(100.0)  # log-scaled bins
-    cvt = elites_from_engine({
-        "kind": "cvt", "cells": 64,
-        "dimensions": [{"name": d, "low": 0, "high": 1, "bins": 10} for d in "abc"],
-        "filled": [{"index": 1, "id": 3, "score": 1.0, "features": {"a": 0.1, "b": 0.2, "c": 0.3}}],
-    })
+    cvt = elites_from_engine(
+        {
+            "kind": "cvt",
+            "cells": 64,
+            "dimensions": [{"name": d, "low": 0, "high": 1, "bins": 10} for d in "abc"],
+            "filled": [{"index": 1, "id": 3, "score": 1.0, "features": {"a": 0.1, "b": 0.2, "c": 0.3}}],
+        }
+    )
     assert [m["type"] for m in cvt] == ["scatter"] * 3 and cvt[0]["px"] == [0.1] and cvt[0]["id"] == [3]
-    binned = elites_from_candidates([1, 2, 3], [1.0, 3.0, 2.0], [True, True, False],
-                                    [{"a": 0.0}, {"a": 0.05}, {"a": 1.0}])
+    binned = elites_from_candidates(
+        [1, 2, 3], [1.0, 3.0, 2.0], [True, True, False], [{"a": 0.0}, {"a": 0.05}, {"a": 1.0}]
+    )
     assert len(binned) == 1 and binned[0]["best"][0][0] == 3.0 and binned[0]["best_id"][0][0] == 2
     assert binned[0]["count"][0][0] == 2 and binned[0]["best"][0][9] is None, "invalid candidates hold no cell"
 
@@ -250,8 +272,9 @@ def test_report_loads_without_console_errors_and_draws_every_admitted_candidate(
     assert browser.find_element("id", "stat-admitted").text == str(len(admitted))
     assert not browser.find_elements("css selector", ".no-webgl"), "plotly drew its traces"
     best = store.best(1)[0]
-    assert browser.find_element("id", "detail-code").get_attribute("textContent") == best.text, \
+    assert browser.find_element("id", "detail-code").get_attribute("textContent") == best.text, (
         "the best candidate is shown first"
+    )
 
 
 def test_clicking_a_node_shows_that_candidates_code_and_diff(browser, report) -> None:
@@ -292,19 +315,25 @@ def test_report_of_thousands_of_candidates_draws_them_all_with_webgl(browser, tm
     assert errors(log) == []
     assert len(drawn_nodes(browser)) == 2000
     kinds = browser.execute_script(
-        "return document.getElementById('lineage')._fullData.filter(t => t.meta === 'nodes').map(t => t.type)")
+        "return document.getElementById('lineage')._fullData.filter(t => t.meta === 'nodes').map(t => t.type)"
+    )
     assert set(kinds) == {"scattergl"}
     target = store.best(1)[0]
     browser.execute_script("window.evoReport.select(arguments[0])", 1)
     # 2000 nodes are ~1 px apart: zoom in around the target first, as a user would.
-    browser.execute_script("""
+    browser.execute_script(
+        """
         const S = window.evoReport.data(), i = S.nodes.id.indexOf(arguments[0]);
         const x = S.nodes.generation[i], y = S.nodes.y[i];
         return Plotly.relayout('lineage', {'xaxis.range': [x - 2, x + 2], 'yaxis.range': [y - 15, y + 15]});
-    """, target.id)
+    """,
+        target.id,
+    )
     click_node(browser, target.id)
-    assert wait_for(browser, "return document.getElementById('detail-title').textContent",
-                    f"Candidate #{target.id}") == f"Candidate #{target.id}"
+    assert (
+        wait_for(browser, "return document.getElementById('detail-title').textContent", f"Candidate #{target.id}")
+        == f"Candidate #{target.id}"
+    )
     store.close()
 
 
@@ -313,8 +342,10 @@ def test_invalid_candidates_and_a_run_without_features_still_make_a_report(brows
     seed = store.start_proposal(0)
     store.admit(Candidate(id=seed, text="x = 1\n", score=0.5, valid=True), reward=None)
     child = store.start_proposal(0)
-    store.admit(Candidate(id=child, text="x = \n", parents=(seed,), generation=1, valid=False,
-                          feedback="SyntaxError"), reward=0.0)
+    store.admit(
+        Candidate(id=child, text="x = \n", parents=(seed,), generation=1, valid=False, feedback="SyntaxError"),
+        reward=0.0,
+    )
     store.close()
     log = open_page(browser, write_report(tmp_path / "plain").as_uri())
     assert errors(log) == []
@@ -334,8 +365,22 @@ def test_report_of_a_real_circle_packing_run(browser, tmp_path: Path) -> None:
 
     run_dir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "evoengine.cli", "run", "circle_packing", "--budget", "30", "--run-dir", str(run_dir),
-         "-q"], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "evoengine.cli",
+            "run",
+            "circle_packing",
+            "--budget",
+            "30",
+            "--run-dir",
+            str(run_dir),
+            "-q",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     store = RunStore.open(run_dir, readonly=True)

@@ -87,9 +87,7 @@ def test_invalid_seed_is_refused_with_the_evaluator_feedback(tmp_path, quadratic
     prob = tmp_path / "badseed"
     prob.mkdir()
     (prob / "problem.py").write_text((quadratic / "problem.py").read_text())
-    (prob / "initial.py").write_text(
-        "# EVOLVE-BLOCK-START\ndef params():\n    return 'nope'\n# EVOLVE-BLOCK-END\n"
-    )
+    (prob / "initial.py").write_text("# EVOLVE-BLOCK-START\ndef params():\n    return 'nope'\n# EVOLVE-BLOCK-END\n")
     proc = cli("run", str(prob), "--run-dir", str(tmp_path / "r"), "-q")
     assert proc.returncode == 2
     assert "seed scores invalid" in proc.stderr and "three numbers" in proc.stderr
@@ -100,9 +98,24 @@ def test_resume_after_sigkill_keeps_every_admitted_candidate(tmp_path, quadratic
     run_dir = tmp_path / "run"
     budget = 80
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evoengine.cli", "run", str(quadratic), "--budget", str(budget),
-         "--run-dir", str(run_dir), "-q", "--set", "concurrency.evaluations=2"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "evoengine.cli",
+            "run",
+            str(quadratic),
+            "--budget",
+            str(budget),
+            "--run-dir",
+            str(run_dir),
+            "-q",
+            "--set",
+            "concurrency.evaluations=2",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -131,9 +144,22 @@ def test_resume_after_sigkill_keeps_every_admitted_candidate(tmp_path, quadratic
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, quadratic):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "evoengine.cli", "run", str(quadratic), "--budget", "100000",
-         "--run-dir", str(run_dir), "-q"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "evoengine.cli",
+            "run",
+            str(quadratic),
+            "--budget",
+            "100000",
+            "--run-dir",
+            str(run_dir),
+            "-q",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 60
     while time.time() < deadline and not ((run_dir / "archive.sqlite").exists() and len(_rows(run_dir)) >= 10):

@@ -189,8 +189,7 @@ def test_hostile_candidate_is_scored_invalid_with_the_reason_and_cleaned_up(pool
 def test_a_syntax_error_is_reported_with_its_line(pool):
     result = pool.evaluate("def solve(n)\n    return [1.0] * n\n")
     assert not result.valid
-    assert re.search(r"importing candidate.py raised SyntaxError: .*\(line 1 of candidate.py\)",
-                     result.feedback)
+    assert re.search(r"importing candidate.py raised SyntaxError: .*\(line 1 of candidate.py\)", result.feedback)
     assert_pool_healthy(pool)
 
 
@@ -215,13 +214,14 @@ def test_grandchild_that_outlives_its_parent_is_killed(pool, report_dir, name):
 @pytest.mark.parametrize("direct", [False, True], ids=["via_call_candidate", "in_evaluator"])
 def test_candidate_cannot_write_the_store_the_evaluator_or_outside_its_folder(pool, report_dir, direct):
     if "same uid" in pool.isolation:
-        pytest.skip("candidates run as the engine's own user here: files that user may write "
-                    "cannot be protected (see docs/reliability.md)")
+        pytest.skip(
+            "candidates run as the engine's own user here: files that user may write "
+            "cannot be protected (see docs/reliability.md)"
+        )
     store = pool.problem_dir / "run" / "archive.sqlite"
     evaluator = pool.problem_dir / "problem" / "problem.py"
     before = {p: (p.read_bytes(), stat.S_IMODE(p.stat().st_mode)) for p in (store, evaluator)}
-    text = hostile("write_outside.py", REPORT_DIR=report_dir, STORE_FILE=store,
-                   EVALUATOR_FILE=evaluator)
+    text = hostile("write_outside.py", REPORT_DIR=report_dir, STORE_FILE=store, EVALUATOR_FILE=evaluator)
     result = pool.evaluate(DIRECT + text if direct else text)
     assert result.valid, result.feedback
     outcome = json.loads((report_dir / "write_outside.json").read_text())
@@ -290,12 +290,15 @@ def test_network_works_when_allowed(problem_dir, listener):
         stop_pool(harness)
 
 
-@pytest.mark.parametrize("name, reason", [
-    # Its writes reach only its own result pipe (garbling it) and its captured output.
-    ("fake_score.py", "the candidate wrote to its result channel itself"),
-    # In the evaluator process itself, its writes reach the real result channel.
-    ("fake_score_direct.py", "result channel received data that did not come from the evaluator"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        # Its writes reach only its own result pipe (garbling it) and its captured output.
+        ("fake_score.py", "the candidate wrote to its result channel itself"),
+        # In the evaluator process itself, its writes reach the real result channel.
+        ("fake_score_direct.py", "result channel received data that did not come from the evaluator"),
+    ],
+)
 def test_candidate_cannot_report_a_fake_score(pool, name, reason):
     result = pool.evaluate(hostile(name))
     assert not result.valid and reason in result.feedback, result.feedback
@@ -359,8 +362,12 @@ def test_a_worker_killed_mid_evaluation_is_replaced(lone_pool):
 def test_a_cancelled_evaluation_kills_its_worker_and_the_next_one_works(lone_pool, report_dir):
     async def cancel_soon():
         task = asyncio.ensure_future(
-            lone_pool.pool.evaluate(hostile("orphan_grandchild_direct.py", REPORT_DIR=report_dir)
-                                    .replace("return [1.0] * n", "while True: pass")))
+            lone_pool.pool.evaluate(
+                hostile("orphan_grandchild_direct.py", REPORT_DIR=report_dir).replace(
+                    "return [1.0] * n", "while True: pass"
+                )
+            )
+        )
         while not (report_dir / "orphan.json").exists():
             await asyncio.sleep(0.02)
         task.cancel()
@@ -440,7 +447,9 @@ def test_throughput_of_trivial_candidates(pool):
     count = pool.pool.stats.evaluations - before[0]
     sandbox_cpu = (pool.pool.stats.cpu_s - before[1]) / count
     pool_cpu = (time.process_time() - before[2]) / count
-    print(f"\n[{pool.isolation}] 50 candidates, 2 slots: {wall:.2f} s wall, "
-          f"{sandbox_cpu * 1000:.1f} ms CPU in workers and sandboxes + "
-          f"{pool_cpu * 1000:.1f} ms in the pool, per candidate")
+    print(
+        f"\n[{pool.isolation}] 50 candidates, 2 slots: {wall:.2f} s wall, "
+        f"{sandbox_cpu * 1000:.1f} ms CPU in workers and sandboxes + "
+        f"{pool_cpu * 1000:.1f} ms in the pool, per candidate"
+    )
     assert sandbox_cpu + pool_cpu < 0.05

@@ -22,19 +22,29 @@ SAMPLES = 20_000
 
 
 def config(selection: dict, islands: dict | None = None, elites: dict | None = None) -> Config:
-    return Config.model_validate({
-        "seed": 7,
-        "islands": {"count": 1, "population": 100, "migration_interval": 10_000, **(islands or {})},
-        "selection": {"exploit": 1.0, "explore": 0.0, "elites": 0.0, **selection},
-        "elites": elites or {"enabled": False},
-    })
+    return Config.model_validate(
+        {
+            "seed": 7,
+            "islands": {"count": 1, "population": 100, "migration_interval": 10_000, **(islands or {})},
+            "selection": {"exploit": 1.0, "explore": 0.0, "elites": 0.0, **selection},
+            "elites": elites or {"enabled": False},
+        }
+    )
 
 
 def population(archive: Archive, scores: list[float], island: int = 0, start: int = 1) -> list[Candidate]:
     made = []
     for i, s in enumerate(scores):
-        c = Candidate(start + i, f"x = {start + i}\n", parents=(0,), island=island, operator="diff",
-                      score=s, valid=True, features={"f": (i + 0.5) / len(scores)})
+        c = Candidate(
+            start + i,
+            f"x = {start + i}\n",
+            parents=(0,),
+            island=island,
+            operator="diff",
+            score=s,
+            valid=True,
+            features={"f": (i + 0.5) / len(scores)},
+        )
         archive.admit(c)
         made.append(c)
     return made
@@ -65,7 +75,7 @@ def test_power_law_picks_rank_r_with_probability_proportional_to_r_to_the_minus_
     made = population(archive, [float(s) for s in range(10)])
     ranked = [c.id for c in sorted(made, key=lambda c: -c.score)] + [0]
     observed = frequencies(archive, ranked)
-    expected = np.array([r ** -1.3 for r in range(1, 12)])
+    expected = np.array([r**-1.3 for r in range(1, 12)])
     assert matches(observed, expected)
     assert not matches(observed, np.ones(11))
 
@@ -84,9 +94,7 @@ def test_weighted_follows_the_sigmoid_of_score_over_mad_damped_by_children():
     scores = [c.score for c in members]
     median = statistics.median(scores)
     mad = statistics.median(abs(s - median) for s in scores)
-    expected = np.array([
-        1 / (1 + math.exp(-(c.score - median) / mad)) / (1 + children.get(c.id, 0)) for c in members
-    ])
+    expected = np.array([1 / (1 + math.exp(-(c.score - median) / mad)) / (1 + children.get(c.id, 0)) for c in members])
     observed = frequencies(archive, [c.id for c in members])
     assert matches(observed, expected)
     without_children = np.array([1 / (1 + math.exp(-(c.score - median) / mad)) for c in members])
@@ -102,7 +110,7 @@ def test_tournament_winner_is_the_best_of_k_uniform_draws():
     expected = np.array([((n - r) / n) ** 3 - ((n - r - 1) / n) ** 3 for r in range(n)])
     observed = frequencies(archive, ranked)
     assert matches(observed, expected)
-    assert not matches(observed, np.array([r ** -1.0 for r in range(1, n + 1)]))
+    assert not matches(observed, np.array([r**-1.0 for r in range(1, n + 1)]))
 
 
 def test_hill_climb_always_takes_the_islands_best():
@@ -125,8 +133,7 @@ def test_uniform_draws_evenly_over_filled_elite_cells():
 
 def test_shares_of_exploit_explore_and_elites_are_normalised_and_respected():
     problem = Problem(name="toy", description="toy", initial="seed.py", features=(Feature("f", 0, 1, 5),))
-    cfg = config({"strategy": "hill_climb", "exploit": 5.0, "explore": 3.0, "elites": 2.0},
-                 elites={"builtin": []})
+    cfg = config({"strategy": "hill_climb", "exploit": 5.0, "explore": 3.0, "elites": 2.0}, elites={"builtin": []})
     archive = seeded(cfg, problem=problem)
     population(archive, [float(s) for s in range(10)])
     rng = random.Random(3)
@@ -155,8 +162,9 @@ def test_islands_are_chosen_uniformly_and_children_stay_on_the_chosen_island():
 
 
 def test_inspirations_are_the_islands_best_besides_the_parent_then_other_islands():
-    cfg = config({"exploit": 0.0, "explore": 1.0, "top_inspirations": 2, "diverse_inspirations": 2},
-                 islands={"count": 3})
+    cfg = config(
+        {"exploit": 0.0, "explore": 1.0, "top_inspirations": 2, "diverse_inspirations": 2}, islands={"count": 3}
+    )
     archive = seeded(cfg)
     for island in range(3):
         population(archive, [float(s + 10 * island) for s in range(5)], island=island, start=1 + 10 * island)
@@ -189,9 +197,18 @@ def _replay(cfg: Config) -> tuple[dict, list]:
     for cid in range(1, 1500):
         sel = archive.select(data)
         valid = data.random() < 0.85
-        archive.admit(Candidate(cid, f"x = {cid}\n" * (1 + cid % 5), parents=(sel.parent.id,),
-                                island=sel.island, operator="diff", score=data.gauss(0, 1) if valid else None,
-                                valid=valid, features={"f": data.random()}))
+        archive.admit(
+            Candidate(
+                cid,
+                f"x = {cid}\n" * (1 + cid % 5),
+                parents=(sel.parent.id,),
+                island=sel.island,
+                operator="diff",
+                score=data.gauss(0, 1) if valid else None,
+                valid=valid,
+                features={"f": data.random()},
+            )
+        )
     rng = random.Random(99)
     picks = []
     for _ in range(300):
@@ -201,13 +218,20 @@ def _replay(cfg: Config) -> tuple[dict, list]:
 
 
 def test_admitting_the_same_sequence_twice_gives_identical_stats_and_selections():
-    cfg = Config.model_validate({
-        "seed": 3,
-        "islands": {"count": 4, "population": 30, "topology": "random", "migration_interval": 37,
-                    "reset_interval": 200},
-        "selection": {"strategy": "weighted", "exploit": 0.6, "explore": 0.2, "elites": 0.2},
-        "elites": {"builtin": ["length"], "bins": 5},
-    })
+    cfg = Config.model_validate(
+        {
+            "seed": 3,
+            "islands": {
+                "count": 4,
+                "population": 30,
+                "topology": "random",
+                "migration_interval": 37,
+                "reset_interval": 200,
+            },
+            "selection": {"strategy": "weighted", "exploit": 0.6, "explore": 0.2, "elites": 0.2},
+            "elites": {"builtin": ["length"], "bins": 5},
+        }
+    )
     first, second = _replay(cfg), _replay(cfg)
     assert first == second
     assert first[0]["resets"] > 0 and first[0]["migrations"] > 0

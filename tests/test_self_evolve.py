@@ -31,8 +31,15 @@ def test_the_proxy_answers_like_the_harness_it_holds_and_advances_the_same_rng()
     parent = Candidate(id=1, text=problem.seed_text(), valid=True, score=-7.0)
 
     def ctx(seed: int) -> ProposalContext:
-        return ProposalContext(problem=problem, parent=parent, inspirations=[parent], failures=["x: y"],
-                               rng=random.Random(seed), island=0, attempt=1)
+        return ProposalContext(
+            problem=problem,
+            parent=parent,
+            inspirations=[parent],
+            failures=["x: y"],
+            rng=random.Random(seed),
+            island=0,
+            attempt=1,
+        )
 
     local, proxy = load_harness(config), HarnessProxy(DEFAULT_HARNESS, config)
     try:
@@ -48,13 +55,16 @@ def test_the_proxy_answers_like_the_harness_it_holds_and_advances_the_same_rng()
 def test_a_harness_that_rewrites_the_scoring_gains_nothing(tmp_path):
     """The harness runs in its own process: patching the scorer there changes nothing here."""
     cheat = tmp_path / "cheat.py"
-    cheat.write_text(DEFAULT_HARNESS.read_text() + """
+    cheat.write_text(
+        DEFAULT_HARNESS.read_text()
+        + """
 
 import evoengine.selfevolve as _se
 import evoengine.engine as _engine
 _se.area_under_best = lambda *args, **kwargs: 1000.0
 _engine.improvement_reward = lambda *args, **kwargs: 1.0
-""")
+"""
+    )
     honest = inner_search(DEFAULT_HARNESS, QUADRATIC, 1, 10, [])
     cheated = inner_search(cheat, QUADRATIC, 1, 10, [])
     assert cheated == pytest.approx(honest)
@@ -64,9 +74,12 @@ _engine.improvement_reward = lambda *args, **kwargs: 1.0
 @pytest.mark.parametrize("proxy", [True, False])
 def test_a_broken_harness_fails_its_proposals_not_the_run(tmp_path, proxy):
     broken = tmp_path / "broken.py"
-    broken.write_text(DEFAULT_HARNESS.read_text().replace(
-        "def offline_plan(ctx):", "def offline_plan(ctx):\n    raise RuntimeError('no plan today')\n"
-        "\n\ndef _unused(ctx):"))
+    broken.write_text(
+        DEFAULT_HARNESS.read_text().replace(
+            "def offline_plan(ctx):",
+            "def offline_plan(ctx):\n    raise RuntimeError('no plan today')\n\n\ndef _unused(ctx):",
+        )
+    )
     assert inner_search(broken, QUADRATIC, 1, 5, [], proxy=proxy) == 0.0
     assert inner_search(DEFAULT_HARNESS, QUADRATIC, 1, 5, [], proxy=proxy) > 0.0
 
@@ -75,16 +88,41 @@ def test_a_broken_harness_fails_its_proposals_not_the_run(tmp_path, proxy):
 def test_self_evolve_runs_end_to_end_and_writes_a_usable_harness(tmp_path):
     run_dir = tmp_path / "se"
     out = tmp_path / "harness.py"
-    proc = cli("self-evolve", "--budget", "5", "--inner-budget", "8", "--seeds", "1", "--suite", "deceptive_ridge",
-               "--run-dir", str(run_dir), "-o", str(out), "-q", timeout=600)
+    proc = cli(
+        "self-evolve",
+        "--budget",
+        "5",
+        "--inner-budget",
+        "8",
+        "--seeds",
+        "1",
+        "--suite",
+        "deceptive_ridge",
+        "--run-dir",
+        str(run_dir),
+        "-o",
+        str(out),
+        "-q",
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     s = status(run_dir)
     assert s["admitted"] == 5 and s["problem"] == "harness"
     assert out.read_text() == (run_dir / "best" / "harness.py").read_text()
     assert "EVOLVE-BLOCK-START" in out.read_text()
     # the written harness is what `harness: PATH` uses in an ordinary run
-    cli("run", QUADRATIC, "--budget", "5", "--set", f"harness={out}", "--run-dir", str(tmp_path / "use"),
-        "-q", check=True)
+    cli(
+        "run",
+        QUADRATIC,
+        "--budget",
+        "5",
+        "--set",
+        f"harness={out}",
+        "--run-dir",
+        str(tmp_path / "use"),
+        "-q",
+        check=True,
+    )
     lineage = cli("lineage", str(run_dir), check=True).stdout
     assert f"#{s['best_id']}" in lineage and "[seed]" in lineage
     assert DEFAULT_HARNESS.read_text().count("OFFLINE_STEP = 1.0") == 1  # the package is never modified

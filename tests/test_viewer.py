@@ -42,9 +42,19 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str,
 def admit_child(store: RunStore, k: int) -> int:
     parent = store.best(1)[0]
     pid = store.start_proposal(0)
-    store.admit(Candidate(id=pid, text=parent.text + f"# child {k}\n", parents=(parent.id,),
-                          generation=parent.generation + 1, score=parent.score, valid=True,
-                          operator="diff", model="gpt-small"), reward=0.0)
+    store.admit(
+        Candidate(
+            id=pid,
+            text=parent.text + f"# child {k}\n",
+            parents=(parent.id,),
+            generation=parent.generation + 1,
+            score=parent.score,
+            valid=True,
+            operator="diff",
+            model="gpt-small",
+        ),
+        reward=0.0,
+    )
     return pid
 
 
@@ -133,12 +143,17 @@ def test_viewer_serves_while_a_run_writes_and_the_writer_is_never_held_up(tmp_pa
     before = store.counts()["evaluated"]
     store.close()
     writes = 150
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir), str(writes)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(run_dir), str(writes)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert writer.stdout.readline().strip() == "ready"
     seen: list[list[int]] = [[], []]  # admitted counts each reader saw, in order
     statuses: list[int] = []
     with start_viewer(run_dir) as viewer:
+
         def read(mine: list[int]) -> None:
             while writer.poll() is None:
                 status, _, body = get(viewer.url + "api/summary")
@@ -147,6 +162,7 @@ def test_viewer_serves_while_a_run_writes_and_the_writer_is_never_held_up(tmp_pa
                     nodes = json.loads(body)["nodes"]
                     mine.append(len(nodes["id"]))
                     statuses.append(get(viewer.url + f"api/candidate/{nodes['id'][-1]}")[0])
+
         readers = [threading.Thread(target=read, args=(mine,)) for mine in seen]
         for r in readers:
             r.start()
@@ -168,8 +184,11 @@ def test_viewer_serves_while_a_run_writes_and_the_writer_is_never_held_up(tmp_pa
 
 def test_viewer_can_run_as_a_subprocess_that_prints_its_url(tmp_path: Path) -> None:
     make_run(tmp_path / "run", n=5).close()
-    proc = subprocess.Popen([sys.executable, "-m", "evoengine.report.server", str(tmp_path / "run"), "--port", "0"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evoengine.report.server", str(tmp_path / "run"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = json.loads(proc.stdout.readline())["url"]
         assert url.startswith("http://127.0.0.1:")
@@ -191,8 +210,9 @@ def test_viewer_page_refreshes_while_the_run_goes_on_and_shows_text_literally(br
     assert browser.execute_script("return typeof window.__pwned") == "undefined"
     assert browser.execute_script("return document.querySelectorAll('img').length") == 0
     new = admit_child(store, 1)
-    assert wait_for(browser, "return document.getElementById('stat-admitted').textContent",
-                    str(count + 1), 20) == str(count + 1)
+    assert wait_for(browser, "return document.getElementById('stat-admitted').textContent", str(count + 1), 20) == str(
+        count + 1
+    )
     assert new in drawn_nodes(browser)
     click_node(browser, new)
     text = store.get(new).text

@@ -96,10 +96,18 @@ class Archive:
             if self.elites is not None:
                 placed = self.elites.add(candidate)
                 if placed is not None:
-                    events.append(ArchiveEvent("elite", {
-                        "id": candidate.id, "cell": placed.cell, "status": placed.status,
-                        "replaced": placed.replaced, "score": candidate.score,
-                    }))
+                    events.append(
+                        ArchiveEvent(
+                            "elite",
+                            {
+                                "id": candidate.id,
+                                "cell": placed.cell,
+                                "status": placed.status,
+                                "replaced": placed.replaced,
+                                "score": candidate.score,
+                            },
+                        )
+                    )
         else:
             for i in homes:
                 self._counts[i].invalid += 1
@@ -133,14 +141,16 @@ class Archive:
         islands = []
         for island, counts in zip(self.islands.islands, self._counts, strict=True):
             best = island.best
-            islands.append({
-                "island": island.index,
-                "size": len(island),
-                "best_id": best.id if best else None,
-                "best_score": best.score if best else None,
-                "admitted": counts.admitted,
-                "invalid": counts.invalid,
-            })
+            islands.append(
+                {
+                    "island": island.index,
+                    "size": len(island),
+                    "best_id": best.id if best else None,
+                    "best_score": best.score if best else None,
+                    "admitted": counts.admitted,
+                    "invalid": counts.invalid,
+                }
+            )
         best = self._best
         return {
             "admitted": self.admitted,

@@ -81,8 +81,14 @@ class Dimension:
         return min(max((v - lo) / (hi - lo), 0.0), 1.0)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "low": self.low, "high": self.high, "bins": self.bins,
-                "scale": "log" if self.log else "linear", "builtin": self.builtin}
+        return {
+            "name": self.name,
+            "low": self.low,
+            "high": self.high,
+            "bins": self.bins,
+            "scale": "log" if self.log else "linear",
+            "builtin": self.builtin,
+        }
 
 
 @dataclass(frozen=True)
@@ -209,9 +215,11 @@ class EliteArchive:
         values = self.values_of(candidate)
         if values is None:
             if self.missing == 0:
-                log.warning("candidate %d has no value for some of the features %s; "
-                            "it is kept out of the MAP-Elites archive",
-                            candidate.id, [d.name for d in self.dimensions if not d.builtin])
+                log.warning(
+                    "candidate %d has no value for some of the features %s; it is kept out of the MAP-Elites archive",
+                    candidate.id,
+                    [d.name for d in self.dimensions if not d.builtin],
+                )
             self.missing += 1
             return None
         measures = np.array([d.unit(values[d.name]) for d in self.dimensions])
@@ -275,8 +283,12 @@ class EliteArchive:
             out["centroids"] = np.round(self._cells.centroids, 6).tolist()
         for cell in sorted(self._elites):
             elite = self._elites[cell]
-            entry = {"index": cell, "id": elite.candidate.id, "score": elite.candidate.score,
-                     "features": dict(elite.values)}
+            entry = {
+                "index": cell,
+                "id": elite.candidate.id,
+                "score": elite.candidate.score,
+                "features": dict(elite.values),
+            }
             if self.kind == "grid":
                 entry["grid"] = self._cells.grid_index(cell)
             out["filled"].append(entry)

@@ -140,8 +140,9 @@ class ParentSelector:
         shares = np.array([config.exploit, config.explore, config.elites], dtype=np.float64)
         self._shares = np.cumsum(shares if shares.sum() > 0 else np.array([1.0, 0.0, 0.0]))
 
-    def select(self, islands: IslandModel, elites: EliteArchive | None, rng: random.Random,
-               fallback: Candidate | None = None) -> Selection:
+    def select(
+        self, islands: IslandModel, elites: EliteArchive | None, rng: random.Random, fallback: Candidate | None = None
+    ) -> Selection:
         k = len(islands)
         first = rng.randrange(k)
         island = next((j % k for j in range(first, first + k) if len(islands[j % k])), None)
@@ -160,8 +161,9 @@ class ParentSelector:
         inspirations = self._inspirations(islands, island, elites, parent, rng)
         return Selection(island, parent, inspirations, source)
 
-    def _exploit(self, islands: IslandModel, island: int, elites: EliteArchive | None,
-                 rng: random.Random) -> tuple[Candidate, str]:
+    def _exploit(
+        self, islands: IslandModel, island: int, elites: EliteArchive | None, rng: random.Random
+    ) -> tuple[Candidate, str]:
         cfg = self.config
         pop = islands[island]
         n = len(pop)
@@ -183,8 +185,9 @@ class ParentSelector:
             i = rng.randrange(n)
         return pop.members[i], f"exploit:{strategy}"
 
-    def _inspirations(self, islands: IslandModel, island: int, elites: EliteArchive | None,
-                      parent: Candidate, rng: random.Random) -> list[Candidate]:
+    def _inspirations(
+        self, islands: IslandModel, island: int, elites: EliteArchive | None, parent: Candidate, rng: random.Random
+    ) -> list[Candidate]:
         cfg = self.config
         taken = {parent.id}
         out = []

@@ -219,7 +219,9 @@ class RunStore:
             raise StoreError(f"cannot create run directory {run_dir}: {exc}; choose another with --run-dir") from exc
         path = run_dir / FILENAME
         if path.exists():
-            raise StoreError(f"{path} already exists: resume it with `evoengine resume {run_dir}` or pick a new --run-dir")
+            raise StoreError(
+                f"{path} already exists: resume it with `evoengine resume {run_dir}` or pick a new --run-dir"
+            )
         tmp = run_dir / f".{FILENAME}.new"
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
             leftover.unlink(missing_ok=True)
@@ -228,10 +230,13 @@ class RunStore:
             try:
                 conn.executescript(SCHEMA)
                 conn.execute("BEGIN")
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-                    (k, json.dumps(v))
-                    for k, v in {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}.items()
-                ])
+                conn.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        (k, json.dumps(v))
+                        for k, v in {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}.items()
+                    ],
+                )
                 conn.execute("COMMIT")
             finally:
                 conn.close()
@@ -267,7 +272,8 @@ class RunStore:
                 raise StoreError(
                     f"{path} was written with store schema {version}; this evoengine reads schema "
                     f"{SCHEMA_VERSION}. Use the evoengine version that wrote it."
-                    if version is not None else f"{path} has no evoengine run metadata: it is not a run store"
+                    if version is not None
+                    else f"{path} has no evoengine run metadata: it is not a run store"
                 )
         except BaseException:
             store.close()
@@ -278,8 +284,9 @@ class RunStore:
     def _connect(cls, path: Path, readonly: bool) -> RunStore:
         try:
             if readonly:
-                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
-                                       check_same_thread=False, factory=_Connection)
+                conn = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False, factory=_Connection
+                )
             else:
                 conn = sqlite3.connect(path, timeout=30, isolation_level=None, factory=_Connection)
         except sqlite3.Error as exc:
@@ -347,24 +354,63 @@ class RunStore:
             "INSERT INTO model_calls (proposal_id, model, request_hash, messages, reply, tokens_in,"
             " tokens_out, cost, latency_s, error, purpose, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                proposal_id, call.model, call.request_hash, json.dumps(call.messages), call.reply,
-                call.tokens_in, call.tokens_out, call.cost, call.latency_s, call.error, call.purpose, time.time(),
+                proposal_id,
+                call.model,
+                call.request_hash,
+                json.dumps(call.messages),
+                call.reply,
+                call.tokens_in,
+                call.tokens_out,
+                call.cost,
+                call.latency_s,
+                call.error,
+                call.purpose,
+                time.time(),
             ),
         )
 
-    def fail(self, proposal_id: int, *, reason: str, operator: str, model: str | None,
-             parents: tuple[int, ...], cost: float = 0.0, reward: float | None = None,
-             text: str | None = None, island: int = 0, closed: int | None = None) -> None:
+    def fail(
+        self,
+        proposal_id: int,
+        *,
+        reason: str,
+        operator: str,
+        model: str | None,
+        parents: tuple[int, ...],
+        cost: float = 0.0,
+        reward: float | None = None,
+        text: str | None = None,
+        island: int = 0,
+        closed: int | None = None,
+    ) -> None:
         """Close a proposal that produced no evaluated child; `reward` is what its arm earned."""
         self.conn.execute(
             "UPDATE candidates SET status='failed', reason=?, operator=?, model=?, parents=?, cost=?,"
             " reward=?, text=?, finished=?, island=?, closed=? WHERE id=?",
-            (reason, operator, model, json.dumps(list(parents)), cost, reward, text, time.time(), island,
-             closed, proposal_id),
+            (
+                reason,
+                operator,
+                model,
+                json.dumps(list(parents)),
+                cost,
+                reward,
+                text,
+                time.time(),
+                island,
+                closed,
+                proposal_id,
+            ),
         )
 
-    def admit(self, c: Candidate, *, reward: float | None, events: list[tuple[str, dict[str, Any]]] = (),
-              state: dict[str, Any] | None = None, closed: int | None = None) -> int:
+    def admit(
+        self,
+        c: Candidate,
+        *,
+        reward: float | None,
+        events: list[tuple[str, dict[str, Any]]] = (),
+        state: dict[str, Any] | None = None,
+        closed: int | None = None,
+    ) -> int:
         """Close proposal `c.id` as evaluated, in one transaction with its events and state."""
         with self.transaction() as conn:
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM candidates").fetchone()[0]
@@ -374,10 +420,28 @@ class RunStore:
                 " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?, closed=?"
                 " WHERE id=? AND status='pending'",
                 (
-                    seq, c.text, json.dumps(list(c.parents)), c.island, c.generation, c.operator, c.model,
-                    c.score, int(c.valid), json.dumps(c.metrics), json.dumps(c.features), c.feedback,
-                    json.dumps(c.artifacts), json.dumps(c.instances),
-                    json.dumps(c.timings), c.cost, reward, c.change, c.origin, time.time(), closed, c.id,
+                    seq,
+                    c.text,
+                    json.dumps(list(c.parents)),
+                    c.island,
+                    c.generation,
+                    c.operator,
+                    c.model,
+                    c.score,
+                    int(c.valid),
+                    json.dumps(c.metrics),
+                    json.dumps(c.features),
+                    c.feedback,
+                    json.dumps(c.artifacts),
+                    json.dumps(c.instances),
+                    json.dumps(c.timings),
+                    c.cost,
+                    reward,
+                    c.change,
+                    c.origin,
+                    time.time(),
+                    closed,
+                    c.id,
                 ),
             ).rowcount
             if updated != 1:
@@ -422,8 +486,9 @@ class RunStore:
         return (int(row[0]) if row else 0) + 1
 
     def closed_count(self) -> int:
-        return int(self.conn.execute(
-            "SELECT COUNT(*) FROM candidates WHERE status IN ('evaluated', 'failed')").fetchone()[0])
+        return int(
+            self.conn.execute("SELECT COUNT(*) FROM candidates WHERE status IN ('evaluated', 'failed')").fetchone()[0]
+        )
 
     def setbacks(self) -> Iterator[sqlite3.Row]:
         """Failed proposals (novelty rejections aside) and invalid candidates, in closing order:
@@ -508,6 +573,4 @@ class RunStore:
 
     def recorded_replies(self) -> Iterator[tuple[str, str]]:
         """(request hash, reply) of successful model calls in call order, for replay."""
-        yield from self.conn.execute(
-            "SELECT request_hash, reply FROM model_calls WHERE reply IS NOT NULL ORDER BY id"
-        )
+        yield from self.conn.execute("SELECT request_hash, reply FROM model_calls WHERE reply IS NOT NULL ORDER BY id")

@@ -69,8 +69,9 @@ def configure(*, timeout_s: float, max_output_kb: int) -> None:
     _settings.max_output_kb = int(max_output_kb)
 
 
-def call_candidate(candidate_path: str | Path, function: str, *args: Any,
-                   timeout_s: float | None = None, **kwargs: Any) -> Any:
+def call_candidate(
+    candidate_path: str | Path, function: str, *args: Any, timeout_s: float | None = None, **kwargs: Any
+) -> Any:
     """Import `candidate_path` in a child process, call `function(*args, **kwargs)`, return its value.
 
     `timeout_s` defaults to the evaluation's own timeout. Raises `CandidateError` for any
@@ -108,7 +109,8 @@ def _call(path: Path, function: str, args: tuple, kwargs: dict, timeout: float, 
 
     try:
         ending = processes.supervise(
-            pid, time.monotonic() + timeout,
+            pid,
+            time.monotonic() + timeout,
             {result_r: ("result", on_result), out_r: ("output", output.feed)},
         )
     finally:
@@ -120,26 +122,36 @@ def _call(path: Path, function: str, args: tuple, kwargs: dict, timeout: float, 
     return _interpret(path, function, ending, status, bytes(result), output, timeout, cap)
 
 
-def _interpret(path: Path, function: str, ending: processes.Ending, status: int | None,
-               result: bytes, output: _Output, timeout: float, cap: int) -> Any:
+def _interpret(
+    path: Path,
+    function: str,
+    ending: processes.Ending,
+    status: int | None,
+    result: bytes,
+    output: _Output,
+    timeout: float,
+    cap: int,
+) -> Any:
     tail = output.tail()
     if ending.stopped == "timeout":
         raise CandidateError(f"{function}() timed out after {timeout:g} s", kind="timeout", output=tail)
     if ending.stopped == "output":
-        raise CandidateError(f"{function}() printed more than {cap // 1024} KB of output",
-                             kind="output", output=tail)
+        raise CandidateError(f"{function}() printed more than {cap // 1024} KB of output", kind="output", output=tail)
     if ending.stopped == "result":
-        raise CandidateError(f"{function}() returned a value larger than {MAX_RESULT_MB} MB",
-                             kind="too_large", output=tail)
+        raise CandidateError(
+            f"{function}() returned a value larger than {MAX_RESULT_MB} MB", kind="too_large", output=tail
+        )
     message = _message(result)
     if message is None and (status is None or status != 0 or not result):
         how = processes.describe_status(status) if status is not None else "vanished"
         kind = "signal" if status is not None and os.WIFSIGNALED(status) else "exit"
-        raise CandidateError(f"{function}(): the candidate process {how} before returning",
-                             kind=kind, output=tail)
+        raise CandidateError(f"{function}(): the candidate process {how} before returning", kind=kind, output=tail)
     if message is None:
-        raise CandidateError(f"{function}(): the candidate wrote to its result channel itself "
-                             "(garbled result)", kind="garbled", output=tail)
+        raise CandidateError(
+            f"{function}(): the candidate wrote to its result channel itself (garbled result)",
+            kind="garbled",
+            output=tail,
+        )
     if "value" in message:
         return message["value"]
     kind = str(message.get("error", "raised"))
@@ -149,11 +161,14 @@ def _interpret(path: Path, function: str, ending: processes.Ending, status: int 
         line = message.get("line")
         at = f" (line {line} of {path.name})" if line else ""
         said = f": {text}" if text else ""
-        raise CandidateError(f"{where} raised {message.get('type', 'Exception')}{said}{at}",
-                             kind="raised", output=tail, details=str(message.get("traceback", "")))
+        raise CandidateError(
+            f"{where} raised {message.get('type', 'Exception')}{said}{at}",
+            kind="raised",
+            output=tail,
+            details=str(message.get("traceback", "")),
+        )
     if kind == "unserialisable":
-        raise CandidateError(f"{function}() returned a non-serialisable value: {text}",
-                             kind=kind, output=tail)
+        raise CandidateError(f"{function}() returned a non-serialisable value: {text}", kind=kind, output=tail)
     raise CandidateError(f"{path.name} defines no function {function}()", kind="missing", output=tail)
 
 
@@ -202,8 +217,9 @@ def _flush_std() -> None:
 # ---------------------------------------------------------------------------- in the child
 
 
-def _child(path: Path, function: str, args: tuple, kwargs: dict, result_w: int, out_w: int,
-           parent: int) -> None:  # pragma: no cover - runs in the child
+def _child(
+    path: Path, function: str, args: tuple, kwargs: dict, result_w: int, out_w: int, parent: int
+) -> None:  # pragma: no cover - runs in the child
     os.setsid()
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
@@ -212,10 +228,8 @@ def _child(path: Path, function: str, args: tuple, kwargs: dict, result_w: int, 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.stdin = open(os.devnull)
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True,
-                                  errors="backslashreplace")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
-                                  errors="backslashreplace")
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="backslashreplace")
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
     if faulthandler.is_enabled():  # it may hold a descriptor number that is now our channel
         faulthandler.enable(file=sys.stderr)
     sys.path.insert(0, str(path.parent))
@@ -243,8 +257,13 @@ def _child(path: Path, function: str, args: tuple, kwargs: dict, result_w: int, 
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         os._exit(code & 0xFF)
     except BaseException as exc:
-        message = {"error": "raised", "phase": phase, "type": type(exc).__name__,
-                   "message": _safe_str(exc), **_where(exc, path)}
+        message = {
+            "error": "raised",
+            "phase": phase,
+            "type": type(exc).__name__,
+            "message": _safe_str(exc),
+            **_where(exc, path),
+        }
     try:
         data = json.dumps(message, allow_nan=True).encode() + b"\n"
     except (TypeError, ValueError) as exc:  # only from hostile str subclasses and the like
@@ -252,7 +271,7 @@ def _child(path: Path, function: str, args: tuple, kwargs: dict, result_w: int, 
     _flush_std()
     view = memoryview(data)
     while view:
-        view = view[os.write(3, view):]
+        view = view[os.write(3, view) :]
     os._exit(0)
 
 

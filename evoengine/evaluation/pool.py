@@ -74,13 +74,26 @@ class _Slot:
         self.dir.chmod(0o711)
         pool = self.pool
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "evoengine.evaluation.worker",
-            "--problem", str(pool.problem_path), "--limits", pool.limits.to_json(),
-            "--slot-dir", str(self.dir), "--uid", str(sandbox_uid(self.index, os.getpid())),
-            "--parent", str(os.getpid()),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, cwd=str(self.dir),
-            env=_worker_env(), limit=64 * 1024 * 1024,
+            sys.executable,
+            "-m",
+            "evoengine.evaluation.worker",
+            "--problem",
+            str(pool.problem_path),
+            "--limits",
+            pool.limits.to_json(),
+            "--slot-dir",
+            str(self.dir),
+            "--uid",
+            str(sandbox_uid(self.index, os.getpid())),
+            "--parent",
+            str(os.getpid()),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            cwd=str(self.dir),
+            env=_worker_env(),
+            limit=64 * 1024 * 1024,
         )
         self.stderr_tail.clear()
         self.killed = False
@@ -97,8 +110,9 @@ class _Slot:
         if message.get("kind") == "problem":
             raise ProblemError(str(message["error"]))
         tail = "\n".join(self.stderr_tail)
-        raise ProblemError(f"{pool.problem_path}: the evaluation worker failed to start"
-                           + (f":\n{tail}" if tail else " (no output)"))
+        raise ProblemError(
+            f"{pool.problem_path}: the evaluation worker failed to start" + (f":\n{tail}" if tail else " (no output)")
+        )
 
     async def _read_stderr(self, stream: asyncio.StreamReader | None) -> None:
         if stream is None:
@@ -224,8 +238,11 @@ class EvaluatorPool:
                 try:
                     await slot.start()
                 except Exception as exc:  # noqa: BLE001 - evaluate() starts it again, and reports
-                    log.warning("slot %d: the evaluation worker failed to start (%s); trying again "
-                                "at its first evaluation", slot.index, exc)
+                    log.warning(
+                        "slot %d: the evaluation worker failed to start (%s); trying again at its first evaluation",
+                        slot.index,
+                        exc,
+                    )
             if self._idle is not None:
                 self._idle.put_nowait(slot)
 
@@ -248,11 +265,15 @@ class EvaluatorPool:
                 reply = await slot.request(message, self.limits.timeout_s + self.backstop_s)
             except _WorkerLost as exc:
                 tail = "\n".join(list(slot.stderr_tail)[-10:])
-                log.warning("slot %d: worker %s while evaluating %s; restarting it%s",
-                            slot.index, exc, label, f"\n{tail}" if tail else "")
+                log.warning(
+                    "slot %d: worker %s while evaluating %s; restarting it%s",
+                    slot.index,
+                    exc,
+                    label,
+                    f"\n{tail}" if tail else "",
+                )
                 await slot.kill()
-                return EvalResult.invalid(
-                    f"the evaluation worker {exc}; it and everything it started were killed")
+                return EvalResult.invalid(f"the evaluation worker {exc}; it and everything it started were killed")
             except BaseException:  # cancelled mid-evaluation: the worker's state is unknown
                 slot.kill_now()
                 raise
@@ -284,7 +305,7 @@ class EvaluatorPool:
 def _remove_stale_folders() -> None:
     """Remove temporary folders of pools whose process is gone (killed before `close`)."""
     for path in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*-*"):
-        pid = path.name[len(_TMP_PREFIX):].split("-", 1)[0]
+        pid = path.name[len(_TMP_PREFIX) :].split("-", 1)[0]
         try:
             if not pid.isdigit() or path.stat().st_uid != os.geteuid():
                 continue

@@ -153,7 +153,10 @@ def snapshot_descendants() -> frozenset[tuple[int, int]]:
 
 
 def kill_descendants(
-    spare: Iterable[tuple[int, int]] = (), *, root: int | None = None, rounds: int = 500,
+    spare: Iterable[tuple[int, int]] = (),
+    *,
+    root: int | None = None,
+    rounds: int = 500,
     deadline_s: float = 5.0,
 ) -> int:
     """SIGKILL every process below this one, or below `root` (a /proc pid), except `spare`,

@@ -63,8 +63,9 @@ LOCAL_RAY_IP = "127.0.0.2"
 _SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
 _RAY_AUTH_VARS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")  # the driver needs these to connect
 # Not `-m`: Ray must find `evaluate_on_node` under this module's name, not `__main__`.
-_DRIVER_COMMAND = ("import sys; from evoengine.evaluation.ray_backend import driver_main; "
-                   "sys.exit(driver_main(sys.argv[1:]))")
+_DRIVER_COMMAND = (
+    "import sys; from evoengine.evaluation.ray_backend import driver_main; sys.exit(driver_main(sys.argv[1:]))"
+)
 
 
 class RayPool:
@@ -75,8 +76,9 @@ class RayPool:
     name the exact resume command.
     """
 
-    def __init__(self, problem_path: Path, slots: int, limits: Limits, ray_config: Any,
-                 *, run_dir: Path | None = None) -> None:
+    def __init__(
+        self, problem_path: Path, slots: int, limits: Limits, ray_config: Any, *, run_dir: Path | None = None
+    ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1 (got {slots})")
         self.problem_path = Path(problem_path).resolve()
@@ -110,20 +112,23 @@ class RayPool:
     async def start(self) -> None:
         """Connect to (or start) Ray and warm one evaluation up; raises EvoError if it cannot."""
         if importlib.util.find_spec("ray") is None:
-            raise EvoError("evaluation.backend is 'ray' but Ray is not installed here: "
-                           "pip install 'evoengine[ray]'")
+            raise EvoError("evaluation.backend is 'ray' but Ray is not installed here: pip install 'evoengine[ray]'")
         if self.ray_config.address:
             reason = await asyncio.to_thread(_unreachable, self.ray_config.address)
             if reason:
-                raise EvoError(f"cannot reach a Ray cluster at {self.ray_config.address}: {reason}. "
-                               "Start one with `ray start --head` (see docs/ray.md) or check the "
-                               "address (ray.address / --ray)")
+                raise EvoError(
+                    f"cannot reach a Ray cluster at {self.ray_config.address}: {reason}. "
+                    "Start one with `ray start --head` (see docs/ray.md) or check the "
+                    "address (ray.address / --ray)"
+                )
         folder = self.problem_path.parent
         size_mb = _folder_mb(folder)
         if size_mb > MAX_SHIPPED_MB:
-            raise EvoError(f"the problem folder {folder} holds {size_mb:.0f} MB; the ray backend "
-                           f"ships it to every node, so keep it under {MAX_SHIPPED_MB} MB "
-                           "(move data elsewhere or into a smaller folder)")
+            raise EvoError(
+                f"the problem folder {folder} holds {size_mb:.0f} MB; the ray backend "
+                f"ships it to every node, so keep it under {MAX_SHIPPED_MB} MB "
+                "(move data elsewhere or into a smaller folder)"
+            )
         plan = {
             "address": self.ray_config.address,
             "problem_dir": str(folder),
@@ -138,9 +143,15 @@ class RayPool:
             "parent": os.getpid(),
         }
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _DRIVER_COMMAND, json.dumps(plan),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, env=_driver_env(),
+            sys.executable,
+            "-c",
+            _DRIVER_COMMAND,
+            json.dumps(plan),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            env=_driver_env(),
             limit=64 * 1024 * 1024,
         )
         self._stderr_task = asyncio.ensure_future(self._read_stderr())
@@ -155,7 +166,8 @@ class RayPool:
             tail = "\n".join(list(self._stderr_tail)[-15:])
             error = message.get("error") or (
                 f"the ray backend could not start (Ray at {self.address})"
-                + (f":\n{tail}" if tail else ": the driver process exited without output"))
+                + (f":\n{tail}" if tail else ": the driver process exited without output")
+            )
             if message.get("kind") == "problem":
                 raise ProblemError(error)
             raise EvoError(error)
@@ -163,14 +175,17 @@ class RayPool:
         self.isolation = str(message.get("isolation", ""))
         self._slots = asyncio.Semaphore(self.slots)
         self._reader = asyncio.ensure_future(self._read_replies())
-        log.info("ray backend: %s, %s node(s), %s CPU(s); sandbox on the nodes: %s",
-                 self.cluster.get("address", self.address), self.cluster.get("nodes", "?"),
-                 self.cluster.get("cpus", "?"), self.isolation)
+        log.info(
+            "ray backend: %s, %s node(s), %s CPU(s); sandbox on the nodes: %s",
+            self.cluster.get("address", self.address),
+            self.cluster.get("nodes", "?"),
+            self.cluster.get("cpus", "?"),
+            self.isolation,
+        )
         for warning in message.get("warnings", []):
             log.warning("ray backend: %s", warning)
 
-    async def evaluate(self, text: str, *, label: str = "candidate",
-                       entry: str = "evaluate") -> EvalResult:
+    async def evaluate(self, text: str, *, label: str = "candidate", entry: str = "evaluate") -> EvalResult:
         """Score one candidate on the cluster with the problem's function `entry` (as the
         local pool does). Never raises for anything the candidate does; raises EvoError only
         when the cluster itself is gone (the run must stop)."""
@@ -244,8 +259,7 @@ class RayPool:
         await asyncio.sleep(0.05)  # let the exit status arrive
         if not reason:
             last = [t for t in self._stderr_tail if t.strip()][-1:] or ["no output"]
-            reason = (f"its driver process exited with status {self._proc.returncode}: "
-                      f"{_gist(last[0])}")
+            reason = f"its driver process exited with status {self._proc.returncode}: {_gist(last[0])}"
         self._cluster_lost(reason)
 
     def _cluster_lost(self, reason: str) -> None:
@@ -253,7 +267,8 @@ class RayPool:
         self._lost = (
             f"the Ray cluster at {self.address} went away ({reason}); the run is stopped; "
             f"resume with `evoengine resume {where}` once the cluster is back, or with "
-            f"`evoengine resume {where} --set evaluation.backend=local` to go on on this machine")
+            f"`evoengine resume {where} --set evaluation.backend=local` to go on on this machine"
+        )
         log.warning("ray backend: lost the cluster at %s (%s)", self.address, reason)
         for future in self._pending.values():
             if not future.done():
@@ -292,10 +307,12 @@ class RayPool:
                 f"the Ray worker process or node evaluating this candidate died "
                 f"{retries + 1} time(s) (ray.max_retries={retries}); the candidate runs in a "
                 f"sandbox below that process, so look at the node (killed, out of memory, shut "
-                f"down?): {_first_line(detail)}")
+                f"down?): {_first_line(detail)}"
+            )
         if kind == "oom":
-            return EvalResult.invalid(f"Ray's memory monitor killed the evaluation because its "
-                                      f"node ran low on memory: {_first_line(detail)}")
+            return EvalResult.invalid(
+                f"Ray's memory monitor killed the evaluation because its node ran low on memory: {_first_line(detail)}"
+            )
         if kind == "setup":
             if node not in self._setup_warned:
                 self._setup_warned.add(node)
@@ -355,8 +372,7 @@ def _folder_mb(folder: Path) -> float:
 def _driver_env() -> dict[str, str]:
     """Our environment without secrets (a local Ray passes it on to its workers), except
     Ray's own authentication token, which the driver needs to connect."""
-    env = {k: v for k, v in os.environ.items()
-           if k in _RAY_AUTH_VARS or not _SECRET_ENV.search(k)}
+    env = {k: v for k, v in os.environ.items() if k in _RAY_AUTH_VARS or not _SECRET_ENV.search(k)}
     env.update({var: "1" for var in THREAD_VARS})
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     package_parent = str(Path(__file__).resolve().parents[2])
@@ -370,8 +386,9 @@ def _driver_env() -> dict[str, str]:
 _warm: dict[str, Any] = {}
 
 
-def evaluate_on_node(problem_file: str, limits_json: str, text: str | None,
-                     label: str, entry: str = "evaluate") -> dict[str, Any]:
+def evaluate_on_node(
+    problem_file: str, limits_json: str, text: str | None, label: str, entry: str = "evaluate"
+) -> dict[str, Any]:
     """The Ray task: evaluate `text` with this worker's warm one-slot pool (`None`: only warm
     it up). The problem folder is the worker's current directory (the job's working_dir)."""
     node = _node_ip()
@@ -395,9 +412,14 @@ def evaluate_on_node(problem_file: str, limits_json: str, text: str | None,
         return {"ready": True, "node": node, "isolation": pool.isolation}
     before = (pool.stats.wall_s, pool.stats.cpu_s, pool.stats.worker_restarts)
     result = loop.run_until_complete(pool.evaluate(text, label=label, entry=entry))
-    return {"result": result.to_dict(), "node": node, "pid": os.getpid(),
-            "wall_s": pool.stats.wall_s - before[0], "cpu_s": pool.stats.cpu_s - before[1],
-            "restarts": pool.stats.worker_restarts - before[2] + int(fresh)}
+    return {
+        "result": result.to_dict(),
+        "node": node,
+        "pid": os.getpid(),
+        "wall_s": pool.stats.wall_s - before[0],
+        "cpu_s": pool.stats.cpu_s - before[1],
+        "restarts": pool.stats.worker_restarts - before[2] + int(fresh),
+    }
 
 
 def _node_ip() -> str:
@@ -442,19 +464,28 @@ class _Driver:
             "excludes": SHIP_EXCLUDES,
         }
         if plan["address"]:
-            ray.init(address=plan["address"], runtime_env=runtime_env,
-                     logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(
+                address=plan["address"], runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False
+            )
         else:  # a private Ray on this machine (loopback only), never someone else's running one
             # Keep a warm Ray worker per slot (+1 for the warm-up) even with fractional
             # ray.num_cpus; Ray's default keeps one idle worker per CPU.
             soft_limit = max(int(plan["slots"]) + 1, os.cpu_count() or 1)
-            ray.init(address="local", runtime_env=runtime_env, include_dashboard=False,
-                     object_store_memory=256 * 2**20, logging_level=logging.WARNING,
-                     log_to_driver=False, _node_ip_address=LOCAL_RAY_IP,
-                     _system_config={"num_workers_soft_limit": soft_limit})
+            ray.init(
+                address="local",
+                runtime_env=runtime_env,
+                include_dashboard=False,
+                object_store_memory=256 * 2**20,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                _node_ip_address=LOCAL_RAY_IP,
+                _system_config={"num_workers_soft_limit": soft_limit},
+            )
         options: dict[str, Any] = {
-            "num_cpus": plan["num_cpus"], "num_gpus": plan["num_gpus"],
-            "max_retries": plan["max_retries"], "retry_exceptions": False,
+            "num_cpus": plan["num_cpus"],
+            "num_gpus": plan["num_gpus"],
+            "max_retries": plan["max_retries"],
+            "retry_exceptions": False,
             # Ray's default for GPU tasks is a fresh worker per task, to free GPU memory; ours
             # never touch a GPU themselves (the sandboxed evaluations below them do, and exit).
             "max_calls": 0,
@@ -472,25 +503,33 @@ class _Driver:
         except Exception as exc:  # some client modes cannot list nodes; not worth failing for
             log.info("cannot list the cluster's nodes: %s", exc)
             return {"cluster": {"address": self.plan["address"]}, "warnings": []}
-        cluster = {"address": self.plan["address"] or ray.get_runtime_context().gcs_address,
-                   "nodes": len(nodes), "cpus": total.get("CPU", 0), "gpus": total.get("GPU", 0),
-                   "ray_version": ray.__version__}
-        need = {"CPU": self.plan["num_cpus"], "GPU": self.plan["num_gpus"],
-                "memory": (self.plan["memory_mb"] or 0) * 2**20}
-        fits = [n for n in nodes
-                if all(n.get("Resources", {}).get(k, 0) >= v for k, v in need.items() if v)]
+        cluster = {
+            "address": self.plan["address"] or ray.get_runtime_context().gcs_address,
+            "nodes": len(nodes),
+            "cpus": total.get("CPU", 0),
+            "gpus": total.get("GPU", 0),
+            "ray_version": ray.__version__,
+        }
+        need = {
+            "CPU": self.plan["num_cpus"],
+            "GPU": self.plan["num_gpus"],
+            "memory": (self.plan["memory_mb"] or 0) * 2**20,
+        }
+        fits = [n for n in nodes if all(n.get("Resources", {}).get(k, 0) >= v for k, v in need.items() if v)]
         warnings = []
         if not fits:
             wanted = ", ".join(f"{k}={v:g}" for k, v in need.items() if v)
-            warnings.append(f"no node of the cluster now has the resources one evaluation asks "
-                            f"for ({wanted}); evaluations wait until such a node joins "
-                            "(see ray.num_cpus / ray.num_gpus / ray.memory_mb)")
+            warnings.append(
+                f"no node of the cluster now has the resources one evaluation asks "
+                f"for ({wanted}); evaluations wait until such a node joins "
+                "(see ray.num_cpus / ray.num_gpus / ray.memory_mb)"
+            )
         return {"cluster": cluster, "warnings": warnings}
 
-    def submit(self, request_id: int | None, text: str | None, label: str,
-               entry: str = "evaluate") -> Any:
+    def submit(self, request_id: int | None, text: str | None, label: str, entry: str = "evaluate") -> Any:
         ref = self.task.options(name=f"evoengine {label}"[:100]).remote(
-            self.plan["problem_file"], self.plan["limits"], text, label, entry)
+            self.plan["problem_file"], self.plan["limits"], text, label, entry
+        )
         if request_id is not None:
             self.refs[request_id] = ref
         return ref
@@ -550,9 +589,12 @@ class _Driver:
             if "cancel" in message:
                 self.cancel(int(message["cancel"]))
             elif "id" in message:
-                ref = self.submit(int(message["id"]), str(message["text"]),
-                                  str(message.get("label", "candidate")),
-                                  str(message.get("entry", "evaluate")))
+                ref = self.submit(
+                    int(message["id"]),
+                    str(message["text"]),
+                    str(message.get("label", "candidate")),
+                    str(message.get("entry", "evaluate")),
+                )
                 task = asyncio.ensure_future(self.finish(int(message["id"]), ref))
                 running.add(task)
                 task.add_done_callback(running.discard)
@@ -571,8 +613,9 @@ def driver_main(argv: list[str]) -> int:
         with lock:
             protocol.write(json.dumps(message) + "\n")
 
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="ray driver %(process)d: %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="ray driver %(process)d: %(levelname)s %(message)s"
+    )
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != plan["parent"]:
         return 1
@@ -583,10 +626,17 @@ def driver_main(argv: list[str]) -> int:
     except BaseException as exc:  # ConnectionError, AuthenticationError, runtime_env packing...
         hint = ""
         if "auth" in f"{type(exc).__name__} {exc}".lower():
-            hint = (" (this cluster uses token authentication: set RAY_AUTH_MODE=token and "
-                    "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH for evoengine; see docs/ray.md)")
-        send({"error": f"cannot connect to the Ray cluster at {address}: "
-                       f"{type(exc).__name__}: {_first_line(str(exc))}{hint}", "kind": "connect"})
+            hint = (
+                " (this cluster uses token authentication: set RAY_AUTH_MODE=token and "
+                "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH for evoengine; see docs/ray.md)"
+            )
+        send(
+            {
+                "error": f"cannot connect to the Ray cluster at {address}: "
+                f"{type(exc).__name__}: {_first_line(str(exc))}{hint}",
+                "kind": "connect",
+            }
+        )
         return 1
     import ray
 
@@ -599,9 +649,13 @@ def driver_main(argv: list[str]) -> int:
         except Exception as exc:
             warm = {"failed": "setup", "message": f"{type(exc).__name__}: {exc}"}
     if not warm.get("ready"):
-        send({"error": f"the problem cannot be evaluated on the Ray cluster at {address} "
-                       f"(node {warm.get('node', '?')}): {warm.get('message', warm)}",
-              "kind": "problem"})
+        send(
+            {
+                "error": f"the problem cannot be evaluated on the Ray cluster at {address} "
+                f"(node {warm.get('node', '?')}): {warm.get('message', warm)}",
+                "kind": "problem",
+            }
+        )
         ray.shutdown()
         return 1
     send({"ready": True, "isolation": warm.get("isolation", ""), **ready})
@@ -610,4 +664,3 @@ def driver_main(argv: list[str]) -> int:
     finally:
         ray.shutdown()
     return 0
-

@@ -44,8 +44,14 @@ log = logging.getLogger(__name__)
 ISOLATION_LEVELS = ("auto", "basic")
 
 # One BLAS/OpenMP thread in workers: forking a process that has threads can deadlock.
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "BLIS_NUM_THREADS",
+)
 
 # Sandbox uids sit above systemd's container range (0x6FFFFFFF) and below 2**31.
 SANDBOX_UID_BASE = 1_900_000_000
@@ -165,8 +171,11 @@ def probe(limits: Limits, uid: int, must_read: list[Path]) -> Isolation:
             drop_uid = True
         elif _in_child(lambda: _check_reads_as(uid, must_read, keep_read=True)):
             drop_uid = read_all = True
-            log.info("uid %d cannot read the Python installation or the problem; keeping "
-                     "CAP_DAC_READ_SEARCH (it may read any file, write none it does not own)", uid)
+            log.info(
+                "uid %d cannot read the Python installation or the problem; keeping "
+                "CAP_DAC_READ_SEARCH (it may read any file, write none it does not own)",
+                uid,
+            )
         else:
             log.warning("cannot drop to a separate uid; candidates run as root")
     seccomp = not limits.network and not flags & CLONE_NEWNET and _seccomp_program() is not None
@@ -262,8 +271,7 @@ def enter_namespaces(isolation: Isolation) -> None:
     _unshare(isolation.clone_flags)
     if isolation.user_namespace:
         try:
-            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                               ("gid_map", f"{gid} {gid} 1")):
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
                 with open(f"/proc/self/{name}", "w") as f:
                     f.write(text)
         except OSError as exc:

@@ -63,8 +63,9 @@ SETUP_FAILED = 72  # exit code of a sandbox child whose set-up failed before eva
 class Worker:
     """Evaluates candidates of one problem, each in a freshly forked sandbox."""
 
-    def __init__(self, loaded: LoadedProblem, limits: sandbox.Limits,
-                 isolation: sandbox.Isolation, slot_dir: Path) -> None:
+    def __init__(
+        self, loaded: LoadedProblem, limits: sandbox.Limits, isolation: sandbox.Isolation, slot_dir: Path
+    ) -> None:
         self.loaded = loaded
         self.limits = limits
         self.isolation = isolation
@@ -131,11 +132,12 @@ class Worker:
             os.close(read_end)
         return self._interpret(ending, status, bytes(data), token)
 
-    def _interpret(self, ending: processes.Ending, status: int | None, data: bytes,
-                   token: str) -> EvalResult:
+    def _interpret(self, ending: processes.Ending, status: int | None, data: bytes, token: str) -> EvalResult:
         if ending.stopped == "timeout":
-            return EvalResult.invalid(f"timed out after {self.limits.timeout_s:g} s (wall clock); "
-                                      "the evaluation and everything it started were killed")
+            return EvalResult.invalid(
+                f"timed out after {self.limits.timeout_s:g} s (wall clock); "
+                "the evaluation and everything it started were killed"
+            )
         if ending.stopped == "result":
             return EvalResult.invalid(f"evaluate() returned a result larger than {MAX_RESULT_MB} MB")
         lines = data.splitlines()
@@ -162,8 +164,9 @@ class Worker:
 
     # ------------------------------------------------------------------ in the children
 
-    def _evaluator(self, candidate: Path, out_fd: int, channel: int,
-                   token: str, entry: str = "evaluate") -> None:  # pragma: no cover
+    def _evaluator(
+        self, candidate: Path, out_fd: int, channel: int, token: str, entry: str = "evaluate"
+    ) -> None:  # pragma: no cover
         """E: own session, confine ourselves, run the problem's evaluate(), report, exit."""
         try:
             os.setsid()
@@ -177,18 +180,17 @@ class Worker:
             processes.set_child_fds(out_fd, channel)
             workdir = str(candidate.parent)
             os.chdir(workdir)
-            os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir,
-                              USER="evoengine-sandbox", LOGNAME="evoengine-sandbox")
+            os.environ.update(
+                HOME=workdir, TMPDIR=workdir, PWD=workdir, USER="evoengine-sandbox", LOGNAME="evoengine-sandbox"
+            )
             tempfile.tempdir = None
             sandbox.confine(self.limits, self.isolation)
         except BaseException as exc:
             _send(3, {"token": token, "error": f"sandbox set-up failed: {type(exc).__name__}: {exc}"})
             os._exit(SETUP_FAILED)
         sys.stdin = open(os.devnull)
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True,
-                                      errors="backslashreplace")
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
-                                      errors="backslashreplace")
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="backslashreplace")
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
         if faulthandler.is_enabled():  # it may hold a descriptor number that is now fd 3
             faulthandler.enable(file=sys.stderr)
         call.configure(timeout_s=self.limits.timeout_s, max_output_kb=self.limits.max_output_kb)
@@ -222,7 +224,7 @@ class Worker:
 def _send(fd: int, message: dict[str, Any]) -> None:
     view = memoryview(json.dumps(message).encode() + b"\n")
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _tail(output: BinaryIO, cap: int) -> str:
@@ -264,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         import numpy  # noqa: F401
     except ImportError:  # pragma: no cover
         pass
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="evaluation worker %(process)d: %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="evaluation worker %(process)d: %(levelname)s %(message)s"
+    )
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints (from the problem module, say) must not corrupt the protocol
 
@@ -285,11 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         send({"error": str(exc), "kind": "problem"})
         return 1
     except BaseException as exc:
-        send({"error": f"{args.problem}: importing it failed with {type(exc).__name__}: {exc}",
-              "kind": "problem"})
+        send({"error": f"{args.problem}: importing it failed with {type(exc).__name__}: {exc}", "kind": "problem"})
         return 1
-    must_read = [Path(p) for p in sys.path if p] + [
-        loaded.path.parent, args.slot_dir, Path(sys.executable)]
+    must_read = [Path(p) for p in sys.path if p] + [loaded.path.parent, args.slot_dir, Path(sys.executable)]
     isolation = sandbox.probe(limits, args.uid, must_read)
     if isolation.pid_namespace:  # returns only in the namespace's init
         isolation = _enter_namespace(isolation, limits, protocol.fileno())
@@ -304,16 +305,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         threads = len(os.listdir("/proc/self/task"))
         if threads > 1 or threading.active_count() > 1:
-            log.warning("the worker has %d threads after importing the problem; forking a "
-                        "threaded process can deadlock (set *_NUM_THREADS=1?)", threads)
+            log.warning(
+                "the worker has %d threads after importing the problem; forking a "
+                "threaded process can deadlock (set *_NUM_THREADS=1?)",
+                threads,
+            )
         send({"ready": True, "isolation": isolation.describe(), "pid": os.getpid()})
         for line in sys.stdin.buffer:
             request = json.loads(line)
             wall0, cpu0 = time.monotonic(), _cpu_seconds()
-            result = worker.evaluate(request["text"], request.get("label", "candidate"),
-                                     str(request.get("entry", "evaluate")))
-            send({"id": request["id"], "result": result.to_dict(),
-                  "wall_s": time.monotonic() - wall0, "cpu_s": _cpu_seconds() - cpu0})
+            result = worker.evaluate(
+                request["text"], request.get("label", "candidate"), str(request.get("entry", "evaluate"))
+            )
+            send(
+                {
+                    "id": request["id"],
+                    "result": result.to_dict(),
+                    "wall_s": time.monotonic() - wall0,
+                    "cpu_s": _cpu_seconds() - cpu0,
+                }
+            )
         return 0
     finally:
         worker.end_everything()
@@ -323,8 +334,7 @@ def _stop(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
-def _enter_namespace(isolation: sandbox.Isolation, limits: sandbox.Limits,
-                     protocol_fd: int) -> sandbox.Isolation:
+def _enter_namespace(isolation: sandbox.Isolation, limits: sandbox.Limits, protocol_fd: int) -> sandbox.Isolation:
     """Move the worker loop into a fresh PID (and network) namespace, as its init.
 
     This process unshares, forks the init (which returns from here and serves requests), and
@@ -336,8 +346,13 @@ def _enter_namespace(isolation: sandbox.Isolation, limits: sandbox.Limits,
     except OSError as exc:
         log.warning("could not enter a PID namespace (%s); using process groups instead", exc)
         sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
-        return dataclasses.replace(isolation, pid_namespace=False, user_namespace=False,
-                                   net_namespace=False, seccomp_network=not limits.network)
+        return dataclasses.replace(
+            isolation,
+            pid_namespace=False,
+            user_namespace=False,
+            net_namespace=False,
+            seccomp_network=not limits.network,
+        )
     alive_r, alive_w = os.pipe()
     pid = os.fork()
     if pid == 0:

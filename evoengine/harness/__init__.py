@@ -56,8 +56,9 @@ class Harness(Protocol):
 
     def messages(self, ctx: ProposalContext, plan: Plan) -> list[dict[str, str]]: ...
 
-    def repair(self, ctx: ProposalContext, plan: Plan, messages: list[dict[str, str]],
-               reply: str, error: str) -> list[dict[str, str]]: ...
+    def repair(
+        self, ctx: ProposalContext, plan: Plan, messages: list[dict[str, str]], reply: str, error: str
+    ) -> list[dict[str, str]]: ...
 
 
 class Templates:
@@ -93,8 +94,7 @@ class Templates:
             skeleton = self._cache[name].substitute({k: f"\x00{i}\x00" for i, k in enumerate(keys)})
         except KeyError as exc:
             raise ConfigError(
-                f"template {self.files[name]} uses ${exc.args[0]}, which is not one of "
-                f"{', '.join(sorted(values))}"
+                f"template {self.files[name]} uses ${exc.args[0]}, which is not one of {', '.join(sorted(values))}"
             ) from None
         except ValueError as exc:
             raise ConfigError(f"template {self.files[name]}: {exc} (write $$ for a literal $)") from None

@@ -42,6 +42,8 @@ def offline_plan(ctx):
     """How the offline operators treat one proposal: which edit families, how big a step."""
     step = OFFLINE_STEP * (1.0 + OFFLINE_STEP_PER_ATTEMPT * ctx.attempt)
     return OfflinePlan(dict(OFFLINE_WEIGHTS), step)
+
+
 # EVOLVE-BLOCK-END
 
 NOUNS = {"program": "program", "prompt": "prompt", "reward": "reward function", "harness": "harness"}
@@ -117,10 +119,12 @@ class Harness:
         shown = ctx.inspirations[: plan.inspirations]
         if plan.operator == "crossover":
             other, shown = ctx.inspirations[0], shown[1:]
-            parent = "\n\n".join([
-                self._candidate(ctx.parent, f"Parent A (candidate {ctx.parent.id})", words),
-                self._candidate(other, f"Parent B (candidate {other.id})", words),
-            ])
+            parent = "\n\n".join(
+                [
+                    self._candidate(ctx.parent, f"Parent A (candidate {ctx.parent.id})", words),
+                    self._candidate(other, f"Parent B (candidate {other.id})", words),
+                ]
+            )
             words = {**words, "other": str(other.id)}
         else:
             parent = self._candidate(ctx.parent, f"Current {words['noun']} (candidate {ctx.parent.id})", words)
@@ -134,18 +138,28 @@ class Harness:
             items = "\n".join(f"- {_clip(f, FAILURE_CHARS)}" for f in recent)
             failures = self.templates.render("failures", items=items, **words)
         user = self.templates.render(
-            "task", name=problem.name, description=problem.description.strip(), parent=parent,
-            inspirations=inspirations, failures=failures,
-            operator=self.templates.render(f"op_{plan.operator}", **words) + (
+            "task",
+            name=problem.name,
+            description=problem.description.strip(),
+            parent=parent,
+            inspirations=inspirations,
+            failures=failures,
+            operator=self.templates.render(f"op_{plan.operator}", **words)
+            + (
                 f"\n\nThis {words['noun']} is made of named sections. This time change only the section "
                 f"`{plan.block}` (between `{ctx.problem.comment} EVOLVE-BLOCK-START {plan.block}` and its "
-                f"EVOLVE-BLOCK-END); leave every other section exactly as it is." if plan.block else ""),
-            format=self._format(ctx, plan, words), **words,
+                f"EVOLVE-BLOCK-END); leave every other section exactly as it is."
+                if plan.block
+                else ""
+            ),
+            format=self._format(ctx, plan, words),
+            **words,
         )
         return [{"role": "system", "content": system + "\n"}, {"role": "user", "content": user + "\n"}]
 
-    def repair(self, ctx: ProposalContext, plan: Plan, messages: list[dict[str, str]],
-               reply: str, error: str) -> list[dict[str, str]]:
+    def repair(
+        self, ctx: ProposalContext, plan: Plan, messages: list[dict[str, str]], reply: str, error: str
+    ) -> list[dict[str, str]]:
         words = self._words(ctx)
         again = self.templates.render("repair", error=error, format=self._format(ctx, plan, words), **words)
         return [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": again + "\n"}]
@@ -166,7 +180,8 @@ class Harness:
         metrics = ", ".join(f"{k}={v:.6g}" for k, v in sorted(candidate.metrics.items()))
         feedback = _clip(candidate.feedback, FEEDBACK_CHARS) if candidate.feedback else ""
         return self.templates.render(
-            "candidate", **{
+            "candidate",
+            **{
                 **words,
                 "title": title,
                 "score": _score(candidate),
@@ -185,4 +200,3 @@ class Harness:
         frozen = self.templates.render("frozen", **words) if marked else ""
         name = "format_diff" if plan.operator == "diff" else "format_full"
         return self.templates.render(name, frozen=frozen, **words)
-

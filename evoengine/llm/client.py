@@ -65,8 +65,9 @@ class Backend(Protocol):
 
     where: str  # the endpoint or source, for messages
 
-    async def complete(self, messages: list[dict[str, str]], temperature: float,
-                       max_tokens: int, timeout_s: float, digest: str) -> Completion: ...
+    async def complete(
+        self, messages: list[dict[str, str]], temperature: float, max_tokens: int, timeout_s: float, digest: str
+    ) -> Completion: ...
 
     async def check(self) -> str | None:
         """A pre-flight problem in one sentence, or None when the model answers."""
@@ -118,16 +119,20 @@ class OpenAIBackend:
             )
         return self._endpoints[slot]
 
-    async def complete(self, messages: list[dict[str, str]], temperature: float,
-                       max_tokens: int, timeout_s: float, digest: str) -> Completion:
+    async def complete(
+        self, messages: list[dict[str, str]], temperature: float, max_tokens: int, timeout_s: float, digest: str
+    ) -> Completion:
         # The request goes out as plain JSON and the reply is read as JSON: the client's typed
         # `chat.completions.create` spends ~2.5 ms of CPU per call typing both, half of the
         # engine's own time per candidate (benchmarks/README.md). Errors, headers and the
         # endpoint are the client's, as with `create`.
-        body = {"model": self.model.model_id, "messages": messages,
-                "temperature": temperature, "max_tokens": max_tokens}
-        raw = await self.client().post("/chat/completions", body=body, cast_to=bytes,
-                                       options={"timeout": timeout_s})
+        body = {
+            "model": self.model.model_id,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        }
+        raw = await self.client().post("/chat/completions", body=body, cast_to=bytes, options={"timeout": timeout_s})
         try:
             reply = json.loads(raw)
         except ValueError as exc:
@@ -143,19 +148,21 @@ class OpenAIBackend:
         if not isinstance(text, str) or not text.strip():
             finish = choice.get("finish_reason")
             if finish == "length":  # asking again would end the same way
-                raise MalformedReply(f"the reply has no text: it ran out of tokens (max_tokens={max_tokens}); "
-                                     f"raise max_tokens for this model", transient=False)
-            raise MalformedReply(f"the reply has no text (finish_reason={finish!r})",
-                                 transient=finish != "content_filter")
+                raise MalformedReply(
+                    f"the reply has no text: it ran out of tokens (max_tokens={max_tokens}); "
+                    f"raise max_tokens for this model",
+                    transient=False,
+                )
+            raise MalformedReply(
+                f"the reply has no text (finish_reason={finish!r})", transient=finish != "content_filter"
+            )
         usage = reply.get("usage")
         if not isinstance(usage, dict):  # some servers omit usage: estimate ~4 characters per token
             return Completion(text, sum(len(m["content"]) for m in messages) // 4 + 1, len(text) // 4 + 1)
         return Completion(text, _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
 
     async def embed(self, texts: list[str], timeout_s: float) -> tuple[list[list[float]], int]:
-        reply = await self.client().embeddings.create(
-            model=self.model.model_id, input=texts, timeout=timeout_s
-        )
+        reply = await self.client().embeddings.create(model=self.model.model_id, input=texts, timeout=timeout_s)
         data = sorted(reply.data, key=lambda d: d.index)
         if len(data) != len(texts):
             raise MalformedReply(f"asked for {len(texts)} embeddings, got {len(data)}")
@@ -181,14 +188,18 @@ class OpenAIBackend:
             return None
         try:  # the list is missing or does not name the model: ask for one token
             await client.chat.completions.create(
-                model=self.model.model_id, messages=[{"role": "user", "content": "ping"}],
-                max_tokens=1, timeout=timeout,
+                model=self.model.model_id,
+                messages=[{"role": "user", "content": "ping"}],
+                max_tokens=1,
+                timeout=timeout,
             )
             return None
         except openai.NotFoundError:
             listed = f"; it serves: {', '.join(served[:20])}" if served else ""
-            return (f"model {name!r}: {where} does not serve model {self.model.model_id!r}"
-                    f"{listed}; fix `model:` in its models entry")
+            return (
+                f"model {name!r}: {where} does not serve model {self.model.model_id!r}"
+                f"{listed}; fix `model:` in its models entry"
+            )
         except (openai.AuthenticationError, openai.APIConnectionError) as exc:
             return self._unusable(exc, where)
         except (openai.APIStatusError, openai.APIResponseValidationError, ValueError) as exc:
@@ -198,10 +209,14 @@ class OpenAIBackend:
         """What to tell the user when the endpoint refuses the key or cannot be reached."""
         name = self.model.name
         if isinstance(exc, openai.AuthenticationError):
-            return (f"model {name!r}: {where} refused the key in {self.model.api_key_env}; "
-                    f"check that the key is valid for this endpoint")
-        return (f"model {name!r}: cannot reach {where} ({_describe(exc)}); start the server "
-                f"or fix `base_url` in its models entry")
+            return (
+                f"model {name!r}: {where} refused the key in {self.model.api_key_env}; "
+                f"check that the key is valid for this endpoint"
+            )
+        return (
+            f"model {name!r}: cannot reach {where} ({_describe(exc)}); start the server "
+            f"or fix `base_url` in its models entry"
+        )
 
     async def aclose(self) -> None:
         return None  # the endpoint's client is shared; the pool closes it
@@ -215,8 +230,9 @@ class ReplayBackend:
         self.book = book
         self.where = f"replay of {book.run_dir}"
 
-    async def complete(self, messages: list[dict[str, str]], temperature: float,
-                       max_tokens: int, timeout_s: float, digest: str) -> Completion:
+    async def complete(
+        self, messages: list[dict[str, str]], temperature: float, max_tokens: int, timeout_s: float, digest: str
+    ) -> Completion:
         rec = self.book.take(digest, self.model.name, current_proposal.get())
         return Completion(rec.reply or "", rec.tokens_in, rec.tokens_out, rec.cost, rec.error)
 
@@ -273,8 +289,9 @@ def _retry_after(exc: BaseException) -> float | None:
 class ModelClient:
     """One configured model: chat calls with retries, a deadline, usage, cost and hash."""
 
-    def __init__(self, model: Model, backend: Backend, *, backoff_s: float = 1.0,
-                 slots: asyncio.Semaphore | None = None):
+    def __init__(
+        self, model: Model, backend: Backend, *, backoff_s: float = 1.0, slots: asyncio.Semaphore | None = None
+    ):
         self.model = model
         self.backend = backend
         self.backoff_s = backoff_s
@@ -293,8 +310,14 @@ class ModelClient:
     def cost(self, tokens_in: int, tokens_out: int) -> float:
         return (tokens_in * self.model.price_in + tokens_out * self.model.price_out) / 1e6
 
-    async def chat(self, messages: list[dict[str, str]], *, temperature: float | None = None,
-                   max_tokens: int | None = None, purpose: str = "propose") -> ModelCall:
+    async def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        purpose: str = "propose",
+    ) -> ModelCall:
         """Ask the model; the `ModelCall` has the reply, or `error` saying why there is none."""
         temp = self.model.temperature if temperature is None else temperature
         limit = self.model.max_tokens if max_tokens is None else max_tokens
@@ -321,8 +344,9 @@ class ModelClient:
             retry = _transient(failure) and attempts <= self.model.max_retries
             wait = self._backoff(attempts, failure)
             if retry and time.monotonic() + wait < deadline:
-                log.info("model %s: %s; retry %d/%d in %.2fs", self.name, reason,
-                         attempts, self.model.max_retries, wait)
+                log.info(
+                    "model %s: %s; retry %d/%d in %.2fs", self.name, reason, attempts, self.model.max_retries, wait
+                )
                 await asyncio.sleep(wait)
                 continue
             if retry:
@@ -330,13 +354,21 @@ class ModelClient:
             elif attempts > 1:
                 reason += f" (after {attempts} attempts)"
             log.warning("model %s (%s): %s", self.name, self.backend.where, reason)
-            return ModelCall(self.name, digest, messages, None, latency_s=time.monotonic() - start,
-                             error=reason, purpose=purpose)
+            return ModelCall(
+                self.name, digest, messages, None, latency_s=time.monotonic() - start, error=reason, purpose=purpose
+            )
         cost = done.cost if done.cost is not None else self.cost(done.tokens_in, done.tokens_out)
         return ModelCall(
-            self.name, digest, messages, None if done.error else done.text,
-            tokens_in=done.tokens_in, tokens_out=done.tokens_out, cost=cost,
-            latency_s=time.monotonic() - start, error=done.error, purpose=purpose,
+            self.name,
+            digest,
+            messages,
+            None if done.error else done.text,
+            tokens_in=done.tokens_in,
+            tokens_out=done.tokens_out,
+            cost=cost,
+            latency_s=time.monotonic() - start,
+            error=done.error,
+            purpose=purpose,
         )
 
     async def embed(self, texts: list[str]) -> tuple[list[list[float]], ModelCall]:
@@ -352,14 +384,20 @@ class ModelClient:
             timeout = min(self.model.timeout_s, deadline - time.monotonic())
             try:
                 vectors, tokens = await asyncio.wait_for(self.backend.embed(texts, timeout), timeout)
-                call = ModelCall(self.name, digest, [], None, tokens_in=tokens,
-                                 cost=self.cost(tokens, 0), latency_s=time.monotonic() - start,
-                                 purpose="embed")
+                call = ModelCall(
+                    self.name,
+                    digest,
+                    [],
+                    None,
+                    tokens_in=tokens,
+                    cost=self.cost(tokens, 0),
+                    latency_s=time.monotonic() - start,
+                    purpose="embed",
+                )
                 return vectors, call
             except Exception as exc:  # noqa: BLE001
                 wait = self._backoff(attempts, exc)
-                if (_transient(exc) and attempts <= self.model.max_retries
-                        and time.monotonic() + wait < deadline):
+                if _transient(exc) and attempts <= self.model.max_retries and time.monotonic() + wait < deadline:
                     await asyncio.sleep(wait)
                     continue
                 raise ModelError(
@@ -384,8 +422,14 @@ class ModelPool:
     With `replay` (a run directory) every model answers from that run's recorded replies.
     """
 
-    def __init__(self, models: list[Model], *, replay: str | Path | None = None,
-                 backoff_s: float = 1.0, concurrency: int | None = None):
+    def __init__(
+        self,
+        models: list[Model],
+        *,
+        replay: str | Path | None = None,
+        backoff_s: float = 1.0,
+        concurrency: int | None = None,
+    ):
         self._endpoints: dict[tuple[str, str], openai.AsyncOpenAI] = {}
         self.book = ReplayBook(replay) if replay else None
         self.clients: dict[str, ModelClient] = {}

@@ -24,8 +24,7 @@ from pathlib import Path
 from ..errors import ModelError
 
 
-def request_hash(model_id: str, messages: list[dict[str, str]], temperature: float,
-                 max_tokens: int) -> str:
+def request_hash(model_id: str, messages: list[dict[str, str]], temperature: float, max_tokens: int) -> str:
     """Stable digest of one request; equal requests give equal hashes across runs."""
     payload = {
         "model": model_id,
@@ -75,9 +74,7 @@ class ReplayBook:
                     "FROM model_calls ORDER BY id"
                 ).fetchall()
         except sqlite3.Error as exc:
-            raise ModelError(
-                f"replay: cannot read recorded model calls from {self.path}: {exc}"
-            ) from exc
+            raise ModelError(f"replay: cannot read recorded model calls from {self.path}: {exc}") from exc
         for digest, reply, tokens_in, tokens_out, cost, error, proposal_id in rows:
             call = RecordedCall(reply, int(tokens_in or 0), int(tokens_out or 0), float(cost or 0.0), error)
             self._calls[digest].append(call)

@@ -27,7 +27,7 @@ def _import_vllm() -> Any:
     except ImportError as exc:
         raise ModelError(
             f"backend vllm needs the vllm package, which is not installed ({exc}); install it "
-            f"with `pip install \"evoengine[vllm]\"` (Linux, CUDA GPU), or run `vllm serve <model>` "
+            f'with `pip install "evoengine[vllm]"` (Linux, CUDA GPU), or run `vllm serve <model>` '
             f"and use `backend: openai` with `base_url: http://127.0.0.1:8000/v1` "
             f"(see configs/vllm.yaml)"
         ) from exc
@@ -52,13 +52,12 @@ class VLLMBackend:
             self._llm = self._vllm.LLM(model=self.model.model_id)
         return self._llm
 
-    async def complete(self, messages: list[dict[str, str]], temperature: float,
-                       max_tokens: int, timeout_s: float, digest: str) -> Completion:
+    async def complete(
+        self, messages: list[dict[str, str]], temperature: float, max_tokens: int, timeout_s: float, digest: str
+    ) -> Completion:
         params = self._vllm.SamplingParams(temperature=temperature, max_tokens=max_tokens)
         async with self._lock:
-            outputs = await asyncio.to_thread(
-                lambda: self._load().chat(messages, params, use_tqdm=False)
-            )
+            outputs = await asyncio.to_thread(lambda: self._load().chat(messages, params, use_tqdm=False))
         if not outputs or not outputs[0].outputs:
             raise MalformedReply("vLLM returned no output")
         out = outputs[0]

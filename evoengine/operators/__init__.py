@@ -68,8 +68,9 @@ class Proposal:
 class ProposalFailed(Exception):
     """A proposal that produced no usable child; `reason` is recorded in the store."""
 
-    def __init__(self, reason: str, *, operator: str, model: str | None, cost: float = 0.0,
-                 parents: tuple[int, ...] = ()):
+    def __init__(
+        self, reason: str, *, operator: str, model: str | None, cost: float = 0.0, parents: tuple[int, ...] = ()
+    ):
         super().__init__(reason)
         self.reason = reason
         self.operator = operator
@@ -124,8 +125,15 @@ class BuiltinProposer:
 
     def stats(self) -> dict[str, Any]:
         mean = self.reward / self.observed if self.observed else 0.0
-        return {self.ARM: {"calls": self.observed, "mean_reward": mean, "cost": 0.0,
-                           "probability": 1.0, "proposed": dict(self.made)}}
+        return {
+            self.ARM: {
+                "calls": self.observed,
+                "mean_reward": mean,
+                "cost": 0.0,
+                "probability": 1.0,
+                "proposed": dict(self.made),
+            }
+        }
 
     async def aclose(self) -> None:
         return None

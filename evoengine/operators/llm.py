@@ -31,9 +31,15 @@ OFFLINE = "offline"
 
 def unified_change(parent: str, child: str) -> str:
     """The child's change as a unified diff against its parent."""
-    return "".join(difflib.unified_diff(
-        parent.splitlines(keepends=True), child.splitlines(keepends=True), "parent", "child", n=2,
-    ))
+    return "".join(
+        difflib.unified_diff(
+            parent.splitlines(keepends=True),
+            child.splitlines(keepends=True),
+            "parent",
+            "child",
+            n=2,
+        )
+    )
 
 
 class ModelProposer:
@@ -44,8 +50,15 @@ class ModelProposer:
     models' pre-flight check, so a bad endpoint or key stops the run before it spends.
     """
 
-    def __init__(self, config: Config, problem: Problem, offline: Proposer | None = None, *,
-                 pool: ModelPool | None = None, harness: Harness | None = None):
+    def __init__(
+        self,
+        config: Config,
+        problem: Problem,
+        offline: Proposer | None = None,
+        *,
+        pool: ModelPool | None = None,
+        harness: Harness | None = None,
+    ):
         self.config = config
         self.problem = problem
         self.offline = offline
@@ -81,8 +94,12 @@ class ModelProposer:
         parents = (ctx.parent.id,)
         if plan.operator == "crossover":
             if not ctx.inspirations:
-                raise ProposalFailed("crossover needs a second parent, and there is no inspiration",
-                                     operator="crossover", model=arm, parents=parents)
+                raise ProposalFailed(
+                    "crossover needs a second parent, and there is no inspiration",
+                    operator="crossover",
+                    model=arm,
+                    parents=parents,
+                )
             parents = (ctx.parent.id, ctx.inspirations[0].id)
         client = self.pool[arm]
         messages = self.harness.messages(ctx, plan)
@@ -95,8 +112,9 @@ class ModelProposer:
             cost += call.cost
             hashes.append(call.request_hash)
             if call.reply is None:
-                raise ProposalFailed(f"model {arm}: {call.error}", operator=plan.operator, model=arm,
-                                     cost=cost, parents=parents)
+                raise ProposalFailed(
+                    f"model {arm}: {call.error}", operator=plan.operator, model=arm, cost=cost, parents=parents
+                )
             try:
                 child = self._apply(ctx, plan, call.reply)
             except PatchError as exc:
@@ -105,7 +123,10 @@ class ModelProposer:
                     raise ProposalFailed(
                         f"model {arm}: {plan.operator} reply unusable after {tries} "
                         f"attempt{'s' if tries > 1 else ''}: {exc}",
-                        operator=plan.operator, model=arm, cost=cost, parents=parents,
+                        operator=plan.operator,
+                        model=arm,
+                        cost=cost,
+                        parents=parents,
                     ) from None
                 messages = self.harness.repair(ctx, plan, messages, call.reply, str(exc))
                 continue
@@ -115,8 +136,7 @@ class ModelProposer:
                 "inspirations": [c.id for c in ctx.inspirations[: plan.inspirations]],
                 "request_hashes": hashes,
             }
-            return Proposal(child, plan.operator, arm, parents, unified_change(ctx.parent.text, child),
-                            cost, meta)
+            return Proposal(child, plan.operator, arm, parents, unified_change(ctx.parent.text, child), cost, meta)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def observe(self, arm: str, reward: float, cost: float) -> None:
@@ -141,8 +161,9 @@ class ModelProposer:
         if plan.operator == "diff":
             child = apply_diff(parent, parse_diff(reply), comment)
         else:
-            child = apply_rewrite(parent, reply, language=self.problem.language, comment=comment,
-                                  require_fence=self.require_fence)
+            child = apply_rewrite(
+                parent, reply, language=self.problem.language, comment=comment, require_fence=self.require_fence
+            )
         if plan.block:  # several named texts mutate one at a time
             check_only_block(parent, child, plan.block, comment)
         return child
@@ -155,7 +176,13 @@ class ModelProposer:
             exc.model = OFFLINE
             raise
         if proposal.model != OFFLINE:
-            proposal = Proposal(proposal.text, proposal.operator, OFFLINE, proposal.parents,
-                                proposal.change, proposal.cost, proposal.meta)
+            proposal = Proposal(
+                proposal.text,
+                proposal.operator,
+                OFFLINE,
+                proposal.parents,
+                proposal.change,
+                proposal.cost,
+                proposal.meta,
+            )
         return proposal
-

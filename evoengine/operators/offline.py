@@ -92,9 +92,7 @@ class _Code:
         self.starts = [0]
         for line in self.lines[:-1]:
             self.starts.append(self.starts[-1] + len(line) + 1)
-        first_code = next(
-            (s for s in self.lines if s.strip() and not s.lstrip().startswith("#")), ""
-        )
+        first_code = next((s for s in self.lines if s.strip() and not s.lstrip().startswith("#")), "")
         self.shift = 1 if first_code[:1] in (" ", "\t") else 0
         source = "if True:\n" + text if self.shift else text
         self.tree = ast.parse(source)
@@ -152,9 +150,7 @@ class _Code:
         start, end = self.span(stmt)
         head = self.lines[top]
         before = (
-            head.lstrip().startswith("@")
-            if first < stmt.lineno
-            else not self.text[self.starts[top] : start].strip()
+            head.lstrip().startswith("@") if first < stmt.lineno else not self.text[self.starts[top] : start].strip()
         )
         stop = self.starts[bottom] + len(self.lines[bottom])
         after = self.text[end:stop].strip()
@@ -183,21 +179,13 @@ class _Code:
         for stmt in self.body:
             for node in self._walk(stmt):
                 for _, value in ast.iter_fields(node):
-                    if (
-                        isinstance(value, list)
-                        and value
-                        and all(isinstance(v, ast.stmt) for v in value)
-                    ):
+                    if isinstance(value, list) and value and all(isinstance(v, ast.stmt) for v in value):
                         found.append(value)
         return found
 
 
 def _is_docstring(stmt: ast.stmt) -> bool:
-    return (
-        isinstance(stmt, ast.Expr)
-        and isinstance(stmt.value, ast.Constant)
-        and isinstance(stmt.value.value, str)
-    )
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
 
 
 def _parse_blocks(text: str, blocks: Sequence[Block]) -> list[_Code | None]:
@@ -289,9 +277,7 @@ def _literal(code: _Code, node: ast.expr, text: str) -> str:
     return text
 
 
-def _weighted_sample(
-    rng: random.Random, items: list[Any], weights: list[float], k: int
-) -> list[Any]:
+def _weighted_sample(rng: random.Random, items: list[Any], weights: list[float], k: int) -> list[Any]:
     items, weights, out = list(items), list(weights), []
     for _ in range(min(k, len(items))):
         i = rng.choices(range(len(items)), weights=weights)[0]
@@ -364,9 +350,7 @@ _SWAPS = {op: swaps for op, _, _, swaps in _OPERATORS}
 
 
 def _is_text(node: ast.AST) -> bool:
-    return isinstance(node, ast.JoinedStr) or (
-        isinstance(node, ast.Constant) and isinstance(node.value, str)
-    )
+    return isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, str))
 
 
 def _operator_sites(code: _Code) -> list[tuple[ast.AST, int]]:
@@ -401,9 +385,7 @@ def _mutate_operator(codes: list[_Code], rng: random.Random) -> _Change | None:
     if _PRECEDENCE[type(new)] < _PRECEDENCE[type(old)]:
         text = f"({text})"
     start, end = code.span(node)
-    change = (
-        f"operator '{_SYMBOL[type(old)]}' -> '{_SYMBOL[type(new)]}' at line {code.line_of(node)}"
-    )
+    change = f"operator '{_SYMBOL[type(old)]}' -> '{_SYMBOL[type(new)]}' at line {code.line_of(node)}"
     return _Change([_Edit(code.index, start, end, text)], change, "operator")
 
 
@@ -441,9 +423,7 @@ def _mutate_statement(codes: list[_Code], rng: random.Random) -> _Change | None:
         unit = rng.choice(units)
         target = rng.randrange(len(units) + 1)
         if target < len(units):  # before units[target]
-            edit = _Edit(
-                code.index, units[target].start, units[target].start, _piece(code, unit) + "\n"
-            )
+            edit = _Edit(code.index, units[target].start, units[target].start, _piece(code, unit) + "\n")
             where = f"before line {units[target].line}"
         else:
             at = _end(code, units[-1])
@@ -490,11 +470,7 @@ def _key(stmt: ast.stmt) -> str | None:
     elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
         target = stmt.target
     if isinstance(target, ast.Name):
-        return (
-            f"{target.id} {_SYMBOL.get(type(stmt.op), '@')}="
-            if isinstance(stmt, ast.AugAssign)
-            else target.id
-        )
+        return f"{target.id} {_SYMBOL.get(type(stmt.op), '@')}=" if isinstance(stmt, ast.AugAssign) else target.id
     return None
 
 
@@ -525,25 +501,17 @@ class _Crossover:
     def __init__(self, p: _Code, o: _Code, rng: random.Random):
         self.p, self.o, self.rng = p, o, rng
 
-    def numbers(
-        self, p_roots: Sequence[ast.AST], o_roots: Sequence[ast.AST]
-    ) -> tuple[list[_Edit], str] | None:
+    def numbers(self, p_roots: Sequence[ast.AST], o_roots: Sequence[ast.AST]) -> tuple[list[_Edit], str] | None:
         """Uniform crossover of the numeric literals of two same-shaped pieces of code."""
         p_nums = [n for r in p_roots for n in _numbers(self.p, r)]
         o_nums = [n for r in o_roots for n in _numbers(self.o, r)]
         if len(p_nums) != len(o_nums):
             return None
-        differ = [
-            k
-            for k, (a, b) in enumerate(zip(p_nums, o_nums, strict=True))
-            if _number(a) != _number(b)
-        ]
+        differ = [k for k, (a, b) in enumerate(zip(p_nums, o_nums, strict=True)) if _number(a) != _number(b)]
         if not differ:
             return None
         rng = self.rng
-        how = {
-            k: rng.choices(("keep", "take", "blend"), weights=(0.4, 0.45, 0.15))[0] for k in differ
-        }
+        how = {k: rng.choices(("keep", "take", "blend"), weights=(0.4, 0.45, 0.15))[0] for k in differ}
         if all(h == "keep" for h in how.values()):
             how[rng.choice(differ)] = "take"
         if all(h == "take" for h in how.values()):
@@ -566,8 +534,7 @@ class _Crossover:
         taken = sum(h == "take" for h in how.values())
         blended = len(edits) - taken
         return edits, (
-            f"{taken} of {len(differ)} differing constants taken"
-            + (f", {blended} blended" if blended else "")
+            f"{taken} of {len(differ)} differing constants taken" + (f", {blended} blended" if blended else "")
         )
 
     def _blend(self, mine: int | float, theirs: int | float) -> str | None:
@@ -627,9 +594,7 @@ class _Crossover:
             return self.statements(body_a, body_b, depth + 1)
         return None
 
-    def _one_point(
-        self, p_units: list[_Unit], o_units: list[_Unit]
-    ) -> tuple[list[_Edit], str] | None:
+    def _one_point(self, p_units: list[_Unit], o_units: list[_Unit]) -> tuple[list[_Edit], str] | None:
         n, m = len(p_units), len(o_units)
         if max(n, m) < 2:
             return None
@@ -640,19 +605,13 @@ class _Crossover:
         if k < m:
             indent = _indent(_piece(self.p, p_units[0]))
             text = "\n" + _moved(self.o, o_units[k].start, _end(self.o, o_units[-1]), indent)
-        return [
-            _Edit(self.p.index, start, end, text)
-        ], f"first {min(k, n)} statements kept, the rest taken"
+        return [_Edit(self.p.index, start, end, text)], f"first {min(k, n)} statements kept, the rest taken"
 
 
 def _crossover(pairs: list[tuple[_Code, _Code]], rng: random.Random) -> _Change | None:
     p, o = rng.choice(pairs)
     cross = _Crossover(p, o, rng)
-    made = (
-        cross.numbers(p.body, o.body)
-        if _shape(p.body) == _shape(o.body)
-        else cross.statements(p.body, o.body)
-    )
+    made = cross.numbers(p.body, o.body) if _shape(p.body) == _shape(o.body) else cross.statements(p.body, o.body)
     return _Change(*made, "crossover") if made else None
 
 
@@ -698,8 +657,12 @@ class OfflineProposer(BuiltinProposer):
     retries up to `tries` times when an edit changes nothing or breaks the syntax.
     """
 
-    def __init__(self, weights: dict[str, float] | None = None, tries: int = 8,
-                 policy: Callable[[ProposalContext], OfflinePlan] | None = None):
+    def __init__(
+        self,
+        weights: dict[str, float] | None = None,
+        tries: int = 8,
+        policy: Callable[[ProposalContext], OfflinePlan] | None = None,
+    ):
         self.weights = _checked(WEIGHTS if weights is None else weights)
         self.policy = policy
         self.tries = max(1, tries)
@@ -731,14 +694,11 @@ class OfflineProposer(BuiltinProposer):
         except PatchError as exc:
             raise failed(f"the parent's EVOLVE-BLOCK markers are broken: {exc}") from None
         except (SyntaxError, ValueError) as exc:
-            raise failed(
-                f"the parent is not valid Python ({exc}); offline operators cannot repair it"
-            ) from None
+            raise failed(f"the parent is not valid Python ({exc}); offline operators cannot repair it") from None
         codes = [c for c in parsed if c is not None]
         if not codes:
             raise failed(
-                "no EVOLVE-BLOCK parses as Python on its own; offline operators need "
-                "whole statements inside each block"
+                "no EVOLVE-BLOCK parses as Python on its own; offline operators need whole statements inside each block"
             )
         other, pairs = self._second_parent(ctx, parsed)
         operators: dict[str, Callable[[], _Change | None]] = {
@@ -780,9 +740,7 @@ class OfflineProposer(BuiltinProposer):
         raise failed("offline operators found no valid edit: " + "; ".join(dict.fromkeys(reasons)))
 
     @staticmethod
-    def _child(
-        text: str, blocks: list[Block], edits: list[_Edit], comment: str, other: str | None
-    ) -> tuple[str, str]:
+    def _child(text: str, blocks: list[Block], edits: list[_Edit], comment: str, other: str | None) -> tuple[str, str]:
         """The child text, or an empty text and why the edit is unusable."""
         contents = [text[b.start : b.end] for b in blocks]
         for index in sorted({e.block for e in edits}):

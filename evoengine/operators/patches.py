@@ -116,19 +116,15 @@ def evolve_blocks(text: str, comment: str = "#") -> list[Block]:
                     f"{open_line}; EVOLVE-BLOCKs cannot nest"
                 )
             open_line, start = number, offset + len(line)
-            name = line[found.end():].strip()
+            name = line[found.end() :].strip()
         elif found:
             if not open_line:
-                raise PatchError(
-                    f"line {number}: EVOLVE-BLOCK-END without an EVOLVE-BLOCK-START before it"
-                )
+                raise PatchError(f"line {number}: EVOLVE-BLOCK-END without an EVOLVE-BLOCK-START before it")
             blocks.append(Block(start, offset, open_line + 1, name=name))
             open_line = 0
         offset += len(line)
     if open_line:
-        raise PatchError(
-            f"line {open_line}: EVOLVE-BLOCK-START is never closed by EVOLVE-BLOCK-END"
-        )
+        raise PatchError(f"line {open_line}: EVOLVE-BLOCK-START is never closed by EVOLVE-BLOCK-END")
     return blocks or [Block(0, len(text), 1, marked=False)]
 
 
@@ -136,7 +132,7 @@ def check_only_block(parent: str, child: str, name: str, comment: str = "#") -> 
     """Raise PatchError unless, of the named blocks, only `name` changed."""
     before, after = evolve_blocks(parent, comment), evolve_blocks(child, comment)
     for old, new in zip(before, after, strict=False):
-        if old.name != name and parent[old.start:old.end] != child[new.start:new.end]:
+        if old.name != name and parent[old.start : old.end] != child[new.start : new.end]:
             raise PatchError(
                 f"the edit changed the section '{old.name or f'at line {old.line}'}'; this time change "
                 f"only the section '{name}' and leave the others exactly as they are"
@@ -181,8 +177,7 @@ def check_frozen(parent: str, child: str, comment: str = "#") -> None:
     if not parent_blocks[0].marked:
         if child_blocks[0].marked:
             raise PatchError(
-                f"line {child_blocks[0].line - 1}: the program has no EVOLVE-BLOCK markers; "
-                "do not add any"
+                f"line {child_blocks[0].line - 1}: the program has no EVOLVE-BLOCK markers; do not add any"
             )
         return
     if not child_blocks[0].marked or len(child_blocks) != len(parent_blocks):
@@ -191,9 +186,7 @@ def check_frozen(parent: str, child: str, comment: str = "#") -> None:
             f"the program has {len(parent_blocks)} EVOLVE-BLOCK(s) and the new one has {found}; "
             f"keep every '{comment} EVOLVE-BLOCK-START' / '{comment} EVOLVE-BLOCK-END' line as it is"
         )
-    for (_, old), (at, new) in zip(
-        _frozen(parent, parent_blocks), _frozen(child, child_blocks), strict=True
-    ):
+    for (_, old), (at, new) in zip(_frozen(parent, parent_blocks), _frozen(child, child_blocks), strict=True):
         if old == new:
             continue
         old_lines, new_lines = _lines(old), _lines(new)
@@ -343,11 +336,7 @@ def _apply_one(text: str, edit: Edit, number: int) -> str:
     n = len(target)
     stripped = [line.strip() for line in lines]
     first = target[0].strip()
-    windows = [
-        i
-        for i in range(len(lines) - n + 1)
-        if stripped[i] == first and _shape(lines[i : i + n]) == target
-    ]
+    windows = [i for i in range(len(lines) - n + 1) if stripped[i] == first and _shape(lines[i : i + n]) == target]
     if len(windows) > 1:
         where = ", ".join(str(i + 1) for i in windows[:6])
         raise PatchError(
@@ -393,9 +382,7 @@ def apply_diff(parent: str, edits: Sequence[Edit], comment: str = "#") -> str:
     text = parent
     for number, edit in enumerate(edits, 1):
         if not edit.search.strip():
-            raise PatchError(
-                f"edit {number}: the SEARCH part is empty; copy the lines to replace from the program"
-            )
+            raise PatchError(f"edit {number}: the SEARCH part is empty; copy the lines to replace from the program")
         text = _apply_one(text, edit, number)
         try:
             check_frozen(parent, text, comment)
@@ -440,12 +427,7 @@ def _fences(text: str) -> tuple[list[_Fence], int]:
         if opener is None:
             if m:
                 opener, body = (m.group(1), m.group(2).lower(), number), []
-        elif (
-            m
-            and not m.group(2)
-            and m.group(1)[0] == opener[0][0]
-            and len(m.group(1)) >= len(opener[0])
-        ):
+        elif m and not m.group(2) and m.group(1)[0] == opener[0][0] and len(m.group(1)) >= len(opener[0]):
             fences.append(_Fence(opener[1], body))
             opener = None
         else:
@@ -465,8 +447,7 @@ def extract_code(reply: str, language: str = "python", require_fence: bool = Tru
             )
         if require_fence:
             raise PatchError(
-                f"no fenced code block in the reply; put the whole new program in one "
-                f"```{language} ... ``` block"
+                f"no fenced code block in the reply; put the whole new program in one ```{language} ... ``` block"
             )
         if not text.strip():
             raise PatchError("the reply is empty")
@@ -483,9 +464,7 @@ def _has_markers(text: str, comment: str) -> bool:
     try:
         return evolve_blocks(text, comment)[0].marked
     except PatchError as exc:
-        raise PatchError(
-            f"the EVOLVE-BLOCK markers in the reply's code are broken: {exc}"
-        ) from None
+        raise PatchError(f"the EVOLVE-BLOCK markers in the reply's code are broken: {exc}") from None
 
 
 def _repeats_frozen(parent: str, blocks: Sequence[Block], code: str) -> bool:
@@ -526,8 +505,7 @@ def apply_rewrite(
     if marked and not _has_markers(code, comment):
         if len(blocks) > 1:
             raise PatchError(
-                f"the program has {len(blocks)} EVOLVE-BLOCKs; reply with the whole program, "
-                "markers included"
+                f"the program has {len(blocks)} EVOLVE-BLOCKs; reply with the whole program, markers included"
             )
         if _repeats_frozen(parent, blocks, code):
             raise PatchError(
@@ -547,13 +525,9 @@ def apply_rewrite(
             child_blocks = evolve_blocks(child, comment)
             if len(child_blocks) == len(blocks) and all(
                 _loosely_equal(a, b)
-                for (_, a), (_, b) in zip(
-                    _frozen(parent, blocks), _frozen(child, child_blocks), strict=True
-                )
+                for (_, a), (_, b) in zip(_frozen(parent, blocks), _frozen(child, child_blocks), strict=True)
             ):
-                child = splice_blocks(
-                    parent, blocks, [child[b.start : b.end] for b in child_blocks]
-                )
+                child = splice_blocks(parent, blocks, [child[b.start : b.end] for b in child_blocks])
     check_frozen(parent, child, comment)
     if child == parent:
         raise PatchError("the rewrite is identical to the current program")

@@ -43,8 +43,7 @@ from .patches import Block, PatchError, check_frozen, evolve_blocks, splice_bloc
 log = logging.getLogger(__name__)
 
 ARM = BuiltinProposer.ARM
-WEIGHTS = {"vocabulary": 0.35, "borrow": 0.15, "crossover": 0.2, "delete": 0.15, "duplicate": 0.05,
-           "swap": 0.1}
+WEIGHTS = {"vocabulary": 0.35, "borrow": 0.15, "crossover": 0.2, "delete": 0.15, "duplicate": 0.05, "swap": 0.1}
 NEEDS_OTHER = ("borrow", "crossover")
 
 
@@ -174,26 +173,28 @@ def _from_vocabulary(regions: list[_Lines], words: Sequence[str], rng: random.Ra
     return _Change({b: rows}, f"inserted from the vocabulary at {said}", "vocabulary")
 
 
-def _borrow(regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]]],
-            rng: random.Random) -> _Change | None:
+def _borrow(regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]]], rng: random.Random) -> _Change | None:
     """Insert a line some inspiration has and the parent's region lacks."""
     offers: list[tuple[int, str, Candidate]] = []
     for other, theirs in others:
         for b, region in enumerate(regions):
             have = {" ".join(r.split()) for r in region.rows}
             source = [theirs[b]] if len(theirs) == len(regions) else theirs
-            offers += [(b, row, other) for r in source for row in r.rows
-                       if row.strip() and " ".join(row.split()) not in have]
+            offers += [
+                (b, row, other) for r in source for row in r.rows if row.strip() and " ".join(row.split()) not in have
+            ]
     if not offers:
         return None
     b, line, other = rng.choice(offers)
     rows, places = _insert(regions[b], [line], rng)
-    return _Change({b: rows}, f"inserted at line {places[0] + 1} from #{other.id}: {line.strip()[:80]!r}",
-                   "borrow", other)
+    return _Change(
+        {b: rows}, f"inserted at line {places[0] + 1} from #{other.id}: {line.strip()[:80]!r}", "borrow", other
+    )
 
 
-def _crossover(regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]]],
-               rng: random.Random) -> _Change | None:
+def _crossover(
+    regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]]], rng: random.Random
+) -> _Change | None:
     """Align the parent's and the first differing inspiration's regions; take each differing
     stretch from either side (at least one from each when there are several)."""
     for other, theirs in others:
@@ -212,8 +213,9 @@ def _crossover(regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]
         rows: list[str] = []
         for k, (_, i1, i2, j1, j2) in enumerate(ops):
             rows += their[j1:j2] if k in taken else mine[i1:i2]
-        return _Change({b: rows}, f"took {len(taken)} of {len(hunks)} differing stretches from #{other.id}",
-                       "crossover", other)
+        return _Change(
+            {b: rows}, f"took {len(taken)} of {len(hunks)} differing stretches from #{other.id}", "crossover", other
+        )
     return None
 
 
@@ -223,8 +225,10 @@ def _crossover(regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]
 def _checked(weights: dict[str, float]) -> dict[str, float]:
     unknown = set(weights) - set(WEIGHTS)
     if unknown or any(not w >= 0 for w in weights.values()) or not any(weights.values()):
-        raise ValueError(f"text operator weights must be non-negative, not all zero, with keys from "
-                         f"{sorted(WEIGHTS)} (got {weights})")
+        raise ValueError(
+            f"text operator weights must be non-negative, not all zero, with keys from "
+            f"{sorted(WEIGHTS)} (got {weights})"
+        )
     return {k: float(w) for k, w in weights.items() if w > 0}
 
 
@@ -262,8 +266,7 @@ class TextProposer(BuiltinProposer):
             "duplicate": lambda: _duplicate(regions, ctx.rng),
             "swap": lambda: _swap(regions, ctx.rng),
         }
-        available = [k for k in self.weights
-                     if (k not in NEEDS_OTHER or others) and (k != "vocabulary" or words)]
+        available = [k for k in self.weights if (k not in NEEDS_OTHER or others) and (k != "vocabulary" or words)]
         reasons: list[str] = []
         for attempt in range(self.tries):
             if not available:
@@ -280,16 +283,20 @@ class TextProposer(BuiltinProposer):
                 continue
             two = made.other is not None
             return Proposal(
-                text=child, operator=f"offline:{made.name}", model=ARM,
+                text=child,
+                operator=f"offline:{made.name}",
+                model=ARM,
                 parents=(parent.id, made.other.id) if two else (parent.id,),  # type: ignore[union-attr]
-                change=made.change, meta={"tries": attempt + 1},
+                change=made.change,
+                meta={"tries": attempt + 1},
             )
-        raise failed("text operators found no edit that changes the text: "
-                     + ("; ".join(dict.fromkeys(reasons)) or "the editable region is empty"))
+        raise failed(
+            "text operators found no edit that changes the text: "
+            + ("; ".join(dict.fromkeys(reasons)) or "the editable region is empty")
+        )
 
     @staticmethod
-    def _child(text: str, blocks: list[Block], regions: list[_Lines], made: _Change,
-               comment: str) -> tuple[str, str]:
+    def _child(text: str, blocks: list[Block], regions: list[_Lines], made: _Change, comment: str) -> tuple[str, str]:
         contents = [text[b.start : b.end] for b in blocks]
         for index, rows in made.rows.items():
             contents[index] = _join(regions[index], rows)

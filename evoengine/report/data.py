@@ -133,8 +133,13 @@ def _axes(raw: Any) -> list[Axis]:
     axes = []
     for item in raw if isinstance(raw, list) else []:
         try:
-            axis = Axis(str(item["name"]), float(item["low"]), float(item["high"]), int(item.get("bins", 10)),
-                        "log" if item.get("scale") == "log" else "linear")
+            axis = Axis(
+                str(item["name"]),
+                float(item["low"]),
+                float(item["high"]),
+                int(item.get("bins", 10)),
+                "log" if item.get("scale") == "log" else "linear",
+            )
         except (KeyError, TypeError, ValueError):
             continue
         if axis.high > axis.low and axis.bins >= 1 and (axis.scale == "linear" or axis.low > 0):
@@ -143,7 +148,7 @@ def _axes(raw: Any) -> list[Axis]:
 
 
 def _pairs(axes: list[Axis]) -> list[tuple[Axis, Axis | None]]:
-    return ([(a, b) for i, a in enumerate(axes) for b in axes[i + 1:]] or [(a, None) for a in axes])[:6]
+    return ([(a, b) for i, a in enumerate(axes) for b in axes[i + 1 :]] or [(a, None) for a in axes])[:6]
 
 
 def _grid(fx: Axis, fy: Axis | None, cells: Iterator[tuple[int, int, float, int]]) -> dict[str, Any]:
@@ -157,9 +162,14 @@ def _grid(fx: Axis, fy: Axis | None, cells: Iterator[tuple[int, int, float, int]
         if best[j][i] is None or score > best[j][i]:
             best[j][i], best_id[j][i] = score, cid
     return {
-        "type": "heatmap", "x": asdict(fx), "y": asdict(fy) if fy else None,
-        "x_centres": fx.centres(), "y_centres": fy.centres() if fy else [0.0],
-        "best": best, "best_id": best_id, "count": count,
+        "type": "heatmap",
+        "x": asdict(fx),
+        "y": asdict(fy) if fy else None,
+        "x_centres": fx.centres(),
+        "y_centres": fy.centres() if fy else [0.0],
+        "best": best,
+        "best_id": best_id,
+        "count": count,
     }
 
 
@@ -179,18 +189,26 @@ def elites_from_engine(state: dict[str, Any]) -> list[dict[str, Any]]:
     maps = []
     for fx, fy in _pairs(axes):
         shown = [e for e in filled if fx.name in e.get("features", {}) and (fy is None or fy.name in e["features"])]
-        maps.append({
-            "type": "scatter", "x": asdict(fx), "y": asdict(fy) if fy else None,
-            "px": [e["features"][fx.name] for e in shown],
-            "py": [e["features"][fy.name] if fy else e["score"] for e in shown],
-            "score": [e["score"] for e in shown], "id": [e["id"] for e in shown],
-        })
+        maps.append(
+            {
+                "type": "scatter",
+                "x": asdict(fx),
+                "y": asdict(fy) if fy else None,
+                "px": [e["features"][fx.name] for e in shown],
+                "py": [e["features"][fy.name] if fy else e["score"] for e in shown],
+                "score": [e["score"] for e in shown],
+                "id": [e["id"] for e in shown],
+            }
+        )
     return maps
 
 
 def elites_from_candidates(
-    ids: Sequence[int], scores: Sequence[float | None], valid: Sequence[bool],
-    features: Sequence[dict[str, float]], declared: Any = None,
+    ids: Sequence[int],
+    scores: Sequence[float | None],
+    valid: Sequence[bool],
+    features: Sequence[dict[str, float]],
+    declared: Any = None,
 ) -> list[dict[str, Any]]:
     """Without the engine's archive: bin the admitted candidates' features into grids.
 
@@ -206,10 +224,12 @@ def elites_from_candidates(
         axes = [Axis(n, min(v), max(v) if max(v) > min(v) else min(v) + 1.0, 10) for n, v in sorted(seen.items())]
     maps = []
     for fx, fy in _pairs(axes):
+
         def cells(fx: Axis = fx, fy: Axis | None = fy) -> Iterator[tuple[int, int, float, int]]:
             for cid, score, ok, f in zip(ids, scores, valid, features, strict=True):
                 if ok and score is not None and fx.name in f and (fy is None or fy.name in f):
                     yield fx.bin(f[fx.name]), fy.bin(f[fy.name]) if fy else 0, score, cid
+
         maps.append(_grid(fx, fy, cells()))
     return maps
 
@@ -273,10 +293,22 @@ def _model_usage(store: RunStore) -> dict[str, Any]:
         " FROM candidates WHERE status != 'pending' AND model IS NOT NULL GROUP BY arm, status, valid, dup"
     )
     for r in rows:
-        a = arms.setdefault(r["arm"], {
-            "arm": r["arm"], "proposals": 0, "valid": 0, "invalid": 0, "failed": 0, "rejected": 0,
-            "abandoned": 0, "cost": 0.0, "reward_sum": 0.0, "rewarded": 0, "improved": 0,
-        })
+        a = arms.setdefault(
+            r["arm"],
+            {
+                "arm": r["arm"],
+                "proposals": 0,
+                "valid": 0,
+                "invalid": 0,
+                "failed": 0,
+                "rejected": 0,
+                "abandoned": 0,
+                "cost": 0.0,
+                "reward_sum": 0.0,
+                "rewarded": 0,
+                "improved": 0,
+            },
+        )
         a["proposals"] += r["n"]
         a["cost"] += r["cost"] or 0.0
         if r["status"] == "evaluated":
@@ -292,9 +324,12 @@ def _model_usage(store: RunStore) -> dict[str, Any]:
     for a in arms.values():
         a["mean_reward"] = a.pop("reward_sum") / a["rewarded"] if a["rewarded"] else None
     # Which arm was asked, proposal after proposal (for the bandit's choices over time).
-    picks = [r[0] for r in conn.execute(
-        "SELECT model FROM candidates WHERE status != 'pending' AND model IS NOT NULL ORDER BY id"
-    )]
+    picks = [
+        r[0]
+        for r in conn.execute(
+            "SELECT model FROM candidates WHERE status != 'pending' AND model IS NOT NULL ORDER BY id"
+        )
+    ]
     return {
         "arms": sorted(arms.values(), key=lambda a: -a["proposals"]),
         "picks": arm_shares(picks),
@@ -303,17 +338,33 @@ def _model_usage(store: RunStore) -> dict[str, Any]:
     }
 
 
-def _elites(state: Any, archive_stats: Any, meta: dict[str, Any], ids: Sequence[int],
-            scores: Sequence[float | None], valid: Sequence[bool], features: Sequence[dict[str, float]],
-            ) -> dict[str, Any]:
+def _elites(
+    state: Any,
+    archive_stats: Any,
+    meta: dict[str, Any],
+    ids: Sequence[int],
+    scores: Sequence[float | None],
+    valid: Sequence[bool],
+    features: Sequence[dict[str, float]],
+) -> dict[str, Any]:
     stats = archive_stats.get("elites") if isinstance(archive_stats, dict) else None
     if isinstance(state, dict) and state.get("dimensions"):
         maps = elites_from_engine(state)
         if maps:
-            return {"source": "engine", "kind": state.get("kind"), "cells": state.get("cells"),
-                    "maps": maps, "stats": stats}
-    return {"source": "candidates", "kind": "grid", "cells": None, "stats": stats,
-            "maps": elites_from_candidates(ids, scores, valid, features, meta.get("features"))}
+            return {
+                "source": "engine",
+                "kind": state.get("kind"),
+                "cells": state.get("cells"),
+                "maps": maps,
+                "stats": stats,
+            }
+    return {
+        "source": "candidates",
+        "kind": "grid",
+        "cells": None,
+        "stats": stats,
+        "maps": elites_from_candidates(ids, scores, valid, features, meta.get("features")),
+    }
 
 
 def run_summary(store: RunStore, run_dir: Path, live: bool = False) -> dict[str, Any]:
@@ -404,9 +455,15 @@ def run_summary(store: RunStore, run_dir: Path, live: bool = False) -> dict[str,
 
 
 def unified_diff(parent_text: str, child_text: str, parent_id: int, child_id: int) -> str:
-    return "\n".join(difflib.unified_diff(
-        parent_text.splitlines(), child_text.splitlines(), f"#{parent_id}", f"#{child_id}", lineterm="",
-    ))
+    return "\n".join(
+        difflib.unified_diff(
+            parent_text.splitlines(),
+            child_text.splitlines(),
+            f"#{parent_id}",
+            f"#{child_id}",
+            lineterm="",
+        )
+    )
 
 
 def _detail(row: Any, parent_texts: dict[int, str]) -> dict[str, Any]:
@@ -419,7 +476,8 @@ def _detail(row: Any, parent_texts: dict[int, str]) -> dict[str, Any]:
         "parents": parents,
         "diffs": [
             {"parent": p, "diff": unified_diff(parent_texts[p], text, p, row["id"])}
-            for p in parents if p in parent_texts
+            for p in parents
+            if p in parent_texts
         ],
         "island": row["island"],
         "generation": row["generation"],
@@ -451,11 +509,16 @@ def candidate_detail(store: RunStore, candidate_id: int) -> dict[str, Any]:
         if row is None:
             raise StoreError(f"no admitted candidate with id {candidate_id} in {store.path}")
         parents = [int(p) for p in _loads(row["parents"], [])]
-        texts = {
-            r[0]: r[1] or "" for r in store.conn.execute(
-                f"SELECT id, text FROM candidates WHERE id IN ({','.join('?' * len(parents))})", parents
-            )
-        } if parents else {}
+        texts = (
+            {
+                r[0]: r[1] or ""
+                for r in store.conn.execute(
+                    f"SELECT id, text FROM candidates WHERE id IN ({','.join('?' * len(parents))})", parents
+                )
+            }
+            if parents
+            else {}
+        )
     return _detail(row, texts)
 
 

@@ -71,17 +71,19 @@ def content_security_policy(live: bool) -> str:
     """Only the page's own scripts may run; nothing loads from the network (but the
     viewer's own JSON endpoints when live)."""
     scripts = " ".join(_hash(s) for s in (_plotly_js(), _asset("page.js")))
-    return "; ".join([
-        "default-src 'none'",
-        # plotly's WebGL traces (regl) compile shaders' glue code with new Function.
-        f"script-src {scripts} 'unsafe-eval'",
-        "style-src 'unsafe-inline'",
-        "img-src data: blob:",
-        "font-src data:",
-        "connect-src 'self'" if live else "connect-src 'none'",
-        "base-uri 'none'",
-        "form-action 'none'",
-    ])
+    return "; ".join(
+        [
+            "default-src 'none'",
+            # plotly's WebGL traces (regl) compile shaders' glue code with new Function.
+            f"script-src {scripts} 'unsafe-eval'",
+            "style-src 'unsafe-inline'",
+            "img-src data: blob:",
+            "font-src data:",
+            "connect-src 'self'" if live else "connect-src 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+        ]
+    )
 
 
 def render_page(summary: dict[str, Any], live: bool = False) -> str:

@@ -116,8 +116,12 @@ class ViewerHandler(BaseHTTPRequestHandler):
         finally:
             store.close()
         body = render_page(summary, live=True).encode("utf-8")
-        self._send(HTTPStatus.OK, body, "text/html; charset=utf-8",
-                   {"Content-Security-Policy": content_security_policy(live=True)})
+        self._send(
+            HTTPStatus.OK,
+            body,
+            "text/html; charset=utf-8",
+            {"Content-Security-Policy": content_security_policy(live=True)},
+        )
 
     def _summary(self, since: str | None) -> None:
         store = self._open()
@@ -178,8 +182,9 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765) -> Non
     """Serve the live viewer of `run_dir` until Ctrl-C."""
     server = ViewerServer(Path(run_dir), host, port)
     if host not in LOOPBACK:
-        log.warning("the viewer is reachable from other machines at %s: it shows all code and data of the run",
-                    server.url)
+        log.warning(
+            "the viewer is reachable from other machines at %s: it shows all code and data of the run", server.url
+        )
     log.info("viewer for %s at %s (Ctrl-C to stop)", run_dir, server.url)
     try:
         server.serve_forever()

@@ -97,7 +97,10 @@ def evaluate(candidate_path: str) -> EvalResult:
     train, heldout = instances()
     try:
         value = call_candidate(
-            candidate_path, "pack", [list(map(float, x)) for x in train + heldout], float(CAPACITY),
+            candidate_path,
+            "pack",
+            [list(map(float, x)) for x in train + heldout],
+            float(CAPACITY),
             timeout_s=CALL_TIMEOUT_S,
         )
     except CandidateError as exc:
@@ -118,7 +121,7 @@ def score_assignments(value: Any, train: list[list[int]], heldout: list[list[int
             replays.append(replay(items, assignment, CAPACITY, count_choices=k < len(train)))
         except ValueError as exc:
             return EvalResult.invalid(f"{name}: {exc}")
-    train_r, held_r = replays[: len(train)], replays[len(train):]
+    train_r, held_r = replays[: len(train)], replays[len(train) :]
     train_excess = float(np.mean([r.excess_pct for r in train_r]))
     held_excess = float(np.mean([r.excess_pct for r in held_r])) if held_r else 0.0
     choices = sum(r.choices for r in train_r)
@@ -241,8 +244,7 @@ def reference_excess() -> dict[str, float]:
     for rule in ("first_fit", "best_fit"):
         for split, insts in (("train", train), ("heldout", heldout)):
             pcts = [
-                replay(x, pack_with_rule(x, CAPACITY, rule), CAPACITY, count_choices=False).excess_pct
-                for x in insts
+                replay(x, pack_with_rule(x, CAPACITY, rule), CAPACITY, count_choices=False).excess_pct for x in insts
             ]
             out[f"{rule}_{split}_excess_pct"] = float(np.mean(pcts))
     return out

@@ -121,9 +121,7 @@ def score_packing(value: Any) -> EvalResult:
         )
     close = np.flatnonzero(dist < 1e-3)
     for k in close[:3]:
-        lines.append(
-            f"Circles {i[k]} and {j[k]} have centres only {dist[k]:.2e} apart, so both stay tiny."
-        )
+        lines.append(f"Circles {i[k]} and {j[k]} have centres only {dist[k]:.2e} apart, so both stay tiny.")
     if hole_r > 0.01:
         lines.append(
             f"Largest empty spot: a circle of radius {hole_r:.3f} would still fit at "
@@ -131,9 +129,7 @@ def score_packing(value: Any) -> EvalResult:
         )
     if reported is not None:
         lines.append(_reported_note(centres, reported, total))
-    return EvalResult(
-        score=total, valid=True, metrics=metrics, features=features, feedback="\n".join(lines)
-    )
+    return EvalResult(score=total, valid=True, metrics=metrics, features=features, feedback="\n".join(lines))
 
 
 def parse_packing(value: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -157,10 +153,7 @@ def parse_packing(value: Any) -> tuple[np.ndarray, np.ndarray | None]:
     bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
     if len(bad):
         k = int(bad[0])
-        raise ValueError(
-            f"{len(bad)} centre(s) are not finite numbers, e.g. circle {k} at "
-            f"({arr[k, 0]}, {arr[k, 1]})"
-        )
+        raise ValueError(f"{len(bad)} centre(s) are not finite numbers, e.g. circle {k} at ({arr[k, 0]}, {arr[k, 1]})")
     return arr, reported
 
 
@@ -190,9 +183,7 @@ def lp_radii(centres: np.ndarray) -> np.ndarray:
     a_ub = np.zeros((len(i), n))
     a_ub[rows, i] = 1.0
     a_ub[rows, j] = 1.0
-    res = linprog(
-        -np.ones(n), A_ub=a_ub, b_ub=dist, bounds=np.column_stack([np.zeros(n), wall]), method="highs"
-    )
+    res = linprog(-np.ones(n), A_ub=a_ub, b_ub=dist, bounds=np.column_stack([np.zeros(n), wall]), method="highs")
     if res.status != 0 or res.x is None:
         raise RuntimeError(f"radius LP failed: {res.message}")
     radii = np.clip(res.x, 0.0, wall)
@@ -222,17 +213,13 @@ def reported_radii_problems(centres: np.ndarray, radii: np.ndarray) -> list[str]
     bad = np.flatnonzero(out > TOL)
     if len(bad):
         k = int(bad[out[bad].argmax()])
-        problems.append(
-            f"{len(bad)} circles stick out of the square (worst: circle {k} by {out[k]:.2e})"
-        )
+        problems.append(f"{len(bad)} circles stick out of the square (worst: circle {k} by {out[k]:.2e})")
     i, j = np.triu_indices(len(centres), 1)
     overlap = radii[i] + radii[j] - np.linalg.norm(centres[i] - centres[j], axis=1)
     bad = np.flatnonzero(overlap > TOL)
     if len(bad):
         k = int(bad[overlap[bad].argmax()])
-        problems.append(
-            f"{len(bad)} pairs of circles overlap (worst: circles {i[k]} and {j[k]} by {overlap[k]:.2e})"
-        )
+        problems.append(f"{len(bad)} pairs of circles overlap (worst: circles {i[k]} and {j[k]} by {overlap[k]:.2e})")
     return problems
 
 

@@ -129,7 +129,7 @@ def _harden() -> None:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 # ---------------------------------------------------------------- the session
@@ -204,11 +204,14 @@ class Session:
             self._repeats.clear()
             self._replies.clear()
             return [self.opening()]
-        return [{"error": "expected {\"ask\": question} or {\"answer\": answer}"}]
+        return [{"error": 'expected {"ask": question} or {"answer": answer}'}]
 
     def results(self) -> dict:
-        return {"tasks": [vars(r) for r in self.records], "protocol_error": self.protocol_error,
-                "oracle": os.environ.get(MODEL_ENV) or "offline"}
+        return {
+            "tasks": [vars(r) for r in self.records],
+            "protocol_error": self.protocol_error,
+            "oracle": os.environ.get(MODEL_ENV) or "offline",
+        }
 
 
 def serve(folder: Path, control_fd: int, budget: int) -> dict:
@@ -277,8 +280,10 @@ def model_reply(question: str, repeat: int) -> str:
         key = os.environ.get(os.environ.get(KEY_ENV_ENV, "OPENAI_API_KEY"), "") or "none"
         _client = OpenAI(base_url=os.environ.get(BASE_URL_ENV) or None, api_key=key, max_retries=3)
     seed = int.from_bytes(hashlib.sha256(f"{towns.question_key(question)}|{repeat}".encode()).digest()[:4], "big")
-    system = ("Answer questions about the towns in this register. Reply with the answer only: "
-              "a number, a town name, a person's name, or yes/no.\n\n" + towns.register_document())
+    system = (
+        "Answer questions about the towns in this register. Reply with the answer only: "
+        "a number, a town name, a person's name, or yes/no.\n\n" + towns.register_document()
+    )
     try:
         response = _client.chat.completions.create(
             model=os.environ[MODEL_ENV],

@@ -104,8 +104,10 @@ def evaluate(candidate_path: str) -> EvalResult:
     if failure is not None:
         done = sum(t["answer"] is not None for t in results["tasks"])
         why = f" (the oracle ended the session: {results['protocol_error']})" if results["protocol_error"] else ""
-        return EvalResult.invalid(f"run_suite() failed after {done} of {len(results['tasks'])} tasks: "
-                                  f"{failure}{why}", tasks_answered=float(done))
+        return EvalResult.invalid(
+            f"run_suite() failed after {done} of {len(results['tasks'])} tasks: {failure}{why}",
+            tasks_answered=float(done),
+        )
     return score_results(results)
 
 
@@ -136,8 +138,10 @@ def score_results(results: dict) -> EvalResult:
     return EvalResult(
         score=_mean(task_score(t) for t in train),
         metrics=metrics,
-        features={"mean_calls": min(float(BUDGET), statistics.mean(calls)),
-                  "decomposed_share": other / sum(calls) if sum(calls) else 0.0},
+        features={
+            "mean_calls": min(float(BUDGET), statistics.mean(calls)),
+            "decomposed_share": other / sum(calls) if sum(calls) else 0.0,
+        },
         feedback=_feedback(train, by_kind, results.get("protocol_error", "")),
         instances={t["id"]: task_score(t) for t in train},
     )
@@ -151,11 +155,15 @@ def _mean(values) -> float:
 def _feedback(train: list[dict], by_kind: dict[str, list[dict]], protocol_error: str) -> str:
     """Which training tasks failed and how the calls were spent (never the right answers)."""
     wrong = [t for t in train if not t["correct"]]
-    lines = [f"{len(train) - len(wrong)}/{len(train)} training tasks right, "
-             f"{statistics.mean(t['calls'] for t in train):.2f} calls per task on average."]
+    lines = [
+        f"{len(train) - len(wrong)}/{len(train)} training tasks right, "
+        f"{statistics.mean(t['calls'] for t in train):.2f} calls per task on average."
+    ]
     for kind, group in sorted(by_kind.items()):
-        lines.append(f"  {kind:<10} {sum(t['correct'] for t in group)}/{len(group)} right, "
-                     f"{statistics.mean(t['calls'] for t in group):.1f} calls each")
+        lines.append(
+            f"  {kind:<10} {sum(t['correct'] for t in group)}/{len(group)} right, "
+            f"{statistics.mean(t['calls'] for t in group):.1f} calls each"
+        )
     if protocol_error:
         lines.append(f"Protocol problem: {protocol_error}")
     errors = [t for t in train if t["error"]]
@@ -163,14 +171,15 @@ def _feedback(train: list[dict], by_kind: dict[str, list[dict]], protocol_error:
         lines.append(f"solve() raised on {len(errors)} tasks, e.g. {errors[0]['id']}: {errors[0]['error']}")
     refused = sum(t["refused"] for t in train)
     if refused:
-        lines.append(f"{refused} calls were made after a task's budget was spent (they returned \"\").")
+        lines.append(f'{refused} calls were made after a task\'s budget was spent (they returned "").')
     if wrong:
         lines.append("Some wrong answers (town names are part of the data, not of the method):")
         for t in wrong[:FEEDBACK_TASKS]:
-            spread = (f"; the oracle gave {t['distinct_replies']} different replies"
-                      if t["calls"] > 1 else "")
-            lines.append(f"  {t['id']} ({t['kind']}) {t['question']!r}: answered {t['answer']!r} "
-                         f"after {t['calls']} call(s){spread}")
+            spread = f"; the oracle gave {t['distinct_replies']} different replies" if t["calls"] > 1 else ""
+            lines.append(
+                f"  {t['id']} ({t['kind']}) {t['question']!r}: answered {t['answer']!r} "
+                f"after {t['calls']} call(s){spread}"
+            )
         if len(wrong) > FEEDBACK_TASKS:
             lines.append(f"  ... and {len(wrong) - FEEDBACK_TASKS} more")
     return "\n".join(lines)

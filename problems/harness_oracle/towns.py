@@ -23,25 +23,81 @@ ATTRIBUTES = ("population", "founding year", "elevation", "mayor")
 NUMERIC = ("population", "founding year", "elevation")
 
 TOWN_NAMES = (
-    "Orvale", "Tessin", "Brask", "Calder", "Dunmere", "Elsby", "Fennick", "Garrow",
-    "Halden", "Istra", "Lunde", "Marrow", "Nethby", "Ostrel", "Pellam", "Rudby",
-    "Sorrel", "Thale", "Umber", "Wexley",
+    "Orvale",
+    "Tessin",
+    "Brask",
+    "Calder",
+    "Dunmere",
+    "Elsby",
+    "Fennick",
+    "Garrow",
+    "Halden",
+    "Istra",
+    "Lunde",
+    "Marrow",
+    "Nethby",
+    "Ostrel",
+    "Pellam",
+    "Rudby",
+    "Sorrel",
+    "Thale",
+    "Umber",
+    "Wexley",
 )
-FIRST = ("Ida", "Bram", "Cora", "Dov", "Elin", "Fitz", "Greta", "Hugo", "Ines", "Jory",
-         "Kaja", "Lars", "Mira", "Nils", "Orla", "Pim", "Runa", "Sven", "Tove", "Ulla")
-LAST = ("Brandt", "Castell", "Dunn", "Ekholm", "Falk", "Grau", "Holm", "Jarl", "Kessler",
-        "Lind", "Moss", "Nyberg", "Oakes", "Prior", "Quist", "Rask", "Stahl", "Tern",
-        "Voss", "Wren")
+FIRST = (
+    "Ida",
+    "Bram",
+    "Cora",
+    "Dov",
+    "Elin",
+    "Fitz",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jory",
+    "Kaja",
+    "Lars",
+    "Mira",
+    "Nils",
+    "Orla",
+    "Pim",
+    "Runa",
+    "Sven",
+    "Tove",
+    "Ulla",
+)
+LAST = (
+    "Brandt",
+    "Castell",
+    "Dunn",
+    "Ekholm",
+    "Falk",
+    "Grau",
+    "Holm",
+    "Jarl",
+    "Kessler",
+    "Lind",
+    "Moss",
+    "Nyberg",
+    "Oakes",
+    "Prior",
+    "Quist",
+    "Rask",
+    "Stahl",
+    "Tern",
+    "Voss",
+    "Wren",
+)
 
 # Oracle noise (offline). Chosen so that one call per task is right about 3 times in 4.
 MISCONCEPTION_RATE = 0.2  # share of facts the oracle holds a fixed wrong belief about
-P_RIGHT_CLEAN = 0.9 # a clean fact is recalled right this often, else a random wrong value
-P_RIGHT_MISCONCEIVED = 0.55 # a misconceived fact: right this often ...
-P_MISCONCEPTION = 0.3   # ... its fixed wrong value this often, else a random wrong value
+P_RIGHT_CLEAN = 0.9  # a clean fact is recalled right this often, else a random wrong value
+P_RIGHT_MISCONCEIVED = 0.55  # a misconceived fact: right this often ...
+P_MISCONCEPTION = 0.3  # ... its fixed wrong value this often, else a random wrong value
 P_ARITHMETIC_SLIP = 0.1  # a sum/difference question adds an arithmetic slip this often
 P_COMPARE_FLIP = 0.05  # a comparison answer is flipped this often
 P_YES_TRUE_CLEAN = 0.93  # "is the X of T V?" when V is right, fact clean: "yes" this often
-P_YES_TRUE_MISCONCEIVED = 0.8   # ... V right, fact misconceived
+P_YES_TRUE_MISCONCEIVED = 0.8  # ... V right, fact misconceived
 P_YES_MISCONCEPTION = 0.3  # ... V is the oracle's misconception
 P_YES_OTHER = 0.06  # ... V is some other wrong value
 
@@ -71,8 +127,7 @@ def build_register() -> dict[str, Town]:
     mayors = [f"{f} {ln}" for f, ln in zip(FIRST, rng.sample(LAST, len(LAST)), strict=True)]
     towns = {}
     for name, mayor in zip(TOWN_NAMES, mayors, strict=True):
-        towns[name] = Town(name, rng.randrange(1200, 90000), rng.randrange(1150, 1920),
-                           rng.randrange(5, 2400), mayor)
+        towns[name] = Town(name, rng.randrange(1200, 90000), rng.randrange(1150, 1920), rng.randrange(5, 2400), mayor)
     return towns
 
 
@@ -164,6 +219,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("verify", re.compile(rf"^is the {_ATTR} of {_NAME} (?:equal to |exactly )?(-?[\d,]+|[a-z][a-z' -]*)$")),
 ]
 _ATTR_ALIASES = {"year of founding": "founding year", "altitude": "elevation"}
+
 
 class Unanswerable(Exception):
     """A question outside the grammar or about an unknown town; the message is the reply."""
@@ -354,8 +410,10 @@ def register_document() -> str:
     """The register as text: what a real model is given to answer from."""
     lines = ["Town register (all figures are exact):"]
     for t in REGISTER.values():
-        lines.append(f"- {t.name}: population {t.population}; founded in {t.founding_year}; "
-                     f"elevation {t.elevation} m; mayor {t.mayor}.")
+        lines.append(
+            f"- {t.name}: population {t.population}; founded in {t.founding_year}; "
+            f"elevation {t.elevation} m; mayor {t.mayor}."
+        )
     return "\n".join(lines)
 
 

@@ -90,8 +90,11 @@ def minibatch(candidate_path: str) -> EvalResult:
     tickets = [t for t in rubric.load_tickets() if t.id in MINIBATCH]
     answers = model_answers(prompt, tickets) if USING_MODEL else [rubric.answer(t, reading) for t in tickets]
     right = sum(a.correct for a in answers)
-    return EvalResult(score=right / len(answers), feedback=f"{right}/{len(answers)} minibatch tickets right",
-                      instances={a.ticket.id: float(a.correct) for a in answers})
+    return EvalResult(
+        score=right / len(answers),
+        feedback=f"{right}/{len(answers)} minibatch tickets right",
+        instances={a.ticket.id: float(a.correct) for a in answers},
+    )
 
 
 def score_answers(answers: list[rubric.Answer], reading: rubric.Reading) -> EvalResult:
@@ -120,8 +123,10 @@ def _feedback(train: list[rubric.Answer], reading: rubric.Reading) -> str:
     wrong = [a for a in train if not a.correct]
     lines = [f"{len(train) - len(wrong)}/{len(train)} training tickets labelled right."]
     if reading.truncated:
-        lines.append(f"The prompt has {reading.words} words; the model stopped reading after "
-                     f"{rubric.READ_WORDS}, so everything after that was ignored.")
+        lines.append(
+            f"The prompt has {reading.words} words; the model stopped reading after "
+            f"{rubric.READ_WORDS}, so everything after that was ignored."
+        )
     missing = [lab for lab in rubric.LABELS if lab not in reading.labels]
     if missing:
         lines.append(f"Labels the prompt never names (the model cannot answer them): {', '.join(missing)}.")
@@ -132,8 +137,9 @@ def _feedback(train: list[rubric.Answer], reading: rubric.Reading) -> str:
     if wrong:
         lines.append("Wrong tickets:")
         for a in wrong[:FEEDBACK_ITEMS]:
-            lines.append(f"  {a.ticket.id} {a.ticket.text[:70]!r} -> {a.predicted!r}; expected "
-                         f"{a.ticket.label}: {a.reason}")
+            lines.append(
+                f"  {a.ticket.id} {a.ticket.text[:70]!r} -> {a.predicted!r}; expected {a.ticket.label}: {a.reason}"
+            )
         if len(wrong) > FEEDBACK_ITEMS:
             lines.append(f"  ... and {len(wrong) - FEEDBACK_ITEMS} more")
     return "\n".join(lines)
@@ -167,14 +173,19 @@ def model_answers(prompt: str, tickets: list[rubric.Ticket] | None = None) -> li
     def label(ticket: rubric.Ticket) -> rubric.Answer:
         try:
             response = client.chat.completions.create(
-                model=model, temperature=0.0, seed=0, max_tokens=32,
+                model=model,
+                temperature=0.0,
+                seed=0,
+                max_tokens=32,
                 messages=[{"role": "system", "content": prompt}, {"role": "user", "content": ticket.text}],
             )
             reply = response.choices[0].message.content or ""
         except Exception as exc:  # one failed request is one wrong ticket, with the reason
             return rubric.Answer(ticket, "(no reply)", f"the model call failed: {type(exc).__name__}: {exc}")
         predicted = parse_label(reply)
-        return rubric.Answer(ticket, predicted, "" if predicted == ticket.label else f"the model replied {reply[:80]!r}")
+        return rubric.Answer(
+            ticket, predicted, "" if predicted == ticket.label else f"the model replied {reply[:80]!r}"
+        )
 
     workers = max(1, int(os.environ.get(CONCURRENCY_ENV, "4")))
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -90,8 +90,7 @@ def step(state: tuple[int, int, bool], action: int) -> Transition:
 
 def all_states() -> list[tuple[int, int, bool]]:
     """Every non-terminal state the agent could be in (the goal ends an episode)."""
-    cells = [(r, c) for r in range(HEIGHT) for c in range(WIDTH)
-             if (r, c) not in WALLS and (r, c) != GOAL]
+    cells = [(r, c) for r in range(HEIGHT) for c in range(WIDTH) if (r, c) not in WALLS and (r, c) != GOAL]
     return [(r, c, k) for (r, c) in cells for k in (False, True)]
 
 

@@ -30,7 +30,7 @@ reward; the score measures only whether the learned greedy policy solves the rea
 
 The world ({keydoor.HEIGHT}x{keydoor.WIDTH} with its wall border; row 0 is the top, (row, col) cells):
 
-{chr(10).join('    ' + row for row in keydoor.LAYOUT)}
+{chr(10).join("    " + row for row in keydoor.LAYOUT)}
 
 '#' wall, 'S' start cells, 'K' key, 'D' door, 'G' goal. Actions: up, down, left, right.
 Walking into a wall leaves the agent in place (event "bump"); walking into the door
@@ -84,8 +84,7 @@ def evaluate(candidate_path: str) -> EvalResult:
     transitions = keydoor.all_transitions()
     payload = [[list(t.state), t.action, list(t.next_state), t.event] for t in transitions]
     try:
-        value = call_candidate(candidate_path, "reward_table", payload, list(keydoor.LAYOUT),
-                               timeout_s=CALL_TIMEOUT_S)
+        value = call_candidate(candidate_path, "reward_table", payload, list(keydoor.LAYOUT), timeout_s=CALL_TIMEOUT_S)
     except CandidateError as exc:
         return EvalResult.invalid(f"reward() failed while tabulating the transitions: {exc}")
     try:
@@ -150,21 +149,25 @@ def _event_stats(table: keydoor.RewardTable) -> dict[str, tuple[float, float, fl
     for t, r in zip(table.transitions, table.rewards, strict=True):
         groups[t.event].append(r)
     order = ("move", "bump", "locked", "key", "door", "goal")
-    return {e: (statistics.mean(groups[e]), min(groups[e]), max(groups[e]), len(groups[e]))
-            for e in order if groups[e]}
+    return {e: (statistics.mean(groups[e]), min(groups[e]), max(groups[e]), len(groups[e])) for e in order if groups[e]}
 
 
 def _loop_warnings(table: keydoor.RewardTable) -> list[str]:
     """Rewards the learner can farm: staying put, or stepping back and forth, that pays."""
     lines = []
     reachable = keydoor.reachable_states()
-    stays = [(t, r) for t, r in zip(table.transitions, table.rewards, strict=True)
-             if t.next_state == t.state and r > 0 and t.state in reachable]
+    stays = [
+        (t, r)
+        for t, r in zip(table.transitions, table.rewards, strict=True)
+        if t.next_state == t.state and r > 0 and t.state in reachable
+    ]
     if stays:
         t, r = max(stays, key=lambda tr: tr[1])
-        lines.append(f"Warning: {len(stays)} moves into a wall or the locked door pay a positive reward "
-                     f"(up to {r:+.4g}, e.g. {keydoor.ACTIONS[t.action]} at {t.state[:2]}): the learner is "
-                     f"paid to stand still.")
+        lines.append(
+            f"Warning: {len(stays)} moves into a wall or the locked door pay a positive reward "
+            f"(up to {r:+.4g}, e.g. {keydoor.ACTIONS[t.action]} at {t.state[:2]}): the learner is "
+            f"paid to stand still."
+        )
     loops = []
     for t, r in zip(table.transitions, table.rewards, strict=True):
         if t.done or t.next_state == t.state or t.state not in reachable:
@@ -175,9 +178,11 @@ def _loop_warnings(table: keydoor.RewardTable) -> list[str]:
                 loops.append((r + r2, t))
     if loops:
         gain, t = max(loops, key=lambda lt: lt[0])
-        lines.append(f"Warning: {len(loops)} back-and-forth moves pay a positive total (up to {gain:+.4g} per "
-                     f"round trip, e.g. {t.state[:2]} <-> {t.next_state[:2]} with has_key={t.state[2]}): "
-                     f"the learner can farm them instead of finishing.")
+        lines.append(
+            f"Warning: {len(loops)} back-and-forth moves pay a positive total (up to {gain:+.4g} per "
+            f"round trip, e.g. {t.state[:2]} <-> {t.next_state[:2]} with has_key={t.state[2]}): "
+            f"the learner can farm them instead of finishing."
+        )
     return lines
 
 
@@ -205,13 +210,14 @@ def _feedback(judgement: keydoor.Judgement, by_event: dict[str, tuple[float, flo
             f"From {first.start} (seed {first.seed}) your reward's discounted return is "
             f"{ret_best:+.4g} along a shortest solution ({len(best)} steps) and {ret_greedy:+.4g} "
             f"along what the agent learned to do."
-            + (" The reward prefers the failure: change it so that solving pays more."
-               if ret_greedy >= ret_best else
-               " Solving pays more, but the learner did not find it within its budget: "
-               "give it a denser signal that points through the key and the door.")
+            + (
+                " The reward prefers the failure: change it so that solving pays more."
+                if ret_greedy >= ret_best
+                else " Solving pays more, but the learner did not find it within its budget: "
+                "give it a denser signal that points through the key and the door."
+            )
         )
     else:
         mean_steps = statistics.mean(r.steps for r in rollouts)
-        lines.append(f"Every rollout solved the task in {mean_steps:.1f} steps on average; "
-                     f"fewer steps score higher.")
+        lines.append(f"Every rollout solved the task in {mean_steps:.1f} steps on average; fewer steps score higher.")
     return "\n".join(lines)

@@ -23,7 +23,8 @@ def evaluate(path: str) -> EvalResult:
     from evoengine.operators.patches import evolve_blocks
 
     text = Path(path).read_text()
-    blocks = {b.name: text[b.start:b.end].lower() for b in evolve_blocks(text)}
+    blocks = {b.name: text[b.start : b.end].lower() for b in evolve_blocks(text)}
     hits = {f"{name}:{w}": float(w in blocks.get(name, "")) for name, words in WANTED.items() for w in words}
-    return EvalResult(score=sum(hits.values()), instances=hits,
-                      feedback="missing: " + ", ".join(k for k, v in hits.items() if not v))
+    return EvalResult(
+        score=sum(hits.values()), instances=hits, feedback="missing: " + ", ".join(k for k, v in hits.items() if not v)
+    )
