@@ -37,10 +37,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evoengine.archive import Archive  # noqa: E402
-from evoengine.candidate import Candidate  # noqa: E402
 from evoengine.config import Config  # noqa: E402
 from evoengine.novelty import Novelty  # noqa: E402
 from evoengine.problem import Feature, Problem  # noqa: E402
+from evoengine.records import Candidate  # noqa: E402
 
 SCENARIOS = {
     "default": {

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .archive.store import RunStore
-from .candidate import Candidate
 from .config import Config, load_config
+from .records import Candidate
 
 
 class Run:

@@ -34,21 +34,15 @@ from tqdm import tqdm
 from . import __version__
 from .archive import Archive
 from .archive.store import RunStore
-from .candidate import Candidate
 from .config import Config, load_config
 from .errors import ConfigError, EvoError, ModelError, ProblemError, StoreError
 from .evaluation import EvaluatorPool, Limits
+from .llm.replay import current_proposal
 from .novelty import Novelty
-from .operators import (
-    ModelCall,
-    Proposal,
-    ProposalContext,
-    ProposalFailed,
-    Proposer,
-    current_proposal,
-)
-from .operators.patches import PatchError, evolve_blocks
+from .operators import Proposer
+from .patches import PatchError, evolve_blocks
 from .problem import EvalResult, LoadedProblem, load_problem
+from .records import Candidate, ModelCall, Proposal, ProposalContext, ProposalFailed
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Any
 import networkx as nx
 
 from .archive.store import RunStore
-from .candidate import Candidate
 from .errors import EvoError
+from .records import Candidate
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .candidate import Candidate
 from .config import Novelty as NoveltyConfig
 from .errors import ConfigError
+from .records import Candidate
 
 log = logging.getLogger(__name__)
 

@@ -33,11 +33,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .candidate import Candidate
 from .config import load_config
 from .errors import EvoError
-from .operators import ProposalContext
 from .problem import EvalResult, Problem, resolve_problem_path
+from .records import Candidate, ProposalContext
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +184,7 @@ class HarnessProxy:
         return reply["ok"]
 
     def offline(self, ctx: ProposalContext):
-        from .operators.offline import OfflinePlan
+        from .harness import OfflinePlan
 
         d = self._call("offline", ctx)
         return OfflinePlan(d["weights"], d["step"])

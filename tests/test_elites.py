@@ -9,9 +9,9 @@ import pytest
 
 from evoengine.archive import Archive
 from evoengine.archive.elites import EliteArchive, text_complexity
-from evoengine.candidate import Candidate
 from evoengine.config import Config
 from evoengine.problem import Feature, Problem
+from evoengine.records import Candidate
 
 
 def problem(*features: Feature) -> Problem:

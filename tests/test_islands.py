@@ -7,9 +7,9 @@ import random
 import pytest
 
 from evoengine.archive import Archive
-from evoengine.candidate import Candidate
 from evoengine.config import Config, load_config
 from evoengine.problem import Problem
+from evoengine.records import Candidate
 
 PROBLEM = Problem(name="toy", description="toy", initial="seed.py")
 

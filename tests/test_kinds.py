@@ -19,16 +19,15 @@ from scipy.stats import chisquare
 
 from evoengine.archive import Archive
 from evoengine.archive.selection import pareto_weights
-from evoengine.candidate import Candidate
 from evoengine.config import Config
 from evoengine.engine import build_proposer
 from evoengine.errors import ProblemError
 from evoengine.evaluation import EvaluatorPool, Limits
-from evoengine.operators import ProposalContext, ProposalFailed
 from evoengine.operators.offline import OfflineProposer
-from evoengine.operators.patches import check_frozen
 from evoengine.operators.text import WEIGHTS, TextProposer
+from evoengine.patches import check_frozen
 from evoengine.problem import Problem, load_problem
+from evoengine.records import Candidate, ProposalContext, ProposalFailed
 
 VOCABULARY = [
     "# a comment line, never inserted",

@@ -15,7 +15,6 @@ import networkx as nx
 import pytest
 
 from evoengine.archive.store import RunStore
-from evoengine.candidate import Candidate
 from evoengine.errors import EvoError
 from evoengine.lineage import (
     ancestry,
@@ -24,7 +23,7 @@ from evoengine.lineage import (
     render_ancestry,
     summarize_change,
 )
-from evoengine.operators import ModelCall
+from evoengine.records import Candidate, ModelCall
 
 SEED_TEXT = "def solve(x):\n    # EVOLVE-BLOCK-START\n    y = x\n    # EVOLVE-BLOCK-END\n    return y\n"
 MODELS = ("gpt-small", "gpt-large", "offline")

@@ -14,7 +14,7 @@ import pytest
 from evoengine.config import Model
 from evoengine.errors import ModelError
 from evoengine.llm import ModelPool, preflight, request_hash
-from evoengine.operators import ModelCall
+from evoengine.records import ModelCall
 
 pytest_plugins = ["scripted_server"]  # the scripted_server and dead_url fixtures
 

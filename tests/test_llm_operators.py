@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from evoengine.candidate import Candidate
 from evoengine.config import Config, Model
 from evoengine.errors import ConfigError, ModelError
 from evoengine.harness import Plan, Templates, load_harness
 from evoengine.llm import ModelPool
-from evoengine.operators import ModelCall, Proposal, ProposalContext, ProposalFailed
 from evoengine.operators.llm import ModelProposer
 from evoengine.problem import Problem
+from evoengine.records import Candidate, ModelCall, Proposal, ProposalContext, ProposalFailed
 
 pytest_plugins = ["scripted_server"]  # the scripted_server and dead_url fixtures
 

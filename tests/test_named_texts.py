@@ -12,12 +12,11 @@ import pytest
 import yaml
 from conftest import cli
 
-from evoengine.candidate import Candidate
 from evoengine.config import load_config
 from evoengine.harness import load_harness
-from evoengine.operators import ProposalContext
-from evoengine.operators.patches import evolve_blocks
+from evoengine.patches import evolve_blocks
 from evoengine.problem import load_problem
+from evoengine.records import Candidate, ProposalContext
 
 pytest_plugins = ["scripted_server"]
 

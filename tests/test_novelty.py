@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from evoengine.candidate import Candidate
 from evoengine.config import Novelty as NoveltyConfig
 from evoengine.errors import ConfigError
 from evoengine.novelty import Novelty, chunk_lines
+from evoengine.records import Candidate
 
 WORDS = "def return for while if else total count value result range len append items best".split()
 

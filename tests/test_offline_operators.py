@@ -13,12 +13,11 @@ import re
 
 import pytest
 
-from evoengine.candidate import Candidate
 from evoengine.errors import EvoError
-from evoengine.operators import Proposal, ProposalContext, ProposalFailed
 from evoengine.operators.offline import OfflineProposer
-from evoengine.operators.patches import check_frozen, evolve_blocks
+from evoengine.patches import check_frozen, evolve_blocks
 from evoengine.problem import Problem, load_problem
+from evoengine.records import Candidate, Proposal, ProposalContext, ProposalFailed
 
 RING = '''\
 """Place eight equal circles in the unit square, as large as possible."""

@@ -1,4 +1,4 @@
-"""The text rules of evoengine.operators.patches: markers, frozen text, diffs, full rewrites."""
+"""The text rules of evoengine.patches: markers, frozen text, diffs, full rewrites."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evoengine.operators.patches import (
+from evoengine.patches import (
     Edit,
     PatchError,
     apply_diff,

@@ -17,7 +17,7 @@ import pytest
 from test_lineage import make_run
 
 from evoengine.archive.store import RunStore
-from evoengine.candidate import Candidate
+from evoengine.records import Candidate
 from evoengine.report import write_report
 from evoengine.report.data import (
     arm_shares,

@@ -13,9 +13,9 @@ import pytest
 from scipy.stats import chisquare
 
 from evoengine.archive import Archive
-from evoengine.candidate import Candidate
 from evoengine.config import Config
 from evoengine.problem import Feature, Problem
+from evoengine.records import Candidate
 
 PROBLEM = Problem(name="toy", description="toy", initial="seed.py")
 SAMPLES = 20_000

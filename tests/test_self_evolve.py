@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import cli, status
 
-from evoengine.candidate import Candidate
 from evoengine.config import load_config
-from evoengine.operators import ProposalContext
 from evoengine.problem import load_problem
+from evoengine.records import Candidate, ProposalContext
 from evoengine.selfevolve import DEFAULT_HARNESS, HarnessProxy, area_under_best, inner_search
 
 QUADRATIC = str(Path(__file__).resolve().parent / "problems" / "quadratic")

@@ -26,7 +26,7 @@ from test_report_browser import (  # noqa: F401 (browser is a fixture)
 )
 
 from evoengine.archive.store import RunStore
-from evoengine.candidate import Candidate
+from evoengine.records import Candidate
 from evoengine.report import start_viewer
 
 
@@ -113,7 +113,7 @@ def test_viewer_answers_only_loopback_names_and_only_reads(live) -> None:
 WRITER = textwrap.dedent("""
     import json, sys, time
     from evoengine.archive.store import RunStore
-    from evoengine.candidate import Candidate
+    from evoengine.records import Candidate
     store = RunStore.open(sys.argv[1])
     # Any lock held against this writer for more than 250 ms makes the write fail, loudly.
     store.conn.execute("PRAGMA busy_timeout=250")

@@ -17,9 +17,9 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..candidate import Candidate
 from ..config import Config
 from ..problem import Problem
+from ..records import Candidate
 from .elites import EliteArchive
 from .islands import IslandModel
 from .selection import ParentSelector, Selection

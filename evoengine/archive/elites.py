@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ..candidate import Candidate
 from ..config import Elites as ElitesConfig
 from ..problem import Problem
+from ..records import Candidate
 
 log = logging.getLogger(__name__)
 

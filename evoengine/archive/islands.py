@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..candidate import Candidate
 from ..config import Islands as IslandsConfig
+from ..records import Candidate
 
 
 def schedule_rng(seed: int, admissions: int, purpose: str) -> random.Random:

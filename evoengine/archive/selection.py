@@ -32,8 +32,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..candidate import Candidate
 from ..config import Selection as SelectionConfig
+from ..records import Candidate
 from .elites import EliteArchive
 from .islands import IslandModel
 

@@ -23,9 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..candidate import Candidate
 from ..errors import StoreError
-from ..operators import ModelCall
+from ..records import Candidate, ModelCall
 
 SCHEMA_VERSION = 2  # 2: basis, attempt, closed (a version-1 store is upgraded on opening)
 FILENAME = "archive.sqlite"

@@ -30,7 +30,7 @@ from ..problem import import_file
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..operators import ProposalContext
+    from ..records import ProposalContext
 
 OPERATORS = ("diff", "full", "crossover")
 BUILTIN_TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -49,6 +49,15 @@ class Plan:
     def __post_init__(self) -> None:
         if self.operator not in OPERATORS:
             raise ValueError(f"plan operator must be one of {OPERATORS} (got {self.operator!r})")
+
+
+@dataclass(frozen=True)
+class OfflinePlan:
+    """A harness's say over one offline proposal: operator-family weights (None: the
+    proposer's own) and a multiplier on the size of constant perturbations."""
+
+    weights: dict[str, float] | None = None
+    step: float = 1.0
 
 
 class Harness(Protocol):

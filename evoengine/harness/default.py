@@ -8,7 +8,7 @@ rejected (`ctx.attempt`), so a retry does not repeat itself.
 Prompt: a system message framing the problem's kind, then one user message with the
 problem's description, the parent (score, metrics, evaluator feedback, text), the
 inspirations with their scores, recent failures, the task for the chosen operator, and
-the exact reply format (see `evoengine/operators/patches.py`).
+the exact reply format (see `evoengine/patches.py`).
 
 This file is a valid replacement harness as it stands: copy it, change it, and point
 `config.harness` at the copy.
@@ -20,10 +20,9 @@ import re
 from typing import Any
 
 from evoengine.config import Config
-from evoengine.harness import Plan, Templates
-from evoengine.operators import ProposalContext
-from evoengine.operators.offline import OfflinePlan
-from evoengine.operators.patches import evolve_blocks
+from evoengine.harness import OfflinePlan, Plan, Templates
+from evoengine.patches import evolve_blocks
+from evoengine.records import ProposalContext
 
 # The policy: what `evoengine self-evolve` may change (everything between the markers).
 # EVOLVE-BLOCK-START

@@ -30,8 +30,8 @@ import openai
 
 from ..config import Model
 from ..errors import ModelError
-from ..operators import ModelCall, current_proposal
-from .replay import ReplayBook, request_hash
+from ..records import ModelCall
+from .replay import ReplayBook, current_proposal, request_hash
 
 log = logging.getLogger(__name__)
 

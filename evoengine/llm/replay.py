@@ -6,7 +6,7 @@ later run can be replayed from an earlier run's store with no endpoint at all
 (`config.replay: <run dir>`): `ReplayBook` answers each request with the recorded reply
 for the same hash, in the order they were recorded when one request was made several
 times, and raises a `ModelError` naming the request when the store has no reply for it.
-A request made for proposal k (`operators.current_proposal`, set by the engine) gets
+A request made for proposal k (`current_proposal`, set by the engine) gets
 the reply recorded for proposal k first: two proposals of a concurrent run may ask the same
 thing and get different answers, in whichever order they came back.
 """
@@ -18,10 +18,15 @@ import json
 import sqlite3
 import threading
 from collections import defaultdict, deque
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
+
+# The proposal the current task works for (the engine sets it): a replayed run answers its
+# model calls with the replies that very proposal got in the recorded run.
+current_proposal: ContextVar[int | None] = ContextVar("evoengine_proposal", default=None)
 
 
 def request_hash(model_id: str, messages: list[dict[str, str]], temperature: float, max_tokens: int) -> str:

@@ -12,71 +12,9 @@ proposer in `operators.llm`.
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..candidate import Candidate
-from ..problem import Problem
-
-# The proposal the current task works for (the engine sets it): a replayed run answers its
-# model calls with the replies that very proposal got in the recorded run.
-current_proposal: ContextVar[int | None] = ContextVar("evoengine_proposal", default=None)
-
-
-@dataclass(frozen=True)
-class ModelCall:
-    """One request to a model and what came back (or the error)."""
-
-    model: str
-    request_hash: str
-    messages: list[dict[str, str]]
-    reply: str | None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost: float = 0.0
-    latency_s: float = 0.0
-    error: str | None = None
-    purpose: str = "propose"  # propose | judge | embed
-
-
-@dataclass
-class ProposalContext:
-    problem: Problem
-    parent: Candidate
-    inspirations: list[Candidate]
-    failures: list[str]
-    rng: random.Random
-    island: int
-    record_call: Callable[[ModelCall], None] = lambda call: None
-    attempt: int = 0  # how many times this slot was already rejected (novelty, patch)
-
-
-@dataclass(frozen=True)
-class Proposal:
-    text: str
-    operator: str  # e.g. "diff", "full", "crossover", "offline:constant"
-    model: str | None  # the bandit arm that made it: a model name, or "offline"
-    parents: tuple[int, ...]
-    change: str = ""  # the patch or a description of the edit
-    cost: float = 0.0
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-class ProposalFailed(Exception):
-    """A proposal that produced no usable child; `reason` is recorded in the store."""
-
-    def __init__(
-        self, reason: str, *, operator: str, model: str | None, cost: float = 0.0, parents: tuple[int, ...] = ()
-    ):
-        super().__init__(reason)
-        self.reason = reason
-        self.operator = operator
-        self.model = model
-        self.cost = cost
-        self.parents = parents
+from ..records import Proposal, ProposalContext
 
 
 class Proposer(Protocol):

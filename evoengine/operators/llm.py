@@ -20,9 +20,10 @@ from ..errors import ConfigError
 from ..harness import Harness, Plan, load_harness
 from ..llm.bandit import ModelBandit, make_bandit
 from ..llm.client import ModelPool
+from ..patches import PatchError, apply_diff, apply_rewrite, check_only_block, parse_diff
 from ..problem import Problem
-from . import Proposal, ProposalContext, ProposalFailed, Proposer
-from .patches import PatchError, apply_diff, apply_rewrite, check_only_block, parse_diff
+from ..records import Proposal, ProposalContext, ProposalFailed
+from . import Proposer
 
 log = logging.getLogger(__name__)
 

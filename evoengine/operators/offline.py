@@ -39,9 +39,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..candidate import Candidate
-from . import BuiltinProposer, Proposal, ProposalContext, ProposalFailed
-from .patches import Block, PatchError, check_frozen, evolve_blocks, reindent, splice_blocks
+from ..harness import OfflinePlan
+from ..patches import Block, PatchError, check_frozen, evolve_blocks, reindent, splice_blocks
+from ..records import Candidate, Proposal, ProposalContext, ProposalFailed
+from . import BuiltinProposer
 
 log = logging.getLogger(__name__)
 
@@ -627,15 +628,6 @@ def _apply(text: str, edits: Sequence[_Edit]) -> str:
         text = text[: edit.start] + edit.text + text[edit.end :]
         last = edit.start
     return text
-
-
-@dataclass(frozen=True)
-class OfflinePlan:
-    """A harness's say over one offline proposal: operator-family weights (None: the
-    proposer's own) and a multiplier on the size of constant perturbations."""
-
-    weights: dict[str, float] | None = None
-    step: float = 1.0
 
 
 def _checked(weights: dict[str, float]) -> dict[str, float]:

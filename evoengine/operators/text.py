@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..candidate import Candidate
+from ..patches import Block, PatchError, check_frozen, evolve_blocks, splice_blocks
 from ..problem import Problem
-from . import BuiltinProposer, Proposal, ProposalContext, ProposalFailed
-from .patches import Block, PatchError, check_frozen, evolve_blocks, splice_blocks
+from ..records import Candidate, Proposal, ProposalContext, ProposalFailed
+from . import BuiltinProposer
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..problem import COMMENT_PREFIX
+from .problem import COMMENT_PREFIX
 
 
 class PatchError(ValueError):

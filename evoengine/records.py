@@ -1,0 +1,114 @@
+"""The records every layer shares: what a candidate is, what a model call was, what a
+proposal is given and what it returns. Plain data, no behaviour beyond small helpers; this
+module imports nothing of evoengine's but the problem contract, so anything may import it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .problem import Problem
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An admitted candidate. `parents[0]` is the main parent; crossover adds a second.
+
+    `change` is what made it from its parent: the model's patch, or the offline
+    operator's description. `origin` marks candidates imported from another run.
+    """
+
+    id: int
+    text: str
+    parents: tuple[int, ...] = ()
+    island: int = 0
+    generation: int = 0
+    operator: str = "seed"
+    model: str | None = None
+    score: float | None = None
+    valid: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+    features: dict[str, float] = field(default_factory=dict)
+    feedback: str = ""
+    artifacts: dict[str, str] = field(default_factory=dict)
+    instances: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    cost: float = 0.0
+    change: str = ""
+    origin: str | None = None
+    created: float = 0.0
+
+    @property
+    def parent(self) -> int | None:
+        return self.parents[0] if self.parents else None
+
+    def fitness(self) -> float:
+        """Score for ranking: invalid candidates rank below every valid one."""
+        return self.score if self.valid and self.score is not None else float("-inf")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "parents": list(self.parents),
+            "island": self.island,
+            "generation": self.generation,
+            "operator": self.operator,
+            "model": self.model,
+            "score": self.score,
+            "valid": self.valid,
+        }
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One request to a model and what came back (or the error)."""
+
+    model: str
+    request_hash: str
+    messages: list[dict[str, str]]
+    reply: str | None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    latency_s: float = 0.0
+    error: str | None = None
+    purpose: str = "propose"  # propose | judge | embed
+
+
+@dataclass
+class ProposalContext:
+    problem: Problem
+    parent: Candidate
+    inspirations: list[Candidate]
+    failures: list[str]
+    rng: random.Random
+    island: int
+    record_call: Callable[[ModelCall], None] = lambda call: None
+    attempt: int = 0  # how many times this slot was already rejected (novelty, patch)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    text: str
+    operator: str  # e.g. "diff", "full", "crossover", "offline:constant"
+    model: str | None  # the bandit arm that made it: a model name, or "offline"
+    parents: tuple[int, ...]
+    change: str = ""  # the patch or a description of the edit
+    cost: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class ProposalFailed(Exception):
+    """A proposal that produced no usable child; `reason` is recorded in the store."""
+
+    def __init__(
+        self, reason: str, *, operator: str, model: str | None, cost: float = 0.0, parents: tuple[int, ...] = ()
+    ):
+        super().__init__(reason)
+        self.reason = reason
+        self.operator = operator
+        self.model = model
+        self.cost = cost
+        self.parents = parents
