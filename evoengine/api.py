@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from .archive.store import RunStore
 from .config import Config, load_config
 from .records import Candidate
+from .store import RunStore
 
 
 class Run:

@@ -245,8 +245,8 @@ def _cmd_problems(args: argparse.Namespace) -> int:
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
-    from .archive.store import RunStore
     from .lineage import export_lineage, render_ancestry
+    from .store import RunStore
 
     store = RunStore.open(args.run_dir, readonly=True)
     try:

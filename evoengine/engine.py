@@ -33,7 +33,6 @@ from tqdm import tqdm
 
 from . import __version__
 from .archive import Archive
-from .archive.store import RunStore
 from .config import Config, load_config
 from .errors import ConfigError, EvoError, ModelError, ProblemError, StoreError
 from .evaluation import EvaluatorPool, Limits
@@ -43,6 +42,7 @@ from .operators import Proposer
 from .patches import PatchError, evolve_blocks
 from .problem import EvalResult, LoadedProblem, load_problem
 from .records import Candidate, ModelCall, Proposal, ProposalContext, ProposalFailed
+from .store import RunStore
 
 log = logging.getLogger(__name__)
 

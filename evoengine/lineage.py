@@ -23,9 +23,9 @@ from typing import Any
 
 import networkx as nx
 
-from .archive.store import RunStore
 from .errors import EvoError
 from .records import Candidate
+from .store import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -232,8 +232,8 @@ def inner_search(
     harness: Path, problem: str, seed: int, budget: int, overrides: list[str], proxy: bool = True
 ) -> float:
     """Run one short search with `harness` and return its normalised area under the curve."""
-    from .archive.store import RunStore
     from .engine import Engine
+    from .store import RunStore
 
     config = load_config(
         None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .archive.store import RunStore
+from .store import RunStore
 
 
 def run_status(run_dir: str | Path) -> dict[str, Any]:

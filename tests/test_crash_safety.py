@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, cli, status
 
-from evoengine.archive.store import RunStore
+from evoengine.store import RunStore
 
 KILL_SEED = 20240607
 BUDGET = 500  # large enough that no cycle finishes the run before its kill, on a quiet machine too

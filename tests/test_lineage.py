@@ -14,7 +14,6 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from evoengine.archive.store import RunStore
 from evoengine.errors import EvoError
 from evoengine.lineage import (
     ancestry,
@@ -24,6 +23,7 @@ from evoengine.lineage import (
     summarize_change,
 )
 from evoengine.records import Candidate, ModelCall
+from evoengine.store import RunStore
 
 SEED_TEXT = "def solve(x):\n    # EVOLVE-BLOCK-START\n    y = x\n    # EVOLVE-BLOCK-END\n    return y\n"
 MODELS = ("gpt-small", "gpt-large", "offline")

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from test_lineage import make_run
 
-from evoengine.archive.store import RunStore
 from evoengine.records import Candidate
 from evoengine.report import write_report
 from evoengine.report.data import (
@@ -27,6 +26,7 @@ from evoengine.report.data import (
     tree_layout,
 )
 from evoengine.report.html import script_json
+from evoengine.store import RunStore
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

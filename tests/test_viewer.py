@@ -25,9 +25,9 @@ from test_report_browser import (  # noqa: F401 (browser is a fixture)
     wait_for,
 )
 
-from evoengine.archive.store import RunStore
 from evoengine.records import Candidate
 from evoengine.report import start_viewer
+from evoengine.store import RunStore
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -112,7 +112,7 @@ def test_viewer_answers_only_loopback_names_and_only_reads(live) -> None:
 
 WRITER = textwrap.dedent("""
     import json, sys, time
-    from evoengine.archive.store import RunStore
+    from evoengine.store import RunStore
     from evoengine.records import Candidate
     store = RunStore.open(sys.argv[1])
     # Any lock held against this writer for more than 250 ms makes the write fail, loudly.

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..archive.store import RunStore
 from ..errors import StoreError
 from ..lineage import migrations
+from ..store import RunStore
 
 _SUMMARY_COLUMNS = (
     "id, seq, parents, island, generation, operator, model, score, valid, cost, reward, features, created, origin"

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..archive.store import RunStore
+from ..store import RunStore
 from .data import all_details, run_summary
 
 REPORT_NAME = "report.html"

@@ -25,8 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from ..archive.store import RunStore
 from ..errors import StoreError
+from ..store import RunStore
 from .data import candidate_detail, run_summary, snapshot, version
 from .html import content_security_policy, render_page, script_json
 

@@ -1,4 +1,4 @@
-"""The run store: one SQLite file per run (`archive.sqlite`), the truth of a run.
+"""The run store's file: one SQLite file per run (`archive.sqlite`), the truth of a run.
 
 Every proposal gets a row in `candidates` when it starts (status `pending`) and is closed
 in one transaction: `evaluated` (admitted, with its result and admission number `seq`),
@@ -23,8 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import Self
+
 from ..errors import StoreError
-from ..records import Candidate, ModelCall
+from ..records import Candidate
 
 SCHEMA_VERSION = 2  # 2: basis, attempt, closed (a version-1 store is upgraded on opening)
 FILENAME = "archive.sqlite"
@@ -87,8 +89,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-_CLOSING_ORDER = "closed IS NOT NULL, closed, id"  # rows from before schema 2 first, by id
-_CANDIDATE_COLUMNS = (
+CLOSING_ORDER = "closed IS NOT NULL, closed, id"  # rows from before schema 2 first, by id
+CANDIDATE_COLUMNS = (
     "id, text, parents, island, generation, operator, model, score, valid, metrics, features,"
     " feedback, artifacts, instances, timings, cost, change, origin, created"
 )
@@ -172,7 +174,7 @@ class _Connection(sqlite3.Connection):
         return super().cursor(_Cursor).executescript(script)
 
 
-def _row_to_candidate(row: sqlite3.Row) -> Candidate:
+def row_to_candidate(row: sqlite3.Row) -> Candidate:
     metrics = json.loads(row["metrics"])
     return Candidate(
         id=row["id"],
@@ -197,8 +199,10 @@ def _row_to_candidate(row: sqlite3.Row) -> Candidate:
     )
 
 
-class RunStore:
-    """Read and write one run's `archive.sqlite`."""
+class StoreFile:
+    """One run's `archive.sqlite`, opened: the connection, its transactions, meta and state.
+    `RunStore` (the writer) and `RunReader` (the read API for status, reports and the
+    viewer) build on it."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool):
         self.path = path
@@ -208,7 +212,7 @@ class RunStore:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def create(cls, run_dir: Path, meta: dict[str, Any]) -> RunStore:
+    def create(cls, run_dir: Path, meta: dict[str, Any]) -> Self:
         """A new store, made whole in a temporary file and then renamed into place, so a kill
         at any moment leaves either no store or a complete empty one."""
         run_dir = Path(run_dir)
@@ -245,7 +249,7 @@ class RunStore:
         return cls._connect(path, readonly=False)
 
     @classmethod
-    def open(cls, run_dir: Path, readonly: bool = False) -> RunStore:
+    def open(cls, run_dir: Path, readonly: bool = False) -> Self:
         run_dir = Path(run_dir)
         path = run_dir / FILENAME
         if not path.is_file():
@@ -280,7 +284,7 @@ class RunStore:
         return store
 
     @classmethod
-    def _connect(cls, path: Path, readonly: bool) -> RunStore:
+    def _connect(cls, path: Path, readonly: bool) -> Self:
         try:
             if readonly:
                 conn = sqlite3.connect(
@@ -333,243 +337,8 @@ class RunStore:
         with self.transaction():
             self._put_state(state)
 
-    # ------------------------------------------------------------ writing
-
     def _upgrade_from_1(self) -> None:
         with self.transaction() as conn:
             for column in ("basis INTEGER", "attempt INTEGER NOT NULL DEFAULT 0", "closed INTEGER"):
                 conn.execute(f"ALTER TABLE candidates ADD COLUMN {column}")
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (json.dumps(SCHEMA_VERSION),))
-
-    def start_proposal(self, island: int, *, basis: int | None = None, attempt: int = 0) -> int:
-        cur = self.conn.execute(
-            "INSERT INTO candidates (status, island, created, basis, attempt) VALUES ('pending', ?, ?, ?, ?)",
-            (island, time.time(), basis, attempt),
-        )
-        return int(cur.lastrowid)
-
-    def record_call(self, proposal_id: int | None, call: ModelCall) -> None:
-        self.conn.execute(
-            "INSERT INTO model_calls (proposal_id, model, request_hash, messages, reply, tokens_in,"
-            " tokens_out, cost, latency_s, error, purpose, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                proposal_id,
-                call.model,
-                call.request_hash,
-                json.dumps(call.messages),
-                call.reply,
-                call.tokens_in,
-                call.tokens_out,
-                call.cost,
-                call.latency_s,
-                call.error,
-                call.purpose,
-                time.time(),
-            ),
-        )
-
-    def fail(
-        self,
-        proposal_id: int,
-        *,
-        reason: str,
-        operator: str,
-        model: str | None,
-        parents: tuple[int, ...],
-        cost: float = 0.0,
-        reward: float | None = None,
-        text: str | None = None,
-        island: int = 0,
-        closed: int | None = None,
-    ) -> None:
-        """Close a proposal that produced no evaluated child; `reward` is what its arm earned."""
-        self.conn.execute(
-            "UPDATE candidates SET status='failed', reason=?, operator=?, model=?, parents=?, cost=?,"
-            " reward=?, text=?, finished=?, island=?, closed=? WHERE id=?",
-            (
-                reason,
-                operator,
-                model,
-                json.dumps(list(parents)),
-                cost,
-                reward,
-                text,
-                time.time(),
-                island,
-                closed,
-                proposal_id,
-            ),
-        )
-
-    def admit(
-        self,
-        c: Candidate,
-        *,
-        reward: float | None,
-        events: list[tuple[str, dict[str, Any]]] = (),
-        state: dict[str, Any] | None = None,
-        closed: int | None = None,
-    ) -> int:
-        """Close proposal `c.id` as evaluated, in one transaction with its events and state."""
-        with self.transaction() as conn:
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM candidates").fetchone()[0]
-            updated = conn.execute(
-                "UPDATE candidates SET status='evaluated', seq=?, text=?, parents=?, island=?, generation=?,"
-                " operator=?, model=?, score=?, valid=?, metrics=?, features=?, feedback=?, artifacts=?,"
-                " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?, closed=?"
-                " WHERE id=? AND status='pending'",
-                (
-                    seq,
-                    c.text,
-                    json.dumps(list(c.parents)),
-                    c.island,
-                    c.generation,
-                    c.operator,
-                    c.model,
-                    c.score,
-                    int(c.valid),
-                    json.dumps(c.metrics),
-                    json.dumps(c.features),
-                    c.feedback,
-                    json.dumps(c.artifacts),
-                    json.dumps(c.instances),
-                    json.dumps(c.timings),
-                    c.cost,
-                    reward,
-                    c.change,
-                    c.origin,
-                    time.time(),
-                    closed,
-                    c.id,
-                ),
-            ).rowcount
-            if updated != 1:
-                raise StoreError(f"candidate {c.id} is not a pending proposal in {self.path}")
-            now = time.time()
-            conn.executemany(
-                "INSERT INTO events (seq, kind, data, created) VALUES (?, ?, ?, ?)",
-                [(seq, kind, json.dumps(data), now) for kind, data in events],
-            )
-            if state:
-                self._put_state(state)
-        return int(seq)
-
-    def abandon_pending(self) -> int:
-        """Proposals that were in flight when a run died are closed as `abandoned`."""
-        with self.transaction() as conn:
-            return conn.execute(
-                "UPDATE candidates SET status='abandoned', finished=? WHERE status='pending'", (time.time(),)
-            ).rowcount
-
-    # ------------------------------------------------------------ reading
-
-    def candidates(self, after_seq: int = 0) -> Iterator[Candidate]:
-        """Admitted candidates in admission order."""
-        rows = self.conn.execute(
-            f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' AND seq > ? ORDER BY seq",
-            (after_seq,),
-        )
-        for row in rows:
-            yield _row_to_candidate(row)
-
-    def rewards(self) -> Iterator[tuple[str | None, float | None, float]]:
-        """(model arm, reward, cost) of every closed proposal that earned one, for bandit replay."""
-        yield from self.conn.execute(
-            "SELECT model, reward, cost FROM candidates WHERE status IN ('evaluated', 'failed')"
-            f" AND reward IS NOT NULL ORDER BY {_CLOSING_ORDER}"
-        )
-
-    def next_id(self) -> int:
-        """The id the next proposal will get."""
-        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name='candidates'").fetchone()
-        return (int(row[0]) if row else 0) + 1
-
-    def closed_count(self) -> int:
-        return int(
-            self.conn.execute("SELECT COUNT(*) FROM candidates WHERE status IN ('evaluated', 'failed')").fetchone()[0]
-        )
-
-    def setbacks(self) -> Iterator[sqlite3.Row]:
-        """Failed proposals (novelty rejections aside) and invalid candidates, in closing order:
-        what the prompts' "recent failures" are made of."""
-        yield from self.conn.execute(
-            "SELECT id, status, island, operator, reason, feedback FROM candidates"
-            " WHERE (status='failed' AND reason NOT LIKE 'novelty:%') OR (status='evaluated' AND valid=0)"
-            f" ORDER BY {_CLOSING_ORDER}"
-        )
-
-    def schedule(self) -> dict[int, sqlite3.Row] | None:
-        """Every proposal's (id, status, basis, attempt, closed, reason), by id; None for a store that
-        did not record its schedule (written before schema 2)."""
-        try:
-            rows = self.conn.execute("SELECT id, status, basis, attempt, closed, reason FROM candidates").fetchall()
-        except StoreError:
-            return None
-        if any(r["basis"] is None and r["closed"] is None for r in rows):
-            return None
-        return {r["id"]: r for r in rows}
-
-    def get(self, candidate_id: int) -> Candidate:
-        row = self.conn.execute(
-            f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE id=? AND status='evaluated'", (candidate_id,)
-        ).fetchone()
-        if row is None:
-            raise StoreError(f"no admitted candidate with id {candidate_id} in {self.path}")
-        return _row_to_candidate(row)
-
-    def best(self, n: int = 1) -> list[Candidate]:
-        rows = self.conn.execute(
-            f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' AND valid=1"
-            " ORDER BY score DESC, seq ASC LIMIT ?",
-            (n,),
-        )
-        return [_row_to_candidate(r) for r in rows]
-
-    def seed(self) -> Candidate | None:
-        row = self.conn.execute(
-            f"SELECT {_CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' ORDER BY seq LIMIT 1"
-        ).fetchone()
-        return _row_to_candidate(row) if row else None
-
-    def counts(self) -> dict[str, int]:
-        out = {"evaluated": 0, "valid": 0, "failed": 0, "pending": 0, "abandoned": 0}
-        for status, n in self.conn.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status"):
-            out[status] = n
-        out["valid"] = self.conn.execute(
-            "SELECT COUNT(*) FROM candidates WHERE status='evaluated' AND valid=1"
-        ).fetchone()[0]
-        return out
-
-    def spend(self) -> float:
-        return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])
-
-    def failures(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT id, operator, model, reason FROM candidates WHERE status='failed' ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
-        return [dict(r) for r in rows]
-
-    def count_failed(self, reason_prefix: str) -> int:
-        """Failed proposals whose reason starts with `reason_prefix`."""
-        return self.conn.execute(
-            "SELECT COUNT(*) FROM candidates WHERE status='failed' AND substr(reason, 1, ?) = ?",
-            (len(reason_prefix), reason_prefix),
-        ).fetchone()[0]
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT seq, kind, data FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
-        return [
-            {"seq": s, "kind": k, "data": json.loads(d)} for s, k, d in self.conn.execute(sql, (kind,) if kind else ())
-        ]
-
-    def model_usage(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT model, purpose, COUNT(*) AS calls, SUM(error IS NOT NULL) AS errors, SUM(tokens_in) AS tokens_in,"
-            " SUM(tokens_out) AS tokens_out, SUM(cost) AS cost FROM model_calls GROUP BY model, purpose"
-        )
-        return [dict(r) for r in rows]
-
-    def recorded_replies(self) -> Iterator[tuple[str, str]]:
-        """(request hash, reply) of successful model calls in call order, for replay."""
-        yield from self.conn.execute("SELECT request_hash, reply FROM model_calls WHERE reply IS NOT NULL ORDER BY id")

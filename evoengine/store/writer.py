@@ -1,0 +1,254 @@
+"""The writer of a run's store: the engine's loop is its one user (one writer). It opens
+proposals, records model calls, closes proposals as admitted or failed (one transaction
+each) and reads back what a resumed run rebuilds its state from."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import StoreError
+from ..records import Candidate, ModelCall
+from .db import CANDIDATE_COLUMNS, CLOSING_ORDER, StoreFile, row_to_candidate
+
+
+class RunStore(StoreFile):
+    """Write one run's `archive.sqlite` (and read what the engine needs back)."""
+
+    # ------------------------------------------------------------ writing
+
+    def start_proposal(self, island: int, *, basis: int | None = None, attempt: int = 0) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO candidates (status, island, created, basis, attempt) VALUES ('pending', ?, ?, ?, ?)",
+            (island, time.time(), basis, attempt),
+        )
+        return int(cur.lastrowid)
+
+    def record_call(self, proposal_id: int | None, call: ModelCall) -> None:
+        self.conn.execute(
+            "INSERT INTO model_calls (proposal_id, model, request_hash, messages, reply, tokens_in,"
+            " tokens_out, cost, latency_s, error, purpose, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                proposal_id,
+                call.model,
+                call.request_hash,
+                json.dumps(call.messages),
+                call.reply,
+                call.tokens_in,
+                call.tokens_out,
+                call.cost,
+                call.latency_s,
+                call.error,
+                call.purpose,
+                time.time(),
+            ),
+        )
+
+    def fail(
+        self,
+        proposal_id: int,
+        *,
+        reason: str,
+        operator: str,
+        model: str | None,
+        parents: tuple[int, ...],
+        cost: float = 0.0,
+        reward: float | None = None,
+        text: str | None = None,
+        island: int = 0,
+        closed: int | None = None,
+    ) -> None:
+        """Close a proposal that produced no evaluated child; `reward` is what its arm earned."""
+        self.conn.execute(
+            "UPDATE candidates SET status='failed', reason=?, operator=?, model=?, parents=?, cost=?,"
+            " reward=?, text=?, finished=?, island=?, closed=? WHERE id=?",
+            (
+                reason,
+                operator,
+                model,
+                json.dumps(list(parents)),
+                cost,
+                reward,
+                text,
+                time.time(),
+                island,
+                closed,
+                proposal_id,
+            ),
+        )
+
+    def admit(
+        self,
+        c: Candidate,
+        *,
+        reward: float | None,
+        events: list[tuple[str, dict[str, Any]]] = (),
+        state: dict[str, Any] | None = None,
+        closed: int | None = None,
+    ) -> int:
+        """Close proposal `c.id` as evaluated, in one transaction with its events and state."""
+        with self.transaction() as conn:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM candidates").fetchone()[0]
+            updated = conn.execute(
+                "UPDATE candidates SET status='evaluated', seq=?, text=?, parents=?, island=?, generation=?,"
+                " operator=?, model=?, score=?, valid=?, metrics=?, features=?, feedback=?, artifacts=?,"
+                " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?, closed=?"
+                " WHERE id=? AND status='pending'",
+                (
+                    seq,
+                    c.text,
+                    json.dumps(list(c.parents)),
+                    c.island,
+                    c.generation,
+                    c.operator,
+                    c.model,
+                    c.score,
+                    int(c.valid),
+                    json.dumps(c.metrics),
+                    json.dumps(c.features),
+                    c.feedback,
+                    json.dumps(c.artifacts),
+                    json.dumps(c.instances),
+                    json.dumps(c.timings),
+                    c.cost,
+                    reward,
+                    c.change,
+                    c.origin,
+                    time.time(),
+                    closed,
+                    c.id,
+                ),
+            ).rowcount
+            if updated != 1:
+                raise StoreError(f"candidate {c.id} is not a pending proposal in {self.path}")
+            now = time.time()
+            conn.executemany(
+                "INSERT INTO events (seq, kind, data, created) VALUES (?, ?, ?, ?)",
+                [(seq, kind, json.dumps(data), now) for kind, data in events],
+            )
+            if state:
+                self._put_state(state)
+        return int(seq)
+
+    def abandon_pending(self) -> int:
+        """Proposals that were in flight when a run died are closed as `abandoned`."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "UPDATE candidates SET status='abandoned', finished=? WHERE status='pending'", (time.time(),)
+            ).rowcount
+
+    # ------------------------------------------------------------ reading
+
+    def candidates(self, after_seq: int = 0) -> Iterator[Candidate]:
+        """Admitted candidates in admission order."""
+        rows = self.conn.execute(
+            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' AND seq > ? ORDER BY seq",
+            (after_seq,),
+        )
+        for row in rows:
+            yield row_to_candidate(row)
+
+    def rewards(self) -> Iterator[tuple[str | None, float | None, float]]:
+        """(model arm, reward, cost) of every closed proposal that earned one, for bandit replay."""
+        yield from self.conn.execute(
+            "SELECT model, reward, cost FROM candidates WHERE status IN ('evaluated', 'failed')"
+            f" AND reward IS NOT NULL ORDER BY {CLOSING_ORDER}"
+        )
+
+    def next_id(self) -> int:
+        """The id the next proposal will get."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name='candidates'").fetchone()
+        return (int(row[0]) if row else 0) + 1
+
+    def closed_count(self) -> int:
+        return int(
+            self.conn.execute("SELECT COUNT(*) FROM candidates WHERE status IN ('evaluated', 'failed')").fetchone()[0]
+        )
+
+    def setbacks(self) -> Iterator[sqlite3.Row]:
+        """Failed proposals (novelty rejections aside) and invalid candidates, in closing order:
+        what the prompts' "recent failures" are made of."""
+        yield from self.conn.execute(
+            "SELECT id, status, island, operator, reason, feedback FROM candidates"
+            " WHERE (status='failed' AND reason NOT LIKE 'novelty:%') OR (status='evaluated' AND valid=0)"
+            f" ORDER BY {CLOSING_ORDER}"
+        )
+
+    def schedule(self) -> dict[int, sqlite3.Row] | None:
+        """Every proposal's (id, status, basis, attempt, closed, reason), by id; None for a store that
+        did not record its schedule (written before schema 2)."""
+        try:
+            rows = self.conn.execute("SELECT id, status, basis, attempt, closed, reason FROM candidates").fetchall()
+        except StoreError:
+            return None
+        if any(r["basis"] is None and r["closed"] is None for r in rows):
+            return None
+        return {r["id"]: r for r in rows}
+
+    def get(self, candidate_id: int) -> Candidate:
+        row = self.conn.execute(
+            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE id=? AND status='evaluated'", (candidate_id,)
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no admitted candidate with id {candidate_id} in {self.path}")
+        return row_to_candidate(row)
+
+    def best(self, n: int = 1) -> list[Candidate]:
+        rows = self.conn.execute(
+            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' AND valid=1"
+            " ORDER BY score DESC, seq ASC LIMIT ?",
+            (n,),
+        )
+        return [row_to_candidate(r) for r in rows]
+
+    def seed(self) -> Candidate | None:
+        row = self.conn.execute(
+            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' ORDER BY seq LIMIT 1"
+        ).fetchone()
+        return row_to_candidate(row) if row else None
+
+    def counts(self) -> dict[str, int]:
+        out = {"evaluated": 0, "valid": 0, "failed": 0, "pending": 0, "abandoned": 0}
+        for status, n in self.conn.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status"):
+            out[status] = n
+        out["valid"] = self.conn.execute(
+            "SELECT COUNT(*) FROM candidates WHERE status='evaluated' AND valid=1"
+        ).fetchone()[0]
+        return out
+
+    def spend(self) -> float:
+        return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])
+
+    def failures(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT id, operator, model, reason FROM candidates WHERE status='failed' ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [dict(r) for r in rows]
+
+    def count_failed(self, reason_prefix: str) -> int:
+        """Failed proposals whose reason starts with `reason_prefix`."""
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM candidates WHERE status='failed' AND substr(reason, 1, ?) = ?",
+            (len(reason_prefix), reason_prefix),
+        ).fetchone()[0]
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT seq, kind, data FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
+        return [
+            {"seq": s, "kind": k, "data": json.loads(d)} for s, k, d in self.conn.execute(sql, (kind,) if kind else ())
+        ]
+
+    def model_usage(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT model, purpose, COUNT(*) AS calls, SUM(error IS NOT NULL) AS errors, SUM(tokens_in) AS tokens_in,"
+            " SUM(tokens_out) AS tokens_out, SUM(cost) AS cost FROM model_calls GROUP BY model, purpose"
+        )
+        return [dict(r) for r in rows]
+
+    def recorded_replies(self) -> Iterator[tuple[str, str]]:
+        """(request hash, reply) of successful model calls in call order, for replay."""
+        yield from self.conn.execute("SELECT request_hash, reply FROM model_calls WHERE reply IS NOT NULL ORDER BY id")
