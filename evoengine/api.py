@@ -88,13 +88,13 @@ def run(
     >>> r = evoengine.run("circle_packing", budget=100, islands__count=2)
     >>> r.best.score
     """
-    from .engine import Engine
+    from .engine import create
 
     if isinstance(config, Config):
         cfg = load_config(None, _overrides(overrides), base=config.dump())
     else:
         cfg = load_config(config, _overrides(overrides))
-    engine = Engine.create(
+    engine = create(
         problem,
         cfg,
         run_dir=Path(run_dir) if run_dir else None,

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .engine import Engine
+    from .engine import create
 
     overrides = list(args.overrides)
     if args.budget is not None:
@@ -140,14 +140,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.ray:
         overrides += ["evaluation.backend=ray", f"ray.address={args.ray}"]
     config = load_config(args.config, overrides)
-    engine = Engine.create(args.problem, config, run_dir=args.run_dir, from_run=args.from_run, progress=not args.quiet)
+    engine = create(args.problem, config, run_dir=args.run_dir, from_run=args.from_run, progress=not args.quiet)
     return _drive(engine)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from .engine import Engine
+    from .engine import reopen
 
-    engine = Engine.reopen(args.run_dir, budget=args.budget, overrides=tuple(args.overrides), progress=not args.quiet)
+    engine = reopen(args.run_dir, budget=args.budget, overrides=tuple(args.overrides), progress=not args.quiet)
     return _drive(engine)
 
 
@@ -156,31 +156,15 @@ def _drive(engine) -> int:
         print(OFFLINE_NOTE, file=sys.stderr)
     print(f"run directory: {engine.run_dir}", file=sys.stderr)
     summary = asyncio.run(engine.run())
-    d = summary.run_dir
-    best = summary.best
-    lines = [
-        f"stopped: {summary.stopped} after {summary.admitted} candidates ({summary.valid} valid) "
-        f"in {summary.elapsed_s:.1f} s" + (f", spend ${summary.spend:.4f}" if summary.spend else ""),
-        f"best score {best.score:.6g} (candidate {best.id}); seed {summary.seed_score:.6g}"
-        if best and best.score is not None and summary.seed_score is not None
-        else "no valid candidate",
-    ]
-    if summary.best_path:
-        lines.append(f"best candidate: {summary.best_path}")
-    if summary.stopped != "budget":
-        lines.append(f"resume:  evoengine resume {d}")
-    lines.append(f"lineage: evoengine lineage {d}   report: evoengine report {d}")
-    if summary.message:
-        lines.append(f"error: {summary.message}")
-    print("\n".join(lines))
-    return 1 if summary.stopped in ("failing", "error") else 130 if summary.stopped == "interrupted" else 0
+    print("\n".join(summary.lines()))
+    return summary.exit_code
 
 
 def _cmd_self_evolve(args: argparse.Namespace) -> int:
     import shutil
 
     from .config import load_config
-    from .engine import Engine, new_run_dir
+    from .engine import create, new_run_dir
     from .selfevolve import prepare
 
     overrides = [f"budget.candidates={args.budget}", *args.overrides]
@@ -198,7 +182,7 @@ def _cmd_self_evolve(args: argparse.Namespace) -> int:
         overrides=args.inner,
         seed_harness=args.harness,
     )
-    engine = Engine.create(folder, config, run_dir=run_dir, progress=not args.quiet)
+    engine = create(folder, config, run_dir=run_dir, progress=not args.quiet)
     code = _drive(engine)
     best = engine.best_path()
     if best is not None:

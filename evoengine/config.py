@@ -19,7 +19,8 @@ from .errors import ConfigError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: YAML's `yes`/`on` is a boolean, never the number 1; a number is not a boolean
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class Budget(Section):
@@ -28,6 +29,19 @@ class Budget(Section):
     candidates: int | None = Field(200, ge=1, description="evaluated candidates in the run")
     wall_time_s: float | None = Field(None, gt=0, description="seconds of this process's run time")
     cost_usd: float | None = Field(None, gt=0, description="total model spend in US dollars")
+    target_score: float | None = Field(None, description="stop once the best score reaches this (stop reason: target)")
+    invalid_streak: int | None = Field(
+        20,
+        ge=1,
+        description="stop after this many invalid results in a row that share one reason (an evaluator "
+        "failing every child, say on an import error); None: never",
+    )
+    silence_s: float | None = Field(
+        None,
+        gt=0,
+        description="stop when no model has answered for this long while proposals waited on one "
+        "(None: 3 x the longest model timeout_s)",
+    )
 
 
 class Concurrency(Section):

@@ -107,6 +107,16 @@ class Problem:
             raise ProblemError(f"{self.root / 'problem.py'}: cannot read seed file {path}: {exc}") from exc
 
 
+def safe_text(text: str) -> str:
+    """`text` as UTF-8 can carry it: lone surrogates (which a model reply or a candidate's
+    output may hold, and which SQLite, files and browsers refuse) written as `\\udXXX` escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 @dataclass
 class EvalResult:
     """How a candidate scored. Higher `score` is better; an invalid result says why in `feedback`."""
@@ -136,15 +146,18 @@ class EvalResult:
         unknown = set(data) - {"score", "valid", "metrics", "features", "feedback", "artifacts", "instances"}
         if unknown:
             return cls.invalid(f"evaluate() returned unknown keys {sorted(unknown)}")
+        valid = data.get("valid", True)
+        if not isinstance(valid, bool) and valid not in (0, 1):
+            return cls.invalid(f"evaluate() returned valid={valid!r}; it must be True or False")
+        valid = bool(valid)
         try:
-            valid = bool(data.get("valid", True))
             score = data.get("score")
             score = None if score is None else float(score)
-            metrics = {str(k): float(v) for k, v in dict(data.get("metrics") or {}).items()}
-            features = {str(k): float(v) for k, v in dict(data.get("features") or {}).items()}
-            feedback = str(data.get("feedback") or "")
-            artifacts = {str(k): str(v) for k, v in dict(data.get("artifacts") or {}).items()}
-            instances = {str(k): float(v) for k, v in dict(data.get("instances") or {}).items()}
+            metrics = {safe_text(str(k)): float(v) for k, v in dict(data.get("metrics") or {}).items()}
+            features = {safe_text(str(k)): float(v) for k, v in dict(data.get("features") or {}).items()}
+            feedback = safe_text(str(data.get("feedback") or ""))
+            artifacts = {safe_text(str(k)): safe_text(str(v)) for k, v in dict(data.get("artifacts") or {}).items()}
+            instances = {safe_text(str(k)): float(v) for k, v in dict(data.get("instances") or {}).items()}
         except (TypeError, ValueError) as exc:
             return cls.invalid(f"evaluate() returned a malformed result: {exc}")
         if valid and score is None:

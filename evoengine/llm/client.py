@@ -30,6 +30,7 @@ import openai
 
 from ..config import Model
 from ..errors import ModelError
+from ..problem import safe_text
 from ..records import ModelCall
 from .replay import ReplayBook, current_proposal, request_hash
 
@@ -362,7 +363,7 @@ class ModelClient:
             self.name,
             digest,
             messages,
-            None if done.error else done.text,
+            None if done.error else safe_text(done.text),
             tokens_in=done.tokens_in,
             tokens_out=done.tokens_out,
             cost=cost,

@@ -23,6 +23,9 @@ class Proposer(Protocol):
     def arms(self) -> list[str]:
         """Names the bandit chooses between (models, and "offline" if it is an arm)."""
 
+    async def start(self) -> None:
+        """Before the first proposal: check what the proposer needs (models' pre-flight)."""
+
     async def propose(self, ctx: ProposalContext) -> Proposal: ...
 
     def observe(self, arm: str, reward: float, cost: float) -> None:
@@ -50,6 +53,9 @@ class BuiltinProposer:
 
     def arms(self) -> list[str]:
         return [self.ARM]
+
+    async def start(self) -> None:
+        return None
 
     async def propose(self, ctx: ProposalContext) -> Proposal:
         proposal = self._propose(ctx)
