@@ -95,11 +95,18 @@ class Model(Section):
 
 
 class Operators(Section):
-    """How children are made. diff/full/crossover weigh the model operators."""
+    """How children are made. diff/full/crossover weigh the model operators: they are the
+    starting odds, and each model's own record moves them (a model whose diffs never apply
+    is soon asked for few diffs; see docs/models.md)."""
 
-    diff: float = Field(0.6, ge=0)
-    full: float = Field(0.3, ge=0)
-    crossover: float = Field(0.1, ge=0)
+    diff: float = Field(0.6, ge=0, description="weight of SEARCH/REPLACE diff requests, before a model's record")
+    full: float = Field(0.3, ge=0, description="weight of full-rewrite requests, before a model's record")
+    crossover: float = Field(
+        0.1,
+        ge=0,
+        description="weight of crossover requests (two parents in one prompt), before a model's record; "
+        "0 turns crossover off everywhere, the offline operators' crossover included",
+    )
     offline_arm: bool = Field(False, description="offer the offline operators as a bandit arm beside models")
     repair_attempts: int = Field(
         1, ge=0, description="times a model reply that cannot be parsed or applied is sent back with the error"
@@ -107,17 +114,32 @@ class Operators(Section):
 
 
 class Bandit(Section):
-    kind: Literal["ucb1", "thompson", "uniform"] = "ucb1"
-    cost_aware: bool = Field(False, description="reward improvement per dollar spent")
-    exploration: float = Field(1.0, ge=0, description="UCB exploration constant")
+    """Which model each proposal asks (docs/models.md). `kind: uniform` switches the bandit off."""
+
+    kind: Literal["ucb1", "thompson", "uniform"] = Field(
+        "ucb1", description="ucb1 or thompson learn which model improves children; uniform asks each equally often"
+    )
+    cost_aware: bool = Field(
+        False,
+        description="weigh each model's reward by its price: the cheaper of two models that both improve "
+        "children is preferred; a model that has improved nothing gets no credit for being cheap",
+    )
+    exploration: float = Field(
+        0.5,
+        ge=0,
+        description="UCB exploration constant c in mean + c·sqrt(2 ln N / n), for rewards in [0, 1] "
+        "(0.5 separates a model that improves most children from one that never does within ~40 calls)",
+    )
 
 
 class Islands(Section):
-    count: int = Field(4, ge=1)
+    """Separate populations (`count: 1` switches islands off) exchanging their best members."""
+
+    count: int = Field(4, ge=1, description="number of islands; 1: one population (no islands)")
     population: int = Field(200, ge=1, description="cap on each island's population")
     topology: Literal["ring", "full", "random", "isolated"] = "ring"
     migration_interval: int = Field(50, ge=1, description="admissions between migrations")
-    migration_size: int = Field(2, ge=0, description="top candidates sent to each neighbour")
+    migration_size: int = Field(2, ge=0, description="top candidates sent to each neighbour; 0: no migration")
     reset_interval: int | None = Field(None, ge=1, description="admissions between resets (None: never)")
     reset_fraction: float = Field(0.5, gt=0, lt=1, description="share of weakest islands reset")
 
@@ -136,24 +158,34 @@ class Elites(Section):
 
 
 class Selection(Section):
-    """Parent selection: a mix of exploitation, exploration and elites."""
+    """Parent selection: a mix of exploitation, exploration and elites, or a baseline."""
 
-    strategy: Literal["power_law", "weighted", "tournament", "uniform", "hill_climb", "pareto"] = Field(
-        "power_law",
-        description="exploit strategy: power_law (p ∝ rank^-alpha), weighted (sigmoid of the "
-        "score's distance from the median, damped by child count), tournament, uniform (a random "
-        "MAP-Elites cell), hill_climb (the island's best), pareto (GEPA's per-instance Pareto "
-        "front: members best on at least one of the evaluator's `instances`, undominated, drawn "
-        "∝ instances won; the island's best when no member reports instances)",
+    strategy: Literal["power_law", "weighted", "tournament", "uniform", "hill_climb", "pareto", "iid", "greedy"] = (
+        Field(
+            "power_law",
+            description="exploit strategy: power_law (p ∝ rank^-alpha), weighted (sigmoid of the "
+            "score's distance from the median, damped by child count), tournament, uniform (a random "
+            "MAP-Elites cell), hill_climb (the island's best), pareto (GEPA's per-instance Pareto "
+            "front: members best on at least one of the evaluator's `instances`, undominated, drawn "
+            "∝ instances won; the island's best when no member reports instances). Two baselines "
+            "ignore the mix, islands and inspirations: iid (every child from the seed, with nothing "
+            "else in the prompt: independent sampling, keep the best) and greedy (every child from "
+            "the run's current best: sequential refinement)",
+        )
     )
     exploit: float = Field(0.7, ge=0, description="share of parents from `strategy` on the island")
     explore: float = Field(0.2, ge=0, description="share of parents uniform on the island")
-    elites: float = Field(0.1, ge=0, description="share of parents from a random MAP-Elites cell")
+    elites: float = Field(0.1, ge=0, description="share of parents from a random MAP-Elites cell; 0: none")
     alpha: float = Field(1.0, gt=0, description="power-law exponent over rank")
     tournament: int = Field(4, ge=2)
     sharpness: float = Field(10.0, gt=0, description="λ of `weighted`: sigmoid(λ·(score − median)/MAD)")
-    top_inspirations: int = Field(2, ge=0)
-    diverse_inspirations: int = Field(2, ge=0)
+    top_inspirations: int = Field(2, ge=0, description="the island's best (besides the parent) offered beside it")
+    diverse_inspirations: int = Field(2, ge=0, description="elites and other islands' best offered beside it")
+    inspirations: bool = Field(
+        True,
+        description="show the inspirations in the prompt; false: the prompt shows the parent alone "
+        "(a crossover still gets its second parent; operators.crossover=0 turns that off)",
+    )
 
 
 class Novelty(Section):
