@@ -251,7 +251,6 @@ def quadratic_model(improves: bool):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="needs engine hook: the engine's reward from evoengine.llm.bandit.improvement_reward")
 @pytest.mark.parametrize("cost_aware", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_run_sends_most_calls_to_the_model_that_improves_whatever_the_prices(
