@@ -555,3 +555,28 @@ def test_a_run_replayed_from_its_store_makes_the_same_children_with_no_endpoint(
     assert second == first
     assert [c.request_hash for c in replayed] == [c.request_hash for c in recorded]
     assert any(m == "b" and "no SEARCH/REPLACE" in r for m, r, _ in first)  # failures replay too
+
+
+@pytest.mark.slow
+@pytest.mark.skip(reason="needs engine hook: observe(..., operator=, stage=) on close and on resume")
+def test_in_a_run_a_model_whose_diffs_never_apply_is_soon_asked_for_full_rewrites(scripted_server, tmp_path):
+    from conftest import TEST_PROBLEMS, cli
+
+    def clumsy(request):
+        prompt = request["messages"][-1]["content"]
+        if "<<<<<<< SEARCH" in prompt:
+            return "<<<<<<< SEARCH\n    a = 12345\n=======\n    a = 1.0\n>>>>>>> REPLACE\n"
+        parent = re.search(r"```[a-z]*\n(.*?)\n```", prompt, re.S).group(1)
+        return f"```python\n{parent.replace('    a = ', f'    a = {random.random():.6f} + ', 1)}\n```\n"
+
+    scripted_server.script("clumsy", clumsy)
+    cfg = tmp_path / "clumsy.yaml"
+    cfg.write_text(
+        json.dumps({"extends": "default", "models": [scripted_server.model("clumsy").model_dump(mode="json")]})
+    )
+    run_dir = tmp_path / "run"
+    proc = cli("run", str(TEST_PROBLEMS / "quadratic"), "-c", str(cfg), "--budget", "60", "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(run_dir / "archive.sqlite") as db:
+        ops = [op for (op,) in db.execute("SELECT operator FROM candidates WHERE model='clumsy' ORDER BY closed")]
+    assert ops[:20].count("diff") > 5 and ops[-30:].count("diff") < 6

@@ -3,13 +3,16 @@ and determinism of the whole archive."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import sqlite3
 import statistics
 from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import cli
 from scipy.stats import chisquare
 
 from evoengine.archive import Archive
@@ -295,3 +298,31 @@ def test_selection_elites_zero_takes_no_parent_from_the_elite_cells():
 def test_islands_count_one_keeps_every_child_on_one_population():
     assert len({s.island for s in picks(mixed(), 200)}) == 4
     assert {s.island for s in picks(mixed("islands.count=1"), 200)} == {0}
+
+
+# ---------------------------------------------------------------- the baselines in a real run
+
+
+def _run_rows(run_dir) -> list[tuple[int, list[int], float | None, str]]:
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    rows = conn.execute("SELECT id, parents, score, operator FROM candidates WHERE status='evaluated' ORDER BY closed")
+    return [(cid, json.loads(parents), score, op) for cid, parents, score, op in rows]
+
+
+@pytest.mark.parametrize("strategy", ["iid", "greedy"])
+def test_one_key_turns_a_run_into_a_baseline(strategy, quadratic, tmp_path):
+    run_dir = tmp_path / strategy
+    proc = cli(
+        "run", str(quadratic), "--budget", "30", "--run-dir", str(run_dir), "-q",
+        "--set", f"selection.strategy={strategy}", "--set", "concurrency.deterministic=true",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = _run_rows(run_dir)
+    seed = rows[0][0]
+    assert rows[0][3] == "seed" and len(rows) == 30
+    best_id, best = seed, rows[0][2]
+    for cid, parents, score, _ in rows[1:]:
+        assert parents == [seed if strategy == "iid" else best_id]  # one parent: no crossover partner
+        if score is not None and score > best:
+            best_id, best = cid, score
+    assert best > rows[0][2]  # both baselines still search
