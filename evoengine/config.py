@@ -100,6 +100,7 @@ class Operators(Section):
     diff: float = Field(0.6, ge=0, description="weight of SEARCH/REPLACE diff requests")
     full: float = Field(0.3, ge=0, description="weight of full-rewrite requests")
     crossover: float = Field(0.1, ge=0, description="weight of crossover requests; 0: no crossover, offline included")
+    adapt: bool = Field(True, description="move each model's odds by its own record; false: the weights stay fixed")
     offline_arm: bool = Field(False, description="offer the offline operators as a bandit arm beside models")
     repair_attempts: int = Field(
         1, ge=0, description="times a model reply that cannot be parsed or applied is sent back with the error"
@@ -107,8 +108,6 @@ class Operators(Section):
 
 
 class Bandit(Section):
-    """Which model each proposal asks (docs/models.md)."""
-
     kind: Literal["ucb1", "thompson", "uniform"] = Field("ucb1", description="uniform: no bandit, every model alike")
     cost_aware: bool = Field(
         False, description="of models that improve children, prefer the cheaper; no credit for being cheap alone"

@@ -336,9 +336,10 @@ def observe_like_the_engine(proposer: ModelProposer, outcome: Proposal | Proposa
         proposer.observe(outcome.model, reward, outcome.cost, operator=outcome.operator, stage="valid")
 
 
-def test_a_model_whose_diffs_never_apply_is_soon_asked_for_few_diffs(scripted_server):
+@pytest.mark.parametrize("adapt", [True, False])
+def test_a_model_whose_diffs_never_apply_is_soon_asked_for_few_diffs(scripted_server, adapt):
     """Model "clumsy" copies SEARCH text wrongly (0 of its diffs apply) but writes fine full
-    rewrites; "neat" does both. Each model's odds follow its own record."""
+    rewrites; "neat" does both. Each model's odds follow its own record (unless `adapt` is off)."""
 
     def reply(copies_well: bool):
         def answer(request):
@@ -351,7 +352,7 @@ def test_a_model_whose_diffs_never_apply_is_soon_asked_for_few_diffs(scripted_se
 
     scripted_server.script("clumsy", reply(False)).script("neat", reply(True))
     models = [scripted_server.model("clumsy"), scripted_server.model("neat")]
-    cfg = config(models, operators={"diff": 0.6, "full": 0.3, "crossover": 0.1, "repair_attempts": 0})
+    cfg = config(models, operators={"diff": 0.6, "full": 0.3, "crossover": 0.1, "repair_attempts": 0, "adapt": adapt})
     proposer = ModelProposer(cfg, PROBLEM, pool=ModelPool(cfg.models, backoff_s=0.01))
     assert proposer.odds.weights("clumsy") == pytest.approx({"diff": 0.3, "full": 0.15, "crossover": 0.05})
     log: list = []
@@ -370,6 +371,9 @@ def test_a_model_whose_diffs_never_apply_is_soon_asked_for_few_diffs(scripted_se
 
     asyncio.run(run())
     late = {m: [op for model, op in log[60:] if model == m] for m in ("clumsy", "neat")}
+    if not adapt:  # the configured weights, whatever happened
+        assert late["clumsy"].count("diff") > 0.4 * len(late["clumsy"])
+        return
     assert late["clumsy"].count("diff") < 0.2 * len(late["clumsy"])
     assert late["neat"].count("diff") > 0.4 * len(late["neat"])
     stats = proposer.stats()

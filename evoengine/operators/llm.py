@@ -95,7 +95,8 @@ class ModelProposer:
         arm = self.bandit.select(ctx.rng)
         if arm == OFFLINE:
             return await self._offline(ctx)
-        ctx = dataclasses.replace(ctx, operator_weights=self.odds.weights(arm))
+        if self.config.operators.adapt:
+            ctx = dataclasses.replace(ctx, operator_weights=self.odds.weights(arm))
         plan = self.harness.plan(ctx, arm)
         parents = (ctx.parent.id,)
         if plan.operator == "crossover":
