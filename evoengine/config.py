@@ -109,11 +109,12 @@ class Model(Section):
 
 
 class Operators(Section):
-    """How children are made. diff/full/crossover weigh the model operators."""
+    """How children are made. The weights are each model's starting odds; its own record then moves them."""
 
-    diff: float = Field(0.6, ge=0)
-    full: float = Field(0.3, ge=0)
-    crossover: float = Field(0.1, ge=0)
+    diff: float = Field(0.6, ge=0, description="weight of SEARCH/REPLACE diff requests")
+    full: float = Field(0.3, ge=0, description="weight of full-rewrite requests")
+    crossover: float = Field(0.1, ge=0, description="weight of crossover requests; 0: no crossover, offline included")
+    adapt: bool = Field(True, description="move each model's odds by its own record; false: the weights stay fixed")
     offline_arm: bool = Field(False, description="offer the offline operators as a bandit arm beside models")
     repair_attempts: int = Field(
         1, ge=0, description="times a model reply that cannot be parsed or applied is sent back with the error"
@@ -121,17 +122,19 @@ class Operators(Section):
 
 
 class Bandit(Section):
-    kind: Literal["ucb1", "thompson", "uniform"] = "ucb1"
-    cost_aware: bool = Field(False, description="reward improvement per dollar spent")
-    exploration: float = Field(1.0, ge=0, description="UCB exploration constant")
+    kind: Literal["ucb1", "thompson", "uniform"] = Field("ucb1", description="uniform: no bandit, every model alike")
+    cost_aware: bool = Field(
+        False, description="of models that improve children, prefer the cheaper; no credit for being cheap alone"
+    )
+    exploration: float = Field(0.5, ge=0, description="UCB's c in mean + c·sqrt(2 ln N / n), rewards in [0, 1]")
 
 
 class Islands(Section):
-    count: int = Field(4, ge=1)
+    count: int = Field(4, ge=1, description="number of islands; 1: one population")
     population: int = Field(200, ge=1, description="cap on each island's population")
     topology: Literal["ring", "full", "random", "isolated"] = "ring"
     migration_interval: int = Field(50, ge=1, description="admissions between migrations")
-    migration_size: int = Field(2, ge=0, description="top candidates sent to each neighbour")
+    migration_size: int = Field(2, ge=0, description="top candidates sent to each neighbour; 0: no migration")
     reset_interval: int | None = Field(None, ge=1, description="admissions between resets (None: never)")
     reset_fraction: float = Field(0.5, gt=0, lt=1, description="share of weakest islands reset")
 
@@ -149,39 +152,42 @@ class Elites(Section):
     )
 
 
-class Selection(Section):
-    """Parent selection: a mix of exploitation, exploration and elites."""
+Strategy = Literal["power_law", "weighted", "tournament", "uniform", "hill_climb", "pareto", "iid", "greedy"]
 
-    strategy: Literal["power_law", "weighted", "tournament", "uniform", "hill_climb", "pareto"] = Field(
+
+class Selection(Section):
+    """Parent selection: a mix of exploitation, exploration and elites, or a baseline."""
+
+    strategy: Strategy = Field(
         "power_law",
-        description="exploit strategy: power_law (p ∝ rank^-alpha), weighted (sigmoid of the "
-        "score's distance from the median, damped by child count), tournament, uniform (a random "
-        "MAP-Elites cell), hill_climb (the island's best), pareto (GEPA's per-instance Pareto "
-        "front: members best on at least one of the evaluator's `instances`, undominated, drawn "
-        "∝ instances won; the island's best when no member reports instances)",
+        description="exploit strategy, defined in evoengine/archive/selection.py: power_law, weighted, tournament, "
+        "uniform, hill_climb, pareto; or a baseline, which ignores the mix, islands and inspirations: iid (every "
+        "child from the seed alone: independent sampling) or greedy (every child from the run's best: refinement)",
     )
     exploit: float = Field(0.7, ge=0, description="share of parents from `strategy` on the island")
     explore: float = Field(0.2, ge=0, description="share of parents uniform on the island")
-    elites: float = Field(0.1, ge=0, description="share of parents from a random MAP-Elites cell")
+    elites: float = Field(0.1, ge=0, description="share of parents from a random MAP-Elites cell; 0: none")
     alpha: float = Field(1.0, gt=0, description="power-law exponent over rank")
     tournament: int = Field(4, ge=2)
     sharpness: float = Field(10.0, gt=0, description="λ of `weighted`: sigmoid(λ·(score − median)/MAD)")
-    top_inspirations: int = Field(2, ge=0)
-    diverse_inspirations: int = Field(2, ge=0)
+    top_inspirations: int = Field(2, ge=0, description="the island's best (besides the parent) drawn beside it")
+    diverse_inspirations: int = Field(2, ge=0, description="elites and other islands' best drawn beside it")
+    inspirations: bool = Field(True, description="false: prompts show no inspirations (crossover keeps its partner)")
 
 
 class Novelty(Section):
     enabled: bool = True
-    embedder: Literal["ngram", "sentence-transformers", "openai"] = "ngram"
+    embedder: Literal["tokens", "ngram", "sentence-transformers", "openai"] = Field(
+        "tokens", description="tokens: EVOLVE-BLOCK structure (numbers, strings abstracted); ngram: characters"
+    )
     embedding_model: str | None = Field(None, description="model for sentence-transformers/openai embedders")
     threshold: float = Field(
         1.0,
         gt=0,
         le=1,
-        description="cosine similarity above which a child is a near-duplicate. 1.0 refuses only copies "
-        "(the engine always refuses programs equal up to formatting and comments): a one-constant edit "
-        "is a real change but looks ~0.999 similar to character n-grams. With a semantic embedder or a "
-        "judge, 0.95-0.99 rejects rewrites that change nothing that matters.",
+        description="similarity to a recent candidate of its island above which a child is not evaluated; 1.0 "
+        "refuses copies only. With tokens it is about the share of structure kept: 0.95 asks a child to change over "
+        "5% of it, and below 1.0 constant-only edits (most offline ones) are refused. Start-up says what it refuses.",
     )
     max_retries: int = Field(3, ge=0, description="new proposals asked for after a rejection")
     judge: str | None = Field(None, description="name of a configured model asked about borderline cases")

@@ -103,6 +103,7 @@ class ProposalContext:
     island: int
     record_call: Callable[[ModelCall], None] = lambda call: None
     attempt: int = 0  # how many times this slot was already rejected (novelty, patch)
+    operator_weights: dict[str, float] | None = None  # the chosen model's learnt operator odds (None: configured)
 
 
 @dataclass(frozen=True)

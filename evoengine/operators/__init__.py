@@ -5,6 +5,10 @@ a per-proposal RNG) and gets back a `Proposal` (the child's text and how it was 
 a `ProposalFailed` carrying the reason, which the store records. Model calls are reported
 through `ctx.record_call` as soon as they return, so spend is never lost.
 
+After each proposal closes, the engine reports how it went through `observe(arm, reward,
+cost, operator=..., stage=...)`, in closing order, live and again when a run resumes, so a
+proposer's learnt state is a deterministic function of the closed proposals.
+
 Proposers: `offline.OfflineProposer` (AST operators, no model) and the model-driven
 proposer in `operators.llm`.
 """
@@ -12,9 +16,20 @@ proposer in `operators.llm`.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..records import Proposal, ProposalContext
+
+# How far a proposal's child got: none made (the model call or the patch failed), made but
+# refused before evaluation (a duplicate, novelty), evaluated invalid, evaluated valid.
+Stage = Literal["failed", "rejected", "invalid", "valid"]
+
+
+def stage_of(status: str, valid: bool | None, reason: str | None) -> Stage:
+    """The stage of a closed proposal as the store keeps it (for replaying `observe` on resume)."""
+    if status == "evaluated":
+        return "valid" if valid else "invalid"
+    return "rejected" if (reason or "").startswith("novelty:") else "failed"
 
 
 class Proposer(Protocol):
@@ -28,8 +43,12 @@ class Proposer(Protocol):
 
     async def propose(self, ctx: ProposalContext) -> Proposal: ...
 
-    def observe(self, arm: str, reward: float, cost: float) -> None:
-        """Feedback after a child of `arm` was evaluated (reward in [0, 1])."""
+    def observe(
+        self, arm: str, reward: float, cost: float, *, operator: str | None = None, stage: Stage | None = None
+    ) -> None:
+        """Feedback after a proposal of `arm` closed: its reward in [0, 1], its cost, the
+        operator that made it (`Proposal.operator` / `ProposalFailed.operator`) and how far
+        its child got (`stage`)."""
 
     def stats(self) -> dict[str, Any]:
         """Per-arm calls, mean reward, cost, selection probability (for `status`)."""
@@ -62,7 +81,9 @@ class BuiltinProposer:
         self.made[proposal.operator] = self.made.get(proposal.operator, 0) + 1
         return proposal
 
-    def observe(self, arm: str, reward: float, cost: float) -> None:
+    def observe(
+        self, arm: str, reward: float, cost: float, *, operator: str | None = None, stage: Stage | None = None
+    ) -> None:
         if arm == self.ARM:
             self.observed += 1
             self.reward += min(max(reward, 0.0), 1.0) if math.isfinite(reward) else 0.0
