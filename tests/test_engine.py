@@ -72,7 +72,7 @@ class FakeProposer:
         lines[i] = f"{name} = {float(value) + ctx.rng.gauss(0, 0.5):.6f}"
         return Proposal("\n".join(lines), "fake", "m", (ctx.parent.id,), cost=self.cost)
 
-    def observe(self, arm: str, reward: float, cost: float) -> None:
+    def observe(self, arm: str, reward: float, cost: float, **how) -> None:
         self.observed.append((arm, reward, cost))
 
     def stats(self) -> dict:

@@ -385,14 +385,6 @@ def test_a_model_whose_diffs_never_apply_is_soon_asked_for_few_diffs(scripted_se
     assert replayed.state() == proposer.state()
 
 
-def test_a_stored_proposal_replays_at_the_stage_it_reached():
-    from evoengine.operators import stage_of
-
-    assert stage_of("evaluated", True, None) == "valid" and stage_of("evaluated", False, None) == "invalid"
-    assert stage_of("failed", None, "novelty: near-duplicate: similarity 0.99") == "rejected"
-    assert stage_of("failed", None, "model m: diff reply unusable after 2 attempts") == "failed"
-
-
 def test_operator_success_counts_a_usable_child_a_valid_one_and_its_improvement():
     from evoengine.operators.odds import OperatorOdds, proposal_success
 
@@ -570,7 +562,6 @@ def test_a_run_replayed_from_its_store_makes_the_same_children_with_no_endpoint(
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="needs engine hook: observe(..., operator=, stage=) on close and on resume")
 def test_in_a_run_a_model_whose_diffs_never_apply_is_soon_asked_for_full_rewrites(scripted_server, tmp_path):
     from conftest import TEST_PROBLEMS, cli
 

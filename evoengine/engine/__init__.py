@@ -10,7 +10,7 @@ and `progress` (the bar and the summary).
 from __future__ import annotations
 
 from .build import build_proposer, judge_says_novel
-from .ledger import Ledger, improvement_reward
+from .ledger import Ledger
 from .loop import Engine
 from .opening import create, reopen
 from .progress import RunSummary
@@ -22,7 +22,6 @@ __all__ = [
     "RunSummary",
     "build_proposer",
     "create",
-    "improvement_reward",
     "judge_says_novel",
     "new_run_dir",
     "reopen",

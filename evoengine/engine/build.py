@@ -11,7 +11,7 @@ from ..config import Config
 from ..errors import ModelError
 from ..novelty import Novelty
 from ..operators import Proposer
-from ..problem import LoadedProblem
+from ..problem import LoadedProblem, Problem
 from ..records import ModelCall
 
 
@@ -61,7 +61,9 @@ def judge_says_novel(reply: str) -> bool:
     return "NOVEL" in words and "NOT NOVEL" not in words
 
 
-def build_novelty(config: Config, proposer: Proposer, record_call: Callable[[ModelCall], None]) -> Novelty | None:
+def build_novelty(
+    config: Config, problem: Problem, proposer: Proposer, record_call: Callable[[ModelCall], None]
+) -> Novelty | None:
     """The novelty filter, with the model `novelty.judge` names asked about near-duplicates
     (its calls recorded and paid like any other)."""
     if not config.novelty.enabled:
@@ -85,4 +87,4 @@ def build_novelty(config: Config, proposer: Proposer, record_call: Callable[[Mod
                 raise ModelError(f"novelty judge {name}: {call.error}")
             return judge_says_novel(call.reply or "")
 
-    return Novelty(config.novelty, judge=judge)
+    return Novelty(config.novelty, judge=judge, language=problem.language, comment=problem.comment)

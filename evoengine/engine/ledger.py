@@ -21,6 +21,7 @@ from typing import Any
 from ..archive import Archive
 from ..config import Config
 from ..errors import ProblemError
+from ..llm.bandit import improvement_reward
 from ..novelty import Novelty
 from ..problem import EvalResult, Problem
 from ..records import Candidate, ModelCall, ProposalFailed
@@ -53,19 +54,6 @@ def reason_class(feedback: str) -> str:
     return re.sub(r"\d+", "#", re.sub(r"(/[\w.\-]+)+", "PATH", first))[:160]
 
 
-def improvement_reward(
-    child: Candidate, parent_score: float | None, seed_score: float | None, best_score: float | None
-) -> float:
-    """The child's improvement over its parent, scaled by the run's progress so far, in [0, 1]."""
-    if not child.valid or child.score is None:
-        return 0.0
-    if parent_score is None:
-        return 1.0
-    spread = abs((best_score if best_score is not None else parent_score) - (seed_score or 0.0))
-    spread = max(spread, 1e-9 * max(1.0, abs(parent_score)))
-    return float(min(1.0, max(0.0, (child.score - parent_score) / spread)))
-
-
 class Ledger:
     """Admissions, failures and model calls of one run, written once and accounted once."""
 
@@ -83,8 +71,8 @@ class Ledger:
         self.problem = problem
         self.archive = archive
         self.clock = clock  # the run's time so far, kept with every admission
-        # the bandit's feedback (arm, reward, cost) and its figures: the proposer's, once built
-        self.observe: Callable[[str, float, float], None] = lambda arm, reward, cost: None
+        # the proposer's feedback (arm, reward, cost, operator=, stage=) and bandit figures, once built
+        self.observe: Callable[..., None] = lambda arm, reward, cost, **how: None
         self.bandit: Callable[[], dict[str, Any]] = dict
         self.novelty: Novelty | None = None  # set once built (start-up builds it in a thread)
         self.closed = 0  # proposals closed (admitted or failed), seeds included: the schedule's clock
@@ -161,10 +149,7 @@ class Ledger:
         reward = None
         if parent is not None:  # a child (seeds and imports have no parent and earn nothing)
             reward = improvement_reward(
-                candidate,
-                parent.score if parent.valid else None,
-                self.seed_score,
-                before.score if before else None,
+                candidate, parent.score if parent.valid else None, before.score if before else None
             )
         events = [(e.kind, e.data) for e in self.archive.admit(candidate)]
         self.closed += 1
@@ -175,7 +160,7 @@ class Ledger:
         self.store.admit(candidate, reward=reward, kind=kind, events=events, state=state, closed=self.closed)
         self._account(candidate, kind)
         if candidate.model is not None and reward is not None:
-            self.observe(candidate.model, reward, candidate.cost)
+            self.observe(candidate.model, reward, candidate.cost, operator=candidate.operator, stage=_stage(candidate))
         self.failed_in_a_row = 0
         best_changed = self.best is not before
         target = self.config.budget.target_score
@@ -252,7 +237,7 @@ class Ledger:
         if kind != "novelty":  # a near-duplicate teaches the next prompt nothing
             self.failures[island].append(setback(pid, operator, kind, reason))
         if model is not None and kind not in ("evaluation", "gate"):  # a failed reply must look bad
-            self.observe(model, 0.0, cost)
+            self.observe(model, 0.0, cost, operator=operator, stage="rejected" if kind == "novelty" else "failed")
 
     # ------------------------------------------------------------ resume
 
@@ -269,7 +254,9 @@ class Ledger:
             self.archive.admit(candidate)
             self._account(candidate, row["kind"])
             if candidate.model is not None and row["reward"] is not None:
-                self.observe(candidate.model, row["reward"], candidate.cost)
+                self.observe(
+                    candidate.model, row["reward"], candidate.cost, operator=candidate.operator, stage=_stage(candidate)
+                )
         self.spend = self.store.spend()
 
     def snapshot(self) -> dict[str, Any]:
@@ -280,3 +267,8 @@ class Ledger:
             snap["novelty"] = {**self.novelty.stats(), "rejections": self.kinds["novelty"]}
         snap["failures"] = dict(self.kinds)
         return snap
+
+
+def _stage(candidate: Candidate) -> str:
+    """How far an evaluated child got, for the proposer's operator odds."""
+    return "valid" if candidate.valid else "invalid"

@@ -155,7 +155,9 @@ class Engine:
         new run the MAP-Elites cells, which depend only on the seed's text."""
         self.proposer = self.proposer or build_proposer(self.config, self.loaded, self.harness)
         self.ledger.observe, self.ledger.bandit = self.proposer.observe, self.proposer.stats
-        self.ledger.novelty = build_novelty(self.config, self.proposer, lambda call: self._record_call(None, call))
+        self.ledger.novelty = build_novelty(
+            self.config, self.problem, self.proposer, lambda call: self._record_call(None, call)
+        )
         if seed_text is not None:
             self.archive.anchor(seed_text)
 

@@ -25,13 +25,6 @@ from ..records import Proposal, ProposalContext
 Stage = Literal["failed", "rejected", "invalid", "valid"]
 
 
-def stage_of(status: str, valid: bool | None, reason: str | None) -> Stage:
-    """The stage of a closed proposal as the store keeps it (for replaying `observe` on resume)."""
-    if status == "evaluated":
-        return "valid" if valid else "invalid"
-    return "rejected" if (reason or "").startswith("novelty:") else "failed"
-
-
 class Proposer(Protocol):
     """What the engine needs from a source of children."""
 
