@@ -19,13 +19,13 @@ from scipy.stats import chisquare
 
 from evoengine.archive import Archive
 from evoengine.archive.selection import pareto_weights
+from evoengine.blocks import check_frozen
 from evoengine.config import Config
 from evoengine.engine import build_proposer
 from evoengine.errors import ProblemError
 from evoengine.evaluation import EvaluatorPool, Limits
 from evoengine.operators.offline import OfflineProposer
 from evoengine.operators.text import WEIGHTS, TextProposer
-from evoengine.patches import check_frozen
 from evoengine.problem import Problem, load_problem
 from evoengine.records import Candidate, ProposalContext, ProposalFailed
 

@@ -13,9 +13,9 @@ import re
 
 import pytest
 
+from evoengine.blocks import check_frozen, evolve_blocks
 from evoengine.errors import EvoError
 from evoengine.operators.offline import OfflineProposer
-from evoengine.patches import check_frozen, evolve_blocks
 from evoengine.problem import Problem, load_problem
 from evoengine.records import Candidate, Proposal, ProposalContext, ProposalFailed
 

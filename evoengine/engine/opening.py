@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..blocks import PatchError, evolve_blocks
 from ..config import Config, load_config
 from ..errors import ProblemError
-from ..patches import PatchError, evolve_blocks
 from ..problem import load_problem
 from .loop import Engine
 from .rundir import RunDir, imports_from, new_run_dir

@@ -23,9 +23,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from evoengine.blocks import evolve_blocks
 from evoengine.config import Config
 from evoengine.harness import OfflinePlan, Plan, Templates
-from evoengine.patches import evolve_blocks
 from evoengine.records import ProposalContext
 
 # The policy: what `evoengine self-evolve` may change (everything between the markers).

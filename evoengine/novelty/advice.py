@@ -13,8 +13,8 @@ import math
 import re
 from collections import Counter
 
+from ..blocks import PatchError, evolve_blocks
 from ..config import Novelty as NoveltyConfig
-from ..patches import PatchError, evolve_blocks
 from .embedders import NgramEmbedder, TokenEmbedder, structure_tokens
 
 _FIRST_NUMBER = re.compile(r"\d+")

@@ -33,9 +33,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..blocks import PatchError, evolve_blocks
 from ..config import Novelty as NoveltyConfig
 from ..errors import ConfigError
-from ..patches import PatchError, evolve_blocks
 
 _CHUNK_CHARS = 600  # sentence-transformers: ~256 tokens of code
 _OPENAI_MAX_CHARS = 24_000

@@ -39,8 +39,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..blocks import Block, check_frozen, evolve_blocks, splice_blocks
 from ..harness import OfflinePlan
-from ..patches import Block, PatchError, check_frozen, evolve_blocks, reindent, splice_blocks
+from ..patches import PatchError, reindent
 from ..records import Candidate, Proposal, ProposalContext, ProposalFailed
 from . import BuiltinProposer
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..patches import Block, PatchError, check_frozen, evolve_blocks, splice_blocks
+from ..blocks import Block, PatchError, check_frozen, evolve_blocks, splice_blocks
 from ..problem import Problem
 from ..records import Candidate, Proposal, ProposalContext, ProposalFailed
 from . import BuiltinProposer
