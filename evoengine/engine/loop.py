@@ -77,8 +77,7 @@ class Engine:
             Gate(self.pool) if config.evaluation.gate and callable(getattr(loaded.module, "minibatch", None)) else None
         )
         self.tasks: set[asyncio.Task] = set()
-        self.stop: str | None = None
-        self.message = ""
+        self.stop, self.message = None, ""  # why the run stops, and what to tell the user
         self.done_before = run.store.counts()["evaluated"]
         self.clocks = Clocks(config, float(run.store.get_state("elapsed_s", 0.0)))
         self.progress = Progress(progress, config.budget.candidates, self.problem.name, not self.offline_only)
@@ -94,11 +93,8 @@ class Engine:
             best = self.rundir.store.best(1)
             self.rundir.close()
             said = f"nothing to do: the run already has {self.done_before} candidates and a budget of "
-            return self._summary(
-                "budget",
-                f"{said}{self.config.budget.candidates}; resume with a larger --budget",
-                best[0] if best else None,
-            )
+            said += f"{self.config.budget.candidates}; resume with a larger --budget"
+            return self._summary("budget", said, best[0] if best else None)
         with _stopped_by_signals(self.request_stop):
             try:
                 await self._start_up()
