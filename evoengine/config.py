@@ -28,6 +28,7 @@ class Budget(Section):
     candidates: int | None = Field(200, ge=1, description="evaluated candidates in the run")
     wall_time_s: float | None = Field(None, gt=0, description="seconds of this process's run time")
     cost_usd: float | None = Field(None, gt=0, description="total model spend in US dollars")
+    target_score: float | None = Field(None, description="stop (reason 'target') once the best score reaches this")
 
 
 class Concurrency(Section):
@@ -192,6 +193,9 @@ class Config(Section):
     harness: str | None = Field(None, description="path to a harness module replacing the built-in one")
     templates: str | None = Field(None, description="folder of prompt templates overriding the harness's")
     replay: str | None = Field(None, description="run directory whose recorded model replies are replayed")
+    trackers: list[Literal["mlflow", "wandb", "tensorboard"]] = Field(
+        default_factory=list, description="experiment trackers each admission is logged to (evoengine/trackers.py)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -38,6 +38,11 @@ COMMENT_PREFIX = {
     "typescript": "//",
     "lua": "--",
     "sql": "--",
+    "julia": "#",
+    "r": "#",
+    "swift": "//",
+    "verilog": "//",
+    "fortran": "!",
 }
 
 
@@ -206,7 +211,13 @@ def import_file(path: Path, prefix: str) -> Any:
 
 
 def load_problem(spec: str | Path) -> LoadedProblem:
-    """Import a problem file and check its contract; errors name the file and the fix."""
+    """Import a problem file and check its contract; errors name the file and the fix.
+    A peer's problem folder (OpenEvolve's or ShinkaEvolve's shape) is run as it is."""
+    from .peers import find_peer, load_peer  # peers.py builds on this module
+
+    peer = find_peer(spec)
+    if peer is not None:
+        return load_peer(peer)
     path = resolve_problem_path(spec)
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))
