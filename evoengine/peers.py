@@ -18,12 +18,9 @@ their own process; docs/porting.md says what isolation the candidate then has.
 from __future__ import annotations
 
 import ast
-import json
-import logging
-import math
 import runpy
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,9 +29,8 @@ from typing import Any
 import yaml
 
 from .errors import ProblemError
+from .peer_results import is_number, openevolve_result, parts, passes, shinka_result
 from .problem import EvalResult, LoadedProblem, Problem, import_file
-
-log = logging.getLogger("evoengine.peers")
 
 # Language by seed suffix (ShinkaEvolve's list and a few more); anything else is text.
 LANGUAGES = {
@@ -70,7 +66,6 @@ SHAPES = {
     "shinka": ("evaluate.py", "initial", "shinka.yaml"),
 }
 DEFAULT_TIMEOUT_S = 300.0  # OpenEvolve's default evaluator.timeout
-MAX_FEEDBACK = 4000
 
 
 @dataclass(frozen=True)
@@ -247,13 +242,13 @@ class OpenEvolveEvaluator:
         if self.cascade:
             metrics, artifacts = self._cascade(candidate_path)
         else:
-            metrics, artifacts = _parts(self.module.evaluate(candidate_path))
+            metrics, artifacts = parts(self.module.evaluate(candidate_path))
         return openevolve_result(metrics, artifacts, self.feature_dimensions)
 
     def _cascade(self, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """OpenEvolve's cascade: stage N+1 runs only if the result so far passes threshold N;
         a later stage that raises keeps the earlier stages' result, marked `stageN_passed: 0`."""
-        metrics, artifacts = _parts(self.module.evaluate_stage1(path))
+        metrics, artifacts = parts(self.module.evaluate_stage1(path))
         for stage in (2, 3):
             function = getattr(self.module, f"evaluate_stage{stage}", None)
             if not callable(function) or len(self.thresholds) < stage - 1:
@@ -261,57 +256,16 @@ class OpenEvolveEvaluator:
             if not passes(metrics, self.thresholds[stage - 2]):
                 break
             try:
-                more, more_artifacts = _parts(function(path))
+                more, more_artifacts = parts(function(path))
             except Exception as exc:  # their stage failed: theirs keeps what the earlier stages found
                 metrics[f"stage{stage}_passed"] = 0.0
                 artifacts.update(
                     {f"stage{stage}_stderr": f"{type(exc).__name__}: {exc}", "failure_stage": f"stage{stage}"}
                 )
                 break
-            metrics = {k: float(v) for k, v in {**metrics, **more}.items() if _number(v) and k != "error"}
+            metrics = {k: float(v) for k, v in {**metrics, **more}.items() if is_number(v) and k != "error"}
             artifacts.update(more_artifacts)
         return metrics, artifacts
-
-
-def _parts(value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(metrics, artifacts) of a dict or of anything shaped like OpenEvolve's EvaluationResult."""
-    if isinstance(value, Mapping):
-        return dict(value), {}
-    metrics, artifacts = getattr(value, "metrics", None), getattr(value, "artifacts", None)
-    if isinstance(metrics, Mapping) and isinstance(artifacts, Mapping):
-        return dict(metrics), dict(artifacts)
-    raise ProblemError(
-        f"the evaluator returned {type(value).__name__}; expected a dict of metrics or an EvaluationResult"
-    )
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def passes(metrics: Mapping[str, Any], threshold: float) -> bool:
-    """OpenEvolve's cascade test: combined_score, else the mean of the numbers but `error`."""
-    if _number(metrics.get("combined_score")):
-        return float(metrics["combined_score"]) >= threshold
-    numbers = [float(v) for k, v in metrics.items() if k != "error" and _number(v)]
-    return bool(numbers) and sum(numbers) / len(numbers) >= threshold
-
-
-def openevolve_result(metrics: dict[str, Any], artifacts: dict[str, Any], features: tuple[str, ...] = ()) -> EvalResult:
-    """Score as OpenEvolve's fitness: combined_score, else the mean of the numeric metrics that are
-    not MAP-Elites dimensions. Their text values and artifacts become the feedback."""
-    numbers, texts = split_values(metrics)
-    if "combined_score" in metrics:
-        score = float(metrics["combined_score"]) if isinstance(metrics["combined_score"], (int, float)) else math.nan
-    else:
-        pool = [v for k, v in numbers.items() if k not in features] or list(numbers.values())
-        if not pool:
-            return EvalResult.invalid(f"the evaluator returned no numeric metric: {metrics!r}"[:MAX_FEEDBACK])
-        score = sum(pool) / len(pool)
-    if not math.isfinite(score):
-        return EvalResult.invalid(f"combined_score is {metrics['combined_score']!r}", **numbers)
-    texts.update({str(k): _text(v) for k, v in artifacts.items()})
-    return EvalResult(score=score, metrics=numbers, artifacts=texts, feedback=render(texts))
 
 
 class ShinkaEvaluator:
@@ -335,65 +289,3 @@ class ShinkaEvaluator:
         finally:
             sys.argv = saved
         return shinka_result(results)
-
-
-def shinka_result(results: Path) -> EvalResult:
-    """ShinkaEvolve's results folder as an EvalResult: `combined_score` is the score, `public`
-    metrics are shown to the model, `private` ones are kept as an artifact, `text_feedback` is the
-    feedback; `correct.json` saying false (or missing) makes the candidate invalid."""
-    try:
-        data = json.loads((results / "metrics.json").read_text())
-    except FileNotFoundError:
-        return EvalResult.invalid("evaluate.py wrote no metrics.json into its --results_dir")
-    except (OSError, ValueError) as exc:
-        return EvalResult.invalid(f"metrics.json cannot be read: {exc}")
-    try:
-        correct = json.loads((results / "correct.json").read_text())
-    except (OSError, ValueError):
-        correct = {"correct": False, "error": "evaluate.py wrote no readable correct.json"}
-    if not isinstance(data, dict) or not isinstance(correct, dict):
-        return EvalResult.invalid("metrics.json and correct.json must each hold a JSON object")
-    public = data.get("public") if isinstance(data.get("public"), dict) else {}
-    numbers, texts = split_values(public)
-    if data.get("private"):
-        texts["private"] = _text(data["private"])
-    feedback = data.get("text_feedback") or ""
-    feedback = "\n".join(map(str, feedback)) if isinstance(feedback, list) else str(feedback)
-    score = data.get("combined_score")
-    if not correct.get("correct"):
-        reason = f"incorrect: {correct.get('error') or 'correct.json says false'}"
-        result = EvalResult.invalid("\n".join(filter(None, (reason, feedback))), **numbers)
-        result.artifacts = texts
-        return result
-    if not _number(score):
-        return EvalResult.invalid(f"metrics.json's combined_score is {score!r}; a finite number is needed", **numbers)
-    return EvalResult(score=float(score), metrics=numbers, artifacts=texts, feedback=feedback or render(texts))
-
-
-def split_values(values: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
-    """Finite numbers (bools as 0/1) as metrics; everything else as text."""
-    numbers: dict[str, float] = {}
-    texts: dict[str, str] = {}
-    for key, value in values.items():
-        if _number(value):
-            numbers[str(key)] = float(value)
-        else:
-            texts[str(key)] = _text(value)
-    return numbers, texts
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def render(texts: Mapping[str, str]) -> str:
-    """Named texts as feedback lines, capped."""
-    text = "\n".join(f"{k}: {v}" for k, v in texts.items())
-    return text if len(text) <= MAX_FEEDBACK else text[:MAX_FEEDBACK] + "\n[... cut]"
