@@ -50,7 +50,7 @@ def openevolve_result(metrics: dict[str, Any], artifacts: dict[str, Any], featur
             return EvalResult.invalid(f"the evaluator returned no numeric metric: {metrics!r}"[:MAX_FEEDBACK])
         score = sum(pool) / len(pool)
     if not math.isfinite(score):
-        return EvalResult.invalid(f"combined_score is {metrics['combined_score']!r}", **numbers)
+        return EvalResult(valid=False, feedback=f"combined_score is {metrics['combined_score']!r}", metrics=numbers)
     texts.update({str(k): _text(v) for k, v in artifacts.items()})
     return EvalResult(score=score, metrics=numbers, artifacts=texts, feedback=render(texts))
 
@@ -80,11 +80,12 @@ def shinka_result(results: Path) -> EvalResult:
     score = data.get("combined_score")
     if not correct.get("correct"):
         reason = f"incorrect: {correct.get('error') or 'correct.json says false'}"
-        result = EvalResult.invalid("\n".join(filter(None, (reason, feedback))), **numbers)
-        result.artifacts = texts
-        return result
+        return EvalResult(
+            valid=False, feedback="\n".join(filter(None, (reason, feedback))), metrics=numbers, artifacts=texts
+        )
     if not is_number(score):
-        return EvalResult.invalid(f"metrics.json's combined_score is {score!r}; a finite number is needed", **numbers)
+        reason = f"metrics.json's combined_score is {score!r}; a finite number is needed"
+        return EvalResult(valid=False, feedback=reason, metrics=numbers, artifacts=texts)
     return EvalResult(score=float(score), metrics=numbers, artifacts=texts, feedback=feedback or render(texts))
 
 
