@@ -24,7 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="start a search on a problem")
-    r.add_argument("problem", help="a bundled problem name, a problem folder, or a problem.py")
+    r.add_argument(
+        "problem",
+        help="a bundled problem name, a problem folder, a problem.py, or a peer's folder "
+        "(OpenEvolve's or ShinkaEvolve's, see docs/porting.md)",
+    )
+    r.add_argument("--evaluator", help="OpenEvolve's evaluator.py, when PROBLEM is their initial program")
     r.add_argument("-c", "--config", help="config preset name (configs/NAME.yaml) or YAML file")
     r.add_argument(
         "--set",
@@ -35,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set islands.count=2 (repeatable)",
     )
     r.add_argument("--budget", type=int, help="candidates to evaluate (budget.candidates)")
+    r.add_argument("--target-score", type=float, help="stop once the best score reaches this (budget.target_score)")
     r.add_argument("--run-dir", type=Path, help="where the run is written (default runs/<time>-<problem>)")
     r.add_argument("--from", dest="from_run", type=Path, help="seed with the best candidates of an earlier run")
     r.add_argument("--ray", metavar="ADDRESS", help="evaluate on a Ray cluster at ADDRESS ('auto' or host:port)")
@@ -43,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="continue a stopped or killed run")
     s.add_argument("run_dir", type=Path)
     s.add_argument("--budget", type=int, help="new total of candidates for the run")
+    s.add_argument("--target-score", type=float, help="stop once the best score reaches this (budget.target_score)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("-q", "--quiet", action="store_true")
 
@@ -133,22 +140,29 @@ def main(argv: list[str] | None = None) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .engine import create
+    from .porting import prepare_run
 
-    overrides = list(args.overrides)
+    overrides = [*args.overrides, *_target_score(args)]
     if args.budget is not None:
         overrides.append(f"budget.candidates={args.budget}")
     if args.ray:
         overrides += ["evaluation.backend=ray", f"ray.address={args.ray}"]
-    config = load_config(args.config, overrides)
-    engine = create(args.problem, config, run_dir=args.run_dir, from_run=args.from_run, progress=not args.quiet)
+    problem, mapped = prepare_run(args.problem, args.evaluator, args.config)  # a peer's folder: their config mapped
+    config = load_config(args.config, [*mapped, *overrides])
+    engine = create(problem, config, run_dir=args.run_dir, from_run=args.from_run, progress=not args.quiet)
     return _drive(engine)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from .engine import reopen
 
-    engine = reopen(args.run_dir, budget=args.budget, overrides=tuple(args.overrides), progress=not args.quiet)
+    overrides = (*args.overrides, *_target_score(args))
+    engine = reopen(args.run_dir, budget=args.budget, overrides=overrides, progress=not args.quiet)
     return _drive(engine)
+
+
+def _target_score(args: argparse.Namespace) -> list[str]:
+    return [f"budget.target_score={args.target_score}"] if args.target_score is not None else []
 
 
 def _drive(engine) -> int:

@@ -38,6 +38,11 @@ COMMENT_PREFIX = {
     "typescript": "//",
     "lua": "--",
     "sql": "--",
+    "julia": "#",
+    "r": "#",
+    "swift": "//",
+    "verilog": "//",
+    "fortran": "!",
 }
 
 
@@ -219,7 +224,8 @@ def import_file(path: Path, prefix: str) -> Any:
 
 
 def load_problem(spec: str | Path) -> LoadedProblem:
-    """Import a problem file and check its contract; errors name the file and the fix."""
+    """Import a problem file and check its contract; errors name the file and the fix.
+    (`evoengine.peers.open_problem` also takes peers' problem folders as they are.)"""
     path = resolve_problem_path(spec)
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))

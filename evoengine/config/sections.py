@@ -207,6 +207,9 @@ class Config(Section):
     harness: str | None = Field(None, description="path to a harness module replacing the built-in one")
     templates: str | None = Field(None, description="folder of prompt templates overriding the harness's")
     replay: str | None = Field(None, description="run directory whose recorded model replies are replayed")
+    trackers: list[Literal["mlflow", "wandb", "tensorboard"]] = Field(
+        default_factory=list, description="experiment trackers each admission is logged to (evoengine/trackers.py)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Config:

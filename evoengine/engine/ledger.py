@@ -38,6 +38,7 @@ class Closed:
     best_changed: bool = False
     stop: str | None = None  # "money", "target" or "failing"
     message: str = ""
+    admitted: Candidate | None = None  # the candidate admitted, if one was
 
 
 def setback(candidate_id: int, operator: str, kind: str, reason: str) -> str:
@@ -165,12 +166,12 @@ class Ledger:
         best_changed = self.best is not before
         target = self.config.budget.target_score
         if best_changed and target is not None and candidate.score is not None and candidate.score >= target:
-            return Closed(best_changed, "target", f"candidate {candidate.id} scored {candidate.score:.6g}")
+            return Closed(best_changed, "target", f"candidate {candidate.id} scored {candidate.score:.6g}", candidate)
         if kind == "evaluation":
             return self._invalid_streak(candidate)
         if candidate.valid:
             self.invalid_streak = ("", 0)
-        return Closed(best_changed)
+        return Closed(best_changed, admitted=candidate)
 
     def admit_seeds(
         self, seeds: list[Candidate], results: list[tuple[EvalResult, float]], run_dir: Path
@@ -209,8 +210,9 @@ class Ledger:
                 stop="failing",
                 message=f"the last {count} candidates were all invalid for the same reason: "
                 f"{candidate.feedback.strip()[:400]}",
+                admitted=candidate,
             )
-        return Closed()
+        return Closed(admitted=candidate)
 
     def _account(self, candidate: Candidate, kind: str | None) -> None:
         if self.archive.admitted == 1:

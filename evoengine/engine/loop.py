@@ -32,6 +32,7 @@ from ..errors import ModelError
 from ..llm.replay import current_proposal
 from ..problem import EvalResult, LoadedProblem
 from ..records import Candidate, Child, ModelCall, ProposalContext, ProposalFailed
+from ..trackers import open_trackers
 from .build import build_novelty, build_proposer, make_pool
 from .clocks import Clocks
 from .gate import Gate
@@ -95,6 +96,7 @@ class Engine:
             said = f"nothing to do: the run already has {self.done_before} candidates and a budget of "
             said += f"{self.config.budget.candidates}; resume with a larger --budget"
             return self._summary("budget", said, best[0] if best else None)
+        self.trackers = open_trackers(self.config, self.run_dir, {"problem": self.problem.name})
         with _stopped_by_signals(self.request_stop):
             try:
                 await self._start_up()
@@ -316,7 +318,10 @@ class Engine:
             self.rundir.write_best(self.ledger.best, self.problem)
         if closed.stop is not None:
             self.request_stop(closed.stop, closed.message)
-        self.progress.update(self.ledger.admitted, self.ledger.valid, self.ledger.best, self.ledger.spend)
+        if closed.admitted is not None:
+            ledger = self.ledger
+            self.trackers.admitted(closed.admitted, ledger.best, ledger.spend, ledger.admitted)
+            self.progress.update(ledger.admitted, ledger.valid, ledger.best, ledger.spend)
 
     # ------------------------------------------------------------ the end
 
@@ -336,6 +341,7 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - the store must never be the reason a stop fails
             log.warning("could not write the final state snapshot: %s", exc)
         self.rundir.close()
+        self.trackers.close(self._summary(self.stop or "error", self.message).tracked())
 
     def _summary(self, stopped: str, message: str, best: Candidate | None = None) -> RunSummary:
         path = self.rundir.best_file(self.problem)

@@ -9,7 +9,7 @@ from typing import Any
 from ..blocks import PatchError, evolve_blocks
 from ..config import Config, load_config
 from ..errors import ProblemError
-from ..problem import load_problem
+from ..peers import open_problem
 from .loop import Engine
 from .rundir import RunDir, imports_from, new_run_dir
 
@@ -26,7 +26,7 @@ def create(
     """A new run of `problem` (a bundled name, a folder or a problem.py) under `config`."""
     from .. import __version__
 
-    loaded = load_problem(problem)
+    loaded = open_problem(problem)
     try:
         evolve_blocks(loaded.problem.seed_text(), loaded.problem.comment)
     except PatchError as exc:
@@ -52,7 +52,7 @@ def reopen(
     extra = [*overrides, *([f"budget.candidates={budget}"] if budget is not None else [])]
     config = load_config(None, extra, base=saved, base_source=str(run_dir / "config.yaml"))
     try:
-        loaded = load_problem(meta["problem_path"])
+        loaded = open_problem(meta["problem_path"])
     except ProblemError as exc:
         raise ProblemError(f"this run's problem (recorded as {meta['problem_path']}): {exc}") from exc
     run = RunDir.reopen(run_dir)

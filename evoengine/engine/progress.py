@@ -62,6 +62,12 @@ class RunSummary:
             start_score=ledger.start_score,
         )
 
+    def tracked(self) -> dict[str, Any]:
+        """What experiment trackers keep of the run's end."""
+        best = self.best.score if self.best is not None else None
+        return {"stopped": self.stopped, "admitted": self.admitted, "valid": self.valid, "best_score": best,
+                "spend_usd": self.spend}  # fmt: skip
+
     @property
     def exit_code(self) -> int:
         if self.stopped == "interrupted":

@@ -52,7 +52,8 @@ from typing import Any, BinaryIO
 
 from evoengine.errors import ProblemError
 from evoengine.evaluation import call, processes, sandbox
-from evoengine.problem import EvalResult, LoadedProblem, load_problem
+from evoengine.peers import open_problem
+from evoengine.problem import EvalResult, LoadedProblem
 
 log = logging.getLogger("evoengine.evaluation.worker")
 
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limits = sandbox.Limits.from_json(args.limits)
     try:
-        loaded = load_problem(args.problem)
+        loaded = open_problem(args.problem)
     except ProblemError as exc:
         send({"error": str(exc), "kind": "problem"})
         return 1
