@@ -25,15 +25,11 @@ import networkx as nx
 
 from .errors import EvoError
 from .records import Candidate
-from .store import RunStore
+from .store import RunReader
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("json", "graphml", "dot")
-
-# Column list for the graph: everything but the (possibly large) texts.
-_NODE_COLUMNS = "id, seq, parents, island, generation, operator, model, score, valid, cost, created, origin"
-
 
 # ---------------------------------------------------------------- migrations
 
@@ -83,7 +79,7 @@ def _moves(data: Any) -> Iterable[dict[str, Any]]:
             yield data
 
 
-def migrations(store: RunStore) -> list[Migration]:
+def migrations(store: RunReader) -> list[Migration]:
     """Migration events, read leniently: `{"candidates"|"ids"|"id": ..., "from": i, "to": j}`."""
     out: list[Migration] = []
     for event in store.events("migration"):
@@ -103,11 +99,12 @@ def migrations(store: RunStore) -> list[Migration]:
 # ---------------------------------------------------------------- the graph
 
 
-def build_lineage(store: RunStore) -> nx.DiGraph:
+def build_lineage(store: RunReader) -> nx.DiGraph:
     """The lineage graph of every admitted candidate (edges parent -> child).
 
-    Node attributes: seq, score (None if it has none), valid, island, generation, operator,
-    model, cost, created, origin, migrated_to (islands a migration sent it to).
+    Node attributes: seq, score (None if it has none), valid, outcome (valid, invalid or
+    screened), island, generation, operator, model, cost, created, origin, migrated_to
+    (islands a migration sent it to).
     Edge attributes: kind ("main" for parents[0], "second" for a crossover's other
     parent), migration (the child was made on another island than this parent's, which
     only a migration or an island reset makes possible; roots live on every island).
@@ -115,9 +112,7 @@ def build_lineage(store: RunStore) -> nx.DiGraph:
     a node with missing=True so that no edge dangles.
     """
     graph = nx.DiGraph(run=str(Path(store.path).parent.name))
-    rows = store.conn.execute(
-        f"SELECT {_NODE_COLUMNS} FROM candidates WHERE status='evaluated' ORDER BY seq"
-    ).fetchall()
+    rows = store.lineage_rows()
     parents_of: dict[int, list[int]] = {}
     for row in rows:
         cid = int(row["id"])
@@ -126,6 +121,7 @@ def build_lineage(store: RunStore) -> nx.DiGraph:
             seq=int(row["seq"]),
             score=row["score"],
             valid=bool(row["valid"]),
+            outcome=row["outcome"],
             island=int(row["island"]),
             generation=int(row["generation"]),
             operator=row["operator"] or "",
@@ -136,7 +132,7 @@ def build_lineage(store: RunStore) -> nx.DiGraph:
             migrated_to=[],
             missing=False,
         )
-        parents_of[cid] = [int(p) for p in json.loads(row["parents"])]
+        parents_of[cid] = [int(p) for p in row["parents"]]
     for child, parents in parents_of.items():
         for rank, parent in enumerate(parents):
             if parent not in graph:
@@ -225,14 +221,17 @@ def _fmt(x: float | None) -> str:
     return f"{x:.6g}"
 
 
-def _delta(score: float | None, parent_score: float | None) -> str:
+def score_change(score: float | None, parent_score: float | None) -> str:
+    """`+0.0312`, `-1.5`, or `±0` when the scores differ only by float rounding."""
     if score is None or parent_score is None:
         return ""
     d = score - parent_score
-    return f" ({'+' if d >= 0 else '-'}{abs(d):.4g})"
+    if abs(d) <= 1e-9 * max(1.0, abs(score), abs(parent_score)):
+        return "±0"
+    return f"{'+' if d > 0 else '-'}{abs(d):.4g}"
 
 
-def _chain(store: RunStore, candidate_id: int) -> list[Candidate]:
+def _chain(store: RunReader, candidate_id: int) -> list[Candidate]:
     """Main-parent chain read straight from the store (root first); cheap for huge runs."""
     chain = [store.get(candidate_id)]
     seen = {candidate_id}
@@ -246,12 +245,24 @@ def _chain(store: RunStore, candidate_id: int) -> list[Candidate]:
     return chain[::-1]
 
 
-def render_ancestry(store: RunStore, candidate_id: int | None = None) -> str:
+def render_ancestry(store: RunReader, candidate_id: int | None = None) -> str:
     """The ancestry of the best (or the given) candidate as a text tree, root first.
 
     Each step shows its score and the change from its parent, what the change did to the
-    text (`+3 -1 lines: <first changed line>`), and which operator and model made it.
+    text (`+3 -1 lines: <first changed line>`), and which operator and model made it. A
+    proposal that was never admitted (rejected or failed) is said for what it was, followed
+    by its parent's ancestry.
     """
+    other = store.proposal(candidate_id) if candidate_id is not None else None
+    if other is not None and other["status"] != "evaluated":
+        made_by = " · ".join(x for x in (other["operator"], other["model"]) if x) or "?"
+        head = f"#{candidate_id} is a {other['outcome']} proposal ({other['kind'] or other['status']}), not an admitted candidate"
+        lines = [head, f"  made by {made_by}" + (f": {other['reason']}" if other["reason"] else "")]
+        if not other["parents"]:
+            return "\n".join(lines)
+        return "\n".join(
+            [*lines, f"  its parent #{other['parents'][0]}:", "", render_ancestry(store, other["parents"][0])]
+        )
     if candidate_id is None:
         best = store.best(1)
         if not best:
@@ -276,7 +287,8 @@ def render_ancestry(store: RunStore, candidate_id: int | None = None) -> str:
         if c.model:
             made_by += f" · {c.model}"
         score = _fmt(c.score) if c.valid else f"invalid ({_fmt(c.score)})"
-        delta = _delta(c.score, parent.score) if parent and c.valid and parent.valid else ""
+        change = score_change(c.score, parent.score) if parent and c.valid and parent.valid else ""
+        delta = f" ({change})" if change else ""
         cost = f" · ${c.cost:.4f}" if c.cost else ""
         lines.append(f"{branch}#{c.id} [{made_by}] island {c.island} · score {score}{delta}{cost}")
         if parent is None:
@@ -365,22 +377,27 @@ def to_json(graph: nx.DiGraph) -> dict[str, Any]:
     }
 
 
-def export_lineage(store: RunStore, fmt: str, path: str | Path) -> Path:
-    """Write the run's lineage as `json`, `graphml` or `dot` to `path`; returns the path."""
+def lineage_text(store: RunReader, fmt: str) -> str:
+    """The run's lineage graph as `json`, `graphml` or `dot` text."""
     if fmt not in EXPORT_FORMATS:
         raise EvoError(f"unknown lineage format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     graph = build_lineage(store)
+    if fmt == "json":
+        return json.dumps(to_json(graph), indent=1) + "\n"
+    if fmt == "dot":
+        return to_dot(graph)
+    plain = nx.DiGraph(**graph.graph)
+    for n, d in graph.nodes(data=True):
+        plain.add_node(n, **{k: _plain(v) for k, v in d.items() if v is not None})
+    for u, v, d in graph.edges(data=True):
+        plain.add_edge(u, v, **{k: _plain(x) for k, x in d.items() if x is not None})
+    return "\n".join(nx.generate_graphml(plain)) + "\n"
+
+
+def export_lineage(store: RunReader, fmt: str, path: str | Path) -> Path:
+    """Write the run's lineage as `json`, `graphml` or `dot` to `path`; returns the path."""
+    text = lineage_text(store, fmt)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "json":
-        path.write_text(json.dumps(to_json(graph), indent=1))
-    elif fmt == "dot":
-        path.write_text(to_dot(graph))
-    else:
-        plain = nx.DiGraph(**graph.graph)
-        for n, d in graph.nodes(data=True):
-            plain.add_node(n, **{k: _plain(v) for k, v in d.items() if v is not None})
-        for u, v, d in graph.edges(data=True):
-            plain.add_edge(u, v, **{k: _plain(x) for k, x in d.items() if x is not None})
-        nx.write_graphml(plain, path)
+    path.write_text(text, encoding="utf-8")
     return path
