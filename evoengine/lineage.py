@@ -25,7 +25,7 @@ import networkx as nx
 
 from .errors import EvoError
 from .records import Candidate
-from .store import RunReader
+from .store import RunReader, outcome
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,14 @@ def score_change(score: float | None, parent_score: float | None) -> str:
     return f"{'+' if d > 0 else '-'}{abs(d):.4g}"
 
 
+def _scored(c: Candidate) -> str:
+    """`score 0.75`, or what the candidate was instead: `invalid`, `screened by the gate`."""
+    status, _ = outcome({"status": "evaluated", "valid": c.valid, "reason": None, "feedback": c.feedback})
+    if status == "valid":
+        return f"score {_fmt(c.score)}"
+    return "screened by the gate" if status == "screened" else f"invalid{f' ({_fmt(c.score)})' if c.score is not None else ''}"
+
+
 def _chain(store: RunReader, candidate_id: int) -> list[Candidate]:
     """Main-parent chain read straight from the store (root first); cheap for huge runs."""
     chain = [store.get(candidate_id)]
@@ -274,7 +282,7 @@ def render_ancestry(store: RunReader, candidate_id: int | None = None) -> str:
     chain = _chain(store, candidate_id)
     target = chain[-1]
     lines = [
-        f"ancestry of #{target.id} ({title}, score {_fmt(target.score if target.valid else None)}), "
+        f"ancestry of #{target.id} ({title}, {_scored(target)}), "
         f"{len(chain) - 1} step{'s' if len(chain) != 2 else ''} from #{chain[0].id}",
         "",
     ]
@@ -286,11 +294,11 @@ def render_ancestry(store: RunReader, candidate_id: int | None = None) -> str:
         made_by = c.operator or "?"
         if c.model:
             made_by += f" · {c.model}"
-        score = _fmt(c.score) if c.valid else f"invalid ({_fmt(c.score)})"
+        score = _scored(c)
         change = score_change(c.score, parent.score) if parent and c.valid and parent.valid else ""
         delta = f" ({change})" if change else ""
         cost = f" · ${c.cost:.4f}" if c.cost else ""
-        lines.append(f"{branch}#{c.id} [{made_by}] island {c.island} · score {score}{delta}{cost}")
+        lines.append(f"{branch}#{c.id} [{made_by}] island {c.island} · {score}{delta}{cost}")
         if parent is None:
             what = f"{c.origin} " if c.origin else ""
             lines.append(f"{rail}{what}seed, {len(c.text.splitlines())} lines")

@@ -309,7 +309,8 @@
         ey.forEach((v, k) => { if (k % everyY === 0 || k === ny) ctx.fillText(Evo.fmt(v, 3), m.l - 4, h - m.b - k * ch); });
       }
     } else {
-      const xs = d.px.concat([d.x.low, d.x.high]), ys = d.py.concat(d.y ? [d.y.low, d.y.high] : d.py);
+      const cx = (d.centres || []).map(c => c[0]), cy = (d.centres || []).map(c => c[1]);
+      const xs = d.px.concat([d.x.low, d.x.high], cx), ys = d.py.concat(d.y ? [d.y.low, d.y.high] : d.py, cy);
       const sx = scale(Math.min.apply(null, xs), Math.max.apply(null, xs), m.l + 6, w - m.r - 6);
       const sy = scale(Math.min.apply(null, ys), Math.max.apply(null, ys), h - m.b - 6, m.t + 6);
       this.sx = sx; this.sy = sy;
@@ -319,6 +320,8 @@
         ctx.strokeRect(sx.px(d.x.low), sy.px(d.y.high), sx.px(d.x.high) - sx.px(d.x.low), sy.px(d.y.low) - sy.px(d.y.high));
         ctx.setLineDash([]);
       }
+      ctx.strokeStyle = "#ced4da";  // every cell's centre: the empty ones stay visible
+      (d.centres || []).forEach(c => { ctx.beginPath(); ctx.arc(sx.px(c[0]), sy.px(c[1]), 3, 0, 2 * Math.PI); ctx.stroke(); });
       d.px.forEach((x, k) => {
         ctx.fillStyle = colour(d.score[k]); ctx.strokeStyle = "#343a40";
         ctx.beginPath(); ctx.arc(sx.px(x), sy.px(d.py[k]), 4.5, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();

@@ -38,6 +38,12 @@ class Axis:
     def outside(self, value: float) -> bool:
         return value < self.low or value > self.high
 
+    def value(self, unit: float) -> float:
+        """The descriptor value at `unit` in [0, 1] of its range (as the archive normalises it)."""
+        if self.scale == "log":
+            return 2 ** (math.log2(self.low) + unit * (math.log2(self.high) - math.log2(self.low)))
+        return self.low + unit * (self.high - self.low)
+
 
 def _axes(raw: Any) -> list[Axis]:
     """Axes from a list of {name, low, high, bins, scale}; malformed entries are skipped."""
@@ -106,10 +112,14 @@ def grid_map(fx: Axis, fy: Axis | None, elites: Iterable[Elite]) -> dict[str, An
     }
 
 
-def scatter_map(fx: Axis, fy: Axis | None, elites: Iterable[Elite]) -> dict[str, Any]:
-    """Elites placed by their real values of two descriptors (or one and the score)."""
+def scatter_map(
+    fx: Axis, fy: Axis | None, elites: Iterable[Elite], centres: list[list[float]] | None = None
+) -> dict[str, Any]:
+    """Elites placed by their real values of two descriptors (or one and the score), over the
+    archive's cell centres (`centres`: one [x, y] per cell, in real values) if it has them."""
     shown = [e for e in elites if fx.name in e.features and (fy is None or fy.name in e.features)]
     return {
+        "centres": centres if fy is not None else None,
         "type": "scatter",
         "x": asdict(fx),
         "y": asdict(fy) if fy else None,
@@ -138,7 +148,16 @@ def elites_from_engine(state: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     if grid:
         return [grid_map(axes[0], axes[1] if len(axes) > 1 else None, elites)]
-    return [scatter_map(fx, fy, elites) for fx, fy in _pairs(axes)]
+    centroids = [c for c in state.get("centroids") or [] if isinstance(c, list) and len(c) == len(axes)]
+    position = {a.name: k for k, a in enumerate(axes)}
+
+    def centres(fx: Axis, fy: Axis | None) -> list[list[float]] | None:
+        if not centroids or fy is None:
+            return None
+        i, j = position[fx.name], position[fy.name]
+        return [[round(fx.value(c[i]), 6), round(fy.value(c[j]), 6)] for c in centroids]
+
+    return [scatter_map(fx, fy, elites, centres(fx, fy)) for fx, fy in _pairs(axes)]
 
 
 def elites_from_candidates(

@@ -565,7 +565,7 @@
       [[m.x, m.seen_x], [m.y, m.seen_y]].forEach(([a, seen]) => {
         if (a && seen && (seen[0] < a.low || seen[1] > a.high)) parts.push(a.name + " seen " + fmt(seen[0], 4) + "–" + fmt(seen[1], 4) + " beyond its range " + fmt(a.low, 4) + "–" + fmt(a.high, 4) + ": such elites sit in the edge cells, marked with a red corner");
       });
-    } else parts.push("each point is one cell's elite at its real values; the dashed box is the declared range");
+    } else parts.push("each dot is one cell's elite at its real values" + (m.centres ? "; grey rings are the cells' centres (empty ones included)" : "") + "; the dashed box is the declared range");
     $("elites-note").textContent = parts.join(" · ");
   }
 
@@ -674,6 +674,8 @@
     api.tableIds = () => candTable.rows.map(i => R.id[i]);
     api.path = () => { const d = tree.d; return d.path ? { main: d.path.main.map(e => e.map(k => R.id[admitted[k]])), cross: d.path.cross.map(e => e.map(k => R.id[admitted[k]])) } : null; };
     api.view = () => Object.assign({}, tree.view);
+    api.centre = id => tree.centre(nodeOf.get(rowOf.get(id)));
+    api.shapes = () => Object.fromEntries(admitted.map((i, k) => [R.id[i], ["valid", "invalid", "screened"][tree.d.shape[k]]]));
     if (S.details) addChunks(S.details);
     delete S.details;
     const drawn = renderAll();
