@@ -236,7 +236,11 @@ def _scored(c: Candidate) -> str:
     status, _ = outcome({"status": "evaluated", "valid": c.valid, "reason": None, "feedback": c.feedback})
     if status == "valid":
         return f"score {_fmt(c.score)}"
-    return "screened by the gate" if status == "screened" else f"invalid{f' ({_fmt(c.score)})' if c.score is not None else ''}"
+    return (
+        "screened by the gate"
+        if status == "screened"
+        else f"invalid{f' ({_fmt(c.score)})' if c.score is not None else ''}"
+    )
 
 
 def _chain(store: RunReader, candidate_id: int) -> list[Candidate]:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
-
-from evoengine.errors import EvoError
 from conftest import cli
 
+from evoengine.errors import EvoError
 from evoengine.lineage import (
     ancestry,
     build_lineage,

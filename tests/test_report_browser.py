@@ -500,7 +500,9 @@ def test_show_id_pans_to_the_candidate_and_a_new_x_axis_refits_the_view(browser,
     assert view["x1"] - view["x0"] >= len(list(offline_run.candidates())) - 1, "the new axis is seen whole"
     assert view != whole
     type_into(browser, "goto", "999999\n")
-    assert "no proposal #999999" in wait_for(browser, "return document.getElementById('goto-note').textContent", "no proposal #999999 in this run")
+    assert "no proposal #999999" in wait_for(
+        browser, "return document.getElementById('goto-note').textContent", "no proposal #999999 in this run"
+    )
 
 
 def test_best_path_view_diff_of_any_two_and_widening(browser, offline_run) -> None:
@@ -602,7 +604,9 @@ def test_model_run_shows_prompts_replies_repairs_and_failures(browser, model_run
     assert wait_for(browser, "return document.getElementById('detail-title').textContent", f"#{failed['id']} · failed")
     assert failed["reason"][:100] in text_of(browser, "detail-facts")
     tab(browser, "calls")
-    assert wait_for(browser, "return document.getElementById('detail-calls').textContent.includes('call 2 (repair)')", True)
+    assert wait_for(
+        browser, "return document.getElementById('detail-calls').textContent.includes('call 2 (repair)')", True
+    )
     assert "I am not sure what you mean." in text_of(browser, "detail-calls")
     row = browser.find_element("css selector", f'#failures-table .vrow[data-id="{failed["id"]}"]')
     assert failed["reason"][:40] in row.get_attribute("textContent")
@@ -628,7 +632,9 @@ def test_report_of_several_runs_compares_them_side_by_side(browser, offline_run,
     assert errors(log) == []
     table = text_of(browser, "runs-table")
     assert all(r.resolve().name in table for r in runs)
-    assert "selection.strategy" in text_of(browser, "differs-table") and "hill_climb" in text_of(browser, "differs-table")
+    assert "selection.strategy" in text_of(browser, "differs-table") and "hill_climb" in text_of(
+        browser, "differs-table"
+    )
     assert str(other.outcome_counts()["admitted"]) in table
     legend = text_of(browser, "cmp-seq")
     assert all(r.resolve().name in legend for r in runs), "one best-so-far curve per run"
