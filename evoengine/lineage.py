@@ -16,7 +16,6 @@ import difflib
 import json
 import logging
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,55 +43,14 @@ class Migration:
     seq: int | None
 
 
-def _as_id(value: Any) -> int | None:
-    if isinstance(value, dict):
-        value = value.get("id", value.get("candidate"))
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
-def _first(data: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if key in data:
-            return data[key]
-    return None
-
-
-def _moves(data: Any) -> Iterable[dict[str, Any]]:
-    """Flatten an event's data into dicts that each name candidates and islands."""
-    if isinstance(data, list):
-        for item in data:
-            yield from _moves(item)
-    elif isinstance(data, dict):
-        nested = _first(data, "moves", "migrations")
-        if isinstance(nested, list):
-            outer = {k: v for k, v in data.items() if k not in ("moves", "migrations")}
-            for item in nested:
-                if isinstance(item, dict):
-                    yield {**outer, **item}
-        else:
-            yield data
-
-
 def migrations(store: RunReader) -> list[Migration]:
-    """Migration events, read leniently: `{"candidates"|"ids"|"id": ..., "from": i, "to": j}`."""
+    """Migration events as the archive writes them: `{"source": i, "target": j, "ids": [...]}`."""
     out: list[Migration] = []
     for event in store.events("migration"):
-        for move in _moves(event["data"]):
-            ids = _first(move, "candidates", "ids", "migrants", "candidate", "id", "candidate_id")
-            if not isinstance(ids, list):
-                ids = [ids]
-            source = _first(move, "from", "source", "src", "from_island")
-            target = _first(move, "to", "target", "dst", "destination", "to_island")
-            for raw in ids:
-                cid = _as_id(raw)
-                if cid is not None:
-                    out.append(Migration(cid, _as_id(source), _as_id(target), event["seq"]))
+        data = event["data"] if isinstance(event["data"], dict) else {}
+        for cid in data.get("ids") or []:
+            if isinstance(cid, int):
+                out.append(Migration(cid, data.get("source"), data.get("target"), event["seq"]))
     return out
 
 

@@ -237,7 +237,7 @@ def _with_edits(call: dict[str, Any]) -> dict[str, Any]:
 
 def _pack(details: list[dict[str, Any]]) -> dict[str, Any]:
     raw = json.dumps(details, separators=(",", ":"), default=str).encode()
-    return {"ids": [d["id"] for d in details], "gz": base64.b64encode(gzip.compress(raw, 9, mtime=0)).decode()}
+    return {"ids": [d["id"] for d in details], "gz": base64.b64encode(gzip.compress(raw, 6, mtime=0)).decode()}
 
 
 def detail_chunks(reader: RunReader, order: Sequence[int] = (), finished_after: float | None = None) -> dict[str, Any]:
@@ -252,7 +252,9 @@ def detail_chunks(reader: RunReader, order: Sequence[int] = (), finished_after: 
     for d in details:
         d["calls"] = [_with_edits(c) for c in d["calls"]]
         current.append(d)
-        size += len(d["text"] or "") + sum(len(json.dumps(c["messages"])) + len(c["reply"] or "") for c in d["calls"])
+        size += len(d["text"] or "") + sum(
+            len(m.get("content") or "") for c in d["calls"] for m in c["messages"] if isinstance(m, dict)
+        )
         if size >= CHUNK_BYTES:
             chunks.append(_pack(current))
             current, size = [], 0

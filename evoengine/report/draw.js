@@ -13,14 +13,15 @@
   Evo.PATH = "#e03131";   // the selected candidate's main-parent line
   Evo.CROSS = "#7048e8";  // its crossover (second) parents
 
-  Evo.viridis = function (t) {
-    if (!(t >= 0)) t = 0;
-    if (t > 1) t = 1;
-    const p = t * (VIRIDIS.length - 1), i = Math.min(Math.floor(p), VIRIDIS.length - 2), f = p - i;
+  // Viridis in 64 steps (few distinct colours: the tree draws each colour in one pass).
+  const RAMP = [];
+  for (let k = 0; k < 64; k++) {
+    const p = k / 63 * (VIRIDIS.length - 1), i = Math.min(Math.floor(p), VIRIDIS.length - 2), f = p - i;
     const a = VIRIDIS[i], b = VIRIDIS[i + 1];
-    return "rgb(" + Math.round(a[0] + (b[0] - a[0]) * f) + "," + Math.round(a[1] + (b[1] - a[1]) * f) + "," +
-      Math.round(a[2] + (b[2] - a[2]) * f) + ")";
-  };
+    RAMP.push("rgb(" + Math.round(a[0] + (b[0] - a[0]) * f) + "," + Math.round(a[1] + (b[1] - a[1]) * f) + "," +
+      Math.round(a[2] + (b[2] - a[2]) * f) + ")");
+  }
+  Evo.viridis = function (t) { return RAMP[t >= 0 ? Math.min(63, Math.round(t * 63)) : 0]; };
 
   function make(tag, text, cls) {
     const node = document.createElement(tag);
@@ -462,12 +463,18 @@
     const r = this.r = Math.max(1.6, Math.min(6, 0.4 * this.sy, 0.25 * this.sx));
     const n = this.n, X = i => this.px(d.x[i]), Y = i => this.py(d.y[i]);
     const show = i => this.visible(i);
+    // Few edges: elbows (along the parent's row, then down to the child); many: straight
+    // lines, and only those that cross the view (each segment costs raster time).
+    const straight = n > 3000;
     const line = (style, width, dash, pairs) => {
       ctx.strokeStyle = style; ctx.lineWidth = width; ctx.setLineDash(dash);
       ctx.beginPath();
-      pairs.forEach(([a, b]) => {  // an elbow: along the parent's row, then down to the child
-        const xa = X(a), xb = X(b), mid = xb - Math.min((xb - xa) / 2, 8);
-        ctx.moveTo(xa, Y(a)); ctx.lineTo(mid, Y(a)); ctx.lineTo(mid, Y(b)); ctx.lineTo(xb, Y(b));
+      pairs.forEach(([a, b]) => {
+        const xa = X(a), xb = X(b), ya = Y(a), yb = Y(b);
+        if ((xa < 0 && xb < 0) || (xa > w && xb > w) || (ya < 0 && yb < 0) || (ya > h && yb > h)) return;
+        ctx.moveTo(xa, ya);
+        if (!straight) { const mid = xb - Math.min((xb - xa) / 2, 8); ctx.lineTo(mid, ya); ctx.lineTo(mid, yb); }
+        ctx.lineTo(xb, yb);
       });
       ctx.stroke();
     };
@@ -491,21 +498,36 @@
     for (let i = 0; i < n; i++) if (!d.shown[i] && (!d.only || d.only.has(i))) faded.push(i);
     ctx.fillStyle = "rgba(173,181,189,0.35)";
     faded.forEach(i => { ctx.fillRect(X(i) - 1, Y(i) - 1, 2, 2); });
+    const groups = new Map();  // colour -> shape -> node indices: one path per group
     for (let i = 0; i < n; i++) {
       if (!show(i)) continue;
       const x = X(i), y = Y(i);
       if (x < -10 || y < -10 || x > w + 10 || y > h + 10) continue;
-      ctx.fillStyle = ctx.strokeStyle = d.colour[i];
-      if (d.shape[i] === 1) {  // invalid: a cross
-        ctx.lineWidth = 1.5; ctx.beginPath();
-        ctx.moveTo(x - r, y - r); ctx.lineTo(x + r, y + r); ctx.moveTo(x + r, y - r); ctx.lineTo(x - r, y + r); ctx.stroke();
-      } else if (d.shape[i] === 2) {  // screened by the gate: a hollow diamond
-        ctx.lineWidth = 1.5; ctx.beginPath();
-        ctx.moveTo(x, y - r); ctx.lineTo(x + r, y); ctx.lineTo(x, y + r); ctx.lineTo(x - r, y); ctx.closePath(); ctx.stroke();
-      } else {
-        ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI); ctx.fill();
-      }
+      let g = groups.get(d.colour[i]);
+      if (!g) groups.set(d.colour[i], g = [[], [], []]);
+      g[d.shape[i]].push(i);
     }
+    ctx.lineWidth = 1.5;
+    groups.forEach((g, colour) => {
+      ctx.fillStyle = ctx.strokeStyle = colour;
+      if (g[0].length && r < 3) {  // valid: a disc, or a square where nodes are small (cheaper to draw)
+        g[0].forEach(i => ctx.fillRect(X(i) - r, Y(i) - r, 2 * r, 2 * r));
+      } else if (g[0].length) {
+        ctx.beginPath();
+        g[0].forEach(i => { const x = X(i), y = Y(i); ctx.moveTo(x + r, y); ctx.arc(x, y, r, 0, 2 * Math.PI); });
+        ctx.fill();
+      }
+      if (g[1].length) {  // invalid: a cross
+        ctx.beginPath();
+        g[1].forEach(i => { const x = X(i), y = Y(i); ctx.moveTo(x - r, y - r); ctx.lineTo(x + r, y + r); ctx.moveTo(x + r, y - r); ctx.lineTo(x - r, y + r); });
+        ctx.stroke();
+      }
+      if (g[2].length) {  // screened by the gate: a hollow diamond
+        ctx.beginPath();
+        g[2].forEach(i => { const x = X(i), y = Y(i); ctx.moveTo(x, y - r); ctx.lineTo(x + r, y); ctx.lineTo(x, y + r); ctx.lineTo(x - r, y); ctx.closePath(); });
+        ctx.stroke();
+      }
+    });
     if (path) {
       ctx.lineWidth = 2;
       path.nodes.forEach(i => {

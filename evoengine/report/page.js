@@ -252,8 +252,8 @@
   // ------------------------------------------------------------ the lineage tree
 
   let tree, pathOnly = false, selectedRow = null, compareId = null;
-  function colourOf(i) {
-    const by = $("colour-by").value, st = statusName(i);
+  function colourOf(i, by) {
+    const st = statusName(i);
     if (by === "island") return Evo.PALETTE[islandList.indexOf(R.island[i]) % Evo.PALETTE.length];
     if (by === "status" || st === "screened") return STATUS_COLOUR[st];
     if (st !== "valid") return "#868e96";
@@ -278,32 +278,41 @@
     }
     return { nodes: nodes, crossNodes: crossNodes, main: main, cross: cross };
   }
-  function drawTree() {
-    if (!tree) return;
+  // What the tree draws that filters, colours and selection do not change (redone when the
+  // rows or the x axis change).
+  let treeBase = null;
+  function layoutTree() {
     const bySeq = $("x-by").value === "seq";
     const valid = admitted.filter(i => statusName(i) === "valid" && R.score[i] !== null).map(i => R.score[i]);
     scoreLo = valid.length ? Math.min.apply(null, valid) : 0;
     scoreHi = valid.length ? Math.max.apply(null, valid) : 1;
     islandList = Array.from(new Set(R.island)).sort((a, b) => a - b);
-    const toNode = i => nodeOf.get(i);
+    const parentNode = i => { const j = rowOf.get(R.parents[i][0]); return j !== undefined && nodeOf.has(j) ? nodeOf.get(j) : -1; };
+    treeBase = {
+      x: admitted.map(i => bySeq ? R.seq[i] : R.generation[i]),
+      y: admitted.map(i => R.y[i]),
+      parent: admitted.map(parentNode),
+      others: admitted.map(i => R.parents[i].slice(1).map(q => nodeOf.get(rowOf.get(q))).filter(k => k !== undefined)),
+      crosses: admitted.map(i => { const j = rowOf.get(R.parents[i][0]); return j !== undefined && R.parents[j].length > 0 && R.island[j] !== R.island[i]; }),
+      shape: admitted.map(i => ({ invalid: 1, screened: 2 })[statusName(i)] || 0),
+    };
+  }
+  function drawTree() {
+    if (!tree) return;
+    if (!treeBase) layoutTree();
+    const by = $("colour-by").value, toNode = i => nodeOf.get(i);
     const p = ancestry(pathOnly ? rowOf.get(S.run.best ? S.run.best.id : -1) ?? null : selectedRow);
     const path = {
       nodes: new Set(Array.from(p.nodes).map(toNode)), crossNodes: new Set(Array.from(p.crossNodes).map(toNode)),
       main: p.main.map(e => e.map(toNode)), cross: p.cross.map(e => e.map(toNode)),
     };
-    tree.set({
-      x: admitted.map(i => bySeq ? R.seq[i] : R.generation[i]),
-      y: admitted.map(i => R.y[i]),
-      parent: admitted.map(i => { const j = rowOf.get(R.parents[i][0]); return j !== undefined && nodeOf.has(j) ? nodeOf.get(j) : -1; }),
-      others: admitted.map(i => R.parents[i].slice(1).map(q => nodeOf.get(rowOf.get(q))).filter(k => k !== undefined)),
-      crosses: admitted.map(i => { const j = rowOf.get(R.parents[i][0]); return j !== undefined && R.parents[j].length > 0 && R.island[j] !== R.island[i]; }),
-      colour: admitted.map(colourOf),
-      shape: admitted.map(i => ({ invalid: 1, screened: 2 })[statusName(i)] || 0),
+    tree.set(Object.assign({}, treeBase, {
+      colour: admitted.map(i => colourOf(i, by)),
       shown: admitted.map(matches),
       only: pathOnly ? path.nodes : null,
       path: path.nodes.size ? path : null,
       selected: selectedRow !== null && nodeOf.has(selectedRow) ? nodeOf.get(selectedRow) : -1,
-    });
+    }));
     treeLegend();
   }
   function treeLegend() {
@@ -326,7 +335,7 @@
       onPick: (k, compare) => pickRow(R.id[admitted[k]], compare),
     });
     $("colour-by").addEventListener("change", drawTree);
-    $("x-by").addEventListener("change", () => { drawTree(); tree.fit(pathOnly ? tree.d.only : null); });
+    $("x-by").addEventListener("change", () => { layoutTree(); drawTree(); tree.fit(pathOnly ? tree.d.only : null); });
     $("fit").addEventListener("click", () => tree.fit(pathOnly ? tree.d.only : null));
     $("best-path").addEventListener("click", () => {
       pathOnly = !pathOnly;
@@ -630,6 +639,7 @@
 
   function renderAll() {
     index();
+    treeBase = null;
     renderHeader();
     renderTable();
     return later().then(() => { renderCharts(); renderElites(); renderTables(); });
