@@ -141,11 +141,11 @@
   const COLUMNS = [
     { key: "id", label: "id", w: "64px", num: true, get: i => R.id[i], show: i => "#" + R.id[i] },
     { key: "status", label: "status", w: "74px", get: i => statusName(i), cls: i => "st-" + statusName(i) },
-    { key: "score", label: "score", w: "88px", num: true, get: i => R.score[i] },
-    { key: "delta", label: "Δ parent", w: "80px", num: true, get: i => deltaOf[i], show: i => Evo.delta(R.score[i], deltaOf[i] === null ? null : R.score[i] - deltaOf[i]) },
-    { key: "island", label: "island", w: "52px", num: true, get: i => R.island[i] },
+    { key: "score", label: "score", w: "100px", num: true, get: i => R.score[i] },
+    { key: "delta", label: "Δ parent", w: "92px", num: true, get: i => deltaOf[i], show: i => Evo.delta(R.score[i], deltaOf[i] === null ? null : R.score[i] - deltaOf[i]) },
+    { key: "island", label: "island", w: "58px", num: true, get: i => R.island[i] },
     { key: "generation", label: "gen", w: "46px", num: true, get: i => R.generation[i] },
-    { key: "operator", label: "operator", w: "96px", get: i => R.operator[i] || "" },
+    { key: "operator", label: "operator", w: "140px", get: i => R.operator[i] || "" },
     { key: "model", label: "model", w: "110px", get: i => R.model[i] || "" },
     { key: "parents", label: "parents", w: "96px", get: i => R.parents[i][0] || 0, show: i => R.parents[i].map(p => "#" + p).join(" ") },
     { key: "cost", label: "cost", w: "70px", num: true, get: i => R.cost[i], show: i => R.cost[i] ? money(R.cost[i]) : "" },
@@ -543,6 +543,7 @@
     chart("best-time", [points(minutes), best(minutes)], { xlabel: "minutes since start", ylabel: "score" });
     const P = S.models.picks, arms = Object.keys(P.share);
     $("picks-panel").hidden = arms.length < 2;
+    $("islands-panel").classList.toggle("span2", arms.length < 2);
     if (arms.length >= 2) chart("models-picks", arms.map((a, k) => ({ name: a, x: P.x, y: P.share[a], color: Evo.PALETTE[k % Evo.PALETTE.length], step: true })),
       { xlabel: "proposal", ylabel: "share of last " + P.window, yRange: [0, 1] });
   }

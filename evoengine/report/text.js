@@ -135,6 +135,7 @@
     if (score === null || before === null || score === undefined || before === undefined) return "";
     const d = score - before;
     if (Math.abs(d) <= 1e-9 * Math.max(1, Math.abs(score), Math.abs(before))) return "±0";
-    return (d > 0 ? "+" : "-") + Number(Math.abs(d).toPrecision(4)).toString();
+    const a = Math.abs(d);
+    return (d > 0 ? "+" : "-") + (a < 1e-3 ? a.toExponential(2) : Number(a.toPrecision(4)).toString());
   };
 })();
