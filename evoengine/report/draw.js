@@ -463,20 +463,27 @@
     const r = this.r = Math.max(1.6, Math.min(6, 0.4 * this.sy, 0.25 * this.sx));
     const n = this.n, X = i => this.px(d.x[i]), Y = i => this.py(d.y[i]);
     const show = i => this.visible(i);
-    // Few edges: elbows (along the parent's row, then down to the child); many: straight
-    // lines, and only those that cross the view (each segment costs raster time).
-    const straight = n > 3000;
+    // An edge is an elbow: along the parent's row, then down to the child. With many nodes
+    // its three segments are drawn as 1-px rectangles (far cheaper to raster than stroked
+    // paths), solid; only edges that cross the view are drawn at all.
+    const dense = n > 3000;
     const line = (style, width, dash, pairs) => {
-      ctx.strokeStyle = style; ctx.lineWidth = width; ctx.setLineDash(dash);
+      const rects = dense && width === 1;
+      ctx.strokeStyle = ctx.fillStyle = style; ctx.lineWidth = width; ctx.setLineDash(dash);
       ctx.beginPath();
       pairs.forEach(([a, b]) => {
         const xa = X(a), xb = X(b), ya = Y(a), yb = Y(b);
         if ((xa < 0 && xb < 0) || (xa > w && xb > w) || (ya < 0 && yb < 0) || (ya > h && yb > h)) return;
-        ctx.moveTo(xa, ya);
-        if (!straight) { const mid = xb - Math.min((xb - xa) / 2, 8); ctx.lineTo(mid, ya); ctx.lineTo(mid, yb); }
-        ctx.lineTo(xb, yb);
+        const mid = xb - Math.min((xb - xa) / 2, 8);
+        if (rects) {
+          ctx.fillRect(Math.min(xa, mid), ya - 0.5, Math.abs(mid - xa), 1);
+          ctx.fillRect(mid - 0.5, Math.min(ya, yb), 1, Math.abs(yb - ya));
+          ctx.fillRect(Math.min(mid, xb), yb - 0.5, Math.abs(xb - mid), 1);
+        } else {
+          ctx.moveTo(xa, ya); ctx.lineTo(mid, ya); ctx.lineTo(mid, yb); ctx.lineTo(xb, yb);
+        }
       });
-      ctx.stroke();
+      if (!rects) ctx.stroke();
     };
     const plain = [], migrate = [], second = [];
     for (let i = 0; i < n; i++) {
@@ -487,7 +494,7 @@
     }
     line("#ced4da", 1, [], plain);
     line("#91a7ff", 1, [4, 3], migrate);
-    line("rgba(112,72,232,0.35)", 1, [1, 3], second);
+    line(dense ? "rgba(112,72,232,0.15)" : "rgba(112,72,232,0.35)", 1, [1, 3], second);
     const path = d.path;
     if (path) {
       line(Evo.CROSS, 2.5, [6, 3], path.cross);

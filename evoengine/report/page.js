@@ -208,10 +208,13 @@
     });
     return keyed.map(e => e[1]);
   }
+  let sorted = null;  // every row in the table's order (kept until the sort or the rows change)
   function applyFilters() {
+    const keep = new Uint8Array(n);
     matching = [];
-    for (let i = 0; i < n; i++) if (matches(i)) matching.push(i);
-    candTable.set(sortRows(matching));
+    for (let i = 0; i < n; i++) if (matches(i)) { keep[i] = 1; matching.push(i); }
+    if (!sorted) sorted = sortRows(R.id.map((_, i) => i));
+    candTable.set(matching.length === n ? sorted : sorted.filter(i => keep[i]));
     candTable.heads.forEach(h => { h.className = (COLUMNS.find(c => c.key === h.dataset.key).num ? "num " : "") + (h.dataset.key === sortKey ? (sortDir > 0 ? "sorted-asc" : "sorted-desc") : ""); });
     const searching = filters.q && !api.detailsReady ? " (searching reasons only until the texts are open)" : "";
     $("match-note").textContent = matching.length + " of " + n + " proposals" + searching;
@@ -222,6 +225,7 @@
     candTable.heads.forEach(h => h.addEventListener("click", () => {
       sortDir = sortKey === h.dataset.key ? -sortDir : (COLUMNS.find(c => c.key === h.dataset.key).num ? -1 : 1);
       sortKey = h.dataset.key;
+      sorted = null;
       applyFilters();
     }));
     const failCols = [COLUMNS[0], COLUMNS[1], { key: "kind", label: "kind", w: "70px", get: i => R.kind[i] || "" },
@@ -306,8 +310,8 @@
       nodes: new Set(Array.from(p.nodes).map(toNode)), crossNodes: new Set(Array.from(p.crossNodes).map(toNode)),
       main: p.main.map(e => e.map(toNode)), cross: p.cross.map(e => e.map(toNode)),
     };
+    if (treeBase.colourBy !== by) { treeBase.colour = admitted.map(i => colourOf(i, by)); treeBase.colourBy = by; }
     tree.set(Object.assign({}, treeBase, {
-      colour: admitted.map(i => colourOf(i, by)),
       shown: admitted.map(matches),
       only: pathOnly ? path.nodes : null,
       path: path.nodes.size ? path : null,
@@ -641,6 +645,7 @@
   function renderAll() {
     index();
     treeBase = null;
+    sorted = null;
     renderHeader();
     renderTable();
     return later().then(() => { renderCharts(); renderElites(); renderTables(); });

@@ -166,12 +166,13 @@ class RunReader(StoreFile):
         """Closed proposals in full (text, feedback, reason, metrics, ...) with every model call
         that made them; only those finished after `finished_after` if given."""
         where = "status IN ('evaluated', 'failed')" + (" AND finished > ?" if finished_after is not None else "")
+        params = () if finished_after is None else (finished_after,)
         rows = self.conn.execute(
             "SELECT id, text, feedback, reason, change, metrics, features, artifacts, instances, timings,"
             f" created, finished FROM candidates WHERE {where}",
-            () if finished_after is None else (finished_after,),
+            params,
         ).fetchall()
-        calls = self.calls([r["id"] for r in rows]) if rows else {}
+        calls = self._calls(f"SELECT id FROM candidates WHERE {where}", params)
         out = []
         for r in rows:
             d = dict(r)
@@ -183,15 +184,17 @@ class RunReader(StoreFile):
 
     def calls(self, proposal_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
         """The model calls made for these proposals, in call order, by proposal id."""
+        return self._calls(",".join("?" * len(proposal_ids)), tuple(proposal_ids))
+
+    def _calls(self, ids_sql: str, params: tuple[Any, ...]) -> dict[int, list[dict[str, Any]]]:
         out: dict[int, list[dict[str, Any]]] = {}
-        wanted = set(proposal_ids)
         rows = self.conn.execute(
             "SELECT proposal_id, model, purpose, messages, reply, error, tokens_in, tokens_out, cost, latency_s"
-            " FROM model_calls WHERE proposal_id IS NOT NULL ORDER BY id"
+            f" FROM model_calls WHERE proposal_id IN ({ids_sql}) ORDER BY id",
+            params,
         )
         for r in rows:
-            if r["proposal_id"] in wanted:
-                out.setdefault(r["proposal_id"], []).append({**dict(r), "messages": _loads(r["messages"], [])})
+            out.setdefault(r["proposal_id"], []).append({**dict(r), "messages": _loads(r["messages"], [])})
         return out
 
     def failures(self, limit: int = 20) -> list[dict[str, Any]]:
