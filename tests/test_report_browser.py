@@ -7,7 +7,6 @@ The `browser` fixture and the page helpers are shared with tests/test_viewer.py.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import shutil
 import socket
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -220,15 +220,14 @@ def model_run(tmp_path_factory) -> RunReader:
     from scripted_server import ScriptedServer
     from test_model_run import improving_model
 
-    count = itertools.count()
-
     def moody(request: dict) -> str:
-        k = next(count)
+        """Half the first replies are garbage; half their repairs are garbage too (the proposal
+        fails after two calls), the other half are good (a child made after a repair)."""
         messages = request["messages"]
-        repair = len(messages) > 2
-        if k % 4 == 1 or (repair and k % 3 == 0):
-            return "I am not sure what you mean."
         first = next(m for m in messages if m["role"] == "user")
+        draw = zlib.crc32(first["content"].encode())
+        if (draw % 2 == 0 and len(messages) == 2) or (draw % 4 == 0 and len(messages) > 2):
+            return "I am not sure what you mean."
         return improving_model({"messages": [first]})
 
     server = ScriptedServer().start()
@@ -242,7 +241,7 @@ def model_run(tmp_path_factory) -> RunReader:
     }
     (tmp / "models.yaml").write_text(yaml.safe_dump(config))
     try:
-        reader = run_cli(tmp / "run", "circle_packing", 16, "-c", str(tmp / "models.yaml"))
+        reader = run_cli(tmp / "run", "circle_packing", 20, "-c", str(tmp / "models.yaml"))
     finally:
         server.stop()
     yield reader

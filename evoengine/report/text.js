@@ -87,8 +87,8 @@
       let i = 0, j = 0;
       while (i < n || j < m) {
         if (i < n && j < m && A[i] === B[j]) { out.push([" ", A[i]]); i++; j++; }
-        else if (j < m && (i === n || L[i * w + j + 1] >= L[(i + 1) * w + j])) { out.push(["+", B[j]]); j++; }
-        else { out.push(["-", A[i]]); i++; }
+        else if (i < n && (j === m || L[(i + 1) * w + j] >= L[i * w + j + 1])) { out.push(["-", A[i]]); i++; }
+        else { out.push(["+", B[j]]); j++; }
       }
     }
     a.slice(endA).forEach(l => out.push([" ", l]));
