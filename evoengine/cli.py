@@ -67,11 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     lin.add_argument("run_dir", type=Path)
     lin.add_argument("--candidate", type=int)
     lin.add_argument("--export", choices=["json", "graphml", "dot"], help="write the whole lineage graph")
-    lin.add_argument("-o", "--output", type=Path, help="file for --export")
+    lin.add_argument("-o", "--output", type=Path, help="file for --export (default: standard output)")
 
-    rep = sub.add_parser("report", help="write a self-contained HTML report")
-    rep.add_argument("run_dir", type=Path)
-    rep.add_argument("-o", "--output", type=Path)
+    rep = sub.add_parser("report", help="write a self-contained HTML report (of one run, or several compared)")
+    rep.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir")
+    rep.add_argument("-o", "--output", type=Path, help="the HTML file (default RUN/report.html, or compare.html)")
 
     se = sub.add_parser("self-evolve", help="evolve evoengine's own harness by short inner searches")
     se.add_argument("-c", "--config", help="config preset or YAML for the outer search")
@@ -243,26 +243,29 @@ def _cmd_problems(args: argparse.Namespace) -> int:
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
-    from .lineage import export_lineage, render_ancestry
-    from .store import RunStore
+    from .lineage import export_lineage, lineage_text, render_ancestry
+    from .store import RunReader
 
-    store = RunStore.open(args.run_dir, readonly=True)
+    reader = RunReader.open(args.run_dir)
     try:
-        if args.export:
-            out = args.output or args.run_dir / f"lineage.{args.export}"
-            path = export_lineage(store, args.export, out)
-            print(f"wrote {path}", file=sys.stderr)
+        if args.export and args.output:
+            print(f"wrote {export_lineage(reader, args.export, args.output)}", file=sys.stderr)
+        elif args.export:
+            sys.stdout.write(lineage_text(reader, args.export))
         else:
-            print(render_ancestry(store, args.candidate))
+            print(render_ancestry(reader, args.candidate))
     finally:
-        store.close()
+        reader.close()
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import write_comparison, write_report
 
-    path = write_report(args.run_dir, args.output)
+    if len(args.run_dirs) == 1:
+        path = write_report(args.run_dirs[0], args.output)
+    else:
+        path = write_comparison(args.run_dirs, args.output)
     print(f"wrote {path}")
     return 0
 

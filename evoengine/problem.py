@@ -9,6 +9,7 @@ runs inside the evaluation sandbox and should call candidate code through
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import math
@@ -198,9 +199,12 @@ def resolve_problem_path(spec: str | Path) -> Path:
             return (c / "problem.py").resolve()
         if c.is_file() and c.suffix == ".py":
             return c.resolve()
+    names = [folder.name for folder in bundled_problems()]
+    near = difflib.get_close_matches(str(spec), names, n=1, cutoff=0.5) if "/" not in str(spec) else []
+    hint = f"; did you mean {near[0]!r}?" if near else f" (bundled: {', '.join(names)})" if names else ""
     raise ProblemError(
         f"no problem found at {spec!r}: give a folder holding problem.py, a problem.py file, "
-        f"or a bundled name (see `evoengine problems`)"
+        f"or a bundled name (see `evoengine problems`){hint}"
     )
 
 

@@ -15,8 +15,8 @@ from conftest import TEST_PROBLEMS, cli, status
 
 import evoengine
 from evoengine.config import load_config
-from evoengine.porting import prepare_run
 from evoengine.peers import open_problem as load_problem
+from evoengine.porting import prepare_run
 
 HAS_OPENEVOLVE = importlib.util.find_spec("openevolve") is not None
 HAS_SHINKA = importlib.util.find_spec("shinka") is not None

@@ -187,14 +187,6 @@ class RunStore(StoreFile):
             r.setdefault("kind", "novelty" if (r["reason"] or "").startswith("novelty:") else None)
         return {r["id"]: r for r in rows}
 
-    def get(self, candidate_id: int) -> Candidate:
-        row = self.conn.execute(
-            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE id=? AND status='evaluated'", (candidate_id,)
-        ).fetchone()
-        if row is None:
-            raise StoreError(f"no admitted candidate with id {candidate_id} in {self.path}")
-        return row_to_candidate(row)
-
     def best(self, n: int = 1) -> list[Candidate]:
         rows = self.conn.execute(
             f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' AND valid=1"
@@ -202,12 +194,6 @@ class RunStore(StoreFile):
             (n,),
         )
         return [row_to_candidate(r) for r in rows]
-
-    def seed(self) -> Candidate | None:
-        row = self.conn.execute(
-            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' ORDER BY seq LIMIT 1"
-        ).fetchone()
-        return row_to_candidate(row) if row else None
 
     def counts(self) -> dict[str, int]:
         out = {"evaluated": 0, "valid": 0, "failed": 0, "pending": 0, "abandoned": 0}
@@ -220,26 +206,6 @@ class RunStore(StoreFile):
 
     def spend(self) -> float:
         return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])
-
-    def failures(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT id, operator, model, reason FROM candidates WHERE status='failed' ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
-        return [dict(r) for r in rows]
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT seq, kind, data FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
-        return [
-            {"seq": s, "kind": k, "data": json.loads(d)} for s, k, d in self.conn.execute(sql, (kind,) if kind else ())
-        ]
-
-    def model_usage(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT model, purpose, COUNT(*) AS calls, SUM(error IS NOT NULL) AS errors, SUM(tokens_in) AS tokens_in,"
-            " SUM(tokens_out) AS tokens_out, SUM(cost) AS cost FROM model_calls GROUP BY model, purpose"
-        )
-        return [dict(r) for r in rows]
 
     def recorded_replies(self) -> Iterator[tuple[str, str]]:
         """(request hash, reply) of successful model calls in call order, for replay."""
