@@ -23,12 +23,12 @@ def claim(task, value):
     return f"Is the {m[1]} of {m[2]} {value}?"
 
 
-def confirmed(ask, task, value, checks):
-    """True when most of `checks` yes/no questions confirm `value` (False if it cannot be checked)."""
+def checks(ask, task, value, times):
+    """How many of `times` yes/no questions confirm `value` (0 when it cannot be checked)."""
     question = claim(task, value)
     if question is None:
-        return False
-    return sum(ask(question).strip().lower() == "yes" for _ in range(checks)) * 2 > checks
+        return 0
+    return sum(ask(question).strip().lower() == "yes" for _ in range(times))
 
 
 def number(text):
@@ -37,7 +37,7 @@ def number(text):
 
 
 def solve(task, ask, budget):
-    """Ask once and trust the reply. The lines after `return answer` are steps not taken yet."""
+    """Ask once and trust the reply. The lines after `return ranked[0]` are steps not taken yet."""
     parts = SPLIT.match(task.strip())
     if parts is not None and len(parts.groups()) > 5:  # a split has 5 groups: never yet
         a = number(solve(f"What is the {parts[1]} of {parts[2]}?", ask, budget // 2))
@@ -47,10 +47,7 @@ def solve(task, ask, budget):
     while len(replies) < 1 and replies.count(replies[-1]) < 2:  # ask again until two replies agree
         replies.append(ask(task).strip())
     ranked = sorted(set(replies), key=replies.count, reverse=True)
-    answer = ranked[0]
-    return answer
-    for value in ranked[:2]:  # verify the leading replies with yes/no questions
-        if confirmed(ask, task, value, 1):
-            return value
-    return answer
+    return ranked[0]
+    confirmed = {value: checks(ask, task, value, 2) for value in ranked[:2]}  # yes/no checks of the leaders
+    return max(ranked[:2], key=confirmed.get)
 # EVOLVE-BLOCK-END

@@ -1,17 +1,16 @@
 """Agent-harness evolution (ADAS / Darwin Gödel Machine style): `solve(task, ask, budget)`.
 
 The candidate is the code around a model: how it splits a task into questions, votes,
-verifies and when it stops asking. It runs in a sealed child process (`sealed.py`) that
-sees only its own file and talks to this evaluator over two pipes: it gets each task's
-question and an `ask` that comes back here. The task data (`towns.py`: the register, the
-questions and their answers) is loaded into this process only after that child has
-started, and never leaves it. Every question goes through `ask_model`, the one place a
-model is called (offline: a deterministic simulated oracle with correlated errors).
+verifies and when it stops asking. It runs in a sealed process (`sealed.py`: a fresh
+interpreter in its own namespaces whose root holds only the candidate's file) and talks to
+this evaluator over two pipes: it gets each task's question and an `ask` that comes back
+here. The task data (`towns.py`: the register, the questions and their answers) lives in
+this process only. Every question goes through `ask_model`, the one place a model is
+called (offline: a deterministic simulated oracle with correlated errors).
 """
 
 from __future__ import annotations
 
-import importlib
 import statistics
 import sys
 import time
@@ -24,9 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import sealed  # noqa: E402
 import session  # noqa: E402
-
-CLIENT = (HERE / "client.py").read_text()
-TASK_DATA = "towns"  # the module holding the register and the answers: imported only in evaluate()
+import towns  # noqa: E402  (the task data: never sent to the candidate)
 
 BUDGET = 16  # oracle calls allowed per task
 CALL_COST = 0.002  # subtracted from a task's score per oracle call
@@ -96,15 +93,13 @@ problem = Problem(
 
 
 def evaluate(candidate_path: str) -> EvalResult:
-    """Start the harness sealed off, then load the tasks and serve them to it; score the records."""
-    sealed.make_undumpable()
+    """Start the harness sealed off, serve it the tasks, score the records."""
     try:
-        child = sealed.start(Path(candidate_path), CLIENT, secret_modules=(TASK_DATA,))
+        child = sealed.start(Path(candidate_path), HERE / "client.py")
     except sealed.SealError as exc:
         return EvalResult.invalid(f"the harness could not be started sealed off from the task data: {exc}")
     try:
-        towns = importlib.import_module(TASK_DATA)
-        run = session.Session(towns.ordered_tasks(), BUDGET, _oracle(towns), towns.is_correct, towns.question_key)
+        run = session.Session(towns.ordered_tasks(), BUDGET, _oracle(), towns.is_correct, towns.question_key)
         session.serve(run, child.stdin, child.stdout, time.monotonic() + SUITE_TIMEOUT_S)
     finally:
         child.close()
@@ -123,11 +118,10 @@ def ask_model(messages: list[dict[str, str]], seed: int = 0) -> str:
     message; `seed` counts how often this question was already asked in the current task,
     so that asking again draws a fresh reply and the same run always gets the same replies.
     """
-    towns = importlib.import_module(TASK_DATA)
     return towns.offline_reply(messages[-1]["content"], seed)
 
 
-def _oracle(towns):
+def _oracle():
     system = (
         "Answer questions about the towns in this register. Reply with the answer only: "
         "a number, a town name, a person's name, or yes/no.\n\n" + towns.register_document()

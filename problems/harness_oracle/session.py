@@ -106,7 +106,7 @@ def serve(session: Session, stdin: int, stdout: int, deadline: float) -> None:
             session.failure = "the harness stopped reading the evaluator's replies"
             return
         except BrokenPipeError:
-            session.failure = "the harness process ended before the suite did"
+            session.failure = _last_words(stdout, deadline) or "the harness process ended before the suite did"
             return
         if outgoing.get("done"):
             return
@@ -136,3 +136,21 @@ def serve(session: Session, stdin: int, stdout: int, deadline: float) -> None:
             if len(pending) > MAX_LINE and b"\n" not in pending:
                 session.failure = f"a message from the harness exceeded {MAX_LINE} bytes"
                 return
+
+
+def _last_words(stdout: int, deadline: float) -> str:
+    """The reason the client gave before it ended ({"fatal": ...}), if it gave one."""
+    data = b""
+    while time.monotonic() < deadline and select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        chunk = os.read(stdout, 1 << 16)
+        if not chunk or len(data) > MAX_LINE:
+            break
+        data += chunk
+    for line in data.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and set(message) == {"fatal"}:
+            return str(message["fatal"])[:2000]
+    return ""

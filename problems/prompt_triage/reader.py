@@ -15,7 +15,8 @@ but literal model would, and answers a ticket from what it read:
   after it, or an action with no condition before it, does nothing.
 - **Default**: "Otherwise, label it X." answers tickets no rule and no example covers.
 - **Examples**: a "Ticket: ..." line followed by a "Label: ..." line is a worked example;
-  a ticket that shares enough of its words with one (and no rule fires) gets its label.
+  a ticket about the same topics as an example (the same cues), when no rule fires, gets
+  its label (of several such examples, the one sharing most words).
 - **Labels**: it answers only with labels the instructions name; a rule or default for a
   label never named is ignored. With nothing to go on it says it is not sure.
 - It reads only the first `READ_WORDS` words of the prompt.
@@ -32,7 +33,6 @@ from functools import lru_cache
 
 LABELS = ("billing", "refund", "technical", "account", "shipping", "cancellation", "feedback")
 READ_WORDS = 250
-EXAMPLE_MATCH = 0.3  # word overlap (Jaccard) from which a worked example is copied
 
 CUES: dict[str, tuple[str, ...]] = {
     "money_back": (
@@ -180,7 +180,7 @@ class Reading:
     labels: frozenset[str]
     rules: tuple[Rule, ...]
     default: str | None
-    examples: tuple[tuple[frozenset[str], str, str], ...]  # (content words, label, ticket text)
+    examples: tuple[tuple[frozenset[str], str, str], ...]  # (topics, label, ticket text)
     words: int
     truncated: bool = False
     ignored: tuple[str, ...] = field(default=())  # rules for labels the prompt never names
@@ -208,7 +208,7 @@ def read(prompt: str) -> Reading:
     for number, line in enumerate(lines, 1):
         ticket, example = _TICKET.match(line), _EXAMPLE_LABEL.match(line)
         if example and shown is not None:
-            examples.append((content_words(shown), example.group(1).lower(), shown))
+            examples.append((cues(shown), example.group(1).lower(), shown))
         shown = ticket.group(1) if ticket else None
         if ticket or example:
             when, unless, chain = set(), set(), []
@@ -272,14 +272,12 @@ def answer(reading: Reading, ticket: str) -> Answer:
         if rule.fires(topics):
             return Answer(rule.label, f"rule at line {rule.line}: {rule.text[:90]!r}")
     words = content_words(ticket)
-    best, overlap = None, 0.0
-    for example_words, label, text in reading.examples:
-        union = words | example_words
-        share = len(words & example_words) / len(union) if union else 0.0
-        if share > overlap:
-            best, overlap = (label, text), share
-    if best is not None and overlap >= EXAMPLE_MATCH:
-        return Answer(best[0], f"copied the example {best[1][:60]!r}")
+    alike = [
+        (len(words & content_words(text)), label, text) for seen, label, text in reading.examples if seen == topics
+    ]
+    if topics and alike:  # an example about the same topics; the one sharing most words
+        _, label, text = max(alike, key=lambda a: a[0])
+        return Answer(label, f"followed the example {text[:60]!r}")
     if reading.default:
         return Answer(reading.default, "the default")
     return Answer("I'm not sure which team this ticket is for.", "no rule, example or default applies")
