@@ -71,8 +71,10 @@ Arithmetic and string handling in your own code are free.
 Score: the mean over the training tasks of (1 if the answer is right else 0) minus
 {CALL_COST} per call. Held-out tasks, met in the same run, are reported separately as
 `heldout_score`; keep the harness general (do not special-case particular towns).
-`solve` keeps no useful state between tasks beyond what you store yourself; it must not
-print much and should finish the whole suite well within {SUITE_TIMEOUT_S:.0f} s.
+`solve` keeps no useful state between tasks beyond what you store yourself and should
+finish the whole suite well within {SUITE_TIMEOUT_S:.0f} s. It runs in a sealed process: no files
+but its own, no network, no environment variables, and only these standard-library
+modules to import: {", ".join(sealed.MODULES)}. What it prints is discarded.
 """
 
 problem = Problem(

@@ -8,7 +8,8 @@ but literal model would, and answers a ticket from what it read:
   recognised by ordinary words, in prompts and tickets alike, so paraphrases count.
 - **Rules** come from the instructions read as a decision list, top to bottom, and the first
   rule that fires wins. A rule is a condition ("When the ticket asks for money back,") and
-  an action ("label it refund.") on one line or on consecutive lines; consecutive condition
+  an action ("label it refund.") on one line or on consecutive lines, or a definition
+  ("- refund: the customer wants money back."); consecutive condition
   lines pool their cues ("When ... , / or when ... , / label it X."). An exception
   ("unless they also want to cancel,") on the condition's lines, or on the line right
   after the action, stops the rule for tickets with that cue. A condition with no action
@@ -17,18 +18,18 @@ but literal model would, and answers a ticket from what it read:
 - **Examples**: a "Ticket: ..." line followed by a "Label: ..." line is a worked example;
   a ticket about the same topics as an example (the same cues), when no rule fires, gets
   its label (of several such examples, the one sharing most words).
-- **Labels**: it answers only with labels the instructions name; a rule or default for a
-  label never named is ignored. With nothing to go on it says it is not sure.
+- With no label named anywhere in the prompt, or nothing in it that applies to a ticket,
+  it says it is not sure.
 - It reads only the first `READ_WORDS` words of the prompt.
 
-`answer(reading, ticket_text)` returns the reply and the reason for it (the rule, example or
-default that decided), which the evaluator turns into feedback.
+`answer(reading, ticket_text)` returns the reply and what decided it (a rule, an example or
+the default); the evaluator sees only the reply, as it would from a real model.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 LABELS = ("billing", "refund", "technical", "account", "shipping", "cancellation", "feedback")
@@ -183,7 +184,6 @@ class Reading:
     examples: tuple[tuple[frozenset[str], str, str], ...]  # (topics, label, ticket text)
     words: int
     truncated: bool = False
-    ignored: tuple[str, ...] = field(default=())  # rules for labels the prompt never names
 
 
 @lru_cache(maxsize=256)
@@ -198,7 +198,6 @@ def read(prompt: str) -> Reading:
         budget -= len(line.split())
     labels = frozenset(lab for lab in LABELS if re.search(rf"\b{lab}\b", "\n".join(lines), re.I))
     rules: list[Rule] = []
-    ignored: list[str] = []
     examples: list[tuple[frozenset[str], str, str]] = []
     default = None
     when: set[str] = set()
@@ -239,21 +238,17 @@ def read(prompt: str) -> Reading:
             continue
         if label and when:
             text = " ".join([*chain, line.strip()][-4:])
-            if label in labels:
-                rules.append(Rule(frozenset(when), frozenset(unless), label, number, text))
-            else:
-                ignored.append(text)
+            rules.append(Rule(frozenset(when), frozenset(unless), label, number, text))
             when, unless, chain = set(), set(), []
         elif not condition:
             when, unless, chain = set(), set(), []  # a condition with no action after it is forgotten
     return Reading(
         labels,
         tuple(rules),
-        default if default in labels else None,
-        tuple(e for e in examples if e[1] in labels),
+        default,
+        tuple(examples),
         len(words),
         len(words) > READ_WORDS,
-        tuple(ignored),
     )
 
 
