@@ -203,8 +203,8 @@ def reward(obs, action, next_obs, info):  # pays for speed: the car rocks foreve
 @needs_gymnasium
 def test_reward_seed_sparse_reward_scores_zero_and_says_what_the_car_did(tmp_path):
     result = evaluate("reward_mountaincar", None, tmp_path)
-    assert result.valid and result.score == 0.0 and len(result.instances) == 50
-    assert "reached the flag in 0/50 rollouts" in result.feedback and "furthest right" in result.feedback
+    assert result.valid and result.score == 0.0 and len(result.instances) == 40
+    assert "reached the flag in 0/40 rollouts" in result.feedback and "furthest right" in result.feedback
     assert {"term_goal", "term_energy"} <= set(result.metrics)
 
 
