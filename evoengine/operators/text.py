@@ -15,6 +15,10 @@ Operators (the `Proposal.operator` names), tried with the weights in `WEIGHTS`:
   parent lacks; `Proposal.parents` names both.
 - ``offline:delete`` / ``offline:duplicate`` / ``offline:swap``: remove a line, copy a line
   to a random place, exchange two lines (blank lines are never picked).
+- ``offline:number``: nudge one (sometimes two) numeric literals in the lines (``0.5``,
+  ``12``, ``1e-3``; not part of a word such as ``x1`` or ``0x1f`` or ``1.0f``) as the AST
+  operators nudge Python constants: ints stay ints; a value that turns negative is written
+  in brackets, ``(-0.2)``, so that ``a-1.0`` cannot become ``a--0.2``.
 - ``offline:crossover`` with the first inspiration whose text differs: the two editable
   regions are aligned line by line (difflib), and each differing stretch is taken from
   either parent, so the child keeps what both share and mixes where they differ;
@@ -30,6 +34,7 @@ from __future__ import annotations
 import difflib
 import logging
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,11 +44,21 @@ from ..blocks import Block, PatchError, check_frozen, evolve_blocks, splice_bloc
 from ..problem import Problem
 from ..records import Candidate, Proposal, ProposalContext, ProposalFailed
 from . import BuiltinProposer
+from .offline.mutations import format_float, perturb
 
 log = logging.getLogger(__name__)
 
 ARM = BuiltinProposer.ARM
-WEIGHTS = {"vocabulary": 0.35, "borrow": 0.15, "crossover": 0.2, "delete": 0.15, "duplicate": 0.05, "swap": 0.1}
+WEIGHTS = {
+    "vocabulary": 0.3,
+    "borrow": 0.15,
+    "crossover": 0.15,
+    "number": 0.15,
+    "delete": 0.1,
+    "duplicate": 0.05,
+    "swap": 0.1,
+}
+_NUMBER = re.compile(r"(?<![\w.])(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w.])")
 NEEDS_OTHER = ("borrow", "crossover")
 
 
@@ -147,6 +162,26 @@ def _swap(regions: list[_Lines], rng: random.Random) -> _Change | None:
         return None
     rows[i], rows[j] = rows[j], rows[i]
     return _Change({b: rows}, f"swapped lines {i + 1} and {j + 1}", "swap")
+
+
+def _number(regions: list[_Lines], rng: random.Random) -> _Change | None:
+    """Nudge one (sometimes two) numeric literals, as the AST operators nudge Python constants."""
+    sites = [(b, i, m) for b, r in enumerate(regions) for i, row in enumerate(r.rows) for m in _NUMBER.finditer(row)]
+    if not sites:
+        return None
+    picked = rng.sample(sites, 1 if rng.random() < 0.75 else min(2, len(sites)))
+    rows = {b: list(regions[b].rows) for b, _, _ in picked}
+    said = []
+    for b, i, m in sorted(picked, key=lambda s: (s[0], s[1], -s[2].start())):  # right to left within a line
+        old = float(m.group()) if any(c in m.group() for c in ".eE") else int(m.group())
+        new = perturb(old, rng)
+        text = str(new) if isinstance(new, int) else format_float(new, old)
+        if text is None:
+            continue
+        text = f"({text})" if text.startswith("-") else text
+        rows[b][i] = rows[b][i][: m.start()] + text + rows[b][i][m.end() :]
+        said.append(f"line {i + 1}: {m.group()} -> {text}")
+    return _Change(rows, "nudged " + "; ".join(said), "number") if said else None
 
 
 def _insert(region: _Lines, lines: Sequence[str], rng: random.Random) -> tuple[list[str], list[int]]:
@@ -262,6 +297,7 @@ class TextProposer(BuiltinProposer):
             "vocabulary": lambda: _from_vocabulary(regions, words, ctx.rng),
             "borrow": lambda: _borrow(regions, others, ctx.rng),
             "crossover": lambda: _crossover(regions, others, ctx.rng),
+            "number": lambda: _number(regions, ctx.rng),
             "delete": lambda: _delete(regions, ctx.rng),
             "duplicate": lambda: _duplicate(regions, ctx.rng),
             "swap": lambda: _swap(regions, ctx.rng),

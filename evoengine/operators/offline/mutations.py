@@ -39,7 +39,7 @@ def number_nodes(code: Code, root: ast.AST | None = None) -> list[ast.expr]:
     return found
 
 
-def _perturb(value: int | float, rng: random.Random, step: float = 1.0) -> int | float:
+def perturb(value: int | float, rng: random.Random, step: float = 1.0) -> int | float:
     """A new value near `value`, of the same type.
 
     Floats: Gaussian noise, relative (or absolute when the value is 0 or one time in four),
@@ -117,7 +117,7 @@ def mutate_constant(codes: list[Code], rng: random.Random, step: float = 1.0) ->
     edits, notes = [], []
     for code, node in _weighted_sample(rng, sites, weights, k):
         old = number_value(node)
-        new = _perturb(old, rng, step)
+        new = perturb(old, rng, step)
         text = str(new) if isinstance(new, int) else format_float(new, old)
         if text is None or new == old:
             continue
