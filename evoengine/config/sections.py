@@ -62,8 +62,11 @@ class Evaluation(Section):
     gate: bool = Field(
         True,
         description="when the problem defines minibatch(candidate_path), score each child on it "
-        "first and evaluate in full only children that beat their parent's minibatch score (the "
-        "others are admitted invalid, with the reason); no effect on problems without minibatch",
+        "first and evaluate in full only children that do not fall below their parent's minibatch "
+        "score (the others are admitted screened, with the reason); no effect on problems without minibatch",
+    )
+    gate_strict: bool = Field(
+        False, description="the gate passes only children that beat their parent on the minibatch (ties stopped)"
     )
 
 

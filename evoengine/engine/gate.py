@@ -1,6 +1,7 @@
 """The minibatch gate, for problems that define `minibatch(candidate_path)` (and with
 `evaluation.gate` on): a child is scored by `minibatch` first and evaluated in full only if
-it beats its parent's minibatch score; otherwise it is admitted screened, with the reason.
+it does not fall below its parent's minibatch score (with `evaluation.gate_strict`, only if it
+beats it); otherwise it is admitted screened, with the reason.
 Minibatch scores are kept in memory by candidate id, so each parent is scored once."""
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from ..records import Child
 
 
 class Gate:
-    def __init__(self, pool: Any):
+    def __init__(self, pool: Any, strict: bool = False):
         self.pool = pool
+        self.strict = strict
         self.scores: dict[int, asyncio.Future[float | None]] = {}
 
     async def _minibatch(self, text: str, label: str) -> EvalResult:
@@ -47,17 +49,18 @@ class Gate:
         mine = result.score if result.valid else None
         theirs = await asyncio.shield(self.scores[parent.id])
         child.timings["gate_s"] = time.monotonic() - t0
-        if mine is not None and (theirs is None or mine > theirs):
+        if mine is not None and (theirs is None or mine > theirs or (mine == theirs and not self.strict)):
             self.scores[child.pid] = self._known(mine)
             child.proposal.meta["gate_score"] = mine
             return None
         metrics = {k: v for k, v in (("gate_score", mine), ("parent_gate_score", theirs)) if v is not None}
         said = f"scored {mine:.6g}" if mine is not None else "was invalid"
+        than = "above" if self.strict else "at least"
         why = "" if result.valid else f"\n{result.feedback}"
         shown = "(invalid)" if theirs is None else format(theirs, ".6g")
         return EvalResult(
             score=None,
             valid=False,
             metrics=metrics,
-            feedback=f"gate: {said} on the minibatch, not above its parent's {shown}; not evaluated in full{why}",
+            feedback=f"gate: {said} on the minibatch, not {than} its parent's {shown}; not evaluated in full{why}",
         )

@@ -75,7 +75,9 @@ class Engine:
         self.signal, self.flow, self.turns = Signal(), Flow(), LiveTurns(config, self.ledger)
         self.screen: Screen | None = None
         self.gate = (
-            Gate(self.pool) if config.evaluation.gate and callable(getattr(loaded.module, "minibatch", None)) else None
+            Gate(self.pool, config.evaluation.gate_strict)
+            if config.evaluation.gate and callable(getattr(loaded.module, "minibatch", None))
+            else None
         )
         self.tasks: set[asyncio.Task] = set()
         self.stop, self.message = None, ""  # why the run stops, and what to tell the user
