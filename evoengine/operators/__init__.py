@@ -16,9 +16,10 @@ proposer in `operators.llm`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
-from ..records import Proposal, ProposalContext
+from ..records import Candidate, Proposal, ProposalContext, ProposalFailed
 
 # How far a proposal's child got: none made (the model call or the patch failed), made but
 # refused before evaluation (a duplicate, novelty), evaluated invalid, evaluated valid.
@@ -55,6 +56,8 @@ class BuiltinProposer:
 
     ARM = "offline"
 
+    tries = 8  # operators drawn per proposal before it fails
+
     def __init__(self) -> None:
         self.observed = 0  # children evaluated, as reported through `observe`
         self.reward = 0.0  # their summed rewards
@@ -62,6 +65,52 @@ class BuiltinProposer:
 
     def _propose(self, ctx: ProposalContext) -> Proposal:
         raise NotImplementedError
+
+    def failed(self, ctx: ProposalContext, reason: str) -> ProposalFailed:
+        return ProposalFailed(reason, operator="offline", model=self.ARM, parents=(ctx.parent.id,))
+
+    def first_usable(
+        self,
+        ctx: ProposalContext,
+        weights: dict[str, float],
+        operators: dict[str, Callable[[], Any]],
+        child: Callable[[Any], tuple[str, str, Candidate | None]],
+        none_found: str,
+    ) -> Proposal:
+        """Draw operators by `weights` until one makes a usable child, `self.tries` times at
+        most. An operator returns what it changed (with `.name` and `.change`), or None when it
+        has nothing to change (then it is not drawn again); `child(made)` gives the child's
+        text, why it is unusable (empty if it is not) and the second parent of a crossover."""
+        available = [k for k in weights if k in operators]
+        reasons: list[str] = []
+        for attempt in range(self.tries):
+            if not available:
+                break
+            name = ctx.rng.choices(available, weights=[weights[k] for k in available])[0]
+            try:
+                made = operators[name]()
+            except (RecursionError, ValueError) as exc:
+                reasons.append(f"{name}: {exc}")
+                continue
+            if made is None:
+                reasons.append(f"{name}: nothing to change")
+                available.remove(name)
+                continue
+            text, why, other = child(made)
+            if why:
+                reasons.append(f"{made.name}: {why}")
+                continue
+            return Proposal(
+                text=text,
+                operator=f"offline:{made.name}",
+                model=self.ARM,
+                parents=(ctx.parent.id, other.id) if other is not None else (ctx.parent.id,),
+                change=f"with #{other.id}: {made.change}" if other is not None else made.change,
+                meta={"tries": attempt + 1},
+            )
+        raise self.failed(
+            ctx, f"{none_found}: " + ("; ".join(dict.fromkeys(reasons)) or "the editable region is empty")
+        )
 
     def arms(self) -> list[str]:
         return [self.ARM]

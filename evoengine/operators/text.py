@@ -42,7 +42,7 @@ from pathlib import Path
 
 from ..blocks import Block, PatchError, check_frozen, evolve_blocks, splice_blocks
 from ..problem import Problem
-from ..records import Candidate, Proposal, ProposalContext, ProposalFailed
+from ..records import Candidate, Proposal, ProposalContext
 from . import BuiltinProposer
 from .offline.mutations import format_float, perturb
 
@@ -282,14 +282,10 @@ class TextProposer(BuiltinProposer):
 
     def _propose(self, ctx: ProposalContext) -> Proposal:
         parent, problem = ctx.parent, ctx.problem
-
-        def failed(reason: str) -> ProposalFailed:
-            return ProposalFailed(reason, operator="offline", model=ARM, parents=(parent.id,))
-
         try:
             blocks = evolve_blocks(parent.text, problem.comment)
         except PatchError as exc:
-            raise failed(f"the parent's EVOLVE-BLOCK markers are broken: {exc}") from None
+            raise self.failed(ctx, f"the parent's EVOLVE-BLOCK markers are broken: {exc}") from None
         regions = [_Lines.of(parent.text[b.start : b.end]) for b in blocks]
         others = self._others(ctx)
         words = vocabulary(problem)
@@ -302,34 +298,15 @@ class TextProposer(BuiltinProposer):
             "duplicate": lambda: _duplicate(regions, ctx.rng),
             "swap": lambda: _swap(regions, ctx.rng),
         }
-        available = [k for k in self.weights if (k not in NEEDS_OTHER or others) and (k != "vocabulary" or words)]
-        reasons: list[str] = []
-        for attempt in range(self.tries):
-            if not available:
-                break
-            name = ctx.rng.choices(available, weights=[self.weights[k] for k in available])[0]
-            made = operators[name]()
-            if made is None:
-                reasons.append(f"{name}: nothing to change")
-                available.remove(name)
-                continue
-            child, why = self._child(parent.text, blocks, regions, made, problem.comment)
-            if why:
-                reasons.append(f"{name}: {why}")
-                continue
-            two = made.other is not None
-            return Proposal(
-                text=child,
-                operator=f"offline:{made.name}",
-                model=ARM,
-                parents=(parent.id, made.other.id) if two else (parent.id,),  # type: ignore[union-attr]
-                change=made.change,
-                meta={"tries": attempt + 1},
-            )
-        raise failed(
-            "text operators found no edit that changes the text: "
-            + ("; ".join(dict.fromkeys(reasons)) or "the editable region is empty")
-        )
+        usable = {
+            k: f for k, f in operators.items() if (k not in NEEDS_OTHER or others) and (k != "vocabulary" or words)
+        }
+
+        def child(made: _Change) -> tuple[str, str, Candidate | None]:
+            text, why = self._child(parent.text, blocks, regions, made, problem.comment)
+            return text, why, made.other
+
+        return self.first_usable(ctx, self.weights, usable, child, "text operators found no edit that changes the text")
 
     @staticmethod
     def _child(text: str, blocks: list[Block], regions: list[_Lines], made: _Change, comment: str) -> tuple[str, str]:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from ...blocks import Block, check_frozen, evolve_blocks, splice_blocks
 from ...harness import OfflinePlan
 from ...patches import PatchError
-from ...records import Candidate, Proposal, ProposalContext, ProposalFailed
+from ...records import Candidate, Proposal, ProposalContext
 from .. import BuiltinProposer
 from .code import Change, Code, Edit, parse_blocks
 from .crossover import crossover_blocks
@@ -99,9 +99,6 @@ class OfflineProposer(BuiltinProposer):
     def _propose(self, ctx: ProposalContext) -> Proposal:
         parent, problem = ctx.parent, ctx.problem
 
-        def failed(reason: str) -> ProposalFailed:
-            return ProposalFailed(reason, operator="offline", model=ARM, parents=(parent.id,))
-
         try:  # the policy may come from an evolved harness: its faults are the proposal's
             plan = self.policy(ctx) if self.policy is not None else OfflinePlan()
             weights = self.weights if plan.weights is None else _checked(plan.weights)
@@ -109,22 +106,25 @@ class OfflineProposer(BuiltinProposer):
             if not (math.isfinite(step) and step > 0):
                 raise ValueError(f"step must be a positive number (got {plan.step!r})")
         except Exception as exc:
-            raise failed(f"the harness's offline policy failed: {type(exc).__name__}: {exc}") from None
+            raise self.failed(ctx, f"the harness's offline policy failed: {type(exc).__name__}: {exc}") from None
 
         if problem.language != "python":
-            raise failed("offline operators support Python candidates only; configure a model")
+            raise self.failed(ctx, "offline operators support Python candidates only; configure a model")
         try:
             compile(parent.text, "<parent>", "exec", dont_inherit=True)
             blocks = evolve_blocks(parent.text, problem.comment)
             parsed = parse_blocks(parent.text, blocks)
         except PatchError as exc:
-            raise failed(f"the parent's EVOLVE-BLOCK markers are broken: {exc}") from None
+            raise self.failed(ctx, f"the parent's EVOLVE-BLOCK markers are broken: {exc}") from None
         except (SyntaxError, ValueError) as exc:
-            raise failed(f"the parent is not valid Python ({exc}); offline operators cannot repair it") from None
+            raise self.failed(
+                ctx, f"the parent is not valid Python ({exc}); offline operators cannot repair it"
+            ) from None
         codes = [c for c in parsed if c is not None]
         if not codes:
-            raise failed(
-                "no EVOLVE-BLOCK parses as Python on its own; offline operators need whole statements inside each block"
+            raise self.failed(
+                ctx,
+                "no EVOLVE-BLOCK parses as Python on its own; offline operators need whole statements inside each block",
             )
         other, pairs = self._second_parent(ctx, parsed)
         operators: dict[str, Callable[[], Change | None]] = {
@@ -133,37 +133,15 @@ class OfflineProposer(BuiltinProposer):
             "statement": lambda: mutate_statement(codes, ctx.rng),
             "crossover": lambda: crossover_blocks(pairs, ctx.rng),
         }
-        available = [k for k in weights if k != "crossover" or pairs]
-        reasons: list[str] = []
-        for attempt in range(self.tries):
-            if not available:
-                break
-            family = ctx.rng.choices(available, weights=[weights[k] for k in available])[0]
-            try:
-                made = operators[family]()
-            except (RecursionError, ValueError) as exc:
-                reasons.append(f"{family}: {exc}")
-                continue
-            if made is None:
-                reasons.append(f"{family}: nothing to change")
-                available.remove(family)
-                continue
-            two = family == "crossover" and other is not None
-            child, problem_with_it = self._child(
-                parent.text, blocks, made.edits, problem.comment, other.text if two else None
-            )
-            if problem_with_it:
-                reasons.append(f"{made.name}: {problem_with_it}")
-                continue
-            return Proposal(
-                text=child,
-                operator=f"offline:{made.name}",
-                model=ARM,
-                parents=(parent.id, other.id) if two else (parent.id,),
-                change=f"crossover with #{other.id}: {made.change}" if two else made.change,
-                meta={"tries": attempt + 1},
-            )
-        raise failed("offline operators found no valid edit: " + "; ".join(dict.fromkeys(reasons)))
+        if not pairs:
+            del operators["crossover"]
+
+        def child(made: Change) -> tuple[str, str, Candidate | None]:
+            two = other if made.name == "crossover" else None
+            text, why = self._child(parent.text, blocks, made.edits, problem.comment, two.text if two else None)
+            return text, why, two
+
+        return self.first_usable(ctx, weights, operators, child, "offline operators found no valid edit")
 
     @staticmethod
     def _child(text: str, blocks: list[Block], edits: list[Edit], comment: str, other: str | None) -> tuple[str, str]:
