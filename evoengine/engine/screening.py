@@ -14,6 +14,7 @@ import hashlib
 from typing import Any
 
 from ..novelty import Novelty
+from ..patches import syntax_error
 from ..records import Proposal, ProposalFailed
 
 
@@ -30,21 +31,6 @@ def normal_form(text: str, language: str) -> str:
 
 def digest(text: str, language: str) -> bytes:
     return hashlib.blake2b(normal_form(text, language).encode(errors="surrogatepass"), digest_size=16).digest()
-
-
-def syntax_error(text: str, language: str) -> str | None:
-    """Why a Python text does not compile (with the line), or None."""
-    if language != "python":
-        return None
-    try:
-        compile(text, "candidate.py", "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        where = f"line {exc.lineno}: " if exc.lineno else ""
-        shown = f": {exc.text.strip()!r}" if exc.text and exc.text.strip() else ""
-        return f"the child does not compile: {where}{exc.msg}{shown}"
-    except (ValueError, RecursionError, MemoryError) as exc:
-        return f"the child does not compile: {type(exc).__name__}: {exc}"
-    return None
 
 
 class Screen:

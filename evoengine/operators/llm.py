@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..harness import Harness, Plan, load_harness
 from ..llm.bandit import ModelBandit, make_bandit
 from ..llm.client import ModelPool
-from ..patches import PatchError, apply_diff, apply_rewrite, parse_diff
+from ..patches import PatchError, apply_diff, apply_rewrite, parse_diff, syntax_error
 from ..problem import Problem
 from ..records import Proposal, ProposalContext, ProposalFailed
 from . import Proposer, Stage
@@ -181,6 +181,9 @@ class ModelProposer:
             )
         if plan.block:  # several named texts mutate one at a time
             check_only_block(parent, child, plan.block, comment)
+        why = syntax_error(child, self.problem.language)
+        if why is not None:  # back to the model, like a patch that does not apply
+            raise PatchError(why)
         return child
 
     async def _offline(self, ctx: ProposalContext) -> Proposal:
