@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("-o", "--output", type=Path, help="also copy the best harness here")
     se.add_argument("-q", "--quiet", action="store_true")
 
+    cmp = sub.add_parser("compare", help="runs of one problem side by side (say, a search against its baselines)")
+    cmp.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+
     sv = sub.add_parser("serve", help="a read-only local viewer, refreshed while the run goes on")
     sv.add_argument("run_dir", type=Path)
     sv.add_argument("--host", default="127.0.0.1")
@@ -270,6 +273,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .report.compare import comparison_table
+
+    print(comparison_table(args.run_dirs))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .report import serve
 
@@ -286,6 +296,7 @@ COMMANDS = {
     "lineage": _cmd_lineage,
     "report": _cmd_report,
     "serve": _cmd_serve,
+    "compare": _cmd_compare,
     "self-evolve": _cmd_self_evolve,
 }
 

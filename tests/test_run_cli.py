@@ -196,3 +196,25 @@ def test_python_api_runs_and_reads_a_search(tmp_path, quadratic):
     assert run.best.score == max(c.score for c in cands if c.valid)
     graph = evoengine.open_run(tmp_path / "api").lineage()
     assert graph.number_of_nodes() == 15
+
+
+@pytest.mark.slow
+def test_compare_puts_a_search_beside_its_baselines_at_their_common_budget(tmp_path, quadratic):
+    runs = []
+    for strategy, budget in (("power_law", 25), ("iid", 20), ("greedy", 30)):
+        run_dir = tmp_path / strategy
+        cli("run", str(quadratic), "--budget", str(budget), "--set", f"selection.strategy={strategy}",
+            "--run-dir", str(run_dir), "-q", check=True)  # fmt: skip
+        runs.append(run_dir)
+    table = cli("compare", *map(str, runs), check=True).stdout.splitlines()
+    header = table[0].split()
+    assert header[:3] == ["run", "budget.candidates", "selection.strategy"] and "best@20" in header
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert set(rows) == {"power_law", "iid", "greedy"}
+    assert rows["iid"][2] == "iid" and rows["greedy"][3] == "30"
+    best_at = header.index("best@20")
+    for name, run_dir in zip(("power_law", "iid", "greedy"), runs, strict=True):
+        conn = sqlite3.connect(run_dir / "archive.sqlite")
+        scores = [s for (s,) in conn.execute("SELECT score FROM candidates WHERE seq <= 20 AND valid=1")]
+        conn.close()
+        assert float(rows[name][best_at]) == pytest.approx(max(scores), rel=1e-5)

@@ -90,3 +90,30 @@ def write_comparison(run_dirs: list[str | Path], out_path: str | Path | None = N
     data = comparison(dirs)
     out = Path(out_path) if out_path is not None else dirs[0].parent / "compare.html"
     return write_page(render_page(data, " vs ".join(r["name"] for r in data["runs"])), out)
+
+
+def comparison_table(run_dirs: list[str | Path]) -> str:
+    """The runs side by side as text: what differs in their configs, candidates, best score,
+    the best at the budget they all reached (the fair comparison), the mean best-so-far over
+    those admissions (area under the curve) and spend."""
+    dirs = [Path(d) for d in run_dirs]
+    if len(dirs) < 2:
+        raise EvoError("a comparison needs two or more run directories")
+    data = comparison(dirs)
+    runs, differs = data["runs"], data["differs"]
+    common = min(len(r["curve"]["best"]) for r in runs)
+    header = ["run", *differs, "candidates", "valid", "best", f"best@{common}", f"mean best@{common}", "spend $"]
+    rows = [header]
+    for i, r in enumerate(runs):
+        curve = [b for b in r["curve"]["best"][:common] if b is not None]
+        rows.append([
+            r["name"], *(str(v[i]) for v in differs.values()), str(r["counts"]["admitted"]), str(r["counts"]["valid"]),
+            _num(r["best_score"]), _num(curve[-1] if curve else None),
+            _num(sum(curve) / len(curve) if curve else None), f"{r['spend']:.4f}",
+        ])  # fmt: skip
+    widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
