@@ -91,9 +91,18 @@ ABLATIONS = {
 }
 MODEL_ONLY = {"uniform-bandit", "no-crossover"}  # keys that change nothing without models
 PANEL = ["good", "useless", "noisy", "broken"]
+# Sizes. `caps` stop some runs early to keep the default under an hour on two cores: model runs
+# (the good model scores four edits per reply) and circle_packing (about 60 ms per evaluation,
+# five times the others) stop at 200 evaluations. `--full` lifts the caps.
 SIZES = {
-    "default": {"budgets": [200, 1000], "seeds": 10, "problems": DEFAULT_PROBLEMS},
-    "quick": {"budgets": [30, 60], "seeds": 2, "problems": ["deceptive_ridge", "sorting_network"]},
+    "quick": {"budgets": [30, 60], "seeds": 2, "problems": ["deceptive_ridge", "sorting_network"], "caps": {}},
+    "default": {
+        "budgets": [200, 1000],
+        "seeds": 10,
+        "problems": DEFAULT_PROBLEMS,
+        "caps": {"models": 200, "circle_packing": 200},
+    },
+    "full": {"budgets": [200, 1000], "seeds": 10, "problems": DEFAULT_PROBLEMS, "caps": {}},
 }
 GOOD_AFTER = 40  # calls after which the share going to the good model is counted
 
@@ -238,7 +247,9 @@ def summarise(records: list[dict[str, Any]], budgets: list[int], setups: list[st
         target = PROBLEMS[problem]
         reference = groups.get((mode, problem, setups[0]), {})
         for budget in budgets:
-            figures = {s: at_budget(r, budget, target) for s, r in by_seed.items()}
+            figures = {s: at_budget(r, budget, target) for s, r in by_seed.items() if r["budget"] >= budget}
+            if not figures:
+                continue
             bests = [f["best"] for f in figures.values() if f["best"] is not None]
             row = {"mode": mode, "problem": problem, "setup": setup, "budget": budget, "seeds": len(figures)}
             for name in ("best", "auc", "evaluations", "model_calls", "failed_proposals", "good_share_after_40"):
@@ -254,9 +265,9 @@ def summarise(records: list[dict[str, Any]], budgets: list[int], setups: list[st
             row["successes"] = sum(bool(f["success"]) for f in figures.values()) if target.success is not None else None
             common = sorted(s for s in figures if s in reference and figures[s]["best"] is not None)
             if setup != setups[0] and common:
-                ref = {s: at_budget(reference[s], budget, target) for s in common}
-                common = [s for s in common if ref[s]["best"] is not None]
-                for name in ("best", "auc"):
+                ref = {s: at_budget(reference[s], budget, target) for s in common if reference[s]["budget"] >= budget}
+                common = [s for s in common if s in ref and ref[s]["best"] is not None]
+                for name in ("best", "auc") if common else ():
                     row[f"{name}_vs_{setups[0]}"] = paired(
                         [ref[s][name] for s in common], [figures[s][name] for s in common]
                     )
@@ -336,6 +347,8 @@ def markdown(rows: list[dict[str, Any]], setups: list[str], meta: dict[str, Any]
         "when the interval excludes zero. noisy_knapsack is judged by the pool mean of the "
         "candidate its noisy score put first.",
         "",
+        "Caps: " + (", ".join(f"{k} runs stop at {v} evaluations" for k, v in meta["caps"].items()) or "none") + ".",
+        "",
         "Setups: " + "; ".join(f"`{name}` = {' '.join(meta['setups'][name]) or 'the defaults'}" for name in setups),
     ]
     for mode in meta["modes"]:
@@ -344,7 +357,7 @@ def markdown(rows: list[dict[str, Any]], setups: list[str], meta: dict[str, Any]
             if here:
                 title = "offline operators" if mode == "offline" else f"simulated models ({', '.join(meta['panel'])})"
                 out += ["", f"## {title}, {budget:,} evaluations", *_section(here, setups, meta["problems"], mode)]
-    improved = [r for r in rows if r.get("improved") and r["budget"] == meta["budgets"][-1]]
+    improved = [r for r in rows if r.get("improved") and r["budget"] == meta["budgets"][0]]  # whole runs
     if improved:
         out += ["", "## The simulated models: children that beat their parent", ""]
         out += ["Of each model's evaluated children, the share that scored above their parent (all setups and seeds):"]
@@ -406,7 +419,11 @@ def _start_models(problems: list[str]) -> tuple[subprocess.Popen, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="the smoke size: 2 problems, 2 seeds, budgets 30 and 60")
+    size_flags = ap.add_mutually_exclusive_group()
+    size_flags.add_argument(
+        "--quick", action="store_true", help="the smoke size: 2 problems, 2 seeds, budgets 30 and 60"
+    )
+    size_flags.add_argument("--full", action="store_true", help="the default size without its caps (hours)")
     ap.add_argument("--budgets", help="comma-separated evaluation budgets (default 200,1000)")
     ap.add_argument("--seeds", type=int, help="seeds 0..N-1 per problem and setup (default 10)")
     ap.add_argument("--problems", help=f"comma-separated (default {','.join(DEFAULT_PROBLEMS)}; also bin_packing)")
@@ -428,7 +445,7 @@ def main() -> None:
     ap.add_argument("--keep-runs", action="store_true", help="keep each run's folder (default: deleted once measured)")
     args = ap.parse_args()
 
-    size = SIZES["quick" if args.quick else "default"]
+    size = SIZES["quick" if args.quick else "full" if args.full else "default"]
     budgets = sorted(int(b) for b in args.budgets.split(",")) if args.budgets else size["budgets"]
     seeds = args.seeds if args.seeds is not None else size["seeds"]
     problems = args.problems.split(",") if args.problems else size["problems"]
@@ -440,8 +457,17 @@ def main() -> None:
     setups = _valid(_setups(args))
     if not setups:
         ap.error("no setup is valid for this engine")
+    caps = size["caps"]
     specs = [
-        RunSpec(mode, problem, name, tuple(overrides), seed, budgets[-1], panel if mode == "models" else ())
+        RunSpec(
+            mode,
+            problem,
+            name,
+            tuple(overrides),
+            seed,
+            min(budgets[-1], caps.get(mode, budgets[-1]), caps.get(problem, budgets[-1])),
+            panel if mode == "models" else (),
+        )
         for seed in range(seeds)
         for mode in modes
         for problem in problems
@@ -504,11 +530,12 @@ def main() -> None:
         "modes": modes,
         "panel": list(panel),
         "setups": setups,
+        "caps": caps,
         "targets": {p: asdict(PROBLEMS[p]) for p in problems},
     }
     slim = [
         {k: v for k, v in r.items() if k not in ("curve", "call_times", "call_models", "failed_times", "finished")}
-        | {"at": {b: at_budget(r, b, PROBLEMS[r["problem"]]) for b in budgets}}
+        | {"at": {b: at_budget(r, b, PROBLEMS[r["problem"]]) for b in budgets if b <= r["budget"]}}
         for r in records
     ]
     args.out.write_text(json.dumps({"meta": meta, "summary": rows, "runs": slim}, indent=1) + "\n")

@@ -85,7 +85,7 @@ BEHAVIOURS = {
 class SimulatedModels:
     """An OpenAI-compatible server on 127.0.0.1 answering as the behaviours above, for `problems`."""
 
-    def __init__(self, problems: list[str], evaluation_slots: int = 1):
+    def __init__(self, problems: list[str], evaluation_slots: int = 2):
         self.problems: dict[str, LoadedProblem] = {}
         for spec in problems:
             loaded = load_problem(spec)

@@ -122,3 +122,6 @@ def score_decisions(value: Any, rng: np.random.Generator) -> EvalResult:
         feedback="\n".join(lines),
         artifacts={"pool_mean": f"{ratio.mean():.6f}"},
     )
+
+
+pool()  # once per evaluation worker, at import: every sandbox forked from it finds the pool ready
