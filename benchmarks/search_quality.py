@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -149,15 +150,17 @@ def execute(spec: RunSpec, work: Path, url: str | None, keep: bool) -> dict[str,
         ]
         overrides.append(f"models={json.dumps(models)}")
     started = time.monotonic()
-    evoengine.run(spec.problem, load_config(None, overrides), run_dir=run_dir)
+    run = evoengine.run(spec.problem, load_config(None, overrides), run_dir=run_dir)
+    if run.summary.stopped != "budget":  # interrupted or failing: not a result; made again next time
+        raise RuntimeError(f"the run stopped early ({run.summary.stopped}: {run.summary.message})")
     record = {"key": spec.key, **asdict(spec), "wall_s": round(time.monotonic() - started, 2)}
-    record.update(measure(run_dir, PROBLEMS[spec.problem], spec.budget))
+    record.update(measure(run_dir, PROBLEMS[spec.problem]))
     if not keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     return record
 
 
-def measure(run_dir: Path, target: Target, budget: int) -> dict[str, Any]:
+def measure(run_dir: Path, target: Target) -> dict[str, Any]:
     """The best-so-far curve (quality of the best-scoring candidate after each evaluation), what
     was spent, and how each model's children compared with their parents."""
     db = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
@@ -339,7 +342,8 @@ def markdown(rows: list[dict[str, Any]], setups: list[str], meta: dict[str, Any]
         "",
         f"Command: `{meta['command']}`  ",
         f"Finished {meta['finished']} on {meta['machine']}; {meta['runs']} runs recorded, "
-        f"{meta['new_runs']} made by this invocation in {meta['wall_s'] / 60:.1f} min.",
+        f"{meta['new_runs']} made by this invocation in {meta['wall_s'] / 60:.1f} min "
+        f"(load average at the end: {', '.join(map(str, meta['load_average_at_end']))}).",
         "",
         "Cells: mean best over seeds ± standard deviation, and successes (runs that reached the "
         "problem's optimum) where one is known. Paired: the mean difference from "
@@ -417,6 +421,36 @@ def _start_models(problems: list[str]) -> tuple[subprocess.Popen, str]:
     return server, json.loads(line)["url"]
 
 
+def _run_all(
+    pending: list[RunSpec], args: argparse.Namespace, url: str | None, records_path: Path, done: dict[str, Any]
+) -> None:
+    """Run `pending` in parallel, appending each finished run's record to `records_path` at once.
+    Ctrl-C (or SIGTERM) stops starting new runs; runs in flight are lost and made next time."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    context = multiprocessing.get_context("spawn")
+    pool = futures.ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=20)
+    try:
+        jobs = {pool.submit(execute, s, args.work, url, args.keep_runs): s for s in pending}
+        with records_path.open("a") as sink:
+            for k, job in enumerate(futures.as_completed(jobs), 1):
+                spec = jobs[job]
+                try:
+                    record = job.result()
+                except Exception as exc:  # a run that failed is reported and left unrecorded
+                    print(f"[{k}/{len(pending)}] {spec.name} FAILED: {exc}", file=sys.stderr)
+                    continue
+                sink.write(json.dumps(record) + "\n")
+                sink.flush()
+                done[spec.key] = record
+                best = [q for q in record["curve"] if q is not None]
+                print(
+                    f"[{k}/{len(pending)}] {spec.name}: best {best[-1] if best else None} in {record['wall_s']:.0f} s",
+                    file=sys.stderr,
+                )
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size_flags = ap.add_mutually_exclusive_group()
@@ -488,26 +522,7 @@ def main() -> None:
     started = time.monotonic()
     server, url = _start_models(problems) if any(s.mode == "models" for s in pending) else (None, None)
     try:
-        context = multiprocessing.get_context("spawn")
-        with futures.ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=20) as pool:
-            jobs = {pool.submit(execute, s, args.work, url, args.keep_runs): s for s in pending}
-            with records_path.open("a") as sink:
-                for k, job in enumerate(futures.as_completed(jobs), 1):
-                    spec = jobs[job]
-                    try:
-                        record = job.result()
-                    except Exception as exc:  # a run that failed is reported and left unrecorded
-                        print(f"[{k}/{len(pending)}] {spec.name} FAILED: {exc}", file=sys.stderr)
-                        continue
-                    sink.write(json.dumps(record) + "\n")
-                    sink.flush()
-                    done[spec.key] = record
-                    best = [q for q in record["curve"] if q is not None]
-                    print(
-                        f"[{k}/{len(pending)}] {spec.name}: best {best[-1] if best else None} "
-                        f"in {record['wall_s']:.0f} s",
-                        file=sys.stderr,
-                    )
+        _run_all(pending, args, url, records_path, done)
     finally:
         if server is not None:
             server.stdin.close()
@@ -522,7 +537,8 @@ def main() -> None:
         "finished": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",
         "runs": len(records),
-        "new_runs": len(pending),
+        "new_runs": sum(1 for s in pending if s.key in done),
+        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
         "wall_s": round(wall, 1),
         "budgets": budgets,
         "seeds": seeds,

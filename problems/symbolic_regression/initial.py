@@ -7,12 +7,15 @@ The evaluator calls `predict(points)`, which is frozen: it calls `f(x, y)` at ev
 # EVOLVE-BLOCK-START
 def f(x: float, y: float) -> float:
     """Predict the target at (x, y); both inputs lie in [-1, 1]."""
-    u = -0.80362752  # slope in x
-    u *= x
-    u += 0.38847634  # intercept
-    v = -0.68018683  # slope in y
-    v *= y
-    v += 0.0
+    # A polynomial in x and one in y, in Horner form; as given, together the least-squares plane.
+    u = 0.0
+    u = u * x + 0.0
+    u = u * x + 0.0
+    u = u * x + -0.80362752  # slope in x
+    u = u * x + 0.38847634  # intercept
+    v = 0.0
+    v = v * y + -0.68018683  # slope in y
+    v = v * y + 0.0
     return u + v
 # EVOLVE-BLOCK-END
 
