@@ -18,9 +18,11 @@ Setups are compared with the first one (`search`, the engine's defaults) seed by
 mean difference with a 95% t-interval.
 
 Runs go in parallel (`--jobs`, default the number of cores). Each finished run is appended
-to `<work>/records.jsonl` and skipped when the command runs again, so an interrupted
-benchmark resumes where it stopped; the JSON and markdown results are rebuilt from the
-records of the current matrix at the end of every invocation.
+to `<work>/records.jsonl` and skipped when the command runs again with the same code (a
+fingerprint of evoengine/, the problem's folder and the simulated models is part of its
+key), so an interrupted benchmark resumes where it stopped, and a changed engine is
+measured afresh; the JSON and markdown results are rebuilt from the records of the current
+matrix at the end of every invocation.
 
     python benchmarks/search_quality.py                 # default size (see benchmarks/README.md)
     python benchmarks/search_quality.py --quick         # a 1-2 minute smoke run
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import hashlib
 import json
 import math
 import multiprocessing
@@ -127,6 +130,18 @@ class RunSpec:
     @property
     def name(self) -> str:
         return f"{self.mode}-{self.problem}-{self.setup}-s{self.seed}"
+
+
+def fingerprint(problem: str) -> str:
+    """A hash of everything a run's outcome depends on in this checkout: the engine's code and
+    templates, the problem's folder and the simulated models. A record made with other code is
+    not reused."""
+    digest = hashlib.sha256()
+    files = [*sorted((REPO / "evoengine").rglob("*")), *sorted((REPO / "problems" / problem).rglob("*"))]
+    for path in [*files, REPO / "benchmarks" / "simulated_models.py"]:
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- one run (in a worker process)
@@ -492,6 +507,7 @@ def main() -> None:
     if not setups:
         ap.error("no setup is valid for this engine")
     caps = size["caps"]
+    codes = {p: fingerprint(p) for p in problems}
     specs = [
         RunSpec(
             mode,
@@ -501,6 +517,7 @@ def main() -> None:
             seed,
             min(budgets[-1], caps.get(mode, budgets[-1]), caps.get(problem, budgets[-1])),
             panel if mode == "models" else (),
+            codes[problem],
         )
         for seed in range(seeds)
         for mode in modes
