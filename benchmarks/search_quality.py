@@ -120,12 +120,12 @@ class RunSpec:
     seed: int
     budget: int
     panel: tuple[str, ...] = ()
+    code: str = ""  # fingerprint of the engine, the problem and the simulated models
 
     @property
     def key(self) -> str:
-        return json.dumps(
-            [self.mode, list(self.panel), self.problem, self.setup, list(self.overrides), self.seed, self.budget]
-        )
+        fields = [self.mode, list(self.panel), self.problem, self.setup, list(self.overrides), self.seed, self.budget]
+        return json.dumps([*fields, self.code])
 
     @property
     def name(self) -> str:
