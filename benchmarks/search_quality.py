@@ -443,7 +443,7 @@ def _run_all(
     Ctrl-C (or SIGTERM) stops starting new runs; runs in flight are lost and made next time."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     context = multiprocessing.get_context("spawn")
-    pool = futures.ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=20)
+    pool = futures.ProcessPoolExecutor(args.jobs, mp_context=context)
     try:
         jobs = {pool.submit(execute, s, args.work, url, args.keep_runs): s for s in pending}
         with records_path.open("a") as sink:
