@@ -243,7 +243,7 @@ def paired(a: list[float], b: list[float]) -> dict[str, Any]:
     diffs = [y - x for x, y in zip(a, b, strict=True)]
     n = len(diffs)
     mean = statistics.fmean(diffs)
-    half = t.ppf(0.975, n - 1) * statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.inf
+    half = float(t.ppf(0.975, n - 1)) * statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.inf
     return {
         "n": n,
         "mean": mean,
