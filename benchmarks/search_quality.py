@@ -243,12 +243,12 @@ def paired(a: list[float], b: list[float]) -> dict[str, Any]:
     diffs = [y - x for x, y in zip(a, b, strict=True)]
     n = len(diffs)
     mean = statistics.fmean(diffs)
-    half = float(t.ppf(0.975, n - 1)) * statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.inf
+    half = float(t.ppf(0.975, n - 1)) * statistics.stdev(diffs) / math.sqrt(n) if n > 1 else None
     return {
         "n": n,
         "mean": mean,
-        "low": mean - half,
-        "high": mean + half,
+        "low": None if half is None else mean - half,
+        "high": None if half is None else mean + half,
         "higher": sum(d > 0 for d in diffs),
         "lower": sum(d < 0 for d in diffs),
     }
@@ -303,6 +303,8 @@ def _num(value: float | None, digits: int = 4) -> str:
 def _diff(d: dict[str, Any] | None) -> str:
     if not d:
         return "—"
+    if d["low"] is None:
+        return f"{d['mean']:+.3g} {d['higher']}/{d['lower']}"
     mark = " **+**" if d["low"] > 0 else " **−**" if d["high"] < 0 else ""
     return f"{d['mean']:+.3g} [{d['low']:+.3g}, {d['high']:+.3g}] {d['higher']}/{d['lower']}{mark}"
 
