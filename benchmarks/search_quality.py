@@ -71,7 +71,7 @@ PROBLEMS = {
     "symbolic_regression": Target(8.0, "the formula recovered (held-out NMSE < 1e-8)"),
     "cap_set": Target(45.0, "the optimal cap (45 vectors)"),
     "sorting_network": Target(1.0 - 0.012 - 1e-9, "an optimal network (sorts all with 12 comparators)"),
-    "noisy_knapsack": Target(None, "", "pool_mean"),
+    "noisy_knapsack": Target(artifact="pool_mean"),
     "circle_packing": Target(),
     "bin_packing": Target(),
 }
@@ -97,7 +97,7 @@ MODEL_ONLY = {"uniform-bandit", "no-crossover"}  # keys that change nothing with
 PANEL = ["good", "useless", "noisy", "broken"]
 # Sizes. `caps` stop some runs early to keep the default under an hour on two cores: model runs
 # (the good model scores four edits per reply) and circle_packing (about 60 ms per evaluation,
-# five times the others) stop at 200 evaluations. `--full` lifts the caps.
+# four to eight times the others) stop at 200 evaluations. `--full` lifts the caps.
 SIZES = {
     "quick": {"budgets": [30, 60], "seeds": 2, "problems": ["deceptive_ridge", "sorting_network"], "caps": {}},
     "default": {
@@ -166,9 +166,12 @@ def execute(spec: RunSpec, work: Path, url: str | None, keep: bool) -> dict[str,
         overrides.append(f"models={json.dumps(models)}")
     started = time.monotonic()
     run = evoengine.run(spec.problem, load_config(None, overrides), run_dir=run_dir)
-    if run.summary.stopped != "budget":  # interrupted or failing: not a result; made again next time
+    # A run the engine gave up on ("failing": a long streak of failed proposals) is a result of
+    # its setup and is kept; any other early stop (interrupted, an error) is made again next time.
+    if run.summary.stopped not in ("budget", "failing"):
         raise RuntimeError(f"the run stopped early ({run.summary.stopped}: {run.summary.message})")
     record = {"key": spec.key, **asdict(spec), "wall_s": round(time.monotonic() - started, 2)}
+    record["stopped"] = run.summary.stopped
     record.update(measure(run_dir, PROBLEMS[spec.problem]))
     if not keep:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -215,18 +218,23 @@ def measure(run_dir: Path, target: Target) -> dict[str, Any]:
 
 
 def at_budget(record: dict[str, Any], budget: int, target: Target) -> dict[str, Any]:
-    """The run's figures after its first `budget` evaluations."""
+    """The run's figures after its first `budget` evaluations. A run that stopped before (the engine
+    gave up) keeps its last best for the rest of the budget."""
     curve = record["curve"][:budget]
+    early = len(curve) < budget
     known = [q for q in curve if q is not None]
     best = known[-1] if known else None
-    until = record["finished"][min(budget, len(record["finished"])) - 1] if record["finished"] else 0.0
+    until = math.inf if early or not record["finished"] else record["finished"][budget - 1]
     models = [m for m, t in zip(record["call_models"], record["call_times"], strict=True) if t <= until]
     after = models[GOOD_AFTER:]
     return {
         "best": best,
         "success": None if target.success is None or best is None else best >= target.success,
-        "auc": statistics.fmean(q if q is not None else known[0] for q in curve) if known else None,
+        "auc": statistics.fmean([q if q is not None else known[0] for q in curve] + [best] * (budget - len(curve)))
+        if known
+        else None,
         "evaluations": len(curve),
+        "stopped_early": early,
         "model_calls": len(models),
         "failed_proposals": sum(1 for t in record["failed_times"] if t <= until),
         "good_share_after_40": (after.count("good") / len(after)) if after and "good" in record["panel"] else None,
@@ -281,6 +289,7 @@ def summarise(records: list[dict[str, Any]], budgets: list[int], setups: list[st
                     counts[0] += made
                     counts[1] += better
             row["successes"] = sum(bool(f["success"]) for f in figures.values()) if target.success is not None else None
+            row["stopped_early"] = sum(f["stopped_early"] for f in figures.values())
             common = sorted(s for s in figures if s in reference and figures[s]["best"] is not None)
             if setup != setups[0] and common:
                 ref = {s: at_budget(reference[s], budget, target) for s in common if reference[s]["budget"] >= budget}
@@ -334,7 +343,8 @@ def _section(here: dict[tuple[str, str], dict[str, Any]], setups: list[str], ord
         if r is None:
             return "—"
         text = f"{_num(r['evaluations'])} / {_num(r['model_calls'])} / {_num(r['failed_proposals'])}"
-        return text + (f" / {_num(r['good_share_after_40'], 2)}" if mode == "models" else "")
+        text += f" / {_num(r['good_share_after_40'], 2)}" if mode == "models" else ""
+        return text + (f" ({r['stopped_early']} gave up)" if r["stopped_early"] else "")
 
     out = _table(problems, present, [f"`{s}`" for s in present], best)
     for measure, label in (("best", "best at budget"), ("auc", "area under the best-so-far curve")):
@@ -348,7 +358,11 @@ def _section(here: dict[tuple[str, str], dict[str, Any]], setups: list[str], ord
                 lambda p, s, key=key: _diff(here.get((p, s), {}).get(key)),
             )
     what = " / share of calls after the first 40 that went to `good`" if mode == "models" else ""
-    out += ["", f"Spent per run (mean): evaluations / model calls / failed proposals{what}"]
+    out += [
+        "",
+        f"Spent per run (mean): evaluations / model calls / failed proposals{what}; runs the engine gave "
+        "up on (a long streak of failed proposals) keep their last best for the rest of the budget",
+    ]
     return out + _table(problems, present, [f"`{s}`" for s in present], spent)
 
 
@@ -367,6 +381,10 @@ def markdown(rows: list[dict[str, Any]], setups: list[str], meta: dict[str, Any]
         f"`{ref}` on the same seeds, its 95% t-interval, and seeds higher/lower; **+** or **−** "
         "when the interval excludes zero. noisy_knapsack is judged by the pool mean of the "
         "candidate its noisy score put first.",
+        "",
+        "Success means reaching the optimum: "
+        + "; ".join(f"{p}: {t['about']}" for p, t in meta["targets"].items() if t["about"])
+        + ".",
         "",
         "Caps: " + (", ".join(f"{k} runs stop at {v} evaluations" for k, v in meta["caps"].items()) or "none") + ".",
         "",
