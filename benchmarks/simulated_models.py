@@ -24,7 +24,8 @@ exact request was seen before, so a repeated prompt gets a new edit.
     python benchmarks/simulated_models.py cap_set deceptive_ridge
     # prints {"url": "http://127.0.0.1:PORT/v1", "models": [...]} and serves until stdin closes
 
-From Python: `SimulatedModels(["cap_set"]).start()`, then `.url`, `.model_entries(...)`, `.stop()`.
+From Python: `SimulatedModels(["cap_set"]).start()`, then `.url` and `.stop()`; a `models:` entry
+names one as `{"name": "good", "model": "good/cap_set", "base_url": url, "api_key_env": None}`.
 """
 
 from __future__ import annotations
@@ -117,20 +118,6 @@ class SimulatedModels:
         for pool in self.pools.values():
             asyncio.run_coroutine_threadsafe(pool.close(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
-
-    def model_entries(self, behaviours: list[str], problem: str) -> list[dict[str, Any]]:
-        """`models:` config entries for these behaviours on `problem` (named by the behaviour)."""
-        return [
-            {
-                "name": b,
-                "model": f"{b}/{problem}",
-                "base_url": self.url,
-                "api_key_env": None,
-                "timeout_s": 60.0,
-                "max_retries": 1,
-            }
-            for b in behaviours
-        ]
 
     # ------------------------------------------------------------ answering
 
