@@ -10,7 +10,8 @@ in a fence. The behaviours:
 - ``good``: makes 4 offline edits, scores each with the problem's own evaluator (in a warm
   sandbox pool in this process) and proposes the best; 0.1 s per reply at least.
 - ``useless``: never changes what the program computes; it adds an unused assignment, so
-  the child is new text, is evaluated, and scores exactly what its parent did. 0.05 s.
+  the child is new text, is evaluated, and scores what its parent did (on a problem whose
+  score is deterministic). 0.05 s.
 - ``noisy``: one offline edit, unscored (better, worse or broken, as chance has it). 0.05 s.
 - ``broken``: 60% of replies cannot be used: half have a syntax error, half are SEARCH
   texts that are not in the program (or, for whole programs, change the frozen text);
