@@ -34,7 +34,18 @@ def evaluate(name: str, path: str) -> EvalResult:
 # ------------------------------------------------------------------ every problem
 
 
-@pytest.mark.parametrize("name", ["circle_packing", "bin_packing", "deceptive_ridge"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "circle_packing",
+        "bin_packing",
+        "deceptive_ridge",
+        "symbolic_regression",
+        "cap_set",
+        "sorting_network",
+        "noisy_knapsack",
+    ],
+)
 def test_bundled_problem_loads_by_name_with_features_and_an_evolve_block(name):
     loaded = load_problem(name)
     problem = loaded.problem
@@ -47,7 +58,12 @@ def test_bundled_problem_loads_by_name_with_features_and_an_evolve_block(name):
 
 @pytest.mark.parametrize(
     ("name", "best_known"),
-    [("circle_packing", ["2.635", "2.636"]), ("bin_packing", ["0.68", "3.11"])],
+    [
+        ("circle_packing", ["2.635", "2.636"]),
+        ("bin_packing", ["0.68", "3.11"]),
+        ("cap_set", ["45", "112"]),
+        ("sorting_network", ["12 comparators", "0.988"]),
+    ],
 )
 def test_best_known_values_stay_out_of_prompts_and_evaluators(name, best_known):
     loaded = load(name)
@@ -262,3 +278,138 @@ def test_deceptive_point_outside_the_square_is_invalid(tmp_path):
     result = evaluate("deceptive_ridge", path)
     assert not result.valid
     assert "must lie in [0, 1]" in result.feedback
+
+
+# ------------------------------------------------------------------ symbolic regression
+
+
+def test_symbolic_regression_seed_is_the_plane_and_the_exact_formula_scores_twelve(tmp_path):
+    loaded = load("symbolic_regression")
+    assert "x**4" not in loaded.problem.description and "Nguyen" not in loaded.problem.description
+    seed = evaluate("symbolic_regression", str(loaded.problem.initial_path))
+    assert seed.valid, seed.feedback
+    assert 0.4 < seed.score < 0.7
+    exact = candidate(
+        tmp_path,
+        """
+        def f(x, y):
+            return x**4 - x**3 + 0.5 * y**2 - y
+
+        def predict(points):
+            return [f(x, y) for x, y in points]
+        """,
+    )
+    assert evaluate("symbolic_regression", exact).score == pytest.approx(12.0, abs=1e-3)
+
+
+def test_symbolic_regression_feedback_shows_training_points_only():
+    module = load("symbolic_regression").module
+    train, heldout = module.datasets()
+    mean = float(module.target(heldout).mean())
+    result = module.score_predictions(np.full(len(train) + len(heldout), mean))
+    assert result.valid and result.score == pytest.approx(0.0, abs=1e-9)  # predicting the mean scores 0
+    for x, y in heldout:
+        assert f"{x:.4f}, {y:.4f}" not in result.feedback
+    assert any(f"{x:.4f}, {y:.4f}" in result.feedback for x, y in train)
+
+
+def test_symbolic_regression_non_finite_prediction_is_invalid(tmp_path):
+    path = candidate(
+        tmp_path,
+        """
+        def predict(points):
+            return [1.0 / (x - x) if x > 0.5 else 0.0 for x, y in points]
+        """,
+    )
+    result = evaluate("symbolic_regression", path)
+    assert not result.valid
+    assert "ZeroDivisionError" in result.feedback or "non-finite" in result.feedback
+
+
+# ------------------------------------------------------------------ cap set
+
+
+def test_cap_set_seed_keeps_the_two_to_the_n_cap_and_weights_on_its_terms_beat_it():
+    loaded = load("cap_set")
+    assert evaluate("cap_set", str(loaded.problem.initial_path)).score == 32
+    module = loaded.module
+    vectors = [tuple(v) for v in module.vectors().tolist()]
+    weighted = [2 * v.count(1) + 2 * v.count(2) - 0.5 * v.count(1) * v.count(2) for v in vectors]
+    result = module.score_priorities(weighted)
+    assert result.valid and result.score == 36
+    assert module.is_cap(module.vectors()[module.greedy_cap(np.argsort(-np.asarray(weighted), kind="stable"))])
+
+
+def test_cap_set_construction_is_the_evaluators_and_lines_are_detected():
+    module = load("cap_set").module
+    line = np.array([[0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [2, 2, 2, 2, 2]])
+    assert not module.is_cap(line)
+    # Whatever order the priority gives, the result is a maximal cap: no vector can be added.
+    rng = np.random.default_rng(0)
+    vectors = module.vectors()
+    kept = module.greedy_cap(rng.permutation(len(vectors)))
+    assert module.is_cap(vectors[kept])
+    assert all(not module.is_cap(vectors[[*kept, k]]) for k in range(len(vectors)) if k not in kept)
+
+
+@pytest.mark.parametrize(
+    ("returned", "reason"),
+    [("[1.0, 2.0]", "one float per vector"), ("[float('nan')] * 243", "must be finite")],
+)
+def test_cap_set_priorities_of_the_wrong_count_or_not_finite_are_invalid(tmp_path, returned, reason):
+    path = candidate(tmp_path, f"def priorities(n):\n    return {returned}\n")
+    result = evaluate("cap_set", path)
+    assert not result.valid
+    assert reason in result.feedback
+
+
+# ------------------------------------------------------------------ sorting network
+
+
+def test_sorting_network_seed_sorts_some_inputs_and_an_optimal_network_scores_highest(tmp_path):
+    loaded = load("sorting_network")
+    seed = evaluate("sorting_network", str(loaded.problem.initial_path))
+    assert seed.valid and seed.metrics["sorted_share"] == 22 / 64 and seed.metrics["comparators"] == 5
+    module = loaded.module
+    bubble = [[i, i + 1] for passes in range(5) for i in range(5 - passes)]
+    optimal = [[0, 5], [1, 3], [2, 4], [1, 2], [3, 4], [0, 3], [2, 5], [0, 1], [2, 3], [4, 5], [1, 2], [3, 4]]
+    assert module.score_network(bubble).score == pytest.approx(1 - 0.015)
+    assert module.score_network(optimal).score == pytest.approx(1 - 0.012)
+    one_short = module.score_network(optimal[:-1])
+    assert one_short.metrics["sorted_share"] < 1 and one_short.score < module.score_network(bubble).score
+    assert "It fails on input" in one_short.feedback
+
+
+def test_sorting_network_with_a_wire_out_of_range_is_invalid_and_named(tmp_path):
+    path = candidate(tmp_path, "def comparators(n):\n    return [(0, 1), (4, 6)]\n")
+    result = evaluate("sorting_network", path)
+    assert not result.valid
+    assert "comparator 1 is (4, 6)" in result.feedback
+
+
+# ------------------------------------------------------------------ noisy knapsack
+
+
+def test_noisy_knapsack_scores_vary_between_evaluations_but_the_pool_mean_does_not():
+    loaded = load("noisy_knapsack")
+    seed = str(loaded.problem.initial_path)
+    results = [evaluate("noisy_knapsack", seed) for _ in range(6)]
+    assert all(r.valid for r in results)
+    assert len({r.score for r in results}) > 1
+    assert {r.artifacts["pool_mean"] for r in results} == {"0.603248"}
+    assert "pool_mean" not in results[0].metrics and "0.6032" not in results[0].feedback
+
+
+def test_noisy_knapsack_better_policy_has_a_higher_pool_mean(tmp_path):
+    source = load("noisy_knapsack").problem.initial_path.read_text()
+    path = candidate(tmp_path, source.replace("threshold = 0.0", "threshold = 1.2"))
+    result = evaluate("noisy_knapsack", path)
+    assert float(result.artifacts["pool_mean"]) == pytest.approx(0.875, abs=1e-3)  # the seed's is 0.603
+
+
+def test_noisy_knapsack_taking_an_item_that_does_not_fit_is_invalid():
+    module = load("noisy_knapsack").module
+    everything = [[True] * module.ITEMS for _ in range(module.POOL_SIZE)]
+    result = module.score_decisions(everything, np.random.default_rng(0))
+    assert not result.valid
+    assert "instance 0" in result.feedback and "must fit" in result.feedback

@@ -1,0 +1,79 @@
+"""The search-quality benchmark at its quick size: one command runs setups against each other on
+problems of the suite, offline and with the simulated models over real HTTP, and writes a
+table with paired comparisons; run again, it makes nothing it has already recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def benchmark(work: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "search_quality.py"),
+            "--quick",
+            "--setup",
+            "search",
+            "--setup",
+            "greedy",
+            "selection.strategy=hill_climb",
+            "islands.count=1",
+            "--work",
+            str(work),
+            "--out",
+            str(work / "results.json"),
+            "--table",
+            str(work / "RESULTS.md"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+@pytest.mark.slow
+def test_quick_benchmark_compares_setups_with_both_operator_kinds_and_resumes(tmp_path):
+    first = benchmark(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    table = (tmp_path / "RESULTS.md").read_text()
+    assert "## offline operators, 60 evaluations" in table
+    assert "## simulated models (good, useless, noisy, broken), 60 evaluations" in table
+    assert "| problem | `search` | `greedy` |" in table
+    assert "`greedy` − `search`" in table
+    for problem in ("deceptive_ridge", "sorting_network"):
+        assert f"| {problem} |" in table
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    runs = results["runs"]
+    assert len(runs) == 2 * 2 * 2 * 2  # modes x problems x setups x seeds
+    assert all(r["evaluations"] == 60 for r in runs)
+    compared = [row for row in results["summary"] if row["setup"] == "greedy"]
+    assert compared and all(row["best_vs_search"]["n"] == 2 for row in compared)
+    model_runs = [r for r in runs if r["mode"] == "models"]
+    assert all(r["at"]["60"]["model_calls"] >= 59 for r in model_runs)
+
+    # The simulated models behave as documented: the good one improves on its parent far more
+    # often than the noisy one, and the useless one never does.
+    made: dict[str, list[int]] = {}
+    for run in model_runs:
+        for model, (children, better) in run["children"].items():
+            made.setdefault(model, [0, 0])
+            made[model][0] += children
+            made[model][1] += better
+    assert made["useless"][0] > 0 and made["useless"][1] == 0
+    assert made["good"][1] / made["good"][0] > 2 * made["noisy"][1] / made["noisy"][0]
+
+    again = benchmark(tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "16 runs in the matrix, 16 already recorded" in again.stderr
