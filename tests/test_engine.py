@@ -210,3 +210,13 @@ def test_ten_thousand_replies_and_results_with_any_code_points_are_stored_and_re
         for value in (candidate.text, candidate.feedback, *candidate.metrics, *candidate.artifacts.values()):
             assert safe_text(value) == value  # what is stored can be written to any UTF-8 file or page
     store.close()
+
+
+def test_free_copies_stop_a_search_only_after_a_long_run_of_them(tmp_path):
+    class Copier(FakeProposer):
+        async def propose(self, ctx) -> Proposal:
+            return Proposal(ctx.parent.text, "fake", "offline", (ctx.parent.id,))  # a free copy of its parent
+
+    summary = asyncio.run(engine(tmp_path, "budget.candidates=100", proposer=Copier()).run())
+    assert summary.stopped == "failing" and summary.admitted == 1
+    assert "the last 250 proposals all failed; the latest (novelty)" in summary.message

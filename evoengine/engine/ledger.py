@@ -136,6 +136,10 @@ class Ledger:
         self.failed_in_a_row += 1
         conc = self.config.concurrency
         limit = max(25, 5 * (conc.proposals + conc.evaluations))
+        if failure.kind == "novelty" and failure.cost == 0:
+            # A free copy (say, a greedy search's offline edits around one parent) costs nothing:
+            # only a long run of them means the search is stuck.
+            limit *= 10
         if self.failed_in_a_row >= limit:
             return Closed(
                 stop="failing",
