@@ -49,7 +49,8 @@ from typing import Any
 from ..errors import EvoError, ProblemError
 from ..problem import EvalResult
 from .pool import EvaluatorPool, PoolStats
-from .sandbox import PR_SET_PDEATHSIG, THREAD_VARS, Limits, prctl
+from .sandbox import PR_SET_PDEATHSIG, Limits, prctl
+from .view import THREAD_VARS
 
 log = logging.getLogger(__name__)
 
