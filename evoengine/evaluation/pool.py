@@ -33,14 +33,16 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0
 _TMP_PREFIX = "evoengine-eval-"  # + the pool's pid + "-" + random
-# How a worker starts: before anything else (imports take a second or more), it asks for
-# SIGTERM when the pool's process dies, and exits if that has already happened. Under
-# bubblewrap, bwrap's --die-with-parent does the same (with SIGKILL).
-_BOOT = """import ctypes, os, sys
-if "--bwrap" not in sys.argv:
-    ctypes.CDLL(None).prctl(1, 15, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGTERM
-    if os.getppid() != int(sys.argv[sys.argv.index("--parent") + 1]):
-        os._exit(1)
+# How a worker starts: before anything else (imports take a second or more), it asks for a
+# signal when its parent dies (the pool's process; under bubblewrap, bwrap's, which itself
+# dies with the pool), and exits if the pool is already gone.
+_BOOT = """import ctypes, os, select, sys
+bwrap = "--bwrap" in sys.argv
+ctypes.CDLL(None).prctl(1, 9 if bwrap else 15, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL / SIGTERM
+stdout = select.poll()
+stdout.register(1, 0)  # reports only an error: nobody reads our output any more
+if stdout.poll(0) or (not bwrap and os.getppid() != int(sys.argv[sys.argv.index("--parent") + 1])):
+    os._exit(1)  # the pool died before we could ask to die with it
 from evoengine.evaluation.worker import main
 sys.exit(main(sys.argv[2:]))
 """
@@ -84,16 +86,24 @@ class _Slot:
         self.dir.mkdir()
         self.dir.chmod(0o711)
         pool = self.pool
-        self.proc = await asyncio.create_subprocess_exec(
-            *pool.command(self),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            cwd=str(self.dir),
-            env=_worker_env(pool.limits, self.dir),
-            limit=64 * 1024 * 1024,
+        starting = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
+                *pool.command(self),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                cwd=str(self.dir),
+                env=_worker_env(pool.limits, self.dir),
+                limit=64 * 1024 * 1024,
+            )
         )
+        try:  # cancelled half-way, asyncio would kill only the first process (bwrap's)
+            self.proc = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            self.proc = await starting
+            await self.kill()
+            raise
         self.stderr_tail.clear()
         self.killed = False
         self._stderr_task = asyncio.ensure_future(self._read_stderr(self.proc.stderr))
