@@ -211,9 +211,9 @@ def run(coro):
 def busy_evaluations(node: RayNode) -> dict[int, list[int]]:
     """Evaluations running below `node` now: {Ray worker pid: [its evaluation processes]}.
 
-    An evaluation worker is busy while its slot folder holds a candidate's folder (eval-*);
-    a warm idle one has none (its process tree alone cannot tell: with a PID namespace an
-    idle worker already has a child).
+    An evaluation worker (the process a Ray worker started: bubblewrap, or Python) is busy
+    while it has a grandchild: its namespace's init has forked an evaluator. A warm idle
+    one has the init alone below it.
     """
     table = process_table()
     busy: dict[int, list[int]] = {}
@@ -221,13 +221,9 @@ def busy_evaluations(node: RayNode) -> dict[int, list[int]]:
         args = _cmdline(proc.pid).split()
         if "evoengine.evaluation.worker" not in args or not _cmdline(proc.ppid).startswith("ray::"):
             continue
-        slot = Path(args[args.index("--slot-dir") + 1])
-        try:
-            evaluating = any(p.name.startswith("eval-") for p in slot.iterdir())
-        except OSError:
-            continue
-        if evaluating:
-            busy[proc.ppid] = [proc.pid] + [c.pid for c in descendants(proc.pid, table)]
+        below = descendants(proc.pid, table)
+        if any(p.ppid != proc.pid for p in below):
+            busy[proc.ppid] = [proc.pid] + [p.pid for p in below]
     return busy
 
 

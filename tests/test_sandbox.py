@@ -419,6 +419,13 @@ def test_a_worker_killed_mid_evaluation_is_replaced(lone_pool):
     assert lone_pool.pool.stats.worker_restarts == restarts + 1
 
 
+def orphan_of_a_spinning_parent(procs: list) -> bool:
+    """Whether a sleeping process hangs below a running one: the orphan, handed back to the
+    evaluator (a subreaper), which spins in solve()."""
+    running = {p.pid for p in procs if p.state == "R"}
+    return any(p.state == "S" and p.ppid in running for p in procs)
+
+
 def test_a_cancelled_evaluation_kills_its_worker_and_the_next_one_works(lone_pool):
     worker = proc_pid(lone_pool.pool.worker_pids()[0])
     spinning = hostile("orphan_grandchild_direct.py").replace(
@@ -428,7 +435,7 @@ def test_a_cancelled_evaluation_kills_its_worker_and_the_next_one_works(lone_poo
     async def cancel_soon():
         task = asyncio.ensure_future(lone_pool.pool.evaluate(spinning))
         below: list = []
-        while not any(p.state == "R" for p in below):  # solve() spins: the orphan exists by now
+        while not orphan_of_a_spinning_parent(below):
             await asyncio.sleep(0.02)
             below = descendants(worker, process_table())
         task.cancel()

@@ -111,7 +111,7 @@ class _Slot:
             line = await asyncio.wait_for(self.proc.stdout.readline(), START_TIMEOUT_S)
         except asyncio.TimeoutError:
             line = b""
-        message = _parse(line)
+        message = parse_reply(line)
         if message.get("ready"):
             self.isolation = str(message.get("isolation", ""))
             self.missing = [str(m) for m in message.get("missing", [])]
@@ -150,7 +150,7 @@ class _Slot:
         if not line:
             await asyncio.sleep(0.05)  # let the exit status arrive
             raise _WorkerLost(f"exited unexpectedly (status {proc.returncode})")
-        reply = _parse(line)
+        reply = parse_reply(line)
         if reply.get("id") != message["id"] or not isinstance(reply.get("result"), dict):
             raise _WorkerLost("sent a malformed reply")
         return reply
@@ -336,7 +336,8 @@ def _remove_stale_folders() -> None:
             continue
 
 
-def _parse(line: bytes) -> dict[str, Any]:
+def parse_reply(line: bytes) -> dict[str, Any]:
+    """One JSON object from a protocol line of a helper process ({} if it is not one)."""
     try:
         value = json.loads(line)
     except ValueError:
