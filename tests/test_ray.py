@@ -368,14 +368,14 @@ def test_sandbox_limits_inside_ray_tasks_are_those_of_the_local_pool(cluster):
 
 @pytest.mark.slow
 def test_problem_that_cannot_import_on_the_nodes_fails_at_start_naming_the_cause(cluster, tmp_path):
-    """Here the package is missing only inside Ray workers, as on a node set up without it."""
+    """Here the package is missing only on the Ray nodes (where the problem folder is Ray's
+    copy of it), as on a node set up without it."""
     folder = tmp_path / "needs_a_package"
     folder.mkdir()
     (folder / "initial.py").write_text("def params():\n    return (0.0, 0.0, 0.0)\n")
     (folder / "problem.py").write_text(
-        "import os\n"
         "from evoengine import EvalResult, Problem\n"
-        "if 'RAY_RAYLET_PID' in os.environ:\n"
+        "if 'runtime_resources' in __file__:\n"
         "    import package_missing_on_the_nodes  # noqa\n"
         "problem = Problem(name='needs', description='d', initial='initial.py')\n"
         "def evaluate(path):\n"
