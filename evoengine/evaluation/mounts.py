@@ -22,7 +22,7 @@ from .view import View, inside
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
-MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x2000, 0x4000, 0x40000
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 0x40000
 MNT_DETACH = 2
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 OLD = "/.oldroot"
@@ -75,7 +75,7 @@ def enter(view: View) -> None:
 
 def private_scratch(view: View, disk_mb: int, owner: int | None) -> Path:
     """In a forked evaluator: one new tmpfs for /tmp, /dev/shm, /var/tmp and the candidate's
-    folder (returned, owned by `owner`). What the view has under /tmp is moved onto it."""
+    folder (returned, owned by `owner`). What the view has under /tmp is bound onto it too."""
     check_syscall(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     stage = "/var/tmp"  # the new tmpfs is put together here, then shown at its three places
@@ -83,11 +83,10 @@ def private_scratch(view: View, disk_mb: int, owner: int | None) -> Path:
     for name in ("tmp", "shm", "var"):
         os.mkdir(f"{stage}/{name}", 0o1777)
         os.chmod(f"{stage}/{name}", 0o1777)
-    moved = [p for p in (*view.binds, *view.masks) if inside(p, "/tmp") and p != "/tmp"]
-    for path in sorted(moved):
-        if not any(inside(path, other) and path != other for other in moved):
-            _mkdirs(f"{stage}{path}")
-            mount(path, f"{stage}{path}", None, MS_MOVE)
+    shown = [p for p in (*view.binds, *view.masks) if inside(p, "/tmp") and p != "/tmp"]
+    for path in sorted(shown):  # bound again onto the new tmpfs, with what lies inside them
+        if not any(inside(path, other) and path != other for other in shown):
+            _bind_at(path, f"{stage}{path}")
     for path, target in view.links:
         if inside(path, "/tmp"):
             _mkdirs(os.path.dirname(f"{stage}{path}"))
@@ -117,13 +116,14 @@ def _populate(view: View, source_root: str, folder: str) -> None:
 
 
 def _bind_at(source: str, target: str, read_only: bool = True) -> None:
-    """Bind `source` at `target`, making a folder or an empty file there first."""
+    """Bind `source` (with what is mounted below it: a user namespace may not split that off)
+    at `target`, making a folder or an empty file there first."""
     if os.path.isdir(source):
         _mkdirs(target)
     else:
         _mkdirs(os.path.dirname(target))
         Path(target).touch()
-    bind(source, target, read_only)
+    bind(source, target, read_only, recursive=True)
 
 
 def _pivot_root(new: str, put_old: str) -> None:
