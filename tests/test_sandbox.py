@@ -33,9 +33,12 @@ import pytest
 from conftest import REPO, TEST_PROBLEMS
 from hostile.run_suite import leftovers as pool_leftovers
 
+from evoengine.config import Config
 from evoengine.errors import ProblemError
 from evoengine.evaluation import EvaluatorPool, Limits
 from evoengine.evaluation.processes import descendants, local_pid, own_proc_pid, proc_pid, process_table
+from evoengine.evaluation.view import ENV_NAMES
+from evoengine.problem import Problem
 
 HOSTILE = Path(__file__).parent / "hostile"
 LIMITS = Limits(timeout_s=2.0, memory_mb=256, max_processes=16, max_output_kb=64, max_file_mb=16, disk_mb=64)
@@ -275,6 +278,43 @@ def test_candidate_cannot_read_the_users_home_shadow_the_run_or_secret_variables
     assert seen["secret_in_environ"] == seen["secret_in_other_environ"] == [], seen
     assert not set(SECRET_ENV) & set(seen["env_names"]), seen
     assert_pool_healthy(pool)
+
+
+def test_only_allow_listed_and_declared_variables_reach_an_evaluation(problem_dir, monkeypatch):
+    monkeypatch.setenv("EVOENGINE_TEST_DATASET", "/data/sets/7")
+    problem = Problem(name="p", description="d", initial="seed.py", env=("EVOENGINE_TEST_DATASET",))
+    limits = replace(LIMITS, env=Limits.from_config(problem, Config().evaluation).env)
+    assert limits.env == ("EVOENGINE_TEST_DATASET",)
+    harness = start_pool(problem_dir, limits, slots=1)
+    try:
+        spy = "import os\ndef solve(n):\n    return {'values': [1.0] * n, 'report': dict(os.environ)}\n"
+        seen = report(harness.evaluate(spy))
+        assert seen["EVOENGINE_TEST_DATASET"] == "/data/sets/7"
+        assert not set(SECRET_ENV) & set(seen)
+        assert set(seen) <= ENV_NAMES | {"EVOENGINE_TEST_DATASET", "HOME", "TMPDIR", "PWD", "USER", "LOGNAME"} | {
+            k for k in seen if k.startswith("LC_")
+        }
+        assert seen["HOME"] == seen["PWD"] == "/tmp/candidate" and seen["TMPDIR"] == "/tmp"
+    finally:
+        stop_pool(harness)
+
+
+@pytest.mark.skip(reason="needs engine hook: EvaluatorPool(..., hide=(run_dir,)) in evoengine/engine.py")
+def test_a_run_directory_inside_the_problem_folder_is_hidden_from_candidates():
+    root = public_dir(0o755)
+    make_scene(root)
+    run_dir = root / "problem" / "my-run"
+    seed = hostile("read_secrets.py", CANARY=CANARY, STORE_FILE=run_dir / "archive.sqlite", SECRET=SECRET)
+    (root / "problem" / "seed.py").write_text(seed)
+    command = [sys.executable, "-m", "evoengine.cli", "run", str(root / "problem"), "--budget", "1"]
+    try:
+        proc = subprocess.run([*command, "--run-dir", str(run_dir), "-q"], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with sqlite3.connect(run_dir / "archive.sqlite") as db:
+            (artifacts,) = db.execute("SELECT artifacts FROM candidates WHERE seq = 1").fetchone()
+        assert json.loads(json.loads(artifacts)["report"])["store"].startswith("refused")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_filling_the_disk_stops_at_the_quota_and_the_next_candidate_has_it_all_again(problem_dir):

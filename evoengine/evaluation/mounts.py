@@ -92,7 +92,7 @@ def private_scratch(view: View, disk_mb: int, owner: int | None) -> Path:
             _mkdirs(os.path.dirname(f"{stage}{path}"))
             os.symlink(target, f"{stage}{path}")
     bind(f"{stage}/shm", "/dev/shm", read_only=False)
-    bind(f"{stage}/tmp", "/tmp", read_only=False, recursive=True)  # with what was moved there
+    bind(f"{stage}/tmp", "/tmp", read_only=False, recursive=True)  # with what was bound inside it
     bind(f"{stage}/var", stage, read_only=False)
     workdir = Path("/tmp/candidate")
     workdir.mkdir(mode=0o700)
