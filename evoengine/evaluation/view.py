@@ -30,37 +30,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/sys")
-ETC_ENTRIES = (
-    "alternatives",
-    "ca-certificates",
-    "ca-certificates.conf",
-    "fonts",
-    "gai.conf",
-    "group",
-    "host.conf",
-    "hosts",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "localtime",
-    "mime.types",
-    "nsswitch.conf",
-    "os-release",
-    "passwd",
-    "protocols",
-    "resolv.conf",
-    "services",
-    "ssl",
-    "timezone",
-)
+ETC_ENTRIES = (  # what programs commonly read from /etc; not shadow, sudoers, ssh keys, ...
+    "alternatives ca-certificates ca-certificates.conf fonts gai.conf group host.conf hosts ld.so.cache ld.so.conf "
+    "ld.so.conf.d localtime mime.types nsswitch.conf os-release passwd protocols resolv.conf services ssl timezone"
+).split()
 # One BLAS/OpenMP thread in workers: forking a process that has threads can deadlock.
-THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "BLIS_NUM_THREADS",
+THREAD_VARS = tuple(
+    "OMP_NUM_THREADS OPENBLAS_NUM_THREADS MKL_NUM_THREADS NUMEXPR_NUM_THREADS VECLIB_MAXIMUM_THREADS BLIS_NUM_THREADS".split()
 )
 SCRATCH_PATHS = ("/tmp", "/var/tmp", "/dev/shm")  # private to each evaluation
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -68,25 +44,9 @@ GPU_DEVICES = ("nvidia*", "dri", "kfd")
 WORKER_TMP_MB = 16  # the worker's own /tmp, beyond the captured output
 
 ENV_NAMES = frozenset(
-    {
-        "PATH",
-        "LANG",
-        "LANGUAGE",
-        "TZ",
-        "TERM",
-        "PYTHONPATH",
-        "PYTHONHASHSEED",
-        "PYTHONIOENCODING",
-        "PYTHONUTF8",
-        "PYTHONWARNINGS",
-        "PYTHONDONTWRITEBYTECODE",
-        "CUDA_VISIBLE_DEVICES",
-        "HIP_VISIBLE_DEVICES",
-        "ROCR_VISIBLE_DEVICES",
-        "NVIDIA_VISIBLE_DEVICES",
-        *THREAD_VARS,
-    }
-)
+    "PATH LANG LANGUAGE TZ TERM PYTHONPATH PYTHONHASHSEED PYTHONIOENCODING PYTHONUTF8 PYTHONWARNINGS "
+    "PYTHONDONTWRITEBYTECODE CUDA_VISIBLE_DEVICES HIP_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES NVIDIA_VISIBLE_DEVICES".split()
+) | set(THREAD_VARS)
 
 
 def sandbox_env(declared: Iterable[str] = ()) -> dict[str, str]:
