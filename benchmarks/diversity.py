@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from evoengine.config import load_config
-from evoengine.engine import Engine
+from evoengine.engine import create
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ SETUPS = {
 def run(overrides: list[str], seed: int, budget: int) -> float:
     config = load_config(None, [*overrides, f"seed={seed}", f"budget.candidates={budget}", "elites.builtin=[]"])
     with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine.create(REPO / "problems" / "deceptive_ridge", config, run_dir=Path(tmp) / "run")
+        engine = create(REPO / "problems" / "deceptive_ridge", config, run_dir=Path(tmp) / "run")
         summary = asyncio.run(engine.run())
     return summary.best.score if summary.best else float("nan")
 

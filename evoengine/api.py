@@ -9,7 +9,7 @@ from typing import Any
 
 from .config import Config, load_config
 from .records import Candidate
-from .store import RunStore
+from .store import RunReader
 
 
 class Run:
@@ -18,10 +18,10 @@ class Run:
     def __init__(self, run_dir: str | Path, summary: Any = None):
         self.run_dir = Path(run_dir)
         self.summary = summary
-        RunStore.open(self.run_dir, readonly=True).close()  # fail early on a bad directory
+        RunReader.open(self.run_dir).close()  # fail early on a bad directory
 
-    def _store(self) -> RunStore:
-        return RunStore.open(self.run_dir, readonly=True)
+    def _store(self) -> RunReader:
+        return RunReader.open(self.run_dir)
 
     @property
     def best(self) -> Candidate | None:
@@ -88,13 +88,13 @@ def run(
     >>> r = evoengine.run("circle_packing", budget=100, islands__count=2)
     >>> r.best.score
     """
-    from .engine import Engine
+    from .engine import create
 
     if isinstance(config, Config):
         cfg = load_config(None, _overrides(overrides), base=config.dump())
     else:
         cfg = load_config(config, _overrides(overrides))
-    engine = Engine.create(
+    engine = create(
         problem,
         cfg,
         run_dir=Path(run_dir) if run_dir else None,

@@ -24,7 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="start a search on a problem")
-    r.add_argument("problem", help="a bundled problem name, a problem folder, or a problem.py")
+    r.add_argument(
+        "problem",
+        help="a bundled problem name, a problem folder, a problem.py, or a peer's folder "
+        "(OpenEvolve's or ShinkaEvolve's, see docs/porting.md)",
+    )
+    r.add_argument("--evaluator", help="OpenEvolve's evaluator.py, when PROBLEM is their initial program")
     r.add_argument("-c", "--config", help="config preset name (configs/NAME.yaml) or YAML file")
     r.add_argument(
         "--set",
@@ -35,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set islands.count=2 (repeatable)",
     )
     r.add_argument("--budget", type=int, help="candidates to evaluate (budget.candidates)")
+    r.add_argument("--target-score", type=float, help="stop once the best score reaches this (budget.target_score)")
     r.add_argument("--run-dir", type=Path, help="where the run is written (default runs/<time>-<problem>)")
     r.add_argument("--from", dest="from_run", type=Path, help="seed with the best candidates of an earlier run")
     r.add_argument("--ray", metavar="ADDRESS", help="evaluate on a Ray cluster at ADDRESS ('auto' or host:port)")
@@ -43,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="continue a stopped or killed run")
     s.add_argument("run_dir", type=Path)
     s.add_argument("--budget", type=int, help="new total of candidates for the run")
+    s.add_argument("--target-score", type=float, help="stop once the best score reaches this (budget.target_score)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("-q", "--quiet", action="store_true")
 
@@ -60,11 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     lin.add_argument("run_dir", type=Path)
     lin.add_argument("--candidate", type=int)
     lin.add_argument("--export", choices=["json", "graphml", "dot"], help="write the whole lineage graph")
-    lin.add_argument("-o", "--output", type=Path, help="file for --export")
+    lin.add_argument("-o", "--output", type=Path, help="file for --export (default: standard output)")
 
-    rep = sub.add_parser("report", help="write a self-contained HTML report")
-    rep.add_argument("run_dir", type=Path)
-    rep.add_argument("-o", "--output", type=Path)
+    rep = sub.add_parser("report", help="write a self-contained HTML report (of one run, or several compared)")
+    rep.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir")
+    rep.add_argument("-o", "--output", type=Path, help="the HTML file (default RUN/report.html, or compare.html)")
 
     se = sub.add_parser("self-evolve", help="evolve evoengine's own harness by short inner searches")
     se.add_argument("-c", "--config", help="config preset or YAML for the outer search")
@@ -132,23 +139,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .engine import Engine
+    from .engine import create
+    from .porting import prepare_run
 
-    overrides = list(args.overrides)
+    overrides = [*args.overrides, *_target_score(args)]
     if args.budget is not None:
         overrides.append(f"budget.candidates={args.budget}")
     if args.ray:
         overrides += ["evaluation.backend=ray", f"ray.address={args.ray}"]
-    config = load_config(args.config, overrides)
-    engine = Engine.create(args.problem, config, run_dir=args.run_dir, from_run=args.from_run, progress=not args.quiet)
+    problem, mapped = prepare_run(args.problem, args.evaluator, args.config)  # a peer's folder: their config mapped
+    config = load_config(args.config, [*mapped, *overrides])
+    engine = create(problem, config, run_dir=args.run_dir, from_run=args.from_run, progress=not args.quiet)
     return _drive(engine)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from .engine import Engine
+    from .engine import reopen
 
-    engine = Engine.reopen(args.run_dir, budget=args.budget, overrides=tuple(args.overrides), progress=not args.quiet)
+    overrides = (*args.overrides, *_target_score(args))
+    engine = reopen(args.run_dir, budget=args.budget, overrides=overrides, progress=not args.quiet)
     return _drive(engine)
+
+
+def _target_score(args: argparse.Namespace) -> list[str]:
+    return [f"budget.target_score={args.target_score}"] if args.target_score is not None else []
 
 
 def _drive(engine) -> int:
@@ -156,31 +170,15 @@ def _drive(engine) -> int:
         print(OFFLINE_NOTE, file=sys.stderr)
     print(f"run directory: {engine.run_dir}", file=sys.stderr)
     summary = asyncio.run(engine.run())
-    d = summary.run_dir
-    best = summary.best
-    lines = [
-        f"stopped: {summary.stopped} after {summary.admitted} candidates ({summary.valid} valid) "
-        f"in {summary.elapsed_s:.1f} s" + (f", spend ${summary.spend:.4f}" if summary.spend else ""),
-        f"best score {best.score:.6g} (candidate {best.id}); seed {summary.seed_score:.6g}"
-        if best and best.score is not None and summary.seed_score is not None
-        else "no valid candidate",
-    ]
-    if summary.best_path:
-        lines.append(f"best candidate: {summary.best_path}")
-    if summary.stopped != "budget":
-        lines.append(f"resume:  evoengine resume {d}")
-    lines.append(f"lineage: evoengine lineage {d}   report: evoengine report {d}")
-    if summary.message:
-        lines.append(f"error: {summary.message}")
-    print("\n".join(lines))
-    return 1 if summary.stopped in ("failing", "error") else 130 if summary.stopped == "interrupted" else 0
+    print("\n".join(summary.lines()))
+    return summary.exit_code
 
 
 def _cmd_self_evolve(args: argparse.Namespace) -> int:
     import shutil
 
     from .config import load_config
-    from .engine import Engine, new_run_dir
+    from .engine import create, new_run_dir
     from .selfevolve import prepare
 
     overrides = [f"budget.candidates={args.budget}", *args.overrides]
@@ -198,7 +196,7 @@ def _cmd_self_evolve(args: argparse.Namespace) -> int:
         overrides=args.inner,
         seed_harness=args.harness,
     )
-    engine = Engine.create(folder, config, run_dir=run_dir, progress=not args.quiet)
+    engine = create(folder, config, run_dir=run_dir, progress=not args.quiet)
     code = _drive(engine)
     best = engine.best_path()
     if best is not None:
@@ -245,26 +243,29 @@ def _cmd_problems(args: argparse.Namespace) -> int:
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
-    from .lineage import export_lineage, render_ancestry
-    from .store import RunStore
+    from .lineage import export_lineage, lineage_text, render_ancestry
+    from .store import RunReader
 
-    store = RunStore.open(args.run_dir, readonly=True)
+    reader = RunReader.open(args.run_dir)
     try:
-        if args.export:
-            out = args.output or args.run_dir / f"lineage.{args.export}"
-            path = export_lineage(store, args.export, out)
-            print(f"wrote {path}", file=sys.stderr)
+        if args.export and args.output:
+            print(f"wrote {export_lineage(reader, args.export, args.output)}", file=sys.stderr)
+        elif args.export:
+            sys.stdout.write(lineage_text(reader, args.export))
         else:
-            print(render_ancestry(store, args.candidate))
+            print(render_ancestry(reader, args.candidate))
     finally:
-        store.close()
+        reader.close()
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import write_comparison, write_report
 
-    path = write_report(args.run_dir, args.output)
+    if len(args.run_dirs) == 1:
+        path = write_report(args.run_dirs[0], args.output)
+    else:
+        path = write_comparison(args.run_dirs, args.output)
     print(f"wrote {path}")
     return 0
 

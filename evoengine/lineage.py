@@ -16,7 +16,6 @@ import difflib
 import json
 import logging
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,11 @@ import networkx as nx
 
 from .errors import EvoError
 from .records import Candidate
-from .store import RunStore
+from .store import RunReader, outcome
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("json", "graphml", "dot")
-
-# Column list for the graph: everything but the (possibly large) texts.
-_NODE_COLUMNS = "id, seq, parents, island, generation, operator, model, score, valid, cost, created, origin"
-
 
 # ---------------------------------------------------------------- migrations
 
@@ -48,66 +43,26 @@ class Migration:
     seq: int | None
 
 
-def _as_id(value: Any) -> int | None:
-    if isinstance(value, dict):
-        value = value.get("id", value.get("candidate"))
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
-def _first(data: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if key in data:
-            return data[key]
-    return None
-
-
-def _moves(data: Any) -> Iterable[dict[str, Any]]:
-    """Flatten an event's data into dicts that each name candidates and islands."""
-    if isinstance(data, list):
-        for item in data:
-            yield from _moves(item)
-    elif isinstance(data, dict):
-        nested = _first(data, "moves", "migrations")
-        if isinstance(nested, list):
-            outer = {k: v for k, v in data.items() if k not in ("moves", "migrations")}
-            for item in nested:
-                if isinstance(item, dict):
-                    yield {**outer, **item}
-        else:
-            yield data
-
-
-def migrations(store: RunStore) -> list[Migration]:
-    """Migration events, read leniently: `{"candidates"|"ids"|"id": ..., "from": i, "to": j}`."""
+def migrations(store: RunReader) -> list[Migration]:
+    """Migration events as the archive writes them: `{"source": i, "target": j, "ids": [...]}`."""
     out: list[Migration] = []
     for event in store.events("migration"):
-        for move in _moves(event["data"]):
-            ids = _first(move, "candidates", "ids", "migrants", "candidate", "id", "candidate_id")
-            if not isinstance(ids, list):
-                ids = [ids]
-            source = _first(move, "from", "source", "src", "from_island")
-            target = _first(move, "to", "target", "dst", "destination", "to_island")
-            for raw in ids:
-                cid = _as_id(raw)
-                if cid is not None:
-                    out.append(Migration(cid, _as_id(source), _as_id(target), event["seq"]))
+        data = event["data"] if isinstance(event["data"], dict) else {}
+        for cid in data.get("ids") or []:
+            if isinstance(cid, int):
+                out.append(Migration(cid, data.get("source"), data.get("target"), event["seq"]))
     return out
 
 
 # ---------------------------------------------------------------- the graph
 
 
-def build_lineage(store: RunStore) -> nx.DiGraph:
+def build_lineage(store: RunReader) -> nx.DiGraph:
     """The lineage graph of every admitted candidate (edges parent -> child).
 
-    Node attributes: seq, score (None if it has none), valid, island, generation, operator,
-    model, cost, created, origin, migrated_to (islands a migration sent it to).
+    Node attributes: seq, score (None if it has none), valid, outcome (valid, invalid or
+    screened), island, generation, operator, model, cost, created, origin, migrated_to
+    (islands a migration sent it to).
     Edge attributes: kind ("main" for parents[0], "second" for a crossover's other
     parent), migration (the child was made on another island than this parent's, which
     only a migration or an island reset makes possible; roots live on every island).
@@ -115,9 +70,7 @@ def build_lineage(store: RunStore) -> nx.DiGraph:
     a node with missing=True so that no edge dangles.
     """
     graph = nx.DiGraph(run=str(Path(store.path).parent.name))
-    rows = store.conn.execute(
-        f"SELECT {_NODE_COLUMNS} FROM candidates WHERE status='evaluated' ORDER BY seq"
-    ).fetchall()
+    rows = store.lineage_rows()
     parents_of: dict[int, list[int]] = {}
     for row in rows:
         cid = int(row["id"])
@@ -126,6 +79,7 @@ def build_lineage(store: RunStore) -> nx.DiGraph:
             seq=int(row["seq"]),
             score=row["score"],
             valid=bool(row["valid"]),
+            outcome=row["outcome"],
             island=int(row["island"]),
             generation=int(row["generation"]),
             operator=row["operator"] or "",
@@ -136,7 +90,7 @@ def build_lineage(store: RunStore) -> nx.DiGraph:
             migrated_to=[],
             missing=False,
         )
-        parents_of[cid] = [int(p) for p in json.loads(row["parents"])]
+        parents_of[cid] = [int(p) for p in row["parents"]]
     for child, parents in parents_of.items():
         for rank, parent in enumerate(parents):
             if parent not in graph:
@@ -225,14 +179,29 @@ def _fmt(x: float | None) -> str:
     return f"{x:.6g}"
 
 
-def _delta(score: float | None, parent_score: float | None) -> str:
+def score_change(score: float | None, parent_score: float | None) -> str:
+    """`+0.0312`, `-1.5`, or `±0` when the scores differ only by float rounding."""
     if score is None or parent_score is None:
         return ""
     d = score - parent_score
-    return f" ({'+' if d >= 0 else '-'}{abs(d):.4g})"
+    if abs(d) <= 1e-9 * max(1.0, abs(score), abs(parent_score)):
+        return "±0"
+    return f"{'+' if d > 0 else '-'}{abs(d):.4g}"
 
 
-def _chain(store: RunStore, candidate_id: int) -> list[Candidate]:
+def _scored(c: Candidate) -> str:
+    """`score 0.75`, or what the candidate was instead: `invalid`, `screened by the gate`."""
+    status, _ = outcome({"status": "evaluated", "valid": c.valid, "reason": None, "feedback": c.feedback})
+    if status == "valid":
+        return f"score {_fmt(c.score)}"
+    return (
+        "screened by the gate"
+        if status == "screened"
+        else f"invalid{f' ({_fmt(c.score)})' if c.score is not None else ''}"
+    )
+
+
+def _chain(store: RunReader, candidate_id: int) -> list[Candidate]:
     """Main-parent chain read straight from the store (root first); cheap for huge runs."""
     chain = [store.get(candidate_id)]
     seen = {candidate_id}
@@ -246,12 +215,24 @@ def _chain(store: RunStore, candidate_id: int) -> list[Candidate]:
     return chain[::-1]
 
 
-def render_ancestry(store: RunStore, candidate_id: int | None = None) -> str:
+def render_ancestry(store: RunReader, candidate_id: int | None = None) -> str:
     """The ancestry of the best (or the given) candidate as a text tree, root first.
 
     Each step shows its score and the change from its parent, what the change did to the
-    text (`+3 -1 lines: <first changed line>`), and which operator and model made it.
+    text (`+3 -1 lines: <first changed line>`), and which operator and model made it. A
+    proposal that was never admitted (rejected or failed) is said for what it was, followed
+    by its parent's ancestry.
     """
+    other = store.proposal(candidate_id) if candidate_id is not None else None
+    if other is not None and other["status"] != "evaluated":
+        made_by = " · ".join(x for x in (other["operator"], other["model"]) if x) or "?"
+        head = f"#{candidate_id} is a {other['outcome']} proposal ({other['kind'] or other['status']}), not an admitted candidate"
+        lines = [head, f"  made by {made_by}" + (f": {other['reason']}" if other["reason"] else "")]
+        if not other["parents"]:
+            return "\n".join(lines)
+        return "\n".join(
+            [*lines, f"  its parent #{other['parents'][0]}:", "", render_ancestry(store, other["parents"][0])]
+        )
     if candidate_id is None:
         best = store.best(1)
         if not best:
@@ -263,7 +244,7 @@ def render_ancestry(store: RunStore, candidate_id: int | None = None) -> str:
     chain = _chain(store, candidate_id)
     target = chain[-1]
     lines = [
-        f"ancestry of #{target.id} ({title}, score {_fmt(target.score if target.valid else None)}), "
+        f"ancestry of #{target.id} ({title}, {_scored(target)}), "
         f"{len(chain) - 1} step{'s' if len(chain) != 2 else ''} from #{chain[0].id}",
         "",
     ]
@@ -275,10 +256,11 @@ def render_ancestry(store: RunStore, candidate_id: int | None = None) -> str:
         made_by = c.operator or "?"
         if c.model:
             made_by += f" · {c.model}"
-        score = _fmt(c.score) if c.valid else f"invalid ({_fmt(c.score)})"
-        delta = _delta(c.score, parent.score) if parent and c.valid and parent.valid else ""
+        score = _scored(c)
+        change = score_change(c.score, parent.score) if parent and c.valid and parent.valid else ""
+        delta = f" ({change})" if change else ""
         cost = f" · ${c.cost:.4f}" if c.cost else ""
-        lines.append(f"{branch}#{c.id} [{made_by}] island {c.island} · score {score}{delta}{cost}")
+        lines.append(f"{branch}#{c.id} [{made_by}] island {c.island} · {score}{delta}{cost}")
         if parent is None:
             what = f"{c.origin} " if c.origin else ""
             lines.append(f"{rail}{what}seed, {len(c.text.splitlines())} lines")
@@ -365,22 +347,27 @@ def to_json(graph: nx.DiGraph) -> dict[str, Any]:
     }
 
 
-def export_lineage(store: RunStore, fmt: str, path: str | Path) -> Path:
-    """Write the run's lineage as `json`, `graphml` or `dot` to `path`; returns the path."""
+def lineage_text(store: RunReader, fmt: str) -> str:
+    """The run's lineage graph as `json`, `graphml` or `dot` text."""
     if fmt not in EXPORT_FORMATS:
         raise EvoError(f"unknown lineage format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     graph = build_lineage(store)
+    if fmt == "json":
+        return json.dumps(to_json(graph), indent=1) + "\n"
+    if fmt == "dot":
+        return to_dot(graph)
+    plain = nx.DiGraph(**graph.graph)
+    for n, d in graph.nodes(data=True):
+        plain.add_node(n, **{k: _plain(v) for k, v in d.items() if v is not None})
+    for u, v, d in graph.edges(data=True):
+        plain.add_edge(u, v, **{k: _plain(x) for k, x in d.items() if x is not None})
+    return "\n".join(nx.generate_graphml(plain)) + "\n"
+
+
+def export_lineage(store: RunReader, fmt: str, path: str | Path) -> Path:
+    """Write the run's lineage as `json`, `graphml` or `dot` to `path`; returns the path."""
+    text = lineage_text(store, fmt)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "json":
-        path.write_text(json.dumps(to_json(graph), indent=1))
-    elif fmt == "dot":
-        path.write_text(to_dot(graph))
-    else:
-        plain = nx.DiGraph(**graph.graph)
-        for n, d in graph.nodes(data=True):
-            plain.add_node(n, **{k: _plain(v) for k, v in d.items() if v is not None})
-        for u, v, d in graph.edges(data=True):
-            plain.add_edge(u, v, **{k: _plain(x) for k, x in d.items() if x is not None})
-        nx.write_graphml(plain, path)
+    path.write_text(text, encoding="utf-8")
     return path

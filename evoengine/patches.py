@@ -1,16 +1,5 @@
-"""The text rules every operator obeys: EVOLVE-BLOCK markers, SEARCH/REPLACE diffs, full rewrites.
-
-Editable regions
-    A candidate marks what may change with two comment lines in its language's comment
-    syntax (``#`` for Python, ``//`` for C, ``--`` for SQL, ...)::
-
-        # EVOLVE-BLOCK-START
-        ...editable...
-        # EVOLVE-BLOCK-END
-
-    Everything else, the marker lines included, is frozen: a child whose frozen text differs
-    from its parent's by a single byte is rejected (`check_frozen`). A text with no markers
-    at all is editable as a whole (prompts usually are). Blocks cannot nest.
+"""How a model's reply becomes a child: SEARCH/REPLACE diffs and full rewrites, within the
+EVOLVE-BLOCK rules of `blocks.py`.
 
 Diff replies (`parse_diff`, `apply_diff`)
     One or more blocks, anywhere in the reply (prose and ``` fences around them are
@@ -42,27 +31,27 @@ Every failure is a `PatchError` whose message says what to fix.
 from __future__ import annotations
 
 import difflib
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .blocks import (
+    Block,
+    PatchError,
+    check_frozen,
+    evolve_blocks,
+    frozen_parts,
+    line_at,
+    quote_line,
+    splice_blocks,
+    split_lines,
+    text_rows,
+)
 from .problem import COMMENT_PREFIX
 
-
-class PatchError(ValueError):
-    """A reply that cannot become a child; the message is written to be shown to the model."""
-
-
-@dataclass(frozen=True)
-class Block:
-    """One editable region: `text[start:end]` is its content, between the marker lines."""
-
-    start: int
-    end: int
-    line: int  # 1-based line number of the content's first line
-    marked: bool = True  # False: the text has no markers and is editable as a whole
-    name: str = ""  # what follows EVOLVE-BLOCK-START on its line, e.g. "system_prompt"
+__all__ = [
+    "Edit", "PatchError", "apply_diff", "apply_rewrite", "extract_code", "parse_diff", "reindent", "syntax_error",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,137 +60,6 @@ class Edit:
 
     search: str
     replace: str
-
-
-# ---------------------------------------------------------------- EVOLVE-BLOCK markers
-
-
-@functools.lru_cache(maxsize=32)
-def _marker_re(comment: str) -> re.Pattern[str]:
-    return re.compile(re.escape(comment) + r"[ \t]*EVOLVE-BLOCK-(START|END)\b")
-
-
-def _lines(text: str) -> list[str]:
-    """Lines with their ends, split on LF only (as Python and editors count them)."""
-    parts = text.split("\n")
-    lines = [p + "\n" for p in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
-
-
-def _rows(text: str) -> list[str]:
-    """Lines without their ends."""
-    return [line.rstrip("\r\n") for line in _lines(text)]
-
-
-def _line_at(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
-
-
-def evolve_blocks(text: str, comment: str = "#") -> list[Block]:
-    """The editable regions of `text`; the whole text when it has no markers."""
-    pattern = _marker_re(comment)
-    blocks: list[Block] = []
-    open_line = 0  # line of the START marker of the block being read, 0 if none
-    start = 0
-    name = ""
-    offset = 0
-    for number, line in enumerate(_lines(text), 1):
-        found = pattern.search(line)
-        if found and found.group(1) == "START":
-            if open_line:
-                raise PatchError(
-                    f"line {number}: EVOLVE-BLOCK-START inside the block opened at line "
-                    f"{open_line}; EVOLVE-BLOCKs cannot nest"
-                )
-            open_line, start = number, offset + len(line)
-            name = line[found.end() :].strip()
-        elif found:
-            if not open_line:
-                raise PatchError(f"line {number}: EVOLVE-BLOCK-END without an EVOLVE-BLOCK-START before it")
-            blocks.append(Block(start, offset, open_line + 1, name=name))
-            open_line = 0
-        offset += len(line)
-    if open_line:
-        raise PatchError(f"line {open_line}: EVOLVE-BLOCK-START is never closed by EVOLVE-BLOCK-END")
-    return blocks or [Block(0, len(text), 1, marked=False)]
-
-
-def check_only_block(parent: str, child: str, name: str, comment: str = "#") -> None:
-    """Raise PatchError unless, of the named blocks, only `name` changed."""
-    before, after = evolve_blocks(parent, comment), evolve_blocks(child, comment)
-    for old, new in zip(before, after, strict=False):
-        if old.name != name and parent[old.start : old.end] != child[new.start : new.end]:
-            raise PatchError(
-                f"the edit changed the section '{old.name or f'at line {old.line}'}'; this time change "
-                f"only the section '{name}' and leave the others exactly as they are"
-            )
-
-
-def splice_blocks(text: str, blocks: Sequence[Block], contents: Sequence[str]) -> str:
-    """`text` with each block's content replaced by the matching entry of `contents`."""
-    if len(blocks) != len(contents):
-        raise PatchError(f"expected {len(blocks)} block contents, got {len(contents)}")
-    out: list[str] = []
-    at = 0
-    for block, content in zip(blocks, contents, strict=True):
-        if block.marked and content and not content.endswith("\n"):
-            content += "\n"  # the END marker must stay on a line of its own
-        out += [text[at : block.start], content]
-        at = block.end
-    out.append(text[at:])
-    return "".join(out)
-
-
-def _frozen(text: str, blocks: Sequence[Block]) -> list[tuple[int, str]]:
-    """The frozen stretches of `text` around `blocks`, each with its start offset."""
-    if not blocks[0].marked:
-        return []
-    bounds = [0] + [x for b in blocks for x in (b.start, b.end)] + [len(text)]
-    return [(bounds[i], text[bounds[i] : bounds[i + 1]]) for i in range(0, len(bounds), 2)]
-
-
-def _quote(line: str, limit: int = 80) -> str:
-    line = line.rstrip("\r\n")
-    return repr(line if len(line) <= limit else line[:limit] + "...")
-
-
-def check_frozen(parent: str, child: str, comment: str = "#") -> None:
-    """Raise `PatchError` if `child` differs from `parent` anywhere outside the EVOLVE-BLOCKs."""
-    parent_blocks = evolve_blocks(parent, comment)
-    try:
-        child_blocks = evolve_blocks(child, comment)
-    except PatchError as exc:
-        raise PatchError(f"the new program's EVOLVE-BLOCK markers are broken: {exc}") from None
-    if not parent_blocks[0].marked:
-        if child_blocks[0].marked:
-            raise PatchError(
-                f"line {child_blocks[0].line - 1}: the program has no EVOLVE-BLOCK markers; do not add any"
-            )
-        return
-    if not child_blocks[0].marked or len(child_blocks) != len(parent_blocks):
-        found = len(child_blocks) if child_blocks[0].marked else 0
-        raise PatchError(
-            f"the program has {len(parent_blocks)} EVOLVE-BLOCK(s) and the new one has {found}; "
-            f"keep every '{comment} EVOLVE-BLOCK-START' / '{comment} EVOLVE-BLOCK-END' line as it is"
-        )
-    for (_, old), (at, new) in zip(_frozen(parent, parent_blocks), _frozen(child, child_blocks), strict=True):
-        if old == new:
-            continue
-        old_lines, new_lines = _lines(old), _lines(new)
-        i = next(
-            (k for k, (a, b) in enumerate(zip(old_lines, new_lines, strict=False)) if a != b),
-            min(len(old_lines), len(new_lines)),
-        )
-        line = _line_at(child, at) + i
-        expected = _quote(old_lines[i]) if i < len(old_lines) else "nothing"
-        got = _quote(new_lines[i]) if i < len(new_lines) else "nothing"
-        raise PatchError(
-            f"line {line} is frozen (outside the EVOLVE-BLOCKs) but was changed: expected "
-            f"{expected}, got {got}. Change only the text between EVOLVE-BLOCK-START and "
-            "EVOLVE-BLOCK-END"
-        )
 
 
 # ---------------------------------------------------------------- SEARCH/REPLACE diffs
@@ -304,7 +162,7 @@ def _trim_blank(search: list[str], replace: list[str]) -> tuple[list[str], list[
 
 def _describe(number: int, edit: Edit) -> str:
     first = next((line for line in edit.search.splitlines() if line.strip()), "")
-    return f"edit {number} (SEARCH starting {_quote(first.strip(), 60)})"
+    return f"edit {number} (SEARCH starting {quote_line(first.strip(), 60)})"
 
 
 def _apply_one(text: str, edit: Edit, number: int) -> str:
@@ -324,14 +182,14 @@ def _apply_one(text: str, edit: Edit, number: int) -> str:
     if len(exact) == 1:
         return text[: exact[0]] + replace + text[exact[0] + len(search) :]
     if len(exact) > 1:
-        where = ", ".join(str(_line_at(text, h)) for h in exact[:6])
+        where = ", ".join(str(line_at(text, h)) for h in exact[:6])
         raise PatchError(
             f"{_describe(number, edit)}: the SEARCH text occurs {len(exact)} times (lines "
             f"{where}); include more surrounding lines so that it matches exactly once"
         )
 
-    lines = _lines(text)
-    want, repl = _trim_blank(_rows(edit.search), _rows(edit.replace))
+    lines = split_lines(text)
+    want, repl = _trim_blank(text_rows(edit.search), text_rows(edit.replace))
     target = _shape(want)
     n = len(target)
     stripped = [line.strip() for line in lines]
@@ -361,9 +219,9 @@ def _why_missing(want: list[str], stripped: list[str]) -> str:
             close = difflib.get_close_matches(line.strip(), stripped, n=1, cutoff=0.6)
             hint = ""
             if close:
-                hint = f"; the closest line is {stripped.index(close[0]) + 1}: {_quote(close[0])}"
+                hint = f"; the closest line is {stripped.index(close[0]) + 1}: {quote_line(close[0])}"
             return (
-                f"line {k} of the SEARCH text, {_quote(line.strip())}, is not in the current "
+                f"line {k} of the SEARCH text, {quote_line(line.strip())}, is not in the current "
                 f"program{hint}. Copy SEARCH text exactly from the program"
             )
     return (
@@ -471,13 +329,13 @@ def _repeats_frozen(parent: str, blocks: Sequence[Block], code: str) -> bool:
     """True if `code` looks like the whole program with its markers dropped."""
     frozen = [
         line.strip()
-        for _, seg in _frozen(parent, blocks)
-        for line in _lines(seg)
+        for _, seg in frozen_parts(parent, blocks)
+        for line in split_lines(seg)
         if line.strip() and "EVOLVE-BLOCK-" not in line
     ]
     if len(frozen) < 2:
         return False
-    present = {line.strip() for line in _lines(code)}
+    present = {line.strip() for line in split_lines(code)}
     return sum(line in present for line in frozen) >= 0.8 * len(frozen)
 
 
@@ -513,8 +371,8 @@ def apply_rewrite(
                 f"with the whole program keeping the '{comment} EVOLVE-BLOCK-START' and "
                 f"'{comment} EVOLVE-BLOCK-END' lines"
             )
-        old = _lines(parent[blocks[0].start : blocks[0].end])
-        rows = _rows(code)
+        old = split_lines(parent[blocks[0].start : blocks[0].end])
+        rows = text_rows(code)
         new = reindent(rows, _common_indent(rows), _common_indent(old))
         child = splice_blocks(parent, blocks, [_joined(new)])
     else:
@@ -525,10 +383,25 @@ def apply_rewrite(
             child_blocks = evolve_blocks(child, comment)
             if len(child_blocks) == len(blocks) and all(
                 _loosely_equal(a, b)
-                for (_, a), (_, b) in zip(_frozen(parent, blocks), _frozen(child, child_blocks), strict=True)
+                for (_, a), (_, b) in zip(frozen_parts(parent, blocks), frozen_parts(child, child_blocks), strict=True)
             ):
                 child = splice_blocks(parent, blocks, [child[b.start : b.end] for b in child_blocks])
     check_frozen(parent, child, comment)
     if child == parent:
         raise PatchError("the rewrite is identical to the current program")
     return child
+
+
+def syntax_error(text: str, language: str) -> str | None:
+    """Why a Python text does not compile (with the line), or None."""
+    if language != "python":
+        return None
+    try:
+        compile(text, "candidate.py", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}: " if exc.lineno else ""
+        shown = f": {exc.text.strip()!r}" if exc.text and exc.text.strip() else ""
+        return f"the child does not compile: {where}{exc.msg}{shown}"
+    except (ValueError, RecursionError, MemoryError) as exc:
+        return f"the child does not compile: {type(exc).__name__}: {exc}"
+    return None

@@ -9,6 +9,7 @@ runs inside the evaluation sandbox and should call candidate code through
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import math
@@ -38,6 +39,11 @@ COMMENT_PREFIX = {
     "typescript": "//",
     "lua": "--",
     "sql": "--",
+    "julia": "#",
+    "r": "#",
+    "swift": "//",
+    "verilog": "//",
+    "fortran": "!",
 }
 
 
@@ -111,6 +117,16 @@ class Problem:
             raise ProblemError(f"{self.root / 'problem.py'}: cannot read seed file {path}: {exc}") from exc
 
 
+def safe_text(text: str) -> str:
+    """`text` as UTF-8 can carry it: lone surrogates (which a model reply or a candidate's
+    output may hold, and which SQLite, files and browsers refuse) written as `\\udXXX` escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 @dataclass
 class EvalResult:
     """How a candidate scored. Higher `score` is better; an invalid result says why in `feedback`."""
@@ -140,15 +156,18 @@ class EvalResult:
         unknown = set(data) - {"score", "valid", "metrics", "features", "feedback", "artifacts", "instances"}
         if unknown:
             return cls.invalid(f"evaluate() returned unknown keys {sorted(unknown)}")
+        valid = data.get("valid", True)
+        if not isinstance(valid, bool) and valid not in (0, 1):
+            return cls.invalid(f"evaluate() returned valid={valid!r}; it must be True or False")
+        valid = bool(valid)
         try:
-            valid = bool(data.get("valid", True))
             score = data.get("score")
             score = None if score is None else float(score)
-            metrics = {str(k): float(v) for k, v in dict(data.get("metrics") or {}).items()}
-            features = {str(k): float(v) for k, v in dict(data.get("features") or {}).items()}
-            feedback = str(data.get("feedback") or "")
-            artifacts = {str(k): str(v) for k, v in dict(data.get("artifacts") or {}).items()}
-            instances = {str(k): float(v) for k, v in dict(data.get("instances") or {}).items()}
+            metrics = {safe_text(str(k)): float(v) for k, v in dict(data.get("metrics") or {}).items()}
+            features = {safe_text(str(k)): float(v) for k, v in dict(data.get("features") or {}).items()}
+            feedback = safe_text(str(data.get("feedback") or ""))
+            artifacts = {safe_text(str(k)): safe_text(str(v)) for k, v in dict(data.get("artifacts") or {}).items()}
+            instances = {safe_text(str(k)): float(v) for k, v in dict(data.get("instances") or {}).items()}
         except (TypeError, ValueError) as exc:
             return cls.invalid(f"evaluate() returned a malformed result: {exc}")
         if valid and score is None:
@@ -184,9 +203,12 @@ def resolve_problem_path(spec: str | Path) -> Path:
             return (c / "problem.py").resolve()
         if c.is_file() and c.suffix == ".py":
             return c.resolve()
+    names = [folder.name for folder in bundled_problems()]
+    near = difflib.get_close_matches(str(spec), names, n=1, cutoff=0.5) if "/" not in str(spec) else []
+    hint = f"; did you mean {near[0]!r}?" if near else f" (bundled: {', '.join(names)})" if names else ""
     raise ProblemError(
         f"no problem found at {spec!r}: give a folder holding problem.py, a problem.py file, "
-        f"or a bundled name (see `evoengine problems`)"
+        f"or a bundled name (see `evoengine problems`){hint}"
     )
 
 
@@ -210,7 +232,8 @@ def import_file(path: Path, prefix: str) -> Any:
 
 
 def load_problem(spec: str | Path) -> LoadedProblem:
-    """Import a problem file and check its contract; errors name the file and the fix."""
+    """Import a problem file and check its contract; errors name the file and the fix.
+    (`evoengine.peers.open_problem` also takes peers' problem folders as they are.)"""
     path = resolve_problem_path(spec)
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))

@@ -5,11 +5,12 @@ module imports nothing of evoengine's but the problem contract, so anything may 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .problem import Problem
+from .problem import EvalResult, Problem
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,21 @@ class Candidate:
     change: str = ""
     origin: str | None = None
     created: float = 0.0
+
+    @classmethod
+    def scored(cls, result: EvalResult, **fields: Any) -> Candidate:
+        """A candidate with `result`'s score, validity, metrics, features, feedback and artifacts."""
+        return cls(
+            score=result.score,
+            valid=result.valid,
+            metrics=result.metrics,
+            features=result.features,
+            feedback=result.feedback,
+            artifacts=result.artifacts,
+            instances=result.instances,
+            created=time.time(),
+            **fields,
+        )
 
     @property
     def parent(self) -> int | None:
@@ -87,6 +103,7 @@ class ProposalContext:
     island: int
     record_call: Callable[[ModelCall], None] = lambda call: None
     attempt: int = 0  # how many times this slot was already rejected (novelty, patch)
+    operator_weights: dict[str, float] | None = None  # the chosen model's learnt operator odds (None: configured)
 
 
 @dataclass(frozen=True)
@@ -100,14 +117,38 @@ class Proposal:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Child:
+    """A proposed child on its way to admission: what made it, its id, island and parents."""
+
+    proposal: Proposal
+    pid: int
+    island: int
+    parents: list[Candidate]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+FAILURE_KINDS = ("patch", "model", "syntax", "novelty", "gate", "evaluation")
+
+
 class ProposalFailed(Exception):
-    """A proposal that produced no usable child; `reason` is recorded in the store."""
+    """A proposal that produced no child to evaluate; `reason` is recorded in the store with its
+    `kind`: patch (a reply or edit that could not be applied), model (the call itself failed),
+    syntax (the child does not compile), novelty (a copy or near-duplicate)."""
 
     def __init__(
-        self, reason: str, *, operator: str, model: str | None, cost: float = 0.0, parents: tuple[int, ...] = ()
+        self,
+        reason: str,
+        *,
+        operator: str,
+        model: str | None,
+        cost: float = 0.0,
+        parents: tuple[int, ...] = (),
+        kind: str = "patch",
     ):
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
         self.operator = operator
         self.model = model
         self.cost = cost

@@ -232,7 +232,7 @@ def inner_search(
     harness: Path, problem: str, seed: int, budget: int, overrides: list[str], proxy: bool = True
 ) -> float:
     """Run one short search with `harness` and return its normalised area under the curve."""
-    from .engine import Engine
+    from .engine import create
     from .store import RunStore
 
     config = load_config(
@@ -252,7 +252,7 @@ def inner_search(
     try:
         with tempfile.TemporaryDirectory(prefix="inner-") as tmp:
             run_dir = Path(tmp) / "run"
-            engine = Engine.create(problem, config, run_dir=run_dir, harness=agent)
+            engine = create(problem, config, run_dir=run_dir, harness=agent)
             asyncio.run(engine.run())
             store = RunStore.open(run_dir, readonly=True)
             try:

@@ -5,37 +5,45 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .store import RunStore
+from .store import RunReader
 
 
 def run_status(run_dir: str | Path) -> dict[str, Any]:
-    store = RunStore.open(Path(run_dir), readonly=True)
+    reader = RunReader.open(Path(run_dir))
     try:
-        counts = store.counts()
-        best = store.best(1)
-        seed = store.seed()
-        meta = store.meta()
-        return {
-            "run_dir": str(run_dir),
-            "problem": meta.get("problem"),
-            "admitted": counts["evaluated"],
-            "valid": counts["valid"],
-            "failed_proposals": counts["failed"],
-            "abandoned_proposals": counts["abandoned"],
-            "in_flight": counts["pending"],
-            "best_score": best[0].score if best else None,
-            "best_id": best[0].id if best else None,
-            "seed_score": seed.score if seed else None,
-            "spend": store.spend(),
-            "elapsed_s": store.get_state("elapsed_s", 0.0),
-            "models": store.model_usage(),
-            "bandit": store.get_state("bandit", {}),
-            "archive": store.get_state("archive", {}),
-            "novelty": store.get_state("novelty", {}),
-            "events": {kind: n for kind, n in store.conn.execute("SELECT kind, COUNT(*) FROM events GROUP BY kind")},
-        }
+        with reader.snapshot():
+            counts = reader.outcome_counts()
+            best = reader.best(1)
+            seed = reader.seed()
+            meta = reader.meta()
+            return {
+                "run_dir": str(run_dir),
+                "problem": meta.get("problem"),
+                "admitted": counts["admitted"],
+                "valid": counts["valid"],
+                "invalid": counts["invalid"],
+                "screened": counts["screened"],
+                "rejected_proposals": counts["rejected"],
+                "near_duplicates": counts["near_duplicates"],
+                "exact_copies": counts["exact_copies"],
+                "failed_proposals": counts["failed"] + counts["rejected"],  # every proposal not admitted
+                "failure_kinds": counts["kinds"],
+                "abandoned_proposals": counts["abandoned"],
+                "in_flight": counts["pending"],
+                "best_score": best[0].score if best else None,
+                "best_id": best[0].id if best else None,
+                "seed_score": seed.score if seed else None,
+                "seed_id": seed.id if seed else None,
+                "spend": reader.spend(),
+                "elapsed_s": reader.get_state("elapsed_s", 0.0),
+                "models": reader.model_usage(),
+                "bandit": reader.get_state("bandit", {}),
+                "archive": reader.get_state("archive", {}),
+                "novelty": reader.get_state("novelty", {}),
+                "events": reader.event_counts(),
+            }
     finally:
-        store.close()
+        reader.close()
 
 
 def _fmt(x: Any) -> str:
@@ -44,15 +52,35 @@ def _fmt(x: Any) -> str:
     return "-" if x is None else str(x)
 
 
+def _some(pairs: list[tuple[str, Any]]) -> str:
+    return ", ".join(f"{n} {label}" for label, n in pairs if n)
+
+
 def render_status(s: dict[str, Any]) -> str:
+    admitted = _some([("valid", s["valid"]), ("invalid", s["invalid"]), ("screened by the gate", s["screened"])])
+    not_admitted = _some(
+        [
+            ("rejected", s["rejected_proposals"]),
+            ("failed", s["failed_proposals"] - s["rejected_proposals"]),
+            ("in flight", s["in_flight"]),
+        ]
+    )
     lines = [
         f"run        {s['run_dir']}  ({s['problem']})",
-        f"candidates {s['admitted']} admitted, {s['valid']} valid, {s['failed_proposals']} failed proposals"
-        + (f", {s['in_flight']} in flight" if s["in_flight"] else ""),
-        f"best       {_fmt(s['best_score'])} (candidate {_fmt(s['best_id'])}); seed {_fmt(s['seed_score'])}",
-        f"time       {s['elapsed_s']:.1f} s; spend ${s['spend']:.4f}",
+        f"candidates {s['admitted']} admitted"
+        + (f" ({admitted})" if admitted else "")
+        + (f"; proposals {not_admitted}" if not_admitted else ""),
+        f"best       {_fmt(s['best_score'])} (candidate {_fmt(s['best_id'])}); "
+        f"start {_fmt(s['seed_score'])} (candidate {_fmt(s['seed_id'])})",
+        f"time       {s['elapsed_s']:.1f} s of search; spend ${s['spend']:.4f}",
     ]
-    islands = (s.get("archive") or {}).get("islands") or []
+    kinds = s.get("failure_kinds") or {}
+    if kinds:
+        lines.append(
+            "failures   " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+        )
+    archive = s.get("archive") or {}
+    islands = archive.get("islands") or []
     if islands:
         lines.append(
             "islands    "
@@ -61,17 +89,39 @@ def render_status(s: dict[str, Any]) -> str:
                 for n, i in enumerate(islands)
             )
         )
-    archive = s.get("archive") or {}
-    if archive:
-        extra = {k: v for k, v in archive.items() if k != "islands" and not isinstance(v, (dict, list))}
-        if extra:
-            lines.append("archive    " + ", ".join(f"{k} {_fmt(v)}" for k, v in extra.items()))
+    elites = archive.get("elites") if isinstance(archive.get("elites"), dict) else {}
+    if elites.get("enabled"):
+        coverage = elites.get("coverage")
+        lines.append(
+            "map-elites "
+            + ", ".join(
+                part
+                for part in (
+                    f"{elites['filled']} cells filled" if "filled" in elites else "",
+                    f"coverage {100 * coverage:.1f}%" if isinstance(coverage, int | float) else "",
+                    f"QD-score {_fmt(elites.get('qd_score'))}" if "qd_score" in elites else "",
+                )
+                if part
+            )
+        )
+    extra = {
+        k: v
+        for k, v in archive.items()
+        if k not in ("islands", "admitted", "valid", "invalid", "best_id", "best_score")
+    }
+    extra = {k: v for k, v in extra.items() if not isinstance(v, dict | list)}
+    if extra:
+        lines.append("archive    " + ", ".join(f"{k} {_fmt(v)}" for k, v in extra.items()))
     if s.get("events"):
         lines.append("events     " + ", ".join(f"{k} {v}" for k, v in s["events"].items()))
     nov = s.get("novelty") or {}
-    if nov:
+    if nov or s["rejected_proposals"]:
+        checks = f", {nov['checks']} checks" if "checks" in nov else ""
+        judge = f", {nov['judged']} judged by a model" if nov.get("judged") else ""
         lines.append(
-            "novelty    " + ", ".join(f"{k} {_fmt(v)}" for k, v in nov.items() if not isinstance(v, (dict, list)))
+            f"novelty    {s['rejected_proposals']} rejected: {s['near_duplicates']} near-duplicates, "
+            f"{s['exact_copies']} exact copies"
+            + (f" (embedder {nov['embedder']}{checks}{judge})" if "embedder" in nov else "")
         )
     arms = s.get("bandit") or {}
     if arms:

@@ -213,7 +213,7 @@ def test_unknown_key_in_a_models_list_set_through_set_is_named():
         ("islands.topology=star", "islands.topology", "'star'"),
         ("models=[{name: m, temperature: 7}]", "models.0.temperature", "7"),
         ("novelty.threshold=1.5", "novelty.threshold", "1.5"),
-        ("selection.strategy=greedy", "selection.strategy", "'greedy'"),
+        ("selection.strategy=best", "selection.strategy", "'best'"),
     ],
 )
 def test_bad_value_names_the_key_and_the_value(override, key, shown):

@@ -145,6 +145,16 @@ def test_full_topology_sends_to_every_other_island_and_isolated_to_none():
         assert all(len(archive.members(i)) == 2 + expect for i in range(4))
 
 
+def test_migration_size_zero_switches_migration_off():
+    for size, moved in ((2, True), (0, False)):
+        archive = Archive(config(topology="full", migration_interval=5, migration_size=size), PROBLEM)
+        archive.admit(seed())
+        feed = Feeder()
+        events = [e for island in range(4) for e in archive.admit(feed.child(island, 10.0 + island))]
+        assert any(e.kind == "migration" for e in events) == moved
+        assert all(len(archive.members(i)) == (5 if moved else 2) for i in range(4))
+
+
 def test_random_topology_sends_each_island_to_one_other_island_reproducibly():
     def run() -> list[tuple[int, int]]:
         archive = Archive(config(topology="random", migration_interval=5), PROBLEM)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
+from conftest import cli
 
 from evoengine.errors import EvoError
 from evoengine.lineage import (
@@ -20,10 +21,11 @@ from evoengine.lineage import (
     build_lineage,
     export_lineage,
     render_ancestry,
+    score_change,
     summarize_change,
 )
 from evoengine.records import Candidate, ModelCall
-from evoengine.store import RunStore
+from evoengine.store import RunReader, RunStore
 
 SEED_TEXT = "def solve(x):\n    # EVOLVE-BLOCK-START\n    y = x\n    # EVOLVE-BLOCK-END\n    return y\n"
 MODELS = ("gpt-small", "gpt-large", "offline")
@@ -141,13 +143,14 @@ def make_run(
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> RunStore:
-    store = make_run(tmp_path / "run", n=40)
-    yield store
-    store.close()
+def run(tmp_path: Path) -> RunReader:
+    make_run(tmp_path / "run", n=40).close()
+    reader = RunReader.open(tmp_path / "run")
+    yield reader
+    reader.close()
 
 
-def test_graph_has_every_admitted_candidate_and_no_dangling_parent(run: RunStore) -> None:
+def test_graph_has_every_admitted_candidate_and_no_dangling_parent(run: RunReader) -> None:
     graph = build_lineage(run)
     admitted = [c.id for c in run.candidates()]
     assert sorted(graph.nodes) == sorted(admitted)
@@ -177,6 +180,8 @@ def test_ancestors_evicted_from_populations_stay_in_the_lineage(tmp_path: Path) 
             state={"islands": [{"population": [cid]}]},
         )
         parent = cid
+    store.close()
+    store = RunReader.open(tmp_path / "run")
     graph = build_lineage(store)
     chain = ancestry(graph, parent)
     assert len(chain) == 12 and chain[0] == store.seed().id and chain[-1] == parent
@@ -187,12 +192,12 @@ def test_a_parent_that_was_never_admitted_becomes_a_marked_node_not_a_dangling_e
     store = RunStore.create(tmp_path / "run", meta={})
     cid = store.start_proposal(0)
     store.admit(Candidate(id=cid, text="x", parents=(999,), score=1.0, valid=True), reward=None)
-    graph = build_lineage(store)
+    graph = build_lineage(RunReader.open(tmp_path / "run"))
     assert graph.nodes[999]["missing"] is True
     assert ancestry(graph, cid) == [999, cid]
 
 
-def test_migrations_are_marked_from_the_events_table(run: RunStore) -> None:
+def test_migrations_are_marked_from_the_events_table(run: RunReader) -> None:
     graph = build_lineage(run)
     moved = {n for n in graph.nodes if graph.nodes[n]["migrated_to"]}
     expected = {cid for e in run.events("migration") for cid in e["data"]["ids"]}
@@ -202,7 +207,7 @@ def test_migrations_are_marked_from_the_events_table(run: RunStore) -> None:
     assert all(graph.nodes[u]["island"] != graph.nodes[v]["island"] for u, v in crossing)
 
 
-def test_ancestry_follows_main_parents_from_the_seed(run: RunStore) -> None:
+def test_ancestry_follows_main_parents_from_the_seed(run: RunReader) -> None:
     graph = build_lineage(run)
     best = run.best(1)[0]
     chain = ancestry(graph, best.id)
@@ -213,7 +218,7 @@ def test_ancestry_follows_main_parents_from_the_seed(run: RunStore) -> None:
         ancestry(graph, 123456)
 
 
-def test_render_ancestry_shows_the_root_to_best_chain_with_scores_and_changes(run: RunStore) -> None:
+def test_render_ancestry_shows_the_root_to_best_chain_with_scores_and_changes(run: RunReader) -> None:
     best = run.best(1)[0]
     chain = ancestry(build_lineage(run), best.id)
     out = render_ancestry(run)
@@ -230,13 +235,13 @@ def test_render_ancestry_shows_the_root_to_best_chain_with_scores_and_changes(ru
     assert f"[{step.operator} · {step.model}]" in out
 
 
-def test_render_ancestry_of_a_given_candidate_and_of_an_empty_run(run: RunStore, tmp_path: Path) -> None:
+def test_render_ancestry_of_a_given_candidate_and_of_an_empty_run(run: RunReader, tmp_path: Path) -> None:
     some = [c for c in run.candidates() if c.generation >= 2][0]
     out = render_ancestry(run, some.id)
     assert out.splitlines()[0].startswith(f"ancestry of #{some.id} (candidate")
     assert out.rstrip().splitlines()[-2].startswith(f"└─ #{some.id} [") or f"└─ #{some.id} [" in out
-    empty = RunStore.create(tmp_path / "empty", meta={})
-    assert "no valid candidate" in render_ancestry(empty)
+    RunStore.create(tmp_path / "empty", meta={}).close()
+    assert "no valid candidate" in render_ancestry(RunReader.open(tmp_path / "empty"))
 
 
 def test_change_summary_counts_lines_and_quotes_the_first_change() -> None:
@@ -247,7 +252,7 @@ def test_change_summary_counts_lines_and_quotes_the_first_change() -> None:
     assert str(summarize_change("a\n", "a\n")) == "no text change"
 
 
-def test_exports_parse_back(run: RunStore, tmp_path: Path) -> None:
+def test_exports_parse_back(run: RunReader, tmp_path: Path) -> None:
     graph = build_lineage(run)
     g = nx.read_graphml(export_lineage(run, "graphml", tmp_path / "l.graphml"))
     assert g.number_of_nodes() == graph.number_of_nodes()
@@ -269,6 +274,31 @@ def test_exports_parse_back(run: RunStore, tmp_path: Path) -> None:
         subprocess.run(["dot", "-Tsvg", str(tmp_path / "l.dot"), "-o", str(tmp_path / "l.svg")], check=True)
 
 
-def test_unknown_export_format_says_which_formats_exist(run: RunStore, tmp_path: Path) -> None:
+def test_unknown_export_format_says_which_formats_exist(run: RunReader, tmp_path: Path) -> None:
     with pytest.raises(EvoError, match="json, graphml, dot"):
         export_lineage(run, "png", tmp_path / "x.png")
+
+
+def test_score_changes_print_without_float_noise() -> None:
+    assert score_change(0.1 + 0.2, 0.3) == "±0"
+    assert score_change(1.0 + 2.220446049250313e-16, 1.0) == "±0"
+    assert score_change(2.5, 2.0) == "+0.5" and score_change(1.0, 1.25) == "-0.25"
+    assert score_change(None, 1.0) == ""
+
+
+def test_lineage_of_a_failed_proposal_says_what_it_was_and_shows_its_parents_ancestry(run: RunReader) -> None:
+    failed = next(p for p in run.proposals() if p["outcome"] == "failed")
+    out = render_ancestry(run, failed["id"])
+    assert out.startswith(f"#{failed['id']} is a failed proposal (patch), not an admitted candidate")
+    assert failed["reason"] in out and f"its parent #{failed['parents'][0]}" in out
+    assert f"#{failed['parents'][0]} [" in out.split("its parent", 1)[1]
+
+
+def test_lineage_command_exports_to_standard_output_without_o_and_names_unknown_ids(run: RunReader) -> None:
+    run_dir = Path(run.path).parent
+    proc = cli("lineage", str(run_dir), "--export", "json", check=True)
+    back = nx.node_link_graph(json.loads(proc.stdout), edges="edges")
+    assert set(back.nodes) == set(build_lineage(run).nodes)
+    assert not list(run_dir.glob("lineage.*")), "nothing written into the run directory"
+    missing = cli("lineage", str(run_dir), "--candidate", "99999")
+    assert missing.returncode == 2 and "no candidate or proposal with id 99999" in missing.stderr

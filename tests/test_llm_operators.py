@@ -299,6 +299,107 @@ def test_a_broken_harness_file_is_a_config_error(tmp_path):
         load_harness(config([Model(name="m")], harness=str(path)))
 
 
+def test_with_inspirations_off_the_prompt_shows_the_parent_alone_but_crossover_keeps_its_partner():
+    ctx = context(inspirations=(OTHER, FAILED))
+    on = load_harness(config([Model(name="m")]))
+    off = load_harness(config([Model(name="m")], selection={"inspirations": False}))
+    assert on.plan(ctx, "m").inspirations == 2 and off.plan(ctx, "m").inspirations == 0
+    assert "Candidate 9" in on.messages(ctx, on.plan(ctx, "m"))[1]["content"]
+    assert "Candidate 9" not in off.messages(ctx, Plan("diff", 0))[1]["content"]
+    assert "Parent B (candidate 9)" in off.messages(ctx, Plan("crossover", 0))[1]["content"]
+
+
+def test_crossover_zero_switches_crossover_off_for_models_and_offline_operators_alike():
+    on = load_harness(config([Model(name="m")], operators={"diff": 0, "full": 0, "crossover": 1}))
+    off = load_harness(config([Model(name="m")], operators={"diff": 1, "full": 1, "crossover": 0}))
+    assert {on.plan(context(seed), "m").operator for seed in range(10)} == {"crossover"}
+    assert "crossover" not in {off.plan(context(seed), "m").operator for seed in range(50)}
+    assert on.offline(context()).weights["crossover"] > 0 and off.offline(context()).weights["crossover"] == 0
+
+
+def test_the_iid_baseline_prompt_shows_no_recent_failures():
+    ctx = context(inspirations=(), failures=["diff: the SEARCH text occurs 2 times"])
+    for strategy, shown in (("power_law", True), ("iid", False)):
+        harness = load_harness(config([Model(name="m")], selection={"strategy": strategy}))
+        user = harness.messages(ctx, Plan("diff", 0))[1]["content"]
+        assert ("occurs 2 times" in user) == shown
+
+
+# ---------------------------------------------------------------- operators learnt per model
+
+
+def observe_like_the_engine(proposer: ModelProposer, outcome: Proposal | ProposalFailed, reward: float = 0.0):
+    """What the engine reports when a proposal closes: failed, or evaluated valid."""
+    if isinstance(outcome, ProposalFailed):
+        proposer.observe(outcome.model, 0.0, outcome.cost, operator=outcome.operator, stage="failed")
+    else:
+        proposer.observe(outcome.model, reward, outcome.cost, operator=outcome.operator, stage="valid")
+
+
+@pytest.mark.parametrize("adapt", [True, False])
+def test_a_model_whose_diffs_never_apply_is_soon_asked_for_few_diffs(scripted_server, adapt):
+    """Model "clumsy" copies SEARCH text wrongly (0 of its diffs apply) but writes fine full
+    rewrites; "neat" does both. Each model's odds follow its own record (unless `adapt` is off)."""
+
+    def reply(copies_well: bool):
+        def answer(request):
+            if "<<<<<<< SEARCH" in request["messages"][-1]["content"]:
+                search = "VALUE = 1" if copies_well else "VALUE = 100"
+                return f"<<<<<<< SEARCH\n{search}\n=======\nVALUE = 2\n>>>>>>> REPLACE\n"
+            return f"```python\n{SEED.replace('VALUE = 1', 'VALUE = 3')}```"
+
+        return answer
+
+    scripted_server.script("clumsy", reply(False)).script("neat", reply(True))
+    models = [scripted_server.model("clumsy"), scripted_server.model("neat")]
+    cfg = config(models, operators={"diff": 0.6, "full": 0.3, "crossover": 0.1, "repair_attempts": 0, "adapt": adapt})
+    proposer = ModelProposer(cfg, PROBLEM, pool=ModelPool(cfg.models, backoff_s=0.01))
+    assert proposer.odds.weights("clumsy") == pytest.approx({"diff": 0.3, "full": 0.15, "crossover": 0.05})
+    log: list = []
+
+    async def run():
+        try:
+            for i in range(120):
+                try:
+                    outcome = await proposer.propose(context(seed=i))
+                except ProposalFailed as fail:
+                    outcome = fail
+                log.append((outcome.model, outcome.operator))
+                observe_like_the_engine(proposer, outcome)
+        finally:
+            await proposer.aclose()
+
+    asyncio.run(run())
+    late = {m: [op for model, op in log[60:] if model == m] for m in ("clumsy", "neat")}
+    if not adapt:  # the configured weights, whatever happened
+        assert late["clumsy"].count("diff") > 0.4 * len(late["clumsy"])
+        return
+    assert late["clumsy"].count("diff") < 0.2 * len(late["clumsy"])
+    assert late["neat"].count("diff") > 0.4 * len(late["neat"])
+    stats = proposer.stats()
+    assert stats["clumsy"]["operators"]["diff"]["share"] < 0.15 < stats["neat"]["operators"]["diff"]["share"]
+    replayed = ModelProposer(cfg, PROBLEM, pool=ModelPool(cfg.models))  # resume: the same reports, in order
+    for model, operator in log:
+        stage = "failed" if model == "clumsy" and operator == "diff" else "valid"
+        replayed.observe(model, 0.0, 0.0, operator=operator, stage=stage)
+    assert replayed.state() == proposer.state()
+
+
+def test_operator_success_counts_a_usable_child_a_valid_one_and_its_improvement():
+    from evoengine.operators.odds import OperatorOdds, proposal_success
+
+    assert [proposal_success(stage, 0.0) for stage in ("failed", "rejected", "invalid", "valid")] == pytest.approx(
+        [0.0, 1 / 3, 1 / 3, 2 / 3]
+    )
+    assert proposal_success("valid", 1.0) == 1.0 and proposal_success("invalid", 1.0) == pytest.approx(1 / 3)
+    odds = OperatorOdds(config([Model(name="m")]).operators)
+    for _ in range(10):
+        odds.observe("a", "full", "valid", 1.0)
+        odds.observe("a", "offline:constant", "valid", 1.0)  # not a model operator: not learnt
+    assert odds.weights("b") == pytest.approx({"diff": 0.3, "full": 0.15, "crossover": 0.05})
+    assert odds.weights("a")["full"] > 0.25 and set(odds.state()["a"]) == {"full"}
+
+
 # ---------------------------------------------------------------- the bandit picks models
 
 
@@ -458,3 +559,27 @@ def test_a_run_replayed_from_its_store_makes_the_same_children_with_no_endpoint(
     assert second == first
     assert [c.request_hash for c in replayed] == [c.request_hash for c in recorded]
     assert any(m == "b" and "no SEARCH/REPLACE" in r for m, r, _ in first)  # failures replay too
+
+
+@pytest.mark.slow
+def test_in_a_run_a_model_whose_diffs_never_apply_is_soon_asked_for_full_rewrites(scripted_server, tmp_path):
+    from conftest import TEST_PROBLEMS, cli
+
+    def clumsy(request):
+        prompt = request["messages"][-1]["content"]
+        if "<<<<<<< SEARCH" in prompt:
+            return "<<<<<<< SEARCH\n    a = 12345\n=======\n    a = 1.0\n>>>>>>> REPLACE\n"
+        parent = re.search(r"```[a-z]*\n(.*?)\n```", prompt, re.S).group(1)
+        return f"```python\n{parent.replace('    a = ', f'    a = {random.random():.6f} + ', 1)}\n```\n"
+
+    scripted_server.script("clumsy", clumsy)
+    cfg = tmp_path / "clumsy.yaml"
+    cfg.write_text(
+        json.dumps({"extends": "default", "models": [scripted_server.model("clumsy").model_dump(mode="json")]})
+    )
+    run_dir = tmp_path / "run"
+    proc = cli("run", str(TEST_PROBLEMS / "quadratic"), "-c", str(cfg), "--budget", "60", "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(run_dir / "archive.sqlite") as db:
+        ops = [op for (op,) in db.execute("SELECT operator FROM candidates WHERE model='clumsy' ORDER BY closed")]
+    assert ops[:20].count("diff") > 5 and ops[-30:].count("diff") < 6

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from conftest import cli
 
+from evoengine.blocks import evolve_blocks
 from evoengine.config import load_config
 from evoengine.harness import load_harness
-from evoengine.patches import evolve_blocks
 from evoengine.problem import load_problem
 from evoengine.records import Candidate, ProposalContext
 

@@ -1,10 +1,14 @@
-"""Novelty rejection: near-duplicates are refused, distinct children pass, judge, window, embedders."""
+"""Novelty rejection: near-duplicates are refused, distinct children pass, judge, window, embedders;
+the tokens embedder's similarity reads as the share of structure kept; start-up says what a threshold does."""
 
 from __future__ import annotations
 
 import asyncio
+import difflib
+import logging
 import random
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +17,7 @@ import pytest
 from evoengine.config import Novelty as NoveltyConfig
 from evoengine.errors import ConfigError
 from evoengine.novelty import Novelty, chunk_lines
+from evoengine.novelty.embedders import NgramEmbedder, TokenEmbedder, structure_tokens
 from evoengine.records import Candidate
 
 WORDS = "def return for while if else total count value result range len append items best".split()
@@ -44,8 +49,9 @@ def check(novelty: Novelty, text: str, island: int = 0):
     return asyncio.run(novelty.check(text, island))
 
 
-def test_near_duplicates_are_rejected_and_distinct_programs_are_not():
-    novelty = Novelty(NoveltyConfig(threshold=0.98))
+@pytest.mark.parametrize("embedder", ["tokens", "ngram"])
+def test_near_duplicates_are_rejected_and_distinct_programs_are_not(embedder):
+    novelty = Novelty(NoveltyConfig(threshold=0.98, embedder=embedder))
     for i in range(20):
         novelty.add(member(i + 1, program(i)))
     near = check(novelty, tweak(program(7)))
@@ -211,3 +217,95 @@ def test_sentence_transformers_embedder_rejects_near_duplicates():
     assert check(novelty, text).novel
     vector = asyncio.run(novelty.embedder.embed([program(1, lines=60)]))[0]
     assert vector.shape == (1, 384) and np.isclose(np.linalg.norm(vector), 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the tokens embedder: structure
+
+
+CIRCLES = (Path(__file__).resolve().parent.parent / "problems" / "circle_packing" / "initial.py").read_text()
+INNER_LOOP = """    for k in range(inner_count):
+        angle = 2.0 * np.pi * k / inner_count + inner_phase
+        centres.append([middle[0] + inner_radius * np.cos(angle), middle[1] + inner_radius * np.sin(angle)])"""
+EDITS = {
+    "one constant": CIRCLES.replace("inner_radius = 0.1", "inner_radius = 0.13"),
+    "a comment and the docstring": CIRCLES.replace("Layout: one circle", "Layout: a circle").replace(
+        "    centres = [middle]", "    centres = [middle]  # the middle first"
+    ),
+    "frozen text": CIRCLES.replace("import numpy as np", "import numpy as np\nimport math"),
+    "one operator": CIRCLES.replace("25 - inner_count", "25 + inner_count"),
+    "one line deleted": CIRCLES.replace("    centres = np.clip(np.array(centres), 0.01, 0.99)\n", ""),
+    "a loop rewritten": CIRCLES.replace(
+        INNER_LOOP,
+        "    angles = np.linspace(0, 2 * np.pi, inner_count, endpoint=False) + inner_phase\n"
+        "    centres += [[middle[0] + inner_radius * np.cos(a), middle[1] + inner_radius * np.sin(a)] for a in angles]",
+    ),
+}
+
+
+def similarity(embedder, a: str, b: str) -> float:
+    x, y = embedder.embed_now([a, b])
+    return float((x @ y.T).toarray()[0, 0])
+
+
+def test_edits_of_constants_comments_or_frozen_text_leave_the_structure_unchanged():
+    tokens = TokenEmbedder()
+    for name in ("one constant", "a comment and the docstring", "frozen text"):
+        assert EDITS[name] != CIRCLES and similarity(tokens, CIRCLES, EDITS[name]) == pytest.approx(1.0), name
+        assert similarity(NgramEmbedder(), CIRCLES, EDITS[name]) < 1.0  # characters see every edit
+
+
+def test_the_tokens_similarity_is_about_the_share_of_the_token_sequence_two_programs_share():
+    tokens = TokenEmbedder()
+    for name in ("one operator", "one line deleted", "a loop rewritten"):
+        a, b = structure_tokens(CIRCLES), structure_tokens(EDITS[name])
+        shared = difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio()
+        assert similarity(tokens, CIRCLES, EDITS[name]) == pytest.approx(shared, abs=0.04), name
+    spread = [similarity(tokens, CIRCLES, EDITS[n]) for n in ("one operator", "one line deleted", "a loop rewritten")]
+    assert spread[0] > 0.98 and 0.93 < spread[1] < 0.97 and spread[2] < 0.9  # the ngram embedder: all above 0.98
+    assert min(similarity(NgramEmbedder(), CIRCLES, EDITS[n]) for n in EDITS) > 0.98
+
+
+def test_a_threshold_of_09_refuses_children_that_keep_over_90_percent_of_the_structure():
+    novelty = Novelty(NoveltyConfig(threshold=0.9))
+    novelty.add(member(0, CIRCLES, operator="seed"))
+    verdicts = {name: check(novelty, text) for name, text in EDITS.items()}
+    assert [name for name, v in verdicts.items() if v.novel] == ["a loop rewritten"]
+    assert verdicts["one constant"].similarity == pytest.approx(1.0)
+
+
+def test_other_languages_and_prose_are_tokenised_with_numbers_abstracted():
+    c_code = 'int f(int x) { return x * 3 + strlen("abc"); } // note\n'
+    assert structure_tokens(c_code, "c", "//") == structure_tokens(c_code.replace("3", "4"), "c", "//")
+    assert "<str>" in structure_tokens(c_code, "c", "//") and "note" not in structure_tokens(c_code, "c", "//")
+    prose = "Don't answer in more than 3 sentences.\n"
+    assert structure_tokens(prose, "text") == [
+        "Don",
+        "'",
+        "t",
+        "answer",
+        "in",
+        "more",
+        "than",
+        "<num>",
+        "sentences",
+        ".",
+        "<block>",
+    ]
+
+
+def test_start_up_says_what_the_threshold_refuses_and_warns_when_it_refuses_every_small_edit(caplog):
+    def logged(**options) -> list[logging.LogRecord]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="evoengine.novelty"):
+            Novelty(NoveltyConfig(**options)).add(member(0, CIRCLES, operator="seed"))
+        return caplog.records
+
+    assert logged(threshold=1.0) == []
+    assert logged(threshold=0.95, enabled=False) == []
+    (warning,) = logged(threshold=0.95)
+    assert warning.levelno == logging.WARNING
+    assert "more than 5.0% of the structure" in warning.message and "every small edit is refused" in warning.message
+    (info,) = logged(threshold=0.995)  # one-token edits pass; constant-only edits still do not
+    assert info.levelno == logging.INFO and "constants or strings alone change nothing" in info.message
+    (ngram,) = logged(threshold=0.99, embedder="ngram")
+    assert ngram.levelno == logging.WARNING and "novelty.embedder=tokens" in ngram.message

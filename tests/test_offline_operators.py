@@ -13,9 +13,9 @@ import re
 
 import pytest
 
+from evoengine.blocks import check_frozen, evolve_blocks
 from evoengine.errors import EvoError
 from evoengine.operators.offline import OfflineProposer
-from evoengine.patches import check_frozen, evolve_blocks
 from evoengine.problem import Problem, load_problem
 from evoengine.records import Candidate, Proposal, ProposalContext, ProposalFailed
 
@@ -279,7 +279,7 @@ def test_crossover_of_same_shaped_parents_mixes_their_constants():
         assert child.operator == "offline:crossover"
         assert child.parents == (1, 2)
         assert child.text not in (mine, theirs)
-        assert child.change.startswith("crossover with #2")
+        assert child.change.startswith("with #2")
         values = re.findall(r"(radius|centre_x|centre_y|phase) = (\S+)", child.text)
         from_mine = sum(
             v == m

@@ -6,16 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evoengine.patches import (
-    Edit,
-    PatchError,
-    apply_diff,
-    apply_rewrite,
-    check_frozen,
-    evolve_blocks,
-    extract_code,
-    parse_diff,
-)
+from evoengine.blocks import check_frozen, evolve_blocks
+from evoengine.patches import Edit, PatchError, apply_diff, apply_rewrite, extract_code, parse_diff
 
 PROGRAM = """\
 import math

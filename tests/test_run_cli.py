@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, cli, status
 
+from evoengine.store import SCHEMA_VERSION
+
 
 def _rows(run_dir: Path) -> list[tuple]:
     conn = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
@@ -50,7 +52,7 @@ def test_a_store_from_before_schedules_is_read_and_upgraded_on_resume(tmp_path, 
     run_dir = tmp_path / "run"
     cli("run", str(quadratic), "--budget", "12", "--run-dir", str(run_dir), "-q", check=True)
     conn = sqlite3.connect(run_dir / "archive.sqlite")  # make it a schema-1 store, as version 0.1 wrote
-    for column in ("basis", "attempt", "closed"):
+    for column in ("basis", "attempt", "closed", "kind"):
         conn.execute(f"ALTER TABLE candidates DROP COLUMN {column}")
     conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     conn.commit()
@@ -59,7 +61,7 @@ def test_a_store_from_before_schedules_is_read_and_upgraded_on_resume(tmp_path, 
     cli("resume", str(run_dir), "--budget", "20", "-q", check=True)
     assert status(run_dir)["admitted"] == 20
     conn = sqlite3.connect(run_dir / "archive.sqlite")
-    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     closed = [c for (c,) in conn.execute("SELECT closed FROM candidates WHERE status='evaluated' ORDER BY seq")]
     assert closed[:12] == [None] * 12  # counting on from the 12+ proposals closed before
     assert closed[12] >= 13 and len(set(closed[12:])) == 8

@@ -3,17 +3,20 @@ and determinism of the whole archive."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import sqlite3
 import statistics
 from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import cli
 from scipy.stats import chisquare
 
 from evoengine.archive import Archive
-from evoengine.config import Config
+from evoengine.config import Config, load_config
 from evoengine.problem import Feature, Problem
 from evoengine.records import Candidate
 
@@ -235,3 +238,91 @@ def test_admitting_the_same_sequence_twice_gives_identical_stats_and_selections(
     first, second = _replay(cfg), _replay(cfg)
     assert first == second
     assert first[0]["resets"] > 0 and first[0]["migrations"] > 0
+
+
+# ---------------------------------------------------------------- baselines and ablations
+
+
+def mixed(*overrides: str) -> Archive:
+    """An archive under the default preset (mix of shares, islands, MAP-Elites) plus `overrides`,
+    with 40 candidates spread over the islands; the best (id 17) lives on island 1."""
+    cfg = load_config(None, ["islands.count=4", *overrides])
+    problem = Problem(name="toy", description="toy", initial="seed.py", features=(Feature("f", 0, 1, 5),))
+    archive = Archive(cfg, problem)
+    archive.admit(Candidate(0, "seed\n", operator="seed", score=0.0, valid=True, features={"f": 0.0}))
+    for cid in range(1, 41):
+        score = 100.0 if cid == 17 else float(cid % 13)
+        archive.admit(
+            Candidate(
+                cid,
+                f"x = {cid}\n",
+                parents=(0,),
+                island=cid % 4,
+                operator="diff",
+                score=score,
+                valid=True,
+                features={"f": (cid % 10) / 10},
+            )
+        )
+    return archive
+
+
+def test_the_iid_baseline_takes_the_seed_as_every_parent_whatever_the_mix_and_the_islands():
+    chosen = picks(mixed("selection.strategy=iid"), 500)
+    assert {(s.parent.id, s.source, len(s.inspirations)) for s in chosen} == {(0, "iid", 0)}
+
+
+def test_the_greedy_baseline_always_refines_the_runs_current_best():
+    archive = mixed("selection.strategy=greedy")
+    chosen = picks(archive, 500)
+    assert {(s.parent.id, s.island, s.source, len(s.inspirations)) for s in chosen} == {(17, 1, "greedy", 0)}
+    archive.admit(Candidate(41, "x = 41\n", parents=(17,), island=1, operator="diff", score=101.0, valid=True))
+    assert archive.select(random.Random(0)).parent.id == 41
+
+
+def picks(archive: Archive, n: int) -> list:
+    return [archive.select(random.Random(i)) for i in range(n)]
+
+
+def test_the_default_mix_is_what_the_baselines_switch_off():
+    chosen = picks(mixed(), 500)
+    assert len({s.parent.id for s in chosen}) > 10 and all(s.inspirations for s in chosen)
+
+
+def test_selection_elites_zero_takes_no_parent_from_the_elite_cells():
+    default = Counter(s.source for s in picks(mixed(), 2000))
+    off = Counter(s.source for s in picks(mixed("selection.elites=0"), 2000))
+    assert default["elite"] > 100 and off["elite"] == 0
+
+
+def test_islands_count_one_keeps_every_child_on_one_population():
+    assert len({s.island for s in picks(mixed(), 200)}) == 4
+    assert {s.island for s in picks(mixed("islands.count=1"), 200)} == {0}
+
+
+# ---------------------------------------------------------------- the baselines in a real run
+
+
+def _run_rows(run_dir) -> list[tuple[int, list[int], float | None, str]]:
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    rows = conn.execute("SELECT id, parents, score, operator FROM candidates WHERE status='evaluated' ORDER BY closed")
+    return [(cid, json.loads(parents), score, op) for cid, parents, score, op in rows]
+
+
+@pytest.mark.parametrize("strategy", ["iid", "greedy"])
+def test_one_key_turns_a_run_into_a_baseline(strategy, quadratic, tmp_path):
+    run_dir = tmp_path / strategy
+    proc = cli(
+        "run", str(quadratic), "--budget", "30", "--run-dir", str(run_dir), "-q",
+        "--set", f"selection.strategy={strategy}", "--set", "concurrency.deterministic=true",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = _run_rows(run_dir)
+    seed = rows[0][0]
+    assert rows[0][3] == "seed" and len(rows) == 30
+    best_id, best = seed, rows[0][2]
+    for cid, parents, score, _ in rows[1:]:
+        assert parents == [seed if strategy == "iid" else best_id]  # one parent: no crossover partner
+        if score is not None and score > best:
+            best_id, best = cid, score
+    assert best > rows[0][2]  # both baselines still search

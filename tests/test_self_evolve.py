@@ -59,9 +59,9 @@ def test_a_harness_that_rewrites_the_scoring_gains_nothing(tmp_path):
         + """
 
 import evoengine.selfevolve as _se
-import evoengine.engine as _engine
+import evoengine.llm.bandit as _bandit
 _se.area_under_best = lambda *args, **kwargs: 1000.0
-_engine.improvement_reward = lambda *args, **kwargs: 1.0
+_bandit.improvement_reward = lambda *args, **kwargs: 1.0
 """
     )
     honest = inner_search(DEFAULT_HARNESS, QUADRATIC, 1, 10, [])

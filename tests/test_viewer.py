@@ -22,12 +22,14 @@ from test_report_browser import (  # noqa: F401 (browser is a fixture)
     errors,
     hostile_run,
     open_page,
+    shown_code,
+    text_of,
     wait_for,
 )
 
 from evoengine.records import Candidate
 from evoengine.report import start_viewer
-from evoengine.store import RunStore
+from evoengine.store import RunReader, RunStore
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -77,11 +79,16 @@ def test_viewer_binds_loopback_and_serves_the_page_and_its_data(live) -> None:
     status, _, body = get(viewer.url + "api/summary")
     summary = json.loads(body)
     assert status == 200 and summary["live"] is True
-    assert len(summary["nodes"]["id"]) == store.counts()["evaluated"]
+    assert sum(y is not None for y in summary["rows"]["y"]) == store.counts()["evaluated"]
+    status, _, body = get(viewer.url + "api/details")
+    details = json.loads(body)
+    assert status == 200 and sum(len(c["ids"]) for c in details["chunks"]) == len(summary["rows"]["id"])
+    later = json.loads(get(viewer.url + f"api/details?after={details['until']}")[2])
+    assert later["chunks"] == [], "nothing finished since"
     status, _, body = get(viewer.url + f"api/summary?since={summary['version']}")
     assert json.loads(body) == {"unchanged": True, "version": summary["version"]}
     store.put_state({"elapsed_s": 12345.0})  # the engine's final state write, with no admission
-    assert "nodes" in json.loads(get(viewer.url + f"api/summary?since={summary['version']}")[2])
+    assert "rows" in json.loads(get(viewer.url + f"api/summary?since={summary['version']}")[2])
     assert get(viewer.url + "api/candidate/999999")[0] == 404
     assert get(viewer.url + "nothing/here")[0] == 404
 
@@ -94,7 +101,7 @@ def test_viewer_sends_model_written_text_as_escaped_json(live) -> None:
     assert b"<" not in body and b">" not in body
     detail = json.loads(body)
     assert detail["text"] == detail["feedback"] == HOSTILE
-    assert detail["diffs"] and detail["diffs"][0]["parent"] == detail["parents"][0]
+    assert detail["outcome"] == "valid" and detail["parents"] and detail["calls"] is not None
 
 
 def test_viewer_answers_only_loopback_names_and_only_reads(live) -> None:
@@ -159,9 +166,9 @@ def test_viewer_serves_while_a_run_writes_and_the_writer_is_never_held_up(tmp_pa
                 status, _, body = get(viewer.url + "api/summary")
                 statuses.append(status)
                 if status == 200:
-                    nodes = json.loads(body)["nodes"]
-                    mine.append(len(nodes["id"]))
-                    statuses.append(get(viewer.url + f"api/candidate/{nodes['id'][-1]}")[0])
+                    rows = json.loads(body)["rows"]
+                    mine.append(sum(y is not None for y in rows["y"]))
+                    statuses.append(get(viewer.url + f"api/candidate/{rows['id'][-1]}")[0])
 
         readers = [threading.Thread(target=read, args=(mine,)) for mine in seen]
         for r in readers:
@@ -179,7 +186,7 @@ def test_viewer_serves_while_a_run_writes_and_the_writer_is_never_held_up(tmp_pa
     for mine in seen:
         assert len(set(mine)) > 2, "the readers saw the run grow while it was being written"
         assert mine == sorted(mine), "and never saw it shrink (consistent snapshots)"
-    assert len(final["nodes"]["id"]) == before + writes
+    assert sum(y is not None for y in final["rows"]["y"]) == before + writes
 
 
 def test_viewer_can_run_as_a_subprocess_that_prints_its_url(tmp_path: Path) -> None:
@@ -192,7 +199,7 @@ def test_viewer_can_run_as_a_subprocess_that_prints_its_url(tmp_path: Path) -> N
     try:
         url = json.loads(proc.stdout.readline())["url"]
         assert url.startswith("http://127.0.0.1:")
-        assert len(json.loads(get(url + "api/summary")[2])["nodes"]["id"]) == 5
+        assert len(json.loads(get(url + "api/summary")[2])["rows"]["id"]) == 5
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -205,8 +212,8 @@ def test_viewer_page_refreshes_while_the_run_goes_on_and_shows_text_literally(br
     count = store.counts()["evaluated"]
     assert len(drawn_nodes(browser)) == count
     click_node(browser, hostile_id)
-    assert wait_for(browser, "return document.getElementById('detail-code').textContent", HOSTILE) == HOSTILE
-    assert browser.find_element("id", "detail-feedback").get_attribute("textContent") == HOSTILE
+    assert shown_code(browser, hostile_id) == HOSTILE
+    assert HOSTILE in text_of(browser, "detail-feedback")
     assert browser.execute_script("return typeof window.__pwned") == "undefined"
     assert browser.execute_script("return document.querySelectorAll('img').length") == 0
     new = admit_child(store, 1)
@@ -215,7 +222,9 @@ def test_viewer_page_refreshes_while_the_run_goes_on_and_shows_text_literally(br
     )
     assert new in drawn_nodes(browser)
     click_node(browser, new)
-    text = store.get(new).text
-    assert wait_for(browser, "return document.getElementById('detail-code').textContent", text) == text
+    reader = RunReader.open(Path(store.path).parent)
+    text = reader.get(new).text
+    reader.close()
+    assert shown_code(browser, new) == text
     assert "live" in browser.find_element("id", "status").text
     assert errors(browser.get_log("browser")) == []

@@ -4,7 +4,7 @@
 `admit`, in admission order, valid or not; `select` returns a parent, its island and
 inspirations. Behind it: `islands.IslandModel` (capped populations, migration, resets),
 `elites.EliteArchive` (MAP-Elites) and `selection.ParentSelector`. The run store
-(`archive/store.py`) is the truth; this is a cache of it whose state is a deterministic
+(`evoengine/store/`) is the truth; this is a cache of it whose state is a deterministic
 function of the admitted sequence (no clock, no global RNG), so a resumed run rebuilds it
 by admitting the stored candidates again. Memory is bounded by the island caps, the
 elite cells and a few recent failures per island, not by the length of the run.
@@ -123,7 +123,7 @@ class Archive:
 
     def select(self, rng: random.Random) -> Selection:
         """A parent, its island and inspirations; a deterministic function of the archive and `rng`."""
-        return self.selector.select(self.islands, self.elites, rng, fallback=self._seed)
+        return self.selector.select(self.islands, self.elites, rng, fallback=self._seed, best=self._best)
 
     def best(self) -> Candidate | None:
         """The best valid candidate admitted so far (the earliest among equals)."""

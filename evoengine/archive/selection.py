@@ -1,6 +1,11 @@
 """Parent and inspiration sampling.
 
-Each parent comes from one of three shares of `config.selection`, normalised: `exploit`
+Two baselines bypass everything below: `iid` takes the seed as every parent, `greedy` the
+run's best (the earliest among equals), each with no inspirations and ignoring the shares
+and islands (the child lives on the parent's island). They are how a run measures what
+evolution adds over independent sampling and sequential refinement at the same budget.
+
+Otherwise each parent comes from one of three shares of `config.selection`, normalised: `exploit`
 (the configured strategy on the chosen island), `explore` (uniform on the island) and
 `elites` (the elite of a uniformly drawn filled MAP-Elites cell). The island is drawn
 uniformly. Strategies over an island's members, which are sorted best-first:
@@ -43,7 +48,8 @@ class Selection:
     """A parent, the island its child will live on, and candidates to show beside it.
 
     `source` says which share picked the parent: "exploit:<strategy>", "explore", "elite",
-    or "seed" when no valid candidate exists yet and the (invalid) seed is all there is.
+    a baseline ("iid", "greedy"), or "seed" when no valid candidate exists yet and the
+    (invalid) seed is all there is.
     """
 
     island: int
@@ -141,9 +147,19 @@ class ParentSelector:
         self._shares = np.cumsum(shares if shares.sum() > 0 else np.array([1.0, 0.0, 0.0]))
 
     def select(
-        self, islands: IslandModel, elites: EliteArchive | None, rng: random.Random, fallback: Candidate | None = None
+        self,
+        islands: IslandModel,
+        elites: EliteArchive | None,
+        rng: random.Random,
+        fallback: Candidate | None = None,
+        best: Candidate | None = None,
     ) -> Selection:
+        """`fallback` is the seed (the first admitted candidate), `best` the run's best valid one."""
         k = len(islands)
+        baseline = self.config.strategy
+        if baseline in ("iid", "greedy") and fallback is not None:
+            parent = fallback if baseline == "iid" or best is None else best
+            return Selection(parent.island % k, parent, [], baseline)
         first = rng.randrange(k)
         island = next((j % k for j in range(first, first + k) if len(islands[j % k])), None)
         if island is None:

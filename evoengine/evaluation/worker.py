@@ -54,7 +54,8 @@ from typing import Any, BinaryIO
 from evoengine.errors import ProblemError
 from evoengine.evaluation import call, mounts, namespaces, processes, sandbox
 from evoengine.evaluation.view import THREAD_VARS, View
-from evoengine.problem import EvalResult, LoadedProblem, load_problem
+from evoengine.peers import open_problem
+from evoengine.problem import EvalResult, LoadedProblem
 
 log = logging.getLogger("evoengine.evaluation.worker")
 
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     limits = sandbox.Limits.from_json(args.limits)
     view = View.from_json(args.view) if args.view else None
     try:
-        loaded = load_problem(args.problem)
+        loaded = open_problem(args.problem)
     except ProblemError as exc:
         send({"error": str(exc), "kind": "problem"})
         return 1

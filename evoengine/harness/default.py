@@ -1,9 +1,13 @@
 """The built-in harness: the per-proposal policy and the prompt, from the templates.
 
-Policy: the operator is drawn from `config.operators` weights (crossover only when there is
-a second parent to cross with); the prompt shows up to `MAX_INSPIRATIONS` inspirations;
-the temperature is the model's own, raised a little each time the same slot was already
-rejected (`ctx.attempt`), so a retry does not repeat itself.
+Policy: the operator is drawn from the model's learnt odds (`ctx.operator_weights`, which
+start at the `config.operators` weights and follow the model's own record), or from the
+configured weights when there are none; crossover only when there is a second parent to
+cross with. The prompt shows up to `MAX_INSPIRATIONS` inspirations (none with
+`selection.inspirations: false`) and the recent failures (none for the `iid` baseline,
+whose every prompt is the seed's); the temperature is the model's own, raised a little
+each time the same slot was already rejected (`ctx.attempt`), so a retry does not repeat
+itself. `operators.crossover: 0` also keeps the offline operators from crossing.
 
 Prompt: a system message framing the problem's kind, then one user message with the
 problem's description, the parent (score, metrics, evaluator feedback, text), the
@@ -19,9 +23,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from evoengine.blocks import evolve_blocks
 from evoengine.config import Config
 from evoengine.harness import OfflinePlan, Plan, Templates
-from evoengine.patches import evolve_blocks
 from evoengine.records import ProposalContext
 
 # The policy: what `evoengine self-evolve` may change (everything between the markers).
@@ -92,13 +96,13 @@ class Harness:
 
     def plan(self, ctx: ProposalContext, arm: str) -> Plan:
         ops = self.config.operators
-        weights = {"diff": ops.diff, "full": ops.full, "crossover": ops.crossover}
+        weights = dict(ctx.operator_weights or {"diff": ops.diff, "full": ops.full, "crossover": ops.crossover})
         if not any(c.id != ctx.parent.id for c in ctx.inspirations[:1]):
             weights["crossover"] = 0.0
         if sum(weights.values()) <= 0:
             weights = {"diff": 1.0, "full": 0.0, "crossover": 0.0}
         operator = ctx.rng.choices(list(weights), weights=list(weights.values()))[0]
-        shown = min(len(ctx.inspirations), MAX_INSPIRATIONS)
+        shown = min(len(ctx.inspirations), MAX_INSPIRATIONS) if self.config.selection.inspirations else 0
         temperature = None
         if ctx.attempt > 0:
             base = self.temperatures.get(arm, 0.8)
@@ -106,7 +110,10 @@ class Harness:
         return Plan(operator, shown, temperature, _focus(ctx))
 
     def offline(self, ctx: ProposalContext) -> OfflinePlan:
-        return offline_plan(ctx)
+        plan = offline_plan(ctx)
+        if self.config.operators.crossover > 0 or not plan.weights:
+            return plan
+        return OfflinePlan({**plan.weights, "crossover": 0.0}, plan.step)
 
     # ------------------------------------------------------------ prompt
 
@@ -132,7 +139,8 @@ class Harness:
             blocks = [self._candidate(c, f"Candidate {c.id}", words) for c in shown]
             inspirations = self.templates.render("inspirations", candidates="\n\n".join(blocks), **words)
         failures = ""
-        recent = [f for f in ctx.failures[-MAX_FAILURES:] if f.strip()]
+        independent = self.config.selection.strategy == "iid"
+        recent = [] if independent else [f for f in ctx.failures[-MAX_FAILURES:] if f.strip()]
         if recent:
             items = "\n".join(f"- {_clip(f, FAILURE_CHARS)}" for f in recent)
             failures = self.templates.render("failures", items=items, **words)

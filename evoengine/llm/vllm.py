@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import Model
 from ..errors import ModelError
-from .client import Completion, MalformedReply
+from .backends import Completion, MalformedReply
 
 log = logging.getLogger(__name__)
 

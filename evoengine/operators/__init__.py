@@ -5,6 +5,10 @@ a per-proposal RNG) and gets back a `Proposal` (the child's text and how it was 
 a `ProposalFailed` carrying the reason, which the store records. Model calls are reported
 through `ctx.record_call` as soon as they return, so spend is never lost.
 
+After each proposal closes, the engine reports how it went through `observe(arm, reward,
+cost, operator=..., stage=...)`, in closing order, live and again when a run resumes, so a
+proposer's learnt state is a deterministic function of the closed proposals.
+
 Proposers: `offline.OfflineProposer` (AST operators, no model) and the model-driven
 proposer in `operators.llm`.
 """
@@ -12,9 +16,14 @@ proposer in `operators.llm`.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
 
-from ..records import Proposal, ProposalContext
+from ..records import Candidate, Proposal, ProposalContext, ProposalFailed
+
+# How far a proposal's child got: none made (the model call or the patch failed), made but
+# refused before evaluation (a duplicate, novelty), evaluated invalid, evaluated valid.
+Stage = Literal["failed", "rejected", "invalid", "valid"]
 
 
 class Proposer(Protocol):
@@ -23,10 +32,17 @@ class Proposer(Protocol):
     def arms(self) -> list[str]:
         """Names the bandit chooses between (models, and "offline" if it is an arm)."""
 
+    async def start(self) -> None:
+        """Before the first proposal: check what the proposer needs (models' pre-flight)."""
+
     async def propose(self, ctx: ProposalContext) -> Proposal: ...
 
-    def observe(self, arm: str, reward: float, cost: float) -> None:
-        """Feedback after a child of `arm` was evaluated (reward in [0, 1])."""
+    def observe(
+        self, arm: str, reward: float, cost: float, *, operator: str | None = None, stage: Stage | None = None
+    ) -> None:
+        """Feedback after a proposal of `arm` closed: its reward in [0, 1], its cost, the
+        operator that made it (`Proposal.operator` / `ProposalFailed.operator`) and how far
+        its child got (`stage`)."""
 
     def stats(self) -> dict[str, Any]:
         """Per-arm calls, mean reward, cost, selection probability (for `status`)."""
@@ -40,6 +56,8 @@ class BuiltinProposer:
 
     ARM = "offline"
 
+    tries = 8  # operators drawn per proposal before it fails
+
     def __init__(self) -> None:
         self.observed = 0  # children evaluated, as reported through `observe`
         self.reward = 0.0  # their summed rewards
@@ -48,15 +66,66 @@ class BuiltinProposer:
     def _propose(self, ctx: ProposalContext) -> Proposal:
         raise NotImplementedError
 
+    def failed(self, ctx: ProposalContext, reason: str) -> ProposalFailed:
+        return ProposalFailed(reason, operator="offline", model=self.ARM, parents=(ctx.parent.id,))
+
+    def first_usable(
+        self,
+        ctx: ProposalContext,
+        weights: dict[str, float],
+        operators: dict[str, Callable[[], Any]],
+        child: Callable[[Any], tuple[str, str, Candidate | None]],
+        none_found: str,
+    ) -> Proposal:
+        """Draw operators by `weights` until one makes a usable child, `self.tries` times at
+        most. An operator returns what it changed (with `.name` and `.change`), or None when it
+        has nothing to change (then it is not drawn again); `child(made)` gives the child's
+        text, why it is unusable (empty if it is not) and the second parent of a crossover."""
+        available = [k for k in weights if k in operators]
+        reasons: list[str] = []
+        for attempt in range(self.tries):
+            if not available:
+                break
+            name = ctx.rng.choices(available, weights=[weights[k] for k in available])[0]
+            try:
+                made = operators[name]()
+            except (RecursionError, ValueError) as exc:
+                reasons.append(f"{name}: {exc}")
+                continue
+            if made is None:
+                reasons.append(f"{name}: nothing to change")
+                available.remove(name)
+                continue
+            text, why, other = child(made)
+            if why:
+                reasons.append(f"{made.name}: {why}")
+                continue
+            return Proposal(
+                text=text,
+                operator=f"offline:{made.name}",
+                model=self.ARM,
+                parents=(ctx.parent.id, other.id) if other is not None else (ctx.parent.id,),
+                change=f"with #{other.id}: {made.change}" if other is not None else made.change,
+                meta={"tries": attempt + 1},
+            )
+        raise self.failed(
+            ctx, f"{none_found}: " + ("; ".join(dict.fromkeys(reasons)) or "the editable region is empty")
+        )
+
     def arms(self) -> list[str]:
         return [self.ARM]
+
+    async def start(self) -> None:
+        return None
 
     async def propose(self, ctx: ProposalContext) -> Proposal:
         proposal = self._propose(ctx)
         self.made[proposal.operator] = self.made.get(proposal.operator, 0) + 1
         return proposal
 
-    def observe(self, arm: str, reward: float, cost: float) -> None:
+    def observe(
+        self, arm: str, reward: float, cost: float, *, operator: str | None = None, stage: Stage | None = None
+    ) -> None:
         if arm == self.ARM:
             self.observed += 1
             self.reward += min(max(reward, 0.0), 1.0) if math.isfinite(reward) else 0.0

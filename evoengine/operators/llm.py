@@ -1,9 +1,10 @@
 """Language models as mutation and crossover operators, chosen by a bandit.
 
 For each proposal `ModelProposer` asks the bandit for an arm (a model name, or "offline"
-when `operators.offline_arm` offers the offline operators beside the models), lets the
-harness plan it (diff, full rewrite or crossover; inspirations; temperature) and write the
-prompt, calls the model, and turns the reply into a child with `operators.patches`. A
+when `operators.offline_arm` offers the offline operators beside the models), hands the
+harness that model's learnt operator odds (`operators.odds`, in `ctx.operator_weights`),
+lets it plan the proposal (diff, full rewrite or crossover; inspirations; temperature) and
+write the prompt, calls the model, and turns the reply into a child with `operators.patches`. A
 reply that cannot be parsed or applied goes back to the model with the error, up to
 `operators.repair_attempts` times; after that the proposal fails with the reason, as it
 does when the model call itself fails. Every call is reported through `ctx.record_call`.
@@ -11,19 +12,22 @@ does when the model call itself fails. Every call is reported through `ctx.recor
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 from typing import Any
 
+from ..blocks import check_only_block
 from ..config import Config
 from ..errors import ConfigError
 from ..harness import Harness, Plan, load_harness
 from ..llm.bandit import ModelBandit, make_bandit
 from ..llm.client import ModelPool
-from ..patches import PatchError, apply_diff, apply_rewrite, check_only_block, parse_diff
+from ..patches import PatchError, apply_diff, apply_rewrite, parse_diff, syntax_error
 from ..problem import Problem
 from ..records import Proposal, ProposalContext, ProposalFailed
-from . import Proposer
+from . import Proposer, Stage
+from .odds import OperatorOdds
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,7 @@ class ModelProposer:
         if not arms:
             raise ConfigError("no models configured: add `models:` or use the offline operators")
         self.bandit: ModelBandit = make_bandit(config.bandit, arms)
+        self.odds = OperatorOdds(config.operators)
         self.harness = harness if harness is not None else load_harness(config)
         self.repair_attempts = config.operators.repair_attempts
         self.require_fence = problem.language != "text"
@@ -91,6 +96,8 @@ class ModelProposer:
         arm = self.bandit.select(ctx.rng)
         if arm == OFFLINE:
             return await self._offline(ctx)
+        if self.config.operators.adapt:
+            ctx = dataclasses.replace(ctx, operator_weights=self.odds.weights(arm))
         plan = self.harness.plan(ctx, arm)
         parents = (ctx.parent.id,)
         if plan.operator == "crossover":
@@ -140,14 +147,21 @@ class ModelProposer:
             return Proposal(child, plan.operator, arm, parents, unified_change(ctx.parent.text, child), cost, meta)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def observe(self, arm: str, reward: float, cost: float) -> None:
+    def observe(
+        self, arm: str, reward: float, cost: float, *, operator: str | None = None, stage: Stage | None = None
+    ) -> None:
         self.bandit.observe(arm, reward, cost)
+        if operator is not None and stage is not None:
+            self.odds.observe(arm, operator, stage, reward)
 
     def stats(self) -> dict[str, Any]:
-        return self.bandit.stats()
+        stats = self.bandit.stats()
+        for arm in self.pool.names:
+            stats[arm]["operators"] = self.odds.stats(arm)
+        return stats
 
     def state(self) -> dict[str, Any]:
-        return self.bandit.state()
+        return {**self.bandit.state(), "operators": self.odds.state()}
 
     async def aclose(self) -> None:
         await self.pool.aclose()
@@ -167,6 +181,9 @@ class ModelProposer:
             )
         if plan.block:  # several named texts mutate one at a time
             check_only_block(parent, child, plan.block, comment)
+        why = syntax_error(child, self.problem.language)
+        if why is not None:  # back to the model, like a patch that does not apply
+            raise PatchError(why)
         return child
 
     async def _offline(self, ctx: ProposalContext) -> Proposal:

@@ -15,6 +15,10 @@ Operators (the `Proposal.operator` names), tried with the weights in `WEIGHTS`:
   parent lacks; `Proposal.parents` names both.
 - ``offline:delete`` / ``offline:duplicate`` / ``offline:swap``: remove a line, copy a line
   to a random place, exchange two lines (blank lines are never picked).
+- ``offline:number``: nudge one (sometimes two) numeric literals in the lines (``0.5``,
+  ``12``, ``1e-3``; not part of a word such as ``x1`` or ``0x1f`` or ``1.0f``) as the AST
+  operators nudge Python constants: ints stay ints; a value that turns negative is written
+  in brackets, ``(-0.2)``, so that ``a-1.0`` cannot become ``a--0.2``.
 - ``offline:crossover`` with the first inspiration whose text differs: the two editable
   regions are aligned line by line (difflib), and each differing stretch is taken from
   either parent, so the child keeps what both share and mixes where they differ;
@@ -30,20 +34,31 @@ from __future__ import annotations
 import difflib
 import logging
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..patches import Block, PatchError, check_frozen, evolve_blocks, splice_blocks
+from ..blocks import Block, PatchError, check_frozen, evolve_blocks, splice_blocks
 from ..problem import Problem
-from ..records import Candidate, Proposal, ProposalContext, ProposalFailed
+from ..records import Candidate, Proposal, ProposalContext
 from . import BuiltinProposer
+from .offline.mutations import format_float, perturb
 
 log = logging.getLogger(__name__)
 
 ARM = BuiltinProposer.ARM
-WEIGHTS = {"vocabulary": 0.35, "borrow": 0.15, "crossover": 0.2, "delete": 0.15, "duplicate": 0.05, "swap": 0.1}
+WEIGHTS = {
+    "vocabulary": 0.3,
+    "borrow": 0.15,
+    "crossover": 0.15,
+    "number": 0.15,
+    "delete": 0.1,
+    "duplicate": 0.05,
+    "swap": 0.1,
+}
+_NUMBER = re.compile(r"(?<![\w.])(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w.])")
 NEEDS_OTHER = ("borrow", "crossover")
 
 
@@ -149,6 +164,26 @@ def _swap(regions: list[_Lines], rng: random.Random) -> _Change | None:
     return _Change({b: rows}, f"swapped lines {i + 1} and {j + 1}", "swap")
 
 
+def _number(regions: list[_Lines], rng: random.Random) -> _Change | None:
+    """Nudge one (sometimes two) numeric literals, as the AST operators nudge Python constants."""
+    sites = [(b, i, m) for b, r in enumerate(regions) for i, row in enumerate(r.rows) for m in _NUMBER.finditer(row)]
+    if not sites:
+        return None
+    picked = rng.sample(sites, 1 if rng.random() < 0.75 else min(2, len(sites)))
+    rows = {b: list(regions[b].rows) for b, _, _ in picked}
+    said = []
+    for b, i, m in sorted(picked, key=lambda s: (s[0], s[1], -s[2].start())):  # right to left within a line
+        old = float(m.group()) if any(c in m.group() for c in ".eE") else int(m.group())
+        new = perturb(old, rng)
+        text = str(new) if isinstance(new, int) else format_float(new, old)
+        if text is None:
+            continue
+        text = f"({text})" if text.startswith("-") else text
+        rows[b][i] = rows[b][i][: m.start()] + text + rows[b][i][m.end() :]
+        said.append(f"line {i + 1}: {m.group()} -> {text}")
+    return _Change(rows, "nudged " + "; ".join(said), "number") if said else None
+
+
 def _insert(region: _Lines, lines: Sequence[str], rng: random.Random) -> tuple[list[str], list[int]]:
     rows = list(region.rows)
     places = []
@@ -247,14 +282,10 @@ class TextProposer(BuiltinProposer):
 
     def _propose(self, ctx: ProposalContext) -> Proposal:
         parent, problem = ctx.parent, ctx.problem
-
-        def failed(reason: str) -> ProposalFailed:
-            return ProposalFailed(reason, operator="offline", model=ARM, parents=(parent.id,))
-
         try:
             blocks = evolve_blocks(parent.text, problem.comment)
         except PatchError as exc:
-            raise failed(f"the parent's EVOLVE-BLOCK markers are broken: {exc}") from None
+            raise self.failed(ctx, f"the parent's EVOLVE-BLOCK markers are broken: {exc}") from None
         regions = [_Lines.of(parent.text[b.start : b.end]) for b in blocks]
         others = self._others(ctx)
         words = vocabulary(problem)
@@ -262,38 +293,20 @@ class TextProposer(BuiltinProposer):
             "vocabulary": lambda: _from_vocabulary(regions, words, ctx.rng),
             "borrow": lambda: _borrow(regions, others, ctx.rng),
             "crossover": lambda: _crossover(regions, others, ctx.rng),
+            "number": lambda: _number(regions, ctx.rng),
             "delete": lambda: _delete(regions, ctx.rng),
             "duplicate": lambda: _duplicate(regions, ctx.rng),
             "swap": lambda: _swap(regions, ctx.rng),
         }
-        available = [k for k in self.weights if (k not in NEEDS_OTHER or others) and (k != "vocabulary" or words)]
-        reasons: list[str] = []
-        for attempt in range(self.tries):
-            if not available:
-                break
-            name = ctx.rng.choices(available, weights=[self.weights[k] for k in available])[0]
-            made = operators[name]()
-            if made is None:
-                reasons.append(f"{name}: nothing to change")
-                available.remove(name)
-                continue
-            child, why = self._child(parent.text, blocks, regions, made, problem.comment)
-            if why:
-                reasons.append(f"{name}: {why}")
-                continue
-            two = made.other is not None
-            return Proposal(
-                text=child,
-                operator=f"offline:{made.name}",
-                model=ARM,
-                parents=(parent.id, made.other.id) if two else (parent.id,),  # type: ignore[union-attr]
-                change=made.change,
-                meta={"tries": attempt + 1},
-            )
-        raise failed(
-            "text operators found no edit that changes the text: "
-            + ("; ".join(dict.fromkeys(reasons)) or "the editable region is empty")
-        )
+        usable = {
+            k: f for k, f in operators.items() if (k not in NEEDS_OTHER or others) and (k != "vocabulary" or words)
+        }
+
+        def child(made: _Change) -> tuple[str, str, Candidate | None]:
+            text, why = self._child(parent.text, blocks, regions, made, problem.comment)
+            return text, why, made.other
+
+        return self.first_usable(ctx, self.weights, usable, child, "text operators found no edit that changes the text")
 
     @staticmethod
     def _child(text: str, blocks: list[Block], regions: list[_Lines], made: _Change, comment: str) -> tuple[str, str]:

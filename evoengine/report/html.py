@@ -1,10 +1,11 @@
-"""The report as one self-contained HTML file: page, styles, plotly.js and data inline.
+"""The report as one self-contained HTML file: page, styles, scripts and data inline.
 
 Candidate text is model-written and untrusted, so it enters the page only as JSON inside a
 `<script type="application/json">` block with `<`, `>` and `&` escaped (no text can close
-the block), and the page's script puts it on screen with `textContent`. A
-Content-Security-Policy lets only the page's own two scripts run (by hash), so even markup
-that slipped through could not execute.
+the block), or inside gzip chunks in base64; the page's scripts put it on screen with
+`textContent`. A Content-Security-Policy lets only the page's own scripts run (by hash), so
+even markup that slipped through could not execute. The scripts are our own (no charting
+library): canvas charts, a canvas lineage tree, a virtualised table and a small highlighter.
 """
 
 from __future__ import annotations
@@ -17,30 +18,20 @@ import json
 import math
 import os
 import re
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..store import RunStore
-from .data import all_details, run_summary
+from ..store import RunReader
+from .data import detail_chunks, lineage_order, run_summary
 
 REPORT_NAME = "report.html"
+SCRIPTS = ("draw.js", "text.js", "page.js")  # in load order; each its own <script>
 
 
 @functools.cache
 def _asset(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-
-
-@functools.cache
-def _plotly_js() -> str:
-    import plotly.offline
-
-    js = plotly.offline.get_plotlyjs()
-    if "</script" in js.lower():  # cannot happen with plotly's bundle; would end the block early
-        js = re.sub(r"</(script)", r"<\\/\1", js, flags=re.IGNORECASE)
-    return js
 
 
 def _finite(value: Any) -> Any:
@@ -70,54 +61,60 @@ def _hash(script: str) -> str:
 def content_security_policy(live: bool) -> str:
     """Only the page's own scripts may run; nothing loads from the network (but the
     viewer's own JSON endpoints when live)."""
-    scripts = " ".join(_hash(s) for s in (_plotly_js(), _asset("page.js")))
+    scripts = " ".join(_hash(_asset(name)) for name in SCRIPTS)
     return "; ".join(
         [
             "default-src 'none'",
-            # plotly's WebGL traces (regl) compile shaders' glue code with new Function.
-            f"script-src {scripts} 'unsafe-eval'",
+            f"script-src {scripts}",
             "style-src 'unsafe-inline'",
             "img-src data: blob:",
-            "font-src data:",
-            "connect-src 'self'" if live else "connect-src 'none'",
+            "connect-src 'self' data:" if live else "connect-src data:",
             "base-uri 'none'",
             "form-action 'none'",
         ]
     )
 
 
-def render_page(summary: dict[str, Any], live: bool = False) -> str:
-    """The page for a summary (with `details` embedded for a static report)."""
+def render_page(data: dict[str, Any], title: str, live: bool = False) -> str:
+    """The page for `data` (a run summary, with `details` for a static report, or a comparison)."""
     values = {
         "csp": html.escape(content_security_policy(live), quote=True),
-        "title": html.escape(f"evoengine · {summary['run']['name']}"),
+        "title": html.escape(f"evoengine · {title}"),
         "css": _asset("page.css"),
-        "data": script_json(summary),
-        "plotly": _plotly_js(),
-        "app": _asset("page.js"),
+        "data": script_json(data),
+        "scripts": "".join(f"<script>{_asset(name)}</script>\n" for name in SCRIPTS),
     }
     # One pass over the template only, so no inserted text is ever read as a placeholder.
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], _asset("page.html"))
+
+
+def report_data(run_dir: Path) -> dict[str, Any]:
+    """A run's summary with every proposal's texts, as the static report embeds them."""
+    reader = RunReader.open(run_dir)
+    try:
+        summary = run_summary(reader, run_dir, live=False)
+        summary["details"] = detail_chunks(reader, lineage_order(summary))
+    finally:
+        reader.close()
+    return summary
+
+
+def write_page(page: str, out: Path) -> Path:
+    """Write `page` to `out` atomically, with the permissions the umask gives new files."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
 
 
 def write_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
     """Write the run's report (default `run_dir/report.html`); it opens offline, anywhere."""
     run_dir = Path(run_dir)
     out = Path(out_path) if out_path is not None else run_dir / REPORT_NAME
-    store = RunStore.open(run_dir, readonly=True)
-    try:
-        summary = run_summary(store, run_dir, live=False)
-        summary["details"] = all_details(store)
-    finally:
-        store.close()
-    page = render_page(summary, live=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    summary = report_data(run_dir)
+    return write_page(render_page(summary, summary["run"]["name"]), out)

@@ -5,7 +5,8 @@ background thread and returns its URL (for tests and notebooks). Routes:
 
     GET /                      the report page (its script polls the summary)
     GET /api/summary?since=V   the run summary, or {"unchanged": true} if still at version V
-    GET /api/candidate/<id>    one candidate in full (text, diffs, metrics, feedback)
+    GET /api/details?after=T   proposals finished after T in full, as the page's gzip chunks
+    GET /api/candidate/<id>    one proposal in full (text, feedback, reason, model calls)
 
 Each request opens the store read-only (`mode=ro`) and reads inside one short read
 transaction, so the run's single writer is never blocked (WAL mode). It binds 127.0.0.1
@@ -25,9 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import StoreError
-from ..store import RunStore
-from .data import candidate_detail, run_summary, snapshot, version
+from ..errors import EvoError, StoreError
+from ..store import RunReader
+from .data import detail_chunks, run_summary
 from .html import content_security_policy, render_page, script_json
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,14 @@ class ViewerServer(ThreadingHTTPServer):
     def __init__(self, run_dir: Path, host: str, port: int):
         self.run_dir = Path(run_dir)
         self.host = host
-        RunStore.open(self.run_dir, readonly=True).close()  # fail now, with the store's message
-        super().__init__((host, port), ViewerHandler)
+        RunReader.open(self.run_dir).close()  # fail now, with the store's message
+        try:
+            super().__init__((host, port), ViewerHandler)
+        except OSError as exc:
+            raise EvoError(
+                f"cannot serve on {host}:{port}: {exc.strerror or exc}. Another program may hold the port: "
+                "choose another with --port (0 picks a free one)"
+            ) from exc
 
     @property
     def url(self) -> str:
@@ -95,6 +102,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
                 self._page()
             elif url.path == "/api/summary":
                 self._summary(parse_qs(url.query).get("since", [None])[0])
+            elif url.path == "/api/details":
+                self._details(parse_qs(url.query).get("after", [None])[0])
             elif m := re.fullmatch(r"/api/candidate/(\d+)", url.path):
                 self._candidate(int(m.group(1)))
             elif url.path == "/favicon.ico":
@@ -106,8 +115,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    def _open(self) -> RunStore:
-        return RunStore.open(self.server.run_dir, readonly=True)
+    def _open(self) -> RunReader:
+        return RunReader.open(self.server.run_dir)
 
     def _page(self) -> None:
         store = self._open()
@@ -115,7 +124,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
             summary = run_summary(store, self.server.run_dir, live=True)
         finally:
             store.close()
-        body = render_page(summary, live=True).encode("utf-8")
+        body = render_page(summary, summary["run"]["name"], live=True).encode("utf-8")
         self._send(
             HTTPStatus.OK,
             body,
@@ -127,8 +136,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
         store = self._open()
         try:
             if since is not None:
-                with snapshot(store):
-                    current = version(store)
+                with store.snapshot():
+                    current = store.version()
                 if current == since:
                     self._json({"unchanged": True, "version": current})
                     return
@@ -137,10 +146,24 @@ class ViewerHandler(BaseHTTPRequestHandler):
             store.close()
         self._json(summary)
 
+    def _details(self, after: str | None) -> None:
+        try:
+            since = float(after) if after else None
+        except ValueError:
+            since = None
+        store = self._open()
+        try:
+            self._json(detail_chunks(store, finished_after=since))
+        finally:
+            store.close()
+
     def _candidate(self, candidate_id: int) -> None:
         store = self._open()
         try:
-            detail = candidate_detail(store, candidate_id)
+            detail = store.proposal(candidate_id)
+            if detail is None:
+                raise StoreError(f"no proposal with id {candidate_id} in {store.path}")
+            detail["calls"] = store.calls([candidate_id]).get(candidate_id, [])
         finally:
             store.close()
         self._json(detail)

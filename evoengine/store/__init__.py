@@ -8,6 +8,7 @@ and the viewer go through. No SQL lives outside this package.
 from __future__ import annotations
 
 from .db import FILENAME, SCHEMA_VERSION, StoreFile
+from .reader import STATUSES, RunReader, outcome
 from .writer import RunStore
 
-__all__ = ["FILENAME", "SCHEMA_VERSION", "RunStore", "StoreFile"]
+__all__ = ["FILENAME", "SCHEMA_VERSION", "STATUSES", "RunReader", "RunStore", "StoreFile", "outcome"]

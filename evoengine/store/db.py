@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,10 @@ from typing import Any
 from typing_extensions import Self
 
 from ..errors import StoreError
+from ..problem import safe_text
 from ..records import Candidate
 
-SCHEMA_VERSION = 2  # 2: basis, attempt, closed (a version-1 store is upgraded on opening)
+SCHEMA_VERSION = 3  # 2: basis, attempt, closed; 3: kind (older stores are upgraded on opening for writing)
 FILENAME = "archive.sqlite"
 
 SCHEMA = """
@@ -60,7 +61,8 @@ CREATE TABLE IF NOT EXISTS candidates (
     finished REAL,
     basis INTEGER,
     attempt INTEGER NOT NULL DEFAULT 0,
-    closed INTEGER
+    closed INTEGER,
+    kind TEXT
 );
 CREATE INDEX IF NOT EXISTS candidates_status ON candidates(status);
 CREATE TABLE IF NOT EXISTS model_calls (
@@ -110,50 +112,41 @@ def _raise_store_error(exc: sqlite3.DatabaseError, path: str) -> None:
     raise StoreError(f"cannot read or write {path}: {text}") from exc
 
 
+def _guarded(method: Any) -> Any:
+    """`method` with SQLite's errors about the file raised as `StoreError`s and, for writes,
+    text that UTF-8 cannot carry (lone surrogates) escaped instead of crashing the run."""
+
+    def call(self: sqlite3.Cursor, *args: Any) -> Any:
+        try:
+            return method(self, *map(_safe_params, args))
+        except sqlite3.DatabaseError as exc:
+            _raise_store_error(exc, self.connection.store_path)
+
+    return call
+
+
+def _safe_params(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [safe_text(v) if isinstance(v, str) else v for v in value]
+    if isinstance(value, dict):
+        return {k: safe_text(v) if isinstance(v, str) else v for k, v in value.items()}
+    if isinstance(value, Iterable):  # executemany's rows
+        return (_safe_params(row) for row in value)
+    return value
+
+
 class _Cursor(sqlite3.Cursor):
     """A cursor whose SQLite errors about the file are `StoreError`s (`_raise_store_error`)."""
 
-    def execute(self, sql: str, parameters: Any = ()) -> _Cursor:
-        try:
-            return super().execute(sql, parameters)
-        except sqlite3.DatabaseError as exc:
-            _raise_store_error(exc, self.connection.store_path)
-
-    def executemany(self, sql: str, seq: Any) -> _Cursor:
-        try:
-            return super().executemany(sql, seq)
-        except sqlite3.DatabaseError as exc:
-            _raise_store_error(exc, self.connection.store_path)
-
-    def executescript(self, script: str) -> _Cursor:
-        try:
-            return super().executescript(script)
-        except sqlite3.DatabaseError as exc:
-            _raise_store_error(exc, self.connection.store_path)
-
-    def fetchone(self) -> Any:
-        try:
-            return super().fetchone()
-        except sqlite3.DatabaseError as exc:
-            _raise_store_error(exc, self.connection.store_path)
-
-    def fetchmany(self, size: int | None = None) -> list[Any]:
-        try:
-            return super().fetchmany(self.arraysize if size is None else size)
-        except sqlite3.DatabaseError as exc:
-            _raise_store_error(exc, self.connection.store_path)
-
-    def fetchall(self) -> list[Any]:
-        try:
-            return super().fetchall()
-        except sqlite3.DatabaseError as exc:
-            _raise_store_error(exc, self.connection.store_path)
-
-    def __next__(self) -> Any:
-        try:
-            return super().__next__()
-        except sqlite3.DatabaseError as exc:
-            _raise_store_error(exc, self.connection.store_path)
+    execute = _guarded(sqlite3.Cursor.execute)
+    executemany = _guarded(sqlite3.Cursor.executemany)
+    executescript = _guarded(sqlite3.Cursor.executescript)
+    fetchone = _guarded(sqlite3.Cursor.fetchone)
+    fetchmany = _guarded(sqlite3.Cursor.fetchmany)
+    fetchall = _guarded(sqlite3.Cursor.fetchall)
+    __next__ = _guarded(sqlite3.Cursor.__next__)
 
 
 class _Connection(sqlite3.Connection):
@@ -269,9 +262,9 @@ class StoreFile:
                 if "no such table" not in str(exc):
                     raise
                 raise StoreError(f"{path} is not an evoengine run store (it has no meta table)") from exc
-            if version == 1 and not readonly:
-                store._upgrade_from_1()
-            elif version not in (1, SCHEMA_VERSION):
+            if version in (1, 2) and not readonly:
+                store._upgrade(version)
+            elif version not in (1, 2, SCHEMA_VERSION):
                 raise StoreError(
                     f"{path} was written with store schema {version}; this evoengine reads schema "
                     f"{SCHEMA_VERSION}. Use the evoengine version that wrote it."
@@ -337,8 +330,21 @@ class StoreFile:
         with self.transaction():
             self._put_state(state)
 
-    def _upgrade_from_1(self) -> None:
+    def _upgrade(self, version: int) -> None:
+        """Bring a store written by an older evoengine up to `SCHEMA_VERSION`, in one transaction."""
         with self.transaction() as conn:
-            for column in ("basis INTEGER", "attempt INTEGER NOT NULL DEFAULT 0", "closed INTEGER"):
-                conn.execute(f"ALTER TABLE candidates ADD COLUMN {column}")
+            if version < 2:
+                for column in ("basis INTEGER", "attempt INTEGER NOT NULL DEFAULT 0", "closed INTEGER"):
+                    conn.execute(f"ALTER TABLE candidates ADD COLUMN {column}")
+            if version < 3:
+                conn.execute("ALTER TABLE candidates ADD COLUMN kind TEXT")
+                conn.execute(
+                    "UPDATE candidates SET kind = CASE"
+                    " WHEN status='failed' AND reason LIKE 'novelty:%' THEN 'novelty'"
+                    " WHEN status='failed' AND model IS NOT NULL AND model != 'offline'"
+                    "  AND reason NOT LIKE '%reply unusable%' THEN 'model'"
+                    " WHEN status='failed' THEN 'patch'"
+                    " WHEN status='evaluated' AND valid=0 AND feedback LIKE 'gate:%' THEN 'gate'"
+                    " WHEN status='evaluated' AND valid=0 THEN 'evaluation' END"
+                )
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (json.dumps(SCHEMA_VERSION),))

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..records import Candidate, ModelCall
-from .db import CANDIDATE_COLUMNS, CLOSING_ORDER, StoreFile, row_to_candidate
+from .db import CANDIDATE_COLUMNS, StoreFile, row_to_candidate
 
 
 class RunStore(StoreFile):
@@ -52,6 +52,7 @@ class RunStore(StoreFile):
         proposal_id: int,
         *,
         reason: str,
+        kind: str = "patch",
         operator: str,
         model: str | None,
         parents: tuple[int, ...],
@@ -61,12 +62,14 @@ class RunStore(StoreFile):
         island: int = 0,
         closed: int | None = None,
     ) -> None:
-        """Close a proposal that produced no evaluated child; `reward` is what its arm earned."""
+        """Close a proposal that produced no evaluated child: why (`kind`: patch, model, syntax,
+        novelty; `reason`), and `reward`, what its arm earned."""
         self.conn.execute(
-            "UPDATE candidates SET status='failed', reason=?, operator=?, model=?, parents=?, cost=?,"
+            "UPDATE candidates SET status='failed', reason=?, kind=?, operator=?, model=?, parents=?, cost=?,"
             " reward=?, text=?, finished=?, island=?, closed=? WHERE id=?",
             (
                 reason,
+                kind,
                 operator,
                 model,
                 json.dumps(list(parents)),
@@ -85,17 +88,19 @@ class RunStore(StoreFile):
         c: Candidate,
         *,
         reward: float | None,
+        kind: str | None = None,
         events: list[tuple[str, dict[str, Any]]] = (),
         state: dict[str, Any] | None = None,
         closed: int | None = None,
     ) -> int:
-        """Close proposal `c.id` as evaluated, in one transaction with its events and state."""
+        """Close proposal `c.id` as evaluated, in one transaction with its events and state;
+        `kind` says why an invalid one is ("evaluation", or "gate": screened by the minibatch)."""
         with self.transaction() as conn:
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM candidates").fetchone()[0]
             updated = conn.execute(
                 "UPDATE candidates SET status='evaluated', seq=?, text=?, parents=?, island=?, generation=?,"
                 " operator=?, model=?, score=?, valid=?, metrics=?, features=?, feedback=?, artifacts=?,"
-                " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?, closed=?"
+                " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?, closed=?, kind=?"
                 " WHERE id=? AND status='pending'",
                 (
                     seq,
@@ -119,6 +124,7 @@ class RunStore(StoreFile):
                     c.origin,
                     time.time(),
                     closed,
+                    kind,
                     c.id,
                 ),
             ).rowcount
@@ -151,12 +157,15 @@ class RunStore(StoreFile):
         for row in rows:
             yield row_to_candidate(row)
 
-    def rewards(self) -> Iterator[tuple[str | None, float | None, float]]:
-        """(model arm, reward, cost) of every closed proposal that earned one, for bandit replay."""
-        yield from self.conn.execute(
-            "SELECT model, reward, cost FROM candidates WHERE status IN ('evaluated', 'failed')"
-            f" AND reward IS NOT NULL ORDER BY {CLOSING_ORDER}"
+    def closings(self) -> Iterator[tuple[sqlite3.Row, Candidate | None]]:
+        """Every closed proposal in the order it was closed, with its candidate when it was
+        admitted: what a resumed run rebuilds its state from."""
+        rows = self.conn.execute(
+            f"SELECT {CANDIDATE_COLUMNS}, status, kind, reason, reward FROM candidates"
+            " WHERE status IN ('evaluated', 'failed') ORDER BY closed IS NOT NULL, closed, seq IS NULL, seq, id"
         )
+        for row in rows:
+            yield row, row_to_candidate(row) if row["status"] == "evaluated" else None
 
     def next_id(self) -> int:
         """The id the next proposal will get."""
@@ -168,33 +177,15 @@ class RunStore(StoreFile):
             self.conn.execute("SELECT COUNT(*) FROM candidates WHERE status IN ('evaluated', 'failed')").fetchone()[0]
         )
 
-    def setbacks(self) -> Iterator[sqlite3.Row]:
-        """Failed proposals (novelty rejections aside) and invalid candidates, in closing order:
-        what the prompts' "recent failures" are made of."""
-        yield from self.conn.execute(
-            "SELECT id, status, island, operator, reason, feedback FROM candidates"
-            " WHERE (status='failed' AND reason NOT LIKE 'novelty:%') OR (status='evaluated' AND valid=0)"
-            f" ORDER BY {CLOSING_ORDER}"
-        )
-
-    def schedule(self) -> dict[int, sqlite3.Row] | None:
-        """Every proposal's (id, status, basis, attempt, closed, reason), by id; None for a store that
-        did not record its schedule (written before schema 2)."""
-        try:
-            rows = self.conn.execute("SELECT id, status, basis, attempt, closed, reason FROM candidates").fetchall()
-        except StoreError:
+    def schedule(self) -> dict[int, dict[str, Any]] | None:
+        """Every proposal's id, status, basis, attempt, closed, reason and kind, by id; None for
+        a store that did not record its schedule (written before schema 2)."""
+        rows = [dict(r) for r in self.conn.execute("SELECT * FROM candidates")]
+        if any(r.get("basis") is None and r.get("closed") is None for r in rows):
             return None
-        if any(r["basis"] is None and r["closed"] is None for r in rows):
-            return None
+        for r in rows:  # a store written before kinds were kept (read-only: not upgraded)
+            r.setdefault("kind", "novelty" if (r["reason"] or "").startswith("novelty:") else None)
         return {r["id"]: r for r in rows}
-
-    def get(self, candidate_id: int) -> Candidate:
-        row = self.conn.execute(
-            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE id=? AND status='evaluated'", (candidate_id,)
-        ).fetchone()
-        if row is None:
-            raise StoreError(f"no admitted candidate with id {candidate_id} in {self.path}")
-        return row_to_candidate(row)
 
     def best(self, n: int = 1) -> list[Candidate]:
         rows = self.conn.execute(
@@ -203,12 +194,6 @@ class RunStore(StoreFile):
             (n,),
         )
         return [row_to_candidate(r) for r in rows]
-
-    def seed(self) -> Candidate | None:
-        row = self.conn.execute(
-            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' ORDER BY seq LIMIT 1"
-        ).fetchone()
-        return row_to_candidate(row) if row else None
 
     def counts(self) -> dict[str, int]:
         out = {"evaluated": 0, "valid": 0, "failed": 0, "pending": 0, "abandoned": 0}
@@ -221,33 +206,6 @@ class RunStore(StoreFile):
 
     def spend(self) -> float:
         return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])
-
-    def failures(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT id, operator, model, reason FROM candidates WHERE status='failed' ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
-        return [dict(r) for r in rows]
-
-    def count_failed(self, reason_prefix: str) -> int:
-        """Failed proposals whose reason starts with `reason_prefix`."""
-        return self.conn.execute(
-            "SELECT COUNT(*) FROM candidates WHERE status='failed' AND substr(reason, 1, ?) = ?",
-            (len(reason_prefix), reason_prefix),
-        ).fetchone()[0]
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT seq, kind, data FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
-        return [
-            {"seq": s, "kind": k, "data": json.loads(d)} for s, k, d in self.conn.execute(sql, (kind,) if kind else ())
-        ]
-
-    def model_usage(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT model, purpose, COUNT(*) AS calls, SUM(error IS NOT NULL) AS errors, SUM(tokens_in) AS tokens_in,"
-            " SUM(tokens_out) AS tokens_out, SUM(cost) AS cost FROM model_calls GROUP BY model, purpose"
-        )
-        return [dict(r) for r in rows]
 
     def recorded_replies(self) -> Iterator[tuple[str, str]]:
         """(request hash, reply) of successful model calls in call order, for replay."""

@@ -1,30 +1,33 @@
-"""Agent-harness evolution: `solve(task, ask, budget)` around a noisy oracle model.
+"""Agent-harness evolution (ADAS / Darwin Gödel Machine style): `solve(task, ask, budget)`.
 
 The candidate is the code around a model: how it splits a task into questions, votes,
-verifies and spends its call budget. Offline, the model is a deterministic simulation with
-correlated errors; with EVOENGINE_HARNESS_MODEL set it is a real chat model. Either way the
-oracle and the answers live in a separate trusted process (`oracle_server`): this module
-never loads them, because the candidate's process is forked from this one.
+verifies and when it stops asking. It runs in a sealed process (`sealed.py`: a fresh
+interpreter in its own namespaces whose root holds only the candidate's file) and talks to
+this evaluator over two pipes: it gets each task's question and an `ask` that comes back
+here. The task data (`towns.py`: the register, the questions and their answers) lives in
+this process only. Every question goes through `ask_model`, the one place a model is
+called (offline: a deterministic simulated oracle with correlated errors).
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
-from evoengine.evaluation import CandidateError, call_candidate
 from evoengine.problem import EvalResult, Feature, Problem
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import oracle_server  # noqa: E402  (holds no answers; it imports them only once forked)
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import sealed  # noqa: E402
+import session  # noqa: E402
+import towns  # noqa: E402  (the task data: never sent to the candidate)
 
 BUDGET = 16  # oracle calls allowed per task
 CALL_COST = 0.002  # subtracted from a task's score per oracle call
-USING_MODEL = bool(os.environ.get(oracle_server.MODEL_ENV))
-CALL_TIMEOUT_S = 1800.0 if USING_MODEL else 60.0
+SUITE_TIMEOUT_S = 60.0
 FEEDBACK_TASKS = 8
 
 GRAMMAR = """\
@@ -68,8 +71,10 @@ Arithmetic and string handling in your own code are free.
 Score: the mean over the training tasks of (1 if the answer is right else 0) minus
 {CALL_COST} per call. Held-out tasks, met in the same run, are reported separately as
 `heldout_score`; keep the harness general (do not special-case particular towns).
-`solve` keeps no useful state between tasks beyond what you store yourself; it must not
-print much and should finish the whole suite well within {CALL_TIMEOUT_S:.0f} s.
+`solve` keeps no useful state between tasks beyond what you store yourself and should
+finish the whole suite well within {SUITE_TIMEOUT_S:.0f} s. It runs in a sealed process: no files
+but its own, no network, no environment variables, and only these standard-library
+modules to import: {", ".join(sealed.MODULES)}. What it prints is discarded.
 """
 
 problem = Problem(
@@ -84,57 +89,75 @@ problem = Problem(
         # voting, 1 = everything decomposed or verified.
         Feature("decomposed_share", 0.0, 1.0, 10),
     ),
-    timeout_s=CALL_TIMEOUT_S + 30.0,
+    timeout_s=SUITE_TIMEOUT_S + 30.0,
     memory_mb=1024,
 )
 
 
 def evaluate(candidate_path: str) -> EvalResult:
-    """Start the oracle process, run the harness against it in a child, score the results."""
-    channel = oracle_server.start(BUDGET)
-    failure = None
+    """Start the harness sealed off, serve it the tasks, score the records."""
     try:
-        call_candidate(candidate_path, "run_suite", str(channel.folder), timeout_s=CALL_TIMEOUT_S)
-    except CandidateError as exc:
-        failure = exc
+        child = sealed.start(Path(candidate_path), HERE / "client.py")
+    except sealed.SealError as exc:
+        return EvalResult.invalid(f"the harness could not be started sealed off from the task data: {exc}")
+    try:
+        run = session.Session(towns.ordered_tasks(), BUDGET, _oracle(), towns.is_correct, towns.question_key)
+        session.serve(run, child.stdin, child.stdout, time.monotonic() + SUITE_TIMEOUT_S)
     finally:
-        results = channel.finish(timeout_s=10.0)
-    if "server_error" in results:
-        return EvalResult.invalid(f"the oracle process failed: {results['server_error']}")
-    if failure is not None:
-        done = sum(t["answer"] is not None for t in results["tasks"])
-        why = f" (the oracle ended the session: {results['protocol_error']})" if results["protocol_error"] else ""
+        child.close()
+    done = sum(r.answer is not None for r in run.records)
+    if done < len(run.records):
         return EvalResult.invalid(
-            f"run_suite() failed after {done} of {len(results['tasks'])} tasks: {failure}{why}",
-            tasks_answered=float(done),
+            f"the harness answered {done} of {len(run.records)} tasks: {run.failure}", tasks_answered=float(done)
         )
-    return score_results(results)
+    return score_results(run.records)
 
 
-def task_score(task: dict) -> float:
-    return (1.0 if task["correct"] else 0.0) - CALL_COST * task["calls"]
+def ask_model(messages: list[dict[str, str]], seed: int = 0) -> str:
+    """The one place the oracle model is asked: chat messages in, the reply's text out.
+
+    Offline (the only path so far) the simulated oracle in towns.py answers the last user
+    message; `seed` counts how often this question was already asked in the current task,
+    so that asking again draws a fresh reply and the same run always gets the same replies.
+    """
+    return towns.offline_reply(messages[-1]["content"], seed)
 
 
-def score_results(results: dict) -> EvalResult:
-    """Score the server's per-task records: train tasks give the score, held-out a metric."""
-    tasks = results["tasks"]
-    train = [t for t in tasks if not t["heldout"]]
-    heldout = [t for t in tasks if t["heldout"]]
-    calls = [t["calls"] for t in tasks]
-    other = sum(t["other_questions"] for t in tasks)
+def _oracle():
+    system = (
+        "Answer questions about the towns in this register. Reply with the answer only: "
+        "a number, a town name, a person's name, or yes/no.\n\n" + towns.register_document()
+    )
+
+    def reply(question: str, repeat: int) -> str:
+        return ask_model([{"role": "system", "content": system}, {"role": "user", "content": question}], repeat)
+
+    return reply
+
+
+def task_score(task: session.TaskRecord) -> float:
+    return (1.0 if task.correct else 0.0) - CALL_COST * task.calls
+
+
+def score_results(tasks: list[session.TaskRecord]) -> EvalResult:
+    """Score the per-task records: training tasks give the score, held-out ones a metric."""
+    train = [t for t in tasks if not t.heldout]
+    heldout = [t for t in tasks if t.heldout]
+    calls = [t.calls for t in tasks]
+    other = sum(t.other_questions for t in tasks)
     metrics = {
-        "accuracy": _mean(t["correct"] for t in train),
-        "mean_calls": statistics.mean(t["calls"] for t in train),
-        "heldout_accuracy": _mean(t["correct"] for t in heldout),
+        "accuracy": _mean(t.correct for t in train),
+        "mean_calls": statistics.mean(t.calls for t in train),
+        "heldout_accuracy": _mean(t.correct for t in heldout),
         "heldout_score": _mean(task_score(t) for t in heldout),
-        "heldout_mean_calls": _mean(t["calls"] for t in heldout),
-        "unanswered": float(sum(t["answer"] is None for t in tasks)),
+        "heldout_mean_calls": _mean(t.calls for t in heldout),
+        "unanswered": float(sum(t.answer is None for t in tasks)),
     }
-    by_kind: dict[str, list[dict]] = defaultdict(list)
+    by_kind: dict[str, list[session.TaskRecord]] = defaultdict(list)
     for t in train:
-        by_kind[t["kind"]].append(t)
+        by_kind[t.kind].append(t)
     for kind, group in sorted(by_kind.items()):
-        metrics[f"accuracy_{kind}"] = _mean(t["correct"] for t in group)
+        metrics[f"accuracy_{kind}"] = _mean(t.correct for t in group)
     return EvalResult(
         score=_mean(task_score(t) for t in train),
         metrics=metrics,
@@ -142,8 +165,8 @@ def score_results(results: dict) -> EvalResult:
             "mean_calls": min(float(BUDGET), statistics.mean(calls)),
             "decomposed_share": other / sum(calls) if sum(calls) else 0.0,
         },
-        feedback=_feedback(train, by_kind, results.get("protocol_error", "")),
-        instances={t["id"]: task_score(t) for t in train},
+        feedback=_feedback(train, by_kind),
+        instances={t.id: task_score(t) for t in train},
     )
 
 
@@ -152,34 +175,29 @@ def _mean(values) -> float:
     return statistics.mean(values) if values else 0.0
 
 
-def _feedback(train: list[dict], by_kind: dict[str, list[dict]], protocol_error: str) -> str:
+def _feedback(train: list[session.TaskRecord], by_kind: dict[str, list[session.TaskRecord]]) -> str:
     """Which training tasks failed and how the calls were spent (never the right answers)."""
-    wrong = [t for t in train if not t["correct"]]
+    wrong = [t for t in train if not t.correct]
     lines = [
         f"{len(train) - len(wrong)}/{len(train)} training tasks right, "
-        f"{statistics.mean(t['calls'] for t in train):.2f} calls per task on average."
+        f"{statistics.mean(t.calls for t in train):.2f} calls per task on average."
     ]
     for kind, group in sorted(by_kind.items()):
         lines.append(
-            f"  {kind:<10} {sum(t['correct'] for t in group)}/{len(group)} right, "
-            f"{statistics.mean(t['calls'] for t in group):.1f} calls each"
+            f"  {kind:<10} {sum(t.correct for t in group)}/{len(group)} right, "
+            f"{statistics.mean(t.calls for t in group):.1f} calls each"
         )
-    if protocol_error:
-        lines.append(f"Protocol problem: {protocol_error}")
-    errors = [t for t in train if t["error"]]
+    errors = [t for t in train if t.error]
     if errors:
-        lines.append(f"solve() raised on {len(errors)} tasks, e.g. {errors[0]['id']}: {errors[0]['error']}")
-    refused = sum(t["refused"] for t in train)
+        lines.append(f"solve() raised on {len(errors)} tasks, e.g. {errors[0].id}: {errors[0].error}")
+    refused = sum(t.refused for t in train)
     if refused:
         lines.append(f'{refused} calls were made after a task\'s budget was spent (they returned "").')
     if wrong:
         lines.append("Some wrong answers (town names are part of the data, not of the method):")
         for t in wrong[:FEEDBACK_TASKS]:
-            spread = f"; the oracle gave {t['distinct_replies']} different replies" if t["calls"] > 1 else ""
-            lines.append(
-                f"  {t['id']} ({t['kind']}) {t['question']!r}: answered {t['answer']!r} "
-                f"after {t['calls']} call(s){spread}"
-            )
+            spread = f"; the oracle gave {t.distinct_replies} different replies" if t.calls > 1 else ""
+            lines.append(f"  {t.id} ({t.kind}) {t.question!r}: answered {t.answer!r} after {t.calls} call(s){spread}")
         if len(wrong) > FEEDBACK_TASKS:
             lines.append(f"  ... and {len(wrong) - FEEDBACK_TASKS} more")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ WANTED = {"system": ("billing", "refund", "shipping"), "examples": ("example: bi
 
 
 def evaluate(path: str) -> EvalResult:
-    from evoengine.patches import evolve_blocks
+    from evoengine.blocks import evolve_blocks
 
     text = Path(path).read_text()
     blocks = {b.name: text[b.start : b.end].lower() for b in evolve_blocks(text)}

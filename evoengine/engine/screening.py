@@ -1,0 +1,75 @@
+"""Screening: why a child should not take an evaluation slot, decided before it does.
+
+In order: it does not compile (Python children; the reason goes back like a patch error),
+it is the same program as one already evaluated (equal up to formatting and comments), or
+the novelty filter finds it too close to what its island has. Replaying a recorded
+schedule, the recorded verdict stands for novelty, since it depended on what had been
+admitted at the moment the original run screened the child.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from typing import Any
+
+from ..novelty import Novelty
+from ..patches import syntax_error
+from ..records import Proposal, ProposalFailed
+
+
+def normal_form(text: str, language: str) -> str:
+    """The text as it counts for "the same program": Python's syntax tree (formatting and
+    comments dropped), other text with its whitespace collapsed."""
+    if language == "python":
+        try:
+            return ast.dump(ast.parse(text))
+        except (SyntaxError, ValueError, RecursionError):
+            return text
+    return " ".join(text.split())
+
+
+def digest(text: str, language: str) -> bytes:
+    return hashlib.blake2b(normal_form(text, language).encode(errors="surrogatepass"), digest_size=16).digest()
+
+
+class Screen:
+    """The checks a proposed child passes before evaluation."""
+
+    def __init__(self, language: str, seen: set[bytes], novelty: Novelty | None, schedule: Any = None):
+        self.language = language
+        self.seen = seen  # the ledger's digests of every evaluated text
+        self.novelty = novelty
+        self.schedule = schedule  # a recorded run's schedule, when replaying one
+
+    async def check(self, proposal: Proposal, island: int, pid: int) -> ProposalFailed | None:
+        """A failure (kind syntax or novelty) for a child that must not be evaluated, or None."""
+        why = syntax_error(proposal.text, self.language)
+        if why is not None:
+            return _failed(proposal, "syntax", why)
+        if self.schedule is not None:
+            record = self.schedule[pid]
+            if record["kind"] == "novelty":
+                return _failed(proposal, "novelty", record["reason"])
+            return None
+        if digest(proposal.text, self.language) in self.seen:
+            return _failed(
+                proposal,
+                "novelty",
+                "novelty: the same program as an already evaluated candidate (up to formatting and comments)",
+            )
+        if self.novelty is None:
+            return None
+        verdict = await self.novelty.check(proposal.text, island)
+        return None if verdict.novel else _failed(proposal, "novelty", f"novelty: {verdict.reason}")
+
+
+def _failed(proposal: Proposal, kind: str, reason: str) -> ProposalFailed:
+    return ProposalFailed(
+        reason,
+        kind=kind,
+        operator=proposal.operator,
+        model=proposal.model,
+        cost=proposal.cost,
+        parents=proposal.parents,
+    )

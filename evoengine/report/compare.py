@@ -1,0 +1,92 @@
+"""Runs compared: `evoengine report RUN_A RUN_B ...` puts their best-so-far curves (by
+admission, by spend and by time), spend and outcomes side by side, with the config keys in
+which they differ (e.g. `selection.strategy: iid` vs `greedy` for the search baselines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import EvoError
+from ..store import RunReader
+from .html import render_page, write_page
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    try:
+        return _flat(yaml.safe_load(path.read_text())) if path.is_file() else {}
+    except yaml.YAMLError:
+        return {}
+
+
+def run_curves(run_dir: Path) -> dict[str, Any]:
+    """One run's outcomes and its best-so-far score at every admission, with the spend and
+    seconds of search up to it (proposals in the order they closed)."""
+    reader = RunReader.open(run_dir)
+    try:
+        with reader.snapshot():
+            rows = reader.proposals()
+            counts = reader.outcome_counts()
+            meta = reader.meta()
+            spend = reader.spend()
+            elapsed = reader.get_state("elapsed_s")
+    finally:
+        reader.close()
+    start = meta.get("created") or min((r["created"] for r in rows), default=0.0)
+    best, spent, curve = None, 0.0, {"seq": [], "best": [], "spend": [], "t": []}
+    for r in sorted(rows, key=lambda r: (r["finished"] or 0, r["id"])):
+        spent += r["cost"] or 0.0
+        if r["seq"] is None:
+            continue
+        if r["outcome"] == "valid" and r["score"] is not None and (best is None or r["score"] > best):
+            best = r["score"]
+        for key, value in (
+            ("seq", r["seq"]),
+            ("best", best),
+            ("spend", round(spent, 6)),
+            ("t", round((r["finished"] or start) - start, 3)),
+        ):
+            curve[key].append(value)
+    seed = next((r for r in sorted(rows, key=lambda r: r["seq"] or 1e18) if r["seq"] is not None), None)
+    return {
+        "name": run_dir.resolve().name,
+        "path": str(run_dir),
+        "problem": meta.get("problem"),
+        "counts": counts,
+        "spend": spend,
+        "tokens": sum(r["tokens"] for r in rows),
+        "elapsed_s": elapsed,
+        "seed_score": seed["score"] if seed else None,
+        "best_score": best,
+        "curve": curve,
+    }
+
+
+def comparison(run_dirs: list[Path]) -> dict[str, Any]:
+    runs = [run_curves(Path(d)) for d in run_dirs]
+    configs = [_config(Path(d)) for d in run_dirs]
+    keys = sorted({k for c in configs for k in c})
+    differs = {k: [c.get(k) for c in configs] for k in keys if len({repr(c.get(k)) for c in configs}) > 1}
+    return {"compare": True, "runs": runs, "differs": differs}
+
+
+def write_comparison(run_dirs: list[str | Path], out_path: str | Path | None = None) -> Path:
+    """Write one page comparing the runs (default `compare.html` beside the first run)."""
+    dirs = [Path(d) for d in run_dirs]
+    if len(dirs) < 2:
+        raise EvoError("a comparison needs two or more run directories")
+    data = comparison(dirs)
+    out = Path(out_path) if out_path is not None else dirs[0].parent / "compare.html"
+    return write_page(render_page(data, " vs ".join(r["name"] for r in data["runs"])), out)

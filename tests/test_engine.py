@@ -1,0 +1,212 @@
+"""The engine's logic in process, with a pool and a proposer that do no real work: budgets,
+stops, the minibatch gate's cache, turn order when replaying, and a resumed ledger that is
+the same as the live one. Fast; the subprocess runs elsewhere cover the real pool."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import sqlite3
+import types
+from pathlib import Path
+
+import pytest
+
+from evoengine.archive import Archive
+from evoengine.config import load_config
+from evoengine.engine import Engine, Ledger
+from evoengine.engine.rundir import RunDir
+from evoengine.problem import EvalResult, load_problem, safe_text
+from evoengine.records import Candidate, ModelCall, Proposal, ProposalFailed
+from evoengine.store import RunStore
+
+QUADRATIC = Path(__file__).resolve().parent / "problems" / "quadratic"
+TARGET = (1.5, -2.0, 0.75)
+
+
+class FakePool:
+    """Scores `a = ...` constants against the quadratic's target, in no time; counts calls."""
+
+    def __init__(self, invalid_children: str | None = None):
+        self.limits = types.SimpleNamespace(timeout_s=5.0)
+        self.calls: list[tuple[str, str]] = []
+        self.invalid_children = invalid_children
+
+    async def start(self) -> None:
+        return None
+
+    async def evaluate(self, text: str, *, label: str = "candidate", entry: str = "evaluate") -> EvalResult:
+        self.calls.append((label, entry))
+        await asyncio.sleep(0)
+        if self.invalid_children and label != "seed":
+            return EvalResult.invalid(self.invalid_children)
+        values = [float(v) for v in re.findall(r"^\s*[abc] = (-?[0-9.e-]+)", text, re.M)]
+        error = sum((v - t) ** 2 for v, t in zip(values, TARGET, strict=True))
+        return EvalResult(score=-error, metrics={"error": error}, features={"a": values[0], "b": values[1]})
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeProposer:
+    """Nudges one constant of the parent (or fails, when told to), like a tiny offline operator."""
+
+    def __init__(self, fail: str | None = None, cost: float = 0.0):
+        self.fail = fail
+        self.cost = cost
+        self.observed: list[tuple[str, float, float]] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def propose(self, ctx) -> Proposal:
+        await asyncio.sleep(ctx.rng.random() / 1000)  # finish out of order
+        if self.fail:
+            raise ProposalFailed(self.fail, operator="fake", model="m", cost=self.cost)
+        ctx.record_call(ModelCall("m", "h", [], "reply", cost=self.cost))
+        lines = ctx.parent.text.split("\n")
+        spots = [i for i, line in enumerate(lines) if re.match(r"\s*[abc] = ", line)]
+        i = ctx.rng.choice(spots)
+        name, value = lines[i].split(" = ")
+        lines[i] = f"{name} = {float(value) + ctx.rng.gauss(0, 0.5):.6f}"
+        return Proposal("\n".join(lines), "fake", "m", (ctx.parent.id,), cost=self.cost)
+
+    def observe(self, arm: str, reward: float, cost: float, **how) -> None:
+        self.observed.append((arm, reward, cost))
+
+    def stats(self) -> dict:
+        return {"m": {"calls": len(self.observed)}}
+
+    async def aclose(self) -> None:
+        return None
+
+
+def engine(tmp_path: Path, *overrides: str, pool=None, proposer=None, name: str = "run") -> Engine:
+    config = load_config(None, ["islands.count=2", "novelty.enabled=false", *overrides])
+    loaded = load_problem(QUADRATIC)
+    run = RunDir.create(tmp_path / name, config, {"problem": "quadratic", "problem_path": str(loaded.path)})
+    return Engine(run, config, loaded, pool=pool or FakePool(), proposer=proposer or FakeProposer())
+
+
+def rows(run_dir: Path) -> list[tuple]:
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    try:
+        return conn.execute(
+            "SELECT id, status, closed, text, parents, operator, score, reason, kind FROM candidates ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_run_admits_exactly_its_budget_and_closes_every_proposal_once(tmp_path):
+    summary = asyncio.run(engine(tmp_path, "budget.candidates=30", "concurrency.proposals=4").run())
+    assert summary.stopped == "budget" and summary.admitted == 30
+    table = rows(tmp_path / "run")
+    assert [r[1] for r in table] == ["evaluated"] * 30
+    assert sorted(r[2] for r in table) == list(range(1, 31))  # each closed once, in one order
+    assert summary.best.score > summary.seed_score
+
+
+def test_a_proposer_that_keeps_failing_stops_the_run_with_the_latest_reason(tmp_path):
+    proposer = FakeProposer(fail="the reply held no diff")
+    summary = asyncio.run(engine(tmp_path, "budget.candidates=500", proposer=proposer).run())
+    assert summary.stopped == "failing" and summary.admitted == 1
+    assert "proposals all failed" in summary.message and "the reply held no diff" in summary.message
+    assert summary.exit_code == 1
+    assert all(reward == 0.0 for _, reward, _ in proposer.observed)  # a failing model looks bad to the bandit
+
+
+def test_invalid_results_for_one_reason_stop_the_run_but_mixed_reasons_do_not(tmp_path):
+    pool = FakePool(invalid_children="evaluate() raised ImportError: No module named 'x' (at /tmp/c123/cand.py)")
+    summary = asyncio.run(engine(tmp_path, "budget.candidates=200", pool=pool).run())
+    assert summary.stopped == "failing" and summary.admitted == 21
+    assert "all invalid for the same reason" in summary.message
+    assert (
+        asyncio.run(engine(tmp_path, "budget.invalid_streak=null", pool=FakePool("x"), name="r2").run()).admitted == 200
+    )
+
+
+def test_the_target_score_ends_the_run_as_soon_as_it_is_reached(tmp_path):
+    summary = asyncio.run(engine(tmp_path, "budget.candidates=2000", "budget.target_score=-4").run())
+    assert summary.stopped == "target" and summary.best.score >= -4 and summary.admitted < 2000
+    assert summary.exit_code == 0
+
+
+def test_the_money_budget_stops_the_run_within_the_calls_in_flight(tmp_path):
+    proposer = FakeProposer(cost=0.01)
+    summary = asyncio.run(engine(tmp_path, "budget.candidates=500", "budget.cost_usd=0.2", proposer=proposer).run())
+    assert summary.stopped == "money"
+    assert 0.2 <= summary.spend <= 0.2 + 3 * 0.01
+
+
+def test_the_gate_scores_each_parent_once_and_evaluates_in_full_only_children_that_beat_it(tmp_path):
+    eng = engine(tmp_path, "budget.candidates=40", "concurrency.proposals=3")
+    from evoengine.engine.gate import Gate
+
+    eng.gate = Gate(eng.pool)
+    summary = asyncio.run(eng.run())
+    minibatch = [label for label, entry in eng.pool.calls if entry == "minibatch"]
+    parents = [label for label in minibatch if label.startswith("parent")]
+    assert len(parents) == len(set(parents))  # never twice for one parent
+    table = rows(tmp_path / "run")
+    screened = [r for r in table if r[8] == "gate"]
+    full = [label for label, entry in eng.pool.calls if entry == "evaluate" and label != "seed"]
+    assert screened and len(full) == summary.admitted - 1 - len(screened)
+
+
+def test_a_replayed_schedule_closes_proposals_in_the_recorded_order(tmp_path):
+    first = engine(tmp_path, "budget.candidates=25", "concurrency.proposals=4", "concurrency.evaluations=3", name="a")
+    asyncio.run(first.run())
+    again = engine(
+        tmp_path, "budget.candidates=25", "concurrency.proposals=4", "concurrency.evaluations=3",
+        f"replay={tmp_path / 'a'}", name="b",
+    )  # fmt: skip
+    asyncio.run(again.run())
+    assert rows(tmp_path / "b") == rows(tmp_path / "a")
+
+
+def test_a_ledger_rebuilt_from_the_store_equals_the_live_one(tmp_path):
+    eng = engine(tmp_path, "budget.candidates=60", "concurrency.proposals=3")
+    eng.proposer.fail = None
+    asyncio.run(eng.run())
+    live = eng.ledger
+    store = RunStore.open(tmp_path / "run")
+    config = eng.config
+    rebuilt = Ledger(store, config, eng.problem, Archive(config, eng.problem))
+    rebuilt.rebuild()
+    assert rebuilt.closed == live.closed and rebuilt.spend == pytest.approx(live.spend)
+    assert rebuilt.seen == live.seen
+    assert {k: list(v) for k, v in rebuilt.failures.items() if v} == {k: list(v) for k, v in live.failures.items() if v}
+    assert rebuilt.best.id == live.best.id and rebuilt.archive.stats() == live.archive.stats()
+    store.close()
+
+
+@pytest.mark.slow
+def test_ten_thousand_replies_and_results_with_any_code_points_are_stored_and_read_back(tmp_path):
+    rng = random.Random(7)
+
+    def text(n: int) -> str:
+        return "".join(chr(rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0xD800, 0xE000),
+                                       rng.randrange(0x80, 0x110000)])) for _ in range(n))  # fmt: skip
+
+    config = load_config(None, ["islands.count=1", "novelty.enabled=false"])
+    loaded = load_problem(QUADRATIC)
+    store = RunStore.create(tmp_path / "fuzz", {"problem": "q"})
+    ledger = Ledger(store, config, loaded.problem, Archive(config, loaded.problem))
+    for i in range(10_000):
+        pid = ledger.open()
+        ledger.record_call(
+            pid, ModelCall("m", "h", [{"role": "user", "content": text(20)}], text(rng.randrange(0, 60)))
+        )
+        raw = {"score": rng.random(), "valid": rng.random() < 0.7, "feedback": text(30),
+               "metrics": {text(5): 1.0}, "artifacts": {text(3): text(10)}}  # fmt: skip
+        result = EvalResult.coerce(raw)
+        candidate = Candidate.scored(result, id=pid, text=text(40), parents=(1,) if i else (), operator="fuzz")
+        ledger.admit(candidate, kind=None if result.valid else "evaluation")
+    read = list(store.candidates())
+    assert len(read) == 10_000
+    for candidate in read[:200]:
+        for value in (candidate.text, candidate.feedback, *candidate.metrics, *candidate.artifacts.values()):
+            assert safe_text(value) == value  # what is stored can be written to any UTF-8 file or page
+    store.close()
