@@ -78,6 +78,9 @@ class Problem:
     # Optional file beside problem.py of snippets, one per line, that offline text operators
     # may insert into a candidate (blank lines and lines starting with "#" are skipped).
     vocabulary: str | None = None
+    # Environment variables the evaluator needs (a dataset path, a model id), passed through to
+    # evaluations by name; everything else but a short allow-list (PATH, LANG, ...) is withheld.
+    env: tuple[str, ...] = ()
     # Set by `load_problem`: the folder holding problem.py and the seed.
     root: Path = field(default=Path("."), compare=False)
 
@@ -89,6 +92,7 @@ class Problem:
                 f"problem {self.name!r}: unknown language {self.language!r}; known: {', '.join(sorted(COMMENT_PREFIX))}"
             )
         self.features = tuple(self.features)
+        self.env = (self.env,) if isinstance(self.env, str) else tuple(self.env)
         if self.timeout_s <= 0 or self.memory_mb <= 0:
             raise ProblemError(f"problem {self.name!r}: timeout_s and memory_mb must be positive")
 

@@ -211,9 +211,9 @@ def run(coro):
 def busy_evaluations(node: RayNode) -> dict[int, list[int]]:
     """Evaluations running below `node` now: {Ray worker pid: [its evaluation processes]}.
 
-    An evaluation worker is busy while its slot folder holds a candidate's folder (eval-*);
-    a warm idle one has none (its process tree alone cannot tell: with a PID namespace an
-    idle worker already has a child).
+    An evaluation worker (the process a Ray worker started: bubblewrap, or Python) is busy
+    while it has a grandchild: its namespace's init has forked an evaluator. A warm idle
+    one has the init alone below it.
     """
     table = process_table()
     busy: dict[int, list[int]] = {}
@@ -221,13 +221,9 @@ def busy_evaluations(node: RayNode) -> dict[int, list[int]]:
         args = _cmdline(proc.pid).split()
         if "evoengine.evaluation.worker" not in args or not _cmdline(proc.ppid).startswith("ray::"):
             continue
-        slot = Path(args[args.index("--slot-dir") + 1])
-        try:
-            evaluating = any(p.name.startswith("eval-") for p in slot.iterdir())
-        except OSError:
-            continue
-        if evaluating:
-            busy[proc.ppid] = [proc.pid] + [c.pid for c in descendants(proc.pid, table)]
+        below = descendants(proc.pid, table)
+        if any(p.ppid != proc.pid for p in below):
+            busy[proc.ppid] = [proc.pid] + [p.pid for p in below]
     return busy
 
 
@@ -372,14 +368,14 @@ def test_sandbox_limits_inside_ray_tasks_are_those_of_the_local_pool(cluster):
 
 @pytest.mark.slow
 def test_problem_that_cannot_import_on_the_nodes_fails_at_start_naming_the_cause(cluster, tmp_path):
-    """Here the package is missing only inside Ray workers, as on a node set up without it."""
+    """Here the package is missing only on the Ray nodes (where the problem folder is Ray's
+    copy of it), as on a node set up without it."""
     folder = tmp_path / "needs_a_package"
     folder.mkdir()
     (folder / "initial.py").write_text("def params():\n    return (0.0, 0.0, 0.0)\n")
     (folder / "problem.py").write_text(
-        "import os\n"
         "from evoengine import EvalResult, Problem\n"
-        "if 'RAY_RAYLET_PID' in os.environ:\n"
+        "if 'runtime_resources' in __file__:\n"
         "    import package_missing_on_the_nodes  # noqa\n"
         "problem = Problem(name='needs', description='d', initial='initial.py')\n"
         "def evaluate(path):\n"

@@ -58,6 +58,9 @@ class Evaluation(Section):
     max_processes: int = Field(64, ge=1, description="processes a candidate may have at once")
     max_output_kb: int = Field(256, ge=1, description="captured stdout+stderr kept per candidate")
     max_file_mb: int = Field(64, ge=1, description="largest file a candidate may write")
+    disk_mb: int = Field(
+        512, ge=1, description="all an evaluation may write (its folder, /tmp, /dev/shm, /var/tmp; kept in memory)"
+    )
     network: bool = Field(False, description="allow network access from candidates")
     gate: bool = Field(
         True,

@@ -3,7 +3,11 @@
 - `EvaluatorPool` (pool.py): warm worker processes; `await pool.evaluate(text)` -> EvalResult.
 - `worker.py`: the worker; forks one sandboxed evaluator per candidate.
 - `sandbox.py`: `Limits` and the kernel mechanisms that enforce them (`Isolation`).
+- `namespaces.py`, `view.py`, `mounts.py`, `seccomp.py`: the worker's namespaces, what an
+  evaluation can see (files, environment) and how that is mounted, the network filter.
 - `processes.py`: waiting with deadlines, killing whole process trees, explaining deaths.
+- `ray_backend.py` (`RayPool`), `ray_driver.py`, `ray_node.py`: the Ray backend, a module
+  per process.
 - `call.py`: `call_candidate`, for problem evaluators to run candidate functions in a
   further child so candidate code never runs inside the evaluator.
 """

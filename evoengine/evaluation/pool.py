@@ -15,11 +15,10 @@ import collections
 import json
 import logging
 import os
-import re
 import shutil
-import signal
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,26 @@ from typing import Any
 from ..errors import EvoError, ProblemError
 from ..problem import EvalResult
 from . import processes
-from .sandbox import THREAD_VARS, Limits, sandbox_uid
+from .sandbox import Limits, sandbox_uid
+from .view import THREAD_VARS, View, bwrap_command, plan_view, sandbox_env
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0
 _TMP_PREFIX = "evoengine-eval-"  # + the pool's pid + "-" + random
-_SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
+# How a worker starts: before anything else (imports take a second or more), it asks for a
+# signal when its parent dies (the pool's process; under bubblewrap, bwrap's, which itself
+# dies with the pool), and exits if the pool is already gone.
+_BOOT = """import ctypes, os, select, sys
+bwrap = "--bwrap" in sys.argv
+ctypes.CDLL(None).prctl(1, 9 if bwrap else 15, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL / SIGTERM
+stdout = select.poll()
+stdout.register(1, 0)  # reports only an error: nobody reads our output any more
+if stdout.poll(0) or (not bwrap and os.getppid() != int(sys.argv[sys.argv.index("--parent") + 1])):
+    os._exit(1)  # the pool died before we could ask to die with it
+from evoengine.evaluation.worker import main
+sys.exit(main(sys.argv[2:]))
+"""
 
 
 @dataclass
@@ -61,6 +73,7 @@ class _Slot:
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         self._stderr_task: asyncio.Task | None = None
         self.isolation = ""
+        self.missing: list[str] = []  # protections the worker could not set up
         self.killed = False  # set as soon as we kill it, before its exit status arrives
 
     @property
@@ -73,28 +86,24 @@ class _Slot:
         self.dir.mkdir()
         self.dir.chmod(0o711)
         pool = self.pool
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "evoengine.evaluation.worker",
-            "--problem",
-            str(pool.problem_path),
-            "--limits",
-            pool.limits.to_json(),
-            "--slot-dir",
-            str(self.dir),
-            "--uid",
-            str(sandbox_uid(self.index, os.getpid())),
-            "--parent",
-            str(os.getpid()),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            cwd=str(self.dir),
-            env=_worker_env(),
-            limit=64 * 1024 * 1024,
+        starting = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
+                *pool.command(self),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                cwd=str(self.dir),
+                env=_worker_env(pool.limits, self.dir),
+                limit=64 * 1024 * 1024,
+            )
         )
+        try:  # cancelled half-way, asyncio would kill only the first process (bwrap's)
+            self.proc = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            self.proc = await starting
+            await self.kill()
+            raise
         self.stderr_tail.clear()
         self.killed = False
         self._stderr_task = asyncio.ensure_future(self._read_stderr(self.proc.stderr))
@@ -102,13 +111,18 @@ class _Slot:
             line = await asyncio.wait_for(self.proc.stdout.readline(), START_TIMEOUT_S)
         except asyncio.TimeoutError:
             line = b""
-        message = _parse(line)
+        message = parse_reply(line)
         if message.get("ready"):
             self.isolation = str(message.get("isolation", ""))
+            self.missing = [str(m) for m in message.get("missing", [])]
             return
         await self.kill()
         if message.get("kind") == "problem":
             raise ProblemError(str(message["error"]))
+        if pool.bwrap:  # bubblewrap ran, but the worker could not work inside it: do without
+            log.info("slot %d: the worker cannot run under bubblewrap here (%s); trying without", self.index, message)
+            pool.bwrap = []
+            return await self.start()
         tail = "\n".join(self.stderr_tail)
         raise ProblemError(
             f"{pool.problem_path}: the evaluation worker failed to start" + (f":\n{tail}" if tail else " (no output)")
@@ -136,63 +150,47 @@ class _Slot:
         if not line:
             await asyncio.sleep(0.05)  # let the exit status arrive
             raise _WorkerLost(f"exited unexpectedly (status {proc.returncode})")
-        reply = _parse(line)
+        reply = parse_reply(line)
         if reply.get("id") != message["id"] or not isinstance(reply.get("result"), dict):
             raise _WorkerLost("sent a malformed reply")
         return reply
 
     def kill_now(self) -> None:
         """Freeze the worker, kill everything below it, then the worker itself."""
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return
-        self.killed = True
-        try:
-            os.kill(proc.pid, signal.SIGSTOP)
-        except ProcessLookupError:
-            return
-        root = processes.proc_pid(proc.pid)
-        if root is not None:
-            processes.kill_descendants(root=root, deadline_s=2.0)
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if self.proc is not None and self.proc.returncode is None:
+            self.killed = True
+            processes.kill_tree(self.proc.pid)
 
     async def kill(self) -> None:
-        self.kill_now()
-        if self.proc is not None:
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5.0)
-            except asyncio.TimeoutError:
-                log.warning("slot %d: worker %d did not die", self.index, self.proc.pid)
+        self.killed = True
+        await self.stop(grace_s=0.0)
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """Ask the worker to exit (it sweeps its own children), then make sure."""
+        if self.proc is not None and not await processes.stop_process(self.proc, grace_s):
+            log.warning("slot %d: worker %d did not die", self.index, self.proc.pid)
         if self._stderr_task is not None:  # let it read the last words (a traceback, say)
             try:
                 await asyncio.wait_for(self._stderr_task, 1.0)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 self._stderr_task.cancel()
 
-    async def stop(self) -> None:
-        """Ask the worker to exit (it sweeps its own children), then make sure."""
-        proc = self.proc
-        if proc is not None and proc.returncode is None and proc.stdin is not None:
-            proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), 2.0)
-            except asyncio.TimeoutError:
-                pass
-        await self.kill()
-
 
 class EvaluatorPool:
-    """`slots` warm workers for the problem file `problem_path`, each enforcing `limits`."""
+    """`slots` warm workers for the problem file `problem_path`, each enforcing `limits`.
 
-    def __init__(self, problem_path: Path, slots: int, limits: Limits) -> None:
+    `hide` names folders (the run directory, say) that evaluations must not see even if they
+    lie inside a path the view binds (the problem folder, a folder on sys.path)."""
+
+    def __init__(self, problem_path: Path, slots: int, limits: Limits, *, hide: Iterable[Path] = ()) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1 (got {slots})")
         self.problem_path = Path(problem_path).resolve()
         self.slots = slots
         self.limits = limits
+        self.hide = tuple(hide)
+        self.view: View | None = None  # the filesystem view (None: isolation "basic")
+        self.bwrap: list[str] = []  # bubblewrap's command line, where it works
         self.stats = PoolStats()
         # How long past its own timeout a worker may take to answer before it is replaced.
         self.backstop_s = 5.0 + 0.1 * limits.timeout_s
@@ -207,6 +205,22 @@ class EvaluatorPool:
         """What the sandbox could set up on this machine (as the first worker reported it)."""
         return self._slots[0].isolation if self._slots else ""
 
+    @property
+    def missing(self) -> list[str]:
+        """The protections the sandbox could not set up on this machine (see `Isolation.missing`)."""
+        return self._slots[0].missing if self._slots else []
+
+    def command(self, slot: _Slot) -> list[str]:
+        """How `slot`'s worker is started (under bubblewrap where it works)."""
+        args = ["evoengine.evaluation.worker", "--problem", str(self.problem_path), "--limits", self.limits.to_json()]
+        args += ["--slot-dir", str(slot.dir), "--uid", str(sandbox_uid(slot.index, os.getpid()))]
+        args += ["--parent", str(os.getpid())]
+        if self.view is not None:
+            args += ["--view", self.view.to_json()]
+        if self.bwrap:
+            args += ["--bwrap", "root" if "--unshare-user" not in self.bwrap else "user"]
+        return [*self.bwrap, sys.executable, "-c", _BOOT, *args]
+
     def worker_pids(self) -> list[int]:
         return [s.proc.pid for s in self._slots if s.proc is not None and s.alive]
 
@@ -218,6 +232,10 @@ class EvaluatorPool:
         self._tmp_root = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
         self._tmp_root.chmod(0o711)
         self._slots = [_Slot(self, i) for i in range(self.slots)]
+        if self.limits.isolation != "basic":
+            self.view = plan_view(self.problem_path.parent, self.hide, self.limits.max_file_mb)
+        if self.view is not None and self.limits.isolation == "auto":
+            self.bwrap = await _bubblewrap(self.view, self.limits)
         try:
             await self._slots[0].start()
         except BaseException as exc:
@@ -229,6 +247,8 @@ class EvaluatorPool:
         self._idle.put_nowait(self._slots[0])
         self._booting = asyncio.ensure_future(self._boot(self._slots[1:]))
         log.info("evaluation pool: %d workers, sandbox: %s", self.slots, self.isolation)
+        if self.missing:
+            log.warning("sandbox: these protections are off on this machine: %s", "; ".join(self.missing))
 
     async def _boot(self, slots: list[_Slot]) -> None:
         spare_cores = asyncio.Semaphore(max(1, (os.cpu_count() or 2) - 1))  # one is the engine's
@@ -316,7 +336,8 @@ def _remove_stale_folders() -> None:
             continue
 
 
-def _parse(line: bytes) -> dict[str, Any]:
+def parse_reply(line: bytes) -> dict[str, Any]:
+    """One JSON object from a protocol line of a helper process ({} if it is not one)."""
     try:
         value = json.loads(line)
     except ValueError:
@@ -324,11 +345,44 @@ def _parse(line: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _worker_env() -> dict[str, str]:
-    """Our environment without secrets (API keys stay with the engine), one BLAS thread, and
-    this very copy of evoengine first on the path (the worker must run the pool's code)."""
-    env = {k: v for k, v in os.environ.items() if not _SECRET_ENV.search(k)}
-    env.update({var: "1" for var in THREAD_VARS})
+def _worker_env(limits: Limits, home: Path) -> dict[str, str]:
+    """The allow-listed environment plus what the problem declares (view.py; secrets under
+    any other name stay with the engine), one BLAS thread, and this very copy of evoengine
+    first on the path (the worker must run the pool's code)."""
+    env = sandbox_env(limits.env)
+    env.update({var: "1" for var in THREAD_VARS}, HOME=str(home))
     package_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     return env
+
+
+async def _bubblewrap(view: View, limits: Limits) -> list[str]:
+    """bubblewrap's command line for the workers, if it is installed and starts Python in the
+    view here (as root without a user namespace, else with one); [] if not."""
+    if shutil.which("bwrap") is None:
+        return []
+    command = bwrap_command(view, network=limits.network, user_namespace=os.geteuid() != 0)
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        sys.executable,
+        "-S",
+        "-c",
+        "",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=sandbox_env(),
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 30.0)
+    except asyncio.TimeoutError:
+        processes.kill_tree(proc.pid)
+        await proc.wait()
+        err = b"(no answer within 30 s)"
+    if proc.returncode == 0:
+        return command
+    log.info(
+        "bubblewrap does not work here (%s); the workers set up their namespaces themselves",
+        err.decode(errors="replace").strip(),
+    )
+    return []

@@ -1,13 +1,16 @@
 """Watching and ending child processes: wait with a deadline, kill whole trees, explain deaths.
 
-Used by the worker (around each sandboxed evaluation) and by `call_candidate` (around each
-call into candidate code). Everything here works from `/proc` and plain signals, so it is
+Used by the worker (around each sandboxed evaluation), by `call_candidate` (around each
+call into candidate code), and by the pool and the Ray backend (`stop_process`, the one way
+they end the helper processes they start). Everything here works from `/proc` and plain signals, so it is
 the same on every Linux; the stronger guarantees (PID namespaces, a separate uid) are set
 up in `sandbox.py` and only make the sweep here find less to do.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import os
 import select
@@ -198,6 +201,41 @@ def kill_descendants(
             break
         time.sleep(0.001)
     return killed
+
+
+def kill_tree(pid: int) -> None:
+    """Freeze process `pid`, SIGKILL everything below it and its process group, then it.
+
+    Frozen first, so it cannot start anything new while its descendants are found in /proc.
+    Not reaped: the caller waits for its own child."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return
+    root = proc_pid(pid)
+    if root is not None:
+        kill_descendants(root=root, deadline_s=2.0)
+    for kill, target in ((os.killpg, pid), (os.kill, pid)):
+        try:
+            kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace_s: float, wait_s: float = 5.0) -> bool:
+    """End a helper process we started (a worker, the Ray driver): close its stdin, which asks
+    it to finish, give it `grace_s`, then `kill_tree` it. True if it is gone after `wait_s`."""
+    if proc.returncode is None and proc.stdin is not None and grace_s > 0:
+        proc.stdin.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), grace_s)
+    if proc.returncode is None:
+        kill_tree(proc.pid)
+    try:
+        await asyncio.wait_for(proc.wait(), wait_s)
+    except asyncio.TimeoutError:
+        return False
+    return True
 
 
 def set_child_fds(out_fd: int, channel_fd: int) -> None:

@@ -1,10 +1,10 @@
 """The warm evaluation worker: one long-lived process per pool slot.
 
-Started by the pool as `python -m evoengine.evaluation.worker --problem P --limits JSON ...`.
-It imports numpy, evoengine and the problem once, then answers requests (JSON lines on
-stdin) with results (JSON lines on its original stdout). Per candidate it forks a fresh
-sandboxed evaluator, so isolation costs a fork (milliseconds), not a new interpreter. The
-worker never runs candidate code itself and stays single-threaded, so forking is safe.
+Started by the pool (pool.py: `command`, under bubblewrap where it works). It imports numpy,
+evoengine and the problem once, then answers requests (JSON lines on stdin) with results
+(JSON lines on its original stdout). Per candidate it forks a fresh sandboxed evaluator, so
+isolation costs a fork and a tmpfs mount (milliseconds), not a new interpreter. The worker
+never runs candidate code itself and stays single-threaded, so forking is safe.
 
     -> {"id": 7, "text": "...", "label": "candidate 12", "entry": "evaluate"}
     <- {"ready": true, "isolation": "...", "pid": 123}          (once, after start-up)
@@ -13,24 +13,26 @@ worker never runs candidate code itself and stays single-threaded, so forking is
 
 Processes, with namespaces (root, or an unprivileged user namespace):
 
-    pool ── worker (outside; waits) ── init of a new PID+network namespace: the worker loop
-                                         └── E, per candidate: own session, rlimits, own uid,
-                                               temp cwd; runs the problem's evaluate()
+    pool ── worker (outside; waits) ── init of new PID+network+mount namespaces, inside the
+            (or bwrap)                 filesystem view: the worker loop
+                                         └── E, per candidate: own mount namespace and tmpfs,
+                                               own session, rlimits, own uid, no capabilities;
+                                               runs the problem's evaluate()
                                                └── call_candidate children and their children
 
-Without namespaces the worker loop itself forks E and is a child subreaper instead.
+Without namespaces the worker loop itself forks E and is a child subreaper instead, and E
+works in a temporary folder that the loop removes afterwards.
 
 E reports on a pipe that only it holds (fd 3), tagged with a per-evaluation token; anything
 else on that pipe means candidate code inside E wrote to it, and the result is discarded.
 After every evaluation the loop kills everything left: as the namespace's init, with one
 kill(-1) (which cannot reach outside the namespace); otherwise by sweeping /proc for every
-process below it. Then it removes the temporary folder.
+process below it; the kernel frees E's tmpfs with the last of them.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import faulthandler
 import gc
 import io
@@ -39,7 +41,6 @@ import logging
 import os
 import resource
 import secrets
-import select
 import shutil
 import signal
 import sys
@@ -51,7 +52,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from evoengine.errors import ProblemError
-from evoengine.evaluation import call, processes, sandbox
+from evoengine.evaluation import call, mounts, namespaces, processes, sandbox
+from evoengine.evaluation.view import THREAD_VARS, View
 from evoengine.peers import open_problem
 from evoengine.problem import EvalResult, LoadedProblem
 
@@ -65,31 +67,34 @@ class Worker:
     """Evaluates candidates of one problem, each in a freshly forked sandbox."""
 
     def __init__(
-        self, loaded: LoadedProblem, limits: sandbox.Limits, isolation: sandbox.Isolation, slot_dir: Path
+        self,
+        loaded: LoadedProblem,
+        limits: sandbox.Limits,
+        isolation: sandbox.Isolation,
+        slot_dir: Path,
+        view: View | None = None,
     ) -> None:
         self.loaded = loaded
         self.limits = limits
         self.isolation = isolation
         self.slot_dir = slot_dir
+        self.view = view if isolation.view else None
         self.pid = os.getpid()
 
     def evaluate(self, text: str, label: str, entry: str = "evaluate") -> EvalResult:
         """Run the problem's function `entry` (default `evaluate`) on `text` in a fresh sandbox."""
-        workdir = Path(tempfile.mkdtemp(prefix="eval-", dir=self.slot_dir))
-        candidate = workdir / f"candidate{self.loaded.problem.suffix}"
-        candidate.write_text(text)
-        if self.isolation.uid is not None:
-            for path in (workdir, candidate):
-                os.chown(path, self.isolation.uid, self.isolation.uid)
-        output = tempfile.TemporaryFile(dir=self.slot_dir)
+        # With a view, E mounts its own scratch folder; else it works in one we remove after.
+        workdir = None if self.view else Path(tempfile.mkdtemp(prefix="eval-", dir=self.slot_dir))
+        output = tempfile.TemporaryFile(dir="/tmp" if self.view else self.slot_dir)
         token = secrets.token_hex(16)
         try:
-            result = self._run(candidate, output, token, entry)
+            result = self._run(text, workdir, output, token, entry)
         finally:
             self.end_everything()
             output_text = _tail(output, self.limits.max_output_kb * 1024)
             output.close()
-            shutil.rmtree(workdir, onerror=_force_remove)
+            if workdir is not None:
+                shutil.rmtree(workdir, onerror=_force_remove)
         if not result.valid and output_text:
             result.feedback = f"{result.feedback}\n\n{output_text}"
         log.debug("%s: %s", label, "valid" if result.valid else result.feedback.splitlines()[0])
@@ -107,14 +112,14 @@ class Worker:
             processes.kill_descendants()
             processes.reap_all_children()
 
-    def _run(self, candidate: Path, output: BinaryIO, token: str, entry: str = "evaluate") -> EvalResult:
+    def _run(self, text: str, workdir: Path | None, output: BinaryIO, token: str, entry: str) -> EvalResult:
         read_end, write_end = os.pipe()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child always ends in os._exit
             try:
-                self._evaluator(candidate, output.fileno(), write_end, token, entry)
+                self._evaluator(text, workdir, output.fileno(), write_end, token, entry)
             finally:
                 os._exit(SETUP_FAILED)
         os.close(write_end)
@@ -166,26 +171,37 @@ class Worker:
     # ------------------------------------------------------------------ in the children
 
     def _evaluator(
-        self, candidate: Path, out_fd: int, channel: int, token: str, entry: str = "evaluate"
+        self, text: str, workdir: Path | None, out_fd: int, channel: int, token: str, entry: str
     ) -> None:  # pragma: no cover
-        """E: own session, confine ourselves, run the problem's evaluate(), report, exit."""
+        """E: own session and scratch space, confine ourselves, run the problem's evaluate(),
+        report, exit."""
         try:
             os.setsid()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
-            sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() != self.pid:
-                os._exit(SETUP_FAILED)
+            self._die_with_worker()
             # Orphans of candidate code come back to us, for call_candidate's sweep.
             sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
             processes.set_child_fds(out_fd, channel)
-            workdir = str(candidate.parent)
+            uid = self.isolation.uid
+            if self.view is not None:
+                workdir = mounts.private_scratch(self.view, self.limits.disk_mb, uid)
+            assert workdir is not None
+            candidate = workdir / f"candidate{self.loaded.problem.suffix}"
+            candidate.write_text(text, encoding="utf-8", errors="surrogatepass")
+            for path in (workdir, candidate) if uid is not None else ():
+                os.chown(path, uid, uid)
             os.chdir(workdir)
             os.environ.update(
-                HOME=workdir, TMPDIR=workdir, PWD=workdir, USER="evoengine-sandbox", LOGNAME="evoengine-sandbox"
+                HOME=str(workdir),
+                TMPDIR="/tmp" if self.view is not None else str(workdir),
+                PWD=str(workdir),
+                USER="evoengine-sandbox",
+                LOGNAME="evoengine-sandbox",
             )
             tempfile.tempdir = None
             sandbox.confine(self.limits, self.isolation)
+            self._die_with_worker()  # again: a change of uid clears the parent-death signal
         except BaseException as exc:
             _send(3, {"token": token, "error": f"sandbox set-up failed: {type(exc).__name__}: {exc}"})
             os._exit(SETUP_FAILED)
@@ -220,6 +236,11 @@ class Worker:
                 pass
         _send(3, message)
         os._exit(0)
+
+    def _die_with_worker(self) -> None:  # pragma: no cover - in the evaluator
+        sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != self.pid:
+            os._exit(SETUP_FAILED)
 
 
 def _send(fd: int, message: dict[str, Any]) -> None:
@@ -259,9 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limits", required=True)
     parser.add_argument("--slot-dir", required=True, type=Path)
     parser.add_argument("--uid", required=True, type=int)
-    parser.add_argument("--parent", required=True, type=int)
+    parser.add_argument("--parent", required=True, type=int)  # checked by the pool's start-up code
+    parser.add_argument("--view", help="the filesystem view (JSON); none: no namespaces")
+    parser.add_argument("--bwrap", choices=["root", "user"], help="started under bubblewrap, in this mode")
     args = parser.parse_args(argv)
-    for var in sandbox.THREAD_VARS:  # the pool sets these too; numpy must see them at import
+    if sys.path and sys.path[0] in ("", os.getcwd()):  # `-c` puts the current folder first
+        del sys.path[0]
+    for var in THREAD_VARS:  # the pool sets these too; numpy must see them at import
         os.environ[var] = "1"
     try:  # warm: evaluators almost always use numpy
         import numpy  # noqa: F401
@@ -276,13 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     def send(message: dict[str, Any]) -> None:
         protocol.write(json.dumps(message) + "\n")
 
-    sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != args.parent:
-        return 1
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limits = sandbox.Limits.from_json(args.limits)
+    view = View.from_json(args.view) if args.view else None
     try:
         loaded = open_problem(args.problem)
     except ProblemError as exc:
@@ -291,14 +314,21 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         send({"error": f"{args.problem}: importing it failed with {type(exc).__name__}: {exc}", "kind": "problem"})
         return 1
-    must_read = [Path(p) for p in sys.path if p] + [loaded.path.parent, args.slot_dir, Path(sys.executable)]
-    isolation = sandbox.probe(limits, args.uid, must_read)
-    if isolation.pid_namespace:  # returns only in the namespace's init
-        isolation = _enter_namespace(isolation, limits, protocol.fileno())
-    else:
+    try:
+        isolation = namespaces.probe(limits, view, args.bwrap or "")
+    except OSError as exc:  # only under bubblewrap: the pool starts us again without it
+        send({"error": str(exc), "kind": "sandbox"})
+        return 1
+    if isolation.pid_namespace and not args.bwrap:  # returns only in the namespace's init
+        isolation = namespaces.become_init(isolation, limits, protocol.fileno(), view)
+    elif not isolation.pid_namespace:
         sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)  # orphans come back to us for the sweep
+    must_read = [Path(p) for p in sys.path if p] + [loaded.path.parent, args.slot_dir, Path(sys.executable)]
+    isolation = sandbox.probe_uid(isolation, args.uid, must_read)
+    if isolation.view:
+        os.environ["HOME"] = "/tmp"
     sandbox.prctl(sandbox.PR_SET_DUMPABLE, 0)  # candidates cannot ptrace or write our memory
-    worker = Worker(loaded, limits, isolation, args.slot_dir)
+    worker = Worker(loaded, limits, isolation, args.slot_dir, view)
     # Move everything loaded so far out of the collector's reach: a garbage collection in a
     # forked child would otherwise touch (and copy) every page of the warm interpreter.
     gc.collect()
@@ -311,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                 "threaded process can deadlock (set *_NUM_THREADS=1?)",
                 threads,
             )
-        send({"ready": True, "isolation": isolation.describe(), "pid": os.getpid()})
+        missing = isolation.missing(limits.network)
+        send({"ready": True, "isolation": isolation.describe(), "missing": missing, "pid": os.getpid()})
         for line in sys.stdin.buffer:
             request = json.loads(line)
             wall0, cpu0 = time.monotonic(), _cpu_seconds()
@@ -333,47 +364,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stop(signum: int, frame: Any) -> None:
     raise SystemExit(0)
-
-
-def _enter_namespace(isolation: sandbox.Isolation, limits: sandbox.Limits, protocol_fd: int) -> sandbox.Isolation:
-    """Move the worker loop into a fresh PID (and network) namespace, as its init.
-
-    This process unshares, forks the init (which returns from here and serves requests), and
-    stays outside only to wait for it: when the pool kills us, the init gets SIGKILL (its
-    parent-death signal) and the kernel ends every process in the namespace with it.
-    """
-    try:
-        sandbox.enter_namespaces(isolation)
-    except OSError as exc:
-        log.warning("could not enter a PID namespace (%s); using process groups instead", exc)
-        sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
-        return dataclasses.replace(
-            isolation,
-            pid_namespace=False,
-            user_namespace=False,
-            net_namespace=False,
-            seccomp_network=not limits.network,
-        )
-    alive_r, alive_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(alive_w)
-        sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if select.select([alive_r], [], [], 0)[0]:  # end of file: the outer process is gone
-            os._exit(1)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL from outside ends us
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        return isolation
-    os.close(alive_r)
-    sandbox.prctl(sandbox.PR_SET_DUMPABLE, 0)
-    for fd in (0, 1, protocol_fd):  # the init talks to the pool, not us
-        os.close(fd)
-    try:
-        _, status = os.waitpid(pid, 0)
-    except BaseException:  # SIGTERM (the pool died): take the namespace down with us
-        os.kill(pid, signal.SIGKILL)
-        os._exit(1)
-    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
 def _cpu_seconds() -> float:

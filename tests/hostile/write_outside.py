@@ -1,18 +1,21 @@
 # Tries to write where a candidate must not: the run store, the evaluator, the folder above
-# its own; and somewhere world-writable (which cannot be prevented). Reports what happened.
-import json
+# its own, /tmp, /dev/shm, /var/tmp, the root folder; and chmods the store. Every file it
+# makes is named after @MARKER@, so the test can look for them on the machine afterwards.
 import os
 
-REPORT_DIR = "@REPORT_DIR@"
+MARKER = "@MARKER@"
 TARGETS = {
     "store": "@STORE_FILE@",
     "evaluator": "@EVALUATOR_FILE@",
-    "parent_dir": os.path.join(os.path.dirname(os.getcwd()), "escaped.txt"),
-    "world_writable": os.path.join(REPORT_DIR, "world_writable.txt"),
+    "parent_dir": os.path.join(os.path.dirname(os.getcwd()), MARKER + "-parent"),
+    "tmp": f"/tmp/{MARKER}-tmp",
+    "dev_shm": f"/dev/shm/{MARKER}-shm",
+    "var_tmp": f"/var/tmp/{MARKER}-var-tmp",
+    "root": f"/{MARKER}-root",
 }
 
 
-def solve(n):
+def write_everywhere():
     outcome = {"cwd": os.getcwd()}
     for name, path in TARGETS.items():
         try:
@@ -22,15 +25,12 @@ def solve(n):
         except OSError as exc:
             outcome[name] = f"refused: {exc.strerror}"
     try:
-        with open(TARGETS["store"], "rb") as f:
-            outcome["store_read"] = len(f.read())
-    except OSError as exc:
-        outcome["store_read"] = f"refused: {exc.strerror}"
-    try:
         os.chmod(TARGETS["store"], 0o666)
         outcome["chmod_store"] = "done"
     except OSError as exc:
         outcome["chmod_store"] = f"refused: {exc.strerror}"
-    with open(os.path.join(REPORT_DIR, "write_outside.json"), "w") as f:
-        json.dump(outcome, f)
-    return [1.0] * n
+    return outcome
+
+
+def solve(n):
+    return {"values": [1.0] * n, "report": write_everywhere()}

@@ -4,10 +4,14 @@ The evaluator recomputes the score itself (with scipy's linprog, so the tests al
 scipy works inside the sandbox under its memory limit) and calls the candidate through
 `call_candidate`. A candidate containing the marker SANDBOX-DIRECT is instead run inside the
 evaluator process itself, to test what the worker does when the evaluator process misbehaves.
+A candidate that returns {"values": [...], "report": {...}} gets its report back as the
+artifact "report" (JSON): that is how spying candidates tell the tests what they could see,
+since they cannot write anywhere the tests can read.
 """
 
 from __future__ import annotations
 
+import json
 import runpy
 from pathlib import Path
 
@@ -41,13 +45,17 @@ def evaluate(candidate_path: str) -> EvalResult:
 
 
 def score(values: object) -> EvalResult:
+    report = None
+    if isinstance(values, dict) and "report" in values:
+        report, values = values["report"], values.get("values")
     try:
         v = np.asarray(values, dtype=float).reshape(N)
     except (TypeError, ValueError):
         return EvalResult.invalid(f"solve({N}) must return {N} numbers (got {values!r:.80})")
     caps = np.clip(np.nan_to_num(v), 0.0, 1.0)
     lp = linprog(-np.ones(N), bounds=[(0.0, c) for c in caps], method="highs")
-    return EvalResult(score=float(-lp.fun), metrics={"lp_iterations": float(lp.nit)})
+    artifacts = {"report": json.dumps(report)} if report is not None else {}
+    return EvalResult(score=float(-lp.fun), metrics={"lp_iterations": float(lp.nit)}, artifacts=artifacts)
 
 
 score([1.0] * N)  # warm scipy's lazy imports here, once per worker, not once per candidate
