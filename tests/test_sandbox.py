@@ -299,7 +299,6 @@ def test_only_allow_listed_and_declared_variables_reach_an_evaluation(problem_di
         stop_pool(harness)
 
 
-@pytest.mark.skip(reason="needs engine hook: EvaluatorPool(..., hide=(run_dir,)) in evoengine/engine.py")
 def test_a_run_directory_inside_the_problem_folder_is_hidden_from_candidates():
     root = public_dir(0o755)
     make_scene(root)

@@ -45,7 +45,7 @@ def make_pool(loaded: LoadedProblem, config: Config, run_dir: Path | None = None
         from ..evaluation.ray_backend import RayPool
 
         return RayPool(loaded.path, config.concurrency.evaluations, limits, config.ray, run_dir=run_dir)
-    return EvaluatorPool(loaded.path, config.concurrency.evaluations, limits)
+    return EvaluatorPool(loaded.path, config.concurrency.evaluations, limits, hide=(run_dir,) if run_dir else ())
 
 
 JUDGE_SYSTEM = (
