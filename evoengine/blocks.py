@@ -11,7 +11,8 @@ Everything else, the marker lines included, is frozen: a child whose frozen text
 from its parent's by a single byte is rejected (`check_frozen`). A text with no markers at
 all is editable as a whole (prompts usually are). Blocks cannot nest; a marker line may
 name its block (``# EVOLVE-BLOCK-START system``). Every failure is a `PatchError` whose
-message says what to fix, written to be shown to the model.
+message says what to fix, written to be shown to the model. A Python child must also
+compile (`syntax_error`).
 """
 
 from __future__ import annotations
@@ -166,3 +167,18 @@ def check_frozen(parent: str, child: str, comment: str = "#") -> None:
             f"{expected}, got {got}. Change only the text between EVOLVE-BLOCK-START and "
             "EVOLVE-BLOCK-END"
         )
+
+
+def syntax_error(text: str, language: str) -> str | None:
+    """Why a Python text does not compile (with the line), or None."""
+    if language != "python":
+        return None
+    try:
+        compile(text, "candidate.py", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}: " if exc.lineno else ""
+        shown = f": {exc.text.strip()!r}" if exc.text and exc.text.strip() else ""
+        return f"the child does not compile: {where}{exc.msg}{shown}"
+    except (ValueError, RecursionError, MemoryError) as exc:
+        return f"the child does not compile: {type(exc).__name__}: {exc}"
+    return None

@@ -49,9 +49,7 @@ from .blocks import (
 )
 from .problem import COMMENT_PREFIX
 
-__all__ = [
-    "Edit", "PatchError", "apply_diff", "apply_rewrite", "extract_code", "parse_diff", "reindent", "syntax_error",
-]  # fmt: skip
+__all__ = ["Edit", "PatchError", "apply_diff", "apply_rewrite", "extract_code", "parse_diff", "reindent"]
 
 
 @dataclass(frozen=True)
@@ -390,18 +388,3 @@ def apply_rewrite(
     if child == parent:
         raise PatchError("the rewrite is identical to the current program")
     return child
-
-
-def syntax_error(text: str, language: str) -> str | None:
-    """Why a Python text does not compile (with the line), or None."""
-    if language != "python":
-        return None
-    try:
-        compile(text, "candidate.py", "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        where = f"line {exc.lineno}: " if exc.lineno else ""
-        shown = f": {exc.text.strip()!r}" if exc.text and exc.text.strip() else ""
-        return f"the child does not compile: {where}{exc.msg}{shown}"
-    except (ValueError, RecursionError, MemoryError) as exc:
-        return f"the child does not compile: {type(exc).__name__}: {exc}"
-    return None

@@ -127,6 +127,15 @@ class Child:
     parents: list[Candidate]
     timings: dict[str, float] = field(default_factory=dict)
 
+    def admitted(self, result: EvalResult) -> Candidate:
+        """The candidate this child becomes once scored."""
+        p = self.proposal
+        return Candidate.scored(
+            result, id=self.pid, text=p.text, parents=p.parents, island=self.island,
+            generation=1 + max(c.generation for c in self.parents), operator=p.operator, model=p.model,
+            timings=self.timings, cost=p.cost, change=p.change,
+        )  # fmt: skip
+
 
 FAILURE_KINDS = ("patch", "model", "syntax", "novelty", "gate", "evaluation")
 

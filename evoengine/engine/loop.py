@@ -251,21 +251,7 @@ class Engine:
         finally:
             self.eval_slots.release()
         await self.turns.closing(child.pid)
-        p = child.proposal
-        generation = 1 + max(c.generation for c in child.parents)
-        candidate = Candidate.scored(
-            result,
-            id=child.pid,
-            text=p.text,
-            parents=p.parents,
-            island=child.island,
-            generation=generation,
-            operator=p.operator,
-            model=p.model,
-            timings=child.timings,
-            cost=p.cost,
-            change=p.change,
-        )
+        candidate = child.admitted(result)
         kind = None if result.valid else "gate" if gated is not None else "evaluation"
         self._close(self.ledger.admit(candidate, kind=kind, parent=child.parents[0]))
 

@@ -13,8 +13,8 @@ import ast
 import hashlib
 from typing import Any
 
+from ..blocks import syntax_error
 from ..novelty import Novelty
-from ..patches import syntax_error
 from ..records import Proposal, ProposalFailed
 
 

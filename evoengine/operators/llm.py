@@ -17,13 +17,13 @@ import difflib
 import logging
 from typing import Any
 
-from ..blocks import check_only_block
+from ..blocks import check_only_block, syntax_error
 from ..config import Config
 from ..errors import ConfigError
 from ..harness import Harness, Plan, load_harness
 from ..llm.bandit import ModelBandit, make_bandit
 from ..llm.client import ModelPool
-from ..patches import PatchError, apply_diff, apply_rewrite, parse_diff, syntax_error
+from ..patches import PatchError, apply_diff, apply_rewrite, parse_diff
 from ..problem import Problem
 from ..records import Proposal, ProposalContext, ProposalFailed
 from . import Proposer, Stage
