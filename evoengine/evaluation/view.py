@@ -75,9 +75,7 @@ class View:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def plan_view(
-    problem_dir: Path, hide: Iterable[Path] = (), output_mb: int = 64, reads: Iterable[str] = ()
-) -> View:
+def plan_view(problem_dir: Path, hide: Iterable[Path] = (), output_mb: int = 64, reads: Iterable[str] = ()) -> View:
     """The view an evaluation of the problem in `problem_dir` (and the paths it `reads`) needs,
     from this interpreter; the worker's own /tmp holds up to `output_mb` of captured output."""
     home, cwd = os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.getcwd())
