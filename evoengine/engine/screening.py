@@ -36,15 +36,18 @@ def digest(text: str, language: str) -> bytes:
 class Screen:
     """The checks a proposed child passes before evaluation."""
 
-    def __init__(self, language: str, seen: set[bytes], novelty: Novelty | None, schedule: Any = None):
+    def __init__(
+        self, language: str, seen: set[bytes], novelty: Novelty | None, schedule: Any = None, folder: bool = False
+    ):
         self.language = language
+        self.folder = folder  # children are several files (`evoengine.files`): each Python one must compile
         self.seen = seen  # the ledger's digests of every evaluated text
         self.novelty = novelty
         self.schedule = schedule  # a recorded run's schedule, when replaying one
 
     async def check(self, proposal: Proposal, island: int, pid: int) -> ProposalFailed | None:
         """A failure (kind syntax or novelty) for a child that must not be evaluated, or None."""
-        why = syntax_error(proposal.text, self.language)
+        why = syntax_error(proposal.text, self.language, self.folder)
         if why is not None:
             return _failed(proposal, "syntax", why)
         if self.schedule is not None:
