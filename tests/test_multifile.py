@@ -44,7 +44,12 @@ def _edit(file: str, search: str, replace: str) -> str:
 
 
 def test_files_round_trip_through_one_text_exactly():
-    files = {"pkg/__init__.py": "", "pkg/core.py": "x = 1\n", "notes.txt": "no newline at the end", "b.yaml": "a: 1\r\n"}
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/core.py": "x = 1\n",
+        "notes.txt": "no newline at the end",
+        "b.yaml": "a: 1\r\n",
+    }
     text = join_files(files)
     assert text.startswith("=== FILE: pkg/__init__.py ===\n=== FILE: pkg/core.py ===\nx = 1\n")
     assert "=== FILE: notes.txt (no newline at end) ===\n" in text
@@ -92,7 +97,9 @@ def test_each_edit_takes_the_file_named_before_it():
 
 def test_a_diff_edits_two_files_each_under_its_own_rules(problem):
     line = "        v = [0.0 * vi - STEP * gi for vi, gi in zip(v, g)]"
-    reply = _edit("settings.yaml", "step: 0.002", "step: 0.03") + _edit("minimizer.py", line, line.replace("0.0", "0.6"))
+    reply = _edit("settings.yaml", "step: 0.002", "step: 0.03") + _edit(
+        "minimizer.py", line, line.replace("0.0", "0.6")
+    )
     child = split_files(apply_folder_reply(problem.seed_text(), reply, problem, "diff"))
     assert "step: 0.03\n" in child["settings.yaml"] and "[0.6 * vi" in child["minimizer.py"]
 
@@ -127,7 +134,9 @@ def test_an_edit_naming_no_file_goes_to_the_one_file_holding_its_search_text(pro
 def test_a_rewrite_returns_one_file_and_the_others_stay(problem):
     seed = split_files(problem.seed_text())
     new = seed["settings.yaml"].replace("0.002", "0.02")
-    child = split_files(apply_folder_reply(problem.seed_text(), f"```yaml\n{new}```\n", problem, "full", "settings.yaml"))
+    child = split_files(
+        apply_folder_reply(problem.seed_text(), f"```yaml\n{new}```\n", problem, "full", "settings.yaml")
+    )
     assert child == {**seed, "settings.yaml": new}
     both = f"FILE: settings.yaml\n```yaml\n{new}```\nFILE: minimizer.py\n```python\nx = 1\n```\n"
     with pytest.raises(PatchError, match="rewrite one file at a time"):
