@@ -5,6 +5,7 @@ folder for the evaluator, best/ and `evoengine best -o`."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import re
 import sqlite3
@@ -16,13 +17,13 @@ import yaml
 from conftest import REPO, cli
 
 from evoengine.config import load_config
-from evoengine.files import FilesError, join_files, split_files
+from evoengine.files import FilesError, join_files, split_files, write_folder
 from evoengine.harness import Plan, load_harness
 from evoengine.operators.folder import FolderProposer, apply_folder_reply
 from evoengine.operators.offline import OfflineProposer
 from evoengine.operators.text import TextProposer
 from evoengine.patches import PatchError, parse_diff
-from evoengine.problem import load_problem
+from evoengine.problem import EvalResult, load_problem
 from evoengine.records import Candidate, ProposalContext
 
 pytest_plugins = ["scripted_server"]
@@ -79,6 +80,39 @@ def test_a_folder_seed_reads_as_its_files_in_path_order(problem):
     files = split_files(problem.seed_text())
     assert list(files) == ["minimizer.py", "settings.yaml"]
     assert files["settings.yaml"] == (PACKAGE / "seed" / "settings.yaml").read_text()
+
+
+# ---------------------------------------------------------------- the bundled problem
+
+
+def _score(tmp_path: Path, step: str = "0.002", momentum: str = "0.0", extra: str = "") -> EvalResult:
+    loaded = load_problem(PACKAGE)
+    files = split_files(loaded.problem.seed_text())
+    files["settings.yaml"] = files["settings.yaml"].replace("step: 0.002", f"step: {step}")
+    files["minimizer.py"] = files["minimizer.py"].replace("[0.0 * vi", f"[{momentum} * vi") + extra
+    folder = write_folder(files, tmp_path / f"c{len(list(tmp_path.iterdir()))}")
+    return EvalResult.coerce(loaded.evaluate(str(folder)))
+
+
+def test_the_best_package_needs_a_larger_step_and_momentum_together(tmp_path):
+    seed = _score(tmp_path)
+    assert seed.valid and 1.0 < seed.score < 1.3
+    step, momentum, both = (
+        _score(tmp_path, step="0.045"),
+        _score(tmp_path, momentum="0.6"),
+        _score(tmp_path, "0.045", "0.6"),
+    )
+    assert both.score > max(step.score, momentum.score) + 2.5 > seed.score + 2.5
+    assert both.features["log10_step"] == pytest.approx(math.log10(0.045))
+
+
+def test_the_gradient_budget_and_a_broken_settings_file_make_the_package_invalid(tmp_path):
+    greedy = _score(
+        tmp_path, extra="\n\ndef minimize(grad, x0):\n    for _ in range(31):\n        grad(x0)\n    return x0\n"
+    )
+    assert not greedy.valid and "more than 30 times" in greedy.feedback
+    broken = _score(tmp_path, step="[")
+    assert not broken.valid and "minimize() failed" in broken.feedback
 
 
 # ---------------------------------------------------------------- diffs that name files
