@@ -213,7 +213,7 @@ def test_a_rewrite_plan_names_one_file_and_a_crossover_one_where_the_parents_dif
     ctx.operator_weights = {"diff": 0.0, "full": 1.0, "crossover": 0.0}
     plan = harness.plan(ctx, "m")
     prompt = harness.messages(ctx, plan)[-1]["content"]
-    assert f"return only the file `{plan.file}`" in prompt and f"FILE: {plan.file}\n```" in prompt
+    assert f"write only the file `{plan.file}`, whole" in prompt and f"FILE: {plan.file}\n```" in prompt
 
 
 # ---------------------------------------------------------------- offline, per file
@@ -306,6 +306,8 @@ def test_a_model_run_edits_both_files_and_a_frozen_edit_goes_back_with_its_reaso
     cli("run", "minimizer_package", "-c", str(path), "--budget", "12", "--run-dir", str(run), "-q", check=True)
     seed, best = _best_score(run)
     assert best > seed + 1.5
+    first = scripted_server.calls("m")[0].body["messages"][1]["content"]
+    assert "FILE: minimizer.py\n```python\n" in first and "FILE: settings.yaml\n```yaml\n" in first
     repairs = [
         c.body["messages"][-1]["content"]
         for c in scripted_server.calls("m")

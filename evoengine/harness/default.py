@@ -202,7 +202,7 @@ class Harness:
             )
         return (
             f"\n\nThis {noun} is a folder of files, each shown under its `FILE: name` line. This time "
-            f"return only the file `{plan.file}`; the other files stay as they are."
+            f"write only the file `{plan.file}`, whole; the other files stay as they are."
         )
 
     def repair(
