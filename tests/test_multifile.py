@@ -8,6 +8,7 @@ import asyncio
 import math
 import random
 import re
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -113,6 +114,25 @@ def test_the_gradient_budget_and_a_broken_settings_file_make_the_package_invalid
     assert not greedy.valid and "more than 30 times" in greedy.feedback
     broken = _score(tmp_path, step="[")
     assert not broken.valid and "minimize() failed" in broken.feedback
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("breakage", "says"),
+    [
+        (lambda seed: (seed / "settings.yaml").write_text("# EVOLVE-BLOCK-START\nstep: 1\n"), "seed/settings.yaml"),
+        (lambda seed: (seed / "notes.txt").write_text("=== FILE: x.py ===\n"), "file notes.txt, line 1"),
+        (lambda seed: (seed / "blob.bin").write_bytes(b"\xff\xfe\x00"), "seed/blob.bin"),
+    ],
+)
+def test_a_seed_folder_that_cannot_be_a_candidate_is_refused_naming_the_file(tmp_path, breakage, says):
+    folder = tmp_path / "package"
+    shutil.copytree(PACKAGE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    breakage(folder / "seed")
+    proc = cli("run", str(folder), "--run-dir", str(tmp_path / "run"), "--budget", "2")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert says in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------- diffs that name files
