@@ -18,6 +18,7 @@ import yaml
 from conftest import REPO, cli
 
 from evoengine.config import load_config
+from evoengine.engine.screening import digest
 from evoengine.files import FilesError, join_files, split_files, write_folder
 from evoengine.harness import Plan, load_harness
 from evoengine.operators.folder import FolderProposer, apply_folder_reply
@@ -195,6 +196,16 @@ def test_a_rewrite_returns_one_file_and_the_others_stay(problem):
     both = f"FILE: settings.yaml\n```yaml\n{new}```\nFILE: minimizer.py\n```python\nx = 1\n```\n"
     with pytest.raises(PatchError, match="rewrite one file at a time"):
         apply_folder_reply(problem.seed_text(), both, problem, "full", "settings.yaml")
+
+
+def test_a_package_equal_up_to_python_formatting_is_the_same_program(problem):
+    seed = split_files(problem.seed_text())
+    reformatted = join_files(
+        {**seed, "minimizer.py": seed["minimizer.py"].replace("    x = list(x0)", "    x = list( x0 )  # a copy")}
+    )
+    other_step = join_files({**seed, "settings.yaml": seed["settings.yaml"].replace("0.002", "0.003")})
+    assert digest(reformatted, "python", folder=True) == digest(problem.seed_text(), "python", folder=True)
+    assert digest(other_step, "python", folder=True) != digest(problem.seed_text(), "python", folder=True)
 
 
 # ---------------------------------------------------------------- prompts
