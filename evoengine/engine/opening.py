@@ -9,7 +9,7 @@ from typing import Any
 from ..blocks import PatchError, evolve_blocks
 from ..config import Config, load_config
 from ..errors import ProblemError
-from ..files import split_files
+from ..files import FilesError, split_files
 from ..peers import open_problem
 from ..problem import Problem
 from .loop import Engine
@@ -38,6 +38,14 @@ def create(
                 f"{loaded.problem.initial_path / name if name else loaded.problem.initial_path}: {exc}"
             ) from exc
     imports = imports_from(Path(from_run), config.islands.count) if from_run else []
+    for candidate in imports if loaded.problem.folder else ():
+        try:
+            split_files(candidate.text)
+        except FilesError as exc:
+            raise ProblemError(
+                f"--from {from_run}: candidate {candidate.id} is not a folder of files as {loaded.problem.name}'s "
+                f"candidates are ({exc}); import from a run of this problem"
+            ) from None
     path = Path(run_dir) if run_dir else new_run_dir(Path("runs"), loaded.problem.name)
     meta = {
         "problem": loaded.problem.name,
