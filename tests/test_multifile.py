@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, cli
+from test_report_browser import browser, click_node, errors, open_page, shown_code  # noqa: F401 (browser is a fixture)
 
 from evoengine.config import load_config
 from evoengine.engine.screening import digest
@@ -27,6 +28,7 @@ from evoengine.operators.text import TextProposer
 from evoengine.patches import PatchError, parse_diff
 from evoengine.problem import EvalResult, load_problem
 from evoengine.records import Candidate, ProposalContext
+from evoengine.store import RunReader
 
 pytest_plugins = ["scripted_server"]
 
@@ -283,10 +285,16 @@ def _best_score(run: Path) -> tuple[float, float]:
     return seed, best
 
 
-@pytest.mark.slow
-def test_an_offline_run_improves_the_package_and_writes_the_best_folder(tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def offline_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("offline") / "run"
     cli("run", "minimizer_package", "--budget", "200", "--run-dir", str(run), "-q", check=True)
+    return run
+
+
+@pytest.mark.slow
+def test_an_offline_run_improves_the_package_and_writes_the_best_folder(offline_run, tmp_path):
+    run = offline_run
     seed, best = _best_score(run)
     assert best > seed + 0.3
     kept = run / "best" / "minimizer_package"
@@ -298,6 +306,25 @@ def test_an_offline_run_improves_the_package_and_writes_the_best_folder(tmp_path
     assert "steps: 30\n" in (out / "settings.yaml").read_text()  # the frozen budget held
     printed = cli("best", str(run), check=True).stdout
     assert printed.startswith("=== FILE: minimizer.py ===\n")
+
+
+@pytest.mark.slow
+def test_the_report_shows_a_package_file_by_file(browser, offline_run):  # noqa: F811
+    from evoengine.report import write_report
+
+    reader = RunReader.open(offline_run)
+    best = reader.best(1)[0]
+    reader.close()
+    open_page(browser, write_report(offline_run).as_uri())
+    click_node(browser, best.id)
+    assert shown_code(browser, best.id) == best.text
+    headers = browser.execute_script(
+        "return [...document.querySelectorAll('#detail-code .tk-meta')].map(n => n.textContent)"
+    )
+    assert headers == ["=== FILE: minimizer.py ===\n", "=== FILE: settings.yaml ===\n"]
+    lineage = cli("lineage", str(offline_run), check=True).stdout
+    assert " in settings.yaml: step: " in lineage or " in minimizer.py: " in lineage
+    assert errors(browser.get_log("browser")) == []
 
 
 class _Model:
