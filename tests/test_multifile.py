@@ -195,6 +195,10 @@ def test_a_rewrite_returns_one_file_and_the_others_stay(problem):
         apply_folder_reply(problem.seed_text(), f"```yaml\n{new}```\n", problem, "full", "settings.yaml")
     )
     assert child == {**seed, "settings.yaml": new}
+    noted = seed["minimizer.py"].replace("    x = list(x0)\n", "    # FILE: elsewhere.py\n    x = list(x0)\n")
+    commented = f"FILE: minimizer.py\n```python\n{noted}```\n"
+    child = split_files(apply_folder_reply(problem.seed_text(), commented, problem, "full", "settings.yaml"))
+    assert child == {**seed, "minimizer.py": noted}
     both = f"FILE: settings.yaml\n```yaml\n{new}```\nFILE: minimizer.py\n```python\nx = 1\n```\n"
     with pytest.raises(PatchError, match="rewrite one file at a time"):
         apply_folder_reply(problem.seed_text(), both, problem, "full", "settings.yaml")

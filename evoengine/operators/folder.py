@@ -118,7 +118,7 @@ def _apply_edits(files: Mapping[str, str], edits: list[Edit], problem: Problem, 
 def _apply_rewrite(
     files: Mapping[str, str], reply: str, problem: Problem, file: str | None, noun: str
 ) -> dict[str, str]:
-    named = list(dict.fromkeys(m.group(1) for line in reply.split("\n") if (m := FILE_LINE.match(line))))
+    named = _named_outside_fences(reply)
     if len(named) > 1:
         raise PatchError(
             f"the reply names {len(named)} files ({', '.join(named)}); rewrite one file at a time: "
@@ -139,6 +139,18 @@ def _apply_rewrite(
     except PatchError as exc:
         raise PatchError(f"file {target}: {exc}") from None
     return {target: new}
+
+
+def _named_outside_fences(reply: str) -> list[str]:
+    """The files the reply names with 'FILE: name' lines outside its code blocks, in order."""
+    named, fence = [], ""
+    for line in reply.split("\n"):
+        mark = line.strip()[:3]
+        if mark in ("```", "~~~") and (not fence or mark == fence):
+            fence = "" if fence else mark
+        elif not fence and (found := FILE_LINE.match(line)):
+            named.append(found.group(1))
+    return list(dict.fromkeys(named))
 
 
 # ---------------------------------------------------------------- offline
