@@ -333,7 +333,8 @@ def test_the_report_shows_a_package_file_by_file(browser, offline_run):  # noqa:
 
 class _Model:
     """A scripted model: its first reply edits a frozen line (steps); after a refusal it fixes
-    the reply; otherwise it raises the step and the momentum, editing both files."""
+    the reply; otherwise it raises the step and the momentum, editing both files (and once
+    both are as high as it goes, it tries a slightly different step)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -343,15 +344,17 @@ class _Model:
         prompt = request["messages"][1]["content"]  # the task; a repair adds the error after it
         with self.lock:
             self.calls += 1
-            first = self.calls == 1
-        if first:
+            call = self.calls
+        if call == 1:
             return "More iterations help.\n" + _edit("settings.yaml", "steps: 30", "steps: 300")
         step = re.search(r"^step: (\S+)$", prompt, re.M).group(1)
         line, momentum = re.search(r"^( +v = \[(\S+) \* vi.*)$", prompt, re.M).groups()
         faster = line.replace(f"[{momentum} *", f"[{min(float(momentum) + 0.3, 0.6):g} *")
-        return _edit("settings.yaml", f"step: {step}", f"step: {min(float(step) * 3, 0.045):g}") + _edit(
-            "minimizer.py", line, faster
-        )
+        larger = f"step: {min(float(step) * 3, 0.045):g}"
+        if faster == line and larger == f"step: {step}":
+            larger = f"step: {float(step) * (1 - call / 1000):.6g}"
+        edits = _edit("settings.yaml", f"step: {step}", larger)
+        return edits + (_edit("minimizer.py", line, faster) if faster != line else "")
 
 
 @pytest.mark.slow
