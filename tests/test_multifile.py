@@ -5,6 +5,7 @@ folder for the evaluator, best/ and `evoengine best -o`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import re
@@ -329,6 +330,27 @@ def test_the_report_shows_a_package_file_by_file(browser, offline_run):  # noqa:
     lineage = cli("lineage", str(offline_run), check=True).stdout
     assert " in settings.yaml: step: " in lineage or " in minimizer.py: " in lineage
     assert errors(browser.get_log("browser")) == []
+
+
+@pytest.mark.slow
+def test_a_prompt_and_its_tool_definitions_evolve_together_offline(tmp_path):
+    """Not only code: a text folder (prompt.txt + tools.json) gets the line operators file by file."""
+    run = tmp_path / "run"
+    cli(
+        "run",
+        str(REPO / "tests" / "problems" / "prompt_tools"),
+        "--budget",
+        "60",
+        "--run-dir",
+        str(run),
+        "-q",
+        check=True,
+    )
+    seed, best = _best_score(run)
+    assert best >= seed + 2
+    kept = run / "best" / "prompt_tools"
+    assert "refund_order" in (kept / "prompt.txt").read_text()
+    assert {t["name"] for t in json.loads((kept / "tools.json").read_text())["tools"]} >= {"refund_order"}
 
 
 class _Model:
