@@ -187,14 +187,15 @@ class FolderProposer(BuiltinProposer):
             proposer = self.code if language_of(name) == "python" else self.text
             try:
                 made = proposer._propose(sub)
+                text = join_files({**files, name: made.text})
             except ProposalFailed as exc:
                 reasons.append(f"{name}: {exc.reason}")
                 continue
+            except FilesError as exc:  # a vocabulary line that looks like a file header, say
+                reasons.append(str(exc))
+                continue
             return dataclasses.replace(
-                made,
-                text=join_files({**files, name: made.text}),
-                change=f"{name}: {made.change}",
-                meta={**made.meta, "file": name},
+                made, text=text, change=f"{name}: {made.change}", meta={**made.meta, "file": name}
             )
         raise self.failed(ctx, "offline operators found no edit in any file: " + "; ".join(reasons))
 
