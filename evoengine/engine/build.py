@@ -23,8 +23,12 @@ def build_proposer(config: Config, loaded: LoadedProblem, harness: Any = None) -
     from ..operators.text import TextProposer
 
     harness = harness if harness is not None else load_harness(config)
-    if loaded.problem.language == "python":
-        offline: Proposer = OfflineProposer(policy=getattr(harness, "offline", None))
+    if loaded.problem.folder:  # several files: each child changes one, with its language's operators
+        from ..operators.folder import FolderProposer
+
+        offline: Proposer = FolderProposer(OfflineProposer(policy=getattr(harness, "offline", None)), TextProposer())
+    elif loaded.problem.language == "python":
+        offline = OfflineProposer(policy=getattr(harness, "offline", None))
     else:  # prompts and other text: line operators (the harness's offline policy is Python-only)
         offline = TextProposer()
     if not config.models and not config.replay:

@@ -223,7 +223,7 @@ class Ledger:
             self.seed_score = candidate.score
         if candidate.operator in ("seed", "import") and candidate.valid:
             self.start_score = max(self.start_score or candidate.score, candidate.score)
-        self.seen.add(digest(candidate.text, self.problem.language))
+        self.seen.add(digest(candidate.text, self.problem.language, self.problem.folder))
         if kind is not None:
             self._failed(candidate.island, candidate.id, candidate.operator, kind, candidate.feedback)
         elif candidate.valid and self.novelty is not None:

@@ -148,7 +148,9 @@ class Engine:
             self.turns = RecordedTurns(schedule, self.ledger, self.signal, source=self.config.replay, patience=patience)
         elif self.config.replay:
             log.info("replay: %s kept no schedule; replies are matched by request only", self.config.replay)
-        self.screen = Screen(self.problem.language, self.ledger.seen, self.ledger.novelty, schedule)
+        self.screen = Screen(
+            self.problem.language, self.ledger.seen, self.ledger.novelty, schedule, folder=self.problem.folder
+        )
 
     def _prepare(self, seed_text: str | None) -> None:
         """The CPU-bound part of start-up (run in a thread): proposer, novelty filter, and for a

@@ -54,6 +54,7 @@ from typing import Any, BinaryIO
 from evoengine.errors import ProblemError
 from evoengine.evaluation import call, mounts, namespaces, processes, sandbox
 from evoengine.evaluation.view import THREAD_VARS, View
+from evoengine.files import split_files, write_folder
 from evoengine.peers import open_problem
 from evoengine.problem import EvalResult, LoadedProblem
 
@@ -187,9 +188,12 @@ class Worker:
             if self.view is not None:
                 workdir = mounts.private_scratch(self.view, self.limits.disk_mb, uid)
             assert workdir is not None
-            candidate = workdir / f"candidate{self.loaded.problem.suffix}"
-            candidate.write_text(text, encoding="utf-8", errors="surrogatepass")
-            for path in (workdir, candidate) if uid is not None else ():
+            if self.loaded.problem.folder:  # several files: the evaluator gets a folder holding them
+                candidate = write_folder(split_files(text), workdir / "candidate")
+            else:
+                candidate = workdir / f"candidate{self.loaded.problem.suffix}"
+                candidate.write_text(text, encoding="utf-8", errors="surrogatepass")
+            for path in (workdir, candidate, *candidate.rglob("*")) if uid is not None else ():
                 os.chown(path, uid, uid)
             os.chdir(workdir)
             os.environ.update(
