@@ -81,6 +81,10 @@ class Problem:
     # Environment variables the evaluator needs (a dataset path, a model id), passed through to
     # evaluations by name; everything else but a short allow-list (PATH, LANG, ...) is withheld.
     env: tuple[str, ...] = ()
+    # Models the evaluator asks (by name): the run's `evaluator_models:` config entries give each an
+    # endpoint, and the evaluator reaches them through the engine (evoengine.evaluation.models);
+    # a name the config leaves out is unavailable, and the evaluator falls back as it sees fit.
+    evaluator_models: tuple[str, ...] = ()
     # Set by `load_problem`: the folder holding problem.py and the seed.
     root: Path = field(default=Path("."), compare=False)
 
@@ -93,6 +97,8 @@ class Problem:
             )
         self.features = tuple(self.features)
         self.env = (self.env,) if isinstance(self.env, str) else tuple(self.env)
+        models = self.evaluator_models
+        self.evaluator_models = (models,) if isinstance(models, str) else tuple(models)
         if self.timeout_s <= 0 or self.memory_mb <= 0:
             raise ProblemError(f"problem {self.name!r}: timeout_s and memory_mb must be positive")
 

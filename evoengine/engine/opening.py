@@ -10,6 +10,7 @@ from ..blocks import PatchError, evolve_blocks
 from ..config import Config, load_config
 from ..errors import ProblemError
 from ..peers import open_problem
+from .build import check_evaluator_models
 from .loop import Engine
 from .rundir import RunDir, imports_from, new_run_dir
 
@@ -31,6 +32,7 @@ def create(
         evolve_blocks(loaded.problem.seed_text(), loaded.problem.comment)
     except PatchError as exc:
         raise ProblemError(f"{loaded.problem.initial_path}: {exc}") from exc
+    check_evaluator_models(config, loaded.problem)  # before the run directory exists
     imports = imports_from(Path(from_run), config.islands.count) if from_run else []
     path = Path(run_dir) if run_dir else new_run_dir(Path("runs"), loaded.problem.name)
     meta = {
