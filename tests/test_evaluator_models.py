@@ -238,7 +238,7 @@ def test_candidate_code_beside_the_evaluator_cannot_read_the_key_or_reach_the_pr
     keyed_server.script("judge", "7/10")
     problem = tmp_path / "model_judge"
     shutil.copytree(TEST_PROBLEMS / "model_judge", problem)
-    block = f"CANARY = {KEY!r}\n" + HOSTILE_ANSWER
+    block = 'CANARY = "sk-canary-"\n' + HOSTILE_ANSWER  # what it looks for: any key of the kind, not ours
     seed = (problem / "initial.py").read_text()
     start, end = seed.index("# EVOLVE-BLOCK-START\n") + 21, seed.index("# EVOLVE-BLOCK-END")
     (problem / "initial.py").write_text(seed[:start] + block + seed[end:])
@@ -273,7 +273,7 @@ def test_a_hostile_harness_cannot_read_the_task_data_or_the_key_with_the_oracle_
     keyed_server.script("oracle", oracle)
     problem = tmp_path / "harness_oracle"
     shutil.copytree(PROBLEMS / "harness_oracle", problem)
-    hostile = with_block(problem / "initial.py", f"PROBLEM_DIR = {str(problem)!r}\n" + HOSTILE.replace("sk-", KEY))
+    hostile = with_block(problem / "initial.py", f"PROBLEM_DIR = {str(problem)!r}\n" + HOSTILE)
     (problem / "initial.py").write_text(hostile)
     run_dir = tmp_path / "run"
     proc = run(str(problem), "-c", config(tmp_path, keyed_server, "oracle"), "--budget", "1", "--run-dir", str(run_dir))
