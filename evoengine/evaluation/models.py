@@ -48,10 +48,11 @@ class Access:
 
     token: str
     names: tuple[str, ...]
+    socket: str | None = None  # the proxy's socket, where it is not at fd 4 (a test, say)
 
     @property
     def socket_path(self) -> str:
-        return f"/proc/self/fd/{SOCKET_FD}/{SOCKET_NAME}"
+        return self.socket or f"/proc/self/fd/{SOCKET_FD}/{SOCKET_NAME}"
 
 
 _access: Access | None = None
@@ -59,9 +60,10 @@ _local = threading.local()  # one kept-alive connection per thread
 
 
 def configure(access: dict[str, Any] | None) -> None:
-    """Set by the worker in each evaluation, before `evaluate` runs (None: no models)."""
+    """Set by the worker in each evaluation, before `evaluate` runs: {"token", "names"} and
+    optionally "socket" (a path); None: no models."""
     global _access
-    _access = Access(str(access["token"]), tuple(access["names"])) if access else None
+    _access = Access(str(access["token"]), tuple(access["names"]), access.get("socket")) if access else None
     _local.__dict__.clear()
 
 
