@@ -4,7 +4,9 @@ OpenAI-compatible server on 127.0.0.1, which answers like the problems' simulate
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 import sqlite3
 import sys
@@ -263,14 +265,7 @@ def test_a_hostile_harness_cannot_read_the_task_data_or_the_key_with_the_oracle_
 ):
     from test_kind_problems import HOSTILE, with_block
 
-    repeats = Counter()
-
-    def oracle(request: dict) -> str:
-        question = request["messages"][-1]["content"]
-        repeats[question] += 1
-        return towns.offline_reply(question, repeats[question] - 1)
-
-    keyed_server.script("oracle", oracle)
+    keyed_server.script("oracle", scripted_oracle())
     problem = tmp_path / "harness_oracle"
     shutil.copytree(PROBLEMS / "harness_oracle", problem)
     hostile = with_block(problem / "initial.py", f"PROBLEM_DIR = {str(problem)!r}\n" + HOSTILE)
@@ -285,3 +280,60 @@ def test_a_hostile_harness_cannot_read_the_task_data_or_the_key_with_the_oracle_
     served = keyed_server.calls("oracle")
     assert len(served) >= 90 and all(e.status == 200 for e in served)
     assert KEY.encode() not in (run_dir / "archive.sqlite").read_bytes()
+
+
+# ---------------------------------------------------------------- the example configs
+
+FENCE = re.compile(r"```[a-z]*\n(.*?)\n```", re.S)
+
+
+def scripted_writer(request: dict) -> str:
+    """A proposing model with one idea: put a refund rule first (a new wording each time)."""
+    prompt = request["messages"][-1]["content"]
+    n = int(hashlib.sha256(prompt.encode()).hexdigest()[:6], 16)
+    rule = f"- refund: the customer wants money back (rule {n})."
+    billing = "- billing: payments, prices, invoices and charges."
+    if "<<<<<<< SEARCH" in prompt:
+        return f"Refunds first.\n<<<<<<< SEARCH\n{billing}\n=======\n{rule}\n{billing}\n>>>>>>> REPLACE\n"
+    parent = FENCE.findall(prompt)[-1]
+    return "```text\n" + parent.replace(billing, f"{rule}\n{billing}", 1) + "\n```\n"
+
+
+def scripted_oracle() -> Any:
+    repeats = Counter()
+
+    def oracle(request: dict) -> str:
+        question = request["messages"][-1]["content"]
+        repeats[question] += 1
+        return towns.offline_reply(question, repeats[question] - 1)
+
+    return oracle
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "preset,problem,evaluator,budget",
+    [("prompt_model", "prompt_triage", "reader", 4), ("harness_model", "harness_oracle", "oracle", 1)],
+)
+def test_the_example_configs_run_their_problem_with_both_models_behind_the_engine(
+    tmp_path, keyed_server, preset, problem, evaluator, budget
+):
+    cfg = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())
+    for entry in cfg["models"] + cfg["evaluator_models"]:  # the same entries, pointed at the scripted server
+        entry.update(base_url=keyed_server.url, api_key_env="EVOENGINE_TEST_EVALUATOR_KEY", timeout_s=10.0)
+    (writer,) = cfg["models"]
+    (reading,) = cfg["evaluator_models"]
+    assert reading["name"] == evaluator
+    keyed_server.script(writer.get("model") or writer["name"], scripted_writer)
+    keyed_server.script(reading["model"], simulated_reader if evaluator == "reader" else scripted_oracle())
+    path = tmp_path / f"{preset}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "run"
+    proc = run(problem, "-c", str(path), "--budget", str(budget), "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    s = status(run_dir)
+    usage = {(u["model"], u["purpose"]): u for u in s["models"]}
+    assert s["admitted"] == budget and usage[evaluator, "evaluate"]["calls"] > 0
+    assert s["spend"] == pytest.approx(sum(u["cost"] for u in usage.values())) and s["spend"] > 0
+    if budget > 1:  # children were proposed by the other model
+        assert usage[writer["name"], "propose"]["calls"] > 0 and s["valid"] > 1
