@@ -63,29 +63,15 @@ def test_evaluator_calls_and_proposals_share_the_model_slots_and_are_recorded_fo
     assert all(c.cost > 0 and c.tokens_in > 0 for _, c in recorded)
 
 
-def test_the_openai_client_works_through_the_proxy_and_a_revoked_token_is_refused(scripted_server):
-    scripted_server.script("reader", lambda request: f"you said: {request['messages'][-1]['content']}")
-    outcome = {}
+def with_proxy(model, body) -> None:
+    """Run `await body(proxy, token)` with a started proxy for `model` granted to this process."""
 
     async def main() -> None:
-        proxy = ModelProxy([scripted_server.model("reader", timeout_s=10.0)])
+        proxy = ModelProxy([model])
         proxy.prepare(lambda proposal, call: None, None)
-        await proxy.start()
-        token = serve(proxy)
+        await proxy.start()  # the pre-flight passes: the endpoint is up
         try:
-            client = models.model_client()
-            reply = await asyncio.to_thread(
-                client.chat.completions.create, model="reader", messages=ask("hello"), temperature=0.0
-            )
-            outcome["reply"], outcome["usage"] = reply.choices[0].message.content, reply.usage.prompt_tokens
-            listed = await asyncio.to_thread(client.models.list)
-            outcome["listed"] = [m.id for m in listed.data]
-            unknown = asyncio.to_thread(client.chat.completions.create, model="writer", messages=ask("x"))
-            with pytest.raises(openai.NotFoundError, match="no evaluator model named 'writer'"):
-                await unknown
-            outcome["grant"] = proxy.revoke(token)
-            with pytest.raises(models.EvaluatorModelError, match="no valid token"):
-                await asyncio.to_thread(models.chat, ask("after the evaluation"))
+            await body(proxy, serve(proxy))
         finally:
             await proxy.aclose()
 
@@ -93,6 +79,28 @@ def test_the_openai_client_works_through_the_proxy_and_a_revoked_token_is_refuse
         asyncio.run(main())
     finally:
         models.configure(None)
+
+
+def test_the_openai_client_works_through_the_proxy_and_a_revoked_token_is_refused(scripted_server):
+    scripted_server.script("reader", lambda request: f"you said: {request['messages'][-1]['content']}")
+    outcome = {}
+
+    async def body(proxy: ModelProxy, token: str) -> None:
+        client = models.model_client()
+        reply = await asyncio.to_thread(
+            client.chat.completions.create, model="reader", messages=ask("hello"), temperature=0.0
+        )
+        outcome["reply"], outcome["usage"] = reply.choices[0].message.content, reply.usage.prompt_tokens
+        listed = await asyncio.to_thread(client.models.list)
+        outcome["listed"] = [m.id for m in listed.data]
+        unknown = asyncio.to_thread(client.chat.completions.create, model="writer", messages=ask("x"))
+        with pytest.raises(openai.NotFoundError, match="no evaluator model named 'writer'"):
+            await unknown
+        outcome["grant"] = proxy.revoke(token)
+        with pytest.raises(models.EvaluatorModelError, match="no valid token"):
+            await asyncio.to_thread(models.chat, ask("after the evaluation"))
+
+    with_proxy(scripted_server.model("reader", timeout_s=10.0), body)
     assert outcome["reply"] == "you said: hello" and outcome["usage"] == 1
     assert outcome["listed"] == ["reader"]
     assert outcome["grant"].calls == 1 and outcome["grant"].errors == 0
@@ -101,22 +109,12 @@ def test_the_openai_client_works_through_the_proxy_and_a_revoked_token_is_refuse
 def test_an_endpoint_that_died_is_an_error_with_the_reason_in_the_evaluator(scripted_server):
     scripted_server.script("reader", "fine")
 
-    async def main() -> None:
-        proxy = ModelProxy([scripted_server.model("reader", timeout_s=1.0, max_retries=1)])
-        proxy.prepare(lambda proposal, call: None, None)
-        await proxy.start()  # the pre-flight passes: the endpoint is up
-        serve(proxy)
+    async def body(proxy: ModelProxy, token: str) -> None:
         scripted_server.drop()
-        try:
-            with pytest.raises(models.EvaluatorModelError, match=r"evaluator model 'reader' \(http.*Connection error"):
-                await asyncio.to_thread(models.chat, ask("anyone there?"))
-        finally:
-            await proxy.aclose()
+        with pytest.raises(models.EvaluatorModelError, match=r"evaluator model 'reader' \(http.*Connection error"):
+            await asyncio.to_thread(models.chat, ask("anyone there?"))
 
-    try:
-        asyncio.run(main())
-    finally:
-        models.configure(None)
+    with_proxy(scripted_server.model("reader", timeout_s=1.0, max_retries=1), body)
 
 
 def test_without_an_evaluator_model_the_evaluator_is_told_how_to_configure_one():
