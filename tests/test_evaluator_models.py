@@ -337,3 +337,12 @@ def test_the_example_configs_run_their_problem_with_both_models_behind_the_engin
     assert s["spend"] == pytest.approx(sum(u["cost"] for u in usage.values())) and s["spend"] > 0
     if budget > 1:  # children were proposed by the other model
         assert usage[writer["name"], "propose"]["calls"] > 0 and s["valid"] > 1
+
+
+def test_evaluator_models_are_refused_with_the_ray_backend_before_anything_starts(tmp_path):
+    cfg = tmp_path / "ray.yaml"
+    entry = {"name": "reader", "api_key_env": None}
+    cfg.write_text(yaml.safe_dump({"evaluator_models": [entry], "evaluation": {"backend": "ray"}}))
+    proc = run("prompt_triage", "-c", str(cfg), "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode != 0 and "not available with evaluation.backend: ray" in proc.stderr
+    assert not (tmp_path / "run").exists()
