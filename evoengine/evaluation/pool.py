@@ -257,7 +257,7 @@ class EvaluatorPool:
         self._tmp_root.chmod(0o711)
         self._slots = [_Slot(self, i) for i in range(self.slots)]
         if self.limits.isolation != "basic":
-            self.view = plan_view(self.problem_path.parent, self.hide, self.limits.max_file_mb)
+            self.view = plan_view(self.problem_path.parent, self.hide, self.limits.max_file_mb, self.limits.reads)
         if self.view is not None and self.limits.isolation == "auto":
             self.bwrap = await bubblewrap(self.view, self.limits.network)
         try:

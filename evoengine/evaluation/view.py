@@ -82,14 +82,14 @@ class View:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def plan_view(problem_dir: Path, hide: Iterable[Path] = (), output_mb: int = 64) -> View:
-    """The view an evaluation of the problem in `problem_dir` needs, from this interpreter;
-    the worker's own /tmp holds up to `output_mb` of captured output."""
+def plan_view(problem_dir: Path, hide: Iterable[Path] = (), output_mb: int = 64, reads: Iterable[str] = ()) -> View:
+    """The view an evaluation of the problem in `problem_dir` (and the paths it `reads`) needs,
+    from this interpreter; the worker's own /tmp holds up to `output_mb` of captured output."""
     home, cwd = os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.getcwd())
     package = Path(__file__).resolve().parents[1]
     wanted = [*SYSTEM_PATHS, *(f"/etc/{name}" for name in ETC_ENTRIES)]
     wanted += [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, sys.executable]
-    wanted += [str(package), str(problem_dir)]
+    wanted += [str(package), str(problem_dir), *reads]
     # A folder on sys.path that holds one of these would show all of it: the package alone
     # stands in for its parent, and the others are left out.
     shared = [home, cwd, tempfile.gettempdir(), *SCRATCH_PATHS]
