@@ -19,6 +19,7 @@ import yaml
 from conftest import REPO, TEST_PROBLEMS, cli, status
 
 from evoengine.problem import load_problem
+from evoengine.store import RunReader
 
 pytest_plugins = ["scripted_server"]
 PROBLEMS = REPO / "problems"
@@ -96,6 +97,11 @@ def test_prompt_triage_asks_its_reader_through_the_engine_and_the_calls_are_spen
         "SELECT COUNT(DISTINCT proposal_id) FROM model_calls WHERE purpose='evaluate' AND proposal_id IS NOT NULL"
     ).fetchone()[0]
     assert children >= 1  # a child's evaluator calls are kept with its proposal (for replay)
+    reader = RunReader.open(run_dir)  # the report shows a proposal's own calls, the evaluator's only in total
+    try:
+        assert all(call["purpose"] == "propose" for d in reader.details() for call in d["calls"])
+    finally:
+        reader.close()
     assert KEY.encode() not in (run_dir / "archive.sqlite").read_bytes()
 
 
