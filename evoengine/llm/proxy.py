@@ -44,6 +44,7 @@ from .replay import current_proposal
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "models.sock"
+PREFIX = "evoengine-models-"  # + the engine's pid + "-" + random: the proxy's folder in /tmp
 MAX_BODY = 16 * 1024 * 1024  # largest request accepted
 PURPOSE = "evaluate"  # the store's `purpose` of evaluator-side calls
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Payload Too Large"}
@@ -78,7 +79,11 @@ class ModelProxy:
     def __init__(self, models: list[Model], *, replay: str | None = None, concurrency: int = 2):
         self.models, self.replay, self.concurrency = models, replay, concurrency
         self.names = [m.name for m in models]
-        self.directory = Path(tempfile.mkdtemp(prefix="evoengine-models-"))
+        _remove_stale_folders()
+        self.directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+        if len(str(self.directory / SOCKET_NAME)) > 100:  # a socket's path ends at 108 bytes
+            self.directory.rmdir()
+            self.directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir="/tmp"))
         self.directory.chmod(0o711)  # the sandbox's uid may pass through, not list it
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(self.directory / SOCKET_NAME))
@@ -228,6 +233,19 @@ class ModelProxy:
             raise _BadRequest(400, "`max_tokens` must be a positive integer")
         plain = [{"role": m["role"], "content": m["content"]} for m in messages]
         return name, plain, None if temperature is None else float(temperature), max_tokens
+
+
+def _remove_stale_folders() -> None:
+    """Remove the folders of proxies whose engine is gone (killed before `aclose`)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+        pid = path.name[len(PREFIX) :].split("-", 1)[0]
+        try:
+            if pid.isdigit() and path.stat().st_uid == os.geteuid():
+                os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes] | None:
