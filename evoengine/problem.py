@@ -83,6 +83,10 @@ class Problem:
     # Environment variables the evaluator needs (a dataset path, a model id), passed through to
     # evaluations by name; everything else but a short allow-list (PATH, LANG, ...) is withheld.
     env: tuple[str, ...] = ()
+    # Models the evaluator asks (by name): the run's `evaluator_models:` config entries give each an
+    # endpoint, and the evaluator reaches them through the engine (evoengine.evaluation.models);
+    # a name the config leaves out is unavailable, and the evaluator falls back as it sees fit.
+    evaluator_models: tuple[str, ...] = ()
     # Files or folders outside the problem's folder that the evaluator reads (a dataset, the
     # problems a self-evolution suite searches), shown read-only in the sandbox's filesystem
     # view; relative paths are taken from the problem's folder.
@@ -99,6 +103,8 @@ class Problem:
             )
         self.features = tuple(self.features)
         self.env = (self.env,) if isinstance(self.env, str) else tuple(self.env)
+        models = self.evaluator_models
+        self.evaluator_models = (models,) if isinstance(models, str) else tuple(models)
         self.reads = (self.reads,) if isinstance(self.reads, str) else tuple(map(str, self.reads))
         if self.timeout_s <= 0 or self.memory_mb <= 0:
             raise ProblemError(f"problem {self.name!r}: timeout_s and memory_mb must be positive")

@@ -212,6 +212,12 @@ class Config(Section):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     ray: Ray = Field(default_factory=Ray)
     models: list[Model] = Field(default_factory=list)
+    evaluator_models: list[Model] = Field(
+        default_factory=list,
+        description="models the problem's evaluator asks (each `name` one the problem declares in "
+        "Problem.evaluator_models), reached through the engine's loopback proxy: the key stays with the engine, "
+        "and the calls count into spend, budget.cost_usd and replay, sharing concurrency.proposals",
+    )
     operators: Operators = Field(default_factory=Operators)
     bandit: Bandit = Field(default_factory=Bandit)
     islands: Islands = Field(default_factory=Islands)
@@ -231,6 +237,10 @@ class Config(Section):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"models: names must be unique (repeated: {sorted(dupes)})")
+        judged = [m.name for m in self.evaluator_models]
+        dupes = {n for n in judged if judged.count(n) > 1}
+        if dupes:
+            raise ValueError(f"evaluator_models: names must be unique (repeated: {sorted(dupes)})")
         if self.novelty.judge and self.novelty.judge not in names:
             raise ValueError(f"novelty.judge: {self.novelty.judge!r} is not one of models {names}")
         return self

@@ -12,6 +12,7 @@ from ..errors import ProblemError
 from ..files import FilesError, split_files
 from ..peers import open_problem
 from ..problem import Problem
+from .build import check_evaluator_models
 from .loop import Engine
 from .rundir import RunDir, imports_from, new_run_dir
 
@@ -37,6 +38,7 @@ def create(
             raise ProblemError(
                 f"{loaded.problem.initial_path / name if name else loaded.problem.initial_path}: {exc}"
             ) from exc
+    check_evaluator_models(config, loaded.problem)  # before the run directory exists
     imports = imports_from(Path(from_run), config.islands.count) if from_run else []
     for candidate in imports if loaded.problem.folder else ():
         try:
