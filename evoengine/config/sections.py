@@ -131,7 +131,7 @@ class Bandit(Section):
 
 
 class Islands(Section):
-    count: int = Field(4, ge=1, description="number of islands; 1: one population")
+    count: int = Field(1, ge=1, description="number of islands; 1 (the default): one population")
     population: int = Field(200, ge=1, description="cap on each island's population")
     topology: Literal["ring", "full", "random", "isolated"] = "ring"
     migration_interval: int = Field(50, ge=1, description="admissions between migrations")
