@@ -52,7 +52,10 @@ def test_a_store_from_before_schedules_is_read_and_upgraded_on_resume(tmp_path, 
     run_dir = tmp_path / "run"
     cli("run", str(quadratic), "--budget", "12", "--run-dir", str(run_dir), "-q", check=True)
     conn = sqlite3.connect(run_dir / "archive.sqlite")  # make it a schema-1 store, as version 0.1 wrote
-    for column in ("basis", "attempt", "closed", "kind"):
+    for index in ("candidates_closed", "candidates_digest", "model_calls_cost"):
+        conn.execute(f"DROP INDEX {index}")
+    conn.execute("DROP TABLE resume")
+    for column in ("basis", "attempt", "closed", "kind", "digest"):
         conn.execute(f"ALTER TABLE candidates DROP COLUMN {column}")
     conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     conn.commit()
@@ -65,6 +68,10 @@ def test_a_store_from_before_schedules_is_read_and_upgraded_on_resume(tmp_path, 
     closed = [c for (c,) in conn.execute("SELECT closed FROM candidates WHERE status='evaluated' ORDER BY seq")]
     assert closed[:12] == [None] * 12  # counting on from the 12+ proposals closed before
     assert closed[12] >= 13 and len(set(closed[12:])) == 8
+    assert (
+        conn.execute("SELECT COUNT(*) FROM candidates WHERE status='evaluated' AND digest IS NULL").fetchone()[0] == 0
+    )
+    assert conn.execute("SELECT closed FROM resume").fetchone()[0] >= 20  # the snapshot a next resume starts from
 
 
 def test_unknown_config_key_names_the_key_and_the_nearest_valid_one(tmp_path, quadratic):

@@ -235,6 +235,21 @@ class EliteArchive:
         self.improved += 1
         return Placement(cell, "improved", old.candidate.id)
 
+    # --------------------------------------------------------------- resume
+
+    def state(self) -> dict[str, Any]:
+        """The filled cells as (cell, candidate id, descriptor values) in the order they were
+        filled, and the counters (JSON-ready); the cells themselves come from `anchor`."""
+        elites = [[c, self._elites[c].candidate.id, self._elites[c].values] for c in self._filled]
+        return {"elites": elites, "floor": self._floor, "counters": [self.new, self.improved, self.missing]}
+
+    def restore(self, state: dict[str, Any], by_id: dict[int, Candidate]) -> None:
+        """Set the archive to a `state()` taken earlier (after `anchor` with the same seed text)."""
+        self._elites = {cell: Elite(cell, by_id[cid], values) for cell, cid, values in state["elites"]}
+        self._filled = [cell for cell, _, _ in state["elites"]]
+        self._floor = float(state["floor"])
+        self.new, self.improved, self.missing = state["counters"]
+
     # -------------------------------------------------------------- reading
 
     def sample(self, rng: random.Random) -> Elite | None:

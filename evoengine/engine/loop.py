@@ -148,13 +148,15 @@ class Engine:
             self.turns = RecordedTurns(schedule, self.ledger, self.signal, source=self.config.replay, patience=patience)
         elif self.config.replay:
             log.info("replay: %s kept no schedule; replies are matched by request only", self.config.replay)
-        self.screen = Screen(self.problem.language, self.ledger.seen, self.ledger.novelty, schedule)
+        self.screen = Screen(self.problem.language, self.ledger.evaluated, self.ledger.novelty, schedule)
 
     def _prepare(self, seed_text: str | None) -> None:
         """The CPU-bound part of start-up (run in a thread): proposer, novelty filter, and for a
         new run the MAP-Elites cells, which depend only on the seed's text."""
         self.proposer = self.proposer or build_proposer(self.config, self.loaded, self.harness)
         self.ledger.observe, self.ledger.bandit = self.proposer.observe, self.proposer.stats
+        if callable(getattr(self.proposer, "state", None)) and callable(getattr(self.proposer, "restore", None)):
+            self.ledger.learner = self.proposer  # its learnt state goes into the resume snapshot
         self.ledger.novelty = build_novelty(
             self.config, self.problem, self.proposer, lambda call: self._record_call(None, call)
         )
@@ -326,6 +328,8 @@ class Engine:
         try:
             self.rundir.store.abandon_pending()
             self.rundir.store.put_state(self.ledger.snapshot())
+            if self.screen is not None and self.stop != "error":  # a state built whole: a resume can start here
+                self.ledger.save_resume_point()
         except Exception as exc:  # noqa: BLE001 - the store must never be the reason a stop fails
             log.warning("could not write the final state snapshot: %s", exc)
         self.rundir.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from ..blocks import syntax_error
@@ -36,9 +37,11 @@ def digest(text: str, language: str) -> bytes:
 class Screen:
     """The checks a proposed child passes before evaluation."""
 
-    def __init__(self, language: str, seen: set[bytes], novelty: Novelty | None, schedule: Any = None):
+    def __init__(
+        self, language: str, evaluated: Callable[[bytes], bool], novelty: Novelty | None, schedule: Any = None
+    ):
         self.language = language
-        self.seen = seen  # the ledger's digests of every evaluated text
+        self.evaluated = evaluated  # has a text of this digest been evaluated (the ledger asks the store)
         self.novelty = novelty
         self.schedule = schedule  # a recorded run's schedule, when replaying one
 
@@ -52,7 +55,7 @@ class Screen:
             if record["kind"] == "novelty":
                 return _failed(proposal, "novelty", record["reason"])
             return None
-        if digest(proposal.text, self.language) in self.seen:
+        if self.evaluated(digest(proposal.text, self.language)):
             return _failed(
                 proposal,
                 "novelty",

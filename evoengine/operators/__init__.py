@@ -142,5 +142,12 @@ class BuiltinProposer:
             }
         }
 
+    def state(self) -> dict[str, Any]:
+        """What `observe` counted (JSON-ready); `restore` sets it back on resume."""
+        return {"observed": self.observed, "reward": self.reward}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.observed, self.reward = state["observed"], state["reward"]
+
     async def aclose(self) -> None:
         return None

@@ -1,0 +1,185 @@
+"""Resuming from the snapshot of derived state: what a resumed run starts from is the same
+whether it restores the snapshot and replays the closings after it or replays every closing,
+and a snapshot that does not fit (other settings, a store that disagrees) is not used."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+from test_engine import QUADRATIC, FakePool
+
+from evoengine.archive import Archive
+from evoengine.config import load_config
+from evoengine.engine import Engine, Ledger, resume
+from evoengine.engine.build import build_novelty, build_proposer
+from evoengine.engine.rundir import RunDir
+from evoengine.llm.bandit import make_bandit
+from evoengine.problem import EvalResult, load_problem
+from evoengine.records import ProposalContext
+from evoengine.store import RunStore
+
+SETTINGS = (
+    "islands.count=3",
+    "islands.population=12",
+    "islands.migration_interval=15",
+    "islands.reset_interval=70",
+    "novelty.embedder=ngram",
+    "novelty.threshold=0.995",
+    "novelty.window=20",
+    "concurrency.proposals=3",
+)
+
+
+class InProcessPool(FakePool):
+    """Runs the offline operators' children of the quadratic in this process (no sandbox)."""
+
+    async def evaluate(self, text: str, *, label: str = "candidate", entry: str = "evaluate") -> EvalResult:
+        await asyncio.sleep(0)
+        scope: dict = {}
+        try:
+            exec(compile(text, "candidate", "exec"), scope)  # noqa: S102 - the test's own operators' children
+            a, b, c = (float(v) for v in scope["params"]())
+        except Exception as exc:  # noqa: BLE001 - any failure of a child is an invalid result
+            return EvalResult.invalid(f"{type(exc).__name__}: {exc}")
+        error = (a - 1.5) ** 2 + (b + 2.0) ** 2 + (c - 0.75) ** 2
+        return EvalResult(score=-error, features={"a": max(-5, min(5, a)), "b": max(-5, min(5, b))})
+
+
+class CrashingProposer:
+    """The offline operators, until proposal `crash_at`: then an error ends the run (no clean
+    stop, so no snapshot at shutdown: the last one is mid-run)."""
+
+    def __init__(self, config, loaded, crash_at: int):
+        self.inner = build_proposer(config, loaded)
+        self.crash_at = crash_at
+        self.proposed = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def propose(self, ctx: ProposalContext):
+        self.proposed += 1
+        if self.proposed == self.crash_at:
+            raise RuntimeError("the engine crashed")
+        return await self.inner.propose(ctx)
+
+
+def crashed_run(tmp_path: Path, crash_at: int, *overrides: str) -> tuple[Engine, Path]:
+    config = load_config(None, [*SETTINGS, *overrides, "budget.candidates=5000"])
+    loaded = load_problem(QUADRATIC)
+    path = tmp_path / "run"
+    run = RunDir.create(path, config, {"problem": "quadratic", "problem_path": str(loaded.path)})
+    eng = Engine(run, config, loaded, pool=InProcessPool(), proposer=CrashingProposer(config, loaded, crash_at))
+    with pytest.raises(RuntimeError, match="crashed"):
+        asyncio.run(eng.run())
+    return eng, path
+
+
+def rebuilt(path: Path, *overrides: str, snapshot: bool = True) -> Ledger:
+    """A ledger rebuilt from the store as a resume does: from the snapshot, or (on a copy of
+    the store without it) by replaying every closing."""
+    if not snapshot:
+        copy = path.parent / f"{path.name}-replayed-{random.random()}"
+        copy.mkdir()
+        with sqlite3.connect(path / "archive.sqlite") as src, sqlite3.connect(copy / "archive.sqlite") as dst:
+            src.backup(dst)
+            dst.execute("DELETE FROM resume")
+        path = copy
+    config = load_config(None, [*SETTINGS, *overrides, "budget.candidates=5000"])
+    loaded = load_problem(QUADRATIC)
+    store = RunStore.open(path)
+    ledger = Ledger(store, config, loaded.problem, Archive(config, loaded.problem))
+    proposer = build_proposer(config, loaded)
+    ledger.observe, ledger.bandit, ledger.learner = proposer.observe, proposer.stats, proposer
+    ledger.novelty = build_novelty(config, loaded.problem, proposer, lambda call: None)
+    ledger.rebuild()
+    return ledger
+
+
+def observed(ledger: Ledger) -> dict:
+    """Everything a resumed run's next steps depend on, as a user of the engine would see it."""
+    archive = ledger.archive
+    selections = []
+    for k in range(40):
+        sel = archive.select(random.Random(k))
+        selections.append((sel.island, sel.parent.id, [c.id for c in sel.inspirations], sel.source))
+    islands = [(list(i.scores), list(i.children), [c.id for c in i.members]) for i in archive.islands.islands]
+    probe = archive.best().text + "\n"
+    verdicts = [asyncio.run(ledger.novelty.check(probe, island)) for island in range(3)]
+    return {
+        "closed": ledger.closed,
+        "scores": (ledger.seed_score, ledger.start_score, ledger.spend),
+        "failures": {k: list(v) for k, v in ledger.failures.items() if v},
+        "kinds": dict(ledger.kinds),
+        "archive": archive.state(),
+        "stats": archive.stats(),
+        "elite_map": archive.elite_map(),
+        "islands": islands,
+        "selections": selections,
+        "novelty": (ledger.novelty.state(), verdicts),
+        "proposer": ledger.learner.state(),
+        "best": archive.best().id,
+        "recent_failures": [[c.id for c in archive.recent_failures(i, 8)] for i in range(3)],
+    }
+
+
+def test_a_snapshot_and_the_closings_after_it_give_the_state_of_a_full_replay(tmp_path, monkeypatch):
+    monkeypatch.setattr(resume, "SNAPSHOT_EVERY", 64)
+    live, path = crashed_run(tmp_path, crash_at=300)
+    store = RunStore.open(path)
+    closed, _, _ = store.resume_point()
+    tail = sum(1 for _ in store.closings(closed))
+    store.close()
+    assert closed >= 192 and tail > 0  # a mid-run snapshot, closings after it
+    assert live.archive.islands.resets and live.archive.islands.migrations and live.ledger.kinds["novelty"]
+
+    from_snapshot, replayed = rebuilt(path), rebuilt(path, snapshot=False)
+    assert from_snapshot._snapped == closed and replayed._snapped == 0
+    assert observed(from_snapshot) == observed(replayed)
+    assert from_snapshot.closed == live.ledger.closed  # ... the state of the run that crashed
+
+
+def test_a_snapshot_taken_under_other_settings_or_disagreeing_with_the_store_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(resume, "SNAPSHOT_EVERY", 64)
+    _, path = crashed_run(tmp_path, crash_at=150)
+    other = ("islands.population=8",)
+    assert observed(rebuilt(path, *other)) == observed(rebuilt(path, *other, snapshot=False))
+    assert rebuilt(path, *other)._snapped == 0  # replayed whole
+    conn = sqlite3.connect(path / "archive.sqlite")
+    conn.execute("UPDATE resume SET seq = seq - 1")  # as if the store lost the admission it follows
+    conn.commit()
+    conn.close()
+    assert RunStore.open(path).resume_point() is None
+    assert observed(rebuilt(path)) == observed(rebuilt(path, snapshot=False))
+
+
+def test_a_clean_stop_leaves_a_snapshot_of_the_end_and_resume_continues_from_it(tmp_path):
+    config = load_config(None, [*SETTINGS, "budget.candidates=90"])
+    loaded = load_problem(QUADRATIC)
+    path = tmp_path / "run"
+    run = RunDir.create(path, config, {"problem": "quadratic", "problem_path": str(loaded.path)})
+    asyncio.run(Engine(run, config, loaded, pool=InProcessPool()).run())
+    store = RunStore.open(path)
+    closed, _, _ = store.resume_point()
+    assert closed == store.closed_count() and not list(store.closings(closed))
+    store.close()
+    again = load_config(None, [*SETTINGS, "budget.candidates=140"])
+    eng = Engine(RunDir.reopen(path), again, loaded, pool=InProcessPool())
+    summary = asyncio.run(eng.run())
+    assert summary.admitted == 140 and eng.ledger._snapped >= closed
+
+
+def test_a_bandit_restored_from_its_state_chooses_as_the_one_that_learnt_it():
+    config = load_config(None, ["bandit.kind=thompson"])
+    live = make_bandit(config.bandit, ["a", "b", "c"])
+    rng = random.Random(3)
+    for _ in range(200):
+        live.observe(rng.choice("abc"), rng.random(), rng.random() / 100)
+    restored = make_bandit(config.bandit, ["a", "b", "c"])
+    restored.restore(live.state())
+    assert restored.state() == live.state() and restored.probabilities() == live.probabilities()
+    assert [restored.select(random.Random(i)) for i in range(20)] == [live.select(random.Random(i)) for i in range(20)]
