@@ -5,11 +5,18 @@ and a snapshot that does not fit (other settings, a store that disagrees) is not
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
+from conftest import REPO, cli, status
 from test_engine import QUADRATIC, FakePool
 
 from evoengine.archive import Archive
@@ -79,7 +86,7 @@ def crashed_run(tmp_path: Path, crash_at: int, *overrides: str) -> tuple[Engine,
     return eng, path
 
 
-def rebuilt(path: Path, *overrides: str, snapshot: bool = True) -> Ledger:
+def rebuilt(path: Path, *overrides: str, snapshot: bool = True, saved: Path | None = None) -> Ledger:
     """A ledger rebuilt from the store as a resume does: from the snapshot, or (on a copy of
     the store without it) by replaying every closing."""
     if not snapshot:
@@ -89,7 +96,10 @@ def rebuilt(path: Path, *overrides: str, snapshot: bool = True) -> Ledger:
             src.backup(dst)
             dst.execute("DELETE FROM resume")
         path = copy
-    config = load_config(None, [*SETTINGS, *overrides, "budget.candidates=5000"])
+    if saved is not None:
+        config = load_config(None, list(overrides), base=yaml.safe_load(saved.read_text()))
+    else:
+        config = load_config(None, [*SETTINGS, *overrides, "budget.candidates=5000"])
     loaded = load_problem(QUADRATIC)
     store = RunStore.open(path)
     ledger = Ledger(store, config, loaded.problem, Archive(config, loaded.problem))
@@ -123,7 +133,7 @@ def observed(ledger: Ledger) -> dict:
         "novelty": (ledger.novelty.state(), verdicts),
         "proposer": ledger.learner.state(),
         "best": archive.best().id,
-        "recent_failures": [[c.id for c in archive.recent_failures(i, 8)] for i in range(3)],
+        "recent_failures": [[c.id for c in archive.recent_failures(i, 8)] for i in range(len(archive.islands))],
     }
 
 
@@ -183,3 +193,46 @@ def test_a_bandit_restored_from_its_state_chooses_as_the_one_that_learnt_it():
     restored.restore(live.state())
     assert restored.state() == live.state() and restored.probabilities() == live.probabilities()
     assert [restored.select(random.Random(i)) for i in range(20)] == [live.select(random.Random(i)) for i in range(20)]
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_a_snapshot_resumes_from_it_with_the_state_of_a_full_replay(tmp_path, quadratic):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evoengine.cli", "run", str(quadratic), "--budget", "2000", "--run-dir", str(run_dir)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+            try:
+                with sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True) as conn:
+                    snapped = conn.execute("SELECT closed FROM resume").fetchone()
+                    closed = conn.execute("SELECT MAX(closed) FROM candidates").fetchone()[0]
+            except sqlite3.Error:
+                continue
+            if snapped and closed >= snapped[0] + 20:  # killed mid-run, well after the snapshot
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert snapped and closed > snapped[0], "the run ended or never snapshot before the kill"
+
+    config_file = run_dir / "config.yaml"
+    from_snapshot = rebuilt(run_dir, saved=config_file)
+    replayed = rebuilt(run_dir, snapshot=False, saved=config_file)
+    assert 0 < from_snapshot._snapped < from_snapshot.closed and replayed._snapped == 0
+    assert observed(from_snapshot) == observed(replayed)
+    admitted = from_snapshot.admitted
+    from_snapshot.store.close()
+
+    cli("resume", str(run_dir), "--budget", str(admitted + 30), "-q", check=True)
+    assert status(run_dir)["admitted"] == admitted + 30
+    with sqlite3.connect(run_dir / "archive.sqlite") as conn:
+        resumed = [r for (r,) in conn.execute("SELECT closed FROM candidates WHERE closed IS NOT NULL ORDER BY closed")]
+        assert resumed == list(range(1, len(resumed) + 1))  # one closing order, continued without a gap
+        assert conn.execute("SELECT closed FROM resume").fetchone()[0] == resumed[-1]  # the clean stop's snapshot
