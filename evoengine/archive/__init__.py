@@ -152,7 +152,7 @@ class Archive:
         self._best = by_id[state["best"]] if state["best"] is not None else None
         self._seed = by_id[state["seed"]] if state["seed"] is not None else None
         if self._seed is not None and self.elites is not None:
-            self.elites.anchor(self._seed.text)
+            self.elites.anchor(self._seed.text, (state["elites"] or {}).get("centroids"))
         self._counts = [_IslandCounts(a, i) for a, i in state["counts"]]
         for failures, ids in zip(self._failures, state["failures"], strict=True):
             failures.clear()

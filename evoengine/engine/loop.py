@@ -81,7 +81,7 @@ class Engine:
         )
         self.tasks: set[asyncio.Task] = set()
         self.stop, self.message = None, ""  # why the run stops, and what to tell the user
-        self.done_before = run.store.counts()["evaluated"]
+        self.done_before = run.store.evaluated_count()
         self.clocks = Clocks(config, float(run.store.get_state("elapsed_s", 0.0)))
         self.progress = Progress(progress, config.budget.candidates, self.problem.name, not self.offline_only)
 
@@ -127,16 +127,16 @@ class Engine:
                     await self.pool.close()
                     self.rundir.discard()
                 raise
+            abandoned = self.rundir.store.abandon_pending()
+            if abandoned:
+                log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
+            self.ledger.rebuild()  # while the first worker boots
             seeds = await booting
         except BaseException:
             for step in (preparing, booting):
                 step.cancel()
             await asyncio.gather(preparing, booting, return_exceptions=True)
             raise
-        abandoned = self.rundir.store.abandon_pending()
-        if abandoned:
-            log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
-        self.ledger.rebuild()
         if self.ledger.best is not None:  # a kill may have come between admission and best/
             self.rundir.write_best(self.ledger.best, self.problem)
         if seeds is not None:

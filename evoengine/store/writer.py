@@ -195,13 +195,14 @@ class RunStore(StoreFile):
         """Every closed proposal in the order it was closed (or those closed after the first
         `after`), with its candidate when it was admitted: what a resumed run rebuilds its
         state from."""
-        where = "status IN ('evaluated', 'failed')"
-        if after is not None:
-            where += f" AND closed > {int(after)}"
-        rows = self.conn.execute(
-            f"SELECT {CANDIDATE_COLUMNS}, status, kind, reason, reward FROM candidates"
-            f" WHERE {where} ORDER BY closed IS NOT NULL, closed, seq IS NULL, seq, id"
-        )
+        columns = f"SELECT {CANDIDATE_COLUMNS}, status, kind, reason, reward FROM candidates"
+        if after is None:  # rows from before schema 2 (closed NULL) first
+            rows = self.conn.execute(
+                f"{columns} WHERE status IN ('evaluated', 'failed')"
+                " ORDER BY closed IS NOT NULL, closed, seq IS NULL, seq, id"
+            )
+        else:  # through the index on `closed`: only closed proposals have one
+            rows = self.conn.execute(f"{columns} WHERE closed > ? ORDER BY closed", (after,))
         for row in rows:
             yield row, row_to_candidate(row) if row["status"] == "evaluated" else None
 
@@ -214,7 +215,7 @@ class RunStore(StoreFile):
             return None
         closed, seq = row["closed"], row["seq"]
         at = self.conn.execute("SELECT closed FROM candidates WHERE seq = ?", (seq,)).fetchone()
-        later = self.conn.execute("SELECT COUNT(*) FROM candidates WHERE seq > ? AND closed <= ?", (seq, closed))
+        later = self.conn.execute("SELECT COUNT(*) FROM candidates WHERE seq > ? AND +closed <= ?", (seq, closed))
         last = self.conn.execute("SELECT 1 FROM candidates WHERE closed = ?", (closed,)).fetchone()
         if (at is None and seq) or (at is not None and not at[0] <= closed) or later.fetchone()[0] or not last:
             return None
@@ -274,6 +275,9 @@ class RunStore(StoreFile):
             "SELECT COUNT(*) FROM candidates WHERE status='evaluated' AND valid=1"
         ).fetchone()[0]
         return out
+
+    def evaluated_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM candidates WHERE status='evaluated'").fetchone()[0])
 
     def spend(self) -> float:
         return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])
