@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -34,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 QUADRATIC = REPO / "tests" / "problems" / "quadratic"
 CONSTANTS = 40
+NUMBER = re.compile(r"^    \w+ = (-?[0-9.]+)$", re.M)
 
 
 def program(values: list[float]) -> str:
@@ -45,7 +47,7 @@ def program(values: list[float]) -> str:
     )
 
 
-def build(path: Path, n: int) -> None:
+def build(path: Path, n: int) -> list[dict]:
     """A run of `n` candidates written through the ledger, as the engine writes one."""
     sys.path.insert(0, str(REPO))
     from evoengine.archive import Archive
@@ -65,7 +67,7 @@ def build(path: Path, n: int) -> None:
     ledger.observe, ledger.bandit, ledger.learner = proposer.observe, proposer.stats, proposer
     ledger.novelty = build_novelty(config, loaded.problem, proposer, lambda call: None)
     rng = random.Random(0)
-    values: dict[int, list[float]] = {}
+    rows: list[dict] = []
 
     def result(v: list[float]) -> EvalResult:
         error = (v[0] - 1.5) ** 2 + (v[1] + 2.0) ** 2 + (v[2] - 0.75) ** 2 + 1e-3 * sum(x * x for x in v[3:])
@@ -75,7 +77,6 @@ def build(path: Path, n: int) -> None:
     seed = [0.1, 0.2, 0.3] + [rng.uniform(-1, 1) for _ in range(CONSTANTS)]
     pid = ledger.open()
     ledger.admit(Candidate.scored(result(seed), id=pid, text=program(seed), operator="seed"))
-    values[pid] = seed
     t0 = time.monotonic()
     while ledger.admitted < n:
         sel = archive.select(random.Random(f"0:{ledger.closed}"))
@@ -88,7 +89,7 @@ def build(path: Path, n: int) -> None:
             failure = ProposalFailed(f"{kind}: made up", operator="offline:nudge", model="offline", kind=kind)
             ledger.fail(pid, sel.island, failure)
             continue
-        child = list(values[parent.id])
+        child = [float(v) for v in NUMBER.findall(parent.text)]  # its constants (the builder keeps nothing)
         i = rng.randrange(len(child))
         child[i] += rng.gauss(0, 0.3)
         res = result(child) if rng.random() > 0.05 else EvalResult.invalid("params() raised ValueError")
@@ -104,13 +105,19 @@ def build(path: Path, n: int) -> None:
             change=f"w{i:02d} nudged",
         )
         ledger.admit(candidate, kind=None if res.valid else "evaluation", parent=parent)
-        if res.valid:
-            values[pid] = child
-        if ledger.admitted % 10_000 == 0:
-            print(f"  built {ledger.admitted} of {n} ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
+        if ledger.admitted % 10_000 == 0:  # the writer's memory should not grow with the run
+            rss = rss_mb()
+            rows.append({"admitted": ledger.admitted, "rss_mb": rss, "s": round(time.monotonic() - t0, 1)})
+            print(f"  built {ledger.admitted} of {n} ({time.monotonic() - t0:.0f} s, RSS {rss} MB)", file=sys.stderr)
     ledger.save_resume_point()
     run.store.put_state(ledger.snapshot())
     run.close()
+    return rows
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return round(next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024, 1)
 
 
 MEASURE = r"""
@@ -181,8 +188,8 @@ def store_of(root: Path, n: int) -> Path:
         shutil.rmtree(path, ignore_errors=True)
         t = time.monotonic()
         print(f"building a store of {n} candidates in {path}", file=sys.stderr)
-        build(path, n)
-        (path / ".built").write_text(f"{time.monotonic() - t:.0f} s\n")
+        rows = build(path, n)
+        (path / ".built").write_text(json.dumps({"build_s": round(time.monotonic() - t), "rss": rows}) + "\n")
     return path
 
 
