@@ -272,9 +272,13 @@ class Ledger:
         return resume.fingerprint(self, self.learner.arms())
 
     def rebuild(self) -> None:
-        """Derive the in-memory state from the store: restore the resume snapshot, if there is
+        """Close as abandoned the proposals a stopped run left in flight, and derive the
+        in-memory state from the store: restore the resume snapshot, if there is
         one that fits, then replay the proposals closed after it (all of them without one) in
         the order they were closed (admissions into the archive, setbacks, bandit feedback)."""
+        abandoned = self.store.abandon_pending()
+        if abandoned:
+            log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
         language = self.problem.language
         filled = self.store.backfill_digests(lambda text: digest(text, language))
         if filled:

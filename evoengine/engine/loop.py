@@ -80,6 +80,7 @@ class Engine:
             else None
         )
         self.tasks: set[asyncio.Task] = set()
+        self.booting: asyncio.Future | None = None  # the pool's start, once under way
         self.stop, self.message = None, ""  # why the run stops, and what to tell the user
         self.done_before = run.store.evaluated_count()
         self.clocks = Clocks(config, float(run.store.get_state("elapsed_s", 0.0)))
@@ -108,10 +109,10 @@ class Engine:
         return self._summary(self.stop or "budget", self.message)
 
     async def _start_up(self) -> None:
-        """Everything before the search, overlapped: the first evaluation worker boots and scores
-        the seeds while the proposer is built in a thread (importing the model client is most of
-        a second); its models' pre-flight comes next, and a failure there stops everything at
-        once and leaves nothing behind. The seeds are admitted only once the models passed."""
+        """Everything before the search, overlapped: the first worker boots and scores the seeds
+        while the proposer is built in a thread (the model client's import is most of a second);
+        its models' pre-flight comes next, and a failure there stops everything, leaving nothing
+        behind. Seeds are admitted once the models passed; a resume waits for no worker."""
         fresh = self.done_before == 0
         seed = self.problem.seed_text() if fresh else None
         preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, seed))
@@ -127,11 +128,9 @@ class Engine:
                     await self.pool.close()
                     self.rundir.discard()
                 raise
-            abandoned = self.rundir.store.abandon_pending()
-            if abandoned:
-                log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
             self.ledger.rebuild()  # while the first worker boots
-            seeds = await booting
+            seeds = await booting if fresh else None
+            self.booting = booting
         except BaseException:
             for step in (preparing, booting):
                 step.cancel()
@@ -244,6 +243,7 @@ class Engine:
             self.flow.queued -= 1
             self.signal.notify()
         try:
+            await asyncio.shield(self.booting)  # the first worker is up (at once but just after a resume)
             gated = await self.gate.check(child) if self.gate is not None else None
             t0 = time.monotonic()
             result = gated or await self.pool.evaluate(child.proposal.text, label=f"candidate {child.pid}")
@@ -321,6 +321,9 @@ class Engine:
                 task.cancel()
             done, _ = await asyncio.wait(self.tasks, timeout=0.5)
             self.tasks -= done
+        if self.booting is not None:  # a resume that ends before its first worker is up
+            self.booting.cancel()
+            await asyncio.gather(self.booting, return_exceptions=True)
         await self.pool.close()
         if self.proposer is not None:
             await self.proposer.aclose()
