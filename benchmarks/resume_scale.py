@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from engine_overhead import bench_env  # the same environment as the overhead runs
+
 REPO = Path(__file__).resolve().parent.parent
 QUADRATIC = REPO / "tests" / "problems" / "quadratic"
 CONSTANTS = 40
@@ -168,7 +170,7 @@ def measure(path: Path) -> dict:
     conn = sqlite3.connect(path / "archive.sqlite")
     admitted = conn.execute("SELECT COUNT(*) FROM candidates WHERE status='evaluated'").fetchone()[0]
     conn.close()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = bench_env()
     code = MEASURE.format(repo=str(REPO))
     out = subprocess.run(
         [sys.executable, "-c", code, str(path), repr(time.time()), str(admitted + 5)],
