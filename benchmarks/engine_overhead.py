@@ -73,7 +73,7 @@ problem, _ = prepare_run(@PROBLEM@)
 config = load_config(None, [
     f"budget.candidates={n}", f"concurrency.proposals={proposals}", f"concurrency.evaluations={evaluations}",
     "operators.diff=1", "operators.full=0", "operators.crossover=0",
-], base={"models": [{"name": "sim", "base_url": url, "api_key_env": None, "timeout_s": 30}]})
+], base={"models": [] if url == "offline" else [{"name": "sim", "base_url": url, "api_key_env": None, "timeout_s": 30}]})
 eng = create(problem, config, run_dir=__import__("pathlib").Path(run_dir))
 marks["created"] = time.time()
 
@@ -100,12 +100,18 @@ def timed_prepare(seed):
         await preflight()
         marks["preflight_done"] = time.time()
     proposer.start = timed_start
-    for client in proposer.pool.clients.values():
+    for client in proposer.pool.clients.values() if hasattr(proposer, "pool") else ():
         chat = client.chat
         async def timed_chat(*a, _chat=chat, **kw):
             marks.setdefault("first_request", time.time())
             return await _chat(*a, **kw)
         client.chat = timed_chat
+    if not hasattr(proposer, "pool"):  # offline: the first proposal stands for the first request
+        propose = proposer.propose
+        async def timed_propose(ctx, _propose=propose):
+            marks.setdefault("first_request", time.time())
+            return await _propose(ctx)
+        proposer.propose = timed_propose
 eng._prepare = timed_prepare
 
 admit_seeds = eng.ledger.admit_seeds
@@ -155,10 +161,10 @@ def one_run(url: str, n: int, latency: float, proposals: int, evaluations: int, 
         "load_after": round(os.getloadavg()[0], 2),
         "wall_s": round(wall, 3),
         "limit_s": round(bound, 3),
-        "ratio_whole_run": round(bound / wall, 3),
-        "ratio_search": round((admitted - 1) * latency / proposals / search, 3),
-        "slots_busy_search": round(m["latency_sum"] / (proposals * search), 3),
-        "mean_call_s": round(m["latency_sum"] / m["calls"], 4),
+        "ratio_whole_run": round(bound / wall, 3) if latency else None,
+        "ratio_search": round((admitted - 1) * latency / proposals / search, 3) if latency else None,
+        "slots_busy_search": round(m["latency_sum"] / (proposals * search), 3) if m["calls"] else None,
+        "mean_call_s": round(m["latency_sum"] / m["calls"], 4) if m["calls"] else None,
         "start_up": {
             "interpreter_s": round(m["t_main"] - t0, 3),
             "imports_at_s": round(m["imports"] - t0, 3),
@@ -194,29 +200,35 @@ def main() -> None:
     ap.add_argument("--proposals", type=int, nargs="+", default=[4])
     ap.add_argument("--evaluations", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--offline", action="store_true", help="no model: the offline operators (start-up figures only)")
     ap.add_argument("--json", type=Path, help="append every run's figures to this file (a JSON list)")
     args = ap.parse_args()
     import tempfile
 
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER.format(tests=str(REPO / "tests")), str(args.latency)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    url = json.loads(server.stdout.readline())["url"]
+    server = None
+    url = "offline"
+    if not args.offline:
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVER.format(tests=str(REPO / "tests")), str(args.latency)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        url = json.loads(server.stdout.readline())["url"]
+    latency = 0.0 if args.offline else args.latency
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for proposals in args.proposals:
                 for n in args.candidates:
                     for _ in range(args.repeat):
-                        row = one_run(url, n, args.latency, proposals, args.evaluations, Path(tmp))
+                        row = one_run(url, n, latency, proposals, args.evaluations, Path(tmp))
                         print(json.dumps(row), flush=True)
                         rows.append(row)
     finally:
-        server.stdin.close()
-        server.wait(timeout=10)
+        if server is not None:
+            server.stdin.close()
+            server.wait(timeout=10)
     if args.json:
         old = json.loads(args.json.read_text()) if args.json.exists() else []
         args.json.write_text(json.dumps(old + rows, indent=1) + "\n")
