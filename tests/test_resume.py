@@ -148,7 +148,7 @@ def test_a_snapshot_and_the_closings_after_it_give_the_state_of_a_full_replay(tm
     assert live.archive.islands.resets and live.archive.islands.migrations and live.ledger.kinds["novelty"]
 
     from_snapshot, replayed = rebuilt(path), rebuilt(path, snapshot=False)
-    assert from_snapshot._snapped == closed and replayed._snapped == 0
+    assert from_snapshot.restored == closed and replayed.restored is None
     assert observed(from_snapshot) == observed(replayed)
     assert from_snapshot.closed == live.ledger.closed  # ... the state of the run that crashed
 
@@ -157,8 +157,11 @@ def test_a_snapshot_taken_under_other_settings_or_disagreeing_with_the_store_is_
     monkeypatch.setattr(resume, "SNAPSHOT_EVERY", 64)
     _, path = crashed_run(tmp_path, crash_at=150)
     other = ("islands.population=8",)
-    assert observed(rebuilt(path, *other)) == observed(rebuilt(path, *other, snapshot=False))
-    assert rebuilt(path, *other)._snapped == 0  # replayed whole
+    first = rebuilt(path, *other)
+    assert first.restored is None  # replayed whole ...
+    assert observed(first) == observed(rebuilt(path, *other, snapshot=False))
+    first.store.close()
+    assert rebuilt(path, *other).restored == first.closed  # ... and snapshot at once for the next resume
     conn = sqlite3.connect(path / "archive.sqlite")
     conn.execute("UPDATE resume SET seq = seq - 1")  # as if the store lost the admission it follows
     conn.commit()
@@ -225,7 +228,7 @@ def test_a_run_killed_after_a_snapshot_resumes_from_it_with_the_state_of_a_full_
     config_file = run_dir / "config.yaml"
     from_snapshot = rebuilt(run_dir, saved=config_file)
     replayed = rebuilt(run_dir, snapshot=False, saved=config_file)
-    assert 0 < from_snapshot._snapped < from_snapshot.closed and replayed._snapped == 0
+    assert 0 < from_snapshot.restored < from_snapshot.closed and replayed.restored is None
     assert observed(from_snapshot) == observed(replayed)
     admitted = from_snapshot.admitted
     from_snapshot.store.close()

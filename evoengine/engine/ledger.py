@@ -94,6 +94,7 @@ class Ledger:
         self.invalid_streak: tuple[str, int] = ("", 0)  # (reason class, invalid results in a row)
         self._last_state = 0.0
         self._snapped = 0  # `closed` at the last resume snapshot
+        self.restored: int | None = None
 
     # ------------------------------------------------------------ reading
 
@@ -303,6 +304,9 @@ class Ledger:
                     candidate.model, row["reward"], candidate.cost, operator=candidate.operator, stage=_stage(candidate)
                 )
         self._snapped = after or 0
+        self.restored = after  # closings the snapshot covered (None: every closing was replayed)
+        if after is None and self.closed:  # replayed whole: the next resume need not
+            self.save_resume_point()
         self.spend = self.store.spend()
 
     def snapshot(self) -> dict[str, Any]:
