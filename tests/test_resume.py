@@ -239,3 +239,18 @@ def test_a_run_killed_after_a_snapshot_resumes_from_it_with_the_state_of_a_full_
         resumed = [r for (r,) in conn.execute("SELECT closed FROM candidates WHERE closed IS NOT NULL ORDER BY closed")]
         assert resumed == list(range(1, len(resumed) + 1))  # one closing order, continued without a gap
         assert conn.execute("SELECT closed FROM resume").fetchone()[0] == resumed[-1]  # the clean stop's snapshot
+
+
+def test_after_a_resume_a_copy_of_a_candidate_evaluated_before_it_is_refused_without_evaluation(tmp_path):
+    from evoengine.engine.screening import Screen
+    from evoengine.records import Proposal
+
+    _, path = crashed_run(tmp_path, crash_at=40)
+    ledger = rebuilt(path)
+    screen = Screen("python", ledger.evaluated, None)
+    old = ledger.archive.best()
+    copy = "# the same program, reformatted\n" + old.text.replace(" = ", "=")
+    failure = asyncio.run(screen.check(Proposal(copy, "offline:x", "offline", (old.id,)), 0, 10_000))
+    assert failure is not None and failure.kind == "novelty" and "already evaluated" in failure.reason
+    fresh = old.text.replace("return (a, b, c)", "return (a, b, c + 0.5)")
+    assert asyncio.run(screen.check(Proposal(fresh, "offline:x", "offline", (old.id,)), 0, 10_001)) is None
