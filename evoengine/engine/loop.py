@@ -243,7 +243,7 @@ class Engine:
             self.flow.queued -= 1
             self.signal.notify()
         try:
-            await asyncio.shield(self.booting)  # the first worker is up (at once but just after a resume)
+            await asyncio.shield(self.booting)  # a resume proposes before its first worker is up
             gated = await self.gate.check(child) if self.gate is not None else None
             t0 = time.monotonic()
             result = gated or await self.pool.evaluate(child.proposal.text, label=f"candidate {child.pid}")

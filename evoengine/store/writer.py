@@ -148,9 +148,10 @@ class RunStore(StoreFile):
 
     def put_resume(self, closed: int, fingerprint: str, data: str) -> None:
         """Keep `data`, the derived state after the first `closed` closings, as the resume
-        snapshot (replacing the one before), with the admission number it follows."""
+        snapshot (replacing the one before), with the admission number it follows: the last
+        one (the one writer takes it after every closing it has written is in its state)."""
         with self.transaction() as conn:
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM candidates WHERE closed <= ?", (closed,)).fetchone()
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM candidates").fetchone()
             self._put_resume(closed, seq[0], fingerprint, data)
 
     def _put_resume(self, closed: int, seq: int, fingerprint: str, data: str) -> None:
