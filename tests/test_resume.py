@@ -24,6 +24,7 @@ from evoengine.config import load_config
 from evoengine.engine import Engine, Ledger, resume
 from evoengine.engine.build import build_novelty, build_proposer
 from evoengine.engine.rundir import RunDir
+from evoengine.engine.screening import digest
 from evoengine.llm.bandit import make_bandit
 from evoengine.problem import EvalResult, load_problem
 from evoengine.records import ProposalContext
@@ -254,3 +255,21 @@ def test_after_a_resume_a_copy_of_a_candidate_evaluated_before_it_is_refused_wit
     assert failure is not None and failure.kind == "novelty" and "already evaluated" in failure.reason
     fresh = old.text.replace("return (a, b, c)", "return (a, b, c + 0.5)")
     assert asyncio.run(screen.check(Proposal(fresh, "offline:x", "offline", (old.id,)), 0, 10_001)) is None
+
+
+def test_a_store_from_before_schema_4_is_upgraded_and_resumed_again_without_the_snapshot_misleading_it(tmp_path):
+    _, path = crashed_run(tmp_path, crash_at=60)
+    conn = sqlite3.connect(path / "archive.sqlite")  # as evoengine 0.1 wrote it: no schedule, digests, snapshot
+    for index in ("candidates_closed", "candidates_digest", "model_calls_cost"):
+        conn.execute(f"DROP INDEX {index}")
+    conn.execute("DROP TABLE resume")
+    for column in ("basis", "attempt", "closed", "kind", "digest"):
+        conn.execute(f"ALTER TABLE candidates DROP COLUMN {column}")
+    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    first = rebuilt(path)  # upgraded, digests filled in, every closing replayed
+    assert first.restored is None and first.store.evaluated_digest(digest(first.archive.best().text, "python"))
+    first.store.close()
+    again = rebuilt(path)  # its snapshot follows closings that have no number: not trusted, replayed again
+    assert again.restored is None and observed(again) == observed(first)

@@ -216,10 +216,14 @@ class RunStore(StoreFile):
             return None
         closed, seq = row["closed"], row["seq"]
         at = self.conn.execute("SELECT closed FROM candidates WHERE seq = ?", (seq,)).fetchone()
-        later = self.conn.execute("SELECT COUNT(*) FROM candidates WHERE seq > ? AND +closed <= ?", (seq, closed))
-        last = self.conn.execute("SELECT 1 FROM candidates WHERE closed = ?", (closed,)).fetchone()
-        if (at is None and seq) or (at is not None and not at[0] <= closed) or later.fetchone()[0] or not last:
-            return None
+        if seq and (at is None or (at[0] is not None and at[0] > closed)):
+            return None  # the admission it follows is gone, or was closed after the snapshot's closings
+        if self.conn.execute(
+            "SELECT COUNT(*) FROM candidates WHERE seq > ? AND +closed <= ?", (seq, closed)
+        ).fetchone()[0]:
+            return None  # an admission among its closings came after the one it follows
+        if not self.conn.execute("SELECT 1 FROM candidates WHERE closed = ?", (closed,)).fetchone():
+            return None  # its last closing is not in the store
         return closed, row["fingerprint"], row["data"]
 
     def candidates_by_id(self, ids: set[int]) -> dict[int, Candidate]:
