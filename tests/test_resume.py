@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, cli, status
+from conftest import REPO, as_schema_1, cli, status
 from test_engine import QUADRATIC, FakePool
 
 from evoengine.archive import Archive
@@ -259,15 +259,7 @@ def test_after_a_resume_a_copy_of_a_candidate_evaluated_before_it_is_refused_wit
 
 def test_a_store_from_before_schema_4_is_upgraded_and_resumed_again_without_the_snapshot_misleading_it(tmp_path):
     _, path = crashed_run(tmp_path, crash_at=60)
-    conn = sqlite3.connect(path / "archive.sqlite")  # as evoengine 0.1 wrote it: no schedule, digests, snapshot
-    for index in ("candidates_closed", "candidates_digest", "model_calls_cost"):
-        conn.execute(f"DROP INDEX {index}")
-    conn.execute("DROP TABLE resume")
-    for column in ("basis", "attempt", "closed", "kind", "digest"):
-        conn.execute(f"ALTER TABLE candidates DROP COLUMN {column}")
-    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
-    conn.commit()
-    conn.close()
+    as_schema_1(path)  # as evoengine 0.1 wrote it: no schedule, digests, snapshot
     first = rebuilt(path)  # upgraded, digests filled in, every closing replayed
     assert first.restored is None and first.store.evaluated_digest(digest(first.archive.best().text, "python"))
     first.store.close()
