@@ -95,6 +95,10 @@ ABLATIONS = {
 }
 MODEL_ONLY = {"uniform-bandit", "no-crossover"}  # keys that change nothing without models
 PANEL = ["good", "useless", "noisy", "broken"]
+# Prices per million tokens in and out, as a provider would charge: the models that score their
+# edits cost more, so `bandit.cost_aware=true` has a cheaper arm to be tempted by.
+PRICES = {"good": (3.0, 15.0), "slow": (3.0, 15.0), "useless": (0.3, 1.2), "noisy": (0.3, 1.2)}
+PRICES |= {"broken": (0.3, 1.2), "fast": (0.1, 0.4)}
 # Sizes. `caps` stop some runs early to keep the default under an hour on two cores: model runs
 # (the good model scores four edits per reply) and circle_packing (about 60 ms per evaluation,
 # four to eight times the others) stop at 200 evaluations. `--full` lifts the caps.
@@ -161,6 +165,7 @@ def execute(spec: RunSpec, work: Path, url: str | None, keep: bool) -> dict[str,
     if spec.mode == "models":
         models = [
             {"name": b, "model": f"{b}/{spec.problem}", "base_url": url, "api_key_env": None, "timeout_s": 60.0}
+            | {"price_in": PRICES[b][0], "price_out": PRICES[b][1]}
             for b in spec.panel
         ]
         overrides.append(f"models={json.dumps(models)}")

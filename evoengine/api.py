@@ -32,6 +32,15 @@ class Run:
         finally:
             store.close()
 
+    @property
+    def folder(self) -> bool:
+        """True when this run's candidates are folders of files (`evoengine.files`)."""
+        store = self._store()
+        try:
+            return bool(store.meta().get("files"))
+        finally:
+            store.close()
+
     def candidates(self) -> list[Candidate]:
         """Every admitted candidate, in admission order."""
         store = self._store()

@@ -22,6 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .files import FilesError, language_of, split_files
+
 
 class PatchError(ValueError):
     """A reply that cannot become a child; the message is written to be shown to the model."""
@@ -169,8 +171,19 @@ def check_frozen(parent: str, child: str, comment: str = "#") -> None:
         )
 
 
-def syntax_error(text: str, language: str) -> str | None:
-    """Why a Python text does not compile (with the line), or None."""
+def syntax_error(text: str, language: str, folder: bool = False) -> str | None:
+    """Why a Python text does not compile (with the line), or None. With `folder`, `text`
+    holds several files (`evoengine.files`) and each Python file is compiled."""
+    if folder:
+        try:
+            files = split_files(text)
+        except FilesError as exc:
+            return f"the child's files are broken: {exc}"
+        for name, content in files.items():
+            why = syntax_error(content, language_of(name))
+            if why is not None:
+                return f"file {name}: {why}"
+        return None
     if language != "python":
         return None
     try:

@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("best", help="print or write the best candidate")
     b.add_argument("run_dir", type=Path)
-    b.add_argument("-o", "--output", type=Path)
+    b.add_argument("-o", "--output", type=Path, help="the file to write (a folder, for candidates of several files)")
 
     sub.add_parser("problems", help="list bundled problems")
 
@@ -221,10 +221,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_best(args: argparse.Namespace) -> int:
     from .api import open_run
 
-    best = open_run(args.run_dir).best
+    run = open_run(args.run_dir)
+    best = run.best
     if best is None:
         raise EvoError(f"{args.run_dir} has no valid candidate yet")
-    if args.output:
+    if args.output and run.folder:  # a candidate of several files: the folder, file by file
+        from .files import split_files, write_folder
+
+        write_folder(split_files(best.text), args.output)
+        print(f"wrote candidate {best.id} (score {best.score:.6g}) as the folder {args.output}", file=sys.stderr)
+    elif args.output:
         args.output.write_text(best.text)
         print(f"wrote candidate {best.id} (score {best.score:.6g}) to {args.output}", file=sys.stderr)
     else:

@@ -23,6 +23,7 @@ from typing import Any
 import networkx as nx
 
 from .errors import EvoError
+from .files import FilesError, split_files
 from .records import Candidate
 from .store import RunReader, outcome
 
@@ -142,12 +143,22 @@ class ChangeSummary:
     added: int
     removed: int
     first: str  # the first changed line ("-" prefixed if it was a removal), shortened
+    files: tuple[str, ...] = ()  # for candidates of several files: the files it changed
 
     def __str__(self) -> str:
         if not self.added and not self.removed:
             return "no text change"
-        head = f"+{self.added} -{self.removed} lines"
+        head = f"+{self.added} -{self.removed} lines" + (f" in {', '.join(self.files)}" if self.files else "")
         return f"{head}: {self.first}" if self.first else head
+
+
+def changed_files(parent_text: str, child_text: str) -> tuple[str, ...]:
+    """The files a child changed, when both texts are several files (`evoengine.files`)."""
+    try:
+        before, after = split_files(parent_text), split_files(child_text)
+    except FilesError:
+        return ()
+    return tuple(n for n in dict.fromkeys([*before, *after]) if before.get(n) != after.get(n))
 
 
 def summarize_change(parent_text: str, child_text: str, width: int = 60) -> ChangeSummary:
@@ -170,7 +181,7 @@ def summarize_change(parent_text: str, child_text: str, width: int = 60) -> Chan
                 first = "-" + gone[0].strip() if gone else ""
     if len(first) > width:
         first = first[: width - 1] + "…"
-    return ChangeSummary(added, removed, first)
+    return ChangeSummary(added, removed, first, changed_files(parent_text, child_text))
 
 
 def _fmt(x: float | None) -> str:

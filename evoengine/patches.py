@@ -11,7 +11,9 @@ Diff replies (`parse_diff`, `apply_diff`)
         the lines that replace them
         >>>>>>> REPLACE
 
-    5 to 9 ``<``/``=``/``>`` are accepted, as are trailing spaces and CRLF line ends.
+    5 to 9 ``<``/``=``/``>`` are accepted, as are trailing spaces and CRLF line ends. For a
+    candidate of several files, a line ``FILE: name`` before an edit names the file it edits
+    (`Edit.file`; it holds for the edits after it, until the next such line).
     Edits apply in order, each to the result of the previous one. A SEARCH text must occur
     exactly once; when it does not occur verbatim, it is matched line by line ignoring
     trailing whitespace and a uniform shift of indentation (the replacement is re-indented
@@ -49,7 +51,7 @@ from .blocks import (
 )
 from .problem import COMMENT_PREFIX
 
-__all__ = ["Edit", "PatchError", "apply_diff", "apply_rewrite", "extract_code", "parse_diff", "reindent"]
+__all__ = ["FILE_LINE", "Edit", "PatchError", "apply_diff", "apply_rewrite", "extract_code", "parse_diff", "reindent"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Edit:
 
     search: str
     replace: str
+    file: str = ""  # the file it edits, from the last "FILE: name" line before it
 
 
 # ---------------------------------------------------------------- SEARCH/REPLACE diffs
@@ -65,6 +68,7 @@ class Edit:
 _SEARCH = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$", re.IGNORECASE)
 _DIVIDER = re.compile(r"^\s*={5,9}\s*$")
 _REPLACE = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$", re.IGNORECASE)
+FILE_LINE = re.compile(r"^[\s#*>`_-]*FILE:[\s*`'\"]*([\w.+/-]+?)[\s*`'\":]*$", re.IGNORECASE)
 
 
 def _joined(lines: list[str]) -> str:
@@ -74,12 +78,14 @@ def _joined(lines: list[str]) -> str:
 def parse_diff(reply: str) -> list[Edit]:
     """The SEARCH/REPLACE edits in a model's reply, in order (an empty list if none)."""
     edits: list[Edit] = []
-    state, search, replace, opened = "out", [], [], 0
+    state, search, replace, opened, file = "out", [], [], 0, ""
     lines = reply.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     for number, line in enumerate(lines, 1):
         if state == "out":
             if _SEARCH.match(line):
                 state, search, replace, opened = "search", [], [], number
+            elif named := FILE_LINE.match(line):
+                file = named.group(1)
         elif state == "search":
             if _DIVIDER.match(line):
                 state = "replace"
@@ -92,7 +98,7 @@ def parse_diff(reply: str) -> list[Edit]:
                 search.append(line)
         else:
             if _REPLACE.match(line):
-                edits.append(Edit(_joined(search), _joined(replace)))
+                edits.append(Edit(_joined(search), _joined(replace), file))
                 state = "out"
             elif _SEARCH.match(line):
                 raise PatchError(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProblemError
+from .files import FilesError, join_files, language_of, read_folder
 
 KINDS = ("program", "prompt", "reward", "harness")
 
@@ -65,7 +66,8 @@ class Feature:
 
 @dataclass
 class Problem:
-    """What a search is about. `initial` names the seed file beside `problem.py`."""
+    """What a search is about. `initial` names the seed beside `problem.py`: a file, or a folder
+    of files for candidates of several files (`folder`; see `evoengine.files`)."""
 
     name: str
     description: str
@@ -81,6 +83,14 @@ class Problem:
     # Environment variables the evaluator needs (a dataset path, a model id), passed through to
     # evaluations by name; everything else but a short allow-list (PATH, LANG, ...) is withheld.
     env: tuple[str, ...] = ()
+    # Models the evaluator asks (by name): the run's `evaluator_models:` config entries give each an
+    # endpoint, and the evaluator reaches them through the engine (evoengine.evaluation.models);
+    # a name the config leaves out is unavailable, and the evaluator falls back as it sees fit.
+    evaluator_models: tuple[str, ...] = ()
+    # Files or folders outside the problem's folder that the evaluator reads (a dataset, the
+    # problems a self-evolution suite searches), shown read-only in the sandbox's filesystem
+    # view; relative paths are taken from the problem's folder.
+    reads: tuple[str, ...] = ()
     # Set by `load_problem`: the folder holding problem.py and the seed.
     root: Path = field(default=Path("."), compare=False)
 
@@ -93,6 +103,9 @@ class Problem:
             )
         self.features = tuple(self.features)
         self.env = (self.env,) if isinstance(self.env, str) else tuple(self.env)
+        models = self.evaluator_models
+        self.evaluator_models = (models,) if isinstance(models, str) else tuple(models)
+        self.reads = (self.reads,) if isinstance(self.reads, str) else tuple(map(str, self.reads))
         if self.timeout_s <= 0 or self.memory_mb <= 0:
             raise ProblemError(f"problem {self.name!r}: timeout_s and memory_mb must be positive")
 
@@ -109,12 +122,26 @@ class Problem:
         """File suffix a candidate is written with, taken from the seed file."""
         return Path(self.initial).suffix or ".txt"
 
+    @property
+    def folder(self) -> bool:
+        """True when a candidate is a folder of files (the seed is a folder)."""
+        return self.initial_path.is_dir()
+
+    def file_language(self, name: str) -> str:
+        """The language of file `name` of a candidate of several files (by its suffix)."""
+        return language_of(name)
+
+    def file_comment(self, name: str) -> str:
+        """The comment syntax of file `name`'s EVOLVE-BLOCK markers."""
+        return COMMENT_PREFIX[language_of(name)]
+
     def seed_text(self) -> str:
+        """The seed: the file's text, or a folder's files as one text (`evoengine.files`)."""
         path = self.initial_path
         try:
-            return path.read_text()
-        except OSError as exc:
-            raise ProblemError(f"{self.root / 'problem.py'}: cannot read seed file {path}: {exc}") from exc
+            return join_files(read_folder(path)) if path.is_dir() else path.read_text()
+        except (OSError, FilesError) as exc:
+            raise ProblemError(f"{self.root / 'problem.py'}: cannot read the seed {path}: {exc}") from exc
 
 
 def safe_text(text: str) -> str:
@@ -250,8 +277,10 @@ def load_problem(spec: str | Path) -> LoadedProblem:
     if not callable(evaluate):
         raise ProblemError(f"{path}: define a function `evaluate(candidate_path)`")
     problem.root = path.parent
-    if not problem.initial_path.is_file():
-        raise ProblemError(f"{path}: seed file {problem.initial!r} not found beside it")
+    if not problem.initial_path.exists():
+        raise ProblemError(
+            f"{path}: seed file {problem.initial!r} not found beside it (a file, or a folder of several files)"
+        )
     if problem.vocabulary and not (problem.root / problem.vocabulary).is_file():
         raise ProblemError(f"{path}: vocabulary file {problem.vocabulary!r} not found beside it")
     return LoadedProblem(problem, evaluate, path, module)

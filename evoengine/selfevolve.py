@@ -301,10 +301,11 @@ def harness_problem(suite_path: Path) -> tuple[Problem, Any]:
         kind="harness",
         timeout_s=60.0 + per_search * len(suite.pairs()),
         memory_mb=4096,
+        reads=tuple(suite.problems),  # the inner searches' problems, wherever they are
     )
 
     def evaluate(path: str) -> EvalResult:
-        name = lambda p, s: f"{Path(p).parent.name}:{s}"  # noqa: E731
+        name = lambda p, s: f"{Path(p).name}:{s}"  # noqa: E731 - the suite holds problem folders
         first = suite.pairs()[0]
         try:
             stage = inner_search(Path(path), first[0], first[1], suite.inner_budget, suite.overrides)

@@ -123,6 +123,16 @@ def render_status(s: dict[str, Any]) -> str:
             f"{s['exact_copies']} exact copies"
             + (f" (embedder {nov['embedder']}{checks}{judge})" if "embedder" in nov else "")
         )
+    evaluator = [u for u in s.get("models") or [] if u.get("purpose") == "evaluate"]
+    if evaluator:
+        lines.append(
+            "evaluator  "
+            + "; ".join(
+                f"{u['model']}: {u['calls']} calls ({u['errors'] or 0} failed), "
+                f"{(u['tokens_in'] or 0) + (u['tokens_out'] or 0)} tokens, ${u['cost'] or 0.0:.4f}"
+                for u in evaluator
+            )
+        )
     arms = s.get("bandit") or {}
     if arms:
         lines.append("models     arm                      calls  mean reward  cost      p(select)")

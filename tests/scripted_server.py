@@ -13,7 +13,7 @@ max_tokens ran out, no usage numbers):
     model = server.model("good", price_in=1.0)      # an evoengine.config.Model for it
     ...
     server.log                                      # every request: path, model, body, status
-    server.stop()
+    server.stop()                                   # or drop(): the endpoint dies, connections cut
 
 Usage numbers in replies are word counts (prompt: the words of all messages; completion:
 the words of the reply), also kept in the log, so tests can check costs exactly.
@@ -79,6 +79,7 @@ class ScriptedServer:
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
 
     # ------------------------------------------------------------ scripting
 
@@ -128,6 +129,8 @@ class ScriptedServer:
             def setup(self) -> None:
                 super().setup()  # headers and body leave in separate writes: don't let Nagle wait
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with server._lock:
+                    server._connections.add(self.connection)
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
@@ -156,6 +159,16 @@ class ScriptedServer:
         )
         self._thread.start()
         return self
+
+    def drop(self) -> None:
+        """The endpoint dies: stop listening and cut every open connection (kept-alive ones too)."""
+        self.stop()
+        with self._lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def stop(self) -> None:
         self._stopping.set()

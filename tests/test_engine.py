@@ -36,7 +36,9 @@ class FakePool:
     async def start(self) -> None:
         return None
 
-    async def evaluate(self, text: str, *, label: str = "candidate", entry: str = "evaluate") -> EvalResult:
+    async def evaluate(
+        self, text: str, *, label: str = "candidate", entry: str = "evaluate", proposal: int | None = None
+    ) -> EvalResult:
         self.calls.append((label, entry))
         await asyncio.sleep(0)
         if self.invalid_children and label != "seed":

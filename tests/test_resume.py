@@ -45,7 +45,7 @@ SETTINGS = (
 class InProcessPool(FakePool):
     """Runs the offline operators' children of the quadratic in this process (no sandbox)."""
 
-    async def evaluate(self, text: str, *, label: str = "candidate", entry: str = "evaluate") -> EvalResult:
+    async def evaluate(self, text: str, *, label: str = "candidate", entry: str = "evaluate", **_) -> EvalResult:
         await asyncio.sleep(0)
         scope: dict = {}
         try:

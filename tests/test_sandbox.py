@@ -706,26 +706,31 @@ def worker_processes(engine_pid: int) -> list[int]:
 @pytest.mark.slow
 def test_every_worker_process_dies_with_an_engine_killed_mid_run():
     run_dir = public_dir(0o755) / "run"
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "evoengine.cli", "run", str(TEST_PROBLEMS / "quadratic"), "--budget", "100000"]
-        + ["--run-dir", str(run_dir), "-q"],
-        cwd=REPO,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = run_dir.parent / "engine.log"
+    with log.open("wb") as out:
+        engine = subprocess.Popen(
+            [sys.executable, "-m", "evoengine.cli", "run", str(TEST_PROBLEMS / "quadratic"), "--budget", "100000"]
+            + ["--run-dir", str(run_dir), "-q"],
+            cwd=REPO,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # the search is under way: several admissions
+        workers: list[int] = []
+        while time.monotonic() < deadline:  # the search is under way: admissions, and the workers up
+            assert engine.poll() is None, f"the engine ended early:\n{log.read_text(errors='replace')[-3000:]}"
             try:
                 with sqlite3.connect(run_dir / "archive.sqlite") as db:
-                    if db.execute("SELECT count(*) FROM candidates WHERE seq IS NOT NULL").fetchone()[0] >= 5:
-                        break
+                    admitted = db.execute("SELECT count(*) FROM candidates WHERE seq IS NOT NULL").fetchone()[0]
             except sqlite3.Error:
-                pass
+                admitted = 0
+            workers = worker_processes(engine.pid) if admitted >= 5 else []
+            if len(workers) >= 2:
+                break
             time.sleep(0.05)
-        workers = worker_processes(engine.pid)
-        assert len(workers) >= 2, "no evaluation worker found"
+        assert len(workers) >= 2, f"no evaluation workers found:\n{log.read_text(errors='replace')[-3000:]}"
         os.kill(engine.pid, signal.SIGKILL)  # the engine only: workers are in sessions of their own
         killed = time.monotonic()
         while worker_processes(engine.pid) and time.monotonic() < killed + 5:

@@ -289,6 +289,21 @@ def test_the_default_mix_is_what_the_baselines_switch_off():
     assert len({s.parent.id for s in chosen}) > 10 and all(s.inspirations for s in chosen)
 
 
+def test_focus_refines_the_best_while_it_improves_and_hands_back_to_the_mix_as_it_stalls():
+    # the best (id 17, island 1) was the 18th of 41 admissions: 23 admissions without a new best
+    fresh = picks(mixed("selection.focus=1", "selection.focus_patience=100000"), 1000)
+    focused = [s for s in fresh if s.source == "focus"]
+    assert len(focused) > 990 and {(s.parent.id, s.island) for s in focused} == {(17, 1)}
+    assert all(s.inspirations for s in focused)
+    halved = Counter(s.source for s in picks(mixed("selection.focus=1", "selection.focus_patience=23"), 2000))
+    assert 900 < halved["focus"] < 1100  # one patience of stall: half the share
+    archive = mixed("selection.focus=0.5", "selection.focus_patience=2")  # long stalled: the mix
+    assert Counter(s.source for s in picks(archive, 1000))["focus"] < 5
+    archive.admit(Candidate(41, "x = 41\n", parents=(17,), island=2, operator="diff", score=101.0, valid=True))
+    renewed = [s for s in picks(archive, 1000) if s.source == "focus"]  # a new best: focused again
+    assert 420 < len(renewed) < 580 and {(s.parent.id, s.island) for s in renewed} == {(41, 2)}
+
+
 def test_selection_elites_zero_takes_no_parent_from_the_elite_cells():
     default = Counter(s.source for s in picks(mixed(), 2000))
     off = Counter(s.source for s in picks(mixed("selection.elites=0"), 2000))

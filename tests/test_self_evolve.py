@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,7 @@ def test_self_evolve_runs_end_to_end_and_writes_a_usable_harness(tmp_path):
         "--seeds",
         "1",
         "--suite",
-        "deceptive_ridge",
+        f"deceptive_ridge,{QUADRATIC}",
         "--run-dir",
         str(run_dir),
         "-o",
@@ -107,6 +108,9 @@ def test_self_evolve_runs_end_to_end_and_writes_a_usable_harness(tmp_path):
     assert proc.returncode == 0, proc.stderr
     s = status(run_dir)
     assert s["admitted"] == 5 and s["problem"] == "harness"
+    with sqlite3.connect(run_dir / "archive.sqlite") as db:  # the seed harness: one score per problem of the suite
+        (feedback,) = db.execute("SELECT feedback FROM candidates ORDER BY id LIMIT 1").fetchone()
+    assert "deceptive_ridge:1" in feedback and "quadratic:1" in feedback, feedback
     assert out.read_text() == (run_dir / "best" / "harness.py").read_text()
     assert "EVOLVE-BLOCK-START" in out.read_text()
     # the written harness is what `harness: PATH` uses in an ordinary run

@@ -59,6 +59,7 @@ class Archive:
         self.admitted = 0
         self.valid = 0
         self._best: Candidate | None = None
+        self._best_at = 0  # the admission count when the best last changed
         self._seed: Candidate | None = None  # the first admitted candidate, kept as a last resort
         self._counts = [_IslandCounts() for _ in range(config.islands.count)]
         self._failures = [deque(maxlen=FAILURES_KEPT) for _ in range(config.islands.count)]
@@ -89,6 +90,7 @@ class Archive:
             self.valid += 1
             if self._best is None or candidate.fitness() > self._best.fitness():
                 self._best = candidate
+                self._best_at = self.admitted
             if everywhere:
                 self.islands.place_everywhere(candidate)
             else:
@@ -165,7 +167,8 @@ class Archive:
 
     def select(self, rng: random.Random) -> Selection:
         """A parent, its island and inspirations; a deterministic function of the archive and `rng`."""
-        return self.selector.select(self.islands, self.elites, rng, fallback=self._seed, best=self._best)
+        stall = self.admitted - self._best_at
+        return self.selector.select(self.islands, self.elites, rng, fallback=self._seed, best=self._best, stall=stall)
 
     def best(self) -> Candidate | None:
         """The best valid candidate admitted so far (the earliest among equals)."""

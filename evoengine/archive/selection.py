@@ -5,7 +5,10 @@ run's best (the earliest among equals), each with no inspirations and ignoring t
 and islands (the child lives on the parent's island). They are how a run measures what
 evolution adds over independent sampling and sequential refinement at the same budget.
 
-Otherwise each parent comes from one of three shares of `config.selection`, normalised: `exploit`
+Otherwise, with `focus` > 0, a parent is first the run's best with probability
+focus × 0.5^(stall / focus_patience), stall being the admissions since the best last changed:
+refinement of the best while it keeps improving, the mix below once it stalls ("focus"). The
+rest of the time each parent comes from one of three shares of `config.selection`, normalised: `exploit`
 (the configured strategy on the chosen island), `explore` (uniform on the island) and
 `elites` (the elite of a uniformly drawn filled MAP-Elites cell). The island is drawn
 uniformly. Strategies over an island's members, which are sorted best-first:
@@ -153,13 +156,19 @@ class ParentSelector:
         rng: random.Random,
         fallback: Candidate | None = None,
         best: Candidate | None = None,
+        stall: int = 0,
     ) -> Selection:
-        """`fallback` is the seed (the first admitted candidate), `best` the run's best valid one."""
+        """`fallback` is the seed (the first admitted candidate), `best` the run's best valid one,
+        `stall` the admissions since the best last changed."""
         k = len(islands)
-        baseline = self.config.strategy
+        cfg = self.config
+        baseline = cfg.strategy
         if baseline in ("iid", "greedy") and fallback is not None:
             parent = fallback if baseline == "iid" or best is None else best
             return Selection(parent.island % k, parent, [], baseline)
+        if cfg.focus > 0 and best is not None and rng.random() < cfg.focus * 0.5 ** (stall / cfg.focus_patience):
+            island = best.island % k
+            return Selection(island, best, self._inspirations(islands, island, elites, best, rng), "focus")
         first = rng.randrange(k)
         island = next((j % k for j in range(first, first + k) if len(islands[j % k])), None)
         if island is None:

@@ -165,6 +165,14 @@ class Selection(Section):
         "uniform, hill_climb, pareto; or a baseline, which ignores the mix, islands and inspirations: iid (every "
         "child from the seed alone: independent sampling) or greedy (every child from the run's best: refinement)",
     )
+    focus: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of parents that are the run's best while it keeps improving, ahead of the mix below; "
+        "it halves every `focus_patience` admissions without a new best",
+    )
+    focus_patience: int = Field(25, ge=1, description="admissions without a new best that halve `focus`")
     exploit: float = Field(0.7, ge=0, description="share of parents from `strategy` on the island")
     explore: float = Field(0.2, ge=0, description="share of parents uniform on the island")
     elites: float = Field(0.1, ge=0, description="share of parents from a random MAP-Elites cell; 0: none")
@@ -204,6 +212,12 @@ class Config(Section):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     ray: Ray = Field(default_factory=Ray)
     models: list[Model] = Field(default_factory=list)
+    evaluator_models: list[Model] = Field(
+        default_factory=list,
+        description="models the problem's evaluator asks (each `name` one the problem declares in "
+        "Problem.evaluator_models), reached through the engine's loopback proxy: the key stays with the engine, "
+        "and the calls count into spend, budget.cost_usd and replay, sharing concurrency.proposals",
+    )
     operators: Operators = Field(default_factory=Operators)
     bandit: Bandit = Field(default_factory=Bandit)
     islands: Islands = Field(default_factory=Islands)
@@ -223,6 +237,10 @@ class Config(Section):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"models: names must be unique (repeated: {sorted(dupes)})")
+        judged = [m.name for m in self.evaluator_models]
+        dupes = {n for n in judged if judged.count(n) > 1}
+        if dupes:
+            raise ValueError(f"evaluator_models: names must be unique (repeated: {sorted(dupes)})")
         if self.novelty.judge and self.novelty.judge not in names:
             raise ValueError(f"novelty.judge: {self.novelty.judge!r} is not one of models {names}")
         return self

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
+from ..llm.proxy import ModelProxy
 from ..novelty import Novelty
 from ..operators import Proposer
 from ..problem import LoadedProblem, Problem
@@ -23,11 +24,15 @@ def build_proposer(config: Config, loaded: LoadedProblem, harness: Any = None) -
     from ..operators.text import TextProposer
 
     harness = harness if harness is not None else load_harness(config)
-    if loaded.problem.language == "python":
-        offline: Proposer = OfflineProposer(policy=getattr(harness, "offline", None))
+    if loaded.problem.folder:  # several files: each child changes one, with its language's operators
+        from ..operators.folder import FolderProposer
+
+        offline: Proposer = FolderProposer(OfflineProposer(policy=getattr(harness, "offline", None)), TextProposer())
+    elif loaded.problem.language == "python":
+        offline = OfflineProposer(policy=getattr(harness, "offline", None))
     else:  # prompts and other text: line operators (the harness's offline policy is Python-only)
         offline = TextProposer()
-    if not config.models and not config.replay:
+    if not config.models:  # (a replay of such a run answers only its evaluator models' calls from the record)
         return offline
     from ..operators.llm import ModelProposer
 
@@ -36,8 +41,30 @@ def build_proposer(config: Config, loaded: LoadedProblem, harness: Any = None) -
     )
 
 
-def make_pool(loaded: LoadedProblem, config: Config, run_dir: Path | None = None) -> Any:
-    """The evaluator pool the config asks for: local sandboxes, or Ray tasks (same contract)."""
+def check_evaluator_models(config: Config, problem: Problem) -> None:
+    """A `ConfigError` for `evaluator_models:` entries the problem does not ask for, or on Ray."""
+    unknown = [m.name for m in config.evaluator_models if m.name not in problem.evaluator_models]
+    if unknown:
+        asks = ", ".join(problem.evaluator_models) or "none"
+        raise ConfigError(
+            f"evaluator_models: problem {problem.name!r} asks for no model named {', '.join(map(repr, unknown))} "
+            f"(it asks for: {asks}; Problem.evaluator_models in its problem.py)"
+        )
+    if config.evaluator_models and config.evaluation.backend == "ray":
+        raise ConfigError("evaluator_models: not available with evaluation.backend: ray (the proxy is local)")
+
+
+def build_model_proxy(config: Config, problem: Problem) -> ModelProxy | None:
+    """The run's loopback proxy to the models its evaluator asks (None when it configures none)."""
+    check_evaluator_models(config, problem)
+    if not config.evaluator_models:
+        return None
+    return ModelProxy(config.evaluator_models, replay=config.replay, concurrency=config.concurrency.proposals)
+
+
+def make_pool(loaded: LoadedProblem, config: Config, run_dir: Path | None = None, models: Any = None) -> Any:
+    """The evaluator pool the config asks for: local sandboxes, or Ray tasks (same contract);
+    `models` is the evaluator models' proxy, if the run has one."""
     from ..evaluation import EvaluatorPool, Limits
 
     limits = Limits.from_config(loaded.problem, config.evaluation)
@@ -45,7 +72,8 @@ def make_pool(loaded: LoadedProblem, config: Config, run_dir: Path | None = None
         from ..evaluation.ray_backend import RayPool
 
         return RayPool(loaded.path, config.concurrency.evaluations, limits, config.ray, run_dir=run_dir)
-    return EvaluatorPool(loaded.path, config.concurrency.evaluations, limits, hide=(run_dir,) if run_dir else ())
+    hide = (run_dir,) if run_dir else ()
+    return EvaluatorPool(loaded.path, config.concurrency.evaluations, limits, hide=hide, models=models)
 
 
 JUDGE_SYSTEM = (

@@ -20,11 +20,11 @@ class Gate:
         self.strict = strict
         self.scores: dict[int, asyncio.Future[float | None]] = {}
 
-    async def _minibatch(self, text: str, label: str) -> EvalResult:
-        return await self.pool.evaluate(text, label=f"{label} (minibatch)", entry="minibatch")
+    async def _minibatch(self, text: str, label: str, proposal: int) -> EvalResult:
+        return await self.pool.evaluate(text, label=f"{label} (minibatch)", entry="minibatch", proposal=proposal)
 
-    async def _score(self, text: str, label: str) -> float | None:
-        result = await self._minibatch(text, label)
+    async def _score(self, text: str, label: str, proposal: int) -> float | None:
+        result = await self._minibatch(text, label, proposal)
         return result.score if result.valid else None
 
     @staticmethod
@@ -42,10 +42,10 @@ class Gate:
             self.scores[parent.id] = (
                 self._known(known)
                 if known is not None
-                else asyncio.ensure_future(self._score(parent.text, f"parent {parent.id}"))
+                else asyncio.ensure_future(self._score(parent.text, f"parent {parent.id}", parent.id))
             )
         t0 = time.monotonic()
-        result = await self._minibatch(child.proposal.text, f"candidate {child.pid}")
+        result = await self._minibatch(child.proposal.text, f"candidate {child.pid}", child.pid)
         mine = result.score if result.valid else None
         theirs = await asyncio.shield(self.scores[parent.id])
         child.timings["gate_s"] = time.monotonic() - t0

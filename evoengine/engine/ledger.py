@@ -169,7 +169,7 @@ class Ledger:
         if time.monotonic() - self._last_state > 2.0:  # the status snapshot, now and then
             state = self.snapshot()
             self._last_state = time.monotonic()
-        text_digest = digest(candidate.text, self.problem.language)
+        text_digest = digest(candidate.text, self.problem.language, self.problem.folder)
         self.store.admit(
             candidate, reward=reward, kind=kind, events=events, state=state, closed=self.closed, digest=text_digest
         )
@@ -258,6 +258,21 @@ class Ledger:
 
     # ------------------------------------------------------------ resume
 
+    def attach(self, proposer: Any) -> None:
+        """Feed back to `proposer` (and keep its learnt state in the resume snapshot, when it
+        has `state()` and `restore()`)."""
+        self.observe, self.bandit = proposer.observe, proposer.stats
+        if callable(getattr(proposer, "state", None)) and callable(getattr(proposer, "restore", None)):
+            self.learner = proposer
+
+    def stopped(self, resumable: bool) -> None:
+        """At the end of a run: close what is still in flight as abandoned, write the status
+        snapshot and, if the state was built whole (`resumable`), the resume snapshot."""
+        self.store.abandon_pending()
+        self.store.put_state(self.snapshot())
+        if resumable:
+            self.save_resume_point()
+
     def evaluated(self, text_digest: bytes) -> bool:
         """Has a text of this normal-form digest been evaluated (the store keeps every digest)?"""
         return self.store.evaluated_digest(text_digest)
@@ -280,8 +295,8 @@ class Ledger:
         abandoned = self.store.abandon_pending()
         if abandoned:
             log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
-        language = self.problem.language
-        filled = self.store.backfill_digests(lambda text: digest(text, language))
+        language, folder = self.problem.language, self.problem.folder
+        filled = self.store.backfill_digests(lambda text: digest(text, language, folder))
         if filled:
             log.info("digests of %d candidates evaluated before schema 4 are now in the store", filled)
         after = None

@@ -33,7 +33,7 @@ from ..llm.replay import current_proposal
 from ..problem import EvalResult, LoadedProblem
 from ..records import Candidate, Child, ModelCall, ProposalContext, ProposalFailed
 from ..trackers import open_trackers
-from .build import build_novelty, build_proposer, make_pool
+from .build import build_model_proxy, build_novelty, build_proposer, make_pool
 from .clocks import Clocks
 from .gate import Gate
 from .ledger import Closed, Ledger
@@ -69,7 +69,8 @@ class Engine:
         self.harness = harness
         self.archive = Archive(config, self.problem)
         self.ledger = Ledger(run.store, config, self.problem, self.archive, clock=self.elapsed)
-        self.pool = pool or make_pool(loaded, config, run.path)
+        self.evaluator_models = build_model_proxy(config, loaded.problem)  # their loopback proxy, if any
+        self.pool = pool or make_pool(loaded, config, run.path, self.evaluator_models)
         self.proposer: Any = proposer  # else built at start-up, in a thread (`_prepare`)
         self.offline_only = not config.models and not config.replay
         self.signal, self.flow, self.turns = Signal(), Flow(), LiveTurns(config, self.ledger)
@@ -84,7 +85,8 @@ class Engine:
         self.stop, self.message = None, ""  # why the run stops, and what to tell the user
         self.done_before = run.store.evaluated_count()
         self.clocks = Clocks(config, float(run.store.get_state("elapsed_s", 0.0)))
-        self.progress = Progress(progress, config.budget.candidates, self.problem.name, not self.offline_only)
+        spends = not self.offline_only or bool(config.evaluator_models)
+        self.progress = Progress(progress, config.budget.candidates, self.problem.name, spends)
 
     def remaining(self) -> int | None:
         cap = self.config.budget.candidates
@@ -96,6 +98,7 @@ class Engine:
         if self.remaining() == 0 and self.done_before:
             best = self.rundir.store.best(1)
             self.rundir.close()
+            await self._close_models()
             said = f"nothing to do: the run already has {self.done_before} candidates and a budget of "
             said += f"{self.config.budget.candidates}; resume with a larger --budget"
             return self._summary("budget", said, best[0] if best else None)
@@ -116,11 +119,13 @@ class Engine:
         fresh = self.done_before == 0
         seed = self.problem.seed_text() if fresh else None
         preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, seed))
-        booting = asyncio.ensure_future(self._boot(fresh))
+        booting = asyncio.ensure_future(_boot(self.pool, self.seeds if fresh else None))
         try:
             await preparing
             try:
                 await self.proposer.start()  # a refused key or a dead endpoint stops the run here
+                if self.evaluator_models is not None:  # the same for the evaluator's; then it serves
+                    await self.evaluator_models.start()
             except ModelError:
                 if self.rundir.new:
                     booting.cancel()
@@ -147,31 +152,24 @@ class Engine:
             self.turns = RecordedTurns(schedule, self.ledger, self.signal, source=self.config.replay, patience=patience)
         elif self.config.replay:
             log.info("replay: %s kept no schedule; replies are matched by request only", self.config.replay)
-        self.screen = Screen(self.problem.language, self.ledger.evaluated, self.ledger.novelty, schedule)
+        self.screen = Screen(
+            self.problem.language, self.ledger.evaluated, self.ledger.novelty, schedule, folder=self.problem.folder
+        )
 
     def _prepare(self, seed_text: str | None) -> None:
         """The CPU-bound part of start-up (run in a thread): proposer, novelty filter, and for a
         new run the MAP-Elites cells, which depend only on the seed's text."""
         self.proposer = self.proposer or build_proposer(self.config, self.loaded, self.harness)
-        self.ledger.observe, self.ledger.bandit = self.proposer.observe, self.proposer.stats
-        if callable(getattr(self.proposer, "state", None)) and callable(getattr(self.proposer, "restore", None)):
-            self.ledger.learner = self.proposer  # its learnt state goes into the resume snapshot
+        self.ledger.attach(self.proposer)
+        if self.evaluator_models is not None:  # its calls share the proposals' model slots
+            self.evaluator_models.prepare(
+                self._record_call, getattr(getattr(self.proposer, "pool", None), "slots", None)
+            )
         self.ledger.novelty = build_novelty(
             self.config, self.problem, self.proposer, lambda call: self._record_call(None, call)
         )
         if seed_text is not None:
             self.archive.anchor(seed_text)
-
-    async def _boot(self, fresh: bool) -> list[tuple[EvalResult, float]] | None:
-        await self.pool.start()
-        if not fresh:
-            return None
-
-        async def score(text: str, label: str) -> tuple[EvalResult, float]:
-            t0 = time.monotonic()
-            return await self.pool.evaluate(text, label=label), time.monotonic() - t0
-
-        return await asyncio.gather(*(score(s.text, f"import {i}" if i else "seed") for i, s in enumerate(self.seeds)))
 
     # ------------------------------------------------------------ the search
 
@@ -246,7 +244,8 @@ class Engine:
             await asyncio.shield(self.booting)  # a resume proposes before its first worker is up
             gated = await self.gate.check(child) if self.gate is not None else None
             t0 = time.monotonic()
-            result = gated or await self.pool.evaluate(child.proposal.text, label=f"candidate {child.pid}")
+            text, label = child.proposal.text, f"candidate {child.pid}"
+            result = gated or await self.pool.evaluate(text, label=label, proposal=child.pid)
             child.timings["eval_s"] = time.monotonic() - t0
             if gated is None and "gate_score" in child.proposal.meta:
                 result.metrics.setdefault("gate_score", child.proposal.meta["gate_score"])
@@ -321,22 +320,22 @@ class Engine:
                 task.cancel()
             done, _ = await asyncio.wait(self.tasks, timeout=0.5)
             self.tasks -= done
-        if self.booting is not None:  # a resume that ends before its first worker is up
-            self.booting.cancel()
-            await asyncio.gather(self.booting, return_exceptions=True)
+        await _cancel(self.booting)  # a resume that ends before its first worker is up
         await self.pool.close()
+        await self._close_models()
         if self.proposer is not None:
             await self.proposer.aclose()
         self.progress.close()
         try:
-            self.rundir.store.abandon_pending()
-            self.rundir.store.put_state(self.ledger.snapshot())
-            if self.screen is not None and self.stop != "error":  # a state built whole: a resume can start here
-                self.ledger.save_resume_point()
+            self.ledger.stopped(resumable=self.screen is not None and self.stop != "error")
         except Exception as exc:  # noqa: BLE001 - the store must never be the reason a stop fails
             log.warning("could not write the final state snapshot: %s", exc)
         self.rundir.close()
         self.trackers.close(self._summary(self.stop or "error", self.message).tracked())
+
+    async def _close_models(self) -> None:
+        if self.evaluator_models is not None:
+            await self.evaluator_models.aclose()
 
     def _summary(self, stopped: str, message: str, best: Candidate | None = None) -> RunSummary:
         path = self.rundir.best_file(self.problem)
@@ -345,6 +344,25 @@ class Engine:
     def best_path(self) -> Path | None:
         path = self.rundir.best_file(self.problem)
         return path if path.exists() else None
+
+
+async def _boot(pool: Any, seeds: list[Candidate] | None) -> list[tuple[EvalResult, float]] | None:
+    """Start the evaluator pool, then score `seeds` (a new run's seed and imports): (result, seconds)."""
+    await pool.start()
+    if seeds is None:
+        return None
+
+    async def score(text: str, label: str) -> tuple[EvalResult, float]:
+        t0 = time.monotonic()
+        return await pool.evaluate(text, label=label), time.monotonic() - t0
+
+    return await asyncio.gather(*(score(s.text, f"import {i}" if i else "seed") for i, s in enumerate(seeds)))
+
+
+async def _cancel(step: asyncio.Future | None) -> None:
+    if step is not None:
+        step.cancel()
+        await asyncio.gather(step, return_exceptions=True)
 
 
 @contextlib.contextmanager

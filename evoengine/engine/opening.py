@@ -9,7 +9,10 @@ from typing import Any
 from ..blocks import PatchError, evolve_blocks
 from ..config import Config, load_config
 from ..errors import ProblemError
+from ..files import FilesError, split_files
 from ..peers import open_problem
+from ..problem import Problem
+from .build import check_evaluator_models
 from .loop import Engine
 from .rundir import RunDir, imports_from, new_run_dir
 
@@ -27,20 +30,41 @@ def create(
     from .. import __version__
 
     loaded = open_problem(problem)
-    try:
-        evolve_blocks(loaded.problem.seed_text(), loaded.problem.comment)
-    except PatchError as exc:
-        raise ProblemError(f"{loaded.problem.initial_path}: {exc}") from exc
+    seed = loaded.problem.seed_text()
+    for name, text, comment in _seed_files(loaded.problem, seed):
+        try:
+            evolve_blocks(text, comment)
+        except PatchError as exc:
+            raise ProblemError(
+                f"{loaded.problem.initial_path / name if name else loaded.problem.initial_path}: {exc}"
+            ) from exc
+    check_evaluator_models(config, loaded.problem)  # before the run directory exists
     imports = imports_from(Path(from_run), config.islands.count) if from_run else []
+    for candidate in imports if loaded.problem.folder else ():
+        try:
+            split_files(candidate.text)
+        except FilesError as exc:
+            raise ProblemError(
+                f"--from {from_run}: candidate {candidate.id} is not a folder of files as {loaded.problem.name}'s "
+                f"candidates are ({exc}); import from a run of this problem"
+            ) from None
     path = Path(run_dir) if run_dir else new_run_dir(Path("runs"), loaded.problem.name)
     meta = {
         "problem": loaded.problem.name,
         "problem_path": str(loaded.path),
         "evoengine_version": __version__,
         "from_run": str(from_run) if from_run else None,
+        **({"files": True} if loaded.problem.folder else {}),  # candidates are folders (`evoengine.files`)
     }
     run = RunDir.create(path, config, meta)
     return Engine(run, config, loaded, progress=progress, imports=imports, harness=harness)
+
+
+def _seed_files(problem: Problem, seed: str) -> list[tuple[str, str, str]]:
+    """The seed's files (name, text, comment syntax); one nameless file for a single-file seed."""
+    if not problem.folder:
+        return [("", seed, problem.comment)]
+    return [(name, text, problem.file_comment(name)) for name, text in split_files(seed).items()]
 
 
 def reopen(

@@ -21,6 +21,7 @@ import yaml
 
 from ..config import Config
 from ..errors import ConfigError, StoreError
+from ..files import replace_folder, split_files
 from ..problem import Problem
 from ..records import Candidate
 from ..store import FILENAME, RunStore
@@ -124,12 +125,16 @@ class RunDir:
         write_atomic(self.path / "config.yaml", yaml.safe_dump(config.dump(), sort_keys=False))
 
     def best_file(self, problem: Problem) -> Path:
-        return self.path / "best" / f"{problem.name}{problem.suffix}"
+        """`best/<name><suffix>`, or the folder `best/<name>/` for a candidate of several files."""
+        return self.path / "best" / (problem.name if problem.folder else f"{problem.name}{problem.suffix}")
 
     def write_best(self, best: Candidate, problem: Problem) -> None:
         path = self.best_file(problem)
         path.parent.mkdir(exist_ok=True)
-        write_atomic(path, best.text)
+        if problem.folder:
+            replace_folder(split_files(best.text), path)
+        else:
+            write_atomic(path, best.text)
         write_atomic(
             path.parent / "best.json",
             json.dumps({"id": best.id, "score": best.score, "metrics": best.metrics, "file": path.name}, indent=2),

@@ -15,13 +15,20 @@ from collections.abc import Callable
 from typing import Any
 
 from ..blocks import syntax_error
+from ..files import FilesError, language_of, split_files
 from ..novelty import Novelty
 from ..records import Proposal, ProposalFailed
 
 
-def normal_form(text: str, language: str) -> str:
+def normal_form(text: str, language: str, folder: bool = False) -> str:
     """The text as it counts for "the same program": Python's syntax tree (formatting and
-    comments dropped), other text with its whitespace collapsed."""
+    comments dropped), other text with its whitespace collapsed; several files file by file."""
+    if folder:
+        try:
+            files = split_files(text)
+        except FilesError:
+            return text
+        return "\0".join(f"{name}\0{normal_form(part, language_of(name))}" for name, part in files.items())
     if language == "python":
         try:
             return ast.dump(ast.parse(text))
@@ -30,24 +37,30 @@ def normal_form(text: str, language: str) -> str:
     return " ".join(text.split())
 
 
-def digest(text: str, language: str) -> bytes:
-    return hashlib.blake2b(normal_form(text, language).encode(errors="surrogatepass"), digest_size=16).digest()
+def digest(text: str, language: str, folder: bool = False) -> bytes:
+    return hashlib.blake2b(normal_form(text, language, folder).encode(errors="surrogatepass"), digest_size=16).digest()
 
 
 class Screen:
     """The checks a proposed child passes before evaluation."""
 
     def __init__(
-        self, language: str, evaluated: Callable[[bytes], bool], novelty: Novelty | None, schedule: Any = None
+        self,
+        language: str,
+        evaluated: Callable[[bytes], bool],
+        novelty: Novelty | None,
+        schedule: Any = None,
+        folder: bool = False,
     ):
         self.language = language
+        self.folder = folder  # children are several files (`evoengine.files`): each Python one must compile
         self.evaluated = evaluated  # has a text of this digest been evaluated (the ledger asks the store)
         self.novelty = novelty
         self.schedule = schedule  # a recorded run's schedule, when replaying one
 
     async def check(self, proposal: Proposal, island: int, pid: int) -> ProposalFailed | None:
         """A failure (kind syntax or novelty) for a child that must not be evaluated, or None."""
-        why = syntax_error(proposal.text, self.language)
+        why = syntax_error(proposal.text, self.language, self.folder)
         if why is not None:
             return _failed(proposal, "syntax", why)
         if self.schedule is not None:
@@ -55,7 +68,7 @@ class Screen:
             if record["kind"] == "novelty":
                 return _failed(proposal, "novelty", record["reason"])
             return None
-        if self.evaluated(digest(proposal.text, self.language)):
+        if self.evaluated(digest(proposal.text, self.language, self.folder)):
             return _failed(
                 proposal,
                 "novelty",

@@ -10,12 +10,24 @@
   per process.
 - `call.py`: `call_candidate`, for problem evaluators to run candidate functions in a
   further child so candidate code never runs inside the evaluator.
+- `models.py`: the models a problem's evaluator asks, through the engine's proxy
+  (`models.chat`, `model_client()`), the key out of the sandbox's reach.
 """
 
 from __future__ import annotations
 
 from .call import CandidateError, call_candidate
+from .models import EvaluatorModelError, model_client
 from .pool import EvaluatorPool, PoolStats
 from .sandbox import Isolation, Limits
 
-__all__ = ["CandidateError", "EvaluatorPool", "Isolation", "Limits", "PoolStats", "call_candidate"]
+__all__ = [
+    "CandidateError",
+    "EvaluatorModelError",
+    "EvaluatorPool",
+    "Isolation",
+    "Limits",
+    "PoolStats",
+    "call_candidate",
+    "model_client",
+]

@@ -21,13 +21,13 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import EvoError, ProblemError
 from ..problem import EvalResult
 from . import processes
 from .sandbox import Limits, sandbox_uid
-from .view import THREAD_VARS, View, bwrap_command, plan_view, sandbox_env
+from .view import THREAD_VARS, View, bubblewrap, plan_view, sandbox_env
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class _Slot:
                 cwd=str(self.dir),
                 env=_worker_env(pool.limits, self.dir),
                 limit=64 * 1024 * 1024,
+                pass_fds=(pool.models.fd,) if pool.models is not None else (),
             )
         )
         try:  # cancelled half-way, asyncio would kill only the first process (bwrap's)
@@ -176,19 +177,40 @@ class _Slot:
                 self._stderr_task.cancel()
 
 
+class ModelAccess(Protocol):
+    """The engine's evaluator model proxy as the pool sees it (llm/proxy.py: `ModelProxy`)."""
+
+    fd: int  # a descriptor of the proxy's folder, handed to every worker
+    names: list[str]
+
+    def grant(self, proposal: int | None, label: str) -> str: ...
+
+    def revoke(self, token: str) -> Any: ...
+
+
 class EvaluatorPool:
     """`slots` warm workers for the problem file `problem_path`, each enforcing `limits`.
 
     `hide` names folders (the run directory, say) that evaluations must not see even if they
-    lie inside a path the view binds (the problem folder, a folder on sys.path)."""
+    lie inside a path the view binds (the problem folder, a folder on sys.path); `models`
+    is the evaluator models' proxy, reachable by each evaluation with a token of its own."""
 
-    def __init__(self, problem_path: Path, slots: int, limits: Limits, *, hide: Iterable[Path] = ()) -> None:
+    def __init__(
+        self,
+        problem_path: Path,
+        slots: int,
+        limits: Limits,
+        *,
+        hide: Iterable[Path] = (),
+        models: ModelAccess | None = None,
+    ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1 (got {slots})")
         self.problem_path = Path(problem_path).resolve()
         self.slots = slots
         self.limits = limits
         self.hide = tuple(hide)
+        self.models = models
         self.view: View | None = None  # the filesystem view (None: isolation "basic")
         self.bwrap: list[str] = []  # bubblewrap's command line, where it works
         self.stats = PoolStats()
@@ -219,6 +241,8 @@ class EvaluatorPool:
             args += ["--view", self.view.to_json()]
         if self.bwrap:
             args += ["--bwrap", "root" if "--unshare-user" not in self.bwrap else "user"]
+        if self.models is not None:
+            args += ["--models-fd", str(self.models.fd)]
         return [*self.bwrap, sys.executable, "-c", _BOOT, *args]
 
     def worker_pids(self) -> list[int]:
@@ -233,9 +257,9 @@ class EvaluatorPool:
         self._tmp_root.chmod(0o711)
         self._slots = [_Slot(self, i) for i in range(self.slots)]
         if self.limits.isolation != "basic":
-            self.view = plan_view(self.problem_path.parent, self.hide, self.limits.max_file_mb)
+            self.view = plan_view(self.problem_path.parent, self.hide, self.limits.max_file_mb, self.limits.reads)
         if self.view is not None and self.limits.isolation == "auto":
-            self.bwrap = await _bubblewrap(self.view, self.limits)
+            self.bwrap = await bubblewrap(self.view, self.limits.network)
         try:
             await self._slots[0].start()
         except BaseException as exc:
@@ -268,19 +292,25 @@ class EvaluatorPool:
 
         await asyncio.gather(*(boot(slot) for slot in slots))
 
-    async def evaluate(self, text: str, *, label: str = "candidate", entry: str = "evaluate") -> EvalResult:
+    async def evaluate(
+        self, text: str, *, label: str = "candidate", entry: str = "evaluate", proposal: int | None = None
+    ) -> EvalResult:
         """Score one candidate text with the problem's function `entry` (`evaluate`, or another
-        such as `minibatch`). Never raises for anything the candidate does."""
+        such as `minibatch`); its evaluator model calls are recorded for `proposal`. Never
+        raises for anything the candidate does."""
         idle = self._idle
         if idle is None:
             raise RuntimeError("EvaluatorPool.start() must be awaited before evaluate()")
         slot = await idle.get()
+        token = self.models.grant(proposal, label) if self.models is not None else None
         try:
             if not slot.alive:
                 await slot.start()
                 self.stats.worker_restarts += 1
             self._next_id += 1
             message = {"id": self._next_id, "text": text, "label": label, "entry": entry}
+            if token is not None:
+                message["models"] = {"token": token, "names": self.models.names}
             try:
                 reply = await slot.request(message, self.limits.timeout_s + self.backstop_s)
             except _WorkerLost as exc:
@@ -302,6 +332,8 @@ class EvaluatorPool:
             self.stats.cpu_s += float(reply.get("cpu_s", 0.0))
             return EvalResult.coerce(reply["result"])
         finally:
+            if token is not None:  # the evaluation is over: so is its right to ask
+                self.models.revoke(token)
             idle.put_nowait(slot)
 
     async def close(self) -> None:
@@ -354,35 +386,3 @@ def _worker_env(limits: Limits, home: Path) -> dict[str, str]:
     package_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     return env
-
-
-async def _bubblewrap(view: View, limits: Limits) -> list[str]:
-    """bubblewrap's command line for the workers, if it is installed and starts Python in the
-    view here (as root without a user namespace, else with one); [] if not."""
-    if shutil.which("bwrap") is None:
-        return []
-    command = bwrap_command(view, network=limits.network, user_namespace=os.geteuid() != 0)
-    proc = await asyncio.create_subprocess_exec(
-        *command,
-        sys.executable,
-        "-S",
-        "-c",
-        "",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=sandbox_env(),
-    )
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), 30.0)
-    except asyncio.TimeoutError:
-        processes.kill_tree(proc.pid)
-        await proc.wait()
-        err = b"(no answer within 30 s)"
-    if proc.returncode == 0:
-        return command
-    log.info(
-        "bubblewrap does not work here (%s); the workers set up their namespaces themselves",
-        err.decode(errors="replace").strip(),
-    )
-    return []

@@ -238,15 +238,19 @@ async def stop_process(proc: asyncio.subprocess.Process, grace_s: float, wait_s:
     return True
 
 
-def set_child_fds(out_fd: int, channel_fd: int) -> None:
-    """In a fresh child: 0 = /dev/null, 1 and 2 = `out_fd`, 3 = `channel_fd`, nothing else open."""
+def set_child_fds(out_fd: int, channel_fd: int, keep: int | None = None) -> None:
+    """In a fresh child: 0 = /dev/null, 1 and 2 = `out_fd`, 3 = `channel_fd`, 4 = `keep` if
+    given, nothing else open."""
     null = os.open(os.devnull, os.O_RDONLY)
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (null, out_fd, channel_fd)]
+    wanted = (null, out_fd, channel_fd) if keep is None else (null, out_fd, channel_fd, keep)
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in wanted]
     os.dup2(high[0], 0)
     os.dup2(high[1], 1)
     os.dup2(high[1], 2)
     os.dup2(high[2], 3)
-    os.closerange(4, 1 << 20)
+    if keep is not None:
+        os.dup2(high[3], 4)
+    os.closerange(4 if keep is None else 5, 1 << 20)
 
 
 def _reap(pid: int | None) -> None:

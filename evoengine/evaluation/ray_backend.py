@@ -178,7 +178,9 @@ class RayPool:
         if message.get("missing"):
             log.warning("sandbox on the Ray nodes: these protections are off: %s", "; ".join(message["missing"]))
 
-    async def evaluate(self, text: str, *, label: str = "candidate", entry: str = "evaluate") -> EvalResult:
+    async def evaluate(
+        self, text: str, *, label: str = "candidate", entry: str = "evaluate", proposal: int | None = None
+    ) -> EvalResult:
         """Score one candidate on the cluster with the problem's function `entry` (as the
         local pool does). Never raises for anything the candidate does; raises EvoError only
         when the cluster itself is gone (the run must stop)."""

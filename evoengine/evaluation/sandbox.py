@@ -79,7 +79,8 @@ class Limits:
 
     `disk_mb` bounds everything an evaluation writes (its folder, /tmp, /dev/shm and /var/tmp
     together) where there is a filesystem view; `env` names environment variables passed
-    through to evaluations besides the allow-list of view.py."""
+    through to evaluations besides the allow-list of view.py; `reads` names paths outside the
+    problem's folder that the view shows read-only."""
 
     timeout_s: float = 60.0
     memory_mb: int = 2048
@@ -90,11 +91,13 @@ class Limits:
     isolation: str = "auto"
     disk_mb: int = 512
     env: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.isolation not in ISOLATION_LEVELS:
             raise ValueError(f"isolation must be one of {ISOLATION_LEVELS} (got {self.isolation!r})")
         object.__setattr__(self, "env", tuple(self.env))
+        object.__setattr__(self, "reads", tuple(self.reads))
 
     @classmethod
     def from_config(cls, problem: Any, evaluation: Any) -> Limits:
@@ -108,6 +111,7 @@ class Limits:
             network=bool(evaluation.network),
             disk_mb=int(evaluation.disk_mb),
             env=tuple(problem.env),
+            reads=tuple(str(Path(problem.root) / path) for path in problem.reads),
         )
 
     def to_json(self) -> str:

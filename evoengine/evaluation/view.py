@@ -20,14 +20,21 @@ tokens under any name) stays with the engine.
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import json
+import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from . import processes
+
+log = logging.getLogger(__name__)
 
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/sys")
 ETC_ENTRIES = (  # what programs commonly read from /etc; not shadow, sudoers, ssh keys, ...
@@ -75,14 +82,14 @@ class View:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def plan_view(problem_dir: Path, hide: Iterable[Path] = (), output_mb: int = 64) -> View:
-    """The view an evaluation of the problem in `problem_dir` needs, from this interpreter;
-    the worker's own /tmp holds up to `output_mb` of captured output."""
+def plan_view(problem_dir: Path, hide: Iterable[Path] = (), output_mb: int = 64, reads: Iterable[str] = ()) -> View:
+    """The view an evaluation of the problem in `problem_dir` (and the paths it `reads`) needs,
+    from this interpreter; the worker's own /tmp holds up to `output_mb` of captured output."""
     home, cwd = os.path.realpath(os.path.expanduser("~")), os.path.realpath(os.getcwd())
     package = Path(__file__).resolve().parents[1]
     wanted = [*SYSTEM_PATHS, *(f"/etc/{name}" for name in ETC_ENTRIES)]
     wanted += [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, sys.executable]
-    wanted += [str(package), str(problem_dir)]
+    wanted += [str(package), str(problem_dir), *reads]
     # A folder on sys.path that holds one of these would show all of it: the package alone
     # stands in for its parent, and the others are left out.
     shared = [home, cwd, tempfile.gettempdir(), *SCRATCH_PATHS]
@@ -151,3 +158,35 @@ def _folders(path: str, made: set[str]) -> list[str]:
 def inside(path: str, folder: str) -> bool:
     """Whether `path` is `folder` or lies below it."""
     return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+async def bubblewrap(view: View, network: bool) -> list[str]:
+    """bubblewrap's command line for the workers, if it is installed and starts Python in the
+    view here (as root without a user namespace, else with one); [] if not."""
+    if shutil.which("bwrap") is None:
+        return []
+    command = bwrap_command(view, network=network, user_namespace=os.geteuid() != 0)
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        sys.executable,
+        "-S",
+        "-c",
+        "",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=sandbox_env(),
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 30.0)
+    except asyncio.TimeoutError:
+        processes.kill_tree(proc.pid)
+        await proc.wait()
+        err = b"(no answer within 30 s)"
+    if proc.returncode == 0:
+        return command
+    log.info(
+        "bubblewrap does not work here (%s); the workers set up their namespaces themselves",
+        err.decode(errors="replace").strip(),
+    )
+    return []

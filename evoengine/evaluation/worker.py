@@ -52,8 +52,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from evoengine.errors import ProblemError
-from evoengine.evaluation import call, mounts, namespaces, processes, sandbox
+from evoengine.evaluation import call, models, mounts, namespaces, processes, sandbox
 from evoengine.evaluation.view import THREAD_VARS, View
+from evoengine.files import split_files, write_folder
 from evoengine.peers import open_problem
 from evoengine.problem import EvalResult, LoadedProblem
 
@@ -73,7 +74,9 @@ class Worker:
         isolation: sandbox.Isolation,
         slot_dir: Path,
         view: View | None = None,
+        models_fd: int | None = None,
     ) -> None:
+        self.models_fd = models_fd  # the evaluator models proxy's folder (evaluation/models.py)
         self.loaded = loaded
         self.limits = limits
         self.isolation = isolation
@@ -81,14 +84,15 @@ class Worker:
         self.view = view if isolation.view else None
         self.pid = os.getpid()
 
-    def evaluate(self, text: str, label: str, entry: str = "evaluate") -> EvalResult:
-        """Run the problem's function `entry` (default `evaluate`) on `text` in a fresh sandbox."""
+    def evaluate(self, text: str, label: str, entry: str = "evaluate", access: dict | None = None) -> EvalResult:
+        """Run the problem's function `entry` (default `evaluate`) on `text` in a fresh sandbox
+        (with `access` to the evaluator models: a token and their names)."""
         # With a view, E mounts its own scratch folder; else it works in one we remove after.
         workdir = None if self.view else Path(tempfile.mkdtemp(prefix="eval-", dir=self.slot_dir))
         output = tempfile.TemporaryFile(dir="/tmp" if self.view else self.slot_dir)
         token = secrets.token_hex(16)
         try:
-            result = self._run(text, workdir, output, token, entry)
+            result = self._run(text, workdir, output, token, entry, access)
         finally:
             self.end_everything()
             output_text = _tail(output, self.limits.max_output_kb * 1024)
@@ -112,14 +116,16 @@ class Worker:
             processes.kill_descendants()
             processes.reap_all_children()
 
-    def _run(self, text: str, workdir: Path | None, output: BinaryIO, token: str, entry: str) -> EvalResult:
+    def _run(
+        self, text: str, workdir: Path | None, output: BinaryIO, token: str, entry: str, access: dict | None
+    ) -> EvalResult:
         read_end, write_end = os.pipe()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child always ends in os._exit
             try:
-                self._evaluator(text, workdir, output.fileno(), write_end, token, entry)
+                self._evaluator(text, workdir, output.fileno(), write_end, token, entry, access)
             finally:
                 os._exit(SETUP_FAILED)
         os.close(write_end)
@@ -171,7 +177,7 @@ class Worker:
     # ------------------------------------------------------------------ in the children
 
     def _evaluator(
-        self, text: str, workdir: Path | None, out_fd: int, channel: int, token: str, entry: str
+        self, text: str, workdir: Path | None, out_fd: int, channel: int, token: str, entry: str, access: dict | None
     ) -> None:  # pragma: no cover
         """E: own session and scratch space, confine ourselves, run the problem's evaluate(),
         report, exit."""
@@ -182,14 +188,18 @@ class Worker:
             self._die_with_worker()
             # Orphans of candidate code come back to us, for call_candidate's sweep.
             sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
-            processes.set_child_fds(out_fd, channel)
+            processes.set_child_fds(out_fd, channel, keep=self.models_fd)  # models at fd 4
+            models.configure(access if self.models_fd is not None else None)
             uid = self.isolation.uid
             if self.view is not None:
                 workdir = mounts.private_scratch(self.view, self.limits.disk_mb, uid)
             assert workdir is not None
-            candidate = workdir / f"candidate{self.loaded.problem.suffix}"
-            candidate.write_text(text, encoding="utf-8", errors="surrogatepass")
-            for path in (workdir, candidate) if uid is not None else ():
+            if self.loaded.problem.folder:  # several files: the evaluator gets a folder holding them
+                candidate = write_folder(split_files(text), workdir / "candidate")
+            else:
+                candidate = workdir / f"candidate{self.loaded.problem.suffix}"
+                candidate.write_text(text, encoding="utf-8", errors="surrogatepass")
+            for path in (workdir, candidate, *candidate.rglob("*")) if uid is not None else ():
                 os.chown(path, uid, uid)
             os.chdir(workdir)
             os.environ.update(
@@ -283,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", required=True, type=int)  # checked by the pool's start-up code
     parser.add_argument("--view", help="the filesystem view (JSON); none: no namespaces")
     parser.add_argument("--bwrap", choices=["root", "user"], help="started under bubblewrap, in this mode")
+    parser.add_argument("--models-fd", type=int, help="descriptor of the evaluator models proxy's folder")
     args = parser.parse_args(argv)
     if sys.path and sys.path[0] in ("", os.getcwd()):  # `-c` puts the current folder first
         del sys.path[0]
@@ -328,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if isolation.view:
         os.environ["HOME"] = "/tmp"
     sandbox.prctl(sandbox.PR_SET_DUMPABLE, 0)  # candidates cannot ptrace or write our memory
-    worker = Worker(loaded, limits, isolation, args.slot_dir, view)
+    worker = Worker(loaded, limits, isolation, args.slot_dir, view, args.models_fd)
     # Move everything loaded so far out of the collector's reach: a garbage collection in a
     # forked child would otherwise touch (and copy) every page of the warm interpreter.
     gc.collect()
@@ -347,7 +358,10 @@ def main(argv: list[str] | None = None) -> int:
             request = json.loads(line)
             wall0, cpu0 = time.monotonic(), _cpu_seconds()
             result = worker.evaluate(
-                request["text"], request.get("label", "candidate"), str(request.get("entry", "evaluate"))
+                request["text"],
+                request.get("label", "candidate"),
+                str(request.get("entry", "evaluate")),
+                request.get("models"),
             )
             send(
                 {

@@ -45,6 +45,7 @@ class Plan:
     inspirations: int
     temperature: float | None = None
     block: str | None = None  # for a candidate of several named texts: the one to change
+    file: str | None = None  # for a candidate of several files: the one a rewrite or crossover returns
 
     def __post_init__(self) -> None:
         if self.operator not in OPERATORS:

@@ -12,7 +12,10 @@ itself. `operators.crossover: 0` also keeps the offline operators from crossing.
 Prompt: a system message framing the problem's kind, then one user message with the
 problem's description, the parent (score, metrics, evaluator feedback, text), the
 inspirations with their scores, recent failures, the task for the chosen operator, and
-the exact reply format (see `evoengine/patches.py`).
+the exact reply format (see `evoengine/patches.py`). A candidate of several files shows
+each file under its `FILE: name` line; its diffs name the file of each edit, and a rewrite
+or crossover returns one file, picked here (`Plan.file`; for crossover, one where the
+parents differ).
 
 This file is a valid replacement harness as it stands: copy it, change it, and point
 `config.harness` at the copy.
@@ -25,6 +28,7 @@ from typing import Any
 
 from evoengine.blocks import evolve_blocks
 from evoengine.config import Config
+from evoengine.files import FilesError, language_of, split_files
 from evoengine.harness import OfflinePlan, Plan, Templates
 from evoengine.records import ProposalContext
 
@@ -77,6 +81,8 @@ def _fence(text: str) -> str:
 def _focus(ctx: ProposalContext) -> str | None:
     """For a candidate of several named texts (named EVOLVE-BLOCKs), the one to change now:
     they mutate one at a time. None for a single text."""
+    if ctx.problem.folder:
+        return None
     try:
         names = [b.name for b in evolve_blocks(ctx.parent.text, ctx.problem.comment)]
     except ValueError:
@@ -84,6 +90,27 @@ def _focus(ctx: ProposalContext) -> str | None:
     if len(names) < 2 or not all(names):
         return None
     return ctx.rng.choice(names)
+
+
+def _one_file(ctx: ProposalContext, operator: str) -> str | None:
+    """For a candidate of several files, the one a rewrite or crossover returns (one at a time;
+    for crossover one where the parents differ, if any). None for diffs and single files."""
+    if operator == "diff" or not ctx.problem.folder:
+        return None
+    try:
+        files = split_files(ctx.parent.text)
+        theirs = split_files(ctx.inspirations[0].text) if operator == "crossover" else {}
+    except FilesError:
+        return None
+    differing = [name for name in files if name in theirs and theirs[name] != files[name]]
+    return ctx.rng.choice(differing or list(files))
+
+
+def _files(text: str) -> dict[str, str]:
+    try:
+        return split_files(text)
+    except FilesError:  # shown as one text; the patch step will say what is wrong
+        return {"(unreadable files)": text}
 
 
 class Harness:
@@ -107,7 +134,7 @@ class Harness:
         if ctx.attempt > 0:
             base = self.temperatures.get(arm, 0.8)
             temperature = min(MAX_TEMPERATURE, base + TEMPERATURE_STEP * ctx.attempt)
-        return Plan(operator, shown, temperature, _focus(ctx))
+        return Plan(operator, shown, temperature, _focus(ctx), _one_file(ctx, operator))
 
     def offline(self, ctx: ProposalContext) -> OfflinePlan:
         plan = offline_plan(ctx)
@@ -151,18 +178,32 @@ class Harness:
             parent=parent,
             inspirations=inspirations,
             failures=failures,
-            operator=self.templates.render(f"op_{plan.operator}", **words)
-            + (
-                f"\n\nThis {words['noun']} is made of named sections. This time change only the section "
-                f"`{plan.block}` (between `{ctx.problem.comment} EVOLVE-BLOCK-START {plan.block}` and its "
-                f"EVOLVE-BLOCK-END); leave every other section exactly as it is."
-                if plan.block
-                else ""
-            ),
+            operator=self.templates.render(f"op_{plan.operator}", **words) + self._focus_note(ctx, plan, words),
             format=self._format(ctx, plan, words),
             **words,
         )
         return [{"role": "system", "content": system + "\n"}, {"role": "user", "content": user + "\n"}]
+
+    def _focus_note(self, ctx: ProposalContext, plan: Plan, words: dict[str, str]) -> str:
+        """What part of the candidate this proposal changes: a named section, or which files."""
+        noun = words["noun"]
+        if plan.block:
+            return (
+                f"\n\nThis {noun} is made of named sections. This time change only the section "
+                f"`{plan.block}` (between `{ctx.problem.comment} EVOLVE-BLOCK-START {plan.block}` and its "
+                f"EVOLVE-BLOCK-END); leave every other section exactly as it is."
+            )
+        if not words.get("folder"):
+            return ""
+        if plan.operator == "diff":
+            return (
+                f"\n\nThis {noun} is a folder of files, each shown under its `FILE: name` line. "
+                "Name the file each edit changes with a `FILE: name` line right before its SEARCH line."
+            )
+        return (
+            f"\n\nThis {noun} is a folder of files, each shown under its `FILE: name` line. This time "
+            f"write only the file `{plan.file}`, whole; the other files stay as they are."
+        )
 
     def repair(
         self, ctx: ProposalContext, plan: Plan, messages: list[dict[str, str]], reply: str, error: str
@@ -181,25 +222,34 @@ class Harness:
             "language": problem.language,
             "comment": problem.comment,
             "id": str(ctx.parent.id),
+            "folder": "yes" if problem.folder else "",
         }
 
     def _candidate(self, candidate: Any, title: str, words: dict[str, str]) -> str:
         metrics = ", ".join(f"{k}={v:.6g}" for k, v in sorted(candidate.metrics.items()))
         feedback = _clip(candidate.feedback, FEEDBACK_CHARS) if candidate.feedback else ""
+        values = {
+            **words,
+            "title": title,
+            "score": _score(candidate),
+            "metrics": f"Metrics: {metrics}" if metrics else "",
+            "feedback": f"Evaluator feedback:\n{feedback}" if feedback else "",
+        }
+        if words.get("folder"):  # several files, each under its FILE line
+            files = [
+                self.templates.render(
+                    "file", name=name, language=language_of(name), fence=_fence(text), text=text.rstrip("\n")
+                )
+                for name, text in _files(candidate.text).items()
+            ]
+            return self.templates.render("candidate_files", files="\n\n".join(files), **values)
         return self.templates.render(
-            "candidate",
-            **{
-                **words,
-                "title": title,
-                "score": _score(candidate),
-                "metrics": f"Metrics: {metrics}" if metrics else "",
-                "feedback": f"Evaluator feedback:\n{feedback}" if feedback else "",
-                "fence": _fence(candidate.text),
-                "text": candidate.text.rstrip("\n"),
-            },
+            "candidate", fence=_fence(candidate.text), text=candidate.text.rstrip("\n"), **values
         )
 
     def _format(self, ctx: ProposalContext, plan: Plan, words: dict[str, str]) -> str:
+        if words.get("folder"):
+            return self._files_format(ctx, plan, words)
         try:
             marked = evolve_blocks(ctx.parent.text, ctx.problem.comment)[0].marked
         except ValueError:  # broken markers: the patch step will say so
@@ -207,3 +257,17 @@ class Harness:
         frozen = self.templates.render("frozen", **words) if marked else ""
         name = "format_diff" if plan.operator == "diff" else "format_full"
         return self.templates.render(name, frozen=frozen, **words)
+
+    def _files_format(self, ctx: ProposalContext, plan: Plan, words: dict[str, str]) -> str:
+        files = _files(ctx.parent.text)
+        try:
+            marked = any(evolve_blocks(t, ctx.problem.file_comment(n))[0].marked for n, t in files.items())
+        except ValueError:
+            marked = False
+        frozen = self.templates.render("frozen_files", **words) if marked else ""
+        if plan.operator == "diff":
+            return self.templates.render("format_diff_files", frozen=frozen, **words)
+        file = plan.file or next(iter(files))
+        return self.templates.render(
+            "format_full_files", frozen=frozen, file=file, file_language=language_of(file), **words
+        )

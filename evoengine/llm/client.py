@@ -163,14 +163,16 @@ class ModelPool:
         replay: str | Path | None = None,
         backoff_s: float = 1.0,
         concurrency: int | None = None,
+        slots: asyncio.Semaphore | None = None,
     ):
         self._endpoints: dict[tuple[str, str], openai.AsyncOpenAI] = {}
         self.book = ReplayBook(replay) if replay else None
         self.clients: dict[str, ModelClient] = {}
-        # At most `concurrency` requests out at once across all models (proposals, repairs, judge).
-        slots = asyncio.Semaphore(concurrency) if concurrency else None
+        # At most `concurrency` requests out at once across all models (proposals, repairs, judge),
+        # or, with `slots`, another pool's semaphore shared (the evaluators' models share the proposals').
+        self.slots = slots or (asyncio.Semaphore(concurrency) if concurrency else None)
         for model in models:
-            self.clients[model.name] = ModelClient(model, self._backend(model), backoff_s=backoff_s, slots=slots)
+            self.clients[model.name] = ModelClient(model, self._backend(model), backoff_s=backoff_s, slots=self.slots)
 
     def _backend(self, model: Model) -> Backend:
         if self.book is not None:

@@ -27,6 +27,7 @@ from ..patches import PatchError, apply_diff, apply_rewrite, parse_diff
 from ..problem import Problem
 from ..records import Proposal, ProposalContext, ProposalFailed
 from . import Proposer, Stage
+from .folder import apply_folder_reply, folder_change
 from .odds import OperatorOdds
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,8 @@ class ModelProposer:
                 "inspirations": [c.id for c in ctx.inspirations[: plan.inspirations]],
                 "request_hashes": hashes,
             }
-            return Proposal(child, plan.operator, arm, parents, unified_change(ctx.parent.text, child), cost, meta)
+            change = (folder_change if self.problem.folder else unified_change)(ctx.parent.text, child)
+            return Proposal(child, plan.operator, arm, parents, change, cost, meta)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def observe(
@@ -178,6 +180,12 @@ class ModelProposer:
     def _apply(self, ctx: ProposalContext, plan: Plan, reply: str) -> str:
         parent = ctx.parent.text
         comment = self.problem.comment
+        if self.problem.folder:  # several files: each edit or rewrite goes to its file
+            child = apply_folder_reply(parent, reply, self.problem, plan.operator, getattr(plan, "file", None))
+            why = syntax_error(child, self.problem.language, folder=True)
+            if why is not None:
+                raise PatchError(why)
+            return child
         if plan.operator == "diff":
             child = apply_diff(parent, parse_diff(reply), comment)
         else:

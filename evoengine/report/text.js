@@ -34,8 +34,31 @@
     return braces > lines / 5 ? "c" : "text";
   };
 
+  // A candidate of several files (evoengine/files.py): each file after its "=== FILE: name ===" line.
+  const FILE_HEADER = /^(=== FILE: ([\w.+\/-]+)(?: \(no newline at end\))? ===\n?)/m;
+  const C_SUFFIX = /\.(c|h|cc|cpp|hpp|cu|rs|go|java|js|ts|swift|v|sv)$/;
+
+  function highlightFiles(text) {
+    const out = document.createDocumentFragment();
+    const parts = text.split(FILE_HEADER);  // text, then [header, name, body] per file
+    let language = "text";
+    parts.forEach((part, i) => {
+      if (i % 3 === 1) {
+        const node = out.appendChild(document.createElement("span"));
+        node.className = "tk-meta";
+        node.textContent = part;
+      } else if (i % 3 === 2) {
+        language = part.endsWith(".py") ? "python" : C_SUFFIX.test(part) ? "c" : "text";
+      } else if (part) {
+        out.appendChild(Evo.highlight(part, language));
+      }
+    });
+    return out;
+  }
+
   // `text` as a fragment of spans: comments, strings, numbers, keywords, decorators, names defined.
   Evo.highlight = function (text, language) {
+    if (!language && text.startsWith("=== FILE: ") && text.length <= 400000) return highlightFiles(text);
     const lang = LANGUAGES[language || Evo.language(text)] || LANGUAGES.text;
     const out = document.createDocumentFragment();
     const span = (s, cls) => {

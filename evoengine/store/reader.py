@@ -150,7 +150,7 @@ class RunReader(StoreFile):
             f" c.valid, c.cost, c.reward, c.created, c.finished, c.origin, c.reason, {self.kind}, substr(c.feedback, 1, 200)"
             " AS feedback, c.features, COALESCE(m.tokens, 0) AS tokens, COALESCE(m.calls, 0) AS calls FROM candidates c"
             " LEFT JOIN (SELECT proposal_id, SUM(tokens_in + tokens_out) AS tokens, COUNT(*) AS calls"
-            " FROM model_calls GROUP BY proposal_id) m ON m.proposal_id = c.id"
+            " FROM model_calls WHERE purpose != 'evaluate' GROUP BY proposal_id) m ON m.proposal_id = c.id"
             " WHERE c.status IN ('evaluated', 'failed') ORDER BY c.id"
         )
         out = []
@@ -190,14 +190,15 @@ class RunReader(StoreFile):
         return out
 
     def calls(self, proposal_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-        """The model calls made for these proposals, in call order, by proposal id."""
+        """The model calls that made these proposals, in call order, by proposal id (not their
+        evaluators' calls, purpose "evaluate": those are counted in `model_usage`)."""
         return self._calls(",".join("?" * len(proposal_ids)), tuple(proposal_ids))
 
     def _calls(self, ids_sql: str, params: tuple[Any, ...]) -> dict[int, list[dict[str, Any]]]:
         out: dict[int, list[dict[str, Any]]] = {}
         rows = self.conn.execute(
             "SELECT proposal_id, model, purpose, messages, reply, error, tokens_in, tokens_out, cost, latency_s"
-            f" FROM model_calls WHERE proposal_id IN ({ids_sql}) ORDER BY id",
+            f" FROM model_calls WHERE proposal_id IN ({ids_sql}) AND purpose != 'evaluate' ORDER BY id",
             params,
         )
         for r in rows:

@@ -6,7 +6,9 @@ interpreter in its own namespaces whose root holds only the candidate's file) an
 this evaluator over two pipes: it gets each task's question and an `ask` that comes back
 here. The task data (`towns.py`: the register, the questions and their answers) lives in
 this process only. Every question goes through `ask_model`, the one place a model is
-called (offline: a deterministic simulated oracle with correlated errors).
+called: the evaluator model `oracle` when the run's config names one (`evaluator_models:`,
+reached through the engine, which holds its key and counts its calls; the register is in
+its system message), else a deterministic simulated oracle with correlated errors.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from evoengine.evaluation import models
 from evoengine.problem import EvalResult, Feature, Problem
 
 HERE = Path(__file__).resolve().parent
@@ -28,6 +31,7 @@ import towns  # noqa: E402  (the task data: never sent to the candidate)
 BUDGET = 16  # oracle calls allowed per task
 CALL_COST = 0.002  # subtracted from a task's score per oracle call
 SUITE_TIMEOUT_S = 60.0
+MODEL = "oracle"  # the evaluator model this problem asks, when the run configures one
 FEEDBACK_TASKS = 8
 
 GRAMMAR = """\
@@ -89,8 +93,9 @@ problem = Problem(
         # voting, 1 = everything decomposed or verified.
         Feature("decomposed_share", 0.0, 1.0, 10),
     ),
-    timeout_s=SUITE_TIMEOUT_S + 30.0,
+    timeout_s=SUITE_TIMEOUT_S + 30.0,  # with a real model, raise evaluation.timeout_s (configs/harness_model.yaml)
     memory_mb=1024,
+    evaluator_models=(MODEL,),
 )
 
 
@@ -102,7 +107,9 @@ def evaluate(candidate_path: str) -> EvalResult:
         return EvalResult.invalid(f"the harness could not be started sealed off from the task data: {exc}")
     try:
         run = session.Session(towns.ordered_tasks(), BUDGET, _oracle(), towns.is_correct, towns.question_key)
-        session.serve(run, child.stdin, child.stdout, time.monotonic() + SUITE_TIMEOUT_S)
+        # a real model's replies take time: then the sandbox's own timeout (evaluation.timeout_s) ends a slow suite
+        allowed = SUITE_TIMEOUT_S if not models.available(MODEL) else 86400.0
+        session.serve(run, child.stdin, child.stdout, time.monotonic() + allowed)
     finally:
         child.close()
     done = sum(r.answer is not None for r in run.records)
@@ -116,10 +123,14 @@ def evaluate(candidate_path: str) -> EvalResult:
 def ask_model(messages: list[dict[str, str]], seed: int = 0) -> str:
     """The one place the oracle model is asked: chat messages in, the reply's text out.
 
-    Offline (the only path so far) the simulated oracle in towns.py answers the last user
-    message; `seed` counts how often this question was already asked in the current task,
-    so that asking again draws a fresh reply and the same run always gets the same replies.
+    With an evaluator model `oracle` configured, it answers (asking again draws afresh at the
+    model's temperature; a failed call raises, so the candidate is invalid with the reason).
+    Offline, the simulated oracle in towns.py answers the last user message; `seed` counts how
+    often this question was already asked in the current task, so that asking again draws a
+    fresh reply and the same run always gets the same replies.
     """
+    if models.available(MODEL):
+        return models.chat(messages, model=MODEL)
     return towns.offline_reply(messages[-1]["content"], seed)
 
 

@@ -4,9 +4,11 @@ The candidate is two named texts, `instructions` and `examples` (named EVOLVE-BL
 evaluator joins them into a system message and asks the model to label each ticket of a
 labelled set: accuracy on the training tickets is the score, accuracy on held-out test
 tickets a metric. Every question goes through `ask_model`, the one place a model is
-called; offline it is `reader`, a deterministic simulated model that follows the prompt's
-rules literally (order, conditions, exceptions and worked examples all matter). The prompt
-is data, never executed, so it is scored here.
+called: the evaluator model `reader` when the run's config names one (`evaluator_models:`,
+reached through the engine, which holds its key and counts its calls), else `reader.py`,
+a deterministic simulated model that follows the prompt's rules literally (order,
+conditions, exceptions and worked examples all matter). The prompt is data, never
+executed, so it is scored here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from functools import cache
 from pathlib import Path
 
 from evoengine.blocks import PatchError, evolve_blocks
+from evoengine.evaluation import models
 from evoengine.problem import EvalResult, Feature, Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,6 +29,8 @@ import reader  # noqa: E402  (the simulated model beside this file)
 
 LABELS = reader.LABELS
 FEEDBACK_ITEMS = 12
+MODEL = "reader"  # the evaluator model this problem asks, when the run configures one
+ASKED_AT_ONCE = 8  # questions out at once to a real model (the run's model slots limit them further)
 MAX_PROMPT_CHARS = 20_000
 # Training tickets scored by `minibatch`: most need an instruction the seed lacks or orders wrongly, four are easy.
 MINIBATCH = (
@@ -76,6 +81,7 @@ problem = Problem(
     timeout_s=30.0,
     memory_mb=512,
     vocabulary="vocabulary.txt",  # prompt-line fragments for the offline text operators
+    evaluator_models=(MODEL,),
 )
 
 
@@ -87,9 +93,12 @@ def tickets() -> tuple[dict, ...]:
 def ask_model(messages: list[dict[str, str]]) -> str:
     """The one place the model is asked: chat messages in, the reply's text out.
 
-    Offline (the only path so far) the simulated model in reader.py reads the system
-    message as the prompt and answers the last user message.
+    With an evaluator model `reader` configured, it answers (at temperature 0; a failed call
+    raises, so the candidate is invalid with the reason). Offline, the simulated model in
+    reader.py reads the system message as the prompt and answers the last user message.
     """
+    if models.available(MODEL):
+        return models.chat(messages, model=MODEL, temperature=0.0)
     return reader.answer(reader.read(messages[0]["content"]), messages[-1]["content"]).reply
 
 
@@ -145,12 +154,15 @@ def system_prompt(candidate_path: str) -> tuple[str | None, str]:
 
 
 def label_all(system: str, batch) -> list[dict]:
-    answers = []
-    for ticket in batch:
-        reply = ask_model([{"role": "system", "content": system}, {"role": "user", "content": ticket["text"]}])
-        predicted = parse_label(reply)
-        answers.append({**ticket, "reply": reply, "correct": predicted == ticket["label"]})
-    return answers
+    asked = [[{"role": "system", "content": system}, {"role": "user", "content": t["text"]}] for t in batch]
+    if models.available(MODEL):  # a real model: several questions out at once
+        replies = models.chat_many(asked, model=MODEL, temperature=0.0, at_once=ASKED_AT_ONCE)
+    else:
+        replies = [ask_model(messages) for messages in asked]
+    return [
+        {**ticket, "reply": reply, "correct": parse_label(reply) == ticket["label"]}
+        for ticket, reply in zip(batch, replies, strict=True)
+    ]
 
 
 def parse_label(reply: str) -> str | None:

@@ -1,0 +1,6 @@
+# EVOLVE-BLOCK-START
+def answer():
+    return "a fine answer"
+
+
+# EVOLVE-BLOCK-END
