@@ -2,33 +2,33 @@
 
 A scripted OpenAI-compatible server (tests/scripted_server.py) runs in its own process and
 answers every chat request `--latency` seconds after it arrived (its own work included)
-with a one-line SEARCH/REPLACE edit; the engine runs in this process through the real
-`openai` client, on the cheap test problem tests/problems/quadratic. We report:
+with a one-line SEARCH/REPLACE edit. Each run is a fresh interpreter that does what
+`evoengine run` does (imports, config, the run directory, the engine) through the real
+`openai` client, on the cheap test problem tests/problems/quadratic (evaluation ≈ 20 ms in
+the sandbox). Reported per run:
 
-- busy fraction: the concurrency bound ((N - 1) x latency / proposals in flight: the seed
-  needs no model) divided by the wall time, for the whole run (start-up included: imports,
-  warming the sandboxes, checking the model, evaluating the seed) and for the search alone
-  (from the seed's admission to the last one);
-- slots busy: the time model calls were actually in flight (their measured latency, which
-  includes the simulated server's own work) over proposals-in-flight x search wall time;
-- engine CPU per candidate: this process's CPU time (select, prompt, HTTP client, parse,
-  screening, store, archive, bandit, bookkeeping) per candidate, during the search alone;
-- total CPU per candidate: the same plus every evaluator worker and sandbox process, for
-  the whole run, start-up included.
+- ratio: the concurrency limit N × latency ÷ proposals in flight (N: candidates) over the
+  whole run's wall time, from the interpreter's start to the run's end;
+- the same over the search alone (from the seed's admission) with N − 1 (the seed needs
+  no model call), and the model slots busy (measured call time ÷ (proposals × search wall));
+- start-up, split: interpreter and imports, config and run directory, the first worker up,
+  the seed's evaluation, the proposer built (the `openai` import is most of it, in a thread
+  beside the worker), the model pre-flight, the first model request; `overhead_s` is the
+  time to the first model request less the seed's evaluation;
+- engine CPU per candidate during the search, and all CPU (evaluation workers included)
+  per candidate over the whole run.
 
-    python benchmarks/engine_overhead.py --candidates 200 --latency 0.2 --proposals 4
+    python benchmarks/engine_overhead.py --candidates 300 --proposals 8
+    python benchmarks/engine_overhead.py --candidates 80 300 1000 --proposals 4 8 --repeat 3 --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import resource
-import sqlite3
+import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,98 +52,186 @@ print(json.dumps({{"url": server.url}}), flush=True)
 sys.stdin.read()
 """
 
+# One run in a fresh interpreter: argv = url, candidates, proposals, evaluations, run dir, spawn time.
+RUN = r"""
+import sys, time
+t_spawn = float(sys.argv[6])
+t_main = time.time()
+import asyncio, json, resource, sqlite3
+import evoengine.cli  # what `evoengine run` imports before it starts
+from evoengine.config import load_config
+from evoengine.engine import create
+from evoengine.porting import prepare_run
+marks = {"imports": time.time()}
 
-def cpu(who: int) -> float:
+def cpu(who):
     r = resource.getrusage(who)
     return r.ru_utime + r.ru_stime
+
+url, n, proposals, evaluations, run_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+problem, _ = prepare_run(@PROBLEM@)
+config = load_config(None, [
+    f"budget.candidates={n}", f"concurrency.proposals={proposals}", f"concurrency.evaluations={evaluations}",
+    "operators.diff=1", "operators.full=0", "operators.crossover=0",
+], base={"models": [] if url == "offline" else [{"name": "sim", "base_url": url, "api_key_env": None, "timeout_s": 30}]})
+eng = create(problem, config, run_dir=__import__("pathlib").Path(run_dir))
+marks["created"] = time.time()
+
+pool_start, evaluate = eng.pool.start, eng.pool.evaluate
+async def start():
+    await pool_start()
+    marks.setdefault("worker_up", time.time())
+async def timed_evaluate(text, **kw):
+    t = time.time()
+    result = await evaluate(text, **kw)
+    if kw.get("label") == "seed":
+        marks["seed_eval_s"] = time.time() - t
+    return result
+eng.pool.start, eng.pool.evaluate = start, timed_evaluate
+
+prepare = eng._prepare
+def timed_prepare(seed):
+    t = time.time()
+    prepare(seed)
+    marks["prepared"], marks["prepare_s"] = time.time(), time.time() - t
+    proposer = eng.proposer
+    preflight = proposer.start
+    async def timed_start():
+        await preflight()
+        marks["preflight_done"] = time.time()
+    proposer.start = timed_start
+    for client in proposer.pool.clients.values() if hasattr(proposer, "pool") else ():
+        chat = client.chat
+        async def timed_chat(*a, _chat=chat, **kw):
+            marks.setdefault("first_request", time.time())
+            return await _chat(*a, **kw)
+        client.chat = timed_chat
+    if not hasattr(proposer, "pool"):  # offline: the first proposal stands for the first request
+        propose = proposer.propose
+        async def timed_propose(ctx, _propose=propose):
+            marks.setdefault("first_request", time.time())
+            return await _propose(ctx)
+        proposer.propose = timed_propose
+eng._prepare = timed_prepare
+
+admit_seeds = eng.ledger.admit_seeds
+def timed_admit_seeds(*a, **kw):
+    out = admit_seeds(*a, **kw)
+    marks["search"], marks["search_cpu"] = time.time(), cpu(resource.RUSAGE_SELF)
+    return out
+eng.ledger.admit_seeds = timed_admit_seeds
+
+summary = asyncio.run(eng.run())
+marks["end"] = time.time()
+conn = sqlite3.connect(f"{run_dir}/archive.sqlite")
+calls, latency_sum = conn.execute("SELECT COUNT(*), SUM(latency_s) FROM model_calls WHERE purpose='propose'").fetchone()
+print(json.dumps({
+    "t_spawn": t_spawn, "t_main": t_main, **marks, "admitted": summary.admitted, "calls": calls,
+    "latency_sum": latency_sum, "cpu_self": cpu(resource.RUSAGE_SELF), "cpu_children": cpu(resource.RUSAGE_CHILDREN),
+    "best": summary.best.score if summary.best else None,
+}))
+"""
+
+
+def one_run(url: str, n: int, latency: float, proposals: int, evaluations: int, tmp: Path) -> dict:
+    run_dir = tmp / f"run-{n}-{proposals}-{time.time_ns()}"
+    code = RUN.replace("@PROBLEM@", repr(str(REPO / "tests" / "problems" / "quadratic")))
+    env = bench_env()
+    args = [url, str(n), str(proposals), str(evaluations), str(run_dir)]
+    load = os.getloadavg()[0]
+    t = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args, repr(t)], capture_output=True, text=True, env=env, check=False
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the run failed:\n{out.stderr[-3000:]}")
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    wall = m["end"] - m["t_spawn"]
+    search = m["end"] - m["search"]
+    admitted = m["admitted"]
+    bound = admitted * latency / proposals
+    seed_eval = m["seed_eval_s"]
+    t0 = m["t_spawn"]
+    return {
+        "candidates": admitted,
+        "latency_s": latency,
+        "proposals_in_flight": proposals,
+        "evaluations_in_flight": evaluations,
+        "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "wall_s": round(wall, 3),
+        "limit_s": round(bound, 3),
+        "ratio_whole_run": round(bound / wall, 3) if latency else None,
+        "ratio_search": round((admitted - 1) * latency / proposals / search, 3) if latency else None,
+        "slots_busy_search": round(m["latency_sum"] / (proposals * search), 3) if m["calls"] else None,
+        "mean_call_s": round(m["latency_sum"] / m["calls"], 4) if m["calls"] else None,
+        "start_up": {
+            "interpreter_s": round(m["t_main"] - t0, 3),
+            "imports_at_s": round(m["imports"] - t0, 3),
+            "created_at_s": round(m["created"] - t0, 3),
+            "worker_up_at_s": round(m["worker_up"] - t0, 3),
+            "seed_eval_s": round(seed_eval, 3),
+            "proposer_built_at_s": round(m["prepared"] - t0, 3),
+            "prepare_thread_s": round(m["prepare_s"], 3),
+            "preflight_done_at_s": round(m["preflight_done"] - t0, 3),
+            "seed_admitted_at_s": round(m["search"] - t0, 3),
+            "first_request_at_s": round(m["first_request"] - t0, 3),
+            "overhead_s": round(m["first_request"] - t0 - seed_eval, 3),
+        },
+        "engine_cpu_ms_per_candidate_search": round(1000 * (m["cpu_self"] - m["search_cpu"]) / max(1, admitted - 1), 2),
+        "all_cpu_ms_per_candidate": round(1000 * (m["cpu_self"] + m["cpu_children"]) / admitted, 2),
+        "best_score": m["best"],
+    }
+
+
+def bench_env() -> dict[str, str]:
+    """The environment of a measured run: this checkout first, and bytecode caches as an installed
+    package has them (kept out of the tree; PYTHONDONTWRITEBYTECODE would compile every module on
+    every start)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONPYCACHEPREFIX": "/tmp/evoengine-bench-pycache"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--candidates", type=int, default=200)
+    ap.add_argument("--candidates", type=int, nargs="+", default=[300])
     ap.add_argument("--latency", type=float, default=0.2)
-    ap.add_argument("--proposals", type=int, default=4)
+    ap.add_argument("--proposals", type=int, nargs="+", default=[4])
     ap.add_argument("--evaluations", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--offline", action="store_true", help="no model: the offline operators (start-up figures only)")
+    ap.add_argument("--json", type=Path, help="append every run's figures to this file (a JSON list)")
     args = ap.parse_args()
+    import tempfile
 
-    t_start = time.monotonic()
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER.format(tests=str(REPO / "tests")), str(args.latency)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    url = json.loads(server.stdout.readline())["url"]
+    server = None
+    url = "offline"
+    if not args.offline:
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVER.format(tests=str(REPO / "tests")), str(args.latency)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        url = json.loads(server.stdout.readline())["url"]
+    latency = 0.0 if args.offline else args.latency
+    rows = []
     try:
-        cpu0_self, cpu0_children = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
-        t0 = time.monotonic()
-        from evoengine.config import load_config
-        from evoengine.engine import Engine
-
-        marks: dict[str, float] = {}
-        commit = Engine._commit
-
-        def timed_commit(self, candidate, reward):  # mark the end of start-up: the seed's admission
-            commit(self, candidate, reward)
-            if "search" not in marks:
-                marks.update(search=time.monotonic(), cpu=cpu(resource.RUSAGE_SELF))
-
-        Engine._commit = timed_commit
-        config = load_config(
-            None,
-            [
-                f"budget.candidates={args.candidates}",
-                f"concurrency.proposals={args.proposals}",
-                f"concurrency.evaluations={args.evaluations}",
-                "operators.diff=1",
-                "operators.full=0",
-                "operators.crossover=0",
-            ],
-            base={"models": [{"name": "sim", "base_url": url, "api_key_env": None, "timeout_s": 30}]},
-        )
         with tempfile.TemporaryDirectory() as tmp:
-            engine = Engine.create(REPO / "tests" / "problems" / "quadratic", config, run_dir=Path(tmp) / "run")
-            summary = asyncio.run(engine.run())
-            calls = (
-                sqlite3.connect(Path(tmp) / "run" / "archive.sqlite")
-                .execute("SELECT COUNT(*), SUM(latency_s) FROM model_calls")
-                .fetchone()
-            )
-        wall = time.monotonic() - t0
-        search_wall = time.monotonic() - marks["search"]
-        search_cpu = cpu(resource.RUSAGE_SELF) - marks["cpu"]
-        self_cpu = cpu(resource.RUSAGE_SELF) - cpu0_self
-        child_cpu = cpu(resource.RUSAGE_CHILDREN) - cpu0_children
+            for proposals in args.proposals:
+                for n in args.candidates:
+                    for _ in range(args.repeat):
+                        row = one_run(url, n, latency, proposals, args.evaluations, Path(tmp))
+                        print(json.dumps(row), flush=True)
+                        rows.append(row)
     finally:
-        server.stdin.close()
-        server.wait(timeout=10)
-    n = summary.admitted
-    proposals = n - 1  # the seed needs no model call
-    bound = proposals * args.latency / args.proposals
-    print(
-        json.dumps(
-            {
-                "candidates": n,
-                "latency_s": args.latency,
-                "proposals_in_flight": args.proposals,
-                "evaluations_in_flight": args.evaluations,
-                "wall_s": round(wall, 3),
-                "start_up_s": round(wall - search_wall, 3),
-                "wall_s_with_interpreter_start": round(time.monotonic() - t_start, 3),
-                "concurrency_bound_s": round(bound, 3),
-                "busy_fraction_whole_run": round(bound / wall, 3),
-                "busy_fraction_search": round(bound / search_wall, 3),
-                "model_calls": calls[0],
-                "mean_call_latency_s": round(calls[1] / calls[0], 4),
-                "slots_busy_search": round(calls[1] / (args.proposals * search_wall), 3),
-                "slots_busy_whole_run": round(calls[1] / (args.proposals * wall), 3),
-                "engine_cpu_ms_per_candidate_search": round(1000 * search_cpu / proposals, 2),
-                "total_cpu_ms_per_candidate_whole_run": round(1000 * (self_cpu + child_cpu) / n, 2),
-                "best_score": summary.best.score if summary.best else None,
-            },
-            indent=2,
-        )
-    )
+        if server is not None:
+            server.stdin.close()
+            server.wait(timeout=10)
+    if args.json:
+        old = json.loads(args.json.read_text()) if args.json.exists() else []
+        args.json.write_text(json.dumps(old + rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

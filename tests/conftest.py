@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,17 @@ def status(run_dir: Path) -> dict:
 @pytest.fixture
 def quadratic() -> Path:
     return TEST_PROBLEMS / "quadratic"
+
+
+def as_schema_1(run_dir: Path) -> None:
+    """Make a run's store look as evoengine 0.1 wrote it (schema 1: no schedule, kinds, digests or
+    resume snapshot), to check that older stores still open and are upgraded."""
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    for index in ("candidates_closed", "candidates_digest", "model_calls_cost"):
+        conn.execute(f"DROP INDEX {index}")
+    conn.execute("DROP TABLE resume")
+    for column in ("basis", "attempt", "closed", "kind", "digest"):
+        conn.execute(f"ALTER TABLE candidates DROP COLUMN {column}")
+    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()

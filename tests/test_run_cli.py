@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, cli, status
+from conftest import REPO, as_schema_1, cli, status
 
 from evoengine.store import SCHEMA_VERSION
 
@@ -51,12 +51,7 @@ def test_status_text_shows_islands_and_best(tmp_path, quadratic):
 def test_a_store_from_before_schedules_is_read_and_upgraded_on_resume(tmp_path, quadratic):
     run_dir = tmp_path / "run"
     cli("run", str(quadratic), "--budget", "12", "--run-dir", str(run_dir), "-q", check=True)
-    conn = sqlite3.connect(run_dir / "archive.sqlite")  # make it a schema-1 store, as version 0.1 wrote
-    for column in ("basis", "attempt", "closed", "kind"):
-        conn.execute(f"ALTER TABLE candidates DROP COLUMN {column}")
-    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
-    conn.commit()
-    conn.close()
+    as_schema_1(run_dir)
     assert status(run_dir)["admitted"] == 12  # read as it is
     cli("resume", str(run_dir), "--budget", "20", "-q", check=True)
     assert status(run_dir)["admitted"] == 20
@@ -65,6 +60,10 @@ def test_a_store_from_before_schedules_is_read_and_upgraded_on_resume(tmp_path, 
     closed = [c for (c,) in conn.execute("SELECT closed FROM candidates WHERE status='evaluated' ORDER BY seq")]
     assert closed[:12] == [None] * 12  # counting on from the 12+ proposals closed before
     assert closed[12] >= 13 and len(set(closed[12:])) == 8
+    assert (
+        conn.execute("SELECT COUNT(*) FROM candidates WHERE status='evaluated' AND digest IS NULL").fetchone()[0] == 0
+    )
+    assert conn.execute("SELECT closed FROM resume").fetchone()[0] >= 20  # the snapshot a next resume starts from
 
 
 def test_unknown_config_key_names_the_key_and_the_nearest_valid_one(tmp_path, quadratic):

@@ -121,6 +121,48 @@ class Archive:
             self._failures[r.island].clear()
         return events
 
+    # ---------------------------------------------------------------- resume
+
+    def state(self) -> dict[str, Any]:
+        """Everything `admit` built, as candidate ids and counters (JSON-ready): a resumed run
+        restores it with `restore` instead of admitting every stored candidate again."""
+        return {
+            "admitted": self.admitted,
+            "valid": self.valid,
+            "best": self._best.id if self._best else None,
+            "seed": self._seed.id if self._seed else None,
+            "counts": [[c.admitted, c.invalid] for c in self._counts],
+            "failures": [[c.id for c in failures] for failures in self._failures],
+            "islands": self.islands.state(),
+            "elites": self.elites.state() if self.elites is not None else None,
+        }
+
+    @staticmethod
+    def referenced(state: dict[str, Any]) -> set[int]:
+        """The ids of the candidates a `state()` names (what `restore` needs loaded)."""
+        ids = {i for i in (state["best"], state["seed"]) if i is not None}
+        ids.update(i for failures in state["failures"] for i in failures)
+        ids.update(i for members in state["islands"]["members"] for i in members)
+        if state["elites"] is not None:
+            ids.update(cid for _, cid, _ in state["elites"]["elites"])
+        return ids
+
+    def restore(self, state: dict[str, Any], by_id: dict[int, Candidate]) -> None:
+        """Set the archive to a `state()` taken earlier under the same config; `by_id` holds
+        the candidates it names (`referenced`)."""
+        self.admitted, self.valid = state["admitted"], state["valid"]
+        self._best = by_id[state["best"]] if state["best"] is not None else None
+        self._seed = by_id[state["seed"]] if state["seed"] is not None else None
+        if self._seed is not None and self.elites is not None:
+            self.elites.anchor(self._seed.text, (state["elites"] or {}).get("centroids"))
+        self._counts = [_IslandCounts(a, i) for a, i in state["counts"]]
+        for failures, ids in zip(self._failures, state["failures"], strict=True):
+            failures.clear()
+            failures.extend(by_id[i] for i in ids)
+        self.islands.restore(state["islands"], by_id)
+        if self.elites is not None:
+            self.elites.restore(state["elites"], by_id)
+
     # --------------------------------------------------------------- reading
 
     def select(self, rng: random.Random) -> Selection:

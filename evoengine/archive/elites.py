@@ -167,8 +167,9 @@ class EliteArchive:
     def ready(self) -> bool:
         return self._cells is not None
 
-    def anchor(self, text: str) -> None:
-        """Fix the built-in ranges from the first candidate's text and build the archive."""
+    def anchor(self, text: str, centroids: list[list[float]] | None = None) -> None:
+        """Fix the built-in ranges from the first candidate's text and build the archive
+        (with `centroids`, a restored state's, instead of computing them again)."""
         if self.ready:
             return
         dims = [Dimension(f.name, f.low, f.high, f.bins) for f in self.problem.features]
@@ -181,7 +182,10 @@ class EliteArchive:
         if self.config.kind == "cvt" or len(dims) > 2:
             self.kind = "cvt"
             samples = min(50_000, _CVT_SAMPLES_PER_CELL * self.config.cells)
-            self._cells = _Cells.cvt(len(dims), self.config.cells, samples, self.seed)
+            if centroids is not None:
+                self._cells = _Cells(centroids=np.array(centroids, dtype=np.float64))
+            else:
+                self._cells = _Cells.cvt(len(dims), self.config.cells, samples, self.seed)
         else:
             self._cells = _Cells(bins=[d.bins for d in dims])
 
@@ -234,6 +238,25 @@ class EliteArchive:
             return Placement(cell, "new", None)
         self.improved += 1
         return Placement(cell, "improved", old.candidate.id)
+
+    # --------------------------------------------------------------- resume
+
+    def state(self) -> dict[str, Any]:
+        """The filled cells as (cell, candidate id, descriptor values) in the order they were
+        filled, and the counters (JSON-ready); the cells themselves come from `anchor`."""
+        elites = [[c, self._elites[c].candidate.id, self._elites[c].values] for c in self._filled]
+        state = {"elites": elites, "floor": self._floor, "counters": [self.new, self.improved, self.missing]}
+        if self._cells is not None and self._cells.centroids is not None:
+            state["centroids"] = self._cells.centroids.tolist()  # exact: k-means is not run again on resume
+        return state
+
+    def restore(self, state: dict[str, Any], by_id: dict[int, Candidate]) -> None:
+        """Set the archive to a `state()` taken earlier (after `anchor` with the same seed text
+        and the state's centroids)."""
+        self._elites = {cell: Elite(cell, by_id[cid], values) for cell, cid, values in state["elites"]}
+        self._filled = [cell for cell, _, _ in state["elites"]]
+        self._floor = float(state["floor"])
+        self.new, self.improved, self.missing = state["counters"]
 
     # -------------------------------------------------------------- reading
 

@@ -166,6 +166,32 @@ class IslandModel:
             if i is not None:
                 island.children[i] += 1.0
 
+    # ------------------------------------------------------------ resume
+
+    def state(self) -> dict:
+        """The model as ids and counters (JSON-ready): `restore` with the same candidates gives
+        it back exactly, without replaying the admissions that made it."""
+        return {
+            "members": [[c.id for c in island.members] for island in self.islands],
+            "children": sorted([cid, n] for cid, n in self._children.items()),
+            "counters": [self.migrated, self.migrations, self.resets],
+        }
+
+    def restore(self, state: dict, by_id: dict[int, Candidate]) -> None:
+        """Set the model to a `state()` taken earlier; `by_id` holds every member's candidate."""
+        self._children = {int(cid): int(n) for cid, n in state["children"]}
+        self._living = {}
+        for island, ids in zip(self.islands, state["members"], strict=True):
+            island.clear()
+            island.members = [by_id[cid] for cid in ids]
+            island.keys = [_key(c) for c in island.members]
+            island.scores = np.array([c.fitness() for c in island.members], dtype=np.float64)
+            island.children = np.array([float(self._children.get(c.id, 0)) for c in island.members])
+            for c in island.members:
+                homes = self._living.get(c.id, (0.0, 0))[1]
+                self._living[c.id] = (c.fitness(), homes + 1)
+        self.migrated, self.migrations, self.resets = state["counters"]
+
     # ------------------------------------------------------------- schedules
 
     def tick(self, admissions: int) -> tuple[list[Reset], list[Migration]]:

@@ -4,13 +4,15 @@ failures, spend and the failing streaks.
 
 It is synchronous and knows nothing of the loop: each call writes one transaction and says
 what happened (`Closed`: did the best change, does the run have to stop and why). On resume,
-`rebuild()` derives the same state from the store by replaying it in closing order, so a
-run killed at any moment continues as an uninterrupted one would have.
+`rebuild()` derives the same state from the store: from the resume snapshot (`resume.py`)
+and the closings after it, or by replaying every closing in closing order, so a run killed
+at any moment continues as an uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -26,7 +28,10 @@ from ..novelty import Novelty
 from ..problem import EvalResult, Problem
 from ..records import Candidate, ModelCall, ProposalFailed
 from ..store import RunStore
+from . import resume
 from .screening import digest
+
+log = logging.getLogger(__name__)
 
 PROMPT_FAILURES = 5  # recent setbacks per island shown to the next prompts
 
@@ -76,11 +81,11 @@ class Ledger:
         self.observe: Callable[..., None] = lambda arm, reward, cost, **how: None
         self.bandit: Callable[[], dict[str, Any]] = dict
         self.novelty: Novelty | None = None  # set once built (start-up builds it in a thread)
+        self.learner: Any = None  # the proposer, when its learnt state can be snapshot (`state`, `restore`)
         self.closed = 0  # proposals closed (admitted or failed), seeds included: the schedule's clock
         self.spend = 0.0
         self.seed_score: float | None = None
         self.start_score: float | None = None  # best of the seed and the imported candidates
-        self.seen: set[bytes] = set()  # normal-form digests of every evaluated text
         self.failures: dict[int, collections.deque[str]] = collections.defaultdict(
             lambda: collections.deque(maxlen=PROMPT_FAILURES)
         )
@@ -88,6 +93,8 @@ class Ledger:
         self.failed_in_a_row = 0
         self.invalid_streak: tuple[str, int] = ("", 0)  # (reason class, invalid results in a row)
         self._last_state = 0.0
+        self._snapped = 0  # `closed` at the last resume snapshot
+        self.restored: int | None = None
 
     # ------------------------------------------------------------ reading
 
@@ -162,10 +169,15 @@ class Ledger:
         if time.monotonic() - self._last_state > 2.0:  # the status snapshot, now and then
             state = self.snapshot()
             self._last_state = time.monotonic()
-        self.store.admit(candidate, reward=reward, kind=kind, events=events, state=state, closed=self.closed)
+        text_digest = digest(candidate.text, self.problem.language, self.problem.folder)
+        self.store.admit(
+            candidate, reward=reward, kind=kind, events=events, state=state, closed=self.closed, digest=text_digest
+        )
         self._account(candidate, kind)
         if candidate.model is not None and reward is not None:
             self.observe(candidate.model, reward, candidate.cost, operator=candidate.operator, stage=_stage(candidate))
+        if self.closed - self._snapped >= resume.SNAPSHOT_EVERY:
+            self.save_resume_point()
         self.failed_in_a_row = 0
         best_changed = self.best is not before
         target = self.config.budget.target_score
@@ -223,7 +235,6 @@ class Ledger:
             self.seed_score = candidate.score
         if candidate.operator in ("seed", "import") and candidate.valid:
             self.start_score = max(self.start_score or candidate.score, candidate.score)
-        self.seen.add(digest(candidate.text, self.problem.language, self.problem.folder))
         if kind is not None:
             self._failed(candidate.island, candidate.id, candidate.operator, kind, candidate.feedback)
         elif candidate.valid and self.novelty is not None:
@@ -247,10 +258,54 @@ class Ledger:
 
     # ------------------------------------------------------------ resume
 
+    def attach(self, proposer: Any) -> None:
+        """Feed back to `proposer` (and keep its learnt state in the resume snapshot, when it
+        has `state()` and `restore()`)."""
+        self.observe, self.bandit = proposer.observe, proposer.stats
+        if callable(getattr(proposer, "state", None)) and callable(getattr(proposer, "restore", None)):
+            self.learner = proposer
+
+    def stopped(self, resumable: bool) -> None:
+        """At the end of a run: close what is still in flight as abandoned, write the status
+        snapshot and, if the state was built whole (`resumable`), the resume snapshot."""
+        self.store.abandon_pending()
+        self.store.put_state(self.snapshot())
+        if resumable:
+            self.save_resume_point()
+
+    def evaluated(self, text_digest: bytes) -> bool:
+        """Has a text of this normal-form digest been evaluated (the store keeps every digest)?"""
+        return self.store.evaluated_digest(text_digest)
+
+    def save_resume_point(self) -> None:
+        """Write the resume snapshot of the state after the first `closed` closings."""
+        if self.learner is None:
+            return
+        self.store.put_resume(self.closed, self._fingerprint(), resume.capture(self, self.learner))
+        self._snapped = self.closed
+
+    def _fingerprint(self) -> str:
+        return resume.fingerprint(self, self.learner.arms())
+
     def rebuild(self) -> None:
-        """Derive the in-memory state from the store, replaying every closed proposal in the
-        order it was closed (admissions into the archive, setbacks, bandit feedback)."""
-        for row, candidate in self.store.closings():
+        """Close as abandoned the proposals a stopped run left in flight, and derive the
+        in-memory state from the store: restore the resume snapshot, if there is
+        one that fits, then replay the proposals closed after it (all of them without one) in
+        the order they were closed (admissions into the archive, setbacks, bandit feedback)."""
+        abandoned = self.store.abandon_pending()
+        if abandoned:
+            log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
+        language, folder = self.problem.language, self.problem.folder
+        filled = self.store.backfill_digests(lambda text: digest(text, language, folder))
+        if filled:
+            log.info("digests of %d candidates evaluated before schema 4 are now in the store", filled)
+        after = None
+        point = self.store.resume_point() if self.learner is not None else None
+        if point is not None and point[1] == self._fingerprint():
+            after = resume.restore(self, self.learner, point[2])
+        elif point is not None:
+            log.info("the resume snapshot was taken under other settings; replaying every closing")
+        for row, candidate in self.store.closings(after):
             self.closed += 1
             if candidate is None:
                 self._failed(
@@ -263,6 +318,10 @@ class Ledger:
                 self.observe(
                     candidate.model, row["reward"], candidate.cost, operator=candidate.operator, stage=_stage(candidate)
                 )
+        self._snapped = after or 0
+        self.restored = after  # closings the snapshot covered (None: every closing was replayed)
+        if after is None and self.closed:  # replayed whole: the next resume need not
+            self.save_resume_point()
         self.spend = self.store.spend()
 
     def snapshot(self) -> dict[str, Any]:

@@ -81,8 +81,9 @@ class Engine:
             else None
         )
         self.tasks: set[asyncio.Task] = set()
+        self.booting: asyncio.Future | None = None  # the pool's start, once under way
         self.stop, self.message = None, ""  # why the run stops, and what to tell the user
-        self.done_before = run.store.counts()["evaluated"]
+        self.done_before = run.store.evaluated_count()
         self.clocks = Clocks(config, float(run.store.get_state("elapsed_s", 0.0)))
         spends = not self.offline_only or bool(config.evaluator_models)
         self.progress = Progress(progress, config.budget.candidates, self.problem.name, spends)
@@ -111,10 +112,10 @@ class Engine:
         return self._summary(self.stop or "budget", self.message)
 
     async def _start_up(self) -> None:
-        """Everything before the search, overlapped: the first evaluation worker boots and scores
-        the seeds while the proposer is built in a thread (importing the model client is most of
-        a second); its models' pre-flight comes next, and a failure there stops everything at
-        once and leaves nothing behind. The seeds are admitted only once the models passed."""
+        """Everything before the search, overlapped: the first worker boots and scores the seeds
+        while the proposer is built in a thread (the model client's import is most of a second);
+        its models' pre-flight comes next, and a failure there stops everything, leaving nothing
+        behind. Seeds are admitted once the models passed; a resume waits for no worker."""
         fresh = self.done_before == 0
         seed = self.problem.seed_text() if fresh else None
         preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, seed))
@@ -132,16 +133,14 @@ class Engine:
                     await self.pool.close()
                     self.rundir.discard()
                 raise
-            seeds = await booting
+            self.ledger.rebuild()  # while the first worker boots
+            seeds = await booting if fresh else None
+            self.booting = booting
         except BaseException:
             for step in (preparing, booting):
                 step.cancel()
             await asyncio.gather(preparing, booting, return_exceptions=True)
             raise
-        abandoned = self.rundir.store.abandon_pending()
-        if abandoned:
-            log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
-        self.ledger.rebuild()
         if self.ledger.best is not None:  # a kill may have come between admission and best/
             self.rundir.write_best(self.ledger.best, self.problem)
         if seeds is not None:
@@ -154,14 +153,14 @@ class Engine:
         elif self.config.replay:
             log.info("replay: %s kept no schedule; replies are matched by request only", self.config.replay)
         self.screen = Screen(
-            self.problem.language, self.ledger.seen, self.ledger.novelty, schedule, folder=self.problem.folder
+            self.problem.language, self.ledger.evaluated, self.ledger.novelty, schedule, folder=self.problem.folder
         )
 
     def _prepare(self, seed_text: str | None) -> None:
         """The CPU-bound part of start-up (run in a thread): proposer, novelty filter, and for a
         new run the MAP-Elites cells, which depend only on the seed's text."""
         self.proposer = self.proposer or build_proposer(self.config, self.loaded, self.harness)
-        self.ledger.observe, self.ledger.bandit = self.proposer.observe, self.proposer.stats
+        self.ledger.attach(self.proposer)
         if self.evaluator_models is not None:  # its calls share the proposals' model slots
             self.evaluator_models.prepare(
                 self._record_call, getattr(getattr(self.proposer, "pool", None), "slots", None)
@@ -242,6 +241,7 @@ class Engine:
             self.flow.queued -= 1
             self.signal.notify()
         try:
+            await asyncio.shield(self.booting)  # a resume proposes before its first worker is up
             gated = await self.gate.check(child) if self.gate is not None else None
             t0 = time.monotonic()
             text, label = child.proposal.text, f"candidate {child.pid}"
@@ -320,14 +320,14 @@ class Engine:
                 task.cancel()
             done, _ = await asyncio.wait(self.tasks, timeout=0.5)
             self.tasks -= done
+        await _cancel(self.booting)  # a resume that ends before its first worker is up
         await self.pool.close()
         await self._close_models()
         if self.proposer is not None:
             await self.proposer.aclose()
         self.progress.close()
         try:
-            self.rundir.store.abandon_pending()
-            self.rundir.store.put_state(self.ledger.snapshot())
+            self.ledger.stopped(resumable=self.screen is not None and self.stop != "error")
         except Exception as exc:  # noqa: BLE001 - the store must never be the reason a stop fails
             log.warning("could not write the final state snapshot: %s", exc)
         self.rundir.close()
@@ -357,6 +357,12 @@ async def _boot(pool: Any, seeds: list[Candidate] | None) -> list[tuple[EvalResu
         return await pool.evaluate(text, label=label), time.monotonic() - t0
 
     return await asyncio.gather(*(score(s.text, f"import {i}" if i else "seed") for i, s in enumerate(seeds)))
+
+
+async def _cancel(step: asyncio.Future | None) -> None:
+    if step is not None:
+        step.cancel()
+        await asyncio.gather(step, return_exceptions=True)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from ..blocks import syntax_error
@@ -44,11 +45,16 @@ class Screen:
     """The checks a proposed child passes before evaluation."""
 
     def __init__(
-        self, language: str, seen: set[bytes], novelty: Novelty | None, schedule: Any = None, folder: bool = False
+        self,
+        language: str,
+        evaluated: Callable[[bytes], bool],
+        novelty: Novelty | None,
+        schedule: Any = None,
+        folder: bool = False,
     ):
         self.language = language
         self.folder = folder  # children are several files (`evoengine.files`): each Python one must compile
-        self.seen = seen  # the ledger's digests of every evaluated text
+        self.evaluated = evaluated  # has a text of this digest been evaluated (the ledger asks the store)
         self.novelty = novelty
         self.schedule = schedule  # a recorded run's schedule, when replaying one
 
@@ -62,7 +68,7 @@ class Screen:
             if record["kind"] == "novelty":
                 return _failed(proposal, "novelty", record["reason"])
             return None
-        if digest(proposal.text, self.language, self.folder) in self.seen:
+        if self.evaluated(digest(proposal.text, self.language, self.folder)):
             return _failed(
                 proposal,
                 "novelty",

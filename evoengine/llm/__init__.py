@@ -1,20 +1,31 @@
 """Model access for the search: clients with retries, usage and cost (`client`), bandits
 that pick which model to ask (`bandit`), record and replay of calls (`replay`), and the
 optional in-process vLLM backend (`vllm`, imported only when a model uses it).
+
+The names below are loaded on first use: importing `evoengine.llm.bandit` (the engine does,
+at start) must not import the `openai` client, which takes most of a second and is only
+needed once a model is configured (the engine builds it in a thread, beside other start-up).
 """
 
 from __future__ import annotations
 
-from .bandit import ModelBandit, make_bandit
-from .client import ModelClient, ModelPool, preflight
-from .replay import ReplayBook, request_hash
+import importlib
+from typing import Any
 
-__all__ = [
-    "ModelBandit",
-    "ModelClient",
-    "ModelPool",
-    "ReplayBook",
-    "make_bandit",
-    "preflight",
-    "request_hash",
-]
+_WHERE = {
+    "ModelBandit": "bandit",
+    "make_bandit": "bandit",
+    "ModelClient": "client",
+    "ModelPool": "client",
+    "preflight": "client",
+    "ReplayBook": "replay",
+    "request_hash": "replay",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

@@ -147,6 +147,12 @@ class ModelBandit:
             "arms": {arm: asdict(rec) for arm, rec in self.records.items()},
         }
 
+    def restore(self, state: dict[str, Any]) -> None:
+        """Set the records to a `state()` taken earlier (arms it does not name start empty)."""
+        for arm, record in state["arms"].items():
+            if arm in self.records:
+                self.records[arm] = ArmRecord(**record)
+
     def stats(self) -> dict[str, dict[str, float]]:
         """Per arm: calls, mean reward, total cost and the chance of being chosen next."""
         probs = self.probabilities()

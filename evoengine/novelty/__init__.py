@@ -182,6 +182,29 @@ class Novelty:
         self._seq += 1
         self._memory(island).add(entry)
 
+    def state(self) -> dict[str, Any]:
+        """What `add` remembered, as candidate ids (JSON-ready); embeddings are not kept: they
+        are computed again, lazily, as after a replay."""
+        memories = [
+            [island, [[e.id, e.seq] for e in memory.entries], memory.added] for island, memory in self._memories.items()
+        ]
+        return {"seq": self._seq, "memories": memories}
+
+    @staticmethod
+    def referenced(state: dict[str, Any]) -> set[int]:
+        return {cid for _, entries, _ in state["memories"] for cid, _ in entries}
+
+    def restore(self, state: dict[str, Any], by_id: dict[int, Candidate]) -> None:
+        """Set the memory to a `state()` taken earlier; `by_id` holds the candidates it names."""
+        self._memories = {}
+        for island, entries, added in state["memories"]:
+            memory = self._memory(island)
+            for cid, seq in entries:
+                text = by_id[cid].text
+                memory.entries.append(_Entry(cid, text, _digest(text), seq))
+            memory.added = added
+        self._seq = state["seq"]
+
     async def _embed_one(self, text: str, digest: bytes) -> Any:
         if digest in self._recent:
             self._recent.move_to_end(digest)

@@ -7,7 +7,10 @@ through `ctx.record_call` as soon as they return, so spend is never lost.
 
 After each proposal closes, the engine reports how it went through `observe(arm, reward,
 cost, operator=..., stage=...)`, in closing order, live and again when a run resumes, so a
-proposer's learnt state is a deterministic function of the closed proposals.
+proposer's learnt state is a deterministic function of the closed proposals. A proposer
+that also has `state()` (JSON-ready) and `restore(state)` has that state kept in the resume
+snapshot, so a resumed run does not replay every closing into it (the built-in and model
+proposers do; one without them makes a resume replay the whole run).
 
 Proposers: `offline.OfflineProposer` (AST operators, no model) and the model-driven
 proposer in `operators.llm`.
@@ -141,6 +144,13 @@ class BuiltinProposer:
                 "proposed": dict(self.made),
             }
         }
+
+    def state(self) -> dict[str, Any]:
+        """What `observe` counted (JSON-ready); `restore` sets it back on resume."""
+        return {"observed": self.observed, "reward": self.reward}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.observed, self.reward = state["observed"], state["reward"]
 
     async def aclose(self) -> None:
         return None

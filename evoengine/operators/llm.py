@@ -163,7 +163,12 @@ class ModelProposer:
         return stats
 
     def state(self) -> dict[str, Any]:
+        """What `observe` learnt (JSON-ready); `restore` sets it back on resume."""
         return {**self.bandit.state(), "operators": self.odds.state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.bandit.restore(state)
+        self.odds.restore(state["operators"])
 
     async def aclose(self) -> None:
         await self.pool.aclose()

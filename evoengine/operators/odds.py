@@ -79,3 +79,10 @@ class OperatorOdds:
 
     def state(self) -> dict[str, Any]:
         return {arm: {op: (r.calls, r.success) for op, r in ops.items()} for arm, ops in self.records.items()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Set the records to a `state()` taken earlier."""
+        self.records = {
+            arm: {op: OperatorRecord(int(calls), float(success)) for op, (calls, success) in ops.items()}
+            for arm, ops in state.items()
+        }

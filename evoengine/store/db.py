@@ -29,10 +29,28 @@ from ..errors import StoreError
 from ..problem import safe_text
 from ..records import Candidate
 
-SCHEMA_VERSION = 3  # 2: basis, attempt, closed; 3: kind (older stores are upgraded on opening for writing)
+# 2: basis, attempt, closed; 3: kind; 4: digest, the resume snapshot (older stores are upgraded on opening for writing)
+SCHEMA_VERSION = 4
 FILENAME = "archive.sqlite"
 
-SCHEMA = """
+# What schema 4 adds: the normal-form digest of each evaluated text (the copy check asks the
+# store, not a set of every digest), indexes a resume reads through, and the resume snapshot.
+SCHEMA_4 = """
+CREATE INDEX IF NOT EXISTS candidates_closed ON candidates(closed);
+CREATE INDEX IF NOT EXISTS candidates_digest ON candidates(digest) WHERE digest IS NOT NULL;
+CREATE INDEX IF NOT EXISTS model_calls_cost ON model_calls(cost);
+CREATE TABLE IF NOT EXISTS resume (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    closed INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS candidates (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -62,7 +80,8 @@ CREATE TABLE IF NOT EXISTS candidates (
     basis INTEGER,
     attempt INTEGER NOT NULL DEFAULT 0,
     closed INTEGER,
-    kind TEXT
+    kind TEXT,
+    digest BLOB
 );
 CREATE INDEX IF NOT EXISTS candidates_status ON candidates(status);
 CREATE TABLE IF NOT EXISTS model_calls (
@@ -90,6 +109,9 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+    + SCHEMA_4
+)
+
 
 CLOSING_ORDER = "closed IS NOT NULL, closed, id"  # rows from before schema 2 first, by id
 CANDIDATE_COLUMNS = (
@@ -262,9 +284,9 @@ class StoreFile:
                 if "no such table" not in str(exc):
                     raise
                 raise StoreError(f"{path} is not an evoengine run store (it has no meta table)") from exc
-            if version in (1, 2) and not readonly:
+            if version in (1, 2, 3) and not readonly:
                 store._upgrade(version)
-            elif version not in (1, 2, SCHEMA_VERSION):
+            elif version not in (1, 2, 3, SCHEMA_VERSION):
                 raise StoreError(
                     f"{path} was written with store schema {version}; this evoengine reads schema "
                     f"{SCHEMA_VERSION}. Use the evoengine version that wrote it."
@@ -347,4 +369,10 @@ class StoreFile:
                     " WHEN status='evaluated' AND valid=0 AND feedback LIKE 'gate:%' THEN 'gate'"
                     " WHEN status='evaluated' AND valid=0 THEN 'evaluation' END"
                 )
+            if version < 4:  # digests are filled in by the engine, which knows the language
+                conn.execute("ALTER TABLE candidates ADD COLUMN digest BLOB")
+                for statement in SCHEMA_4.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('undigested', 'true')")
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (json.dumps(SCHEMA_VERSION),))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import StoreError
@@ -92,16 +92,20 @@ class RunStore(StoreFile):
         events: list[tuple[str, dict[str, Any]]] = (),
         state: dict[str, Any] | None = None,
         closed: int | None = None,
+        digest: bytes | None = None,
+        resume: tuple[str, str] | None = None,
     ) -> int:
         """Close proposal `c.id` as evaluated, in one transaction with its events and state;
-        `kind` says why an invalid one is ("evaluation", or "gate": screened by the minibatch)."""
+        `kind` says why an invalid one is ("evaluation", or "gate": screened by the minibatch),
+        `digest` is its text's normal-form digest, and `resume` (fingerprint, data) the derived
+        state after this admission, kept as the resume snapshot (`put_resume`)."""
         with self.transaction() as conn:
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM candidates").fetchone()[0]
             updated = conn.execute(
                 "UPDATE candidates SET status='evaluated', seq=?, text=?, parents=?, island=?, generation=?,"
                 " operator=?, model=?, score=?, valid=?, metrics=?, features=?, feedback=?, artifacts=?,"
-                " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?, closed=?, kind=?"
-                " WHERE id=? AND status='pending'",
+                " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?, closed=?, kind=?,"
+                " digest=? WHERE id=? AND status='pending'",
                 (
                     seq,
                     c.text,
@@ -125,6 +129,7 @@ class RunStore(StoreFile):
                     time.time(),
                     closed,
                     kind,
+                    digest,
                     c.id,
                 ),
             ).rowcount
@@ -137,7 +142,37 @@ class RunStore(StoreFile):
             )
             if state:
                 self._put_state(state)
+            if resume is not None:
+                self._put_resume(closed or 0, seq, *resume)
         return int(seq)
+
+    def put_resume(self, closed: int, fingerprint: str, data: str) -> None:
+        """Keep `data`, the derived state after the first `closed` closings, as the resume
+        snapshot (replacing the one before), with the admission number it follows: the last
+        one (the one writer takes it after every closing it has written is in its state)."""
+        with self.transaction() as conn:
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM candidates").fetchone()
+            self._put_resume(closed, seq[0], fingerprint, data)
+
+    def _put_resume(self, closed: int, seq: int, fingerprint: str, data: str) -> None:
+        self.conn.execute(
+            "INSERT INTO resume VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET closed=excluded.closed,"
+            " seq=excluded.seq, fingerprint=excluded.fingerprint, data=excluded.data, created=excluded.created",
+            (closed, seq, fingerprint, data, time.time()),
+        )
+
+    def backfill_digests(self, digest_of: Callable[[str], bytes]) -> int:
+        """Fill in the digests of rows evaluated before schema 4 (once: the upgrade marks the
+        store `undigested`); returns how many were filled."""
+        if not self.meta().get("undigested"):
+            return 0
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "SELECT id, text FROM candidates WHERE status='evaluated' AND digest IS NULL"
+            ).fetchall()
+            conn.executemany("UPDATE candidates SET digest=? WHERE id=?", [(digest_of(t or ""), i) for i, t in rows])
+            conn.execute("DELETE FROM meta WHERE key='undigested'")
+        return len(rows)
 
     def abandon_pending(self) -> int:
         """Proposals that were in flight when a run died are closed as `abandoned`."""
@@ -157,15 +192,57 @@ class RunStore(StoreFile):
         for row in rows:
             yield row_to_candidate(row)
 
-    def closings(self) -> Iterator[tuple[sqlite3.Row, Candidate | None]]:
-        """Every closed proposal in the order it was closed, with its candidate when it was
-        admitted: what a resumed run rebuilds its state from."""
-        rows = self.conn.execute(
-            f"SELECT {CANDIDATE_COLUMNS}, status, kind, reason, reward FROM candidates"
-            " WHERE status IN ('evaluated', 'failed') ORDER BY closed IS NOT NULL, closed, seq IS NULL, seq, id"
-        )
+    def closings(self, after: int | None = None) -> Iterator[tuple[sqlite3.Row, Candidate | None]]:
+        """Every closed proposal in the order it was closed (or those closed after the first
+        `after`), with its candidate when it was admitted: what a resumed run rebuilds its
+        state from."""
+        columns = f"SELECT {CANDIDATE_COLUMNS}, status, kind, reason, reward FROM candidates"
+        if after is None:  # rows from before schema 2 (closed NULL) first
+            rows = self.conn.execute(
+                f"{columns} WHERE status IN ('evaluated', 'failed')"
+                " ORDER BY closed IS NOT NULL, closed, seq IS NULL, seq, id"
+            )
+        else:  # through the index on `closed`: only closed proposals have one
+            rows = self.conn.execute(f"{columns} WHERE closed > ? ORDER BY closed", (after,))
         for row in rows:
             yield row, row_to_candidate(row) if row["status"] == "evaluated" else None
+
+    def resume_point(self) -> tuple[int, str, str] | None:
+        """The resume snapshot as (closed, fingerprint, data), if there is one and it still
+        matches the store: the admission it follows is the last one among the first `closed`
+        closings. Otherwise None (then the state is rebuilt by replaying every closing)."""
+        row = self.conn.execute("SELECT closed, seq, fingerprint, data FROM resume WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        closed, seq = row["closed"], row["seq"]
+        at = self.conn.execute("SELECT closed FROM candidates WHERE seq = ?", (seq,)).fetchone()
+        if seq and (at is None or (at[0] is not None and at[0] > closed)):
+            return None  # the admission it follows is gone, or was closed after the snapshot's closings
+        if self.conn.execute(
+            "SELECT COUNT(*) FROM candidates WHERE seq > ? AND +closed <= ?", (seq, closed)
+        ).fetchone()[0]:
+            return None  # an admission among its closings came after the one it follows
+        if not self.conn.execute("SELECT 1 FROM candidates WHERE closed = ?", (closed,)).fetchone():
+            return None  # its last closing is not in the store
+        return closed, row["fingerprint"], row["data"]
+
+    def candidates_by_id(self, ids: set[int]) -> dict[int, Candidate]:
+        """The admitted candidates among `ids`, by id."""
+        out: dict[int, Candidate] = {}
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            rows = self.conn.execute(
+                f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' AND id IN"
+                f" ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            out.update((row["id"], row_to_candidate(row)) for row in rows)
+        return out
+
+    def evaluated_digest(self, digest: bytes) -> bool:
+        """Has a text of this normal-form digest been evaluated?"""
+        return self.conn.execute("SELECT 1 FROM candidates WHERE digest = ? LIMIT 1", (digest,)).fetchone() is not None
 
     def next_id(self) -> int:
         """The id the next proposal will get."""
@@ -203,6 +280,9 @@ class RunStore(StoreFile):
             "SELECT COUNT(*) FROM candidates WHERE status='evaluated' AND valid=1"
         ).fetchone()[0]
         return out
+
+    def evaluated_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM candidates WHERE status='evaluated'").fetchone()[0])
 
     def spend(self) -> float:
         return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])
