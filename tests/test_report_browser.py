@@ -200,7 +200,8 @@ def run_cli(run_dir: Path, problem: str, budget: int, *args: str) -> RunReader:
 
 @pytest.fixture(scope="module")
 def offline_run(tmp_path_factory) -> RunReader:
-    reader = run_cli(tmp_path_factory.mktemp("offline") / "run", "circle_packing", 40)
+    # two islands, so the island filter and colours have something to tell apart
+    reader = run_cli(tmp_path_factory.mktemp("offline") / "run", "circle_packing", 40, "--set", "islands.count=2")
     yield reader
     reader.close()
 
