@@ -81,7 +81,7 @@ def test_a_broken_harness_fails_its_proposals_not_the_run(tmp_path, proxy):
         )
     )
     assert inner_search(broken, QUADRATIC, 1, 5, [], proxy=proxy) == 0.0
-    assert inner_search(DEFAULT_HARNESS, QUADRATIC, 1, 5, [], proxy=proxy) > 0.0
+    assert inner_search(DEFAULT_HARNESS, QUADRATIC, 1, 12, [], proxy=proxy) > 0.0  # it improves on the seed
 
 
 @pytest.mark.slow
