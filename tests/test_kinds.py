@@ -433,6 +433,8 @@ def test_reflective_templates_show_the_failing_cases_and_ask_for_a_diagnosis_fir
     )
     prompts = [c.body["messages"][-1]["content"] for c in scripted_server.calls("good")]
     prompts = [p for p in prompts if "Current prompt" in p]
-    assert prompts and all('under the heading "Reflection"' in p and "expected refund" in p for p in prompts)
+    # every prompt asks for a diagnosis and shows the parent's failing cases ("..., expected <label>")
+    assert prompts and all('under the heading "Reflection"' in p and ", expected " in p for p in prompts)
+    assert any("expected refund" in p for p in prompts)  # the seed's own confusion, shown at first
     s = status(run_dir)
     assert s["best_score"] > s["seed_score"] + 0.1

@@ -209,7 +209,16 @@ def offline_run(tmp_path_factory) -> RunReader:
 @pytest.fixture(scope="module")
 def gated_run(tmp_path_factory) -> RunReader:
     # Two descriptors (words, examples) and no built-in: a grid archive, drawn as a heat map.
-    reader = run_cli(tmp_path_factory.mktemp("gated") / "run", "prompt_triage", 60, "--set", "elites.builtin=[]")
+    # A strict gate (a child must beat its parent on the minibatch), so some are screened.
+    reader = run_cli(
+        tmp_path_factory.mktemp("gated") / "run",
+        "prompt_triage",
+        60,
+        "--set",
+        "elites.builtin=[]",
+        "--set",
+        "evaluation.gate_strict=true",
+    )
     yield reader
     reader.close()
 
