@@ -721,8 +721,8 @@ def test_every_worker_process_dies_with_an_engine_killed_mid_run():
         workers: list[int] = []
         while time.monotonic() < deadline:  # the search is under way: admissions, and the workers up
             assert engine.poll() is None, f"the engine ended early:\n{log.read_text(errors='replace')[-3000:]}"
-            try:
-                with sqlite3.connect(run_dir / "archive.sqlite") as db:
+            try:  # read-only: a plain connect before the engine made its store would create an empty one
+                with sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True) as db:
                     admitted = db.execute("SELECT count(*) FROM candidates WHERE seq IS NOT NULL").fetchone()[0]
             except sqlite3.Error:
                 admitted = 0
