@@ -304,6 +304,14 @@ def test_focus_refines_the_best_while_it_improves_and_hands_back_to_the_mix_as_i
     assert 420 < len(renewed) < 580 and {(s.parent.id, s.island) for s in renewed} == {(41, 2)}
 
 
+def test_focus_chooses_alike_in_an_archive_restored_from_its_state():
+    archive = mixed("selection.focus=1", "selection.focus_patience=23")
+    by_id = {c.id: c for island in archive.islands.islands for c in island.members}
+    restored = Archive(archive.config, archive.problem)
+    restored.restore(archive.state(), by_id)
+    assert [s.source for s in picks(restored, 300)] == [s.source for s in picks(archive, 300)]
+
+
 def test_selection_elites_zero_takes_no_parent_from_the_elite_cells():
     default = Counter(s.source for s in picks(mixed(), 2000))
     off = Counter(s.source for s in picks(mixed("selection.elites=0"), 2000))

@@ -130,6 +130,7 @@ class Archive:
             "admitted": self.admitted,
             "valid": self.valid,
             "best": self._best.id if self._best else None,
+            "best_at": self._best_at,
             "seed": self._seed.id if self._seed else None,
             "counts": [[c.admitted, c.invalid] for c in self._counts],
             "failures": [[c.id for c in failures] for failures in self._failures],
@@ -152,6 +153,7 @@ class Archive:
         the candidates it names (`referenced`)."""
         self.admitted, self.valid = state["admitted"], state["valid"]
         self._best = by_id[state["best"]] if state["best"] is not None else None
+        self._best_at = state.get("best_at", self.admitted)
         self._seed = by_id[state["seed"]] if state["seed"] is not None else None
         if self._seed is not None and self.elites is not None:
             self.elites.anchor(self._seed.text, (state["elites"] or {}).get("centroids"))
