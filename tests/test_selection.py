@@ -29,7 +29,7 @@ def config(selection: dict, islands: dict | None = None, elites: dict | None = N
         {
             "seed": 7,
             "islands": {"count": 1, "population": 100, "migration_interval": 10_000, **(islands or {})},
-            "selection": {"exploit": 1.0, "explore": 0.0, "elites": 0.0, **selection},
+            "selection": {"exploit": 1.0, "explore": 0.0, "elites": 0.0, "refine": False, **selection},
             "elites": elites or {"enabled": False},
         }
     )
@@ -245,8 +245,9 @@ def test_admitting_the_same_sequence_twice_gives_identical_stats_and_selections(
 
 def mixed(*overrides: str) -> Archive:
     """An archive under the default preset (mix of shares, islands, MAP-Elites) plus `overrides`,
-    with 40 candidates spread over the islands; the best (id 17) lives on island 1."""
-    cfg = load_config(None, ["islands.count=4", *overrides])
+    with 40 candidates spread over the islands; the best (id 17) lives on island 1. `refine` is
+    off unless asked for, so the mix's own shares show."""
+    cfg = load_config(None, ["islands.count=4", "selection.refine=false", *overrides])
     problem = Problem(name="toy", description="toy", initial="seed.py", features=(Feature("f", 0, 1, 5),))
     archive = Archive(cfg, problem)
     archive.admit(Candidate(0, "seed\n", operator="seed", score=0.0, valid=True, features={"f": 0.0}))
@@ -289,27 +290,62 @@ def test_the_default_mix_is_what_the_baselines_switch_off():
     assert len({s.parent.id for s in chosen}) > 10 and all(s.inspirations for s in chosen)
 
 
-def test_focus_refines_the_best_while_it_improves_and_hands_back_to_the_mix_as_it_stalls():
-    # the best (id 17, island 1) was the 18th of 41 admissions: 23 admissions without a new best
-    fresh = picks(mixed("selection.focus=1", "selection.focus_patience=100000"), 1000)
-    focused = [s for s in fresh if s.source == "focus"]
-    assert len(focused) > 990 and {(s.parent.id, s.island) for s in focused} == {(17, 1)}
-    assert all(s.inspirations for s in focused)
-    halved = Counter(s.source for s in picks(mixed("selection.focus=1", "selection.focus_patience=23"), 2000))
-    assert 900 < halved["focus"] < 1100  # one patience of stall: half the share
-    archive = mixed("selection.focus=0.5", "selection.focus_patience=2")  # long stalled: the mix
-    assert Counter(s.source for s in picks(archive, 1000))["focus"] < 5
-    archive.admit(Candidate(41, "x = 41\n", parents=(17,), island=2, operator="diff", score=101.0, valid=True))
-    renewed = [s for s in picks(archive, 1000) if s.source == "focus"]  # a new best: focused again
-    assert 420 < len(renewed) < 580 and {(s.parent.id, s.island) for s in renewed} == {(41, 2)}
+def _grow(archive: Archive, n: int, *, best_improves: bool) -> None:
+    """Admit `n` children: of the run's best, which set a new best when `best_improves`, and as
+    many of an ordinary member (id 3), which set one otherwise."""
+    for k in range(n):
+        top = archive.best()
+        cid = 1000 + k
+        of_best = k % 2 == 0
+        improves = of_best == best_improves
+        score = top.score + 1 if improves else 1.0
+        archive.admit(
+            Candidate(
+                cid,
+                f"x = {cid}\n",
+                parents=(top.id if of_best else 3,),
+                island=top.island,
+                operator="diff",
+                score=score,
+                valid=True,
+            )
+        )
 
 
-def test_focus_chooses_alike_in_an_archive_restored_from_its_state():
-    archive = mixed("selection.focus=1", "selection.focus_patience=23")
+def test_refine_learns_to_take_the_best_as_parent_when_its_children_keep_improving_on_it():
+    archive = mixed("selection.refine=true")
+    _grow(archive, 60, best_improves=True)
+    sources = Counter(s.source for s in picks(archive, 1000))
+    assert sources["refine"] > 850
+    refined = {s.parent.id for s in picks(archive, 200) if s.source == "refine"}
+    assert refined == {archive.best().id}
+
+
+def test_refine_hands_parents_back_to_the_mix_when_others_children_set_the_new_bests():
+    archive = mixed("selection.refine=true")
+    _grow(archive, 60, best_improves=False)
+    assert Counter(s.source for s in picks(archive, 1000))["refine"] < 150
+    off = mixed()
+    _grow(off, 60, best_improves=True)
+    assert Counter(s.source for s in picks(off, 1000))["refine"] == 0
+
+
+def test_refine_forgets_so_a_stalled_best_loses_its_share():
+    archive = mixed("selection.refine=true")
+    _grow(archive, 60, best_improves=True)
+    _grow(archive, 150, best_improves=False)
+    assert Counter(s.source for s in picks(archive, 1000))["refine"] < 150
+
+
+def test_refine_chooses_alike_in_an_archive_restored_from_its_state():
+    archive = mixed("selection.refine=true")
+    _grow(archive, 40, best_improves=True)
     by_id = {c.id: c for island in archive.islands.islands for c in island.members}
     restored = Archive(archive.config, archive.problem)
     restored.restore(archive.state(), by_id)
-    assert [s.source for s in picks(restored, 300)] == [s.source for s in picks(archive, 300)]
+    assert [(s.source, s.parent.id) for s in picks(restored, 300)] == [
+        (s.source, s.parent.id) for s in picks(archive, 300)
+    ]
 
 
 def test_selection_elites_zero_takes_no_parent_from_the_elite_cells():

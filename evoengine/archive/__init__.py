@@ -27,6 +27,7 @@ from .selection import ParentSelector, Selection
 __all__ = ["Archive", "ArchiveEvent", "Selection"]
 
 FAILURES_KEPT = 8  # recent invalid candidates kept per island for prompts
+RECENT_BESTS = 4  # a child of any of the last few run bests counts as refinement (`selection.refine`)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Archive:
         self.admitted = 0
         self.valid = 0
         self._best: Candidate | None = None
-        self._best_at = 0  # the admission count when the best last changed
+        self._bests: deque[int] = deque(maxlen=RECENT_BESTS)  # ids of the latest run bests, newest last
         self._seed: Candidate | None = None  # the first admitted candidate, kept as a last resort
         self._counts = [_IslandCounts() for _ in range(config.islands.count)]
         self._failures = [deque(maxlen=FAILURES_KEPT) for _ in range(config.islands.count)]
@@ -86,11 +87,15 @@ class Archive:
         for i in homes:
             self._counts[i].admitted += 1
         events: list[ArchiveEvent] = []
-        if candidate.valid and candidate.score is not None:
+        valid = candidate.valid and candidate.score is not None
+        new_best = valid and (self._best is None or candidate.fitness() > self._best.fitness())
+        if candidate.parents and not everywhere:
+            self.selector.learn(candidate.parents[0] in self._bests, new_best)
+        if valid:
             self.valid += 1
-            if self._best is None or candidate.fitness() > self._best.fitness():
+            if new_best:
                 self._best = candidate
-                self._best_at = self.admitted
+                self._bests.append(candidate.id)
             if everywhere:
                 self.islands.place_everywhere(candidate)
             else:
@@ -130,7 +135,8 @@ class Archive:
             "admitted": self.admitted,
             "valid": self.valid,
             "best": self._best.id if self._best else None,
-            "best_at": self._best_at,
+            "bests": list(self._bests),
+            "outcomes": self.selector.outcomes,
             "seed": self._seed.id if self._seed else None,
             "counts": [[c.admitted, c.invalid] for c in self._counts],
             "failures": [[c.id for c in failures] for failures in self._failures],
@@ -153,7 +159,9 @@ class Archive:
         the candidates it names (`referenced`)."""
         self.admitted, self.valid = state["admitted"], state["valid"]
         self._best = by_id[state["best"]] if state["best"] is not None else None
-        self._best_at = state.get("best_at", self.admitted)
+        self._bests.clear()
+        self._bests.extend(state.get("bests", []))
+        self.selector.outcomes = [list(arm) for arm in state.get("outcomes", [[0.0, 0.0], [0.0, 0.0]])]
         self._seed = by_id[state["seed"]] if state["seed"] is not None else None
         if self._seed is not None and self.elites is not None:
             self.elites.anchor(self._seed.text, (state["elites"] or {}).get("centroids"))
@@ -169,8 +177,7 @@ class Archive:
 
     def select(self, rng: random.Random) -> Selection:
         """A parent, its island and inspirations; a deterministic function of the archive and `rng`."""
-        stall = self.admitted - self._best_at
-        return self.selector.select(self.islands, self.elites, rng, fallback=self._seed, best=self._best, stall=stall)
+        return self.selector.select(self.islands, self.elites, rng, fallback=self._seed, best=self._best)
 
     def best(self) -> Candidate | None:
         """The best valid candidate admitted so far (the earliest among equals)."""

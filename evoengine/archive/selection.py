@@ -5,9 +5,12 @@ run's best (the earliest among equals), each with no inspirations and ignoring t
 and islands (the child lives on the parent's island). They are how a run measures what
 evolution adds over independent sampling and sequential refinement at the same budget.
 
-Otherwise, with `focus` > 0, a parent is first the run's best with probability
-focus × 0.5^(stall / focus_patience), stall being the admissions since the best last changed:
-refinement of the best while it keeps improving, the mix below once it stalls ("focus"). The
+Otherwise, with `refine` (on by default), the run learns how often to refine its best: each
+admitted child counts as a child of a recent best (one of the last four) or of anyone else,
+and as setting a new best or not; both counts fade (weight e^-age/refine_memory, age in
+admissions). A parent is the run's best when a draw from Beta(1 + new bests, 1 + the rest)
+of the best's children beats one from the others' (Thompson sampling): refinement while it
+pays, the mix below when the best's children stop improving on it and others' do. The
 rest of the time each parent comes from one of three shares of `config.selection`, normalised: `exploit`
 (the configured strategy on the chosen island), `explore` (uniform on the island) and
 `elites` (the elite of a uniformly drawn filled MAP-Elites cell). The island is drawn
@@ -34,6 +37,7 @@ from the best of other islands, never repeating a candidate.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -148,6 +152,23 @@ class ParentSelector:
         self.config = config
         shares = np.array([config.exploit, config.explore, config.elites], dtype=np.float64)
         self._shares = np.cumsum(shares if shares.sum() > 0 else np.array([1.0, 0.0, 0.0]))
+        # `refine`: [new bests, children] of the best's children and of everyone else's, discounted
+        self.outcomes = [[0.0, 0.0], [0.0, 0.0]]
+
+    def learn(self, of_best: bool, new_best: bool) -> None:
+        """One child's outcome for `refine`: was its parent a recent best, did it set a new best."""
+        keep = math.exp(-1.0 / self.config.refine_memory)
+        for arm in self.outcomes:
+            arm[0] *= keep
+            arm[1] *= keep
+        arm = self.outcomes[0 if of_best else 1]
+        arm[0] += new_best
+        arm[1] += 1.0
+
+    def _refines(self, rng: random.Random) -> bool:
+        """Thompson sampling between refining the best and the mix, on their discounted odds."""
+        (hits, n), (other_hits, other_n) = self.outcomes
+        return rng.betavariate(1 + hits, 1 + n - hits) > rng.betavariate(1 + other_hits, 1 + other_n - other_hits)
 
     def select(
         self,
@@ -156,19 +177,17 @@ class ParentSelector:
         rng: random.Random,
         fallback: Candidate | None = None,
         best: Candidate | None = None,
-        stall: int = 0,
     ) -> Selection:
-        """`fallback` is the seed (the first admitted candidate), `best` the run's best valid one,
-        `stall` the admissions since the best last changed."""
+        """`fallback` is the seed (the first admitted candidate), `best` the run's best valid one."""
         k = len(islands)
         cfg = self.config
         baseline = cfg.strategy
         if baseline in ("iid", "greedy") and fallback is not None:
             parent = fallback if baseline == "iid" or best is None else best
             return Selection(parent.island % k, parent, [], baseline)
-        if cfg.focus > 0 and best is not None and rng.random() < cfg.focus * 0.5 ** (stall / cfg.focus_patience):
+        if cfg.refine and best is not None and self._refines(rng):
             island = best.island % k
-            return Selection(island, best, self._inspirations(islands, island, elites, best, rng), "focus")
+            return Selection(island, best, self._inspirations(islands, island, elites, best, rng), "refine")
         first = rng.randrange(k)
         island = next((j % k for j in range(first, first + k) if len(islands[j % k])), None)
         if island is None:

@@ -165,14 +165,15 @@ class Selection(Section):
         "uniform, hill_climb, pareto; or a baseline, which ignores the mix, islands and inspirations: iid (every "
         "child from the seed alone: independent sampling) or greedy (every child from the run's best: refinement)",
     )
-    focus: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="share of parents that are the run's best while it keeps improving, ahead of the mix below; "
-        "it halves every `focus_patience` admissions without a new best",
+    refine: bool = Field(
+        True,
+        description="learn how often to take the run's best as the parent: children of the best and children of "
+        "the rest are scored by how often they set a new best, and each parent is the best when a draw from the "
+        "first's odds beats one from the second's (Thompson sampling), the mix below otherwise",
     )
-    focus_patience: int = Field(25, ge=1, description="admissions without a new best that halve `focus`")
+    refine_memory: float = Field(
+        50.0, ge=1, description="admissions over which `refine` forgets (older outcomes weigh e^-age/memory)"
+    )
     exploit: float = Field(0.7, ge=0, description="share of parents from `strategy` on the island")
     explore: float = Field(0.2, ge=0, description="share of parents uniform on the island")
     elites: float = Field(0.1, ge=0, description="share of parents from a random MAP-Elites cell; 0: none")
