@@ -317,8 +317,9 @@ def test_refine_learns_to_take_the_best_as_parent_when_its_children_keep_improvi
     _grow(archive, 60, best_improves=True)
     sources = Counter(s.source for s in picks(archive, 1000))
     assert sources["refine"] > 850
-    refined = {s.parent.id for s in picks(archive, 200) if s.source == "refine"}
-    assert refined == {archive.best().id}
+    refined = [s for s in picks(archive, 200) if s.source == "refine"]
+    assert {s.parent.id for s in refined} == {archive.best().id}
+    assert not any(s.inspirations for s in refined)  # greedy refinement's step: a plain edit of the best
 
 
 def test_refine_hands_parents_back_to_the_mix_when_others_children_set_the_new_bests():

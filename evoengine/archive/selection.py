@@ -9,8 +9,10 @@ Otherwise, with `refine` (on by default), the run learns how often to refine its
 admitted child counts as a child of a recent best (one of the last four) or of anyone else,
 and as setting a new best or not; both counts fade (weight e^-age/refine_memory, age in
 admissions). A parent is the run's best when a draw from Beta(1 + new bests, 1 + the rest)
-of the best's children beats one from the others' (Thompson sampling): refinement while it
-pays, the mix below when the best's children stop improving on it and others' do. The
+of the best's children beats one from the others' (Thompson sampling), and then, as in the
+greedy baseline, with no inspirations (no crossover: every child of it is a plain edit of the
+best). So a run refines its best while that pays and hands parents to the mix below when the
+best's children stop improving on it and others' do. The
 rest of the time each parent comes from one of three shares of `config.selection`, normalised: `exploit`
 (the configured strategy on the chosen island), `explore` (uniform on the island) and
 `elites` (the elite of a uniformly drawn filled MAP-Elites cell). The island is drawn
@@ -187,7 +189,7 @@ class ParentSelector:
             return Selection(parent.island % k, parent, [], baseline)
         if cfg.refine and best is not None and self._refines(rng):
             island = best.island % k
-            return Selection(island, best, self._inspirations(islands, island, elites, best, rng), "refine")
+            return Selection(island, best, [], "refine")  # the greedy baseline's step, chosen when it pays
         first = rng.randrange(k)
         island = next((j % k for j in range(first, first + k) if len(islands[j % k])), None)
         if island is None:

@@ -169,7 +169,8 @@ class Selection(Section):
         True,
         description="learn how often to take the run's best as the parent: children of the best and children of "
         "the rest are scored by how often they set a new best, and each parent is the best when a draw from the "
-        "first's odds beats one from the second's (Thompson sampling), the mix below otherwise",
+        "first's odds beats one from the second's (Thompson sampling; such a parent comes with no inspirations, as "
+        "in the greedy baseline), the mix below otherwise",
     )
     refine_memory: float = Field(
         50.0, ge=1, description="admissions over which `refine` forgets (older outcomes weigh e^-age/memory)"
