@@ -18,9 +18,7 @@ After each call, every process that appeared below the caller during the call is
 
 from __future__ import annotations
 
-import faulthandler
 import importlib.util
-import io
 import json
 import os
 import signal
@@ -33,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import processes
-from .sandbox import PR_SET_PDEATHSIG, prctl
+from .sandbox import die_with_parent
 
 MAX_RESULT_MB = 64
 _MAX_DEPTH = 200
@@ -90,7 +88,7 @@ def _call(path: Path, function: str, args: tuple, kwargs: dict, timeout: float, 
     spare = processes.snapshot_descendants() if had_children else frozenset()
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
-    _flush_std()
+    processes.flush_stdio()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, which always ends in os._exit
@@ -206,14 +204,6 @@ class _Output:
         return self._tail.decode("utf-8", "replace")
 
 
-def _flush_std() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # a replaced or closed stream must not stop the call
-            pass
-
-
 # ---------------------------------------------------------------------------- in the child
 
 
@@ -221,17 +211,11 @@ def _child(
     path: Path, function: str, args: tuple, kwargs: dict, result_w: int, out_w: int, parent: int
 ) -> None:  # pragma: no cover - runs in the child
     os.setsid()
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(71)
+    die_with_parent(parent, 71)
     processes.set_child_fds(out_w, result_w)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    sys.stdin = open(os.devnull)
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="backslashreplace")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
-    if faulthandler.is_enabled():  # it may hold a descriptor number that is now our channel
-        faulthandler.enable(file=sys.stderr)
+    processes.reopen_stdio()
     sys.path.insert(0, str(path.parent))
     sys.argv = [str(path)]
     phase = "import"
@@ -253,7 +237,7 @@ def _child(
             except Exception as exc:
                 message = {"error": "unserialisable", "message": _safe_str(exc)}
     except SystemExit as exc:
-        _flush_std()
+        processes.flush_stdio()
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         os._exit(code & 0xFF)
     except BaseException as exc:
@@ -268,10 +252,8 @@ def _child(
         data = json.dumps(message, allow_nan=True).encode() + b"\n"
     except (TypeError, ValueError) as exc:  # only from hostile str subclasses and the like
         data = json.dumps({"error": "unserialisable", "message": _safe_str(exc)}).encode() + b"\n"
-    _flush_std()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(3, view) :]
+    processes.flush_stdio()
+    processes.write_all(3, data)
     os._exit(0)
 
 

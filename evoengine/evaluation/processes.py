@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
+import io
 import os
 import select
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -215,11 +218,14 @@ def kill_tree(pid: int) -> None:
     root = proc_pid(pid)
     if root is not None:
         kill_descendants(root=root, deadline_s=2.0)
+    _kill_group(pid)
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL process `pid` and its process group (each made one with setsid)."""
     for kill, target in ((os.killpg, pid), (os.kill, pid)):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             kill(target, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 async def stop_process(proc: asyncio.subprocess.Process, grace_s: float, wait_s: float = 5.0) -> bool:
@@ -253,13 +259,33 @@ def set_child_fds(out_fd: int, channel_fd: int, keep: int | None = None) -> None
     os.closerange(4 if keep is None else 5, 1 << 20)
 
 
+def reopen_stdio() -> None:
+    """In a child after `set_child_fds`: Python's streams on fds 0-2, line-buffered."""
+    sys.stdin = open(os.devnull)
+    sys.stdout, sys.stderr = (
+        io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), line_buffering=True, errors="backslashreplace")
+        for fd in (1, 2)
+    )
+    if faulthandler.is_enabled():  # it may hold a descriptor number that is now the channel
+        faulthandler.enable(file=sys.stderr)
+
+
+def flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a replaced or closed stream must not stop us
+            stream.flush()
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _reap(pid: int | None) -> None:
-    if pid is None:
-        return
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    if pid is not None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def reap_all_children(wait_s: float = 0.0) -> None:
@@ -334,11 +360,7 @@ def supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]])
 def end_child(pid: int) -> int | None:
     """SIGKILL a child we supervised and its process group (it made one with setsid), then
     reap it. Returns its wait status (None if it could not be collected)."""
-    for kill, target in ((os.killpg, pid), (os.kill, pid)):
-        try:
-            kill(target, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    _kill_group(pid)
     return reap(pid)
 
 
