@@ -20,44 +20,29 @@ class Run:
         self.summary = summary
         RunReader.open(self.run_dir).close()  # fail early on a bad directory
 
-    def _store(self) -> RunReader:
-        return RunReader.open(self.run_dir)
-
     @property
     def best(self) -> Candidate | None:
-        store = self._store()
-        try:
+        with RunReader.open(self.run_dir) as store:
             best = store.best(1)
             return best[0] if best else None
-        finally:
-            store.close()
 
     @property
     def folder(self) -> bool:
         """True when this run's candidates are folders of files (`evoengine.files`)."""
-        store = self._store()
-        try:
+        with RunReader.open(self.run_dir) as store:
             return bool(store.meta().get("files"))
-        finally:
-            store.close()
 
     def candidates(self) -> list[Candidate]:
         """Every admitted candidate, in admission order."""
-        store = self._store()
-        try:
+        with RunReader.open(self.run_dir) as store:
             return list(store.candidates())
-        finally:
-            store.close()
 
     def lineage(self):
         """The lineage graph (networkx.DiGraph, edges parent -> child)."""
         from .lineage import build_lineage
 
-        store = self._store()
-        try:
+        with RunReader.open(self.run_dir) as store:
             return build_lineage(store)
-        finally:
-            store.close()
 
     def status(self) -> dict[str, Any]:
         from .status import run_status

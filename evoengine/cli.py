@@ -239,16 +239,13 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
     from .lineage import export_lineage, lineage_text, render_ancestry
     from .store import RunReader
 
-    reader = RunReader.open(args.run_dir)
-    try:
+    with RunReader.open(args.run_dir) as reader:
         if args.export and args.output:
             print(f"wrote {export_lineage(reader, args.export, args.output)}", file=sys.stderr)
         elif args.export:
             sys.stdout.write(lineage_text(reader, args.export))
         else:
             print(render_ancestry(reader, args.candidate))
-    finally:
-        reader.close()
     return 0
 
 

@@ -254,11 +254,8 @@ def inner_search(
             run_dir = Path(tmp) / "run"
             engine = create(problem, config, run_dir=run_dir, harness=agent)
             asyncio.run(engine.run())
-            store = RunStore.open(run_dir, readonly=True)
-            try:
+            with RunStore.open(run_dir, readonly=True) as store:
                 scores = [c.score if c.valid else None for c in store.candidates()]
-            finally:
-                store.close()
     finally:
         if agent is not None:
             agent.close()

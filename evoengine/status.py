@@ -9,8 +9,7 @@ from .store import RunReader
 
 
 def run_status(run_dir: str | Path) -> dict[str, Any]:
-    reader = RunReader.open(Path(run_dir))
-    try:
+    with RunReader.open(Path(run_dir)) as reader:
         with reader.snapshot():
             counts = reader.outcome_counts()
             best = reader.best(1)
@@ -42,8 +41,6 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
                 "novelty": reader.get_state("novelty", {}),
                 "events": reader.event_counts(),
             }
-    finally:
-        reader.close()
 
 
 def _fmt(x: Any) -> str:
