@@ -75,22 +75,9 @@ def build_lineage(store: RunReader) -> nx.DiGraph:
     parents_of: dict[int, list[int]] = {}
     for row in rows:
         cid = int(row["id"])
-        graph.add_node(
-            cid,
-            seq=int(row["seq"]),
-            score=row["score"],
-            valid=bool(row["valid"]),
-            outcome=row["outcome"],
-            island=int(row["island"]),
-            generation=int(row["generation"]),
-            operator=row["operator"] or "",
-            model=row["model"],
-            cost=float(row["cost"] or 0.0),
-            created=row["created"],
-            origin=row["origin"],
-            migrated_to=[],
-            missing=False,
-        )
+        same = {k: row[k] for k in ("seq", "score", "valid", "outcome", "island", "generation", "operator", "model")}
+        same.update(valid=bool(row["valid"]), operator=row["operator"] or "", cost=float(row["cost"] or 0.0))
+        graph.add_node(cid, **same, created=row["created"], origin=row["origin"], migrated_to=[], missing=False)
         parents_of[cid] = [int(p) for p in row["parents"]]
     for child, parents in parents_of.items():
         for rank, parent in enumerate(parents):

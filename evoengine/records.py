@@ -137,9 +137,6 @@ class Child:
         )  # fmt: skip
 
 
-FAILURE_KINDS = ("patch", "model", "syntax", "novelty", "gate", "evaluation")
-
-
 class ProposalFailed(Exception):
     """A proposal that produced no child to evaluate; `reason` is recorded in the store with its
     `kind`: patch (a reply or edit that could not be applied), model (the call itself failed),

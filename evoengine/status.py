@@ -18,13 +18,9 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             return {
                 "run_dir": str(run_dir),
                 "problem": meta.get("problem"),
-                "admitted": counts["admitted"],
-                "valid": counts["valid"],
-                "invalid": counts["invalid"],
-                "screened": counts["screened"],
+                **{k: counts[k] for k in ("admitted", "valid", "invalid", "screened")},
                 "rejected_proposals": counts["rejected"],
-                "near_duplicates": counts["near_duplicates"],
-                "exact_copies": counts["exact_copies"],
+                **{k: counts[k] for k in ("near_duplicates", "exact_copies")},
                 "failed_proposals": counts["failed"] + counts["rejected"],  # every proposal not admitted
                 "failure_kinds": counts["kinds"],
                 "abandoned_proposals": counts["abandoned"],

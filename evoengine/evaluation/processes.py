@@ -159,51 +159,37 @@ def snapshot_descendants() -> frozenset[tuple[int, int]]:
 
 
 def kill_descendants(
-    spare: Iterable[tuple[int, int]] = (),
-    *,
-    root: int | None = None,
-    rounds: int = 500,
-    deadline_s: float = 5.0,
-) -> int:
+    spare: Iterable[tuple[int, int]] = (), *, root: int | None = None, deadline_s: float = 5.0
+) -> None:
     """SIGKILL every process below this one, or below `root` (a /proc pid), except `spare`,
     until none is left; reap the ones that are our own children.
 
     Processes that re-parented themselves (double fork, setsid) are still found because the
     worker and the sandboxed evaluator are child subreapers (or a PID namespace's init), so
     orphans land back under them. A fork bomb racing the sweep loses: a killed process cannot
-    fork, and each round re-reads the table. Returns how many processes were killed.
+    fork, and each round re-reads the table.
     """
-    spare = frozenset(spare)
-    me = own_proc_pid()
-    level = _ns_level()
-    top = me if root is None else root
-    killed = 0
+    spare, me, level = frozenset(spare), own_proc_pid(), _ns_level()
     stop = time.monotonic() + deadline_s
-    for _ in range(rounds):
+    for _ in range(500):
         live = []
-        for proc in descendants(top, process_table()):
+        for proc in descendants(me if root is None else root, process_table()):
             if (proc.pid, proc.start) in spare:
                 continue
             if proc.state in ("Z", "X"):
                 if proc.ppid == me:  # our zombie (or an orphan handed to us): reap it
                     _reap(_local_pid(proc.pid, level))
                 continue
-            live.append(proc)
+            live.append(_local_pid(proc.pid, level))
         if not live:
-            return killed
-        for proc in live:
-            pid = _local_pid(proc.pid, level)
-            if pid is None or pid <= 1:
-                continue
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except (ProcessLookupError, PermissionError):
-                pass
+            return
+        for pid in live:
+            if pid is not None and pid > 1:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         if time.monotonic() > stop:
-            break
+            return
         time.sleep(0.001)
-    return killed
 
 
 def kill_tree(pid: int) -> None:
@@ -347,10 +333,7 @@ def supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]])
             except InterruptedError:
                 continue
             for fd in ready:
-                if fd == pidfd:
-                    continue
-                refused = _read_once(fd, open_fds)
-                if refused:
+                if fd != pidfd and (refused := _read(fd, open_fds)):
                     return Ending(False, refused)
     finally:
         if pidfd is not None:
@@ -373,32 +356,30 @@ def _exited(pid: int) -> bool:
     return info is not None
 
 
-def _read_once(fd: int, open_fds: dict[int, tuple[str, Reader]]) -> str | None:
+def _read(fd: int, open_fds: dict[int, tuple[str, Reader]], drain: bool = False) -> str | None:
+    """Feed what `fd` holds to its reader (with `drain`, until nothing is left without
+    blocking); the reader's name if it refused more data."""
     name, reader = open_fds[fd]
-    try:
-        chunk = os.read(fd, 1 << 16)
-    except BlockingIOError:
-        return None
-    if not chunk:
-        del open_fds[fd]
-        reader(b"")
-        return None
-    return None if reader(chunk) else name
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return None
+        if not chunk:
+            del open_fds[fd]
+            reader(b"")
+            return None
+        if not reader(chunk):
+            return name
+        if not drain:
+            return None
 
 
 def _drain(open_fds: dict[int, tuple[str, Reader]]) -> str | None:
     """Read what is left in every pipe without blocking (writers that survive are ignored)."""
     for fd in list(open_fds):
-        name, reader = open_fds[fd]
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            if not reader(chunk):
-                return name
+        if refused := _read(fd, open_fds, drain=True):
+            return refused
     return None
 
 

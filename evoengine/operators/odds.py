@@ -20,7 +20,6 @@ from typing import Any
 
 from ..config import Operators as OperatorsConfig
 
-MODEL_OPERATORS = ("diff", "full", "crossover")
 PRIOR_CALLS = 2.0
 PRIOR_SUCCESS = 0.5
 

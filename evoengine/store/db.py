@@ -113,7 +113,6 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 )
 
 
-CLOSING_ORDER = "closed IS NOT NULL, closed, id"  # rows from before schema 2 first, by id
 CANDIDATE_COLUMNS = (
     "id, text, parents, island, generation, operator, model, score, valid, metrics, features,"
     " feedback, artifacts, instances, timings, cost, change, origin, created"
