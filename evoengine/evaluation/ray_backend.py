@@ -153,7 +153,7 @@ class RayPool:
             self._stderr_tail.append(f"(no answer within {START_TIMEOUT_S:g} s)")
         message = parse_reply(line)
         if not message.get("ready"):
-            await self._kill_driver()
+            await processes.stop_process(self._proc, grace_s=0.0, wait_s=10.0)
             tail = "\n".join(list(self._stderr_tail)[-15:])
             error = message.get("error") or (
                 f"the ray backend could not start (Ray at {self.address})"
@@ -262,10 +262,6 @@ class RayPool:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(EvoError(self._lost))
-
-    async def _kill_driver(self) -> None:
-        if self._proc is not None:
-            await processes.stop_process(self._proc, grace_s=0.0, wait_s=10.0)
 
     def _interpret(self, reply: dict[str, Any]) -> EvalResult:
         if "result" in reply:

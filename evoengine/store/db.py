@@ -188,29 +188,14 @@ class _Connection(sqlite3.Connection):
         return super().cursor(_Cursor).executescript(script)
 
 
+_FIELDS = tuple(column.strip() for column in CANDIDATE_COLUMNS.split(","))
+_JSON_FIELDS = ("parents", "metrics", "features", "artifacts", "instances", "timings")
+
+
 def row_to_candidate(row: sqlite3.Row) -> Candidate:
-    metrics = json.loads(row["metrics"])
-    return Candidate(
-        id=row["id"],
-        text=row["text"] or "",
-        parents=tuple(json.loads(row["parents"])),
-        island=row["island"],
-        generation=row["generation"],
-        operator=row["operator"] or "",
-        model=row["model"],
-        score=row["score"],
-        valid=bool(row["valid"]),
-        metrics=metrics,
-        features=json.loads(row["features"]),
-        feedback=row["feedback"],
-        artifacts=json.loads(row["artifacts"]),
-        instances=json.loads(row["instances"]),
-        timings=json.loads(row["timings"]),
-        cost=row["cost"],
-        change=row["change"],
-        origin=row["origin"],
-        created=row["created"],
-    )
+    c = {k: json.loads(row[k]) if k in _JSON_FIELDS else row[k] for k in _FIELDS}
+    c.update(text=c["text"] or "", parents=tuple(c["parents"]), operator=c["operator"] or "", valid=bool(c["valid"]))
+    return Candidate(**c)
 
 
 class StoreFile:
