@@ -18,6 +18,7 @@ After each call, every process that appeared below the caller during the call is
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -193,10 +194,8 @@ class _Output:
         allowed = chunk[: max(0, self.cap - self.total)]
         self.total += len(chunk)
         if allowed:
-            try:
+            with contextlib.suppress(OSError):
                 os.write(1, allowed)
-            except OSError:
-                pass
         self._tail = (self._tail + chunk)[-self.keep :]
         return self.total <= self.cap
 

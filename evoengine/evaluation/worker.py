@@ -33,6 +33,7 @@ process below it; the kernel frees E's tmpfs with the last of them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -105,10 +106,8 @@ class Worker:
     def end_everything(self) -> None:
         """Kill every process the last evaluation left behind, and reap them."""
         if self.isolation.pid_namespace and os.getpid() == 1:  # init of our own namespace:
-            try:  # one signal reaches every other process in it, and none outside
+            with contextlib.suppress(ProcessLookupError):  # one signal reaches every other process in it, none outside
                 os.kill(-1, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             processes.reap_all_children(wait_s=5.0)
         elif processes.has_children():  # anything left below us (we are a subreaper)
             processes.kill_descendants()
@@ -255,12 +254,10 @@ def _tail(output: BinaryIO, cap: int) -> str:
 
 def _force_remove(func: Any, path: str, exc_info: Any) -> None:
     """rmtree helper: candidate code may have left folders without write permission."""
-    try:
+    with contextlib.suppress(OSError):
         os.chmod(os.path.dirname(path), 0o700)
         os.chmod(path, 0o700)
         func(path)
-    except OSError:
-        pass
 
 
 # ---------------------------------------------------------------------------- main
@@ -281,10 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         del sys.path[0]
     for var in THREAD_VARS:  # the pool sets these too; numpy must see them at import
         os.environ[var] = "1"
-    try:  # warm: evaluators almost always use numpy
+    with contextlib.suppress(ImportError):  # warm: evaluators almost always use numpy
         import numpy  # noqa: F401
-    except ImportError:  # pragma: no cover
-        pass
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="evaluation worker %(process)d: %(levelname)s %(message)s"
     )
