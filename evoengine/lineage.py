@@ -312,11 +312,10 @@ def to_dot(graph: nx.DiGraph) -> str:
             continue
         score = d["score"] if d.get("valid") else None
         label = f"#{node} {_fmt(d.get('score'))}\\n{d.get('operator', '')} i{d.get('island', 0)}"
+        dark = score is not None and high > low and (score - low) / (high - low) < 0.5
         attrs = {
             "fillcolor": _score_colour(score, low, high),
-            "fontcolor": "white"
-            if score is not None and high > low and (score - low) / (high - low) < 0.5
-            else "black",
+            "fontcolor": "white" if dark else "black",
             "tooltip": f"gen {d.get('generation')} model {d.get('model') or '-'} cost {d.get('cost', 0):.4g}",
         }
         if not d.get("valid"):
@@ -324,11 +323,11 @@ def to_dot(graph: nx.DiGraph) -> str:
         body = ", ".join(f"{k}={_dot_quote(v)}" for k, v in attrs.items())
         out.append(f'  {node} [label="{label}", {body}];')
     for u, v, d in graph.edges(data=True):
-        attrs = []
-        if d.get("kind") == "second":
-            attrs.append('style="dashed"')
-        if d.get("migration"):
-            attrs.append('color="#d62728"')
+        attrs = [
+            a
+            for a, on in (('style="dashed"', d.get("kind") == "second"), ('color="#d62728"', d.get("migration")))
+            if on
+        ]
         out.append(f"  {u} -> {v}" + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
     out.append("}")
     return "\n".join(out) + "\n"

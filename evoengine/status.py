@@ -51,13 +51,8 @@ def _some(pairs: list[tuple[str, Any]]) -> str:
 
 def render_status(s: dict[str, Any]) -> str:
     admitted = _some([("valid", s["valid"]), ("invalid", s["invalid"]), ("screened by the gate", s["screened"])])
-    not_admitted = _some(
-        [
-            ("rejected", s["rejected_proposals"]),
-            ("failed", s["failed_proposals"] - s["rejected_proposals"]),
-            ("in flight", s["in_flight"]),
-        ]
-    )
+    failed = s["failed_proposals"] - s["rejected_proposals"]
+    not_admitted = _some([("rejected", s["rejected_proposals"]), ("failed", failed), ("in flight", s["in_flight"])])
     lines = [
         f"run        {s['run_dir']}  ({s['problem']})",
         f"candidates {s['admitted']} admitted"
@@ -75,34 +70,22 @@ def render_status(s: dict[str, Any]) -> str:
     archive = s.get("archive") or {}
     islands = archive.get("islands") or []
     if islands:
-        lines.append(
-            "islands    "
-            + "  ".join(
-                f"#{i.get('island', n)}: best {_fmt(i.get('best_score'))} size {i.get('size')}"
-                for n, i in enumerate(islands)
-            )
+        each = (
+            f"#{i.get('island', n)}: best {_fmt(i.get('best_score'))} size {i.get('size')}"
+            for n, i in enumerate(islands)
         )
+        lines.append("islands    " + "  ".join(each))
     elites = archive.get("elites") if isinstance(archive.get("elites"), dict) else {}
     if elites.get("enabled"):
         coverage = elites.get("coverage")
-        lines.append(
-            "map-elites "
-            + ", ".join(
-                part
-                for part in (
-                    f"{elites['filled']} cells filled" if "filled" in elites else "",
-                    f"coverage {100 * coverage:.1f}%" if isinstance(coverage, int | float) else "",
-                    f"QD-score {_fmt(elites.get('qd_score'))}" if "qd_score" in elites else "",
-                )
-                if part
-            )
+        parts = (
+            f"{elites['filled']} cells filled" if "filled" in elites else "",
+            f"coverage {100 * coverage:.1f}%" if isinstance(coverage, int | float) else "",
+            f"QD-score {_fmt(elites.get('qd_score'))}" if "qd_score" in elites else "",
         )
-    extra = {
-        k: v
-        for k, v in archive.items()
-        if k not in ("islands", "admitted", "valid", "invalid", "best_id", "best_score")
-    }
-    extra = {k: v for k, v in extra.items() if not isinstance(v, dict | list)}
+        lines.append("map-elites " + ", ".join(filter(None, parts)))
+    shown = ("islands", "admitted", "valid", "invalid", "best_id", "best_score")
+    extra = {k: v for k, v in archive.items() if k not in shown and not isinstance(v, dict | list)}
     if extra:
         lines.append("archive    " + ", ".join(f"{k} {_fmt(v)}" for k, v in extra.items()))
     if s.get("events"):
@@ -117,15 +100,13 @@ def render_status(s: dict[str, Any]) -> str:
             + (f" (embedder {nov['embedder']}{checks}{judge})" if "embedder" in nov else "")
         )
     evaluator = [u for u in s.get("models") or [] if u.get("purpose") == "evaluate"]
+    each = (
+        f"{u['model']}: {u['calls']} calls ({u['errors'] or 0} failed), "
+        f"{(u['tokens_in'] or 0) + (u['tokens_out'] or 0)} tokens, ${u['cost'] or 0.0:.4f}"
+        for u in evaluator
+    )
     if evaluator:
-        lines.append(
-            "evaluator  "
-            + "; ".join(
-                f"{u['model']}: {u['calls']} calls ({u['errors'] or 0} failed), "
-                f"{(u['tokens_in'] or 0) + (u['tokens_out'] or 0)} tokens, ${u['cost'] or 0.0:.4f}"
-                for u in evaluator
-            )
-        )
+        lines.append("evaluator  " + "; ".join(each))
     arms = s.get("bandit") or {}
     if arms:
         lines.append("models     arm                      calls  mean reward  cost      p(select)")

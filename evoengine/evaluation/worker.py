@@ -334,20 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in sys.stdin.buffer:
             request = json.loads(line)
             wall0, cpu0 = time.monotonic(), _cpu_seconds()
-            result = worker.evaluate(
-                request["text"],
-                request.get("label", "candidate"),
-                str(request.get("entry", "evaluate")),
-                request.get("models"),
-            )
-            send(
-                {
-                    "id": request["id"],
-                    "result": result.to_dict(),
-                    "wall_s": time.monotonic() - wall0,
-                    "cpu_s": _cpu_seconds() - cpu0,
-                }
-            )
+            label, entry = request.get("label", "candidate"), str(request.get("entry", "evaluate"))
+            result = worker.evaluate(request["text"], label, entry, request.get("models"))
+            took = {"wall_s": time.monotonic() - wall0, "cpu_s": _cpu_seconds() - cpu0}
+            send({"id": request["id"], "result": result.to_dict(), **took})
         return 0
     finally:
         worker.end_everything()
