@@ -4,6 +4,7 @@ the CLI drives."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +56,8 @@ class Run:
 
 def _overrides(kwargs: dict[str, Any]) -> list[str]:
     """`budget=50` means budget.candidates; other keys use `__` for dots: islands__count=2."""
-    out = []
-    for key, value in kwargs.items():
-        path = "budget.candidates" if key == "budget" else key.replace("__", ".")
-        out.append(f"{path}={_yaml_scalar(value)}")
-    return out
-
-
-def _yaml_scalar(value: Any) -> str:
-    import json
-
-    return json.dumps(value) if not isinstance(value, str) else value
+    keys = {key: "budget.candidates" if key == "budget" else key.replace("__", ".") for key in kwargs}
+    return [f"{keys[k]}={v if isinstance(v, str) else json.dumps(v)}" for k, v in kwargs.items()]
 
 
 def run(
@@ -88,13 +80,8 @@ def run(
         cfg = load_config(None, _overrides(overrides), base=config.dump())
     else:
         cfg = load_config(config, _overrides(overrides))
-    engine = create(
-        problem,
-        cfg,
-        run_dir=Path(run_dir) if run_dir else None,
-        from_run=Path(from_run) if from_run else None,
-        progress=progress,
-    )
+    paths = {"run_dir": Path(run_dir) if run_dir else None, "from_run": Path(from_run) if from_run else None}
+    engine = create(problem, cfg, **paths, progress=progress)
     summary = asyncio.run(engine.run())
     return Run(engine.run_dir, summary)
 
