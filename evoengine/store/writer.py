@@ -209,11 +209,6 @@ class RunStore(StoreFile):
         row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name='candidates'").fetchone()
         return (int(row[0]) if row else 0) + 1
 
-    def closed_count(self) -> int:
-        return int(
-            self.conn.execute("SELECT COUNT(*) FROM candidates WHERE status IN ('evaluated', 'failed')").fetchone()[0]
-        )
-
     def schedule(self) -> dict[int, dict[str, Any]] | None:
         """Every proposal's id, status, basis, attempt, closed, reason and kind, by id; None for
         a store that did not record its schedule (written before schema 2)."""
@@ -231,15 +226,6 @@ class RunStore(StoreFile):
             (n,),
         )
         return [row_to_candidate(r) for r in rows]
-
-    def counts(self) -> dict[str, int]:
-        out = {"evaluated": 0, "valid": 0, "failed": 0, "pending": 0, "abandoned": 0}
-        for status, n in self.conn.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status"):
-            out[status] = n
-        out["valid"] = self.conn.execute(
-            "SELECT COUNT(*) FROM candidates WHERE status='evaluated' AND valid=1"
-        ).fetchone()[0]
-        return out
 
     def evaluated_count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM candidates WHERE status='evaluated'").fetchone()[0])
