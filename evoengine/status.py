@@ -9,34 +9,33 @@ from .store import RunReader
 
 
 def run_status(run_dir: str | Path) -> dict[str, Any]:
-    with RunReader.open(Path(run_dir)) as reader:
-        with reader.snapshot():
-            counts = reader.outcome_counts()
-            best = reader.best(1)
-            seed = reader.seed()
-            meta = reader.meta()
-            return {
-                "run_dir": str(run_dir),
-                "problem": meta.get("problem"),
-                **{k: counts[k] for k in ("admitted", "valid", "invalid", "screened")},
-                "rejected_proposals": counts["rejected"],
-                **{k: counts[k] for k in ("near_duplicates", "exact_copies")},
-                "failed_proposals": counts["failed"] + counts["rejected"],  # every proposal not admitted
-                "failure_kinds": counts["kinds"],
-                "abandoned_proposals": counts["abandoned"],
-                "in_flight": counts["pending"],
-                "best_score": best[0].score if best else None,
-                "best_id": best[0].id if best else None,
-                "seed_score": seed.score if seed else None,
-                "seed_id": seed.id if seed else None,
-                "spend": reader.spend(),
-                "elapsed_s": reader.get_state("elapsed_s", 0.0),
-                "models": reader.model_usage(),
-                "bandit": reader.get_state("bandit", {}),
-                "archive": reader.get_state("archive", {}),
-                "novelty": reader.get_state("novelty", {}),
-                "events": reader.event_counts(),
-            }
+    with RunReader.open(Path(run_dir)) as reader, reader.snapshot():
+        counts = reader.outcome_counts()
+        best = reader.best(1)
+        seed = reader.seed()
+        meta = reader.meta()
+        return {
+            "run_dir": str(run_dir),
+            "problem": meta.get("problem"),
+            **{k: counts[k] for k in ("admitted", "valid", "invalid", "screened")},
+            "rejected_proposals": counts["rejected"],
+            **{k: counts[k] for k in ("near_duplicates", "exact_copies")},
+            "failed_proposals": counts["failed"] + counts["rejected"],  # every proposal not admitted
+            "failure_kinds": counts["kinds"],
+            "abandoned_proposals": counts["abandoned"],
+            "in_flight": counts["pending"],
+            "best_score": best[0].score if best else None,
+            "best_id": best[0].id if best else None,
+            "seed_score": seed.score if seed else None,
+            "seed_id": seed.id if seed else None,
+            "spend": reader.spend(),
+            "elapsed_s": reader.get_state("elapsed_s", 0.0),
+            "models": reader.model_usage(),
+            "bandit": reader.get_state("bandit", {}),
+            "archive": reader.get_state("archive", {}),
+            "novelty": reader.get_state("novelty", {}),
+            "events": reader.event_counts(),
+        }
 
 
 def _fmt(x: Any) -> str:

@@ -144,21 +144,16 @@ class Isolation:
         return flags
 
     def describe(self) -> str:
-        parts = []
-        if self.pid_namespace:
-            parts.append("PID namespace" + (" (user namespace)" if self.user_namespace else ""))
-        else:
-            parts.append("process group + subreaper sweep")
+        user = " (user namespace)" if self.user_namespace else ""
+        parts = [f"PID namespace{user}" if self.pid_namespace else "process group + subreaper sweep"]
         if self.view:
             parts.append(f"filesystem view and private /tmp with a quota ({self.view})")
         if self.net_namespace:
             parts.append("no network (network namespace)")
         elif self.seccomp_network:
             parts.append("no network (seccomp)")
-        if self.uid is not None:
-            parts.append(f"uid {self.uid}" + (" + CAP_DAC_READ_SEARCH" if self.read_all_files else ""))
-        else:
-            parts.append(f"same uid as the engine ({os.getuid()})")
+        read = " + CAP_DAC_READ_SEARCH" if self.read_all_files else ""
+        parts.append(f"uid {self.uid}{read}" if self.uid is not None else f"same uid as the engine ({os.getuid()})")
         return ", ".join(parts)
 
     def missing(self, network: bool) -> list[str]:

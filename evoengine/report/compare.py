@@ -27,13 +27,12 @@ def _config(run_dir: Path) -> dict[str, Any]:
 def run_curves(run_dir: Path) -> dict[str, Any]:
     """One run's outcomes and its best-so-far score at every admission, with the spend and
     seconds of search up to it (proposals in the order they closed)."""
-    with RunReader.open(run_dir) as reader:
-        with reader.snapshot():
-            rows = reader.proposals()
-            counts = reader.outcome_counts()
-            meta = reader.meta()
-            spend = reader.spend()
-            elapsed = reader.get_state("elapsed_s")
+    with RunReader.open(run_dir) as reader, reader.snapshot():
+        rows = reader.proposals()
+        counts = reader.outcome_counts()
+        meta = reader.meta()
+        spend = reader.spend()
+        elapsed = reader.get_state("elapsed_s")
     start = meta.get("created") or min((r["created"] for r in rows), default=0.0)
     best, spent, curve = None, 0.0, {"seq": [], "best": [], "spend": [], "t": []}
     for r in sorted(rows, key=lambda r: (r["finished"] or 0, r["id"])):
