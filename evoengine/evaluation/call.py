@@ -107,11 +107,8 @@ def _call(path: Path, function: str, args: tuple, kwargs: dict, timeout: float, 
         return len(result) <= MAX_RESULT_MB * 1024 * 1024
 
     try:
-        ending = processes.supervise(
-            pid,
-            time.monotonic() + timeout,
-            {result_r: ("result", on_result), out_r: ("output", output.feed)},
-        )
+        readers = {result_r: ("result", on_result), out_r: ("output", output.feed)}
+        ending = processes.supervise(pid, time.monotonic() + timeout, readers)
     finally:
         status = processes.end_child(pid)  # and whatever stayed in its process group
         if had_children or processes.has_children():  # orphans come back to a subreaper
@@ -131,26 +128,22 @@ def _interpret(
     timeout: float,
     cap: int,
 ) -> Any:
-    tail = output.tail()
+    def fail(why: str, kind: str, details: str = "") -> CandidateError:
+        return CandidateError(why, kind=kind, output=output.tail(), details=details)
+
     if ending.stopped == "timeout":
-        raise CandidateError(f"{function}() timed out after {timeout:g} s", kind="timeout", output=tail)
+        raise fail(f"{function}() timed out after {timeout:g} s", "timeout")
     if ending.stopped == "output":
-        raise CandidateError(f"{function}() printed more than {cap // 1024} KB of output", kind="output", output=tail)
+        raise fail(f"{function}() printed more than {cap // 1024} KB of output", "output")
     if ending.stopped == "result":
-        raise CandidateError(
-            f"{function}() returned a value larger than {MAX_RESULT_MB} MB", kind="too_large", output=tail
-        )
+        raise fail(f"{function}() returned a value larger than {MAX_RESULT_MB} MB", "too_large")
     message = _message(result)
     if message is None and (status is None or status != 0 or not result):
         how = processes.describe_status(status) if status is not None else "vanished"
         kind = "signal" if status is not None and os.WIFSIGNALED(status) else "exit"
-        raise CandidateError(f"{function}(): the candidate process {how} before returning", kind=kind, output=tail)
+        raise fail(f"{function}(): the candidate process {how} before returning", kind)
     if message is None:
-        raise CandidateError(
-            f"{function}(): the candidate wrote to its result channel itself (garbled result)",
-            kind="garbled",
-            output=tail,
-        )
+        raise fail(f"{function}(): the candidate wrote to its result channel itself (garbled result)", "garbled")
     if "value" in message:
         return message["value"]
     kind = str(message.get("error", "raised"))
@@ -160,15 +153,12 @@ def _interpret(
         line = message.get("line")
         at = f" (line {line} of {path.name})" if line else ""
         said = f": {text}" if text else ""
-        raise CandidateError(
-            f"{where} raised {message.get('type', 'Exception')}{said}{at}",
-            kind="raised",
-            output=tail,
-            details=str(message.get("traceback", "")),
+        raise fail(
+            f"{where} raised {message.get('type', 'Exception')}{said}{at}", "raised", str(message.get("traceback", ""))
         )
     if kind == "unserialisable":
-        raise CandidateError(f"{function}() returned a non-serialisable value: {text}", kind=kind, output=tail)
-    raise CandidateError(f"{path.name} defines no function {function}()", kind="missing", output=tail)
+        raise fail(f"{function}() returned a non-serialisable value: {text}", kind)
+    raise fail(f"{path.name} defines no function {function}()", "missing")
 
 
 def _message(data: bytes) -> dict[str, Any] | None:
