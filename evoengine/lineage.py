@@ -231,14 +231,12 @@ def render_ancestry(store: RunReader, candidate_id: int | None = None) -> str:
         return "\n".join(
             [*lines, f"  its parent #{other['parents'][0]}:", "", render_ancestry(store, other["parents"][0])]
         )
+    title = "candidate" if candidate_id is not None else "best candidate"
     if candidate_id is None:
         best = store.best(1)
         if not best:
             return "no valid candidate in this run yet"
         candidate_id = best[0].id
-        title = "best candidate"
-    else:
-        title = "candidate"
     chain = _chain(store, candidate_id)
     target = chain[-1]
     lines = [
@@ -251,14 +249,10 @@ def render_ancestry(store: RunReader, candidate_id: int | None = None) -> str:
         last = depth == len(chain) - 1
         branch = "" if depth == 0 else ("└─ " if last else "├─ ")
         rail = "   " if last else "│  "
-        made_by = c.operator or "?"
-        if c.model:
-            made_by += f" · {c.model}"
-        score = _scored(c)
+        made_by = (c.operator or "?") + (f" · {c.model}" if c.model else "")
         change = score_change(c.score, parent.score) if parent and c.valid and parent.valid else ""
-        delta = f" ({change})" if change else ""
-        cost = f" · ${c.cost:.4f}" if c.cost else ""
-        lines.append(f"{branch}#{c.id} [{made_by}] island {c.island} · {score}{delta}{cost}")
+        delta, cost = f" ({change})" if change else "", f" · ${c.cost:.4f}" if c.cost else ""
+        lines.append(f"{branch}#{c.id} [{made_by}] island {c.island} · {_scored(c)}{delta}{cost}")
         if parent is None:
             what = f"{c.origin} " if c.origin else ""
             lines.append(f"{rail}{what}seed, {len(c.text.splitlines())} lines")
