@@ -4,6 +4,7 @@ the CLI drives."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,44 +21,29 @@ class Run:
         self.summary = summary
         RunReader.open(self.run_dir).close()  # fail early on a bad directory
 
-    def _store(self) -> RunReader:
-        return RunReader.open(self.run_dir)
-
     @property
     def best(self) -> Candidate | None:
-        store = self._store()
-        try:
+        with RunReader.open(self.run_dir) as store:
             best = store.best(1)
             return best[0] if best else None
-        finally:
-            store.close()
 
     @property
     def folder(self) -> bool:
         """True when this run's candidates are folders of files (`evoengine.files`)."""
-        store = self._store()
-        try:
+        with RunReader.open(self.run_dir) as store:
             return bool(store.meta().get("files"))
-        finally:
-            store.close()
 
     def candidates(self) -> list[Candidate]:
         """Every admitted candidate, in admission order."""
-        store = self._store()
-        try:
+        with RunReader.open(self.run_dir) as store:
             return list(store.candidates())
-        finally:
-            store.close()
 
     def lineage(self):
         """The lineage graph (networkx.DiGraph, edges parent -> child)."""
         from .lineage import build_lineage
 
-        store = self._store()
-        try:
+        with RunReader.open(self.run_dir) as store:
             return build_lineage(store)
-        finally:
-            store.close()
 
     def status(self) -> dict[str, Any]:
         from .status import run_status
@@ -70,17 +56,8 @@ class Run:
 
 def _overrides(kwargs: dict[str, Any]) -> list[str]:
     """`budget=50` means budget.candidates; other keys use `__` for dots: islands__count=2."""
-    out = []
-    for key, value in kwargs.items():
-        path = "budget.candidates" if key == "budget" else key.replace("__", ".")
-        out.append(f"{path}={_yaml_scalar(value)}")
-    return out
-
-
-def _yaml_scalar(value: Any) -> str:
-    import json
-
-    return json.dumps(value) if not isinstance(value, str) else value
+    keys = {key: "budget.candidates" if key == "budget" else key.replace("__", ".") for key in kwargs}
+    return [f"{keys[k]}={v if isinstance(v, str) else json.dumps(v)}" for k, v in kwargs.items()]
 
 
 def run(
@@ -103,13 +80,8 @@ def run(
         cfg = load_config(None, _overrides(overrides), base=config.dump())
     else:
         cfg = load_config(config, _overrides(overrides))
-    engine = create(
-        problem,
-        cfg,
-        run_dir=Path(run_dir) if run_dir else None,
-        from_run=Path(from_run) if from_run else None,
-        progress=progress,
-    )
+    paths = {"run_dir": Path(run_dir) if run_dir else None, "from_run": Path(from_run) if from_run else None}
+    engine = create(problem, cfg, **paths, progress=progress)
     summary = asyncio.run(engine.run())
     return Run(engine.run_dir, summary)
 

@@ -31,14 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--evaluator", help="OpenEvolve's evaluator.py, when PROBLEM is their initial program")
     r.add_argument("-c", "--config", help="config preset name (configs/NAME.yaml) or YAML file")
-    r.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set islands.count=2 (repeatable)",
-    )
+    _overrides(r, "--set", "override a config key, e.g. --set islands.count=2 (repeatable)")
     r.add_argument("--budget", type=int, help="candidates to evaluate (budget.candidates)")
     r.add_argument("--target-score", type=float, help="stop once the best score reaches this (budget.target_score)")
     r.add_argument("--run-dir", type=Path, help="where the run is written (default runs/<time>-<problem>)")
@@ -50,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir", type=Path)
     s.add_argument("--budget", type=int, help="new total of candidates for the run")
     s.add_argument("--target-score", type=float, help="stop once the best score reaches this (budget.target_score)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _overrides(s, "--set", "override a config key (repeatable)")
     s.add_argument("-q", "--quiet", action="store_true")
 
     st = sub.add_parser("status", help="show a run's progress")
@@ -75,22 +68,8 @@ def _parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("self-evolve", help="evolve evoengine's own harness by short inner searches")
     se.add_argument("-c", "--config", help="config preset or YAML for the outer search")
-    se.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the outer search's config",
-    )
-    se.add_argument(
-        "--inner-set",
-        dest="inner",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of every inner search's config (e.g. models, islands.count)",
-    )
+    _overrides(se, "--set", "override a key of the outer search's config")
+    _overrides(se, "--inner-set", "override a key of every inner search's config (e.g. models, islands.count)")
     se.add_argument("--budget", type=int, default=30, help="harness candidates to evaluate (default 30)")
     se.add_argument("--inner-budget", type=int, default=30, help="candidates per inner search (default 30)")
     se.add_argument("--suite", default="circle_packing,deceptive_ridge", help="problems, comma-separated")
@@ -114,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8765)
     return p
+
+
+def _overrides(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    dest = "inner" if flag == "--inner-set" else "overrides"
+    parser.add_argument(flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,16 +239,13 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
     from .lineage import export_lineage, lineage_text, render_ancestry
     from .store import RunReader
 
-    reader = RunReader.open(args.run_dir)
-    try:
+    with RunReader.open(args.run_dir) as reader:
         if args.export and args.output:
             print(f"wrote {export_lineage(reader, args.export, args.output)}", file=sys.stderr)
         elif args.export:
             sys.stdout.write(lineage_text(reader, args.export))
         else:
             print(render_ancestry(reader, args.candidate))
-    finally:
-        reader.close()
     return 0
 
 

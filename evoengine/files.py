@@ -31,30 +31,11 @@ SKIPPED = ("__pycache__",)  # folders a seed folder may hold that are not part o
 
 # Language by file suffix, for each file's EVOLVE-BLOCK comments and prompts; anything else is text.
 LANGUAGES = {
-    ".py": "python",
-    ".yaml": "yaml",
-    ".yml": "yaml",
-    ".sh": "shell",
-    ".c": "c",
-    ".h": "c",
-    ".cpp": "cpp",
-    ".cc": "cpp",
-    ".hpp": "cpp",
-    ".cu": "cuda",
-    ".rs": "rust",
-    ".go": "go",
-    ".java": "java",
-    ".js": "javascript",
-    ".ts": "typescript",
-    ".lua": "lua",
-    ".sql": "sql",
-    ".jl": "julia",
-    ".r": "r",
-    ".swift": "swift",
-    ".v": "verilog",
-    ".sv": "verilog",
-    ".f90": "fortran",
-}
+    ".py": "python", ".yaml": "yaml", ".yml": "yaml", ".sh": "shell", ".c": "c", ".h": "c", ".cpp": "cpp",
+    ".cc": "cpp", ".hpp": "cpp", ".cu": "cuda", ".rs": "rust", ".go": "go", ".java": "java", ".js": "javascript",
+    ".ts": "typescript", ".lua": "lua", ".sql": "sql", ".jl": "julia", ".r": "r", ".swift": "swift",
+    ".v": "verilog", ".sv": "verilog", ".f90": "fortran",
+}  # fmt: skip
 
 
 class FilesError(ValueError):

@@ -75,22 +75,9 @@ def build_lineage(store: RunReader) -> nx.DiGraph:
     parents_of: dict[int, list[int]] = {}
     for row in rows:
         cid = int(row["id"])
-        graph.add_node(
-            cid,
-            seq=int(row["seq"]),
-            score=row["score"],
-            valid=bool(row["valid"]),
-            outcome=row["outcome"],
-            island=int(row["island"]),
-            generation=int(row["generation"]),
-            operator=row["operator"] or "",
-            model=row["model"],
-            cost=float(row["cost"] or 0.0),
-            created=row["created"],
-            origin=row["origin"],
-            migrated_to=[],
-            missing=False,
-        )
+        same = {k: row[k] for k in ("seq", "score", "valid", "outcome", "island", "generation", "operator", "model")}
+        same.update(valid=bool(row["valid"]), operator=row["operator"] or "", cost=float(row["cost"] or 0.0))
+        graph.add_node(cid, **same, created=row["created"], origin=row["origin"], migrated_to=[], missing=False)
         parents_of[cid] = [int(p) for p in row["parents"]]
     for child, parents in parents_of.items():
         for rank, parent in enumerate(parents):
@@ -244,14 +231,12 @@ def render_ancestry(store: RunReader, candidate_id: int | None = None) -> str:
         return "\n".join(
             [*lines, f"  its parent #{other['parents'][0]}:", "", render_ancestry(store, other["parents"][0])]
         )
+    title = "candidate" if candidate_id is not None else "best candidate"
     if candidate_id is None:
         best = store.best(1)
         if not best:
             return "no valid candidate in this run yet"
         candidate_id = best[0].id
-        title = "best candidate"
-    else:
-        title = "candidate"
     chain = _chain(store, candidate_id)
     target = chain[-1]
     lines = [
@@ -264,14 +249,10 @@ def render_ancestry(store: RunReader, candidate_id: int | None = None) -> str:
         last = depth == len(chain) - 1
         branch = "" if depth == 0 else ("└─ " if last else "├─ ")
         rail = "   " if last else "│  "
-        made_by = c.operator or "?"
-        if c.model:
-            made_by += f" · {c.model}"
-        score = _scored(c)
+        made_by = (c.operator or "?") + (f" · {c.model}" if c.model else "")
         change = score_change(c.score, parent.score) if parent and c.valid and parent.valid else ""
-        delta = f" ({change})" if change else ""
-        cost = f" · ${c.cost:.4f}" if c.cost else ""
-        lines.append(f"{branch}#{c.id} [{made_by}] island {c.island} · {score}{delta}{cost}")
+        delta, cost = f" ({change})" if change else "", f" · ${c.cost:.4f}" if c.cost else ""
+        lines.append(f"{branch}#{c.id} [{made_by}] island {c.island} · {_scored(c)}{delta}{cost}")
         if parent is None:
             what = f"{c.origin} " if c.origin else ""
             lines.append(f"{rail}{what}seed, {len(c.text.splitlines())} lines")
@@ -325,11 +306,10 @@ def to_dot(graph: nx.DiGraph) -> str:
             continue
         score = d["score"] if d.get("valid") else None
         label = f"#{node} {_fmt(d.get('score'))}\\n{d.get('operator', '')} i{d.get('island', 0)}"
+        dark = score is not None and high > low and (score - low) / (high - low) < 0.5
         attrs = {
             "fillcolor": _score_colour(score, low, high),
-            "fontcolor": "white"
-            if score is not None and high > low and (score - low) / (high - low) < 0.5
-            else "black",
+            "fontcolor": "white" if dark else "black",
             "tooltip": f"gen {d.get('generation')} model {d.get('model') or '-'} cost {d.get('cost', 0):.4g}",
         }
         if not d.get("valid"):
@@ -337,11 +317,11 @@ def to_dot(graph: nx.DiGraph) -> str:
         body = ", ".join(f"{k}={_dot_quote(v)}" for k, v in attrs.items())
         out.append(f'  {node} [label="{label}", {body}];')
     for u, v, d in graph.edges(data=True):
-        attrs = []
-        if d.get("kind") == "second":
-            attrs.append('style="dashed"')
-        if d.get("migration"):
-            attrs.append('color="#d62728"')
+        attrs = [
+            a
+            for a, on in (('style="dashed"', d.get("kind") == "second"), ('color="#d62728"', d.get("migration")))
+            if on
+        ]
         out.append(f"  {u} -> {v}" + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
     out.append("}")
     return "\n".join(out) + "\n"

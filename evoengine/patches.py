@@ -115,12 +115,12 @@ def parse_diff(reply: str) -> list[Edit]:
     return edits
 
 
-def _indent(line: str) -> str:
+def indent_of(line: str) -> str:
     return line[: len(line) - len(line.lstrip())]
 
 
 def _common_indent(lines: Sequence[str]) -> str:
-    indents = [_indent(line) for line in lines if line.strip()]
+    indents = [indent_of(line) for line in lines if line.strip()]
     if not indents:
         return ""
     prefix = indents[0]
@@ -149,7 +149,7 @@ def reindent(lines: Sequence[str], old: str, new: str) -> list[str]:
         elif line.startswith(old):
             out.append(new + line[len(old) :])
         else:
-            width = max(0, len(_indent(line)) - len(old) + len(new))
+            width = max(0, len(indent_of(line)) - len(old) + len(new))
             out.append(char * width + line.lstrip())
     return out
 

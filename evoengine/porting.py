@@ -188,22 +188,19 @@ def mapped_config(found: PeerFolder) -> dict[str, Any]:
     return mapped
 
 
+# An OpenEvolve llm entry's keys, as ours.
+MODEL_KEYS = {"name": "name", "api_base": "base_url", "temperature": "temperature", "max_tokens": "max_tokens",
+              "timeout": "timeout_s", "retries": "max_retries"}  # fmt: skip
+
+
 def _openevolve(s: _Settings) -> dict[str, Any]:
-    for used in (
-        "language",
-        "file_suffix",
-        "prompt.system_message",
-        "database.feature_dimensions",
-        "evaluator.timeout",
-    ):
-        s.get(used)  # read by the evaluator adapter (evoengine.peers)
-    for used in ("evaluator.cascade_evaluation", "evaluator.cascade_thresholds", "evaluator.memory_limit_mb"):
-        s.get(used)
+    for used in ("language", "file_suffix", "prompt.system_message", "database.feature_dimensions"):
+        s.get(used)  # read by the evaluator adapter (evoengine.peers), like these:
+    for used in ("timeout", "cascade_evaluation", "cascade_thresholds", "memory_limit_mb"):
+        s.get(f"evaluator.{used}")
     out: dict[str, Any] = {}
-    if s.get("max_iterations") is not None:
-        out["budget.candidates"] = (
-            int(s.get("max_iterations")) + 1
-        )  # their iterations are children; ours count the seed
+    if s.get("max_iterations") is not None:  # their iterations are children; ours count the seed
+        out["budget.candidates"] = int(s.get("max_iterations")) + 1
     copy = {
         "random_seed": "seed",
         "database.num_islands": "islands.count",
@@ -224,11 +221,7 @@ def _openevolve(s: _Settings) -> dict[str, Any]:
         theirs = {**shared, **{k: v for k, v in entry.items() if v is not None}}
         if not theirs.get("name"):
             continue
-        model = {"name": theirs["name"], "base_url": theirs.get("api_base")}
-        model.update(
-            {ours: theirs.get(k) for k, ours in (("temperature", "temperature"), ("max_tokens", "max_tokens"))}
-        )
-        model.update({"timeout_s": theirs.get("timeout"), "max_retries": theirs.get("retries")})
+        model = {ours: theirs.get(k) for k, ours in MODEL_KEYS.items()}
         key = str(theirs.get("api_key") or "")
         if key.startswith("${") and key.endswith("}"):
             model["api_key_env"] = key[2:-1]

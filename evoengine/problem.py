@@ -26,24 +26,9 @@ KINDS = ("program", "prompt", "reward", "harness")
 
 # Line-comment syntax per language, used for the EVOLVE-BLOCK markers.
 COMMENT_PREFIX = {
-    "python": "#",
-    "text": "#",
-    "yaml": "#",
-    "shell": "#",
-    "c": "//",
-    "cpp": "//",
-    "cuda": "//",
-    "rust": "//",
-    "go": "//",
-    "java": "//",
-    "javascript": "//",
-    "typescript": "//",
-    "lua": "--",
-    "sql": "--",
-    "julia": "#",
-    "r": "#",
-    "swift": "//",
-    "verilog": "//",
+    **dict.fromkeys(("python", "text", "yaml", "shell", "julia", "r"), "#"),
+    **dict.fromkeys(("c", "cpp", "cuda", "rust", "go", "java", "javascript", "typescript", "swift", "verilog"), "//"),
+    **dict.fromkeys(("lua", "sql"), "--"),
     "fortran": "!",
 }
 

@@ -44,17 +44,8 @@ class Candidate:
     @classmethod
     def scored(cls, result: EvalResult, **fields: Any) -> Candidate:
         """A candidate with `result`'s score, validity, metrics, features, feedback and artifacts."""
-        return cls(
-            score=result.score,
-            valid=result.valid,
-            metrics=result.metrics,
-            features=result.features,
-            feedback=result.feedback,
-            artifacts=result.artifacts,
-            instances=result.instances,
-            created=time.time(),
-            **fields,
-        )
+        copied = ("score", "valid", "metrics", "features", "feedback", "artifacts", "instances")
+        return cls(**{k: getattr(result, k) for k in copied}, created=time.time(), **fields)
 
     @property
     def parent(self) -> int | None:
@@ -65,16 +56,8 @@ class Candidate:
         return self.score if self.valid and self.score is not None else float("-inf")
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "parents": list(self.parents),
-            "island": self.island,
-            "generation": self.generation,
-            "operator": self.operator,
-            "model": self.model,
-            "score": self.score,
-            "valid": self.valid,
-        }
+        keys = ("id", "parents", "island", "generation", "operator", "model", "score", "valid")
+        return {**{k: getattr(self, k) for k in keys}, "parents": list(self.parents)}
 
 
 @dataclass(frozen=True)
@@ -135,9 +118,6 @@ class Child:
             generation=1 + max(c.generation for c in self.parents), operator=p.operator, model=p.model,
             timings=self.timings, cost=p.cost, change=p.change,
         )  # fmt: skip
-
-
-FAILURE_KINDS = ("patch", "model", "syntax", "novelty", "gate", "evaluation")
 
 
 class ProposalFailed(Exception):

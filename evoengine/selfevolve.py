@@ -20,6 +20,7 @@ resume work as for any run. The best harness lands in `best/`, ready for `harnes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -35,13 +36,13 @@ from typing import Any
 
 from .config import load_config
 from .errors import EvoError
+from .evaluation.processes import write_all
 from .problem import EvalResult, Problem, resolve_problem_path
 from .records import Candidate, ProposalContext
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HARNESS = Path(__file__).resolve().parent / "harness" / "default.py"
-DEFAULT_SUITE = ("circle_packing", "deceptive_ridge")
 CALL_TIMEOUT_S = 20.0
 
 
@@ -50,9 +51,7 @@ CALL_TIMEOUT_S = 20.0
 
 def _send(fd: int, obj: Any) -> None:
     data = json.dumps(obj).encode()
-    view = memoryview(struct.pack("!I", len(data)) + data)
-    while view:
-        view = view[os.write(fd, view) :]
+    write_all(fd, struct.pack("!I", len(data)) + data)
 
 
 def _recv(fd: int, timeout: float | None) -> Any:
@@ -72,15 +71,8 @@ def _recv(fd: int, timeout: float | None) -> Any:
 
 
 def _ctx_data(ctx: ProposalContext) -> dict[str, Any]:
-    p = ctx.problem
     return {
-        "problem": {
-            "name": p.name,
-            "description": p.description,
-            "initial": p.initial,
-            "language": p.language,
-            "kind": p.kind,
-        },
+        "problem": {k: getattr(ctx.problem, k) for k in ("name", "description", "initial", "language", "kind")},
         "parent": dataclasses.asdict(ctx.parent),
         "inspirations": [dataclasses.asdict(c) for c in ctx.inspirations],
         "failures": list(ctx.failures),
@@ -94,8 +86,8 @@ def _candidate(d: dict[str, Any]) -> Candidate:
     return Candidate(**{**d, "parents": tuple(d["parents"])})
 
 
-def _rng(state: list) -> random.Random:
-    rng = random.Random()
+def _restore(rng: random.Random, state: list) -> random.Random:
+    """`rng` set to a state that went through JSON."""
     rng.setstate((state[0], tuple(state[1]), state[2]))
     return rng
 
@@ -106,7 +98,7 @@ def _ctx(d: dict[str, Any]) -> ProposalContext:
         parent=_candidate(d["parent"]),
         inspirations=[_candidate(c) for c in d["inspirations"]],
         failures=d["failures"],
-        rng=_rng(d["rng"]),
+        rng=_restore(random.Random(), d["rng"]),
         island=d["island"],
         attempt=d["attempt"],
     )
@@ -163,10 +155,8 @@ class HarnessProxy:
                 harness = load_harness(config.model_copy(update={"harness": str(path)}))
                 _serve(harness, 3, 4)
             except BaseException as exc:  # noqa: BLE001 - report and leave
-                try:
+                with contextlib.suppress(OSError):
                     _send(4, {"error": f"{type(exc).__name__}: {exc}"})
-                except OSError:
-                    pass
                 code = 1
             finally:
                 os._exit(code)
@@ -179,8 +169,7 @@ class HarnessProxy:
         reply = _recv(self.rfd, CALL_TIMEOUT_S)
         if "error" in reply:
             raise RuntimeError(f"harness {method}() failed: {reply['error']}")
-        state = reply["rng"]
-        ctx.rng.setstate((state[0], tuple(state[1]), state[2]))
+        _restore(ctx.rng, reply["rng"])
         return reply["ok"]
 
     def offline(self, ctx: ProposalContext):
@@ -200,15 +189,11 @@ class HarnessProxy:
 
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
 
 
 # ---------------------------------------------------------------- inner searches
@@ -254,11 +239,8 @@ def inner_search(
             run_dir = Path(tmp) / "run"
             engine = create(problem, config, run_dir=run_dir, harness=agent)
             asyncio.run(engine.run())
-            store = RunStore.open(run_dir, readonly=True)
-            try:
+            with RunStore.open(run_dir, readonly=True) as store:
                 scores = [c.score if c.valid else None for c in store.candidates()]
-            finally:
-                store.close()
     finally:
         if agent is not None:
             agent.close()

@@ -9,41 +9,33 @@ from .store import RunReader
 
 
 def run_status(run_dir: str | Path) -> dict[str, Any]:
-    reader = RunReader.open(Path(run_dir))
-    try:
-        with reader.snapshot():
-            counts = reader.outcome_counts()
-            best = reader.best(1)
-            seed = reader.seed()
-            meta = reader.meta()
-            return {
-                "run_dir": str(run_dir),
-                "problem": meta.get("problem"),
-                "admitted": counts["admitted"],
-                "valid": counts["valid"],
-                "invalid": counts["invalid"],
-                "screened": counts["screened"],
-                "rejected_proposals": counts["rejected"],
-                "near_duplicates": counts["near_duplicates"],
-                "exact_copies": counts["exact_copies"],
-                "failed_proposals": counts["failed"] + counts["rejected"],  # every proposal not admitted
-                "failure_kinds": counts["kinds"],
-                "abandoned_proposals": counts["abandoned"],
-                "in_flight": counts["pending"],
-                "best_score": best[0].score if best else None,
-                "best_id": best[0].id if best else None,
-                "seed_score": seed.score if seed else None,
-                "seed_id": seed.id if seed else None,
-                "spend": reader.spend(),
-                "elapsed_s": reader.get_state("elapsed_s", 0.0),
-                "models": reader.model_usage(),
-                "bandit": reader.get_state("bandit", {}),
-                "archive": reader.get_state("archive", {}),
-                "novelty": reader.get_state("novelty", {}),
-                "events": reader.event_counts(),
-            }
-    finally:
-        reader.close()
+    with RunReader.open(Path(run_dir)) as reader, reader.snapshot():
+        counts = reader.outcome_counts()
+        best = reader.best(1)
+        seed = reader.seed()
+        meta = reader.meta()
+        return {
+            "run_dir": str(run_dir),
+            "problem": meta.get("problem"),
+            **{k: counts[k] for k in ("admitted", "valid", "invalid", "screened")},
+            "rejected_proposals": counts["rejected"],
+            **{k: counts[k] for k in ("near_duplicates", "exact_copies")},
+            "failed_proposals": counts["failed"] + counts["rejected"],  # every proposal not admitted
+            "failure_kinds": counts["kinds"],
+            "abandoned_proposals": counts["abandoned"],
+            "in_flight": counts["pending"],
+            "best_score": best[0].score if best else None,
+            "best_id": best[0].id if best else None,
+            "seed_score": seed.score if seed else None,
+            "seed_id": seed.id if seed else None,
+            "spend": reader.spend(),
+            "elapsed_s": reader.get_state("elapsed_s", 0.0),
+            "models": reader.model_usage(),
+            "bandit": reader.get_state("bandit", {}),
+            "archive": reader.get_state("archive", {}),
+            "novelty": reader.get_state("novelty", {}),
+            "events": reader.event_counts(),
+        }
 
 
 def _fmt(x: Any) -> str:
@@ -58,13 +50,8 @@ def _some(pairs: list[tuple[str, Any]]) -> str:
 
 def render_status(s: dict[str, Any]) -> str:
     admitted = _some([("valid", s["valid"]), ("invalid", s["invalid"]), ("screened by the gate", s["screened"])])
-    not_admitted = _some(
-        [
-            ("rejected", s["rejected_proposals"]),
-            ("failed", s["failed_proposals"] - s["rejected_proposals"]),
-            ("in flight", s["in_flight"]),
-        ]
-    )
+    failed = s["failed_proposals"] - s["rejected_proposals"]
+    not_admitted = _some([("rejected", s["rejected_proposals"]), ("failed", failed), ("in flight", s["in_flight"])])
     lines = [
         f"run        {s['run_dir']}  ({s['problem']})",
         f"candidates {s['admitted']} admitted"
@@ -82,34 +69,22 @@ def render_status(s: dict[str, Any]) -> str:
     archive = s.get("archive") or {}
     islands = archive.get("islands") or []
     if islands:
-        lines.append(
-            "islands    "
-            + "  ".join(
-                f"#{i.get('island', n)}: best {_fmt(i.get('best_score'))} size {i.get('size')}"
-                for n, i in enumerate(islands)
-            )
+        each = (
+            f"#{i.get('island', n)}: best {_fmt(i.get('best_score'))} size {i.get('size')}"
+            for n, i in enumerate(islands)
         )
+        lines.append("islands    " + "  ".join(each))
     elites = archive.get("elites") if isinstance(archive.get("elites"), dict) else {}
     if elites.get("enabled"):
         coverage = elites.get("coverage")
-        lines.append(
-            "map-elites "
-            + ", ".join(
-                part
-                for part in (
-                    f"{elites['filled']} cells filled" if "filled" in elites else "",
-                    f"coverage {100 * coverage:.1f}%" if isinstance(coverage, int | float) else "",
-                    f"QD-score {_fmt(elites.get('qd_score'))}" if "qd_score" in elites else "",
-                )
-                if part
-            )
+        parts = (
+            f"{elites['filled']} cells filled" if "filled" in elites else "",
+            f"coverage {100 * coverage:.1f}%" if isinstance(coverage, int | float) else "",
+            f"QD-score {_fmt(elites.get('qd_score'))}" if "qd_score" in elites else "",
         )
-    extra = {
-        k: v
-        for k, v in archive.items()
-        if k not in ("islands", "admitted", "valid", "invalid", "best_id", "best_score")
-    }
-    extra = {k: v for k, v in extra.items() if not isinstance(v, dict | list)}
+        lines.append("map-elites " + ", ".join(filter(None, parts)))
+    shown = ("islands", "admitted", "valid", "invalid", "best_id", "best_score")
+    extra = {k: v for k, v in archive.items() if k not in shown and not isinstance(v, dict | list)}
     if extra:
         lines.append("archive    " + ", ".join(f"{k} {_fmt(v)}" for k, v in extra.items()))
     if s.get("events"):
@@ -124,15 +99,13 @@ def render_status(s: dict[str, Any]) -> str:
             + (f" (embedder {nov['embedder']}{checks}{judge})" if "embedder" in nov else "")
         )
     evaluator = [u for u in s.get("models") or [] if u.get("purpose") == "evaluate"]
+    each = (
+        f"{u['model']}: {u['calls']} calls ({u['errors'] or 0} failed), "
+        f"{(u['tokens_in'] or 0) + (u['tokens_out'] or 0)} tokens, ${u['cost'] or 0.0:.4f}"
+        for u in evaluator
+    )
     if evaluator:
-        lines.append(
-            "evaluator  "
-            + "; ".join(
-                f"{u['model']}: {u['calls']} calls ({u['errors'] or 0} failed), "
-                f"{(u['tokens_in'] or 0) + (u['tokens_out'] or 0)} tokens, ${u['cost'] or 0.0:.4f}"
-                for u in evaluator
-            )
-        )
+        lines.append("evaluator  " + "; ".join(each))
     arms = s.get("bandit") or {}
     if arms:
         lines.append("models     arm                      calls  mean reward  cost      p(select)")

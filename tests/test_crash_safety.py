@@ -412,7 +412,7 @@ def test_a_store_interrupted_while_being_created_is_absent_not_half_made(tmp_pat
     assert proc.returncode == 2 and f"evoengine run PROBLEM --run-dir {run_dir}" in proc.stderr
     store = RunStore.create(run_dir, {"problem": "p"})
     try:
-        assert store.meta()["problem"] == "p" and store.counts()["evaluated"] == 0
+        assert store.meta()["problem"] == "p" and store.evaluated_count() == 0
     finally:
         store.close()
     assert [p.name for p in run_dir.iterdir() if not p.name.startswith("archive.sqlite")] == []

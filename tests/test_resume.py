@@ -179,7 +179,7 @@ def test_a_clean_stop_leaves_a_snapshot_of_the_end_and_resume_continues_from_it(
     asyncio.run(Engine(run, config, loaded, pool=InProcessPool()).run())
     store = RunStore.open(path)
     closed, _, _ = store.resume_point()
-    assert closed == store.closed_count() and not list(store.closings(closed))
+    assert closed == len(list(store.closings())) and not list(store.closings(closed))
     store.close()
     again = load_config(None, [*SETTINGS, "budget.candidates=140"])
     eng = Engine(RunDir.reopen(path), again, loaded, pool=InProcessPool())

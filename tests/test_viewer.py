@@ -79,7 +79,7 @@ def test_viewer_binds_loopback_and_serves_the_page_and_its_data(live) -> None:
     status, _, body = get(viewer.url + "api/summary")
     summary = json.loads(body)
     assert status == 200 and summary["live"] is True
-    assert sum(y is not None for y in summary["rows"]["y"]) == store.counts()["evaluated"]
+    assert sum(y is not None for y in summary["rows"]["y"]) == store.evaluated_count()
     status, _, body = get(viewer.url + "api/details")
     details = json.loads(body)
     assert status == 200 and sum(len(c["ids"]) for c in details["chunks"]) == len(summary["rows"]["id"])
@@ -147,7 +147,7 @@ WRITER = textwrap.dedent("""
 def test_viewer_serves_while_a_run_writes_and_the_writer_is_never_held_up(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     store, _ = hostile_run(run_dir, n=120)
-    before = store.counts()["evaluated"]
+    before = store.evaluated_count()
     store.close()
     writes = 150
     writer = subprocess.Popen(
@@ -209,7 +209,7 @@ def test_viewer_page_refreshes_while_the_run_goes_on_and_shows_text_literally(br
     viewer, store, hostile_id = live
     log = open_page(browser, viewer.url)
     assert errors(log) == []
-    count = store.counts()["evaluated"]
+    count = store.evaluated_count()
     assert len(drawn_nodes(browser)) == count
     click_node(browser, hostile_id)
     assert shown_code(browser, hostile_id) == HOSTILE

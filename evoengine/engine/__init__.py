@@ -16,13 +16,4 @@ from .opening import create, reopen
 from .progress import RunSummary
 from .rundir import new_run_dir
 
-__all__ = [
-    "Engine",
-    "Ledger",
-    "RunSummary",
-    "build_proposer",
-    "create",
-    "judge_says_novel",
-    "new_run_dir",
-    "reopen",
-]
+__all__ = ["Engine", "Ledger", "RunSummary", "build_proposer", "create", "judge_says_novel", "new_run_dir", "reopen"]

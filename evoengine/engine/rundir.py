@@ -98,11 +98,8 @@ class RunDir:
     @staticmethod
     def saved(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         """A run's store meta and saved config (as written), read without touching anything."""
-        store = RunStore.open(path, readonly=True)  # says clearly what is wrong with a bad directory
-        try:
+        with RunStore.open(path, readonly=True) as store:  # says clearly what is wrong with a bad directory
             meta = store.meta()
-        finally:
-            store.close()
         config_path = path / "config.yaml"
         try:
             return meta, yaml.safe_load(config_path.read_text())
@@ -160,8 +157,7 @@ class RunDir:
 
 def imports_from(run_dir: Path, n: int) -> list[Candidate]:
     """The best distinct candidates of an earlier run, to seed a new one."""
-    store = RunStore.open(run_dir, readonly=True)
-    try:
+    with RunStore.open(run_dir, readonly=True) as store:
         out, seen = [], set()
         for c in store.best(n * 4):
             if c.text not in seen:
@@ -170,15 +166,10 @@ def imports_from(run_dir: Path, n: int) -> list[Candidate]:
             if len(out) == n:
                 break
         return out
-    finally:
-        store.close()
 
 
 def recorded_schedule(run_dir: Path) -> dict[int, Any] | None:
     """When each proposal of an earlier run started and closed, for replaying it exactly;
     None for a run recorded before schedules were kept (its replies are replayed by request)."""
-    store = RunStore.open(run_dir, readonly=True)
-    try:
+    with RunStore.open(run_dir, readonly=True) as store:
         return store.schedule()
-    finally:
-        store.close()

@@ -18,9 +18,8 @@ After each call, every process that appeared below the caller during the call is
 
 from __future__ import annotations
 
-import faulthandler
+import contextlib
 import importlib.util
-import io
 import json
 import os
 import signal
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import processes
-from .sandbox import PR_SET_PDEATHSIG, prctl
+from .sandbox import die_with_parent
 
 MAX_RESULT_MB = 64
 _MAX_DEPTH = 200
@@ -90,7 +89,7 @@ def _call(path: Path, function: str, args: tuple, kwargs: dict, timeout: float, 
     spare = processes.snapshot_descendants() if had_children else frozenset()
     result_r, result_w = os.pipe()
     out_r, out_w = os.pipe()
-    _flush_std()
+    processes.flush_stdio()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, which always ends in os._exit
@@ -108,11 +107,8 @@ def _call(path: Path, function: str, args: tuple, kwargs: dict, timeout: float, 
         return len(result) <= MAX_RESULT_MB * 1024 * 1024
 
     try:
-        ending = processes.supervise(
-            pid,
-            time.monotonic() + timeout,
-            {result_r: ("result", on_result), out_r: ("output", output.feed)},
-        )
+        readers = {result_r: ("result", on_result), out_r: ("output", output.feed)}
+        ending = processes.supervise(pid, time.monotonic() + timeout, readers)
     finally:
         status = processes.end_child(pid)  # and whatever stayed in its process group
         if had_children or processes.has_children():  # orphans come back to a subreaper
@@ -132,26 +128,22 @@ def _interpret(
     timeout: float,
     cap: int,
 ) -> Any:
-    tail = output.tail()
+    def fail(why: str, kind: str, details: str = "") -> CandidateError:
+        return CandidateError(why, kind=kind, output=output.tail(), details=details)
+
     if ending.stopped == "timeout":
-        raise CandidateError(f"{function}() timed out after {timeout:g} s", kind="timeout", output=tail)
+        raise fail(f"{function}() timed out after {timeout:g} s", "timeout")
     if ending.stopped == "output":
-        raise CandidateError(f"{function}() printed more than {cap // 1024} KB of output", kind="output", output=tail)
+        raise fail(f"{function}() printed more than {cap // 1024} KB of output", "output")
     if ending.stopped == "result":
-        raise CandidateError(
-            f"{function}() returned a value larger than {MAX_RESULT_MB} MB", kind="too_large", output=tail
-        )
+        raise fail(f"{function}() returned a value larger than {MAX_RESULT_MB} MB", "too_large")
     message = _message(result)
     if message is None and (status is None or status != 0 or not result):
         how = processes.describe_status(status) if status is not None else "vanished"
         kind = "signal" if status is not None and os.WIFSIGNALED(status) else "exit"
-        raise CandidateError(f"{function}(): the candidate process {how} before returning", kind=kind, output=tail)
+        raise fail(f"{function}(): the candidate process {how} before returning", kind)
     if message is None:
-        raise CandidateError(
-            f"{function}(): the candidate wrote to its result channel itself (garbled result)",
-            kind="garbled",
-            output=tail,
-        )
+        raise fail(f"{function}(): the candidate wrote to its result channel itself (garbled result)", "garbled")
     if "value" in message:
         return message["value"]
     kind = str(message.get("error", "raised"))
@@ -161,15 +153,12 @@ def _interpret(
         line = message.get("line")
         at = f" (line {line} of {path.name})" if line else ""
         said = f": {text}" if text else ""
-        raise CandidateError(
-            f"{where} raised {message.get('type', 'Exception')}{said}{at}",
-            kind="raised",
-            output=tail,
-            details=str(message.get("traceback", "")),
+        raise fail(
+            f"{where} raised {message.get('type', 'Exception')}{said}{at}", "raised", str(message.get("traceback", ""))
         )
     if kind == "unserialisable":
-        raise CandidateError(f"{function}() returned a non-serialisable value: {text}", kind=kind, output=tail)
-    raise CandidateError(f"{path.name} defines no function {function}()", kind="missing", output=tail)
+        raise fail(f"{function}() returned a non-serialisable value: {text}", kind)
+    raise fail(f"{path.name} defines no function {function}()", "missing")
 
 
 def _message(data: bytes) -> dict[str, Any] | None:
@@ -195,23 +184,13 @@ class _Output:
         allowed = chunk[: max(0, self.cap - self.total)]
         self.total += len(chunk)
         if allowed:
-            try:
+            with contextlib.suppress(OSError):
                 os.write(1, allowed)
-            except OSError:
-                pass
         self._tail = (self._tail + chunk)[-self.keep :]
         return self.total <= self.cap
 
     def tail(self) -> str:
         return self._tail.decode("utf-8", "replace")
-
-
-def _flush_std() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # a replaced or closed stream must not stop the call
-            pass
 
 
 # ---------------------------------------------------------------------------- in the child
@@ -221,17 +200,11 @@ def _child(
     path: Path, function: str, args: tuple, kwargs: dict, result_w: int, out_w: int, parent: int
 ) -> None:  # pragma: no cover - runs in the child
     os.setsid()
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(71)
+    die_with_parent(parent, 71)
     processes.set_child_fds(out_w, result_w)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    sys.stdin = open(os.devnull)
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="backslashreplace")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
-    if faulthandler.is_enabled():  # it may hold a descriptor number that is now our channel
-        faulthandler.enable(file=sys.stderr)
+    processes.reopen_stdio()
     sys.path.insert(0, str(path.parent))
     sys.argv = [str(path)]
     phase = "import"
@@ -253,7 +226,7 @@ def _child(
             except Exception as exc:
                 message = {"error": "unserialisable", "message": _safe_str(exc)}
     except SystemExit as exc:
-        _flush_std()
+        processes.flush_stdio()
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         os._exit(code & 0xFF)
     except BaseException as exc:
@@ -268,10 +241,8 @@ def _child(
         data = json.dumps(message, allow_nan=True).encode() + b"\n"
     except (TypeError, ValueError) as exc:  # only from hostile str subclasses and the like
         data = json.dumps({"error": "unserialisable", "message": _safe_str(exc)}).encode() + b"\n"
-    _flush_std()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(3, view) :]
+    processes.flush_stdio()
+    processes.write_all(3, data)
     os._exit(0)
 
 

@@ -24,11 +24,9 @@ own fallback (a simulated model, say); `chat` then raises `EvaluatorModelError`.
 
 from __future__ import annotations
 
-import http.client
 import json
 import selectors
 import socket
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +54,6 @@ class Access:
 
 
 _access: Access | None = None
-_local = threading.local()  # one kept-alive connection per thread
 
 
 def configure(access: dict[str, Any] | None) -> None:
@@ -64,7 +61,6 @@ def configure(access: dict[str, Any] | None) -> None:
     optionally "socket" (a path); None: no models."""
     global _access
     _access = Access(str(access["token"]), tuple(access["names"]), access.get("socket")) if access else None
-    _local.__dict__.clear()
 
 
 def names() -> list[str]:
@@ -88,9 +84,7 @@ def chat(
 
     `temperature` and `max_tokens` default to the model's config entry. Safe to call from
     several threads at once (the run's model slots limit how many are out)."""
-    name = _resolve(model)
-    status, reply = _post("/v1/chat/completions", _body(name, messages, temperature, max_tokens))
-    return _text(name, status, reply)
+    return chat_many([messages], model=model, temperature=temperature, max_tokens=max_tokens)[0]
 
 
 def chat_many(
@@ -226,47 +220,3 @@ def _unconfigured(model: str | None) -> str:
     which = f"evaluator model {model!r}" if model else "an evaluator model"
     have = f" (it has: {', '.join(_access.names)})" if _access else ""
     return f"this run configures no {which}{have}; add it under `evaluator_models:` in the run's config"
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("evaluator-models", timeout=TIMEOUT_S)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.path)
-        except OSError as exc:
-            sock.close()
-            raise EvaluatorModelError(f"cannot reach the engine's evaluator model proxy: {exc}") from None
-        self.sock = sock
-
-
-def _post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
-    assert _access is not None
-    data = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {_access.token}"}
-    while True:
-        connection = getattr(_local, "connection", None)
-        reused = connection is not None  # a kept-alive connection the proxy closed is opened once more
-        if connection is None:
-            connection = _local.connection = _UnixConnection(_access.socket_path)
-        try:
-            connection.request("POST", path, data, headers)
-            response = connection.getresponse()
-            raw = response.read()
-        except (http.client.HTTPException, ConnectionError) as exc:
-            connection.close()
-            _local.connection = None
-            if not reused:
-                raise EvaluatorModelError(f"the evaluator model proxy broke the connection: {exc}") from None
-            continue
-        if response.getheader("Connection", "").lower() == "close":
-            connection.close()
-            _local.connection = None
-        try:
-            return response.status, json.loads(raw)
-        except ValueError:
-            return response.status, raw[:300].decode(errors="replace")

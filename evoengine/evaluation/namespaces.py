@@ -100,14 +100,8 @@ def become_init(isolation: Isolation, limits: Limits, protocol_fd: int, view: Vi
     except OSError as exc:
         log.warning("could not enter a PID namespace (%s); using process groups instead", exc)
         prctl(PR_SET_CHILD_SUBREAPER, 1)
-        return dataclasses.replace(
-            isolation,
-            pid_namespace=False,
-            user_namespace=False,
-            net_namespace=False,
-            view="",
-            seccomp_network=not limits.network,
-        )
+        off = dict.fromkeys(("pid_namespace", "user_namespace", "net_namespace"), False)
+        return dataclasses.replace(isolation, **off, view="", seccomp_network=not limits.network)
     alive_r, alive_w = os.pipe()
     pid = os.fork()
     if pid == 0:

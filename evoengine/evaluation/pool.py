@@ -57,6 +57,13 @@ class PoolStats:
     cpu_s: float = 0.0
     worker_restarts: int = 0
 
+    def add(self, reply: dict[str, Any]) -> None:
+        """Count one evaluation's reply (its `wall_s`, `cpu_s`; a Ray task's `restarts`)."""
+        self.evaluations += 1
+        self.wall_s += float(reply.get("wall_s", 0.0))
+        self.cpu_s += float(reply.get("cpu_s", 0.0))
+        self.worker_restarts += int(reply.get("restarts", 0))
+
 
 class _WorkerLost(Exception):
     """The worker died, hung, or broke the protocol; it must be killed and replaced."""
@@ -107,7 +114,7 @@ class _Slot:
             raise
         self.stderr_tail.clear()
         self.killed = False
-        self._stderr_task = asyncio.ensure_future(self._read_stderr(self.proc.stderr))
+        self._stderr_task = asyncio.ensure_future(read_lines(self.proc.stderr, self.stderr_tail, f"slot {self.index}"))
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), START_TIMEOUT_S)
         except asyncio.TimeoutError:
@@ -128,14 +135,6 @@ class _Slot:
         raise ProblemError(
             f"{pool.problem_path}: the evaluation worker failed to start" + (f":\n{tail}" if tail else " (no output)")
         )
-
-    async def _read_stderr(self, stream: asyncio.StreamReader | None) -> None:
-        if stream is None:
-            return
-        while line := await stream.readline():
-            text = line.decode("utf-8", "replace").rstrip()
-            self.stderr_tail.append(text)
-            log.debug("slot %d: %s", self.index, text)
 
     async def request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
         proc = self.proc
@@ -327,9 +326,7 @@ class EvaluatorPool:
             except BaseException:  # cancelled mid-evaluation: the worker's state is unknown
                 slot.kill_now()
                 raise
-            self.stats.evaluations += 1
-            self.stats.wall_s += float(reply.get("wall_s", 0.0))
-            self.stats.cpu_s += float(reply.get("cpu_s", 0.0))
+            self.stats.add(reply)
             return EvalResult.coerce(reply["result"])
         finally:
             if token is not None:  # the evaluation is over: so is its right to ask
@@ -368,6 +365,13 @@ def _remove_stale_folders() -> None:
             continue
 
 
+async def read_lines(stream: asyncio.StreamReader | None, tail: collections.deque[str], name: str) -> None:
+    """Keep the last lines a helper process writes to `stream` (its stderr) in `tail`."""
+    while stream is not None and (line := await stream.readline()):
+        tail.append(line.decode("utf-8", "replace").rstrip())
+        log.debug("%s: %s", name, tail[-1])
+
+
 def parse_reply(line: bytes) -> dict[str, Any]:
     """One JSON object from a protocol line of a helper process ({} if it is not one)."""
     try:
@@ -383,6 +387,11 @@ def _worker_env(limits: Limits, home: Path) -> dict[str, str]:
     first on the path (the worker must run the pool's code)."""
     env = sandbox_env(limits.env)
     env.update({var: "1" for var in THREAD_VARS}, HOME=str(home))
+    return with_this_package(env)
+
+
+def with_this_package(env: dict[str, str]) -> dict[str, str]:
+    """`env` with this very copy of evoengine first on PYTHONPATH."""
     package_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     return env

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
+import io
 import os
 import select
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -156,51 +159,37 @@ def snapshot_descendants() -> frozenset[tuple[int, int]]:
 
 
 def kill_descendants(
-    spare: Iterable[tuple[int, int]] = (),
-    *,
-    root: int | None = None,
-    rounds: int = 500,
-    deadline_s: float = 5.0,
-) -> int:
+    spare: Iterable[tuple[int, int]] = (), *, root: int | None = None, deadline_s: float = 5.0
+) -> None:
     """SIGKILL every process below this one, or below `root` (a /proc pid), except `spare`,
     until none is left; reap the ones that are our own children.
 
     Processes that re-parented themselves (double fork, setsid) are still found because the
     worker and the sandboxed evaluator are child subreapers (or a PID namespace's init), so
     orphans land back under them. A fork bomb racing the sweep loses: a killed process cannot
-    fork, and each round re-reads the table. Returns how many processes were killed.
+    fork, and each round re-reads the table.
     """
-    spare = frozenset(spare)
-    me = own_proc_pid()
-    level = _ns_level()
-    top = me if root is None else root
-    killed = 0
+    spare, me, level = frozenset(spare), own_proc_pid(), _ns_level()
     stop = time.monotonic() + deadline_s
-    for _ in range(rounds):
+    for _ in range(500):
         live = []
-        for proc in descendants(top, process_table()):
+        for proc in descendants(me if root is None else root, process_table()):
             if (proc.pid, proc.start) in spare:
                 continue
             if proc.state in ("Z", "X"):
                 if proc.ppid == me:  # our zombie (or an orphan handed to us): reap it
                     _reap(_local_pid(proc.pid, level))
                 continue
-            live.append(proc)
+            live.append(_local_pid(proc.pid, level))
         if not live:
-            return killed
-        for proc in live:
-            pid = _local_pid(proc.pid, level)
-            if pid is None or pid <= 1:
-                continue
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except (ProcessLookupError, PermissionError):
-                pass
+            return
+        for pid in live:
+            if pid is not None and pid > 1:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         if time.monotonic() > stop:
-            break
+            return
         time.sleep(0.001)
-    return killed
 
 
 def kill_tree(pid: int) -> None:
@@ -215,11 +204,14 @@ def kill_tree(pid: int) -> None:
     root = proc_pid(pid)
     if root is not None:
         kill_descendants(root=root, deadline_s=2.0)
+    _kill_group(pid)
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL process `pid` and its process group (each made one with setsid)."""
     for kill, target in ((os.killpg, pid), (os.kill, pid)):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             kill(target, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 async def stop_process(proc: asyncio.subprocess.Process, grace_s: float, wait_s: float = 5.0) -> bool:
@@ -253,13 +245,33 @@ def set_child_fds(out_fd: int, channel_fd: int, keep: int | None = None) -> None
     os.closerange(4 if keep is None else 5, 1 << 20)
 
 
+def reopen_stdio() -> None:
+    """In a child after `set_child_fds`: Python's streams on fds 0-2, line-buffered."""
+    sys.stdin = open(os.devnull)
+    sys.stdout, sys.stderr = (
+        io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), line_buffering=True, errors="backslashreplace")
+        for fd in (1, 2)
+    )
+    if faulthandler.is_enabled():  # it may hold a descriptor number that is now the channel
+        faulthandler.enable(file=sys.stderr)
+
+
+def flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a replaced or closed stream must not stop us
+            stream.flush()
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _reap(pid: int | None) -> None:
-    if pid is None:
-        return
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    if pid is not None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def reap_all_children(wait_s: float = 0.0) -> None:
@@ -321,10 +333,7 @@ def supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]])
             except InterruptedError:
                 continue
             for fd in ready:
-                if fd == pidfd:
-                    continue
-                refused = _read_once(fd, open_fds)
-                if refused:
+                if fd != pidfd and (refused := _read(fd, open_fds)):
                     return Ending(False, refused)
     finally:
         if pidfd is not None:
@@ -334,11 +343,7 @@ def supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]])
 def end_child(pid: int) -> int | None:
     """SIGKILL a child we supervised and its process group (it made one with setsid), then
     reap it. Returns its wait status (None if it could not be collected)."""
-    for kill, target in ((os.killpg, pid), (os.kill, pid)):
-        try:
-            kill(target, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    _kill_group(pid)
     return reap(pid)
 
 
@@ -351,32 +356,30 @@ def _exited(pid: int) -> bool:
     return info is not None
 
 
-def _read_once(fd: int, open_fds: dict[int, tuple[str, Reader]]) -> str | None:
+def _read(fd: int, open_fds: dict[int, tuple[str, Reader]], drain: bool = False) -> str | None:
+    """Feed what `fd` holds to its reader (with `drain`, until nothing is left without
+    blocking); the reader's name if it refused more data."""
     name, reader = open_fds[fd]
-    try:
-        chunk = os.read(fd, 1 << 16)
-    except BlockingIOError:
-        return None
-    if not chunk:
-        del open_fds[fd]
-        reader(b"")
-        return None
-    return None if reader(chunk) else name
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return None
+        if not chunk:
+            del open_fds[fd]
+            reader(b"")
+            return None
+        if not reader(chunk):
+            return name
+        if not drain:
+            return None
 
 
 def _drain(open_fds: dict[int, tuple[str, Reader]]) -> str | None:
     """Read what is left in every pipe without blocking (writers that survive are ignored)."""
     for fd in list(open_fds):
-        name, reader = open_fds[fd]
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            if not reader(chunk):
-                return name
+        if refused := _read(fd, open_fds, drain=True):
+            return refused
     return None
 
 

@@ -46,7 +46,7 @@ from typing import Any
 from ..errors import EvoError, ProblemError
 from ..problem import EvalResult
 from . import processes
-from .pool import PoolStats, parse_reply
+from .pool import PoolStats, parse_reply, read_lines, with_this_package
 from .ray_driver import DRIVER_COMMAND, SHIP_EXCLUDES, START_TIMEOUT_S, first_line
 from .sandbox import Limits
 from .view import THREAD_VARS
@@ -126,18 +126,12 @@ class RayPool:
             "problem_file": self.problem_path.name,
             "evoengine_dir": str(Path(__file__).resolve().parents[1]),
             "limits": self.limits.to_json(),
-            "num_cpus": self.ray_config.num_cpus,
-            "num_gpus": self.ray_config.num_gpus,
-            "memory_mb": self.ray_config.memory_mb,
-            "max_retries": self.ray_config.max_retries,
+            **{k: getattr(self.ray_config, k) for k in ("num_cpus", "num_gpus", "memory_mb", "max_retries")},
             "slots": self.slots,
             "parent": os.getpid(),
         }
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            DRIVER_COMMAND,
-            json.dumps(plan),
+            *(sys.executable, "-c", DRIVER_COMMAND, json.dumps(plan)),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -145,7 +139,7 @@ class RayPool:
             env=_driver_env(self.limits),
             limit=64 * 1024 * 1024,
         )
-        self._stderr_task = asyncio.ensure_future(self._read_stderr())
+        self._stderr_task = asyncio.ensure_future(read_lines(self._proc.stderr, self._stderr_tail, "ray driver"))
         try:
             line = await asyncio.wait_for(self._proc.stdout.readline(), START_TIMEOUT_S)
         except asyncio.TimeoutError:
@@ -153,7 +147,7 @@ class RayPool:
             self._stderr_tail.append(f"(no answer within {START_TIMEOUT_S:g} s)")
         message = parse_reply(line)
         if not message.get("ready"):
-            await self._kill_driver()
+            await processes.stop_process(self._proc, grace_s=0.0, wait_s=10.0)
             tail = "\n".join(list(self._stderr_tail)[-15:])
             error = message.get("error") or (
                 f"the ray backend could not start (Ray at {self.address})"
@@ -263,23 +257,9 @@ class RayPool:
             if not future.done():
                 future.set_exception(EvoError(self._lost))
 
-    async def _read_stderr(self) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        while line := await self._proc.stderr.readline():
-            text = line.decode("utf-8", "replace").rstrip()
-            self._stderr_tail.append(text)
-            log.debug("ray driver: %s", text)
-
-    async def _kill_driver(self) -> None:
-        if self._proc is not None:
-            await processes.stop_process(self._proc, grace_s=0.0, wait_s=10.0)
-
     def _interpret(self, reply: dict[str, Any]) -> EvalResult:
         if "result" in reply:
-            self.stats.evaluations += 1
-            self.stats.wall_s += float(reply.get("wall_s", 0.0))
-            self.stats.cpu_s += float(reply.get("cpu_s", 0.0))
-            self.stats.worker_restarts += int(reply.get("restarts", 0))
+            self.stats.add(reply)
             return EvalResult.coerce(reply["result"])
         node = reply.get("node") or "?"
         detail = str(reply.get("message", "")).strip()
@@ -348,6 +328,4 @@ def _driver_env(limits: Limits) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in keep or not _SECRET_ENV.search(k)}
     env.update({var: "1" for var in THREAD_VARS})
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    package_parent = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    return env
+    return with_this_package(env)

@@ -226,13 +226,8 @@ def driver_main(argv: list[str]) -> int:
                 " (this cluster uses token authentication: set RAY_AUTH_MODE=token and "
                 "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH for evoengine; see docs/ray.md)"
             )
-        send(
-            {
-                "error": f"cannot connect to the Ray cluster at {address}: "
-                f"{type(exc).__name__}: {first_line(str(exc))}{hint}",
-                "kind": "connect",
-            }
-        )
+        error = f"cannot connect to the Ray cluster at {address}: {type(exc).__name__}: {first_line(str(exc))}{hint}"
+        send({"error": error, "kind": "connect"})
         return 1
     import ray
 
@@ -245,13 +240,8 @@ def driver_main(argv: list[str]) -> int:
         except Exception as exc:
             warm = {"failed": "setup", "message": f"{type(exc).__name__}: {exc}"}
     if not warm.get("ready"):
-        send(
-            {
-                "error": f"the problem cannot be evaluated on the Ray cluster at {address} "
-                f"(node {warm.get('node', '?')}): {warm.get('message', warm)}",
-                "kind": "problem",
-            }
-        )
+        where = f"the Ray cluster at {address} (node {warm.get('node', '?')})"
+        send({"error": f"the problem cannot be evaluated on {where}: {warm.get('message', warm)}", "kind": "problem"})
         ray.shutdown()
         return 1
     send({"ready": True, "isolation": warm.get("isolation", ""), "missing": warm.get("missing", []), **ready})

@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import stat
 import struct
 from dataclasses import asdict, dataclass
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from . import mounts, seccomp
-from .mounts import check_syscall
+from .mounts import check_syscall, libc
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ CAP_DAC_READ_SEARCH = 2
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 BUBBLEWRAP = "bubblewrap"
 MOUNT_NAMESPACE = "mount namespace"
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -145,21 +144,16 @@ class Isolation:
         return flags
 
     def describe(self) -> str:
-        parts = []
-        if self.pid_namespace:
-            parts.append("PID namespace" + (" (user namespace)" if self.user_namespace else ""))
-        else:
-            parts.append("process group + subreaper sweep")
+        user = " (user namespace)" if self.user_namespace else ""
+        parts = [f"PID namespace{user}" if self.pid_namespace else "process group + subreaper sweep"]
         if self.view:
             parts.append(f"filesystem view and private /tmp with a quota ({self.view})")
         if self.net_namespace:
             parts.append("no network (network namespace)")
         elif self.seccomp_network:
             parts.append("no network (seccomp)")
-        if self.uid is not None:
-            parts.append(f"uid {self.uid}" + (" + CAP_DAC_READ_SEARCH" if self.read_all_files else ""))
-        else:
-            parts.append(f"same uid as the engine ({os.getuid()})")
+        read = " + CAP_DAC_READ_SEARCH" if self.read_all_files else ""
+        parts.append(f"uid {self.uid}{read}" if self.uid is not None else f"same uid as the engine ({os.getuid()})")
         return ", ".join(parts)
 
     def missing(self, network: bool) -> list[str]:
@@ -270,7 +264,14 @@ def _vm_size_mb() -> int:
 
 
 def prctl(option: int, arg: int = 0, arg3: int = 0) -> None:
-    check_syscall(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), 0, 0), f"prctl({option})")
+    check_syscall(libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), 0, 0), f"prctl({option})")
+
+
+def die_with_parent(parent: int, code: int) -> None:
+    """SIGKILL on the parent's death; exit with `code` now if `parent` is already gone."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(code)
 
 
 def set_limits(limits: Limits, isolation: Isolation) -> None:
@@ -303,16 +304,11 @@ def drop_privileges(uid: int, keep_read: bool) -> None:
         prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH)  # survive exec too
 
 
-def drop_all_capabilities() -> None:
-    """Give up every capability (inside a user namespace we hold all of them over it)."""
-    _set_capabilities(0)
-
-
 def _set_capabilities(mask: int) -> None:
     header = struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0)
     data = struct.pack("6I", mask, mask, mask, 0, 0, 0)  # effective, permitted, inheritable x2
     hbuf, dbuf = ctypes.create_string_buffer(header), ctypes.create_string_buffer(data)
-    check_syscall(_libc.capset(hbuf, dbuf), "capset")
+    check_syscall(libc.capset(hbuf, dbuf), "capset")
 
 
 def confine(limits: Limits, isolation: Isolation) -> None:
@@ -321,8 +317,8 @@ def confine(limits: Limits, isolation: Isolation) -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
     if isolation.uid is not None:
         drop_privileges(isolation.uid, keep_read=isolation.read_all_files)
-    else:
-        drop_all_capabilities()
+    else:  # every capability goes (inside a user namespace we hold all of them over it)
+        _set_capabilities(0)
     if isolation.seccomp_network:
         seccomp.block_network()
     prctl(PR_SET_DUMPABLE, 0)

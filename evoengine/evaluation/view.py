@@ -168,10 +168,7 @@ async def bubblewrap(view: View, network: bool) -> list[str]:
     command = bwrap_command(view, network=network, user_namespace=os.geteuid() != 0)
     proc = await asyncio.create_subprocess_exec(
         *command,
-        sys.executable,
-        "-S",
-        "-c",
-        "",
+        *(sys.executable, "-S", "-c", ""),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,

@@ -33,9 +33,8 @@ process below it; the kernel frees E's tmpfs with the last of them.
 from __future__ import annotations
 
 import argparse
-import faulthandler
+import contextlib
 import gc
-import io
 import json
 import logging
 import os
@@ -107,10 +106,8 @@ class Worker:
     def end_everything(self) -> None:
         """Kill every process the last evaluation left behind, and reap them."""
         if self.isolation.pid_namespace and os.getpid() == 1:  # init of our own namespace:
-            try:  # one signal reaches every other process in it, and none outside
+            with contextlib.suppress(ProcessLookupError):  # one signal reaches every other process in it, none outside
                 os.kill(-1, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             processes.reap_all_children(wait_s=5.0)
         elif processes.has_children():  # anything left below us (we are a subreaper)
             processes.kill_descendants()
@@ -120,8 +117,7 @@ class Worker:
         self, text: str, workdir: Path | None, output: BinaryIO, token: str, entry: str, access: dict | None
     ) -> EvalResult:
         read_end, write_end = os.pipe()
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+        processes.flush_stdio()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child always ends in os._exit
             try:
@@ -185,7 +181,7 @@ class Worker:
             os.setsid()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
-            self._die_with_worker()
+            sandbox.die_with_parent(self.pid, SETUP_FAILED)
             # Orphans of candidate code come back to us, for call_candidate's sweep.
             sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
             processes.set_child_fds(out_fd, channel, keep=self.models_fd)  # models at fd 4
@@ -211,15 +207,11 @@ class Worker:
             )
             tempfile.tempdir = None
             sandbox.confine(self.limits, self.isolation)
-            self._die_with_worker()  # again: a change of uid clears the parent-death signal
+            sandbox.die_with_parent(self.pid, SETUP_FAILED)  # again: a change of uid clears it
         except BaseException as exc:
             _send(3, {"token": token, "error": f"sandbox set-up failed: {type(exc).__name__}: {exc}"})
             os._exit(SETUP_FAILED)
-        sys.stdin = open(os.devnull)
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="backslashreplace")
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="backslashreplace")
-        if faulthandler.is_enabled():  # it may hold a descriptor number that is now fd 3
-            faulthandler.enable(file=sys.stderr)
+        processes.reopen_stdio()
         call.configure(timeout_s=self.limits.timeout_s, max_output_kb=self.limits.max_output_kb)
         function = self.loaded.evaluate if entry == "evaluate" else getattr(self.loaded.module, entry, None)
         try:
@@ -239,24 +231,13 @@ class Worker:
             json.dumps(message, allow_nan=False)
         except (TypeError, ValueError) as exc:
             message = {"token": token, "error": f"{entry}() returned a result that is not JSON: {exc}"}
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+        processes.flush_stdio()
         _send(3, message)
         os._exit(0)
 
-    def _die_with_worker(self) -> None:  # pragma: no cover - in the evaluator
-        sandbox.prctl(sandbox.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != self.pid:
-            os._exit(SETUP_FAILED)
-
 
 def _send(fd: int, message: dict[str, Any]) -> None:
-    view = memoryview(json.dumps(message).encode() + b"\n")
-    while view:
-        view = view[os.write(fd, view) :]
+    processes.write_all(fd, json.dumps(message).encode() + b"\n")
 
 
 def _tail(output: BinaryIO, cap: int) -> str:
@@ -273,12 +254,10 @@ def _tail(output: BinaryIO, cap: int) -> str:
 
 def _force_remove(func: Any, path: str, exc_info: Any) -> None:
     """rmtree helper: candidate code may have left folders without write permission."""
-    try:
+    with contextlib.suppress(OSError):
         os.chmod(os.path.dirname(path), 0o700)
         os.chmod(path, 0o700)
         func(path)
-    except OSError:
-        pass
 
 
 # ---------------------------------------------------------------------------- main
@@ -299,10 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         del sys.path[0]
     for var in THREAD_VARS:  # the pool sets these too; numpy must see them at import
         os.environ[var] = "1"
-    try:  # warm: evaluators almost always use numpy
+    with contextlib.suppress(ImportError):  # warm: evaluators almost always use numpy
         import numpy  # noqa: F401
-    except ImportError:  # pragma: no cover
-        pass
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="evaluation worker %(process)d: %(levelname)s %(message)s"
     )
@@ -357,20 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in sys.stdin.buffer:
             request = json.loads(line)
             wall0, cpu0 = time.monotonic(), _cpu_seconds()
-            result = worker.evaluate(
-                request["text"],
-                request.get("label", "candidate"),
-                str(request.get("entry", "evaluate")),
-                request.get("models"),
-            )
-            send(
-                {
-                    "id": request["id"],
-                    "result": result.to_dict(),
-                    "wall_s": time.monotonic() - wall0,
-                    "cpu_s": _cpu_seconds() - cpu0,
-                }
-            )
+            label, entry = request.get("label", "candidate"), str(request.get("entry", "evaluate"))
+            result = worker.evaluate(request["text"], label, entry, request.get("models"))
+            took = {"wall_s": time.monotonic() - wall0, "cpu_s": _cpu_seconds() - cpu0}
+            send({"id": request["id"], "result": result.to_dict(), **took})
         return 0
     finally:
         worker.end_everything()

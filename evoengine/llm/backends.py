@@ -7,6 +7,7 @@ and classifies its failures (`transient`, `describe`) for the client's retries."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -89,10 +90,8 @@ class OpenAIBackend:
         self.model = model
         self.where = endpoint_url(model)
         self._endpoints = endpoints
-        try:  # built now, in start-up's thread rather than on the event loop (~0.1 s: TLS setup)
-            self.client()
-        except ModelError:
-            pass  # no key in the environment: the pre-flight says so
+        with contextlib.suppress(ModelError):  # no key in the environment: the pre-flight says so
+            self.client()  # built now, in start-up's thread rather than on the event loop (~0.1 s: TLS setup)
 
     def client(self) -> openai.AsyncOpenAI:
         key = api_key(self.model)

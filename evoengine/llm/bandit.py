@@ -131,9 +131,13 @@ class ModelBandit:
         return {arm: cheapest / c for arm, c in charge.items()}
 
     @staticmethod
-    def _argmax(values: dict[str, float], rng: random.Random) -> str:
+    def _best(values: dict[str, float]) -> list[str]:
+        """The arms with the largest value (ties within 1e-12)."""
         best = max(values.values())
-        ties = [arm for arm, v in values.items() if v >= best - 1e-12]
+        return [arm for arm, v in values.items() if v >= best - 1e-12]
+
+    def _argmax(self, values: dict[str, float], rng: random.Random) -> str:
+        ties = self._best(values)
         return ties[0] if len(ties) == 1 else rng.choice(ties)
 
     # -- reporting
@@ -157,12 +161,7 @@ class ModelBandit:
         """Per arm: calls, mean reward, total cost and the chance of being chosen next."""
         probs = self.probabilities()
         return {
-            arm: {
-                "calls": rec.calls,
-                "mean_reward": rec.mean_reward,
-                "cost": rec.cost,
-                "probability": probs[arm],
-            }
+            arm: {"calls": rec.calls, "mean_reward": rec.mean_reward, "cost": rec.cost, "probability": probs[arm]}
             for arm, rec in self.records.items()
         }
 
@@ -187,10 +186,7 @@ class UCB1(ModelBandit):
         return self._argmax(self.indices(), rng)
 
     def probabilities(self) -> dict[str, float]:
-        # UCB is deterministic but for ties, which are broken uniformly.
-        indices = self.indices()
-        best = max(indices.values())
-        ties = [a for a, v in indices.items() if v >= best - 1e-12]
+        ties = self._best(self.indices())  # UCB is deterministic but for ties, broken uniformly
         return {a: (1 / len(ties) if a in ties else 0.0) for a in self.arms}
 
 

@@ -220,8 +220,9 @@ class ModelProxy:
         name = request.get("model")
         if name not in self.names:
             raise _BadRequest(404, f"no evaluator model named {name!r}; configured: {', '.join(self.names)}")
-        messages = request.get("messages")
-        if not isinstance(messages, list) or not messages or not all(_is_message(m) for m in messages):
+        messages = request.get("messages") if isinstance(request.get("messages"), list) else []
+        plain = [{"role": m.get("role"), "content": m.get("content")} for m in messages if isinstance(m, dict)]
+        if not plain or len(plain) != len(messages) or not all(isinstance(v, str) for m in plain for v in m.values()):
             raise _BadRequest(400, "`messages` must be a non-empty list of {role, content} with text content")
         if request.get("stream") or request.get("n", 1) != 1 or request.get("tools"):
             raise _BadRequest(400, "the evaluator model proxy answers one plain chat completion (no stream, n, tools)")
@@ -231,7 +232,6 @@ class ModelProxy:
             raise _BadRequest(400, "`temperature` must be a number")
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise _BadRequest(400, "`max_tokens` must be a positive integer")
-        plain = [{"role": m["role"], "content": m["content"]} for m in messages]
         return name, plain, None if temperature is None else float(temperature), max_tokens
 
 
@@ -270,12 +270,6 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
         raise _BadRequest(413, f"the request body exceeds {MAX_BODY // 2**20} MB")
     body = await reader.readexactly(length) if length else b""
     return parts[0].upper(), parts[1], headers, body
-
-
-def _is_message(message: object) -> bool:
-    return (
-        isinstance(message, dict) and isinstance(message.get("role"), str) and isinstance(message.get("content"), str)
-    )
 
 
 def _error(message: str, kind: str) -> dict[str, Any]:

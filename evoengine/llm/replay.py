@@ -71,7 +71,6 @@ class ReplayBook:
         self._calls: dict[str, deque[RecordedCall]] = defaultdict(deque)
         self._by_proposal: dict[tuple[int, str], deque[RecordedCall]] = defaultdict(deque)
         self._lock = threading.Lock()
-        self.recorded = 0
         try:
             with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as db:
                 rows = db.execute(
@@ -85,7 +84,6 @@ class ReplayBook:
             self._calls[digest].append(call)
             if proposal_id is not None:
                 self._by_proposal[(proposal_id, digest)].append(call)
-            self.recorded += 1
 
     def take(self, digest: str, model: str, for_proposal: int | None = None) -> RecordedCall:
         """The next recorded answer to this request (the one proposal `for_proposal` got, if it
@@ -104,7 +102,3 @@ class ReplayBook:
             f"diverged from the recorded one: use the same problem, config and seed, or "
             f"drop `replay:` to call the endpoint"
         )
-
-    def remaining(self) -> int:
-        with self._lock:
-            return sum(not call.used for q in self._calls.values() for call in q)

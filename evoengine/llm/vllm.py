@@ -21,26 +21,18 @@ from .backends import Completion, MalformedReply
 log = logging.getLogger(__name__)
 
 
-def _import_vllm() -> Any:
-    try:
-        return importlib.import_module("vllm")
-    except ImportError as exc:
-        raise ModelError(
-            f"backend vllm needs the vllm package, which is not installed ({exc}); install it "
-            f'with `pip install "evoengine[vllm]"` (Linux, CUDA GPU), or run `vllm serve <model>` '
-            f"and use `backend: openai` with `base_url: http://127.0.0.1:8000/v1` "
-            f"(see configs/vllm.yaml)"
-        ) from exc
-
-
 class VLLMBackend:
     """One `vllm.LLM` per model, loaded on first use or at pre-flight."""
 
     def __init__(self, model: Model):
         try:
-            self._vllm = _import_vllm()
-        except ModelError as exc:
-            raise ModelError(f"model {model.name!r}: {exc}") from None
+            self._vllm = importlib.import_module("vllm")
+        except ImportError as exc:
+            raise ModelError(
+                f"model {model.name!r}: backend vllm needs the vllm package, which is not installed ({exc}); "
+                f'install it with `pip install "evoengine[vllm]"` (Linux, CUDA GPU), or run `vllm serve <model>` '
+                f"and use `backend: openai` with `base_url: http://127.0.0.1:8000/v1` (see configs/vllm.yaml)"
+            ) from None
         self.model = model
         self.where = f"vllm in process ({model.model_id})"
         self._llm: Any = None

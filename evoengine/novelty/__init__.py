@@ -155,15 +155,9 @@ class Novelty:
         self._memories: dict[int | None, _Memory] = {}  # None: seeds, shared by every island
         self._recent: OrderedDict[bytes, Any] = OrderedDict()
         self._seq = 0
-        self.counts = {
-            "checks": 0,
-            "rejected": 0,
-            "identical": 0,
-            "judged": 0,
-            "judge_novel": 0,
-            "judge_errors": 0,
-            "embedded": 0,
-        }
+        self.counts = dict.fromkeys(
+            ("checks", "rejected", "identical", "judged", "judge_novel", "judge_errors", "embedded"), 0
+        )
 
     def _memory(self, island: int | None) -> _Memory:
         if island not in self._memories:
@@ -253,47 +247,24 @@ class Novelty:
             return Verdict(
                 True, similarity, nearest.id, f"similarity {similarity:.4f} to candidate {nearest.id} <= {threshold}"
             )
-        if self.judge is not None:
+        above = f"similarity {similarity:.4f} to candidate {nearest.id} > {threshold}"
+        if self.judge is None:
+            novel, reason = False, f"near-duplicate: {above}"
+        else:
             self.counts["judged"] += 1
             try:
                 novel = bool(await self.judge(text, nearest.text))
+                reason = (
+                    f"{above}, but the judge found it novel" if novel else f"{above}; the judge agreed it is not novel"
+                )
             except Exception as exc:  # a failing judge must not stop the run; stay conservative
                 self.counts["judge_errors"] += 1
-                self.counts["rejected"] += 1
                 log.warning(
                     "novelty judge failed (%s: %s); treating the child as a near-duplicate", type(exc).__name__, exc
                 )
-                return Verdict(
-                    False,
-                    similarity,
-                    nearest.id,
-                    f"similarity {similarity:.4f} to candidate {nearest.id} > {threshold}; "
-                    f"judge failed: {type(exc).__name__}",
-                )
-            if novel:
-                self.counts["judge_novel"] += 1
-                return Verdict(
-                    True,
-                    similarity,
-                    nearest.id,
-                    f"similarity {similarity:.4f} to candidate {nearest.id} > {threshold}, "
-                    f"but the judge found it novel",
-                )
-            self.counts["rejected"] += 1
-            return Verdict(
-                False,
-                similarity,
-                nearest.id,
-                f"similarity {similarity:.4f} to candidate {nearest.id} > {threshold}; "
-                f"the judge agreed it is not novel",
-            )
-        self.counts["rejected"] += 1
-        return Verdict(
-            False,
-            similarity,
-            nearest.id,
-            f"near-duplicate: similarity {similarity:.4f} to candidate {nearest.id} > {threshold}",
-        )
+                novel, reason = False, f"{above}; judge failed: {type(exc).__name__}"
+        self.counts["judge_novel" if novel else "rejected"] += 1
+        return Verdict(novel, similarity, nearest.id, reason)
 
     def advise(self, seed_text: str) -> None:
         """Log what `threshold` means on the seed; a warning when it refuses every small edit."""

@@ -58,13 +58,26 @@ class BuiltinProposer:
     and counts of what it proposed and earned. Subclasses implement `_propose(ctx)`."""
 
     ARM = "offline"
+    WEIGHTS: dict[str, float] = {}  # the operators, with how often each is drawn by default
+    KIND = "offline"  # what its operators are called in messages
 
     tries = 8  # operators drawn per proposal before it fails
 
-    def __init__(self) -> None:
+    def __init__(self, weights: dict[str, float] | None = None) -> None:
+        self.weights = self.checked(self.WEIGHTS if weights is None else weights) if self.WEIGHTS else {}
         self.observed = 0  # children evaluated, as reported through `observe`
         self.reward = 0.0  # their summed rewards
         self.made: dict[str, int] = {}  # proposals made, by operator
+
+    @classmethod
+    def checked(cls, weights: dict[str, float]) -> dict[str, float]:
+        weights = dict(weights)
+        if set(weights) - set(cls.WEIGHTS) or any(not w >= 0 for w in weights.values()) or not any(weights.values()):
+            raise ValueError(
+                f"{cls.KIND} operator weights must be non-negative, not all zero, with keys from "
+                f"{sorted(cls.WEIGHTS)} (got {weights})"
+            )
+        return {k: float(w) for k, w in weights.items() if w > 0}
 
     def _propose(self, ctx: ProposalContext) -> Proposal:
         raise NotImplementedError

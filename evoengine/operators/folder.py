@@ -53,39 +53,29 @@ def _files(text: str) -> dict[str, str]:
         raise PatchError(f"the parent's files are broken: {exc}") from None
 
 
-def _joined(files: Mapping[str, str]) -> str:
+# ---------------------------------------------------------------- model replies
+
+
+def apply_folder_reply(parent: str, reply: str, problem: Problem, operator: str, file: str | None = None) -> str:
+    """The child of `reply` (a diff, or one file's rewrite) applied to the files in `parent`."""
+    files = _files(parent)
+    if operator == "diff":
+        changed = _apply_edits(files, parse_diff(reply), problem)
+    else:
+        changed = _apply_rewrite(files, reply, problem, file)
     try:
-        return join_files(files)
+        return join_files({**files, **changed})
     except FilesError as exc:
         raise PatchError(str(exc)) from None
 
 
-def _listing(files: Mapping[str, str]) -> str:
-    return ", ".join(files)
-
-
-# ---------------------------------------------------------------- model replies
-
-
-def apply_folder_reply(
-    parent: str, reply: str, problem: Problem, operator: str, file: str | None = None, noun: str = "program"
-) -> str:
-    """The child of `reply` (a diff, or one file's rewrite) applied to the files in `parent`."""
-    files = _files(parent)
-    if operator == "diff":
-        changed = _apply_edits(files, parse_diff(reply), problem, noun)
-    else:
-        changed = _apply_rewrite(files, reply, problem, file, noun)
-    return _joined({**files, **changed})
-
-
-def _owner(files: Mapping[str, str], edit: Edit, number: int, noun: str) -> str:
+def _owner(files: Mapping[str, str], edit: Edit, number: int) -> str:
     """The file `edit` changes: the one it names, else the only one holding its SEARCH text."""
     if edit.file:
         if edit.file not in files:
             raise PatchError(
-                f"edit {number} names the file {edit.file!r}, which the {noun} does not have "
-                f"(its files: {_listing(files)}); edits change existing files only"
+                f"edit {number} names the file {edit.file!r}, which the program does not have "
+                f"(its files: {', '.join(files)}); edits change existing files only"
             )
         return edit.file
     holding = [name for name, text in files.items() if edit.search.strip() and edit.search.strip() in text]
@@ -93,11 +83,11 @@ def _owner(files: Mapping[str, str], edit: Edit, number: int, noun: str) -> str:
         return holding[0]
     raise PatchError(
         f"edit {number} names no file; put a line 'FILE: name' right before its SEARCH line "
-        f"(the files: {_listing(files)})"
+        f"(the files: {', '.join(files)})"
     )
 
 
-def _apply_edits(files: Mapping[str, str], edits: list[Edit], problem: Problem, noun: str) -> dict[str, str]:
+def _apply_edits(files: Mapping[str, str], edits: list[Edit], problem: Problem) -> dict[str, str]:
     if not edits:
         raise PatchError(
             "no SEARCH/REPLACE blocks found; write each edit as 'FILE: name', '<<<<<<< SEARCH', the exact "
@@ -105,7 +95,7 @@ def _apply_edits(files: Mapping[str, str], edits: list[Edit], problem: Problem, 
         )
     by_file: dict[str, list[Edit]] = {}
     for number, edit in enumerate(edits, 1):
-        by_file.setdefault(_owner(files, edit, number, noun), []).append(edit)
+        by_file.setdefault(_owner(files, edit, number), []).append(edit)
     changed = {}
     for name, mine in by_file.items():
         try:
@@ -115,9 +105,7 @@ def _apply_edits(files: Mapping[str, str], edits: list[Edit], problem: Problem, 
     return changed
 
 
-def _apply_rewrite(
-    files: Mapping[str, str], reply: str, problem: Problem, file: str | None, noun: str
-) -> dict[str, str]:
+def _apply_rewrite(files: Mapping[str, str], reply: str, problem: Problem, file: str | None) -> dict[str, str]:
     named = _named_outside_fences(reply)
     if len(named) > 1:
         raise PatchError(
@@ -129,10 +117,10 @@ def _apply_rewrite(
         target = next(iter(files))
     if target is None:
         raise PatchError(
-            f"name the file you rewrite with a line 'FILE: name' before its code block (the files: {_listing(files)})"
+            f"name the file you rewrite with a line 'FILE: name' before its code block (the files: {', '.join(files)})"
         )
     if target not in files:
-        raise PatchError(f"the reply names the file {target!r}, which the {noun} does not have ({_listing(files)})")
+        raise PatchError(f"the reply names the file {target!r}, which the program does not have ({', '.join(files)})")
     language = language_of(target)
     try:
         new = apply_rewrite(files[target], reply, language=language, comment=problem.file_comment(target))

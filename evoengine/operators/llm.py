@@ -37,15 +37,8 @@ OFFLINE = "offline"
 
 def unified_change(parent: str, child: str) -> str:
     """The child's change as a unified diff against its parent."""
-    return "".join(
-        difflib.unified_diff(
-            parent.splitlines(keepends=True),
-            child.splitlines(keepends=True),
-            "parent",
-            "child",
-            n=2,
-        )
-    )
+    lines = parent.splitlines(keepends=True), child.splitlines(keepends=True)
+    return "".join(difflib.unified_diff(*lines, "parent", "child", n=2))
 
 
 class ModelProposer:
@@ -103,12 +96,8 @@ class ModelProposer:
         parents = (ctx.parent.id,)
         if plan.operator == "crossover":
             if not ctx.inspirations:
-                raise ProposalFailed(
-                    "crossover needs a second parent, and there is no inspiration",
-                    operator="crossover",
-                    model=arm,
-                    parents=parents,
-                )
+                why = "crossover needs a second parent, and there is no inspiration"
+                raise ProposalFailed(why, operator="crossover", model=arm, parents=parents)
             parents = (ctx.parent.id, ctx.inspirations[0].id)
         client = self.pool[arm]
         messages = self.harness.messages(ctx, plan)
@@ -120,22 +109,17 @@ class ModelProposer:
             ctx.record_call(call)
             cost += call.cost
             hashes.append(call.request_hash)
+            failed = {"operator": plan.operator, "model": arm, "cost": cost, "parents": parents}
             if call.reply is None:
-                raise ProposalFailed(
-                    f"model {arm}: {call.error}", operator=plan.operator, model=arm, cost=cost, parents=parents
-                )
+                raise ProposalFailed(f"model {arm}: {call.error}", **failed)
             try:
                 child = self._apply(ctx, plan, call.reply)
             except PatchError as exc:
                 log.debug("model %s, %s attempt %d: %s", arm, plan.operator, attempt, exc)
                 if attempt == tries:
+                    s = "s" if tries > 1 else ""
                     raise ProposalFailed(
-                        f"model {arm}: {plan.operator} reply unusable after {tries} "
-                        f"attempt{'s' if tries > 1 else ''}: {exc}",
-                        operator=plan.operator,
-                        model=arm,
-                        cost=cost,
-                        parents=parents,
+                        f"model {arm}: {plan.operator} reply unusable after {tries} attempt{s}: {exc}", **failed
                     ) from None
                 messages = self.harness.repair(ctx, plan, messages, call.reply, str(exc))
                 continue
@@ -206,14 +190,4 @@ class ModelProposer:
         except ProposalFailed as exc:
             exc.model = OFFLINE
             raise
-        if proposal.model != OFFLINE:
-            proposal = Proposal(
-                proposal.text,
-                proposal.operator,
-                OFFLINE,
-                proposal.parents,
-                proposal.change,
-                proposal.cost,
-                proposal.meta,
-            )
-        return proposal
+        return proposal if proposal.model == OFFLINE else dataclasses.replace(proposal, model=OFFLINE)

@@ -20,7 +20,6 @@ from typing import Any
 
 from ..config import Operators as OperatorsConfig
 
-MODEL_OPERATORS = ("diff", "full", "crossover")
 PRIOR_CALLS = 2.0
 PRIOR_SUCCESS = 0.5
 
@@ -67,15 +66,8 @@ class OperatorOdds:
         """Per operator: proposals counted, success estimate, and share of the odds."""
         weights = self.weights(arm)
         total = sum(weights.values()) or 1.0
-        mine = self.records.get(arm, {})
-        return {
-            op: {
-                "calls": mine.get(op, OperatorRecord()).calls,
-                "success": mine.get(op, OperatorRecord()).estimate,
-                "share": weights[op] / total,
-            }
-            for op in self.prior
-        }
+        mine = {op: self.records.get(arm, {}).get(op, OperatorRecord()) for op in self.prior}
+        return {op: {"calls": r.calls, "success": r.estimate, "share": weights[op] / total} for op, r in mine.items()}
 
     def state(self) -> dict[str, Any]:
         return {arm: {op: (r.calls, r.success) for op, r in ops.items()} for arm, ops in self.records.items()}

@@ -257,28 +257,15 @@ def _crossover(
 # ---------------------------------------------------------------- the proposer
 
 
-def _checked(weights: dict[str, float]) -> dict[str, float]:
-    unknown = set(weights) - set(WEIGHTS)
-    if unknown or any(not w >= 0 for w in weights.values()) or not any(weights.values()):
-        raise ValueError(
-            f"text operator weights must be non-negative, not all zero, with keys from "
-            f"{sorted(WEIGHTS)} (got {weights})"
-        )
-    return {k: float(w) for k, w in weights.items() if w > 0}
-
-
 class TextProposer(BuiltinProposer):
     """The line operators as a `Proposer`: one bandit arm, "offline", that costs nothing.
 
     `weights` sets how often each operator is tried (keys of `WEIGHTS`); an operator that
     cannot apply (no vocabulary, no differing inspiration, too few lines) is skipped. A
-    proposal retries up to `tries` times when an edit changes nothing.
+    proposal draws up to `tries` operators when an edit changes nothing.
     """
 
-    def __init__(self, weights: dict[str, float] | None = None, tries: int = 8):
-        self.weights = _checked(WEIGHTS if weights is None else weights)
-        self.tries = max(1, tries)
-        super().__init__()
+    WEIGHTS, KIND = WEIGHTS, "text"
 
     def _propose(self, ctx: ProposalContext) -> Proposal:
         parent, problem = ctx.parent, ctx.problem

@@ -34,29 +34,11 @@ from .results import is_number, openevolve_result, parts, passes, shinka_result
 
 # Language by seed suffix (ShinkaEvolve's list and a few more); anything else is text.
 LANGUAGES = {
-    ".py": "python",
-    ".go": "go",
-    ".rs": "rust",
-    ".c": "c",
-    ".cpp": "cpp",
-    ".cc": "cpp",
-    ".cxx": "cpp",
-    ".cu": "cuda",
-    ".jl": "julia",
-    ".swift": "swift",
-    ".f90": "fortran",
-    ".f95": "fortran",
-    ".f03": "fortran",
-    ".f08": "fortran",
-    ".sv": "verilog",
-    ".v": "verilog",
-    ".r": "r",
-    ".java": "java",
-    ".js": "javascript",
-    ".ts": "typescript",
-    ".lua": "lua",
-    ".sh": "shell",
-}
+    ".py": "python", ".go": "go", ".rs": "rust", ".c": "c", ".cpp": "cpp", ".cc": "cpp", ".cxx": "cpp", ".cu": "cuda",
+    ".jl": "julia", ".swift": "swift", ".f90": "fortran", ".f95": "fortran", ".f03": "fortran", ".f08": "fortran",
+    ".sv": "verilog", ".v": "verilog", ".r": "r", ".java": "java", ".js": "javascript", ".ts": "typescript",
+    ".lua": "lua", ".sh": "shell",
+}  # fmt: skip
 INSTALL = {
     "openevolve": "pip install 'evoengine[openevolve]'  (openevolve==0.4.0)",
     "shinka": "pip install 'evoengine[shinka]'  (shinka-evolve==0.0.7)",

@@ -11,39 +11,28 @@ import yaml
 
 from ..errors import EvoError
 from ..store import RunReader
+from ..trackers import flat
 from .html import render_page, write_page
-
-
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: data}
 
 
 def _config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.yaml"
     try:
-        return _flat(yaml.safe_load(path.read_text())) if path.is_file() else {}
+        data = yaml.safe_load(path.read_text()) if path.is_file() else None
     except yaml.YAMLError:
         return {}
+    return flat(data) if isinstance(data, dict) else {}
 
 
 def run_curves(run_dir: Path) -> dict[str, Any]:
     """One run's outcomes and its best-so-far score at every admission, with the spend and
     seconds of search up to it (proposals in the order they closed)."""
-    reader = RunReader.open(run_dir)
-    try:
-        with reader.snapshot():
-            rows = reader.proposals()
-            counts = reader.outcome_counts()
-            meta = reader.meta()
-            spend = reader.spend()
-            elapsed = reader.get_state("elapsed_s")
-    finally:
-        reader.close()
+    with RunReader.open(run_dir) as reader, reader.snapshot():
+        rows = reader.proposals()
+        counts = reader.outcome_counts()
+        meta = reader.meta()
+        spend = reader.spend()
+        elapsed = reader.get_state("elapsed_s")
     start = meta.get("created") or min((r["created"] for r in rows), default=0.0)
     best, spent, curve = None, 0.0, {"seq": [], "best": [], "spend": [], "t": []}
     for r in sorted(rows, key=lambda r: (r["finished"] or 0, r["id"])):
@@ -52,12 +41,8 @@ def run_curves(run_dir: Path) -> dict[str, Any]:
             continue
         if r["outcome"] == "valid" and r["score"] is not None and (best is None or r["score"] > best):
             best = r["score"]
-        for key, value in (
-            ("seq", r["seq"]),
-            ("best", best),
-            ("spend", round(spent, 6)),
-            ("t", round((r["finished"] or start) - start, 3)),
-        ):
+        values = (r["seq"], best, round(spent, 6), round((r["finished"] or start) - start, 3))
+        for key, value in zip(("seq", "best", "spend", "t"), values, strict=True):
             curve[key].append(value)
     seed = next((r for r in sorted(rows, key=lambda r: r["seq"] or 1e18) if r["seq"] is not None), None)
     return {
@@ -75,6 +60,8 @@ def run_curves(run_dir: Path) -> dict[str, Any]:
 
 
 def comparison(run_dirs: list[Path]) -> dict[str, Any]:
+    if len(run_dirs) < 2:
+        raise EvoError("a comparison needs two or more run directories")
     runs = [run_curves(Path(d)) for d in run_dirs]
     configs = [_config(Path(d)) for d in run_dirs]
     keys = sorted({k for c in configs for k in c})
@@ -85,8 +72,6 @@ def comparison(run_dirs: list[Path]) -> dict[str, Any]:
 def write_comparison(run_dirs: list[str | Path], out_path: str | Path | None = None) -> Path:
     """Write one page comparing the runs (default `compare.html` beside the first run)."""
     dirs = [Path(d) for d in run_dirs]
-    if len(dirs) < 2:
-        raise EvoError("a comparison needs two or more run directories")
     data = comparison(dirs)
     out = Path(out_path) if out_path is not None else dirs[0].parent / "compare.html"
     return write_page(render_page(data, " vs ".join(r["name"] for r in data["runs"])), out)
@@ -96,10 +81,7 @@ def comparison_table(run_dirs: list[str | Path]) -> str:
     """The runs side by side as text: what differs in their configs, candidates, best score,
     the best at the budget they all reached (the fair comparison), the mean best-so-far over
     those admissions (area under the curve) and spend."""
-    dirs = [Path(d) for d in run_dirs]
-    if len(dirs) < 2:
-        raise EvoError("a comparison needs two or more run directories")
-    data = comparison(dirs)
+    data = comparison([Path(d) for d in run_dirs])
     runs, differs = data["runs"], data["differs"]
     common = min(len(r["curve"]["best"]) for r in runs)
     header = ["run", *differs, "candidates", "valid", "best", f"best@{common}", f"mean best@{common}", "spend $"]

@@ -25,6 +25,10 @@ from .elites import elites_from_candidates, elites_from_engine
 
 CHUNK_BYTES = 400_000  # uncompressed JSON per detail chunk: each opens in a few milliseconds
 NOTE_CHARS = 160
+ROW_COLUMNS = (  # the columns of `run_summary`'s rows, as the page reads them
+    "id", "seq", "status", "kind", "parents", "island", "generation", "operator", "model", "score", "cost", "reward",
+    "tokens", "calls", "t", "note", "y", "origin", "migrated_to",
+)  # fmt: skip
 
 
 def tree_layout(ids: Sequence[int], parents: Sequence[int | None]) -> list[float]:
@@ -155,13 +159,8 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
         admitted = sorted((r for r in rows if r["seq"] is not None), key=lambda r: r["seq"])
         elites = _elites(reader, meta, admitted)
     start = meta.get("created") or min((r["created"] for r in rows), default=time.time())
-    y = dict(
-        zip(
-            (r["id"] for r in admitted),
-            tree_layout([r["id"] for r in admitted], [r["parents"][0] if r["parents"] else None for r in admitted]),
-            strict=True,
-        )
-    )
+    ids = [r["id"] for r in admitted]
+    y = dict(zip(ids, tree_layout(ids, [r["parents"][0] if r["parents"] else None for r in admitted]), strict=True))
     migrated: dict[int, list[int]] = {}
     for m in moves:
         if m.target is not None:
@@ -188,30 +187,7 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
             "start": start,
             "elapsed_s": state["elapsed_s"],
         },
-        "rows": _columns(
-            rows,
-            (
-                "id",
-                "seq",
-                "status",
-                "kind",
-                "parents",
-                "island",
-                "generation",
-                "operator",
-                "model",
-                "score",
-                "cost",
-                "reward",
-                "tokens",
-                "calls",
-                "t",
-                "note",
-                "y",
-                "origin",
-                "migrated_to",
-            ),
-        ),  # fmt: skip
+        "rows": _columns(rows, ROW_COLUMNS),
         "events": [{"seq": m.seq, "kind": "migration"} for m in moves]
         + [{"seq": e["seq"], "kind": "reset"} for e in resets],
         "elites": elites,

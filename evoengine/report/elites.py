@@ -50,13 +50,8 @@ def _axes(raw: Any) -> list[Axis]:
     axes = []
     for item in raw if isinstance(raw, list) else []:
         try:
-            axis = Axis(
-                str(item["name"]),
-                float(item["low"]),
-                float(item["high"]),
-                int(item.get("bins", 10)),
-                "log" if item.get("scale") == "log" else "linear",
-            )
+            scale = "log" if item.get("scale") == "log" else "linear"
+            axis = Axis(str(item["name"]), float(item["low"]), float(item["high"]), int(item.get("bins", 10)), scale)
         except (KeyError, TypeError, ValueError):
             continue
         if axis.high > axis.low and axis.bins >= 1 and (axis.scale == "linear" or axis.low > 0):
@@ -99,17 +94,10 @@ def grid_map(fx: Axis, fy: Axis | None, elites: Iterable[Elite]) -> dict[str, An
         if best[j][i] is None or e.score > best[j][i]:
             best[j][i], best_id[j][i] = e.score, e.id
             outside[j][i] = (x is not None and fx.outside(x)) or (fy is not None and y is not None and fy.outside(y))
-    return {
-        "type": "heatmap",
-        "x": asdict(fx),
-        "y": asdict(fy) if fy else None,
-        "best": best,
-        "best_id": best_id,
-        "count": count,
-        "outside": outside,
-        "seen_x": _seen(e.features.get(fx.name) for e in elites),
-        "seen_y": _seen(e.features.get(fy.name) for e in elites) if fy else None,
-    }
+    seen = {"seen_x": _seen(e.features.get(fx.name) for e in elites)}
+    seen["seen_y"] = _seen(e.features.get(fy.name) for e in elites) if fy else None
+    axes = {"x": asdict(fx), "y": asdict(fy) if fy else None}
+    return {"type": "heatmap", **axes, "best": best, "best_id": best_id, "count": count, "outside": outside, **seen}
 
 
 def scatter_map(
@@ -137,15 +125,8 @@ def elites_from_engine(state: dict[str, Any]) -> list[dict[str, Any]]:
     if not axes:
         return []
     grid = state.get("kind") == "grid" and len(axes) <= 2 and all(len(e.get("grid") or []) == len(axes) for e in filled)
-    elites = [
-        Elite(
-            e["id"],
-            e["score"],
-            e.get("features") or {},
-            (e["grid"][0], e["grid"][1] if len(axes) > 1 else 0) if grid else None,
-        )
-        for e in filled
-    ]
+    cell = (lambda e: (e["grid"][0], e["grid"][1] if len(axes) > 1 else 0)) if grid else (lambda e: None)
+    elites = [Elite(e["id"], e["score"], e.get("features") or {}, cell(e)) for e in filled]
     if grid:
         return [grid_map(axes[0], axes[1] if len(axes) > 1 else None, elites)]
     centroids = [c for c in state.get("centroids") or [] if isinstance(c, list) and len(c) == len(axes)]

@@ -90,12 +90,9 @@ def render_page(data: dict[str, Any], title: str, live: bool = False) -> str:
 
 def report_data(run_dir: Path) -> dict[str, Any]:
     """A run's summary with every proposal's texts, as the static report embeds them."""
-    reader = RunReader.open(run_dir)
-    try:
+    with RunReader.open(run_dir) as reader:
         summary = run_summary(reader, run_dir, live=False)
         summary["details"] = detail_chunks(reader, lineage_order(summary))
-    finally:
-        reader.close()
     return summary
 
 

@@ -69,11 +69,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("X-Frame-Options", "DENY")
-        self.send_header("Referrer-Policy", "no-referrer")
-        for key, value in (extra or {}).items():
+        headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
+        for key, value in {**headers, "Referrer-Policy": "no-referrer", **(extra or {})}.items():
             self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
@@ -115,26 +112,15 @@ class ViewerHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    def _open(self) -> RunReader:
-        return RunReader.open(self.server.run_dir)
-
     def _page(self) -> None:
-        store = self._open()
-        try:
+        with RunReader.open(self.server.run_dir) as store:
             summary = run_summary(store, self.server.run_dir, live=True)
-        finally:
-            store.close()
         body = render_page(summary, summary["run"]["name"], live=True).encode("utf-8")
-        self._send(
-            HTTPStatus.OK,
-            body,
-            "text/html; charset=utf-8",
-            {"Content-Security-Policy": content_security_policy(live=True)},
-        )
+        csp = {"Content-Security-Policy": content_security_policy(live=True)}
+        self._send(HTTPStatus.OK, body, "text/html; charset=utf-8", csp)
 
     def _summary(self, since: str | None) -> None:
-        store = self._open()
-        try:
+        with RunReader.open(self.server.run_dir) as store:
             if since is not None:
                 with store.snapshot():
                     current = store.version()
@@ -142,8 +128,6 @@ class ViewerHandler(BaseHTTPRequestHandler):
                     self._json({"unchanged": True, "version": current})
                     return
             summary = run_summary(store, self.server.run_dir, live=True)
-        finally:
-            store.close()
         self._json(summary)
 
     def _details(self, after: str | None) -> None:
@@ -151,21 +135,15 @@ class ViewerHandler(BaseHTTPRequestHandler):
             since = float(after) if after else None
         except ValueError:
             since = None
-        store = self._open()
-        try:
+        with RunReader.open(self.server.run_dir) as store:
             self._json(detail_chunks(store, finished_after=since))
-        finally:
-            store.close()
 
     def _candidate(self, candidate_id: int) -> None:
-        store = self._open()
-        try:
+        with RunReader.open(self.server.run_dir) as store:
             detail = store.proposal(candidate_id)
             if detail is None:
                 raise StoreError(f"no proposal with id {candidate_id} in {store.path}")
             detail["calls"] = store.calls([candidate_id]).get(candidate_id, [])
-        finally:
-            store.close()
         self._json(detail)
 
 
@@ -209,6 +187,10 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765) -> Non
             "the viewer is reachable from other machines at %s: it shows all code and data of the run", server.url
         )
     log.info("viewer for %s at %s (Ctrl-C to stop)", run_dir, server.url)
+    _serve_forever(server)
+
+
+def _serve_forever(server: ViewerServer) -> None:
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -228,12 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     server = ViewerServer(Path(args.run_dir), args.host, args.port)
     print(json.dumps({"url": server.url}), flush=True)  # noqa: T201 (a command's output)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    _serve_forever(server)
 
 
 if __name__ == "__main__":

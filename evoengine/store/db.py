@@ -113,7 +113,6 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 )
 
 
-CLOSING_ORDER = "closed IS NOT NULL, closed, id"  # rows from before schema 2 first, by id
 CANDIDATE_COLUMNS = (
     "id, text, parents, island, generation, operator, model, score, valid, metrics, features,"
     " feedback, artifacts, instances, timings, cost, change, origin, created"
@@ -189,29 +188,14 @@ class _Connection(sqlite3.Connection):
         return super().cursor(_Cursor).executescript(script)
 
 
+_FIELDS = tuple(column.strip() for column in CANDIDATE_COLUMNS.split(","))
+_JSON_FIELDS = ("parents", "metrics", "features", "artifacts", "instances", "timings")
+
+
 def row_to_candidate(row: sqlite3.Row) -> Candidate:
-    metrics = json.loads(row["metrics"])
-    return Candidate(
-        id=row["id"],
-        text=row["text"] or "",
-        parents=tuple(json.loads(row["parents"])),
-        island=row["island"],
-        generation=row["generation"],
-        operator=row["operator"] or "",
-        model=row["model"],
-        score=row["score"],
-        valid=bool(row["valid"]),
-        metrics=metrics,
-        features=json.loads(row["features"]),
-        feedback=row["feedback"],
-        artifacts=json.loads(row["artifacts"]),
-        instances=json.loads(row["instances"]),
-        timings=json.loads(row["timings"]),
-        cost=row["cost"],
-        change=row["change"],
-        origin=row["origin"],
-        created=row["created"],
-    )
+    c = {k: json.loads(row[k]) if k in _JSON_FIELDS else row[k] for k in _FIELDS}
+    c.update(text=c["text"] or "", parents=tuple(c["parents"]), operator=c["operator"] or "", valid=bool(c["valid"]))
+    return Candidate(**c)
 
 
 class StoreFile:
@@ -322,6 +306,12 @@ class StoreFile:
 
     def close(self) -> None:
         self.conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -32,20 +32,10 @@ class RunStore(StoreFile):
             "INSERT INTO model_calls (proposal_id, model, request_hash, messages, reply, tokens_in,"
             " tokens_out, cost, latency_s, error, purpose, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                proposal_id,
-                call.model,
-                call.request_hash,
-                json.dumps(call.messages),
-                call.reply,
-                call.tokens_in,
-                call.tokens_out,
-                call.cost,
-                call.latency_s,
-                call.error,
-                call.purpose,
-                time.time(),
+                proposal_id, call.model, call.request_hash, json.dumps(call.messages), call.reply, call.tokens_in,
+                call.tokens_out, call.cost, call.latency_s, call.error, call.purpose, time.time(),
             ),
-        )
+        )  # fmt: skip
 
     def fail(
         self,
@@ -68,20 +58,10 @@ class RunStore(StoreFile):
             "UPDATE candidates SET status='failed', reason=?, kind=?, operator=?, model=?, parents=?, cost=?,"
             " reward=?, text=?, finished=?, island=?, closed=? WHERE id=?",
             (
-                reason,
-                kind,
-                operator,
-                model,
-                json.dumps(list(parents)),
-                cost,
-                reward,
-                text,
-                time.time(),
-                island,
-                closed,
-                proposal_id,
+                reason, kind, operator, model, json.dumps(list(parents)), cost, reward, text, time.time(), island,
+                closed, proposal_id,
             ),
-        )
+        )  # fmt: skip
 
     def admit(
         self,
@@ -107,32 +87,12 @@ class RunStore(StoreFile):
                 " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?, closed=?, kind=?,"
                 " digest=? WHERE id=? AND status='pending'",
                 (
-                    seq,
-                    c.text,
-                    json.dumps(list(c.parents)),
-                    c.island,
-                    c.generation,
-                    c.operator,
-                    c.model,
-                    c.score,
-                    int(c.valid),
-                    json.dumps(c.metrics),
-                    json.dumps(c.features),
-                    c.feedback,
-                    json.dumps(c.artifacts),
-                    json.dumps(c.instances),
-                    json.dumps(c.timings),
-                    c.cost,
-                    reward,
-                    c.change,
-                    c.origin,
-                    time.time(),
-                    closed,
-                    kind,
-                    digest,
-                    c.id,
+                    seq, c.text, json.dumps(list(c.parents)), c.island, c.generation, c.operator, c.model, c.score,
+                    int(c.valid), json.dumps(c.metrics), json.dumps(c.features), c.feedback, json.dumps(c.artifacts),
+                    json.dumps(c.instances), json.dumps(c.timings), c.cost, reward, c.change, c.origin, time.time(),
+                    closed, kind, digest, c.id,
                 ),
-            ).rowcount
+            ).rowcount  # fmt: skip
             if updated != 1:
                 raise StoreError(f"candidate {c.id} is not a pending proposal in {self.path}")
             now = time.time()
@@ -249,11 +209,6 @@ class RunStore(StoreFile):
         row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name='candidates'").fetchone()
         return (int(row[0]) if row else 0) + 1
 
-    def closed_count(self) -> int:
-        return int(
-            self.conn.execute("SELECT COUNT(*) FROM candidates WHERE status IN ('evaluated', 'failed')").fetchone()[0]
-        )
-
     def schedule(self) -> dict[int, dict[str, Any]] | None:
         """Every proposal's id, status, basis, attempt, closed, reason and kind, by id; None for
         a store that did not record its schedule (written before schema 2)."""
@@ -272,21 +227,8 @@ class RunStore(StoreFile):
         )
         return [row_to_candidate(r) for r in rows]
 
-    def counts(self) -> dict[str, int]:
-        out = {"evaluated": 0, "valid": 0, "failed": 0, "pending": 0, "abandoned": 0}
-        for status, n in self.conn.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status"):
-            out[status] = n
-        out["valid"] = self.conn.execute(
-            "SELECT COUNT(*) FROM candidates WHERE status='evaluated' AND valid=1"
-        ).fetchone()[0]
-        return out
-
     def evaluated_count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM candidates WHERE status='evaluated'").fetchone()[0])
 
     def spend(self) -> float:
         return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])
-
-    def recorded_replies(self) -> Iterator[tuple[str, str]]:
-        """(request hash, reply) of successful model calls in call order, for replay."""
-        yield from self.conn.execute("SELECT request_hash, reply FROM model_calls WHERE reply IS NOT NULL ORDER BY id")

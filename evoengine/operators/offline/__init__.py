@@ -64,35 +64,21 @@ def _apply(text: str, edits: Sequence[Edit]) -> str:
     return text
 
 
-def _checked(weights: dict[str, float]) -> dict[str, float]:
-    weights = dict(weights)
-    unknown = set(weights) - set(WEIGHTS)
-    if unknown or any(not w >= 0 for w in weights.values()) or not any(weights.values()):
-        raise ValueError(
-            f"offline operator weights must be non-negative, not all zero, with keys from "
-            f"{sorted(WEIGHTS)} (got {weights})"
-        )
-    return {k: float(w) for k, w in weights.items() if w > 0}
-
-
 class OfflineProposer(BuiltinProposer):
     """The built-in operators as a `Proposer`: one bandit arm, "offline", that costs nothing.
 
     `weights` sets how often each operator family is tried (constant, operator, statement,
     crossover); crossover is skipped when no inspiration differs from the parent. A proposal
-    retries up to `tries` times when an edit changes nothing or breaks the syntax.
+    draws up to `tries` operators when an edit changes nothing or breaks the syntax.
     """
 
+    WEIGHTS = WEIGHTS
+
     def __init__(
-        self,
-        weights: dict[str, float] | None = None,
-        tries: int = 8,
-        policy: Callable[[ProposalContext], OfflinePlan] | None = None,
+        self, weights: dict[str, float] | None = None, policy: Callable[[ProposalContext], OfflinePlan] | None = None
     ):
-        self.weights = _checked(WEIGHTS if weights is None else weights)
         self.policy = policy
-        self.tries = max(1, tries)
-        super().__init__()
+        super().__init__(weights)
 
     # -- making one child
 
@@ -101,7 +87,7 @@ class OfflineProposer(BuiltinProposer):
 
         try:  # the policy may come from an evolved harness: its faults are the proposal's
             plan = self.policy(ctx) if self.policy is not None else OfflinePlan()
-            weights = self.weights if plan.weights is None else _checked(plan.weights)
+            weights = self.weights if plan.weights is None else self.checked(plan.weights)
             step = float(plan.step)
             if not (math.isfinite(step) and step > 0):
                 raise ValueError(f"step must be a positive number (got {plan.step!r})")

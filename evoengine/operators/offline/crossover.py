@@ -8,7 +8,7 @@ import copy
 import random
 from collections.abc import Sequence
 
-from ...patches import reindent
+from ...patches import indent_of, reindent
 from .code import Change, Code, Edit, Unit
 from .mutations import SYMBOL, format_float, literal_text, number_nodes, number_value, unit_end, unit_text
 
@@ -52,14 +52,10 @@ def _keyed(units: list[Unit]) -> dict[str, Unit]:
     return out
 
 
-def _indent(line: str) -> str:
-    return line[: len(line) - len(line.lstrip())]
-
-
 def _moved(other: Code, start: int, end: int, indent: str) -> str:
     """Other's text[start:end], re-indented from its own indentation to `indent`."""
     rows = other.text[start:end].split("\n")
-    return "\n".join(reindent(rows, _indent(rows[0]), indent))
+    return "\n".join(reindent(rows, indent_of(rows[0]), indent))
 
 
 class _Crossover:
@@ -139,16 +135,9 @@ class _Crossover:
             chosen = [pair for pair in pairs if self.rng.random() < 0.5] or [self.rng.choice(pairs)]
             if len(chosen) == len(pairs) > 1:
                 chosen.remove(self.rng.choice(chosen))
-            indent = _indent(unit_text(self.p, p_units[0]))
-            edits = [
-                Edit(
-                    self.p.index,
-                    a.start,
-                    unit_end(self.p, a),
-                    _moved(self.o, b.start, unit_end(self.o, b), indent),
-                )
-                for _, a, b in chosen
-            ]
+            indent = indent_of(unit_text(self.p, p_units[0]))
+            moved = [(a, _moved(self.o, b.start, unit_end(self.o, b), indent)) for _, a, b in chosen]
+            edits = [Edit(self.p.index, a.start, unit_end(self.p, a), text) for a, text in moved]
             return edits, "took " + ", ".join(name for name, _, _ in chosen)
         return self._one_point(p_units, o_units)
 
@@ -170,7 +159,7 @@ class _Crossover:
         end = unit_end(self.p, p_units[-1])
         text = ""
         if k < m:
-            indent = _indent(unit_text(self.p, p_units[0]))
+            indent = indent_of(unit_text(self.p, p_units[0]))
             text = "\n" + _moved(self.o, o_units[k].start, unit_end(self.o, o_units[-1]), indent)
         return [Edit(self.p.index, start, end, text)], f"first {min(k, n)} statements kept, the rest taken"
 
