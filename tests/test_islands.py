@@ -89,7 +89,7 @@ def test_island_of_one_keeps_the_better_candidate():
     assert ids(archive, 0) == [2]
 
 
-def test_invalid_candidates_stay_out_of_populations_but_are_counted_and_kept_as_recent_failures():
+def test_invalid_candidates_stay_out_of_populations_but_are_counted():
     archive = Archive(config(), PROBLEM)
     archive.admit(seed())
     feed = Feeder()
@@ -99,9 +99,6 @@ def test_invalid_candidates_stay_out_of_populations_but_are_counted_and_kept_as_
     stats = archive.stats()
     assert stats["invalid"] == 12 and stats["valid"] == 1
     assert stats["islands"][1]["invalid"] == 12 and stats["islands"][0]["invalid"] == 0
-    failures = archive.recent_failures(1, 3)
-    assert [c.id for c in failures] == [12, 11, 10]
-    assert archive.recent_failures(0, 3) == []
 
 
 def test_migration_moves_the_best_to_ring_neighbours_only_at_the_interval():
@@ -217,7 +214,6 @@ def test_memory_stays_bounded_by_the_caps():
     assert all(len(archive.members(i)) <= 20 for i in range(3))
     assert archive.islands.alive <= 60
     assert len(archive.islands._children) <= 60
-    assert all(len(f) <= 8 for f in archive._failures)
 
 
 @pytest.mark.parametrize("preset", ["ring", "full", "isolated", "funsearch"])

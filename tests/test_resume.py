@@ -134,7 +134,6 @@ def observed(ledger: Ledger) -> dict:
         "novelty": (ledger.novelty.state(), verdicts),
         "proposer": ledger.learner.state(),
         "best": archive.best().id,
-        "recent_failures": [[c.id for c in archive.recent_failures(i, 8)] for i in range(len(archive.islands))],
     }
 
 

@@ -7,7 +7,7 @@ inspirations. Behind it: `islands.IslandModel` (capped populations, migration, r
 (`evoengine/store/`) is the truth; this is a cache of it whose state is a deterministic
 function of the admitted sequence (no clock, no global RNG), so a resumed run rebuilds it
 by admitting the stored candidates again. Memory is bounded by the island caps, the
-elite cells and a few recent failures per island, not by the length of the run.
+elite cells and the refine counts, not by the length of the run.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from .selection import ParentSelector, Selection
 
 __all__ = ["Archive", "ArchiveEvent", "Selection"]
 
-FAILURES_KEPT = 8  # recent invalid candidates kept per island for prompts
 RECENT_BESTS = 4  # a child of any of the last few run bests counts as refinement (`selection.refine`)
 
 
@@ -63,7 +62,6 @@ class Archive:
         self._bests: deque[int] = deque(maxlen=RECENT_BESTS)  # ids of the latest run bests, newest last
         self._seed: Candidate | None = None  # the first admitted candidate, kept as a last resort
         self._counts = [_IslandCounts() for _ in range(config.islands.count)]
-        self._failures = [deque(maxlen=FAILURES_KEPT) for _ in range(config.islands.count)]
 
     # ------------------------------------------------------------- admitting
 
@@ -118,12 +116,9 @@ class Archive:
         else:
             for i in homes:
                 self._counts[i].invalid += 1
-                self._failures[i].append(candidate)
         resets, migrations = self.islands.tick(self.admitted)
         events += [ArchiveEvent("reset", asdict(r)) for r in resets]
         events += [ArchiveEvent("migration", asdict(m)) for m in migrations]
-        for r in resets:
-            self._failures[r.island].clear()
         return events
 
     # ---------------------------------------------------------------- resume
@@ -139,7 +134,6 @@ class Archive:
             "outcomes": self.selector.outcomes,
             "seed": self._seed.id if self._seed else None,
             "counts": [[c.admitted, c.invalid] for c in self._counts],
-            "failures": [[c.id for c in failures] for failures in self._failures],
             "islands": self.islands.state(),
             "elites": self.elites.state() if self.elites is not None else None,
         }
@@ -148,7 +142,6 @@ class Archive:
     def referenced(state: dict[str, Any]) -> set[int]:
         """The ids of the candidates a `state()` names (what `restore` needs loaded)."""
         ids = {i for i in (state["best"], state["seed"]) if i is not None}
-        ids.update(i for failures in state["failures"] for i in failures)
         ids.update(i for members in state["islands"]["members"] for i in members)
         if state["elites"] is not None:
             ids.update(cid for _, cid, _ in state["elites"]["elites"])
@@ -166,9 +159,6 @@ class Archive:
         if self._seed is not None and self.elites is not None:
             self.elites.anchor(self._seed.text, (state["elites"] or {}).get("centroids"))
         self._counts = [_IslandCounts(a, i) for a, i in state["counts"]]
-        for failures, ids in zip(self._failures, state["failures"], strict=True):
-            failures.clear()
-            failures.extend(by_id[i] for i in ids)
         self.islands.restore(state["islands"], by_id)
         if self.elites is not None:
             self.elites.restore(state["elites"], by_id)
@@ -186,10 +176,6 @@ class Archive:
     def members(self, island: int) -> list[Candidate]:
         """An island's population, best first."""
         return list(self.islands[island].members)
-
-    def recent_failures(self, island: int, n: int = 3) -> list[Candidate]:
-        """The island's last `n` invalid candidates, newest first (their `feedback` says why)."""
-        return list(reversed(self._failures[island]))[:n]
 
     def stats(self) -> dict[str, Any]:
         islands = []

@@ -126,9 +126,6 @@ class IslandModel:
         """Distinct candidates held by at least one island."""
         return len(self._living)
 
-    def children_of(self, cid: int) -> int:
-        return self._children.get(cid, 0)
-
     # ------------------------------------------------------------ membership
 
     def place(self, candidate: Candidate, island: int) -> bool:

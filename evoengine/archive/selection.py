@@ -29,8 +29,7 @@ uniformly. Strategies over an island's members, which are sorted best-first:
   the rest are drawn with p ∝ number of instances won. A member best on a single instance
   stays in the front whatever its mean score. With no instances on the island: its best.
 
-The `*_probabilities` functions state each definition once; sampling draws from their
-cumulative sums with one `rng.random()`, so a selection is a deterministic function of the
+Sampling draws from cumulative weights with one `rng.random()`, so a selection is a deterministic function of the
 archive and the generator, and costs O(population) numpy work at most (power-law tables
 are cached per population size). Inspirations: the island's `top_inspirations` best
 besides the parent, then `diverse_inspirations` alternately from random elite cells and
@@ -75,12 +74,6 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def power_law_probabilities(n: int, alpha: float) -> np.ndarray:
-    """p(rank r) ∝ r^-alpha over ranks 1..n."""
-    w = np.arange(1, n + 1, dtype=np.float64) ** -alpha
-    return w / w.sum()
-
-
 def weighted_probabilities(scores: np.ndarray, children: np.ndarray, sharpness: float) -> np.ndarray:
     """p ∝ sigmoid(sharpness·(score − median)/MAD) / (1 + children); MAD 0 splits at the median."""
     median = np.median(scores)
@@ -90,12 +83,6 @@ def weighted_probabilities(scores: np.ndarray, children: np.ndarray, sharpness: 
         w = _sigmoid(sharpness * (scores - median) / scale) / (1.0 + children)
     total = w.sum()
     return w / total if total > 0 else np.full(len(scores), 1.0 / len(scores))
-
-
-def tournament_probabilities(n: int, size: int) -> np.ndarray:
-    """P(rank r wins) for the best of `size` uniform draws with replacement."""
-    r = np.arange(n, dtype=np.float64)
-    return ((n - r) ** size - (n - r - 1) ** size) / float(n) ** size
 
 
 def pareto_weights(instances: list[dict[str, float]]) -> np.ndarray:
