@@ -140,8 +140,12 @@ class WandbSink:
         self.run.log(values, step=step)
 
     def close(self, summary: dict[str, Any]) -> None:
+        import wandb
+
         self.run.summary.update(summary)
         self.run.finish()
+        if wandb.run is None:  # finish() returns before wandb's service has written the run file; this waits
+            wandb.teardown()
 
 
 class TensorBoardSink:
