@@ -131,7 +131,7 @@ class Archive:
             "valid": self.valid,
             "best": self._best.id if self._best else None,
             "bests": list(self._bests),
-            "outcomes": self.selector.outcomes,
+            "outcomes": [list(arm) for arm in self.selector.outcomes],
             "seed": self._seed.id if self._seed else None,
             "counts": [[c.admitted, c.invalid] for c in self._counts],
             "islands": self.islands.state(),

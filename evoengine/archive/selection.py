@@ -29,9 +29,9 @@ uniformly. Strategies over an island's members, which are sorted best-first:
   the rest are drawn with p ∝ number of instances won. A member best on a single instance
   stays in the front whatever its mean score. With no instances on the island: its best.
 
-Sampling draws from cumulative weights with one `rng.random()`, so a selection is a deterministic function of the
-archive and the generator, and costs O(population) numpy work at most (power-law tables
-are cached per population size). Inspirations: the island's `top_inspirations` best
+Sampling draws from cumulative weights with one `rng.random()`, so a selection is a
+deterministic function of the archive and the generator, and costs O(population) numpy
+work at most (power-law tables are cached per population size). Inspirations: the island's `top_inspirations` best
 besides the parent, then `diverse_inspirations` alternately from random elite cells and
 from the best of other islands, never repeating a candidate.
 """
@@ -143,13 +143,13 @@ class ParentSelector:
         self._shares = np.cumsum(shares if shares.sum() > 0 else np.array([1.0, 0.0, 0.0]))
         # `refine`: [new bests, children] of the best's children and of everyone else's, discounted
         self.outcomes = [[0.0, 0.0], [0.0, 0.0]]
+        self._keep = math.exp(-1.0 / config.refine_memory)  # each admission's fading of the counts
 
     def learn(self, of_best: bool, new_best: bool) -> None:
         """One child's outcome for `refine`: was its parent a recent best, did it set a new best."""
-        keep = math.exp(-1.0 / self.config.refine_memory)
         for arm in self.outcomes:
-            arm[0] *= keep
-            arm[1] *= keep
+            arm[0] *= self._keep
+            arm[1] *= self._keep
         arm = self.outcomes[0 if of_best else 1]
         arm[0] += new_best
         arm[1] += 1.0
