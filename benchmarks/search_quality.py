@@ -188,20 +188,23 @@ def measure(run_dir: Path, target: Target) -> dict[str, Any]:
     was spent, and how each model's children compared with their parents."""
     db = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
     rows = db.execute(
-        "SELECT id, score, valid, artifacts, parents, model, finished FROM candidates"
+        "SELECT id, score, valid, artifacts, parents, model, finished,"
+        " coalesce(json_extract(metrics, '$.evaluations'), 1) FROM candidates"
         " WHERE status = 'evaluated' ORDER BY seq"
     ).fetchall()
     calls = db.execute("SELECT model, created FROM model_calls WHERE purpose = 'propose' ORDER BY created").fetchall()
     failed = db.execute("SELECT finished FROM candidates WHERE status = 'failed'").fetchall()
     db.close()
     score_of = {r[0]: (r[1] if r[2] else None) for r in rows}
-    curve, best, quality = [], -math.inf, None
+    curve, finished, best, quality = [], [], -math.inf, None
     children: dict[str, list[int]] = {}
-    for _, score, valid, artifacts, parents, model, _ in rows:
+    for _, score, valid, artifacts, parents, model, at, evaluations in rows:
+        curve += [quality] * (int(evaluations) - 1)  # a rechecked candidate's extra evaluations come first
         if valid and score is not None and score > best:
             best = score
             quality = float(json.loads(artifacts)[target.artifact]) if target.artifact else score
         curve.append(quality)
+        finished += [at] * int(evaluations)
         parent = json.loads(parents)[:1]
         if model and parent:
             before = score_of.get(parent[0])
@@ -209,10 +212,9 @@ def measure(run_dir: Path, target: Target) -> dict[str, Any]:
             children.setdefault(model, [0, 0])
             children[model][0] += 1
             children[model][1] += int(better)
-    finished = [r[6] for r in rows]
     return {
         "curve": curve,
-        "evaluations": len(rows),
+        "evaluations": len(curve),
         "valid": sum(1 for r in rows if r[2]),
         "call_times": [c[1] for c in calls],
         "call_models": [c[0] for c in calls],

@@ -62,6 +62,9 @@ class Problem:
     features: tuple[Feature, ...] = ()
     timeout_s: float = 60.0
     memory_mb: int = 2048
+    # For an evaluator whose score varies from one run to the next: evaluations more of a child
+    # that would be the run's best, which is admitted with the mean (evoengine/engine/recheck.py).
+    rechecks: int = 0
     # Optional file beside problem.py of snippets, one per line, that offline text operators
     # may insert into a candidate (blank lines and lines starting with "#" are skipped).
     vocabulary: str | None = None
@@ -93,6 +96,8 @@ class Problem:
         self.reads = (self.reads,) if isinstance(self.reads, str) else tuple(map(str, self.reads))
         if self.timeout_s <= 0 or self.memory_mb <= 0:
             raise ProblemError(f"problem {self.name!r}: timeout_s and memory_mb must be positive")
+        if not isinstance(self.rechecks, int) or self.rechecks < 0:
+            raise ProblemError(f"problem {self.name!r}: rechecks must be a whole number >= 0 (got {self.rechecks!r})")
 
     @property
     def comment(self) -> str:

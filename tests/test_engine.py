@@ -157,6 +157,56 @@ def test_the_gate_scores_each_parent_once_and_evaluates_in_full_only_children_th
     assert screened and len(full) == summary.admitted - 1 - len(screened)
 
 
+class NoisyPool(FakePool):
+    """The quadratic's score plus Gaussian noise (seeded): every evaluation of one text differs.
+    Keeps each label's scores, and answers invalid to the recheck named in `fail_recheck`."""
+
+    def __init__(self, sd: float, fail_recheck: str | None = None):
+        super().__init__()
+        self.rng, self.sd, self.fail_recheck = random.Random(3), sd, fail_recheck
+        self.scores: dict[str, list[float]] = {}
+
+    async def evaluate(self, text: str, *, label: str = "candidate", entry: str = "evaluate", proposal=None):
+        result = await super().evaluate(text, label=label, entry=entry, proposal=proposal)
+        if self.fail_recheck and self.fail_recheck in label:
+            return EvalResult.invalid("the evaluator ran out of instances")
+        result.score += self.rng.gauss(0, self.sd)
+        self.scores.setdefault(label.split(" (")[0], []).append(result.score)
+        return result
+
+
+def test_with_rechecks_a_noisy_run_believes_a_new_best_only_on_the_mean_of_its_evaluations(tmp_path):
+    pool = NoisyPool(sd=1.0)
+    eng = engine(tmp_path, "budget.candidates=80", "concurrency.proposals=3", "evaluation.rechecks=3", pool=pool)
+    summary = asyncio.run(eng.run())
+    assert summary.admitted == 80  # the budget counts candidates; rechecks are extra evaluations
+    store = RunStore.open(tmp_path / "run")
+    rechecked = {c.id: c for c in store.candidates() if "evaluations" in c.metrics}
+    store.close()
+    assert summary.rechecks == sum(int(c.metrics["evaluations"]) - 1 for c in rechecked.values()) > 0
+    assert len(pool.calls) == 80 + summary.rechecks
+    for c in rechecked.values():  # admitted with the mean of all its scores, the first one kept apart
+        runs = pool.scores[f"candidate {c.id}"]
+        assert len(runs) == c.metrics["evaluations"] and c.score == pytest.approx(sum(runs) / len(runs))
+        assert c.metrics["first_score"] == runs[0]
+    best = summary.best
+    assert best.operator == "seed" or best.metrics["evaluations"] == 4  # a best passed every recheck
+    # A challenger whose mean fell to the best's score was not rechecked further.
+    assert any(c.metrics["evaluations"] < 4 for c in rechecked.values())
+    assert f"{summary.rechecks} rechecks of would-be bests" in summary.lines()[0]
+
+
+def test_a_candidate_that_fails_a_recheck_is_admitted_invalid_saying_which(tmp_path):
+    pool = NoisyPool(sd=0.01, fail_recheck="recheck 2 of 2")
+    eng = engine(tmp_path, "budget.candidates=30", "evaluation.rechecks=2", pool=pool)
+    summary = asyncio.run(eng.run())
+    assert summary.best.operator == "seed"  # no child survived its second recheck
+    store = RunStore.open(tmp_path / "run")
+    failed = [c for c in store.candidates() if "recheck 2 of 2 was invalid" in c.feedback]
+    store.close()
+    assert failed and all("ran out of instances" in c.feedback and not c.valid for c in failed)
+
+
 def test_a_replayed_schedule_closes_proposals_in_the_recorded_order(tmp_path):
     first = engine(tmp_path, "budget.candidates=25", "concurrency.proposals=4", "concurrency.evaluations=3", name="a")
     asyncio.run(first.run())

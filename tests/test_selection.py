@@ -29,7 +29,7 @@ def config(selection: dict, islands: dict | None = None, elites: dict | None = N
         {
             "seed": 7,
             "islands": {"count": 1, "population": 100, "migration_interval": 10_000, **(islands or {})},
-            "selection": {"exploit": 1.0, "explore": 0.0, "elites": 0.0, "refine": False, **selection},
+            "selection": {"exploit": 1.0, "explore": 0.0, "elites": 0.0, "refine": False, "restart": False, **selection},
             "elites": elites or {"enabled": False},
         }
     )
@@ -247,7 +247,7 @@ def mixed(*overrides: str) -> Archive:
     """An archive under the default preset (mix of shares, islands, MAP-Elites) plus `overrides`,
     with 40 candidates spread over the islands; the best (id 17) lives on island 1. `refine` is
     off unless asked for, so the mix's own shares show."""
-    cfg = load_config(None, ["islands.count=4", "selection.refine=false", *overrides])
+    cfg = load_config(None, ["islands.count=4", "selection.refine=false", "selection.restart=false", *overrides])
     problem = Problem(name="toy", description="toy", initial="seed.py", features=(Feature("f", 0, 1, 5),))
     archive = Archive(cfg, problem)
     archive.admit(Candidate(0, "seed\n", operator="seed", score=0.0, valid=True, features={"f": 0.0}))

@@ -22,7 +22,7 @@ from ..problem import Problem
 from ..records import Candidate
 from .elites import EliteArchive
 from .islands import IslandModel
-from .selection import ParentSelector, Selection
+from .selection import ARMS, BEST, MIX, SEED, ParentSelector, Selection
 
 __all__ = ["Archive", "ArchiveEvent", "Selection"]
 
@@ -88,7 +88,9 @@ class Archive:
         valid = candidate.valid and candidate.score is not None
         new_best = valid and (self._best is None or candidate.fitness() > self._best.fitness())
         if candidate.parents and not everywhere:
-            self.selector.learn(candidate.parents[0] in self._bests, new_best)
+            parent = candidate.parents[0]
+            seed = self._seed is not None and parent == self._seed.id
+            self.selector.learn(BEST if parent in self._bests else SEED if seed else MIX, new_best)
         if valid:
             self.valid += 1
             if new_best:
@@ -154,7 +156,8 @@ class Archive:
         self._best = by_id[state["best"]] if state["best"] is not None else None
         self._bests.clear()
         self._bests.extend(state.get("bests", []))
-        self.selector.outcomes = [list(arm) for arm in state.get("outcomes", [[0.0, 0.0], [0.0, 0.0]])]
+        outcomes = [list(arm) for arm in state.get("outcomes", [])]
+        self.selector.outcomes = outcomes + [[0.0, 0.0] for _ in ARMS[len(outcomes) :]]  # older: fewer arms
         self._seed = by_id[state["seed"]] if state["seed"] is not None else None
         if self._seed is not None and self.elites is not None:
             self.elites.anchor(self._seed.text, (state["elites"] or {}).get("centroids"))

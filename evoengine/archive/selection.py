@@ -51,6 +51,12 @@ from .elites import EliteArchive
 from .islands import IslandModel
 
 
+# The kinds of parent whose children `refine` and `restart` count: a recent best, anyone else
+# (the mix), the seed.
+BEST, MIX, SEED = 0, 1, 2
+ARMS = ("best", "mix", "seed")
+
+
 @dataclass(frozen=True)
 class Selection:
     """A parent, the island its child will live on, and candidates to show beside it.
@@ -141,23 +147,29 @@ class ParentSelector:
         self.config = config
         shares = np.array([config.exploit, config.explore, config.elites], dtype=np.float64)
         self._shares = np.cumsum(shares if shares.sum() > 0 else np.array([1.0, 0.0, 0.0]))
-        # `refine`: [new bests, children] of the best's children and of everyone else's, discounted
-        self.outcomes = [[0.0, 0.0], [0.0, 0.0]]
+        # [new bests, children], discounted, of the children of each kind of parent (ARMS)
+        self.outcomes = [[0.0, 0.0] for _ in ARMS]
         self._keep = math.exp(-1.0 / config.refine_memory)  # each admission's fading of the counts
 
-    def learn(self, of_best: bool, new_best: bool) -> None:
-        """One child's outcome for `refine`: was its parent a recent best, did it set a new best."""
-        for arm in self.outcomes:
-            arm[0] *= self._keep
-            arm[1] *= self._keep
-        arm = self.outcomes[0 if of_best else 1]
-        arm[0] += new_best
-        arm[1] += 1.0
+    def learn(self, arm: int, new_best: bool) -> None:
+        """One child's outcome: the kind of its parent (an index into ARMS), did it set a new best."""
+        for counts in self.outcomes:
+            counts[0] *= self._keep
+            counts[1] *= self._keep
+        self.outcomes[arm][0] += new_best
+        self.outcomes[arm][1] += 1.0
 
-    def _refines(self, rng: random.Random) -> bool:
-        """Thompson sampling between refining the best and the mix, on their discounted odds."""
-        (hits, n), (other_hits, other_n) = self.outcomes
-        return rng.betavariate(1 + hits, 1 + n - hits) > rng.betavariate(1 + other_hits, 1 + other_n - other_hits)
+    def _arm(self, rng: random.Random, best: Candidate | None, seed: Candidate | None) -> int:
+        """Thompson sampling between the kinds of parent the config allows, on their discounted odds."""
+        allowed = [MIX]
+        if self.config.refine and best is not None:
+            allowed.append(BEST)
+        if self.config.restart and seed is not None and seed is not best:
+            allowed.append(SEED)
+        if len(allowed) == 1:
+            return MIX
+        draws = {arm: rng.betavariate(1 + hits, 1 + n - hits) for arm, (hits, n) in enumerate(self.outcomes)}
+        return max(allowed, key=draws.__getitem__)
 
     def select(
         self,
@@ -174,9 +186,11 @@ class ParentSelector:
         if baseline in ("iid", "greedy") and fallback is not None:
             parent = fallback if baseline == "iid" or best is None else best
             return Selection(parent.island % k, parent, [], baseline)
-        if cfg.refine and best is not None and self._refines(rng):
-            island = best.island % k
-            return Selection(island, best, [], "refine")  # the greedy baseline's step, chosen when it pays
+        arm = self._arm(rng, best, fallback)
+        if arm == BEST:
+            return Selection(best.island % k, best, [], "refine")  # the greedy baseline's step, when it pays
+        if arm == SEED:
+            return Selection(fallback.island % k, fallback, [], "restart")  # independent sampling's, when it pays
         first = rng.randrange(k)
         island = next((j % k for j in range(first, first + k) if len(islands[j % k])), None)
         if island is None:

@@ -71,6 +71,12 @@ class Evaluation(Section):
     gate_strict: bool = Field(
         False, description="the gate passes only children that beat their parent on the minibatch (ties stopped)"
     )
+    rechecks: int | None = Field(
+        None,
+        ge=0,
+        description="for a noisy evaluator: a child whose score would be the run's best is evaluated this "
+        "many times more and admitted with the mean score (None: the problem's `rechecks`, 0 unless it says)",
+    )
 
 
 class Ray(Section):
@@ -172,8 +178,14 @@ class Selection(Section):
         "first's odds beats one from the second's (Thompson sampling; such a parent comes with no inspirations, as "
         "in the greedy baseline), the mix below otherwise",
     )
+    restart: bool = Field(
+        True,
+        description="learn, in the same way and beside `refine`, how often to take the seed as the parent (with no "
+        "inspirations, as in the iid baseline): children of the seed are scored by how often they set a new best, "
+        "so a run caught on a local optimum that the seed's neighbourhood beats starts again from the seed",
+    )
     refine_memory: float = Field(
-        50.0, ge=1, description="admissions over which `refine` forgets (older outcomes weigh e^-age/memory)"
+        50.0, ge=1, description="admissions over which `refine` and `restart` forget (older outcomes weigh e^-age/memory)"
     )
     exploit: float = Field(0.7, ge=0, description="share of parents from `strategy` on the island")
     explore: float = Field(0.2, ge=0, description="share of parents uniform on the island")

@@ -90,6 +90,7 @@ class Ledger:
             lambda: collections.deque(maxlen=PROMPT_FAILURES)
         )
         self.kinds: collections.Counter[str] = collections.Counter()  # closed proposals by failure kind
+        self.rechecks = 0  # evaluations beyond one per candidate (evaluation.rechecks)
         self.failed_in_a_row = 0
         self.invalid_streak: tuple[str, int] = ("", 0)  # (reason class, invalid results in a row)
         self._last_state = 0.0
@@ -109,6 +110,11 @@ class Ledger:
     @property
     def best(self) -> Candidate | None:
         return self.archive.best()
+
+    def would_lead(self, result: EvalResult) -> bool:
+        """Whether a candidate scoring `result` would be the run's new best."""
+        best = self.best
+        return result.valid and result.score is not None and (best is None or result.score > best.score)
 
     # ------------------------------------------------------------ writing
 
@@ -231,6 +237,7 @@ class Ledger:
         return Closed(admitted=candidate)
 
     def _account(self, candidate: Candidate, kind: str | None) -> None:
+        self.rechecks += int(candidate.metrics.get("evaluations", 1)) - 1
         if self.archive.admitted == 1:
             self.seed_score = candidate.score
         if candidate.operator in ("seed", "import") and candidate.valid:

@@ -38,6 +38,7 @@ from .clocks import Clocks
 from .gate import Gate
 from .ledger import Closed, Ledger
 from .progress import Progress, RunSummary
+from .recheck import rechecked
 from .rundir import RunDir, recorded_schedule
 from .screening import Screen
 from .turns import Flow, LiveTurns, RecordedTurns, Signal
@@ -80,6 +81,8 @@ class Engine:
             if config.evaluation.gate and callable(getattr(loaded.module, "minibatch", None))
             else None
         )
+        given = config.evaluation.rechecks
+        self.rechecks = loaded.problem.rechecks if given is None else given  # for noisy evaluators
         self.tasks: set[asyncio.Task] = set()
         self.booting: asyncio.Future | None = None  # the pool's start, once under way
         self.stop, self.message = None, ""  # why the run stops, and what to tell the user
@@ -246,6 +249,9 @@ class Engine:
             t0 = time.monotonic()
             text, label = child.proposal.text, f"candidate {child.pid}"
             result = gated or await self.pool.evaluate(text, label=label, proposal=child.pid)
+            if gated is None and self.rechecks and self.ledger.would_lead(result):
+                bar = self.ledger.best.score if self.ledger.best is not None else None
+                result = await rechecked(self.pool, text, label, child.pid, result, self.rechecks, bar)
             child.timings["eval_s"] = time.monotonic() - t0
             if gated is None and "gate_score" in child.proposal.meta:
                 result.metrics.setdefault("gate_score", child.proposal.meta["gate_score"])

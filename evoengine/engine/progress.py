@@ -33,6 +33,7 @@ class RunSummary:
     best_path: Path | None = None
     message: str = ""
     start_score: float | None = None  # the best of the seed and the imported candidates
+    rechecks: int = 0  # evaluations beyond one per candidate, for a noisy evaluator
 
     @classmethod
     def of(
@@ -60,6 +61,7 @@ class RunSummary:
             best_path=best_path if best_path.exists() else None,
             message=message,
             start_score=ledger.start_score,
+            rechecks=ledger.rechecks,
         )
 
     def tracked(self) -> dict[str, Any]:
@@ -80,7 +82,9 @@ class RunSummary:
         if self.total_s > self.elapsed_s + 0.05:
             took += f" (this session; {self.total_s:.1f} s over the whole run)"
         out = [
-            f"stopped: {self.stopped} after {self.admitted} candidates ({self.valid} valid) {took}"
+            f"stopped: {self.stopped} after {self.admitted} candidates ({self.valid} valid"
+            + (f"; {self.rechecks} rechecks of would-be bests" if self.rechecks else "")
+            + f") {took}"
             + (f", spend ${self.spend:.4f}" if self.spend else "")
         ]
         best, start, seed = self.best, self.start_score, self.seed_score

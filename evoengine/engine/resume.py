@@ -60,6 +60,7 @@ def capture(ledger: Ledger, learner: Any) -> str:
                 "start_score": ledger.start_score,
                 "failures": [[island, list(lines)] for island, lines in ledger.failures.items() if lines],
                 "kinds": dict(ledger.kinds),
+                "rechecks": ledger.rechecks,
             },
             "archive": ledger.archive.state(),
             "novelty": ledger.novelty.state() if ledger.novelty is not None else None,
@@ -92,4 +93,5 @@ def restore(ledger: Ledger, learner: Any, data: str) -> int | None:
     for island, lines in own["failures"]:
         ledger.failures[island].extend(lines)
     ledger.kinds.update(own["kinds"])
+    ledger.rechecks = own.get("rechecks", 0)  # snapshots written before rechecks had none
     return ledger.closed

@@ -1,0 +1,52 @@
+"""Rechecks, for noisy evaluators: a candidate whose score would make it the run's best is
+evaluated again before it is believed, and admitted with the mean of its scores.
+
+With a noisy score, the highest of many scores is mostly luck (the winner's curse): a copy of
+an average program that drew a lucky sample becomes the best, the parent of the next
+children, and what the run hands its user. Rechecking only would-be bests costs few
+evaluations (a new best is rare) and divides the luck a best can carry by about
+sqrt(1 + rechecks). Each recheck is an evaluation of its own; the budget counts candidates,
+so a run spends `rechecks` more evaluations per challenger than its candidate count says
+(the candidate's `evaluations` metric, and the run's summary, say how many).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from ..problem import EvalResult
+
+
+async def rechecked(
+    pool: Any, text: str, label: str, proposal: int, first: EvalResult, times: int, bar: float | None
+) -> EvalResult:
+    """`first` with its score replaced by the mean over it and up to `times` more evaluations of
+    `text`: they stop once the mean falls to `bar` (the best's score; the candidate can no longer
+    lead, so a copy of the best that drew a lucky sample costs one recheck, not `times`);
+    invalid, saying which, if any of them is."""
+    scores = [float(first.score)]
+    for n in range(1, times + 1):
+        if bar is not None and statistics.fmean(scores) <= bar:
+            break
+        again = await pool.evaluate(text, label=f"{label} (recheck {n} of {times})", proposal=proposal)
+        if not again.valid or again.score is None:
+            why = again.feedback or "it returned no score"
+            feedback = f"recheck {n} of {times} was invalid (first score {first.score:.6g}): {why}"
+            return EvalResult.invalid(feedback, evaluations=float(n + 1))
+        scores.append(float(again.score))
+    metrics = {
+        **first.metrics,
+        "first_score": scores[0],
+        "score_sd": statistics.stdev(scores),
+        "evaluations": float(len(scores)),
+    }
+    return EvalResult(
+        score=statistics.fmean(scores),
+        valid=True,
+        metrics=metrics,
+        features=first.features,
+        feedback=first.feedback,
+        artifacts=first.artifacts,
+        instances=first.instances,
+    )
