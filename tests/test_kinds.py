@@ -192,7 +192,14 @@ def pareto_archive(members: list[tuple[float, dict[str, float]]]) -> tuple[Archi
         {
             "seed": 3,
             "islands": {"count": 1, "population": 100, "migration_interval": 10_000},
-            "selection": {"strategy": "pareto", "exploit": 1.0, "explore": 0.0, "elites": 0.0, "refine": False, "restart": False},
+            "selection": {
+                "strategy": "pareto",
+                "exploit": 1.0,
+                "explore": 0.0,
+                "elites": 0.0,
+                "refine": False,
+                "restart": False,
+            },
             "elites": {"enabled": False},
         }
     )

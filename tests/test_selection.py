@@ -29,7 +29,14 @@ def config(selection: dict, islands: dict | None = None, elites: dict | None = N
         {
             "seed": 7,
             "islands": {"count": 1, "population": 100, "migration_interval": 10_000, **(islands or {})},
-            "selection": {"exploit": 1.0, "explore": 0.0, "elites": 0.0, "refine": False, "restart": False, **selection},
+            "selection": {
+                "exploit": 1.0,
+                "explore": 0.0,
+                "elites": 0.0,
+                "refine": False,
+                "restart": False,
+                **selection,
+            },
             "elites": elites or {"enabled": False},
         }
     )

@@ -50,7 +50,6 @@ from ..records import Candidate
 from .elites import EliteArchive
 from .islands import IslandModel
 
-
 # The kinds of parent whose children `refine` and `restart` count: a recent best, anyone else
 # (the mix), the seed.
 BEST, MIX, SEED = 0, 1, 2

@@ -185,7 +185,9 @@ class Selection(Section):
         "so a run caught on a local optimum that the seed's neighbourhood beats starts again from the seed",
     )
     refine_memory: float = Field(
-        50.0, ge=1, description="admissions over which `refine` and `restart` forget (older outcomes weigh e^-age/memory)"
+        50.0,
+        ge=1,
+        description="admissions over which `refine` and `restart` forget (older outcomes weigh e^-age/memory)",
     )
     exploit: float = Field(0.7, ge=0, description="share of parents from `strategy` on the island")
     explore: float = Field(0.2, ge=0, description="share of parents uniform on the island")
