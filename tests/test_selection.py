@@ -297,9 +297,9 @@ def test_the_default_mix_is_what_the_baselines_switch_off():
     assert len({s.parent.id for s in chosen}) > 10 and all(s.inspirations for s in chosen)
 
 
-def _grow(archive: Archive, n: int, *, best_improves: bool) -> None:
+def _grow(archive: Archive, n: int, *, best_improves: bool, other: int = 3) -> None:
     """Admit `n` children: of the run's best, which set a new best when `best_improves`, and as
-    many of an ordinary member (id 3), which set one otherwise."""
+    many of `other` (an ordinary member, or the seed: id 0), which set one otherwise."""
     for k in range(n):
         top = archive.best()
         cid = 1000 + k
@@ -310,7 +310,7 @@ def _grow(archive: Archive, n: int, *, best_improves: bool) -> None:
             Candidate(
                 cid,
                 f"x = {cid}\n",
-                parents=(top.id if of_best else 3,),
+                parents=(top.id if of_best else other,),
                 island=top.island,
                 operator="diff",
                 score=score,
@@ -345,8 +345,26 @@ def test_refine_forgets_so_a_stalled_best_loses_its_share():
     assert Counter(s.source for s in picks(archive, 1000))["refine"] < 150
 
 
+def test_restart_learns_to_start_again_from_the_seed_when_its_children_beat_the_best():
+    archive = mixed("selection.refine=true", "selection.restart=true")
+    _grow(archive, 60, best_improves=False, other=0)  # a best stuck on a local optimum the seed's edits beat
+    chosen = picks(archive, 1000)
+    assert Counter(s.source for s in chosen)["restart"] > 700
+    assert {(s.parent.id, len(s.inspirations)) for s in chosen if s.source == "restart"} == {(0, 0)}  # iid's step
+    stuck = mixed("selection.refine=true")  # restart off: the same history leaves the seed to the mix
+    _grow(stuck, 60, best_improves=False, other=0)
+    assert Counter(s.source for s in picks(stuck, 1000))["restart"] == 0
+
+
+def test_restart_stays_rare_while_refining_the_best_pays():
+    archive = mixed("selection.refine=true", "selection.restart=true")
+    _grow(archive, 60, best_improves=True, other=0)
+    sources = Counter(s.source for s in picks(archive, 1000))
+    assert sources["refine"] > 800 and sources["restart"] < 100
+
+
 def test_refine_chooses_alike_in_an_archive_restored_from_its_state():
-    archive = mixed("selection.refine=true")
+    archive = mixed("selection.refine=true", "selection.restart=true")
     _grow(archive, 40, best_improves=True)
     by_id = {c.id: c for island in archive.islands.islands for c in island.members}
     restored = Archive(archive.config, archive.problem)

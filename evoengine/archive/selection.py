@@ -5,15 +5,16 @@ run's best (the earliest among equals), each with no inspirations and ignoring t
 and islands (the child lives on the parent's island). They are how a run measures what
 evolution adds over independent sampling and sequential refinement at the same budget.
 
-Otherwise, with `refine` (on by default), the run learns how often to refine its best: each
-admitted child counts as a child of a recent best (one of the last four) or of anyone else,
-and as setting a new best or not; both counts fade (weight e^-age/refine_memory, age in
-admissions). A parent is the run's best when a draw from Beta(1 + new bests, 1 + the rest)
-of the best's children beats one from the others' (Thompson sampling), and then, as in the
-greedy baseline, with no inspirations (no crossover: every child of it is a plain edit of the
-best). So a run refines its best while that pays and hands parents to the mix below when the
-best's children stop improving on it and others' do. The
-rest of the time each parent comes from one of three shares of `config.selection`, normalised: `exploit`
+Otherwise the run learns which kind of parent pays, among three (ARMS): its best (with
+`refine`, as the greedy baseline), the seed (with `restart`, as the iid baseline), or the
+mix below. Each admitted child counts as a child of a recent best (one of the last four), of
+the seed, or of anyone else, and as setting a new best or not; the counts fade (weight
+e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw from Beta(1 +
+new bests, 1 + the rest) is highest (Thompson sampling). A best or the seed comes with no
+inspirations (every child of it is a plain edit, as in the baselines). So a run refines its
+best while that pays, starts again from the seed when the best is stuck on a local optimum
+that the seed's own edits beat, and hands parents to the mix when others' children set the
+new bests. The mix: each parent comes from one of three shares of `config.selection`, normalised: `exploit`
 (the configured strategy on the chosen island), `explore` (uniform on the island) and
 `elites` (the elite of a uniformly drawn filled MAP-Elites cell). The island is drawn
 uniformly. Strategies over an island's members, which are sorted best-first:

@@ -111,11 +111,6 @@ class Ledger:
     def best(self) -> Candidate | None:
         return self.archive.best()
 
-    def would_lead(self, result: EvalResult) -> bool:
-        """Whether a candidate scoring `result` would be the run's new best."""
-        best = self.best
-        return result.valid and result.score is not None and (best is None or result.score > best.score)
-
     # ------------------------------------------------------------ writing
 
     def open(self, basis: int | None = None, attempt: int = 0) -> int:

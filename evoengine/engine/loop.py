@@ -81,8 +81,7 @@ class Engine:
             if config.evaluation.gate and callable(getattr(loaded.module, "minibatch", None))
             else None
         )
-        given = config.evaluation.rechecks
-        self.rechecks = loaded.problem.rechecks if given is None else given  # for noisy evaluators
+        self.rechecks = loaded.problem.rechecks if config.evaluation.rechecks is None else config.evaluation.rechecks
         self.tasks: set[asyncio.Task] = set()
         self.booting: asyncio.Future | None = None  # the pool's start, once under way
         self.stop, self.message = None, ""  # why the run stops, and what to tell the user
@@ -213,9 +212,7 @@ class Engine:
 
     def _room(self) -> int:
         cap = self.config.budget.candidates
-        if cap is None:
-            return 1
-        return cap - self.ledger.admitted - (0 if self.turns.recorded else len(self.tasks))
+        return 1 if cap is None else cap - self.ledger.admitted - (0 if self.turns.recorded else len(self.tasks))
 
     def elapsed(self) -> float:
         return self.clocks.elapsed()
@@ -249,9 +246,8 @@ class Engine:
             t0 = time.monotonic()
             text, label = child.proposal.text, f"candidate {child.pid}"
             result = gated or await self.pool.evaluate(text, label=label, proposal=child.pid)
-            if gated is None and self.rechecks and self.ledger.would_lead(result):
-                bar = self.ledger.best.score if self.ledger.best is not None else None
-                result = await rechecked(self.pool, text, label, child.pid, result, self.rechecks, bar)
+            if gated is None:  # a noisy evaluator's would-be best is scored again (`rechecks`)
+                result = await rechecked(self.pool, text, label, child.pid, result, self.rechecks, self.ledger.best)
             child.timings["eval_s"] = time.monotonic() - t0
             if gated is None and "gate_score" in child.proposal.meta:
                 result.metrics.setdefault("gate_score", child.proposal.meta["gate_score"])

@@ -16,15 +16,19 @@ import statistics
 from typing import Any
 
 from ..problem import EvalResult
+from ..records import Candidate
 
 
 async def rechecked(
-    pool: Any, text: str, label: str, proposal: int, first: EvalResult, times: int, bar: float | None
+    pool: Any, text: str, label: str, proposal: int, first: EvalResult, times: int, best: Candidate | None
 ) -> EvalResult:
-    """`first` with its score replaced by the mean over it and up to `times` more evaluations of
-    `text`: they stop once the mean falls to `bar` (the best's score; the candidate can no longer
-    lead, so a copy of the best that drew a lucky sample costs one recheck, not `times`);
-    invalid, saying which, if any of them is."""
+    """`first` itself unless it would beat `best`; then `first` with its score replaced by the
+    mean over it and up to `times` more evaluations of `text`, which stop once the mean falls to
+    the best's score (a copy of the best that drew a lucky sample costs one recheck, not
+    `times`); invalid, saying which, if any of them is."""
+    bar = best.score if best is not None else None
+    if not times or not first.valid or first.score is None or (bar is not None and first.score <= bar):
+        return first
     scores = [float(first.score)]
     for n in range(1, times + 1):
         if bar is not None and statistics.fmean(scores) <= bar:
