@@ -9,8 +9,9 @@ Otherwise the run learns which kind of parent pays, among three (ARMS): its best
 `refine`, as the greedy baseline), the seed (with `restart`, as the iid baseline), or the
 mix below. Each admitted child counts as a child of a recent best (one of the last four), of
 the seed, or of anyone else, and as setting a new best or not; the counts fade (weight
-e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw from Beta(1 +
-new bests, 1 + the rest) is highest (Thompson sampling). A best or the seed comes with no
+e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw from Beta(a +
+new bests, b + the rest) is highest (Thompson sampling), where the prior a, b is the pooled
+rate of all kinds worth PRIOR children (a kind tried rarely is drawn about that rate). A best or the seed comes with no
 inspirations (every child of it is a plain edit, as in the baselines). So a run refines its
 best while that pays, starts again from the seed when the best is stuck on a local optimum
 that the seed's own edits beat, and hands parents to the mix when others' children set the
@@ -55,6 +56,7 @@ from .islands import IslandModel
 # (the mix), the seed.
 BEST, MIX, SEED = 0, 1, 2
 ARMS = ("best", "mix", "seed")
+PRIOR = 2.0  # children's worth of the pooled rate in each arm's prior
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,12 @@ class ParentSelector:
             allowed.append(SEED)
         if len(allowed) == 1:
             return MIX
-        draws = {arm: rng.betavariate(1 + hits, 1 + n - hits) for arm, (hits, n) in enumerate(self.outcomes)}
+        # Each arm's prior is the pooled rate over all arms, worth PRIOR children: an arm tried
+        # rarely (its counts faded) is drawn about the run's rate, not about 1/2, so an arm whose
+        # children never set a new best keeps a small share instead of a third of the parents.
+        rate = (1 + sum(h for h, _ in self.outcomes)) / (2 + sum(n for _, n in self.outcomes))
+        a, b = PRIOR * rate, PRIOR * (1 - rate)
+        draws = {arm: rng.betavariate(a + hits, b + n - hits) for arm, (hits, n) in enumerate(self.outcomes)}
         return max(allowed, key=draws.__getitem__)
 
     def select(
