@@ -363,6 +363,22 @@ def test_restart_stays_rare_while_refining_the_best_pays():
     assert sources["refine"] > 800 and sources["restart"] < 100
 
 
+def test_a_kind_of_parent_whose_children_never_improve_keeps_a_small_share_in_a_long_run():
+    """Counts fade, so a kind tried rarely has almost none; it must be drawn about the run's
+    rate of new bests, not at even odds (which gave the seed a quarter of the parents here)."""
+    from evoengine.archive.selection import BEST, MIX, SEED, ParentSelector
+
+    selector = ParentSelector(load_config(None, []).selection)
+    rng, rates = random.Random(1), {BEST: 0.05, MIX: 0.02, SEED: 0.0}
+    best, seed = Candidate(1, "b", score=1.0, valid=True), Candidate(0, "s", score=0.0, valid=True)
+    picks = Counter()
+    for t in range(2000):
+        arm = selector._arm(rng, best, seed)
+        picks[arm] += t >= 500
+        selector.learn(arm, rng.random() < rates[arm])
+    assert picks[SEED] < 0.15 * 1500 and picks[BEST] > 0.5 * 1500
+
+
 def test_refine_chooses_alike_in_an_archive_restored_from_its_state():
     archive = mixed("selection.refine=true", "selection.restart=true")
     _grow(archive, 40, best_improves=True)
