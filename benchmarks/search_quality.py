@@ -190,7 +190,7 @@ def measure(run_dir: Path, target: Target) -> dict[str, Any]:
     db = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
     rows = db.execute(
         "SELECT id, score, valid, artifacts, parents, model, finished,"
-        " coalesce(json_extract(metrics, '$.evaluations'), 1) FROM candidates"
+        " 1 + coalesce(json_extract(metrics, '$.rechecks'), 0) FROM candidates"
         " WHERE status = 'evaluated' ORDER BY seq"
     ).fetchall()
     calls = db.execute("SELECT model, created FROM model_calls WHERE purpose = 'propose' ORDER BY created").fetchall()

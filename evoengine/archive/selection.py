@@ -9,13 +9,14 @@ Otherwise the run learns which kind of parent pays, among three (ARMS): its best
 `refine`, as the greedy baseline), the seed (with `restart`, as the iid baseline), or the
 mix below. Each admitted child counts as a child of a recent best (one of the last four), of
 the seed, or of anyone else, and as setting a new best or not; the counts fade (weight
-e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw from Beta(a +
-new bests, b + the rest) is highest (Thompson sampling), where the prior a, b is the pooled
-rate of all kinds worth PRIOR children (a kind tried rarely is drawn about that rate). A best or the seed comes with no
-inspirations (every child of it is a plain edit, as in the baselines). So a run refines its
-best while that pays, starts again from the seed when the best is stuck on a local optimum
-that the seed's own edits beat, and hands parents to the mix when others' children set the
-new bests. The mix: each parent comes from one of three shares of `config.selection`, normalised: `exploit`
+e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw from
+Beta(a + new bests, b + the rest) is highest (Thompson sampling); the prior a, b is the
+pooled rate of all kinds, worth PRIOR children, so a kind tried rarely is drawn about that
+rate. A best or the seed comes with no inspirations (every child of it is a plain edit, as
+in the baselines). So a run refines its best while that pays, starts again from the seed
+when the best is stuck on a local optimum that the seed's own edits beat, and hands parents
+to the mix when others' children set the new bests. In the mix, each parent comes from one
+of three shares of `config.selection`, normalised: `exploit`
 (the configured strategy on the chosen island), `explore` (uniform on the island) and
 `elites` (the elite of a uniformly drawn filled MAP-Elites cell). The island is drawn
 uniformly. Strategies over an island's members, which are sorted best-first:

@@ -173,10 +173,10 @@ class Selection(Section):
     )
     refine: bool = Field(
         True,
-        description="learn how often to take the run's best as the parent: children of the best and children of "
-        "the rest are scored by how often they set a new best, and each parent is the best when a draw from the "
-        "first's odds beats one from the second's (Thompson sampling; such a parent comes with no inspirations, as "
-        "in the greedy baseline), the mix below otherwise",
+        description="learn how often to take the run's best as the parent: children of the best, of the seed "
+        "(with `restart`) and of the rest are scored by how often they set a new best, and each parent is of the "
+        "kind whose draw from its odds is highest (Thompson sampling; the best comes with no inspirations, as in "
+        "the greedy baseline)",
     )
     restart: bool = Field(
         True,

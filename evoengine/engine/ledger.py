@@ -232,7 +232,7 @@ class Ledger:
         return Closed(admitted=candidate)
 
     def _account(self, candidate: Candidate, kind: str | None) -> None:
-        self.rechecks += int(candidate.metrics.get("evaluations", 1)) - 1
+        self.rechecks += int(candidate.metrics.get("rechecks", 0))
         if self.archive.admitted == 1:
             self.seed_score = candidate.score
         if candidate.operator in ("seed", "import") and candidate.valid:

@@ -3,11 +3,13 @@ evaluated again before it is believed, and admitted with the mean of its scores.
 
 With a noisy score, the highest of many scores is mostly luck (the winner's curse): a copy of
 an average program that drew a lucky sample becomes the best, the parent of the next
-children, and what the run hands its user. Rechecking only would-be bests costs few
-evaluations (a new best is rare) and divides the luck a best can carry by about
-sqrt(1 + rechecks). Each recheck is an evaluation of its own; the budget counts candidates,
-so a run spends `rechecks` more evaluations per challenger than its candidate count says
-(the candidate's `evaluations` metric, and the run's summary, say how many).
+children, and what the run hands its user. Rechecking only would-be bests divides the luck
+a best can carry by about sqrt(1 + rechecks), at a cost that depends on how often children
+beat the best on one sample (on noisy_knapsack, 3 rechecks added ~15% to the evaluations).
+Each recheck is an evaluation of its own; the budget counts candidates, so a run spends more
+evaluations than its candidate count says (each candidate's `rechecks` metric, and the run's
+summary, say how many). Off unless a problem or the config asks: on noisy_knapsack it made
+no difference ten seeds could see (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ async def rechecked(
         if not again.valid or again.score is None:
             why = again.feedback or "it returned no score"
             feedback = f"recheck {n} of {times} was invalid (first score {first.score:.6g}): {why}"
-            return EvalResult.invalid(feedback, evaluations=float(n + 1))
+            return EvalResult.invalid(feedback, rechecks=float(n))
         scores.append(float(again.score))
     metrics = {
         **first.metrics,
         "first_score": scores[0],
         "score_sd": statistics.stdev(scores),
-        "evaluations": float(len(scores)),
+        "rechecks": float(len(scores) - 1),
     }
     return EvalResult(
         score=statistics.fmean(scores),
