@@ -396,7 +396,7 @@ def markdown(rows: list[dict[str, Any]], setups: list[str], meta: dict[str, Any]
         "",
         "Caps: " + (", ".join(f"{k} runs stop at {v} evaluations" for k, v in meta["caps"].items()) or "none") + ".",
         "",
-        "Setups: " + "; ".join(f"`{name}` = {' '.join(meta['setups'][name]) or 'the defaults'}" for name in setups),
+        "Setups: " + "; ".join(f"`{name}` = {_described(name, meta)}" for name in setups),
     ]
     for mode in meta["modes"]:
         for budget in meta["budgets"]:
@@ -520,6 +520,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results-search-quality.json")
     ap.add_argument("--table", type=Path, default=REPO / "benchmarks" / "RESULTS-search-quality.md")
     ap.add_argument("--keep-runs", action="store_true", help="keep each run's folder (default: deleted once measured)")
+    ap.add_argument(
+        "--compare-with",
+        action="append",
+        default=[],
+        metavar="RECORDS:SETUP=NAME,...",
+        help="add setups recorded earlier (a records.jsonl) to the tables under new names, on the same "
+        "modes, problems, seeds and budgets; nothing is run for them (repeatable)",
+    )
     args = ap.parse_args()
 
     size = SIZES["quick" if args.quick else "full" if args.full else "default"]
@@ -576,6 +584,9 @@ def main() -> None:
 
     records = [done[s.key] for s in specs if s.key in done]
     order = list(setups)
+    earlier = _earlier(args.compare_with, specs, set(order))
+    records += earlier
+    order += [name for name in dict.fromkeys(r["setup"] for r in earlier)]
     rows = summarise(records, budgets, order)
     meta = {
         "command": " ".join(["python", "benchmarks/search_quality.py", *sys.argv[1:]]),
@@ -591,6 +602,7 @@ def main() -> None:
         "modes": modes,
         "panel": list(panel),
         "setups": setups,
+        "compared_with": args.compare_with,
         "caps": caps,
         "targets": {p: asdict(PROBLEMS[p]) for p in problems},
     }
@@ -602,6 +614,37 @@ def main() -> None:
     args.out.write_text(json.dumps({"meta": meta, "summary": rows, "runs": slim}, indent=1) + "\n")
     args.table.write_text(markdown(rows, order, meta))
     print(f"wrote {args.out} and {args.table} ({wall / 60:.1f} min)", file=sys.stderr)
+
+
+def _described(setup: str, meta: dict[str, Any]) -> str:
+    if setup in meta["setups"]:
+        return " ".join(meta["setups"][setup]) or "the defaults"
+    renamed = (s for s in meta["compared_with"] if any(p.endswith(f"={setup}") for p in s.partition(":")[2].split(",")))
+    return f"recorded earlier ({next(renamed)})"
+
+
+def _earlier(sources: list[str], specs: list[RunSpec], taken: set[str]) -> list[dict[str, Any]]:
+    """Records of setups recorded earlier ("records.jsonl:iid=iid-then,greedy=greedy-then"),
+    renamed, for the runs of this matrix's modes, problems, seeds and budgets."""
+    wanted = {(s.mode, s.problem, s.seed, s.budget) for s in specs}
+    out = []
+    for source in sources:
+        path, _, names = source.partition(":")
+        renames = dict(pair.split("=", 1) for pair in names.split(",") if pair)
+        clash = set(renames.values()) & taken
+        if not renames or clash:
+            raise SystemExit(
+                f"--compare-with {source}: name the setups to take (SETUP=NEW), new names only {clash or ''}"
+            )
+        for line in Path(path).read_text().splitlines():
+            record = json.loads(line) if line.strip() else None
+            if (
+                record
+                and record["setup"] in renames
+                and (record["mode"], record["problem"], record["seed"], record["budget"]) in wanted
+            ):
+                out.append(record | {"setup": renames[record["setup"]]})
+    return out
 
 
 if __name__ == "__main__":

@@ -74,6 +74,19 @@ def test_quick_benchmark_compares_setups_with_both_operator_kinds_and_resumes(tm
     assert made["useless"][0] > 0 and made["useless"][1] == 0
     assert made["good"][1] / made["good"][0] > 2 * made["noisy"][1] / made["noisy"][0]
 
-    again = benchmark(tmp_path)
+    # Run again, it makes nothing; setups recorded earlier join its tables under new names.
+    earlier = f"{tmp_path / 'records.jsonl'}:greedy=greedy-earlier"
+    again = benchmark(tmp_path, "--compare-with", earlier)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "16 runs in the matrix, 16 already recorded" in again.stderr
+    assert "`greedy-earlier` − `search`" in (tmp_path / "RESULTS.md").read_text()
+    rows = {
+        (r["mode"], r["problem"], r["budget"], r["setup"]): r
+        for r in json.loads((tmp_path / "results.json").read_text())["summary"]
+    }
+    same = [
+        (rows[k]["best_vs_search"], rows[(*k[:3], "greedy-earlier")]["best_vs_search"])
+        for k in rows
+        if k[3] == "greedy"
+    ]
+    assert same and all(a == b for a, b in same)
