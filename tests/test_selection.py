@@ -368,7 +368,7 @@ def test_a_kind_of_parent_whose_children_never_improve_keeps_a_small_share_in_a_
     rate of new bests, not at even odds (which gave the seed a quarter of the parents here)."""
     from evoengine.archive.selection import BEST, MIX, SEED, ParentSelector
 
-    selector = ParentSelector(load_config(None, []).selection)
+    selector = ParentSelector(load_config(None, ["selection.restart=true"]).selection)
     rng, rates = random.Random(1), {BEST: 0.05, MIX: 0.02, SEED: 0.0}
     best, seed = Candidate(1, "b", score=1.0, valid=True), Candidate(0, "s", score=0.0, valid=True)
     picks = Counter()
