@@ -59,11 +59,14 @@ def _config(tmp_path, server, **extra) -> str:
 def test_model_driven_run_improves_circle_packing_with_all_three_operators(tmp_path, scripted_server):
     scripted_server.script("good", improving_model)
     run_dir = tmp_path / "run"
+    # This model improves almost every time, so `refine` would rightly take nearly every parent
+    # as the best, with no inspirations and so no crossover; the operators are what is tested.
+    config = _config(tmp_path, scripted_server, selection={"refine": False})
     proc = cli(
         "run",
         "circle_packing",
         "-c",
-        _config(tmp_path, scripted_server),
+        config,
         "--budget",
         "40",
         "--run-dir",
