@@ -7,9 +7,9 @@ evolution adds over independent sampling and sequential refinement at the same b
 
 Otherwise the run learns which kind of parent pays, among three (ARMS): its best (with
 `refine`, as the greedy baseline), the seed (with `restart`, off by default, as the iid
-baseline), or the mix below. Each admitted child counts as a child of a recent best (one of the last four), of
-the seed, or of anyone else, and as setting a new best or not; the counts fade (weight
-e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw from
+baseline), or the mix below. Each admitted child counts as a child of a recent best (one of
+the last four), of the seed, or of anyone else, and as setting a new best or not; the counts
+fade (weight e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw from
 Beta(a + new bests, b + the rest) is highest (Thompson sampling); the prior a, b is the
 pooled rate of all kinds, worth PRIOR children, so a kind tried rarely is drawn about that
 rate. A best or the seed comes with no inspirations (every child of it is a plain edit, as

@@ -5,7 +5,8 @@ With a noisy score, the highest of many scores is mostly luck (the winner's curs
 an average program that drew a lucky sample becomes the best, the parent of the next
 children, and what the run hands its user. Rechecking only would-be bests divides the luck
 a best can carry by about sqrt(1 + rechecks), at a cost that depends on how often children
-beat the best on one sample (on noisy_knapsack, 3 rechecks added ~15% to the evaluations).
+beat the best on one sample (on noisy_knapsack, 3 rechecks added 14% to the search's evaluations,
+10.5-18.7% over ten seeds; benchmarks/results-rechecks.json).
 Each recheck is an evaluation of its own; the budget counts candidates, so a run spends more
 evaluations than its candidate count says (each candidate's `rechecks` metric, and the run's
 summary, say how many). Off unless a problem or the config asks: on noisy_knapsack it made
