@@ -86,9 +86,9 @@ DEFAULT_PROBLEMS = [
 BASELINES = {"search": [], "iid": ["selection.strategy=iid"], "greedy": ["selection.strategy=greedy"]}
 ABLATIONS = {
     "no-refine": ["selection.refine=false"],
-    "no-restart": ["selection.restart=false"],
+    "no-min-gain": ["selection.min_gain=0"],  # every new best counts for refine, however small
     "four-islands": ["islands.count=4"],  # off by default since it showed no effect: checked again
-    "no-elite-parents": ["selection.elites=0"],
+    "no-elite-parents": ["selection.elites=0"],  # the mix's parents by rank on the island instead
     "no-inspirations": ["selection.top_inspirations=0", "selection.diverse_inspirations=0"],
     "no-novelty": ["novelty.enabled=false"],
     "uniform-bandit": ["bandit.kind=uniform"],

@@ -297,15 +297,15 @@ def test_the_default_mix_is_what_the_baselines_switch_off():
     assert len({s.parent.id for s in chosen}) > 10 and all(s.inspirations for s in chosen)
 
 
-def _grow(archive: Archive, n: int, *, best_improves: bool, other: int = 3) -> None:
-    """Admit `n` children: of the run's best, which set a new best when `best_improves`, and as
-    many of `other` (an ordinary member, or the seed: id 0), which set one otherwise."""
+def _grow(archive: Archive, n: int, *, best_improves: bool, other: int = 3, step: float = 1.0) -> None:
+    """Admit `n` children: of the run's best, which set a new best (by `step`) when `best_improves`,
+    and as many of `other` (an ordinary member, or the seed: id 0), which set one otherwise."""
     for k in range(n):
         top = archive.best()
         cid = 1000 + k
         of_best = k % 2 == 0
         improves = of_best == best_improves
-        score = top.score + 1 if improves else 1.0
+        score = top.score + step if improves else 1.0
         archive.admit(
             Candidate(
                 cid,
@@ -343,6 +343,18 @@ def test_refine_forgets_so_a_stalled_best_loses_its_share():
     _grow(archive, 200, best_improves=True)  # counted forever, 100 of the best's 130 children would still win
     _grow(archive, 60, best_improves=False)
     assert Counter(s.source for s in picks(archive, 1000))["refine"] < 150
+
+
+def test_a_best_that_gains_only_its_last_digits_stops_drawing_parents_to_itself():
+    """A converged best whose children keep beating it by a hair (a constant's last digits)
+    is not worth refining: those new bests gain under `selection.min_gain` of the climb."""
+    creeping = mixed("selection.refine=true")
+    _grow(creeping, 150, best_improves=True, step=1e-9)
+    assert creeping.best().score > 100  # every child of the best was a new best...
+    assert Counter(s.source for s in picks(creeping, 1000))["refine"] < 800  # ...and none counted
+    counted = mixed("selection.refine=true", "selection.min_gain=0")
+    _grow(counted, 150, best_improves=True, step=1e-9)
+    assert Counter(s.source for s in picks(counted, 1000))["refine"] > 950
 
 
 def test_restart_learns_to_start_again_from_the_seed_when_its_children_beat_the_best():

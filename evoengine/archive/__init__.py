@@ -90,7 +90,8 @@ class Archive:
         if candidate.parents and not everywhere:
             parent = candidate.parents[0]
             seed = self._seed is not None and parent == self._seed.id
-            self.selector.learn(BEST if parent in self._bests else SEED if seed else MIX, new_best)
+            arm = BEST if parent in self._bests else SEED if seed else MIX
+            self.selector.learn(arm, self._gains(candidate, new_best))
         if valid:
             self.valid += 1
             if new_best:
@@ -122,6 +123,14 @@ class Archive:
         events += [ArchiveEvent("reset", asdict(r)) for r in resets]
         events += [ArchiveEvent("migration", asdict(m)) for m in migrations]
         return events
+
+    def _gains(self, candidate: Candidate, new_best: bool) -> bool:
+        """A new best that counts for `refine`: one gaining over `selection.min_gain` of the run's
+        climb so far (best - seed), so the last digits of a converged constant do not count."""
+        if not new_best or self._best is None or self._seed is None or not self._seed.valid:
+            return new_best
+        climb = self._best.fitness() - self._seed.fitness()
+        return candidate.fitness() - self._best.fitness() > self.config.selection.min_gain * climb
 
     # ---------------------------------------------------------------- resume
 

@@ -8,18 +8,21 @@ evolution adds over independent sampling and sequential refinement at the same b
 Otherwise the run learns which kind of parent pays, among three (ARMS): its best (with
 `refine`, as the greedy baseline), the seed (with `restart`, off by default, as the iid
 baseline), or the mix below. Each admitted child counts as a child of a recent best (one of
-the last four), of the seed, or of anyone else, and as setting a new best or not; the counts
-fade (weight e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw from
-Beta(a + new bests, b + the rest) is highest (Thompson sampling); the prior a, b is the
-pooled rate of all kinds, worth PRIOR children, so a kind tried rarely is drawn about that
-rate. A best or the seed comes with no inspirations (every child of it is a plain edit, as
-in the baselines). So a run refines its best while that pays, starts again from the seed
-when the best is stuck on a local optimum that the seed's own edits beat, and hands parents
-to the mix when others' children set the new bests. In the mix, each parent comes from one
-of three shares of `config.selection`, normalised: `exploit`
-(the configured strategy on the chosen island), `explore` (uniform on the island) and
-`elites` (the elite of a uniformly drawn filled MAP-Elites cell). The island is drawn
-uniformly. Strategies over an island's members, which are sorted best-first:
+the last four), of the seed, or of anyone else, and as setting a new best or not (a new best
+gaining under `min_gain` of the run's climb from the seed does not count: a converged
+constant's last digits are no reason to keep refining); the counts fade (weight
+e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw from
+Beta(a + new bests, b + the rest) is highest (Thompson sampling); the prior a, b is the pooled rate
+of all kinds, worth PRIOR children, so a kind tried rarely is drawn about that rate. A best
+or the seed comes with no inspirations (every child of it is a plain edit, as in the
+baselines). So a run refines its best while that pays, starts again from the seed when the
+best is stuck on a local optimum that the seed's own edits beat, and hands parents to the
+mix when others' children set the new bests (and shares them when nobody's do). In the mix,
+each parent comes from one of three shares of `config.selection`, normalised: `exploit` (the
+configured strategy on the chosen island), `explore` (uniform on the island) and `elites`
+(the elite of a uniformly drawn filled MAP-Elites cell; the default mix is all elites, so a
+stalled run walks the archive's cells, the stepping stones a deceptive landscape needs). The
+island is drawn uniformly. Strategies over an island's members, which are sorted best-first:
 
 - power_law: p(rank r) ∝ r^-alpha (r = 1 is the best);
 - weighted (ShinkaEvolve): p ∝ sigmoid(λ·(score − median)/MAD) / (1 + children);

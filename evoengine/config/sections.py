@@ -190,9 +190,20 @@ class Selection(Section):
         ge=1,
         description="admissions over which `refine` and `restart` forget (older outcomes weigh e^-age/memory)",
     )
-    exploit: float = Field(0.7, ge=0, description="share of parents from `strategy` on the island")
-    explore: float = Field(0.2, ge=0, description="share of parents uniform on the island")
-    elites: float = Field(0.1, ge=0, description="share of parents from a random MAP-Elites cell; 0: none")
+    min_gain: float = Field(
+        0.001,
+        ge=0,
+        description="a new best counts for `refine` and `restart` when it gains over this share of the run's climb "
+        "so far (best - seed): the last digits of a converged constant do not keep a run refining its best",
+    )
+    exploit: float = Field(0.0, ge=0, description="share of the mix's parents from `strategy` on the island")
+    explore: float = Field(0.0, ge=0, description="share of the mix's parents uniform on the island")
+    elites: float = Field(
+        1.0,
+        ge=0,
+        description="share of the mix's parents from a uniformly drawn MAP-Elites cell (the mix is all elites by "
+        "default: the best is refine's; with `elites.enabled=false` they come uniform from the island); 0: none",
+    )
     alpha: float = Field(1.0, gt=0, description="power-law exponent over rank")
     tournament: int = Field(4, ge=2)
     sharpness: float = Field(10.0, gt=0, description="λ of `weighted`: sigmoid(λ·(score − median)/MAD)")
