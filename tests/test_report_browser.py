@@ -7,6 +7,7 @@ The `browser` fixture and the page helpers are shared with tests/test_viewer.py.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -14,7 +15,6 @@ import shutil
 import socket
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -230,12 +230,19 @@ def model_run(tmp_path_factory) -> RunReader:
     from scripted_server import ScriptedServer
     from test_model_run import improving_model
 
+    firsts = itertools.count()
+    draws: dict[str, int] = {}
+
     def moody(request: dict) -> str:
-        """Half the first replies are garbage; half their repairs are garbage too (the proposal
-        fails after two calls), the other half are good (a child made after a repair)."""
+        """Every other first reply is garbage; of those, every other repair is garbage too (the
+        proposal fails after two calls), the rest are good (a child made after a repair). Counted
+        over first calls, not drawn from the prompt: refining one best asks the same prompt
+        again and again, and a draw from it would repeat."""
         messages = request["messages"]
         first = next(m for m in messages if m["role"] == "user")
-        draw = zlib.crc32(first["content"].encode())
+        if len(messages) == 2:
+            draws[first["content"]] = next(firsts)
+        draw = draws.get(first["content"], 1)
         if (draw % 2 == 0 and len(messages) == 2) or (draw % 4 == 0 and len(messages) > 2):
             return "I am not sure what you mean."
         return improving_model({"messages": [first]})
