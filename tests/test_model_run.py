@@ -3,6 +3,7 @@ against the scripted OpenAI-compatible server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -291,10 +292,15 @@ def test_bandit_state_survives_a_resume(tmp_path, scripted_server):
     assert after["good"]["calls"] > after["bad"]["calls"]
 
 
+_NUDGES = itertools.count()
+
+
 def _nudge_a_constant(request: dict) -> str:
-    """For tests/problems/quadratic: move one of a, b, c a little."""
+    """For tests/problems/quadratic: move one of a, b, c a little, differently on every call (as a
+    sampling model would: refining one best asks the same prompt again and again, and a reply
+    drawn from the prompt alone repeats, so every child after the first is a refused copy)."""
     parent = _parent(request)
-    rng = random.Random(request["messages"][-1]["content"])
+    rng = random.Random(f"{request['messages'][-1]['content']}#{next(_NUDGES)}")
     match = rng.choice(list(re.finditer(r"^(\s*)([abc]) = (-?[0-9.e-]+)\s*$", parent, re.M)))
     new = f"{match.group(1)}{match.group(2)} = {float(match.group(3)) + rng.gauss(0, 0.3):.6f}"
     return f"<<<<<<< SEARCH\n{match.group(0)}\n=======\n{new}\n>>>>>>> REPLACE\n"
