@@ -26,7 +26,7 @@ matrix at the end of every invocation.
 
     python benchmarks/search_quality.py                 # default size (see benchmarks/README.md)
     python benchmarks/search_quality.py --quick         # a 1-2 minute smoke run
-    python benchmarks/search_quality.py --ablations     # also the eight ablations
+    python benchmarks/search_quality.py --ablations     # also the nine ablations
     python benchmarks/search_quality.py --setup search --setup hill selection.strategy=hill_climb
 """
 
@@ -93,8 +93,10 @@ ABLATIONS = {
     "no-novelty": ["novelty.enabled=false"],
     "uniform-bandit": ["bandit.kind=uniform"],
     "no-crossover": ["operators.crossover=0"],
+    "offline-crossover": ["operators.offline_crossover=true"],  # off by default since it hurt: checked again
 }
 MODEL_ONLY = {"uniform-bandit", "no-crossover"}  # keys that change nothing without models
+OFFLINE_ONLY = {"offline-crossover"}  # the offline operators make no child in a models run
 PANEL = ["good", "useless", "noisy", "broken"]
 # Prices per million tokens in and out, as a provider would charge: the models that score their
 # edits cost more, so `bandit.cost_aware=true` has a cheaper arm to be tempted by.
@@ -514,7 +516,7 @@ def main() -> None:
         help="a setup: its name and --set overrides (repeatable; the first is the reference; "
         "default: search, iid, greedy)",
     )
-    ap.add_argument("--ablations", action="store_true", help="add the eight ablations to the setups")
+    ap.add_argument("--ablations", action="store_true", help="add the nine ablations to the setups")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (default: the cores)")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "search-quality", help="records and run folders")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results-search-quality.json")
@@ -559,7 +561,7 @@ def main() -> None:
         for mode in modes
         for problem in problems
         for name, overrides in setups.items()
-        if mode == "models" or name not in MODEL_ONLY
+        if name not in (OFFLINE_ONLY if mode == "models" else MODEL_ONLY)
     ]
     args.work.mkdir(parents=True, exist_ok=True)
     records_path = args.work / "records.jsonl"

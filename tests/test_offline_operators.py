@@ -397,3 +397,19 @@ def test_the_proposer_is_one_free_arm_that_counts_what_it_made():
 def test_unknown_operator_weights_are_refused():
     with pytest.raises(ValueError, match="offline operator weights"):
         OfflineProposer({"constants": 1.0})
+
+
+# ---------------------------------------------------------------- in a run
+
+
+@pytest.mark.parametrize("crossing", [False, True])
+def test_a_run_crosses_parents_offline_only_when_asked(tmp_path, quadratic, crossing):
+    # Off by default: measured, crossing constants with inspirations kept deceptive_ridge's search
+    # on its hill (benchmarks/README.md). `operators.offline_crossover=true` turns it back on.
+    import evoengine
+
+    overrides = {"operators__offline_crossover": True} if crossing else {}
+    run = evoengine.run(quadratic, run_dir=tmp_path / "run", budget=60, seed=3, **overrides)
+    operators = {c.operator for c in run.candidates()}
+    assert ("offline:crossover" in operators) is crossing, operators
+    assert {"offline:constant"} <= operators

@@ -200,8 +200,17 @@ def run_cli(run_dir: Path, problem: str, budget: int, *args: str) -> RunReader:
 
 @pytest.fixture(scope="module")
 def offline_run(tmp_path_factory) -> RunReader:
-    # two islands, so the island filter and colours have something to tell apart
-    reader = run_cli(tmp_path_factory.mktemp("offline") / "run", "circle_packing", 40, "--set", "islands.count=2")
+    # two islands, so the island filter and colours have something to tell apart; offline
+    # crossover (off by default), so some candidates have two parents to highlight
+    reader = run_cli(
+        tmp_path_factory.mktemp("offline") / "run",
+        "circle_packing",
+        40,
+        "--set",
+        "islands.count=2",
+        "--set",
+        "operators.offline_crossover=true",
+    )
     yield reader
     reader.close()
 

@@ -121,6 +121,10 @@ class Operators(Section):
     diff: float = Field(0.6, ge=0, description="weight of SEARCH/REPLACE diff requests")
     full: float = Field(0.3, ge=0, description="weight of full-rewrite requests")
     crossover: float = Field(0.1, ge=0, description="weight of crossover requests; 0: no crossover, offline included")
+    offline_crossover: bool = Field(
+        False,
+        description="Python's offline operators cross two parents too (off: measured, it hurt; benchmarks/README.md)",
+    )
     adapt: bool = Field(True, description="move each model's odds by its own record; false: the weights stay fixed")
     offline_arm: bool = Field(False, description="offer the offline operators as a bandit arm beside models")
     repair_attempts: int = Field(

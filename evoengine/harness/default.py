@@ -7,7 +7,8 @@ cross with. The prompt shows up to `MAX_INSPIRATIONS` inspirations (none with
 `selection.inspirations: false`) and the recent failures (none for the `iid` baseline,
 whose every prompt is the seed's); the temperature is the model's own, raised a little
 each time the same slot was already rejected (`ctx.attempt`), so a retry does not repeat
-itself. `operators.crossover: 0` also keeps the offline operators from crossing.
+itself. The offline operators for Python cross two parents only with
+`operators.offline_crossover: true` (and `operators.crossover` above 0).
 
 Prompt: a system message framing the problem's kind, then one user message with the
 problem's description, the parent (score, metrics, evaluator feedback, text), the
@@ -138,7 +139,8 @@ class Harness:
 
     def offline(self, ctx: ProposalContext) -> OfflinePlan:
         plan = offline_plan(ctx)
-        if self.config.operators.crossover > 0 or not plan.weights:
+        ops = self.config.operators
+        if (ops.offline_crossover and ops.crossover > 0) or not plan.weights:
             return plan
         return OfflinePlan({**plan.weights, "crossover": 0.0}, plan.step)
 
