@@ -224,13 +224,8 @@ class StoreFile:
             try:
                 conn.executescript(SCHEMA)
                 conn.execute("BEGIN")
-                conn.executemany(
-                    "INSERT INTO meta VALUES (?, ?)",
-                    [
-                        (k, json.dumps(v))
-                        for k, v in {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}.items()
-                    ],
-                )
+                meta = {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
                 conn.execute("COMMIT")
             finally:
                 conn.close()

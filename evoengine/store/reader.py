@@ -126,8 +126,8 @@ class RunReader(StoreFile):
         """Every closed proposal (admitted or not) without its text, by id, with its outcome,
         kind, model tokens and calls, and a one-line note (the reason, or the feedback's first line)."""
         rows = self.conn.execute(
-            "SELECT c.id, c.seq, c.status, c.parents, c.island, c.generation, c.operator, c.model, c.score,"
-            f" c.valid, c.cost, c.reward, c.created, c.finished, c.origin, c.reason, {self.kind}, substr(c.feedback, 1, 200)"
+            "SELECT c.id, c.seq, c.status, c.parents, c.island, c.generation, c.operator, c.model, c.score, c.valid,"
+            f" c.cost, c.reward, c.created, c.finished, c.origin, c.reason, {self.kind}, substr(c.feedback, 1, 200)"
             " AS feedback, c.features, COALESCE(m.tokens, 0) AS tokens, COALESCE(m.calls, 0) AS calls FROM candidates c"
             " LEFT JOIN (SELECT proposal_id, SUM(tokens_in + tokens_out) AS tokens, COUNT(*) AS calls"
             " FROM model_calls WHERE purpose != 'evaluate' GROUP BY proposal_id) m ON m.proposal_id = c.id"
@@ -137,16 +137,8 @@ class RunReader(StoreFile):
         for r in rows:
             status, kind = outcome(r)
             note = r["reason"] if r["status"] == "failed" else (r["feedback"] or "").split("\n", 1)[0]
-            out.append(
-                {
-                    **dict(r),
-                    "parents": _loads(r["parents"], []),
-                    "features": _loads(r["features"], {}),
-                    "outcome": status,
-                    "kind": kind,
-                    "note": note,
-                }
-            )
+            parsed = {"parents": _loads(r["parents"], []), "features": _loads(r["features"], {})}
+            out.append({**dict(r), **parsed, "outcome": status, "kind": kind, "note": note})
         return out
 
     def details(self, finished_after: float | None = None) -> list[dict[str, Any]]:
@@ -160,14 +152,8 @@ class RunReader(StoreFile):
             params,
         ).fetchall()
         calls = self._calls(f"SELECT id FROM candidates WHERE {where}", params)
-        out = []
-        for r in rows:
-            d = dict(r)
-            for key in ("metrics", "features", "artifacts", "instances", "timings"):
-                d[key] = _loads(d[key], {})
-            d["calls"] = calls.get(r["id"], [])
-            out.append(d)
-        return out
+        parsed = ("metrics", "features", "artifacts", "instances", "timings")
+        return [{**dict(r), **{k: _loads(r[k], {}) for k in parsed}, "calls": calls.get(r["id"], [])} for r in rows]
 
     def calls(self, proposal_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
         """The model calls that made these proposals, in call order, by proposal id (not their
