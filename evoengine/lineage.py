@@ -182,11 +182,9 @@ def _scored(c: Candidate) -> str:
     status, _ = outcome({"status": "evaluated", "valid": c.valid, "reason": None, "feedback": c.feedback})
     if status == "valid":
         return f"score {_fmt(c.score)}"
-    return (
-        "screened by the gate"
-        if status == "screened"
-        else f"invalid{f' ({_fmt(c.score)})' if c.score is not None else ''}"
-    )
+    if status == "screened":
+        return "screened by the gate"
+    return f"invalid ({_fmt(c.score)})" if c.score is not None else "invalid"
 
 
 def _chain(store: RunReader, candidate_id: int) -> list[Candidate]:
@@ -214,13 +212,14 @@ def render_ancestry(store: RunReader, candidate_id: int | None = None) -> str:
     other = store.proposal(candidate_id) if candidate_id is not None else None
     if other is not None and other["status"] != "evaluated":
         made_by = " · ".join(x for x in (other["operator"], other["model"]) if x) or "?"
-        head = f"#{candidate_id} is a {other['outcome']} proposal ({other['kind'] or other['status']}), not an admitted candidate"
-        lines = [head, f"  made by {made_by}" + (f": {other['reason']}" if other["reason"] else "")]
-        if not other["parents"]:
-            return "\n".join(lines)
-        return "\n".join(
-            [*lines, f"  its parent #{other['parents'][0]}:", "", render_ancestry(store, other["parents"][0])]
-        )
+        what = f"{other['outcome']} proposal ({other['kind'] or other['status']})"
+        lines = [
+            f"#{candidate_id} is a {what}, not an admitted candidate",
+            f"  made by {made_by}" + (f": {other['reason']}" if other["reason"] else ""),
+        ]
+        if other["parents"]:
+            lines += [f"  its parent #{other['parents'][0]}:", "", render_ancestry(store, other["parents"][0])]
+        return "\n".join(lines)
     title = "candidate" if candidate_id is not None else "best candidate"
     if candidate_id is None:
         best = store.best(1)
@@ -307,11 +306,8 @@ def to_dot(graph: nx.DiGraph) -> str:
         body = ", ".join(f"{k}={_dot_quote(v)}" for k, v in attrs.items())
         out.append(f'  {node} [label="{label}", {body}];')
     for u, v, d in graph.edges(data=True):
-        attrs = [
-            a
-            for a, on in (('style="dashed"', d.get("kind") == "second"), ('color="#d62728"', d.get("migration")))
-            if on
-        ]
+        attrs = ['style="dashed"'] if d.get("kind") == "second" else []  # a crossover's second parent
+        attrs += ['color="#d62728"'] if d.get("migration") else []
         out.append(f"  {u} -> {v}" + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
     out.append("}")
     return "\n".join(out) + "\n"
