@@ -195,10 +195,9 @@ class StoreFile:
     `RunStore` (the writer) and `RunReader` (the read API for status, reports and the
     viewer) build on it."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool):
+    def __init__(self, path: Path, conn: sqlite3.Connection):
         self.path = path
         self.conn = conn
-        self.readonly = readonly
 
     # ------------------------------------------------------------ opening
 
@@ -289,7 +288,7 @@ class StoreFile:
             except StoreError:
                 conn.close()
                 raise
-        return cls(path, conn, readonly)
+        return cls(path, conn)
 
     def close(self) -> None:
         self.conn.close()
