@@ -250,17 +250,13 @@ class Suite:
     overrides: list[str]
     default_stage: float | None = None
 
-    @classmethod
-    def read(cls, path: Path) -> Suite:
-        return cls(**json.loads(Path(path).read_text()))
-
     def pairs(self) -> list[tuple[str, int]]:
         return [(p, s) for p in self.problems for s in self.seeds]
 
 
 def harness_problem(suite_path: Path) -> tuple[Problem, Any]:
     """The `problem` and `evaluate` of a self-evolution problem folder."""
-    suite = Suite.read(suite_path)
+    suite = Suite(**json.loads(Path(suite_path).read_text()))
     per_search = 10.0 + 0.6 * suite.inner_budget
     problem = Problem(
         name="harness",
