@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .files import FilesError, language_of, split_files
+from .files import FilesError, language_of, split_files, split_lines
 
 
 class PatchError(ValueError):
@@ -46,15 +46,6 @@ class Block:
 @functools.lru_cache(maxsize=32)
 def _marker_re(comment: str) -> re.Pattern[str]:
     return re.compile(re.escape(comment) + r"[ \t]*EVOLVE-BLOCK-(START|END)\b")
-
-
-def split_lines(text: str) -> list[str]:
-    """Lines with their ends, split on LF only (as Python and editors count them)."""
-    parts = text.split("\n")
-    lines = [p + "\n" for p in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
 
 
 def text_rows(text: str) -> list[str]:

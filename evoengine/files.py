@@ -87,9 +87,7 @@ def split_files(text: str) -> dict[str, str]:
         content = "".join(lines)
         files[name] = content[:-1] if bare else content
 
-    parts = text.split("\n")
-    rows = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-    for number, line in enumerate(rows, 1):
+    for number, line in enumerate(split_lines(text), 1):
         header = HEADER.match(line.rstrip("\r\n"))
         if header is None:
             if not name:
@@ -107,14 +105,19 @@ def split_files(text: str) -> dict[str, str]:
     return files
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines with their ends, split on LF only (as Python and editors count them)."""
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 def read_folder(folder: Path) -> dict[str, str]:
     """The text files under `folder` (sorted by path; hidden files and `__pycache__` left out)."""
     files: dict[str, str] = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if any(part.startswith(".") or part in SKIPPED for part in rel.parts) or not path.is_file():
-            continue
-        if path.suffix in (".pyc", ".pyo"):
+        hidden = any(part.startswith(".") or part in SKIPPED for part in rel.parts)
+        if hidden or path.suffix in (".pyc", ".pyo") or not path.is_file():
             continue
         name = check_name(rel.as_posix())
         try:

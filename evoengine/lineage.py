@@ -71,36 +71,26 @@ def build_lineage(store: RunReader) -> nx.DiGraph:
     a node with missing=True so that no edge dangles.
     """
     graph = nx.DiGraph(run=str(Path(store.path).parent.name))
-    rows = store.lineage_rows()
-    parents_of: dict[int, list[int]] = {}
-    for row in rows:
-        cid = int(row["id"])
-        same = {k: row[k] for k in ("seq", "score", "valid", "outcome", "island", "generation", "operator", "model")}
-        same.update(valid=bool(row["valid"]), operator=row["operator"] or "", cost=float(row["cost"] or 0.0))
-        graph.add_node(cid, **same, created=row["created"], origin=row["origin"], migrated_to=[], missing=False)
-        parents_of[cid] = [int(p) for p in row["parents"]]
+    admitted = sorted((r for r in store.proposals() if r["seq"] is not None), key=lambda r: r["seq"])
+    for row in admitted:
+        same = {k: row[k] for k in ("seq", "score", "outcome", "island", "generation", "model", "created", "origin")}
+        graph.add_node(
+            row["id"], **same, valid=bool(row["valid"]), operator=row["operator"] or "",
+            cost=float(row["cost"] or 0.0), migrated_to=[], missing=False,
+        )  # fmt: skip
+    parents_of = {row["id"]: row["parents"] for row in admitted}
     for child, parents in parents_of.items():
         for rank, parent in enumerate(parents):
             if parent not in graph:
                 log.warning("candidate %d names parent %d, which is not an admitted candidate", child, parent)
                 graph.add_node(parent, missing=True, valid=False, score=None, migrated_to=[])
-            graph.add_edge(
-                parent,
-                child,
-                kind="main" if rank == 0 else "second",
-                migration=_crosses(graph, parents_of, parent, child),
-            )
+            # A root (no parents) lives on every island, so only an edge from a non-root can cross.
+            crosses = bool(parents_of.get(parent)) and graph.nodes[parent]["island"] != graph.nodes[child]["island"]
+            graph.add_edge(parent, child, kind="main" if rank == 0 else "second", migration=crosses)
     for move in migrations(store):
         if move.candidate in graph and move.target is not None:
             graph.nodes[move.candidate]["migrated_to"].append(move.target)
     return graph
-
-
-def _crosses(graph: nx.DiGraph, parents_of: dict[int, list[int]], parent: int, child: int) -> bool:
-    """Was `child` made on another island than its parent's? (A seed lives on every island.)"""
-    if not parents_of.get(parent):
-        return False
-    return graph.nodes[parent].get("island") != graph.nodes[child]["island"]
 
 
 def ancestry(graph: nx.DiGraph, candidate_id: int) -> list[int]:
@@ -192,11 +182,9 @@ def _scored(c: Candidate) -> str:
     status, _ = outcome({"status": "evaluated", "valid": c.valid, "reason": None, "feedback": c.feedback})
     if status == "valid":
         return f"score {_fmt(c.score)}"
-    return (
-        "screened by the gate"
-        if status == "screened"
-        else f"invalid{f' ({_fmt(c.score)})' if c.score is not None else ''}"
-    )
+    if status == "screened":
+        return "screened by the gate"
+    return f"invalid ({_fmt(c.score)})" if c.score is not None else "invalid"
 
 
 def _chain(store: RunReader, candidate_id: int) -> list[Candidate]:
@@ -224,13 +212,14 @@ def render_ancestry(store: RunReader, candidate_id: int | None = None) -> str:
     other = store.proposal(candidate_id) if candidate_id is not None else None
     if other is not None and other["status"] != "evaluated":
         made_by = " · ".join(x for x in (other["operator"], other["model"]) if x) or "?"
-        head = f"#{candidate_id} is a {other['outcome']} proposal ({other['kind'] or other['status']}), not an admitted candidate"
-        lines = [head, f"  made by {made_by}" + (f": {other['reason']}" if other["reason"] else "")]
-        if not other["parents"]:
-            return "\n".join(lines)
-        return "\n".join(
-            [*lines, f"  its parent #{other['parents'][0]}:", "", render_ancestry(store, other["parents"][0])]
-        )
+        what = f"{other['outcome']} proposal ({other['kind'] or other['status']})"
+        lines = [
+            f"#{candidate_id} is a {what}, not an admitted candidate",
+            f"  made by {made_by}" + (f": {other['reason']}" if other["reason"] else ""),
+        ]
+        if other["parents"]:
+            lines += [f"  its parent #{other['parents'][0]}:", "", render_ancestry(store, other["parents"][0])]
+        return "\n".join(lines)
     title = "candidate" if candidate_id is not None else "best candidate"
     if candidate_id is None:
         best = store.best(1)
@@ -317,11 +306,8 @@ def to_dot(graph: nx.DiGraph) -> str:
         body = ", ".join(f"{k}={_dot_quote(v)}" for k, v in attrs.items())
         out.append(f'  {node} [label="{label}", {body}];')
     for u, v, d in graph.edges(data=True):
-        attrs = [
-            a
-            for a, on in (('style="dashed"', d.get("kind") == "second"), ('color="#d62728"', d.get("migration")))
-            if on
-        ]
+        attrs = ['style="dashed"'] if d.get("kind") == "second" else []  # a crossover's second parent
+        attrs += ['color="#d62728"'] if d.get("migration") else []
         out.append(f"  {u} -> {v}" + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
     out.append("}")
     return "\n".join(out) + "\n"

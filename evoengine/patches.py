@@ -33,6 +33,7 @@ Every failure is a `PatchError` whose message says what to fix.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,9 +47,9 @@ from .blocks import (
     line_at,
     quote_line,
     splice_blocks,
-    split_lines,
     text_rows,
 )
+from .files import split_lines
 from .problem import COMMENT_PREFIX
 
 __all__ = ["FILE_LINE", "Edit", "PatchError", "apply_diff", "apply_rewrite", "extract_code", "parse_diff", "reindent"]
@@ -120,14 +121,7 @@ def indent_of(line: str) -> str:
 
 
 def _common_indent(lines: Sequence[str]) -> str:
-    indents = [indent_of(line) for line in lines if line.strip()]
-    if not indents:
-        return ""
-    prefix = indents[0]
-    for ind in indents[1:]:
-        while not ind.startswith(prefix):
-            prefix = prefix[:-1]
-    return prefix
+    return os.path.commonprefix([indent_of(line) for line in lines if line.strip()])
 
 
 def _shape(lines: Sequence[str]) -> list[str]:

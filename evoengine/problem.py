@@ -90,10 +90,10 @@ class Problem:
                 f"problem {self.name!r}: unknown language {self.language!r}; known: {', '.join(sorted(COMMENT_PREFIX))}"
             )
         self.features = tuple(self.features)
-        self.env = (self.env,) if isinstance(self.env, str) else tuple(self.env)
-        models = self.evaluator_models
-        self.evaluator_models = (models,) if isinstance(models, str) else tuple(models)
-        self.reads = (self.reads,) if isinstance(self.reads, str) else tuple(map(str, self.reads))
+        self.env, self.evaluator_models, self.reads = (  # each a name, or several
+            (names,) if isinstance(names, str) else tuple(map(str, names))
+            for names in (self.env, self.evaluator_models, self.reads)
+        )
         if self.timeout_s <= 0 or self.memory_mb <= 0:
             raise ProblemError(f"problem {self.name!r}: timeout_s and memory_mb must be positive")
         if not isinstance(self.rechecks, int) or self.rechecks < 0:
@@ -116,10 +116,6 @@ class Problem:
     def folder(self) -> bool:
         """True when a candidate is a folder of files (the seed is a folder)."""
         return self.initial_path.is_dir()
-
-    def file_language(self, name: str) -> str:
-        """The language of file `name` of a candidate of several files (by its suffix)."""
-        return language_of(name)
 
     def file_comment(self, name: str) -> str:
         """The comment syntax of file `name`'s EVOLVE-BLOCK markers."""

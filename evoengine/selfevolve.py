@@ -114,18 +114,13 @@ def _serve(harness: Any, rfd: int, wfd: int) -> None:
         try:
             ctx = _ctx(request["ctx"])
             method, args = request["method"], request["args"]
-            if method == "offline":
-                plan = harness.offline(ctx)
-                result = {"weights": plan.weights, "step": plan.step}
-            elif method == "plan":
-                plan = harness.plan(ctx, *args)
-                result = dataclasses.asdict(plan)
-            elif method == "messages":
-                result = harness.messages(ctx, _plan(args[0]))
-            elif method == "repair":
-                result = harness.repair(ctx, _plan(args[0]), *args[1:])
-            else:
+            if method not in ("offline", "plan", "messages", "repair"):
                 raise ValueError(f"unknown harness method {method!r}")
+            if method in ("messages", "repair"):  # their first argument is the plan
+                args = [_plan(args[0]), *args[1:]]
+            result = getattr(harness, method)(ctx, *args)
+            if method in ("offline", "plan"):  # an OfflinePlan or a Plan
+                result = dataclasses.asdict(result)
             _send(wfd, {"ok": result, "rng": ctx.rng.getstate()})
         except Exception as exc:  # the harness's fault, reported to the caller
             _send(wfd, {"error": f"{type(exc).__name__}: {exc}"})
@@ -175,8 +170,7 @@ class HarnessProxy:
     def offline(self, ctx: ProposalContext):
         from .harness import OfflinePlan
 
-        d = self._call("offline", ctx)
-        return OfflinePlan(d["weights"], d["step"])
+        return OfflinePlan(**self._call("offline", ctx))
 
     def plan(self, ctx: ProposalContext, arm: str):
         return _plan(self._call("plan", ctx, arm))
@@ -256,17 +250,13 @@ class Suite:
     overrides: list[str]
     default_stage: float | None = None
 
-    @classmethod
-    def read(cls, path: Path) -> Suite:
-        return cls(**json.loads(Path(path).read_text()))
-
     def pairs(self) -> list[tuple[str, int]]:
         return [(p, s) for p in self.problems for s in self.seeds]
 
 
 def harness_problem(suite_path: Path) -> tuple[Problem, Any]:
     """The `problem` and `evaluate` of a self-evolution problem folder."""
-    suite = Suite.read(suite_path)
+    suite = Suite(**json.loads(Path(suite_path).read_text()))
     per_search = 10.0 + 0.6 * suite.inner_budget
     problem = Problem(
         name="harness",
@@ -287,26 +277,22 @@ def harness_problem(suite_path: Path) -> tuple[Problem, Any]:
     )
 
     def evaluate(path: str) -> EvalResult:
-        name = lambda p, s: f"{Path(p).name}:{s}"  # noqa: E731 - the suite holds problem folders
-        first = suite.pairs()[0]
-        try:
-            stage = inner_search(Path(path), first[0], first[1], suite.inner_budget, suite.overrides)
-        except (EvoError, RuntimeError, OSError) as exc:
-            return EvalResult.invalid(f"an inner search with this harness failed: {exc}")
-        if suite.default_stage is not None and stage < suite.gate * suite.default_stage:
-            return EvalResult(
-                score=stage - 1.0,
-                metrics={"stage": 1, "stage_area": stage},
-                instances={name(*first): stage},
-                feedback=f"stopped after stage 1: area {stage:.4f} on {name(*first)} is below "
-                f"{suite.gate} x the default harness's {suite.default_stage:.4f}",
-            )
-        areas = {name(*first): stage}
-        for p, s in suite.pairs()[1:]:
+        areas: dict[str, float] = {}
+        for problem_dir, seed in suite.pairs():
+            name = f"{Path(problem_dir).name}:{seed}"  # the suite holds problem folders
             try:
-                areas[name(p, s)] = inner_search(Path(path), p, s, suite.inner_budget, suite.overrides)
+                area = inner_search(Path(path), problem_dir, seed, suite.inner_budget, suite.overrides)
             except (EvoError, RuntimeError, OSError) as exc:
-                return EvalResult.invalid(f"the inner search on {name(p, s)} failed: {exc}")
+                return EvalResult.invalid(f"the inner search on {name} with this harness failed: {exc}")
+            areas[name] = area
+            if len(areas) == 1 and suite.default_stage is not None and area < suite.gate * suite.default_stage:
+                return EvalResult(
+                    score=area - 1.0,
+                    metrics={"stage": 1, "stage_area": area},
+                    instances=areas,
+                    feedback=f"stopped after stage 1: area {area:.4f} on {name} is below "
+                    f"{suite.gate} x the default harness's {suite.default_stage:.4f}",
+                )
         score = sum(areas.values()) / len(areas)
         per_problem = {}
         for key, value in areas.items():

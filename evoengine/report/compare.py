@@ -44,7 +44,7 @@ def run_curves(run_dir: Path) -> dict[str, Any]:
         values = (r["seq"], best, round(spent, 6), round((r["finished"] or start) - start, 3))
         for key, value in zip(("seq", "best", "spend", "t"), values, strict=True):
             curve[key].append(value)
-    seed = next((r for r in sorted(rows, key=lambda r: r["seq"] or 1e18) if r["seq"] is not None), None)
+    seed = min((r for r in rows if r["seq"] is not None), key=lambda r: r["seq"], default=None)
     return {
         "name": run_dir.resolve().name,
         "path": str(run_dir),

@@ -115,30 +115,18 @@ def arms(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out.values(), key=lambda a: -a["proposals"])
 
 
-def _elites(reader: RunReader, meta: dict[str, Any], admitted: list[dict[str, Any]]) -> dict[str, Any]:
-    state = reader.get_state("elites")
-    archive = reader.get_state("archive") or {}
+def _elites(state: Any, archive: Any, meta: dict[str, Any], admitted: list[dict[str, Any]]) -> dict[str, Any]:
+    """The MAP-Elites maps from the engine's archive (state `elites`), else from the candidates' features."""
     stats = archive.get("elites") if isinstance(archive, dict) else None
-    if isinstance(state, dict) and state.get("dimensions"):
-        maps = elites_from_engine(state)
-        if maps:
-            return {
-                "source": "engine",
-                "kind": state.get("kind"),
-                "cells": state.get("cells"),
-                "maps": maps,
-                "stats": stats,
-            }
-    valid = [r["outcome"] == "valid" for r in admitted]
-    features = [r["features"] for r in admitted]
-    maps = elites_from_candidates(
-        [r["id"] for r in admitted], [r["score"] for r in admitted], valid, features, meta.get("features")
-    )
-    return {"source": "candidates", "kind": "grid", "cells": None, "stats": stats, "maps": maps}
-
-
-def _columns(rows: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
-    return {k: [r[k] for r in rows] for k in keys}
+    maps = elites_from_engine(state) if isinstance(state, dict) and state.get("dimensions") else []
+    if maps:
+        source = {"source": "engine", "kind": state.get("kind"), "cells": state.get("cells")}
+    else:  # bin the admitted candidates' own features
+        source = {"source": "candidates", "kind": "grid", "cells": None}
+        ids, scores = [r["id"] for r in admitted], [r["score"] for r in admitted]
+        valid = [r["outcome"] == "valid" for r in admitted]
+        maps = elites_from_candidates(ids, scores, valid, [r["features"] for r in admitted], meta.get("features"))
+    return {**source, "stats": stats, "maps": maps}
 
 
 def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[str, Any]:
@@ -154,10 +142,9 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
         picks = reader.arm_picks()
         spend = reader.spend()
         best = reader.best(1)
-        state = {k: reader.get_state(k) for k in ("archive", "novelty", "bandit", "elapsed_s")}
+        state = {k: reader.get_state(k) for k in ("archive", "elites", "novelty", "bandit", "elapsed_s")}
         stamp = reader.version()
-        admitted = sorted((r for r in rows if r["seq"] is not None), key=lambda r: r["seq"])
-        elites = _elites(reader, meta, admitted)
+    admitted = sorted((r for r in rows if r["seq"] is not None), key=lambda r: r["seq"])
     start = meta.get("created") or min((r["created"] for r in rows), default=time.time())
     ids = [r["id"] for r in admitted]
     y = dict(zip(ids, tree_layout(ids, [r["parents"][0] if r["parents"] else None for r in admitted]), strict=True))
@@ -187,11 +174,11 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
             "start": start,
             "elapsed_s": state["elapsed_s"],
         },
-        "rows": _columns(rows, ROW_COLUMNS),
+        "rows": {k: [r[k] for r in rows] for k in ROW_COLUMNS},
         "events": [{"seq": m.seq, "kind": "migration"} for m in moves]
         + [{"seq": e["seq"], "kind": "reset"} for e in resets],
-        "elites": elites,
-        "islands": (state["archive"] or {}).get("islands") if isinstance(state["archive"], dict) else None,
+        "elites": _elites(state["elites"], state["archive"], meta, admitted),
+        "islands": state["archive"].get("islands") if isinstance(state["archive"], dict) else None,
         "novelty": state["novelty"],
         "models": {"arms": arms(rows), "picks": arm_shares(picks), "calls": usage, "bandit": state["bandit"]},
     }

@@ -88,14 +88,6 @@ def render_page(data: dict[str, Any], title: str, live: bool = False) -> str:
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values[m.group(1)], _asset("page.html"))
 
 
-def report_data(run_dir: Path) -> dict[str, Any]:
-    """A run's summary with every proposal's texts, as the static report embeds them."""
-    with RunReader.open(run_dir) as reader:
-        summary = run_summary(reader, run_dir, live=False)
-        summary["details"] = detail_chunks(reader, lineage_order(summary))
-    return summary
-
-
 def write_page(page: str, out: Path) -> Path:
     """Write `page` to `out` atomically, with the permissions the umask gives new files."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,5 +105,7 @@ def write_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     """Write the run's report (default `run_dir/report.html`); it opens offline, anywhere."""
     run_dir = Path(run_dir)
     out = Path(out_path) if out_path is not None else run_dir / REPORT_NAME
-    summary = report_data(run_dir)
+    with RunReader.open(run_dir) as reader:  # the summary with every proposal's texts embedded
+        summary = run_summary(reader, run_dir, live=False)
+        summary["details"] = detail_chunks(reader, lineage_order(summary))
     return write_page(render_page(summary, summary["run"]["name"]), out)

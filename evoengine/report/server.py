@@ -179,18 +179,16 @@ def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 0) ->
     return Viewer(server, thread)
 
 
-def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the live viewer of `run_dir` until Ctrl-C."""
+def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, announce: bool = False) -> None:
+    """Serve the live viewer of `run_dir` until Ctrl-C; `announce` prints its URL as JSON first."""
     server = ViewerServer(Path(run_dir), host, port)
     if host not in LOOPBACK:
         log.warning(
             "the viewer is reachable from other machines at %s: it shows all code and data of the run", server.url
         )
     log.info("viewer for %s at %s (Ctrl-C to stop)", run_dir, server.url)
-    _serve_forever(server)
-
-
-def _serve_forever(server: ViewerServer) -> None:
+    if announce:
+        print(json.dumps({"url": server.url}), flush=True)  # noqa: T201 (a command's output)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -208,9 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args(argv)
-    server = ViewerServer(Path(args.run_dir), args.host, args.port)
-    print(json.dumps({"url": server.url}), flush=True)  # noqa: T201 (a command's output)
-    _serve_forever(server)
+    serve(args.run_dir, args.host, args.port, announce=True)
 
 
 if __name__ == "__main__":

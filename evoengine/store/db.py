@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -163,9 +163,7 @@ class _Cursor(sqlite3.Cursor):
 
     execute = _guarded(sqlite3.Cursor.execute)
     executemany = _guarded(sqlite3.Cursor.executemany)
-    executescript = _guarded(sqlite3.Cursor.executescript)
     fetchone = _guarded(sqlite3.Cursor.fetchone)
-    fetchmany = _guarded(sqlite3.Cursor.fetchmany)
     fetchall = _guarded(sqlite3.Cursor.fetchall)
     __next__ = _guarded(sqlite3.Cursor.__next__)
 
@@ -175,17 +173,11 @@ class _Connection(sqlite3.Connection):
 
     store_path = ""
 
-    def cursor(self, factory: Any = None) -> _Cursor:
-        return super().cursor(factory or _Cursor)
-
     def execute(self, sql: str, parameters: Any = ()) -> _Cursor:
-        return super().cursor(_Cursor).execute(sql, parameters)
+        return self.cursor(_Cursor).execute(sql, parameters)
 
     def executemany(self, sql: str, seq: Any) -> _Cursor:
-        return super().cursor(_Cursor).executemany(sql, seq)
-
-    def executescript(self, script: str) -> _Cursor:
-        return super().cursor(_Cursor).executescript(script)
+        return self.cursor(_Cursor).executemany(sql, seq)
 
 
 _FIELDS = tuple(column.strip() for column in CANDIDATE_COLUMNS.split(","))
@@ -203,10 +195,9 @@ class StoreFile:
     `RunStore` (the writer) and `RunReader` (the read API for status, reports and the
     viewer) build on it."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool):
+    def __init__(self, path: Path, conn: sqlite3.Connection):
         self.path = path
         self.conn = conn
-        self.readonly = readonly
 
     # ------------------------------------------------------------ opening
 
@@ -232,13 +223,8 @@ class StoreFile:
             try:
                 conn.executescript(SCHEMA)
                 conn.execute("BEGIN")
-                conn.executemany(
-                    "INSERT INTO meta VALUES (?, ?)",
-                    [
-                        (k, json.dumps(v))
-                        for k, v in {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}.items()
-                    ],
-                )
+                meta = {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
                 conn.execute("COMMIT")
             finally:
                 conn.close()
@@ -302,7 +288,7 @@ class StoreFile:
             except StoreError:
                 conn.close()
                 raise
-        return cls(path, conn, readonly)
+        return cls(path, conn)
 
     def close(self) -> None:
         self.conn.close()
@@ -322,6 +308,23 @@ class StoreFile:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    # ------------------------------------------------------------ what the writer and the reader both read
+
+    def _admitted(self, where: str = "", params: Sequence[Any] = ()) -> Iterator[Candidate]:
+        """Admitted candidates, with `where` adding conditions and an order (`AND valid=1 ORDER BY ...`)."""
+        sql = f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' {where}"
+        return map(row_to_candidate, self.conn.execute(sql, params))
+
+    def candidates(self, after_seq: int = 0) -> Iterator[Candidate]:
+        """Admitted candidates in admission order."""
+        return self._admitted("AND seq > ? ORDER BY seq", (after_seq,))
+
+    def best(self, n: int = 1) -> list[Candidate]:
+        return list(self._admitted("AND valid=1 ORDER BY score DESC, seq ASC LIMIT ?", (n,)))
+
+    def spend(self) -> float:
+        return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])
 
     # ------------------------------------------------------------ meta and state
 

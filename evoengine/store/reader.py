@@ -21,8 +21,7 @@ from typing_extensions import Self
 
 from ..errors import StoreError
 from ..records import Candidate
-from .db import CANDIDATE_COLUMNS, StoreFile, row_to_candidate
-from .writer import RunStore
+from .db import StoreFile
 
 STATUSES = ("valid", "invalid", "screened", "rejected", "failed")
 EXACT_COPY = "novelty: the same program"  # the reason's start for an exact copy (vs a near-duplicate)
@@ -67,11 +66,6 @@ def _loads(text: str | None, default: Any) -> Any:
 class RunReader(StoreFile):
     """One run's store, opened read-only: `RunReader.open(run_dir)`."""
 
-    # The engine's writer reads these back too; one query serves both.
-    candidates = RunStore.candidates
-    best = RunStore.best
-    spend = RunStore.spend
-
     @classmethod
     def open(cls, run_dir: Path, readonly: bool = True) -> Self:
         reader = super().open(run_dir, readonly=True)
@@ -107,11 +101,9 @@ class RunReader(StoreFile):
 
     def get(self, candidate_id: int) -> Candidate:
         """An admitted candidate; a proposal that was not admitted is named for what it was."""
-        row = self.conn.execute(
-            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE id=? AND status='evaluated'", (candidate_id,)
-        ).fetchone()
-        if row is not None:
-            return row_to_candidate(row)
+        found = next(self._admitted("AND id=?", (candidate_id,)), None)
+        if found is not None:
+            return found
         other = self.proposal(candidate_id)
         if other is None:
             raise StoreError(f"no candidate or proposal with id {candidate_id} in {self.path}")
@@ -120,10 +112,7 @@ class RunReader(StoreFile):
 
     def seed(self) -> Candidate | None:
         """The first admitted candidate (the seed, or the first import of `--from`)."""
-        row = self.conn.execute(
-            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' ORDER BY seq LIMIT 1"
-        ).fetchone()
-        return row_to_candidate(row) if row else None
+        return next(self._admitted("ORDER BY seq LIMIT 1"), None)
 
     def proposal(self, proposal_id: int) -> dict[str, Any] | None:
         """Any proposal's row (admitted or not) as a dict with its `outcome` and `kind`."""
@@ -133,21 +122,12 @@ class RunReader(StoreFile):
         status, kind = outcome(row)
         return {**dict(row), "parents": _loads(row["parents"], []), "outcome": status, "kind": kind}
 
-    def lineage_rows(self) -> list[dict[str, Any]]:
-        """Admitted candidates without their texts, in admission order (the lineage graph)."""
-        rows = self.conn.execute(
-            "SELECT id, seq, parents, island, generation, operator, model, score, valid, cost, created, origin,"
-            f" status, reason, {self.kind}, substr(feedback, 1, 5) AS feedback FROM candidates WHERE status='evaluated'"
-            " ORDER BY seq"
-        )
-        return [{**dict(r), "parents": _loads(r["parents"], []), "outcome": outcome(r)[0]} for r in rows]
-
     def proposals(self) -> list[dict[str, Any]]:
         """Every closed proposal (admitted or not) without its text, by id, with its outcome,
         kind, model tokens and calls, and a one-line note (the reason, or the feedback's first line)."""
         rows = self.conn.execute(
-            "SELECT c.id, c.seq, c.status, c.parents, c.island, c.generation, c.operator, c.model, c.score,"
-            f" c.valid, c.cost, c.reward, c.created, c.finished, c.origin, c.reason, {self.kind}, substr(c.feedback, 1, 200)"
+            "SELECT c.id, c.seq, c.status, c.parents, c.island, c.generation, c.operator, c.model, c.score, c.valid,"
+            f" c.cost, c.reward, c.created, c.finished, c.origin, c.reason, {self.kind}, substr(c.feedback, 1, 200)"
             " AS feedback, c.features, COALESCE(m.tokens, 0) AS tokens, COALESCE(m.calls, 0) AS calls FROM candidates c"
             " LEFT JOIN (SELECT proposal_id, SUM(tokens_in + tokens_out) AS tokens, COUNT(*) AS calls"
             " FROM model_calls WHERE purpose != 'evaluate' GROUP BY proposal_id) m ON m.proposal_id = c.id"
@@ -157,16 +137,8 @@ class RunReader(StoreFile):
         for r in rows:
             status, kind = outcome(r)
             note = r["reason"] if r["status"] == "failed" else (r["feedback"] or "").split("\n", 1)[0]
-            out.append(
-                {
-                    **dict(r),
-                    "parents": _loads(r["parents"], []),
-                    "features": _loads(r["features"], {}),
-                    "outcome": status,
-                    "kind": kind,
-                    "note": note,
-                }
-            )
+            parsed = {"parents": _loads(r["parents"], []), "features": _loads(r["features"], {})}
+            out.append({**dict(r), **parsed, "outcome": status, "kind": kind, "note": note})
         return out
 
     def details(self, finished_after: float | None = None) -> list[dict[str, Any]]:
@@ -180,14 +152,8 @@ class RunReader(StoreFile):
             params,
         ).fetchall()
         calls = self._calls(f"SELECT id FROM candidates WHERE {where}", params)
-        out = []
-        for r in rows:
-            d = dict(r)
-            for key in ("metrics", "features", "artifacts", "instances", "timings"):
-                d[key] = _loads(d[key], {})
-            d["calls"] = calls.get(r["id"], [])
-            out.append(d)
-        return out
+        parsed = ("metrics", "features", "artifacts", "instances", "timings")
+        return [{**dict(r), **{k: _loads(r[k], {}) for k in parsed}, "calls": calls.get(r["id"], [])} for r in rows]
 
     def calls(self, proposal_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
         """The model calls that made these proposals, in call order, by proposal id (not their
@@ -204,21 +170,6 @@ class RunReader(StoreFile):
         for r in rows:
             out.setdefault(r["proposal_id"], []).append({**dict(r), "messages": _loads(r["messages"], [])})
         return out
-
-    def failures(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The latest failed or rejected proposals: id, operator, model, reason, outcome, kind."""
-        rows = self.conn.execute(
-            f"SELECT id, status, valid, operator, model, reason, feedback, {self.kind} FROM candidates"
-            " WHERE status='failed' ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
-        return [
-            {
-                **{k: r[k] for k in ("id", "operator", "model", "reason")},
-                **dict(zip(("outcome", "kind"), outcome(r), strict=True)),
-            }
-            for r in rows
-        ]
 
     # ------------------------------------------------------------ counts
 

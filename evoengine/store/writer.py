@@ -143,15 +143,6 @@ class RunStore(StoreFile):
 
     # ------------------------------------------------------------ reading
 
-    def candidates(self, after_seq: int = 0) -> Iterator[Candidate]:
-        """Admitted candidates in admission order."""
-        rows = self.conn.execute(
-            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' AND seq > ? ORDER BY seq",
-            (after_seq,),
-        )
-        for row in rows:
-            yield row_to_candidate(row)
-
     def closings(self, after: int | None = None) -> Iterator[tuple[sqlite3.Row, Candidate | None]]:
         """Every closed proposal in the order it was closed (or those closed after the first
         `after`), with its candidate when it was admitted: what a resumed run rebuilds its
@@ -192,12 +183,7 @@ class RunStore(StoreFile):
         ordered = sorted(ids)
         for start in range(0, len(ordered), 500):
             chunk = ordered[start : start + 500]
-            rows = self.conn.execute(
-                f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' AND id IN"
-                f" ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            out.update((row["id"], row_to_candidate(row)) for row in rows)
+            out.update((c.id, c) for c in self._admitted(f"AND id IN ({','.join('?' * len(chunk))})", chunk))
         return out
 
     def evaluated_digest(self, digest: bytes) -> bool:
@@ -219,16 +205,5 @@ class RunStore(StoreFile):
             r.setdefault("kind", "novelty" if (r["reason"] or "").startswith("novelty:") else None)
         return {r["id"]: r for r in rows}
 
-    def best(self, n: int = 1) -> list[Candidate]:
-        rows = self.conn.execute(
-            f"SELECT {CANDIDATE_COLUMNS} FROM candidates WHERE status='evaluated' AND valid=1"
-            " ORDER BY score DESC, seq ASC LIMIT ?",
-            (n,),
-        )
-        return [row_to_candidate(r) for r in rows]
-
     def evaluated_count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM candidates WHERE status='evaluated'").fetchone()[0])
-
-    def spend(self) -> float:
-        return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])
