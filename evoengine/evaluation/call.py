@@ -22,17 +22,16 @@ import contextlib
 import importlib.util
 import json
 import os
-import signal
 import sys
 import threading
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import processes
-from .sandbox import die_with_parent
+from .protocol import one_message
+from .sandbox import enter_child
 
 MAX_RESULT_MB = 64
 _MAX_DEPTH = 200
@@ -87,61 +86,32 @@ def _call(path: Path, function: str, args: tuple, kwargs: dict, timeout: float, 
     # this nor the sweep after the call needs to read /proc.
     had_children = processes.has_children()
     spare = processes.snapshot_descendants() if had_children else frozenset()
-    result_r, result_w = os.pipe()
-    out_r, out_w = os.pipe()
-    processes.flush_stdio()
     parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which always ends in os._exit
-        try:
-            _child(path, function, args, kwargs, result_w, out_w, parent)
-        finally:
-            os._exit(70)
-    os.close(result_w)
-    os.close(out_w)
-    result = bytearray()
     output = _Output(cap)
 
-    def on_result(chunk: bytes) -> bool:
-        result.extend(chunk)
-        return len(result) <= MAX_RESULT_MB * 1024 * 1024
+    def child(result_w: int, out_w: int | None) -> None:
+        assert out_w is not None
+        _child(path, function, args, kwargs, result_w, out_w, parent)
 
     try:
-        readers = {result_r: ("result", on_result), out_r: ("output", output.feed)}
-        ending = processes.supervise(pid, time.monotonic() + timeout, readers)
+        finished = processes.run_child(child, timeout, MAX_RESULT_MB, failed=70, output=output.feed)
     finally:
-        status = processes.end_child(pid)  # and whatever stayed in its process group
         if had_children or processes.has_children():  # orphans come back to a subreaper
             processes.kill_descendants(spare)
-        os.close(result_r)
-        os.close(out_r)
-    return _interpret(path, function, ending, status, bytes(result), output, timeout, cap)
 
-
-def _interpret(
-    path: Path,
-    function: str,
-    ending: processes.Ending,
-    status: int | None,
-    result: bytes,
-    output: _Output,
-    timeout: float,
-    cap: int,
-) -> Any:
     def fail(why: str, kind: str, details: str = "") -> CandidateError:
         return CandidateError(why, kind=kind, output=output.tail(), details=details)
 
-    if ending.stopped == "timeout":
+    if finished.stopped == "timeout":
         raise fail(f"{function}() timed out after {timeout:g} s", "timeout")
-    if ending.stopped == "output":
+    if finished.stopped == "output":
         raise fail(f"{function}() printed more than {cap // 1024} KB of output", "output")
-    if ending.stopped == "result":
+    if finished.stopped == "result":
         raise fail(f"{function}() returned a value larger than {MAX_RESULT_MB} MB", "too_large")
-    message = _message(result)
-    if message is None and (status is None or status != 0 or not result):
-        how = processes.describe_status(status) if status is not None else "vanished"
+    status, message = finished.status, one_message(finished.result)
+    if message is None and (status != 0 or not finished.result):
         kind = "signal" if status is not None and os.WIFSIGNALED(status) else "exit"
-        raise fail(f"{function}(): the candidate process {how} before returning", kind)
+        raise fail(f"{function}(): the candidate process {processes.describe_status(status)} before returning", kind)
     if message is None:
         raise fail(f"{function}(): the candidate wrote to its result channel itself (garbled result)", "garbled")
     if "value" in message:
@@ -159,18 +129,6 @@ def _interpret(
     if kind == "unserialisable":
         raise fail(f"{function}() returned a non-serialisable value: {text}", kind)
     raise fail(f"{path.name} defines no function {function}()", "missing")
-
-
-def _message(data: bytes) -> dict[str, Any] | None:
-    """The one JSON object the child sends, or None if there is not exactly one."""
-    lines = data.splitlines()
-    if len(lines) != 1:
-        return None
-    try:
-        message = json.loads(lines[0])
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None
 
 
 class _Output:
@@ -199,11 +157,7 @@ class _Output:
 def _child(
     path: Path, function: str, args: tuple, kwargs: dict, result_w: int, out_w: int, parent: int
 ) -> None:  # pragma: no cover - runs in the child
-    os.setsid()
-    die_with_parent(parent, 71)
-    processes.set_child_fds(out_w, result_w)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    enter_child(parent, 71, out_w, result_w)
     processes.reopen_stdio()
     sys.path.insert(0, str(path.parent))
     sys.argv = [str(path)]

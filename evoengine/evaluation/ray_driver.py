@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from .pool import parse_reply
+from .protocol import Channel, parse_reply
 from .ray_node import evaluate_on_node
 from .sandbox import PR_SET_PDEATHSIG, prctl
 
@@ -201,17 +201,7 @@ class _Driver:
 def driver_main(argv: list[str]) -> int:
     """The driver process (`python -c _DRIVER_COMMAND PLAN_JSON`): connect, warm up, serve."""
     plan = json.loads(argv[0])
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # Ray's own prints must not corrupt the protocol
-    lock = threading.Lock()
-
-    def send(message: dict[str, Any]) -> None:
-        with lock:
-            protocol.write(json.dumps(message) + "\n")
-
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="ray driver %(process)d: %(levelname)s %(message)s"
-    )
+    send = Channel("ray driver").send  # Ray's own prints go to stderr
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != plan["parent"]:
         return 1

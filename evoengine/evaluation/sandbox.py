@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ from typing import Any
 
 from . import mounts, seccomp
 from .mounts import check_syscall, libc
+from .processes import proc_pids, proc_status
 
 log = logging.getLogger(__name__)
 
@@ -239,25 +241,14 @@ def _check_reads_as(uid: int, paths: list[Path], keep_read: bool) -> None:
 def _count_tasks_of(uid: int) -> int:
     """Threads+processes of `uid` now (RLIMIT_NPROC counts them all)."""
     total = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
+    for fields in map(proc_status, proc_pids()):
         if int(fields.get("Uid", "-1 ").split()[0]) == uid:
             total += int(fields.get("Threads", "1").strip())
     return total
 
 
 def _vm_size_mb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) // 1024
-    return 0
+    return int(proc_status("self").get("VmSize", "0 kB").split()[0]) // 1024
 
 
 # ---------------------------------------------------------------------------- confining
@@ -272,6 +263,21 @@ def die_with_parent(parent: int, code: int) -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(code)
+
+
+def enter_child(parent: int, code: int, out_fd: int, channel_fd: int, keep: int | None = None) -> None:
+    """The start of a forked evaluator or candidate call: a session of its own, default signal
+    handling, death with `parent` (`die_with_parent`), and no descriptor open but 0 = /dev/null,
+    1 and 2 = `out_fd`, 3 = `channel_fd` and 4 = `keep`, if given."""
+    os.setsid()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    die_with_parent(parent, code)
+    wanted = [os.open(os.devnull, os.O_RDONLY), out_fd, out_fd, channel_fd, *([] if keep is None else [keep])]
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in wanted]  # out of the way of 0-4 first
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+    os.closerange(len(high), 1 << 20)
 
 
 def set_limits(limits: Limits, isolation: Isolation) -> None:

@@ -52,6 +52,7 @@ from typing import Any, BinaryIO
 
 from evoengine.errors import ProblemError
 from evoengine.evaluation import call, models, mounts, namespaces, processes, sandbox
+from evoengine.evaluation.protocol import Channel, one_message
 from evoengine.evaluation.view import THREAD_VARS, View
 from evoengine.files import split_files, write_folder
 from evoengine.peers import open_problem
@@ -116,52 +117,25 @@ class Worker:
     def _run(
         self, text: str, workdir: Path | None, output: BinaryIO, token: str, entry: str, access: dict | None
     ) -> EvalResult:
-        read_end, write_end = os.pipe()
-        processes.flush_stdio()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child always ends in os._exit
-            try:
-                self._evaluator(text, workdir, output.fileno(), write_end, token, entry, access)
-            finally:
-                os._exit(SETUP_FAILED)
-        os.close(write_end)
-        data = bytearray()
+        def evaluator(channel: int, _: int | None) -> None:
+            self._evaluator(text, workdir, output.fileno(), channel, token, entry, access)
 
-        def on_result(chunk: bytes) -> bool:
-            data.extend(chunk)
-            return len(data) <= MAX_RESULT_MB * 1024 * 1024
-
-        try:
-            ending = processes.supervise(
-                pid, time.monotonic() + self.limits.timeout_s, {read_end: ("result", on_result)}
-            )
-        finally:
-            status = processes.end_child(pid)
-            os.close(read_end)
-        return self._interpret(ending, status, bytes(data), token)
-
-    def _interpret(self, ending: processes.Ending, status: int | None, data: bytes, token: str) -> EvalResult:
-        if ending.stopped == "timeout":
+        finished = processes.run_child(evaluator, self.limits.timeout_s, MAX_RESULT_MB, SETUP_FAILED)
+        if finished.stopped == "timeout":
             return EvalResult.invalid(
                 f"timed out after {self.limits.timeout_s:g} s (wall clock); "
                 "the evaluation and everything it started were killed"
             )
-        if ending.stopped == "result":
+        if finished.stopped == "result":
             return EvalResult.invalid(f"evaluate() returned a result larger than {MAX_RESULT_MB} MB")
-        lines = data.splitlines()
-        died = status is None or status != 0
-        if not lines or (died and len(lines) != 1):
-            how = processes.describe_status(status) if status is not None else "vanished"
+        status, lines = finished.status, finished.result.splitlines()
+        if not lines or (status != 0 and len(lines) != 1):
+            how = processes.describe_status(status)
             if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == SETUP_FAILED:
                 how += " (the sandbox could not be set up; see the worker log)"
             return EvalResult.invalid(f"the evaluation process {how} without reporting a result")
-        try:
-            if len(lines) != 1:
-                raise ValueError
-            message = json.loads(lines[0])
-            if not isinstance(message, dict) or message.get("token") != token:
-                raise ValueError
-        except ValueError:
+        message = one_message(finished.result)
+        if message is None or message.get("token") != token:
             return EvalResult.invalid(
                 "the evaluator's result channel received data that did not come from the evaluator "
                 "(candidate code running inside the evaluator process wrote to it); result discarded"
@@ -178,13 +152,9 @@ class Worker:
         """E: own session and scratch space, confine ourselves, run the problem's evaluate(),
         report, exit."""
         try:
-            os.setsid()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            sandbox.die_with_parent(self.pid, SETUP_FAILED)
+            sandbox.enter_child(self.pid, SETUP_FAILED, out_fd, channel, keep=self.models_fd)  # models at fd 4
             # Orphans of candidate code come back to us, for call_candidate's sweep.
             sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
-            processes.set_child_fds(out_fd, channel, keep=self.models_fd)  # models at fd 4
             models.configure(access if self.models_fd is not None else None)
             uid = self.isolation.uid
             if self.view is not None:
@@ -280,15 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[var] = "1"
     with contextlib.suppress(ImportError):  # warm: evaluators almost always use numpy
         import numpy  # noqa: F401
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="evaluation worker %(process)d: %(levelname)s %(message)s"
-    )
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # stray prints (from the problem module, say) must not corrupt the protocol
-
-    def send(message: dict[str, Any]) -> None:
-        protocol.write(json.dumps(message) + "\n")
-
+    channel = Channel("evaluation worker")  # stray prints (from the problem module, say) go to stderr
+    send = channel.send
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -308,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         send({"error": str(exc), "kind": "sandbox"})
         return 1
     if isolation.pid_namespace and not args.bwrap:  # returns only in the namespace's init
-        isolation = namespaces.become_init(isolation, limits, protocol.fileno(), view)
+        isolation = namespaces.become_init(isolation, limits, channel.file.fileno(), view)
     elif not isolation.pid_namespace:
         sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)  # orphans come back to us for the sweep
     must_read = [Path(p) for p in sys.path if p] + [loaded.path.parent, args.slot_dir, Path(sys.executable)]
