@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import sys
 import threading
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import processes
-from .protocol import one_message
+from .protocol import one_message, write_message
 from .sandbox import enter_child
 
 MAX_RESULT_MB = 64
@@ -178,7 +177,7 @@ def _child(
             try:
                 message = {"value": _plain(value, 0)}
             except Exception as exc:
-                message = {"error": "unserialisable", "message": _safe_str(exc)}
+                message = {"error": "unserialisable", "message": safe_str(exc)}
     except SystemExit as exc:
         processes.flush_stdio()
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -188,15 +187,15 @@ def _child(
             "error": "raised",
             "phase": phase,
             "type": type(exc).__name__,
-            "message": _safe_str(exc),
-            **_where(exc, path),
+            "message": safe_str(exc),
+            "line": _line(exc, path),
+            "traceback": traceback_tail(exc, 4000),
         }
-    try:
-        data = json.dumps(message, allow_nan=True).encode() + b"\n"
-    except (TypeError, ValueError) as exc:  # only from hostile str subclasses and the like
-        data = json.dumps({"error": "unserialisable", "message": _safe_str(exc)}).encode() + b"\n"
     processes.flush_stdio()
-    processes.write_all(3, data)
+    try:
+        write_message(3, message)
+    except (TypeError, ValueError) as exc:  # only from hostile str subclasses and the like
+        write_message(3, {"error": "unserialisable", "message": safe_str(exc)})
     os._exit(0)
 
 
@@ -224,20 +223,25 @@ def _plain(value: Any, depth: int) -> Any:
     raise ValueError(f"a {type(value).__name__}")
 
 
-def _safe_str(exc: BaseException) -> str:
+def safe_str(exc: BaseException) -> str:
+    """`str(exc)`, cut to 2,000 characters, even where candidate code made that fail."""
     try:
         return str(exc)[:2000]
-    except Exception:
+    except BaseException:
         return f"<{type(exc).__name__} whose str() failed>"
 
 
-def _where(exc: BaseException, path: Path) -> dict[str, Any]:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
-    line = frames[-1].lineno if frames else None
-    if isinstance(exc, SyntaxError) and exc.filename == str(path):
-        line = exc.lineno
+def traceback_tail(exc: BaseException, chars: int) -> str:
+    """The last `chars` characters of `exc`'s traceback ('' where formatting it fails)."""
     try:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
-    except Exception:
-        text = ""
-    return {"line": line, "traceback": text}
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-chars:]
+    except BaseException:
+        return ""
+
+
+def _line(exc: BaseException, path: Path) -> int | None:
+    """The line of the candidate file `path` where `exc` was raised (None: not in that file)."""
+    if isinstance(exc, SyntaxError) and exc.filename == str(path):
+        return exc.lineno
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+    return frames[-1].lineno if frames else None

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any, Protocol
 
 from ..errors import EvoError, ProblemError
 from ..problem import EvalResult
-from .protocol import Helper, helper_env
+from .protocol import Helper, boot_command, helper_env
 from .sandbox import Limits, sandbox_uid
 from .view import View, bubblewrap, plan_view, sandbox_env
 
@@ -31,19 +30,6 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0
 _TMP_PREFIX = "evoengine-eval-"  # + the pool's pid + "-" + random
-# How a worker starts: before anything else (imports take a second or more), it asks for a
-# signal when its parent dies (the pool's process; under bubblewrap, bwrap's, which itself
-# dies with the pool), and exits if the pool is already gone.
-_BOOT = """import ctypes, os, select, sys
-bwrap = "--bwrap" in sys.argv
-ctypes.CDLL(None).prctl(1, 9 if bwrap else 15, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL / SIGTERM
-stdout = select.poll()
-stdout.register(1, 0)  # reports only an error: nobody reads our output any more
-if stdout.poll(0) or (not bwrap and os.getppid() != int(sys.argv[sys.argv.index("--parent") + 1])):
-    os._exit(1)  # the pool died before we could ask to die with it
-from evoengine.evaluation.worker import main
-sys.exit(main(sys.argv[2:]))
-"""
 
 
 @dataclass
@@ -178,16 +164,15 @@ class EvaluatorPool:
 
     def command(self, slot: _Slot) -> list[str]:
         """How `slot`'s worker is started (under bubblewrap where it works)."""
-        args = ["evoengine.evaluation.worker", "--problem", str(self.problem_path), "--limits", self.limits.to_json()]
+        args = ["--problem", str(self.problem_path), "--limits", self.limits.to_json()]
         args += ["--slot-dir", str(slot.dir), "--uid", str(sandbox_uid(slot.index, os.getpid()))]
-        args += ["--parent", str(os.getpid())]
         if self.view is not None:
             args += ["--view", self.view.to_json()]
         if self.bwrap:
             args += ["--bwrap", "root" if "--unshare-user" not in self.bwrap else "user"]
         if self.models is not None:
             args += ["--models-fd", str(self.models.fd)]
-        return [*self.bwrap, sys.executable, "-c", _BOOT, *args]
+        return [*self.bwrap, *boot_command("evoengine.evaluation.worker", *args)]
 
     def worker_pids(self) -> list[int]:
         return [s.pid for s in self._slots if s.pid is not None]

@@ -23,6 +23,34 @@ from .view import THREAD_VARS
 
 log = logging.getLogger(__name__)
 
+# How a helper starts: before anything else (imports take a second or more), it asks for a
+# signal when its parent dies (the engine's process; under bubblewrap, bwrap's, which itself
+# dies with the engine), and exits if the engine is already gone. Then it runs its module's
+# main(); not with `-m`, so that Ray finds the driver's task function under its module's name.
+BOOT = """import ctypes, importlib, os, select, sys
+bwrap = "--bwrap" in sys.argv
+ctypes.CDLL(None).prctl(1, 9 if bwrap else 15, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL / SIGTERM
+stdout = select.poll()
+stdout.register(1, 0)  # reports only an error: nobody reads our output any more
+if stdout.poll(0) or (not bwrap and os.getppid() != int(sys.argv[sys.argv.index("--parent") + 1])):
+    os._exit(1)  # the engine died before we could ask to die with it
+sys.exit(importlib.import_module(sys.argv[1]).main(sys.argv[2:]))
+"""
+
+
+def boot_command(module: str, *args: str) -> list[str]:
+    """The command line of a helper that runs `module`'s main(args) (--parent <engine pid> added)."""
+    return [sys.executable, "-c", BOOT, module, *args, "--parent", str(os.getpid())]
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+def write_message(fd: int, message: dict[str, Any]) -> None:
+    """Write one message to `fd` whole (TypeError or ValueError, and nothing written, if it is not JSON)."""
+    processes.write_all(fd, frame(message))
+
 
 def parse_reply(line: bytes | str) -> dict[str, Any]:
     """One JSON object from a protocol line ({} if it is not one)."""
@@ -98,7 +126,7 @@ class Helper:
         stdin = self.proc.stdin if self.proc is not None else None
         if stdin is not None and not stdin.is_closing():
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                stdin.write(json.dumps(message).encode() + b"\n")
+                stdin.write(frame(message))
 
     async def receive(self, timeout_s: float | None = None) -> dict[str, Any] | None:
         """Its next message ({} for a line that is not one), None once its stdout is closed;
@@ -148,14 +176,14 @@ class Helper:
 
 class Channel:
     """A helper's side: its log goes to stderr, tagged `name`; its messages go out on what was
-    its stdout, and fd 1 becomes stderr, so that stray prints cannot corrupt them."""
+    its stdout (`fd`), and fd 1 becomes stderr, so that stray prints cannot corrupt them."""
 
     def __init__(self, name: str) -> None:
         logging.basicConfig(
             stream=sys.stderr, level=logging.INFO, format=f"{name} %(process)d: %(levelname)s %(message)s"
         )
-        self.file = os.fdopen(os.dup(1), "w", buffering=1)
+        self.fd = os.dup(1)
         os.dup2(2, 1)
 
     def send(self, message: dict[str, Any]) -> None:
-        self.file.write(json.dumps(message) + "\n")
+        write_message(self.fd, message)

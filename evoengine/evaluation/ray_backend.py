@@ -18,10 +18,9 @@ The Ray client lives in a driver subprocess, not in the engine, because Ray term
 whole process that holds its client about a minute after the cluster goes away. The engine
 only sees the driver exit, and stops the run with an `EvoError` saying how to resume it.
 
-What is sent where: the problem folder goes to every node as the job's `working_dir`, and
-this copy of the `evoengine` package as a `py_modules` entry (both through Ray's object
-store, cached per node); the candidate text travels with each task; results come back as
-plain dicts. Nodes need the same Python packages the problem imports (numpy, scipy, ...).
+The problem folder goes to every node as the job's `working_dir`, and this copy of the
+`evoengine` package as a `py_modules` entry (docs/ray.md: what is sent where). Nodes need
+the same Python packages the problem imports (numpy, scipy, ...).
 
 Faults: a Ray worker process or node that dies mid-evaluation makes Ray run the task again
 (at most `ray.max_retries` times); after that, `evaluate` returns an invalid result saying
@@ -38,15 +37,14 @@ import logging
 import os
 import re
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import EvoError, ProblemError
 from ..problem import EvalResult
 from .pool import PoolStats
-from .protocol import Helper, helper_env
-from .ray_driver import DRIVER_COMMAND, SHIP_EXCLUDES, START_TIMEOUT_S, first_line
+from .protocol import Helper, boot_command, helper_env
+from .ray_driver import SHIP_EXCLUDES, START_TIMEOUT_S, first_line
 from .sandbox import Limits
 
 log = logging.getLogger(__name__)
@@ -124,9 +122,8 @@ class RayPool:
             "limits": self.limits.to_json(),
             **{k: getattr(self.ray_config, k) for k in ("num_cpus", "num_gpus", "memory_mb", "max_retries")},
             "slots": self.slots,
-            "parent": os.getpid(),
         }
-        command = [sys.executable, "-c", DRIVER_COMMAND, json.dumps(plan)]
+        command = boot_command("evoengine.evaluation.ray_driver", json.dumps(plan))
         message = await self._driver.spawn(command, _driver_env(self.limits), START_TIMEOUT_S)
         if not message.get("ready"):
             await self._driver.stop(grace_s=0.0, wait_s=10.0)

@@ -5,27 +5,23 @@
 (before the worker enters them) and `probe_uid` (after):
 
 - Namespaces (root, or unprivileged user namespaces; or bubblewrap, which the pool starts
-  the worker under where it works): each worker loop is the init of its own PID namespace,
-  with a fresh /proc that shows only the namespace's processes. After every evaluation it
-  sends one kill(-1), which reaches every other process in the namespace and nothing
-  outside; if the worker dies, the kernel kills the whole namespace. With `network: false`
-  a network namespace with no interface up: nothing can connect anywhere, not even to
-  127.0.0.1. A mount namespace holds the filesystem view (view.py, mounts.py): only what
-  the problem needs, read-only; each evaluation gets a private tmpfs of `disk_mb` for its
-  folder, /tmp, /dev/shm and /var/tmp.
+  the worker under where it works): each worker loop is the init of its own PID namespace
+  and, after every evaluation, ends every other process in it with one kill(-1) (worker.py);
+  with `network: false`, a network namespace with no interface up (not even 127.0.0.1);
+  a mount namespace with the filesystem view (view.py, mounts.py) and, per evaluation, a
+  private tmpfs of `disk_mb` for its folder, /tmp, /dev/shm and /var/tmp.
 - Separate uid (root only): the evaluator drops to a uid of its own per slot, so
   RLIMIT_NPROC binds (it never binds for uid 0), nothing of the engine's can be written and
-  the worker cannot be signalled. Inside the view that uid reads what it needs; only where
-  there is no view and it cannot read the Python installation (a pyenv under /root, say)
-  does it keep CAP_DAC_READ_SEARCH (read any file, write none it does not own).
-- Always: its own session, rlimits (address space, CPU, file size, processes, no core
-  files), no capabilities, no_new_privs (setuid binaries do not raise privileges),
-  non-dumpable (nothing it starts can ptrace it or write its memory). Without a PID
-  namespace the worker is a child subreaper and sweeps /proc for every process below it.
-  Without a network namespace, `network: false` is enforced by a seccomp filter (seccomp.py).
+  the worker cannot be signalled. Only where there is no view and that uid cannot read the
+  Python installation (a pyenv under /root, say) does it keep CAP_DAC_READ_SEARCH.
+- Always: its own session, rlimits, no capabilities, no_new_privs (setuid binaries do not
+  raise privileges), non-dumpable (nothing it starts can ptrace it or write its memory).
+  Without a PID namespace the worker is a child subreaper that sweeps /proc for every
+  process below it; without a network namespace a seccomp filter (seccomp.py) enforces
+  `network: false`.
 
-`Isolation.missing` names what is off; the pool logs it once, at start-up.
-docs/reliability.md lists which of these apply where and what they do not cover.
+`Isolation.missing` names what is off (the pool logs it at start-up); docs/reliability.md
+says which of these apply where and what they do not cover.
 """
 
 from __future__ import annotations

@@ -46,13 +46,12 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from evoengine.errors import ProblemError
 from evoengine.evaluation import call, models, mounts, namespaces, processes, sandbox
-from evoengine.evaluation.protocol import Channel, one_message
+from evoengine.evaluation.protocol import Channel, one_message, write_message
 from evoengine.evaluation.view import THREAD_VARS, View
 from evoengine.files import split_files, write_folder
 from evoengine.peers import open_problem
@@ -179,7 +178,7 @@ class Worker:
             sandbox.confine(self.limits, self.isolation)
             sandbox.die_with_parent(self.pid, SETUP_FAILED)  # again: a change of uid clears it
         except BaseException as exc:
-            _send(3, {"token": token, "error": f"sandbox set-up failed: {type(exc).__name__}: {exc}"})
+            write_message(3, {"token": token, "error": f"sandbox set-up failed: {type(exc).__name__}: {exc}"})
             os._exit(SETUP_FAILED)
         processes.reopen_stdio()
         call.configure(timeout_s=self.limits.timeout_s, max_output_kb=self.limits.max_output_kb)
@@ -190,24 +189,17 @@ class Worker:
             else:
                 result = EvalResult.invalid(f"{self.loaded.path} defines no function {entry}(candidate_path)")
         except BaseException as exc:
-            try:
-                detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-3000:]
-                said = f": {exc}" if str(exc) else ""
-                result = EvalResult.invalid(f"{entry}() raised {type(exc).__name__}{said}\n{detail}")
-            except BaseException:
-                result = EvalResult.invalid(f"{entry}() raised {type(exc).__name__}")
+            said = f": {text}" if (text := call.safe_str(exc)) else ""
+            detail = call.traceback_tail(exc, 3000)
+            result = EvalResult.invalid(f"{entry}() raised {type(exc).__name__}{said}\n{detail}")
         try:
             message = {"token": token, "result": result.to_dict()}
             json.dumps(message, allow_nan=False)
         except (TypeError, ValueError) as exc:
             message = {"token": token, "error": f"{entry}() returned a result that is not JSON: {exc}"}
         processes.flush_stdio()
-        _send(3, message)
+        write_message(3, message)
         os._exit(0)
-
-
-def _send(fd: int, message: dict[str, Any]) -> None:
-    processes.write_all(fd, json.dumps(message).encode() + b"\n")
 
 
 def _tail(output: BinaryIO, cap: int) -> str:
@@ -239,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limits", required=True)
     parser.add_argument("--slot-dir", required=True, type=Path)
     parser.add_argument("--uid", required=True, type=int)
-    parser.add_argument("--parent", required=True, type=int)  # checked by the pool's start-up code
+    parser.add_argument("--parent", required=True, type=int)  # checked by protocol.BOOT
     parser.add_argument("--view", help="the filesystem view (JSON); none: no namespaces")
     parser.add_argument("--bwrap", choices=["root", "user"], help="started under bubblewrap, in this mode")
     parser.add_argument("--models-fd", type=int, help="descriptor of the evaluator models proxy's folder")
@@ -271,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         send({"error": str(exc), "kind": "sandbox"})
         return 1
     if isolation.pid_namespace and not args.bwrap:  # returns only in the namespace's init
-        isolation = namespaces.become_init(isolation, limits, channel.file.fileno(), view)
+        isolation = namespaces.become_init(isolation, limits, channel.fd, view)
     elif not isolation.pid_namespace:
         sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)  # orphans come back to us for the sweep
     must_read = [Path(p) for p in sys.path if p] + [loaded.path.parent, args.slot_dir, Path(sys.executable)]
@@ -312,11 +304,8 @@ def _stop(signum: int, frame: Any) -> None:
 
 def _cpu_seconds() -> float:
     """CPU used by the worker and every child it has reaped (the evaluations)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(usage.ru_utime + usage.ru_stime for usage in usages)
 
 
 if __name__ == "__main__":
