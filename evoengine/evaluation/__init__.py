@@ -1,11 +1,12 @@
 """Isolated, cheap, killable evaluation of untrusted candidates.
 
 - `EvaluatorPool` (pool.py): warm worker processes; `await pool.evaluate(text)` -> EvalResult.
+- `protocol.py`: starting, talking to and stopping those helper processes (and the Ray driver).
 - `worker.py`: the worker; forks one sandboxed evaluator per candidate.
 - `sandbox.py`: `Limits` and the kernel mechanisms that enforce them (`Isolation`).
 - `namespaces.py`, `view.py`, `mounts.py`, `seccomp.py`: the worker's namespaces, what an
   evaluation can see (files, environment) and how that is mounted, the network filter.
-- `processes.py`: waiting with deadlines, killing whole process trees, explaining deaths.
+- `processes.py`: running a child with a deadline, killing whole process trees, explaining deaths.
 - `ray_backend.py` (`RayPool`), `ray_driver.py`, `ray_node.py`: the Ray backend, a module
   per process.
 - `call.py`: `call_candidate`, for problem evaluators to run candidate functions in a

@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
-import signal
 import sys
 import threading
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import processes
-from .sandbox import die_with_parent
+from .protocol import one_message, write_message
+from .sandbox import enter_child
 
 MAX_RESULT_MB = 64
 _MAX_DEPTH = 200
@@ -87,61 +85,32 @@ def _call(path: Path, function: str, args: tuple, kwargs: dict, timeout: float, 
     # this nor the sweep after the call needs to read /proc.
     had_children = processes.has_children()
     spare = processes.snapshot_descendants() if had_children else frozenset()
-    result_r, result_w = os.pipe()
-    out_r, out_w = os.pipe()
-    processes.flush_stdio()
     parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which always ends in os._exit
-        try:
-            _child(path, function, args, kwargs, result_w, out_w, parent)
-        finally:
-            os._exit(70)
-    os.close(result_w)
-    os.close(out_w)
-    result = bytearray()
     output = _Output(cap)
 
-    def on_result(chunk: bytes) -> bool:
-        result.extend(chunk)
-        return len(result) <= MAX_RESULT_MB * 1024 * 1024
+    def child(result_w: int, out_w: int | None) -> None:
+        assert out_w is not None
+        _child(path, function, args, kwargs, result_w, out_w, parent)
 
     try:
-        readers = {result_r: ("result", on_result), out_r: ("output", output.feed)}
-        ending = processes.supervise(pid, time.monotonic() + timeout, readers)
+        finished = processes.run_child(child, timeout, MAX_RESULT_MB, failed=70, output=output.feed)
     finally:
-        status = processes.end_child(pid)  # and whatever stayed in its process group
         if had_children or processes.has_children():  # orphans come back to a subreaper
             processes.kill_descendants(spare)
-        os.close(result_r)
-        os.close(out_r)
-    return _interpret(path, function, ending, status, bytes(result), output, timeout, cap)
 
-
-def _interpret(
-    path: Path,
-    function: str,
-    ending: processes.Ending,
-    status: int | None,
-    result: bytes,
-    output: _Output,
-    timeout: float,
-    cap: int,
-) -> Any:
     def fail(why: str, kind: str, details: str = "") -> CandidateError:
         return CandidateError(why, kind=kind, output=output.tail(), details=details)
 
-    if ending.stopped == "timeout":
+    if finished.stopped == "timeout":
         raise fail(f"{function}() timed out after {timeout:g} s", "timeout")
-    if ending.stopped == "output":
+    if finished.stopped == "output":
         raise fail(f"{function}() printed more than {cap // 1024} KB of output", "output")
-    if ending.stopped == "result":
+    if finished.stopped == "result":
         raise fail(f"{function}() returned a value larger than {MAX_RESULT_MB} MB", "too_large")
-    message = _message(result)
-    if message is None and (status is None or status != 0 or not result):
-        how = processes.describe_status(status) if status is not None else "vanished"
+    status, message = finished.status, one_message(finished.result)
+    if message is None and (status != 0 or not finished.result):
         kind = "signal" if status is not None and os.WIFSIGNALED(status) else "exit"
-        raise fail(f"{function}(): the candidate process {how} before returning", kind)
+        raise fail(f"{function}(): the candidate process {processes.describe_status(status)} before returning", kind)
     if message is None:
         raise fail(f"{function}(): the candidate wrote to its result channel itself (garbled result)", "garbled")
     if "value" in message:
@@ -159,18 +128,6 @@ def _interpret(
     if kind == "unserialisable":
         raise fail(f"{function}() returned a non-serialisable value: {text}", kind)
     raise fail(f"{path.name} defines no function {function}()", "missing")
-
-
-def _message(data: bytes) -> dict[str, Any] | None:
-    """The one JSON object the child sends, or None if there is not exactly one."""
-    lines = data.splitlines()
-    if len(lines) != 1:
-        return None
-    try:
-        message = json.loads(lines[0])
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None
 
 
 class _Output:
@@ -199,11 +156,7 @@ class _Output:
 def _child(
     path: Path, function: str, args: tuple, kwargs: dict, result_w: int, out_w: int, parent: int
 ) -> None:  # pragma: no cover - runs in the child
-    os.setsid()
-    die_with_parent(parent, 71)
-    processes.set_child_fds(out_w, result_w)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    enter_child(parent, 71, out_w, result_w)
     processes.reopen_stdio()
     sys.path.insert(0, str(path.parent))
     sys.argv = [str(path)]
@@ -224,7 +177,7 @@ def _child(
             try:
                 message = {"value": _plain(value, 0)}
             except Exception as exc:
-                message = {"error": "unserialisable", "message": _safe_str(exc)}
+                message = {"error": "unserialisable", "message": safe_str(exc)}
     except SystemExit as exc:
         processes.flush_stdio()
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -234,15 +187,15 @@ def _child(
             "error": "raised",
             "phase": phase,
             "type": type(exc).__name__,
-            "message": _safe_str(exc),
-            **_where(exc, path),
+            "message": safe_str(exc),
+            "line": _line(exc, path),
+            "traceback": traceback_tail(exc, 4000),
         }
-    try:
-        data = json.dumps(message, allow_nan=True).encode() + b"\n"
-    except (TypeError, ValueError) as exc:  # only from hostile str subclasses and the like
-        data = json.dumps({"error": "unserialisable", "message": _safe_str(exc)}).encode() + b"\n"
     processes.flush_stdio()
-    processes.write_all(3, data)
+    try:
+        write_message(3, message)
+    except (TypeError, ValueError) as exc:  # only from hostile str subclasses and the like
+        write_message(3, {"error": "unserialisable", "message": safe_str(exc)})
     os._exit(0)
 
 
@@ -270,20 +223,25 @@ def _plain(value: Any, depth: int) -> Any:
     raise ValueError(f"a {type(value).__name__}")
 
 
-def _safe_str(exc: BaseException) -> str:
+def safe_str(exc: BaseException) -> str:
+    """`str(exc)`, cut to 2,000 characters, even where candidate code made that fail."""
     try:
         return str(exc)[:2000]
-    except Exception:
+    except BaseException:
         return f"<{type(exc).__name__} whose str() failed>"
 
 
-def _where(exc: BaseException, path: Path) -> dict[str, Any]:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
-    line = frames[-1].lineno if frames else None
-    if isinstance(exc, SyntaxError) and exc.filename == str(path):
-        line = exc.lineno
+def traceback_tail(exc: BaseException, chars: int) -> str:
+    """The last `chars` characters of `exc`'s traceback ('' where formatting it fails)."""
     try:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
-    except Exception:
-        text = ""
-    return {"line": line, "traceback": text}
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-chars:]
+    except BaseException:
+        return ""
+
+
+def _line(exc: BaseException, path: Path) -> int | None:
+    """The line of the candidate file `path` where `exc` was raised (None: not in that file)."""
+    if isinstance(exc, SyntaxError) and exc.filename == str(path):
+        return exc.lineno
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+    return frames[-1].lineno if frames else None

@@ -10,8 +10,9 @@ The worker keeps a descriptor of the socket's folder at fd 4 of each evaluation 
 a token good for that evaluation only; the socket is reached as /proc/self/fd/4/models.sock
 and appears in no filesystem view. Candidate code that `call_candidate` runs starts with
 only its pipes open, so it cannot reach the proxy (where the sandbox has a filesystem view:
-docs/reliability.md); a sealed child (problems/harness_oracle) neither. A call that fails raises `EvaluatorModelError` with the reason, so the candidate is
-invalid with it instead of scoring a silent zero.
+docs/reliability.md); a sealed child (problems/harness_oracle) neither. A call that fails
+raises `EvaluatorModelError` with the reason, so the candidate is invalid with it instead of
+scoring a silent zero.
 
     from evoengine.evaluation import models
     if models.available("reader"):

@@ -11,12 +11,9 @@ invalid result, and starts a fresh worker for the next candidate.
 from __future__ import annotations
 
 import asyncio
-import collections
-import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,27 +22,14 @@ from typing import Any, Protocol
 
 from ..errors import EvoError, ProblemError
 from ..problem import EvalResult
-from . import processes
+from .protocol import Helper, boot_command, helper_env
 from .sandbox import Limits, sandbox_uid
-from .view import THREAD_VARS, View, bubblewrap, plan_view, sandbox_env
+from .view import View, bubblewrap, plan_view, sandbox_env
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0
 _TMP_PREFIX = "evoengine-eval-"  # + the pool's pid + "-" + random
-# How a worker starts: before anything else (imports take a second or more), it asks for a
-# signal when its parent dies (the pool's process; under bubblewrap, bwrap's, which itself
-# dies with the pool), and exits if the pool is already gone.
-_BOOT = """import ctypes, os, select, sys
-bwrap = "--bwrap" in sys.argv
-ctypes.CDLL(None).prctl(1, 9 if bwrap else 15, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL / SIGTERM
-stdout = select.poll()
-stdout.register(1, 0)  # reports only an error: nobody reads our output any more
-if stdout.poll(0) or (not bwrap and os.getppid() != int(sys.argv[sys.argv.index("--parent") + 1])):
-    os._exit(1)  # the pool died before we could ask to die with it
-from evoengine.evaluation.worker import main
-sys.exit(main(sys.argv[2:]))
-"""
 
 
 @dataclass
@@ -69,23 +53,16 @@ class _WorkerLost(Exception):
     """The worker died, hung, or broke the protocol; it must be killed and replaced."""
 
 
-class _Slot:
+class _Slot(Helper):
     """One worker process and its private temporary folder."""
 
     def __init__(self, pool: EvaluatorPool, index: int) -> None:
+        super().__init__(f"slot {index}")
         self.pool = pool
         self.index = index
         self.dir = pool._tmp_root / f"slot-{index}"
-        self.proc: asyncio.subprocess.Process | None = None
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
-        self._stderr_task: asyncio.Task | None = None
         self.isolation = ""
         self.missing: list[str] = []  # protections the worker could not set up
-        self.killed = False  # set as soon as we kill it, before its exit status arrives
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None and not self.killed
 
     async def start(self) -> None:
         if self.dir.exists():
@@ -93,87 +70,41 @@ class _Slot:
         self.dir.mkdir()
         self.dir.chmod(0o711)
         pool = self.pool
-        starting = asyncio.ensure_future(
-            asyncio.create_subprocess_exec(
-                *pool.command(self),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                cwd=str(self.dir),
-                env=_worker_env(pool.limits, self.dir),
-                limit=64 * 1024 * 1024,
-                pass_fds=(pool.models.fd,) if pool.models is not None else (),
-            )
+        message = await self.spawn(
+            pool.command(self),
+            helper_env({**sandbox_env(pool.limits.env), "HOME": str(self.dir)}),
+            START_TIMEOUT_S,
+            cwd=str(self.dir),
+            pass_fds=(pool.models.fd,) if pool.models is not None else (),
         )
-        try:  # cancelled half-way, asyncio would kill only the first process (bwrap's)
-            self.proc = await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            self.proc = await starting
-            await self.kill()
-            raise
-        self.stderr_tail.clear()
-        self.killed = False
-        self._stderr_task = asyncio.ensure_future(read_lines(self.proc.stderr, self.stderr_tail, f"slot {self.index}"))
-        try:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), START_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            line = b""
-        message = parse_reply(line)
         if message.get("ready"):
             self.isolation = str(message.get("isolation", ""))
             self.missing = [str(m) for m in message.get("missing", [])]
             return
-        await self.kill()
+        await self.stop(grace_s=0.0)
         if message.get("kind") == "problem":
             raise ProblemError(str(message["error"]))
         if pool.bwrap:  # bubblewrap ran, but the worker could not work inside it: do without
             log.info("slot %d: the worker cannot run under bubblewrap here (%s); trying without", self.index, message)
             pool.bwrap = []
             return await self.start()
-        tail = "\n".join(self.stderr_tail)
+        tail = self.last_words(40)
         raise ProblemError(
             f"{pool.problem_path}: the evaluation worker failed to start" + (f":\n{tail}" if tail else " (no output)")
         )
 
     async def request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
-        proc = self.proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        self.send(message)
         try:
-            proc.stdin.write(json.dumps(message).encode() + b"\n")
-            await proc.stdin.drain()
-            line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+            reply = await self.receive(timeout)
         except asyncio.TimeoutError:
             raise _WorkerLost(f"did not answer within {timeout:g} s") from None
-        except (BrokenPipeError, ConnectionResetError):
-            line = b""
-        if not line:
+        if reply is None:
             await asyncio.sleep(0.05)  # let the exit status arrive
-            raise _WorkerLost(f"exited unexpectedly (status {proc.returncode})")
-        reply = parse_reply(line)
+            raise _WorkerLost(f"exited unexpectedly (status {self.proc.returncode})")
         if reply.get("id") != message["id"] or not isinstance(reply.get("result"), dict):
             raise _WorkerLost("sent a malformed reply")
         return reply
-
-    def kill_now(self) -> None:
-        """Freeze the worker, kill everything below it, then the worker itself."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.killed = True
-            processes.kill_tree(self.proc.pid)
-
-    async def kill(self) -> None:
-        self.killed = True
-        await self.stop(grace_s=0.0)
-
-    async def stop(self, grace_s: float = 2.0) -> None:
-        """Ask the worker to exit (it sweeps its own children), then make sure."""
-        if self.proc is not None and not await processes.stop_process(self.proc, grace_s):
-            log.warning("slot %d: worker %d did not die", self.index, self.proc.pid)
-        if self._stderr_task is not None:  # let it read the last words (a traceback, say)
-            try:
-                await asyncio.wait_for(self._stderr_task, 1.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
-                self._stderr_task.cancel()
 
 
 class ModelAccess(Protocol):
@@ -233,19 +164,18 @@ class EvaluatorPool:
 
     def command(self, slot: _Slot) -> list[str]:
         """How `slot`'s worker is started (under bubblewrap where it works)."""
-        args = ["evoengine.evaluation.worker", "--problem", str(self.problem_path), "--limits", self.limits.to_json()]
+        args = ["--problem", str(self.problem_path), "--limits", self.limits.to_json()]
         args += ["--slot-dir", str(slot.dir), "--uid", str(sandbox_uid(slot.index, os.getpid()))]
-        args += ["--parent", str(os.getpid())]
         if self.view is not None:
             args += ["--view", self.view.to_json()]
         if self.bwrap:
             args += ["--bwrap", "root" if "--unshare-user" not in self.bwrap else "user"]
         if self.models is not None:
             args += ["--models-fd", str(self.models.fd)]
-        return [*self.bwrap, sys.executable, "-c", _BOOT, *args]
+        return [*self.bwrap, *boot_command("evoengine.evaluation.worker", *args)]
 
     def worker_pids(self) -> list[int]:
-        return [s.proc.pid for s in self._slots if s.proc is not None and s.alive]
+        return [s.pid for s in self._slots if s.pid is not None]
 
     async def start(self) -> None:
         """Start the first worker (ProblemError if the problem cannot be imported in it); the
@@ -303,7 +233,7 @@ class EvaluatorPool:
         slot = await idle.get()
         token = self.models.grant(proposal, label) if self.models is not None else None
         try:
-            if not slot.alive:
+            if slot.pid is None:
                 await slot.start()
                 self.stats.worker_restarts += 1
             self._next_id += 1
@@ -313,7 +243,7 @@ class EvaluatorPool:
             try:
                 reply = await slot.request(message, self.limits.timeout_s + self.backstop_s)
             except _WorkerLost as exc:
-                tail = "\n".join(list(slot.stderr_tail)[-10:])
+                tail = slot.last_words(10)
                 log.warning(
                     "slot %d: worker %s while evaluating %s; restarting it%s",
                     slot.index,
@@ -321,7 +251,7 @@ class EvaluatorPool:
                     label,
                     f"\n{tail}" if tail else "",
                 )
-                await slot.kill()
+                await slot.stop(grace_s=0.0)
                 return EvalResult.invalid(f"the evaluation worker {exc}; it and everything it started were killed")
             except BaseException:  # cancelled mid-evaluation: the worker's state is unknown
                 slot.kill_now()
@@ -338,7 +268,7 @@ class EvaluatorPool:
         if self._booting is not None:
             self._booting.cancel()
             await asyncio.gather(self._booting, return_exceptions=True)
-        await asyncio.gather(*(s.stop() for s in self._slots), return_exceptions=True)
+        await asyncio.gather(*(s.stop(grace_s=2.0) for s in self._slots), return_exceptions=True)
         self._idle = None
         if self._tmp_root != Path("."):
             shutil.rmtree(self._tmp_root, ignore_errors=True)
@@ -363,35 +293,3 @@ def _remove_stale_folders() -> None:
             shutil.rmtree(path, ignore_errors=True)
         except OSError:
             continue
-
-
-async def read_lines(stream: asyncio.StreamReader | None, tail: collections.deque[str], name: str) -> None:
-    """Keep the last lines a helper process writes to `stream` (its stderr) in `tail`."""
-    while stream is not None and (line := await stream.readline()):
-        tail.append(line.decode("utf-8", "replace").rstrip())
-        log.debug("%s: %s", name, tail[-1])
-
-
-def parse_reply(line: bytes) -> dict[str, Any]:
-    """One JSON object from a protocol line of a helper process ({} if it is not one)."""
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _worker_env(limits: Limits, home: Path) -> dict[str, str]:
-    """The allow-listed environment plus what the problem declares (view.py; secrets under
-    any other name stay with the engine), one BLAS thread, and this very copy of evoengine
-    first on the path (the worker must run the pool's code)."""
-    env = sandbox_env(limits.env)
-    env.update({var: "1" for var in THREAD_VARS}, HOME=str(home))
-    return with_this_package(env)
-
-
-def with_this_package(env: dict[str, str]) -> dict[str, str]:
-    """`env` with this very copy of evoengine first on PYTHONPATH."""
-    package_parent = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    return env

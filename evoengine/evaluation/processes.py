@@ -1,18 +1,16 @@
 """Watching and ending child processes: wait with a deadline, kill whole trees, explain deaths.
 
-Used by the worker (around each sandboxed evaluation), by `call_candidate` (around each
-call into candidate code), and by the pool and the Ray backend (`stop_process`, the one way
-they end the helper processes they start). Everything here works from `/proc` and plain signals, so it is
+Used by the worker and `call_candidate` (`run_child`, around each sandboxed evaluation and
+each call into candidate code), and by the engine's side of its helper processes
+(protocol.py: `kill_tree`). Everything here works from `/proc` and plain signals, so it is
 the same on every Linux; the stronger guarantees (PID namespaces, a separate uid) are set
 up in `sandbox.py` and only make the sweep here find less to do.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import faulthandler
-import fcntl
 import io
 import os
 import select
@@ -33,8 +31,11 @@ _SIGNAL_HINTS = {
 }
 
 
-def describe_status(status: int) -> str:
-    """'exited with code 3' / 'killed by signal SIGSEGV (segmentation fault: ...)'."""
+def describe_status(status: int | None) -> str:
+    """'exited with code 3' / 'killed by signal SIGSEGV (segmentation fault: ...)' / 'vanished'
+    (None: the child could not be collected)."""
+    if status is None:
+        return "vanished"
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         try:
@@ -58,20 +59,32 @@ class Proc:
     start: int  # start time in clock ticks since boot; (pid, start) names a process uniquely
 
 
+def proc_pids() -> list[int]:
+    """Every pid /proc lists (as numbered by /proc's namespace)."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def proc_status(pid: int | str) -> dict[str, str]:
+    """The fields of /proc/PID/status by name ({} if the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return {}
+
+
 def process_table() -> dict[int, Proc]:
     """Every process visible in /proc, keyed by pid (as numbered by /proc's namespace)."""
     table: dict[int, Proc] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    for pid in proc_pids():
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
+            with open(f"/proc/{pid}/stat", "rb") as f:
                 raw = f.read()
         except OSError:
             continue  # it exited while we looked
         fields = raw[raw.rfind(b")") + 2 :].split()
         # after "pid (comm) ": state ppid pgrp session ... starttime is field 22 overall
-        table[int(name)] = Proc(int(name), int(fields[1]), fields[0].decode(), int(fields[19]))
+        table[pid] = Proc(pid, int(fields[1]), fields[0].decode(), int(fields[19]))
     return table
 
 
@@ -101,13 +114,9 @@ def own_proc_pid() -> int:
 def _nspids(proc_pid: int | str) -> list[int]:
     """The NSpid line of a process: its pid in /proc's namespace, then in each nested one."""
     try:
-        with open(f"/proc/{proc_pid}/status") as f:
-            for line in f:
-                if line.startswith("NSpid:"):
-                    return [int(x) for x in line.split()[1:]]
-    except (OSError, ValueError):
+        return [int(x) for x in proc_status(proc_pid).get("NSpid", "").split()]
+    except ValueError:
         return []
-    return []
 
 
 def _ns_level() -> int:
@@ -135,11 +144,10 @@ def proc_pid(local_pid: int) -> int | None:
     level = _ns_level()
     if level == 0:
         return local_pid
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            ids = _nspids(name)
-            if len(ids) > level and ids[level] == local_pid:
-                return int(name)
+    for pid in proc_pids():
+        ids = _nspids(pid)
+        if len(ids) > level and ids[level] == local_pid:
+            return pid
     return None
 
 
@@ -177,8 +185,9 @@ def kill_descendants(
             if (proc.pid, proc.start) in spare:
                 continue
             if proc.state in ("Z", "X"):
-                if proc.ppid == me:  # our zombie (or an orphan handed to us): reap it
-                    _reap(_local_pid(proc.pid, level))
+                if proc.ppid == me and (zombie := _local_pid(proc.pid, level)) is not None:
+                    with contextlib.suppress(ChildProcessError):  # ours (or an orphan handed to us): reap it
+                        os.waitpid(zombie, os.WNOHANG)
                 continue
             live.append(_local_pid(proc.pid, level))
         if not live:
@@ -214,39 +223,8 @@ def _kill_group(pid: int) -> None:
             kill(target, signal.SIGKILL)
 
 
-async def stop_process(proc: asyncio.subprocess.Process, grace_s: float, wait_s: float = 5.0) -> bool:
-    """End a helper process we started (a worker, the Ray driver): close its stdin, which asks
-    it to finish, give it `grace_s`, then `kill_tree` it. True if it is gone after `wait_s`."""
-    if proc.returncode is None and proc.stdin is not None and grace_s > 0:
-        proc.stdin.close()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(proc.wait(), grace_s)
-    if proc.returncode is None:
-        kill_tree(proc.pid)
-    try:
-        await asyncio.wait_for(proc.wait(), wait_s)
-    except asyncio.TimeoutError:
-        return False
-    return True
-
-
-def set_child_fds(out_fd: int, channel_fd: int, keep: int | None = None) -> None:
-    """In a fresh child: 0 = /dev/null, 1 and 2 = `out_fd`, 3 = `channel_fd`, 4 = `keep` if
-    given, nothing else open."""
-    null = os.open(os.devnull, os.O_RDONLY)
-    wanted = (null, out_fd, channel_fd) if keep is None else (null, out_fd, channel_fd, keep)
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in wanted]
-    os.dup2(high[0], 0)
-    os.dup2(high[1], 1)
-    os.dup2(high[1], 2)
-    os.dup2(high[2], 3)
-    if keep is not None:
-        os.dup2(high[3], 4)
-    os.closerange(4 if keep is None else 5, 1 << 20)
-
-
 def reopen_stdio() -> None:
-    """In a child after `set_child_fds`: Python's streams on fds 0-2, line-buffered."""
+    """In a child after `sandbox.enter_child`: Python's streams on fds 0-2, line-buffered."""
     sys.stdin = open(os.devnull)
     sys.stdout, sys.stderr = (
         io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), line_buffering=True, errors="backslashreplace")
@@ -268,12 +246,6 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _reap(pid: int | None) -> None:
-    if pid is not None:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-
-
 def reap_all_children(wait_s: float = 0.0) -> None:
     """Collect exited children (only for processes that own all their children: the worker).
 
@@ -292,25 +264,70 @@ def reap_all_children(wait_s: float = 0.0) -> None:
             time.sleep(0.0005)
 
 
-@dataclass
-class Ending:
-    """How watching a child ended: it exited, or we stopped waiting ("timeout", or the name
-    of a reader that refused more data). Either way it is not reaped yet: see `end_child`."""
-
-    exited: bool
-    stopped: str | None = None
-
-
 # A reader gets each chunk read from its fd (b"" at end of file) and returns False to stop.
 Reader = Callable[[bytes], bool]
 
 
-def supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]]) -> Ending:
-    """Wait for child `pid` to exit or `deadline` (time.monotonic) to pass, feeding `readers`.
+@dataclass
+class Finished:
+    """What became of a child that `run_child` watched: why we stopped waiting, if we did
+    ("timeout", or "result" or "output": that pipe got more than allowed), its wait status
+    (None if it could not be collected) and what it wrote to its result pipe."""
+
+    stopped: str | None
+    status: int | None
+    result: bytes
+
+
+def run_child(
+    body: Callable[[int, int | None], None],
+    timeout_s: float,
+    max_result_mb: int,
+    failed: int,
+    output: Reader | None = None,
+) -> Finished:
+    """Fork a child that runs `body(result_fd, output_fd)` and ends in os._exit (with `failed`
+    if `body` returns or raises). `output_fd` is a pipe fed to `output`, if given, else None.
+    Watch it until it exits or `timeout_s` passes, then SIGKILL it and its process group (it
+    makes one with setsid) and reap it."""
+    result = bytearray()
+
+    def on_result(chunk: bytes) -> bool:
+        result.extend(chunk)
+        return len(result) <= max_result_mb * 2**20
+
+    result_r, result_w = os.pipe()
+    readers: dict[int, tuple[str, Reader]] = {result_r: ("result", on_result)}
+    out_w = None
+    if output is not None:
+        out_r, out_w = os.pipe()
+        readers[out_r] = ("output", output)
+    flush_stdio()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child always ends in os._exit
+        try:
+            body(result_w, out_w)
+        finally:
+            os._exit(failed)
+    os.close(result_w)
+    if out_w is not None:
+        os.close(out_w)
+    try:
+        stopped = _supervise(pid, time.monotonic() + timeout_s, readers)
+    finally:
+        status = _end_child(pid)
+        for fd in readers:
+            os.close(fd)
+    return Finished(stopped, status, bytes(result))
+
+
+def _supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]]) -> str | None:
+    """Wait for child `pid` to exit (None) or `deadline` (time.monotonic) to pass ("timeout"),
+    feeding `readers`; the name of a reader that refuses more data ends the wait too.
 
     Pipes are drained while waiting (so a child writing a large result never blocks) and once
-    more after it exits. The child is not reaped (so its pid and process group cannot be
-    reused while the caller kills them) and not killed: call `end_child` next.
+    more after it exits. The child is not reaped here, so that its pid and process group
+    cannot be reused before `_end_child` kills them.
     """
     for fd in readers:
         os.set_blocking(fd, False)
@@ -321,11 +338,18 @@ def supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]])
         pidfd = None
     try:
         while True:
-            if _exited(pid):
-                return Ending(True, _drain(open_fds))
+            try:
+                exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            except ChildProcessError:
+                exited = True
+            if exited:  # read what is left (writers that survive are ignored)
+                for fd in list(open_fds):
+                    if refused := _read(fd, open_fds, drain=True):
+                        return refused
+                return None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return Ending(False, "timeout")
+                return "timeout"
             watch = list(open_fds) + ([pidfd] if pidfd is not None else [])
             wait = remaining if pidfd is not None else min(remaining, 0.01)
             try:
@@ -334,26 +358,27 @@ def supervise(pid: int, deadline: float, readers: dict[int, tuple[str, Reader]])
                 continue
             for fd in ready:
                 if fd != pidfd and (refused := _read(fd, open_fds)):
-                    return Ending(False, refused)
+                    return refused
     finally:
         if pidfd is not None:
             os.close(pidfd)
 
 
-def end_child(pid: int) -> int | None:
-    """SIGKILL a child we supervised and its process group (it made one with setsid), then
-    reap it. Returns its wait status (None if it could not be collected)."""
+def _end_child(pid: int) -> int | None:
+    """SIGKILL a supervised child and its process group, then reap it (waiting up to 5 s);
+    its wait status, or None if it could not be collected."""
     _kill_group(pid)
-    return reap(pid)
-
-
-def _exited(pid: int) -> bool:
-    """Whether child `pid` has ended, without reaping it."""
-    try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return info is not None
+    stop = time.monotonic() + 5.0
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done:
+            return status
+        if time.monotonic() > stop:
+            return None
+        time.sleep(0.001)
 
 
 def _read(fd: int, open_fds: dict[int, tuple[str, Reader]], drain: bool = False) -> str | None:
@@ -373,26 +398,3 @@ def _read(fd: int, open_fds: dict[int, tuple[str, Reader]], drain: bool = False)
             return name
         if not drain:
             return None
-
-
-def _drain(open_fds: dict[int, tuple[str, Reader]]) -> str | None:
-    """Read what is left in every pipe without blocking (writers that survive are ignored)."""
-    for fd in list(open_fds):
-        if refused := _read(fd, open_fds, drain=True):
-            return refused
-    return None
-
-
-def reap(pid: int, timeout_s: float = 5.0) -> int | None:
-    """Wait (briefly) for a child that has been killed; returns its status if collected."""
-    stop = time.monotonic() + timeout_s
-    while True:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        if done:
-            return status
-        if time.monotonic() > stop:
-            return None
-        time.sleep(0.001)

@@ -18,10 +18,9 @@ The Ray client lives in a driver subprocess, not in the engine, because Ray term
 whole process that holds its client about a minute after the cluster goes away. The engine
 only sees the driver exit, and stops the run with an `EvoError` saying how to resume it.
 
-What is sent where: the problem folder goes to every node as the job's `working_dir`, and
-this copy of the `evoengine` package as a `py_modules` entry (both through Ray's object
-store, cached per node); the candidate text travels with each task; results come back as
-plain dicts. Nodes need the same Python packages the problem imports (numpy, scipy, ...).
+The problem folder goes to every node as the job's `working_dir`, and this copy of the
+`evoengine` package as a `py_modules` entry (docs/ray.md: what is sent where). Nodes need
+the same Python packages the problem imports (numpy, scipy, ...).
 
 Faults: a Ray worker process or node that dies mid-evaluation makes Ray run the task again
 (at most `ray.max_retries` times); after that, `evaluate` returns an invalid result saying
@@ -31,7 +30,6 @@ so. Every `evaluate` call returns exactly one result, however many attempts Ray 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import importlib.util
 import json
@@ -39,17 +37,15 @@ import logging
 import os
 import re
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import EvoError, ProblemError
 from ..problem import EvalResult
-from . import processes
-from .pool import PoolStats, parse_reply, read_lines, with_this_package
-from .ray_driver import DRIVER_COMMAND, SHIP_EXCLUDES, START_TIMEOUT_S, first_line
+from .pool import PoolStats
+from .protocol import Helper, boot_command, helper_env
+from .ray_driver import SHIP_EXCLUDES, START_TIMEOUT_S, first_line
 from .sandbox import Limits
-from .view import THREAD_VARS
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +76,8 @@ class RayPool:
         self.stats = PoolStats()
         self.isolation = ""  # as the warm-up task's sandbox reported it
         self.cluster: dict[str, Any] = {}  # what the driver found: address, nodes, resources
-        self._proc: asyncio.subprocess.Process | None = None
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._driver = Helper("ray driver")
         self._reader: asyncio.Task | None = None
-        self._stderr_task: asyncio.Task | None = None
         self._pending: dict[int, asyncio.Future] = {}
         self._slots: asyncio.Semaphore | None = None
         self._next_id = 0
@@ -96,7 +90,7 @@ class RayPool:
         return self.ray_config.address or "local"
 
     def driver_pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+        return self._driver.pid
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -128,27 +122,12 @@ class RayPool:
             "limits": self.limits.to_json(),
             **{k: getattr(self.ray_config, k) for k in ("num_cpus", "num_gpus", "memory_mb", "max_retries")},
             "slots": self.slots,
-            "parent": os.getpid(),
         }
-        self._proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-c", DRIVER_COMMAND, json.dumps(plan)),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            env=_driver_env(self.limits),
-            limit=64 * 1024 * 1024,
-        )
-        self._stderr_task = asyncio.ensure_future(read_lines(self._proc.stderr, self._stderr_tail, "ray driver"))
-        try:
-            line = await asyncio.wait_for(self._proc.stdout.readline(), START_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            line = b""
-            self._stderr_tail.append(f"(no answer within {START_TIMEOUT_S:g} s)")
-        message = parse_reply(line)
+        command = boot_command("evoengine.evaluation.ray_driver", json.dumps(plan))
+        message = await self._driver.spawn(command, _driver_env(self.limits), START_TIMEOUT_S)
         if not message.get("ready"):
-            await processes.stop_process(self._proc, grace_s=0.0, wait_s=10.0)
-            tail = "\n".join(list(self._stderr_tail)[-15:])
+            await self._driver.stop(grace_s=0.0, wait_s=10.0)
+            tail = self._driver.last_words(15)
             error = message.get("error") or (
                 f"the ray backend could not start (Ray at {self.address})"
                 + (f":\n{tail}" if tail else ": the driver process exited without output")
@@ -188,10 +167,10 @@ class RayPool:
             future: asyncio.Future = asyncio.get_running_loop().create_future()
             self._pending[request_id] = future
             try:
-                self._send({"id": request_id, "text": text, "label": label, "entry": entry})
+                self._driver.send({"id": request_id, "text": text, "label": label, "entry": entry})
                 reply = await future
             except asyncio.CancelledError:
-                self._send({"cancel": request_id})
+                self._driver.send({"cancel": request_id})
                 raise
             finally:
                 self._pending.pop(request_id, None)
@@ -203,11 +182,9 @@ class RayPool:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(EvoError("the ray backend was closed during the evaluation"))
-        if self._proc is not None and not await processes.stop_process(self._proc, grace_s=60.0, wait_s=10.0):
-            log.warning("ray backend: the driver %d did not stop", self._proc.pid)
-        for task in (self._reader, self._stderr_task):
-            if task is not None:
-                task.cancel()
+        await self._driver.stop(grace_s=60.0, wait_s=10.0)
+        if self._reader is not None:
+            self._reader.cancel()
         self._slots = None
 
     async def __aenter__(self) -> RayPool:
@@ -219,18 +196,9 @@ class RayPool:
 
     # ------------------------------------------------------------------ talking to the driver
 
-    def _send(self, message: dict[str, Any]) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.stdin.is_closing():
-            return
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            proc.stdin.write(json.dumps(message).encode() + b"\n")
-
     async def _read_replies(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
         reason = ""
-        while line := await self._proc.stdout.readline():
-            message = parse_reply(line)
+        while (message := await self._driver.receive()) is not None:
             if "lost" in message:
                 reason = str(message["lost"])
                 break
@@ -241,8 +209,8 @@ class RayPool:
             return
         await asyncio.sleep(0.05)  # let the exit status arrive
         if not reason:
-            last = [t for t in self._stderr_tail if t.strip()][-1:] or ["no output"]
-            reason = f"its driver process exited with status {self._proc.returncode}: {_gist(last[0])}"
+            last = [t for t in self._driver.stderr_tail if t.strip()][-1:] or ["no output"]
+            reason = f"its driver process exited with status {self._driver.proc.returncode}: {_gist(last[0])}"
         self._cluster_lost(reason)
 
     def _cluster_lost(self, reason: str) -> None:
@@ -326,6 +294,5 @@ def _driver_env(limits: Limits) -> dict[str, str]:
     the problem declares. (The sandbox's own workers start from an allow-list: view.py.)"""
     keep = (*_RAY_AUTH_VARS, *limits.env)
     env = {k: v for k, v in os.environ.items() if k in keep or not _SECRET_ENV.search(k)}
-    env.update({var: "1" for var in THREAD_VARS})
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    return with_this_package(env)
+    return helper_env(env)

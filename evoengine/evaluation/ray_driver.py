@@ -1,10 +1,8 @@
-"""The Ray driver: a process of its own that holds the Ray client for `RayPool`.
+"""The Ray driver: the process that holds the Ray client for `RayPool` (ray_backend.py says why).
 
-Started by the engine's `RayPool` as `python -c _DRIVER_COMMAND PLAN_JSON`: it connects to
-(or starts) Ray, warms one evaluation up, then turns request lines on stdin into Ray tasks
-(`ray_node.evaluate_on_node`) and their outcomes into reply lines on stdout. It lives apart
-from the engine because Ray ends the whole process that holds its client about a minute
-after the cluster goes away.
+Started with a plan (JSON) as its one argument: it connects to (or starts) Ray, warms one
+evaluation up, then turns request lines on stdin into Ray tasks (`ray_node.evaluate_on_node`)
+and their outcomes into reply lines on stdout.
 """
 
 from __future__ import annotations
@@ -20,9 +18,8 @@ import threading
 import time
 from typing import Any
 
-from .pool import parse_reply
+from .protocol import Channel, parse_reply
 from .ray_node import evaluate_on_node
-from .sandbox import PR_SET_PDEATHSIG, prctl
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +28,6 @@ SHIP_EXCLUDES = ["__pycache__", "*.pyc", ".git", ".pytest_cache", "runs"]
 # A private local Ray listens on loopback only. Not 127.0.0.1: Ray replaces that address with
 # the machine's network address; any other address of 127.0.0.0/8 is loopback on Linux too.
 LOCAL_RAY_IP = "127.0.0.2"
-# Not `-m`: Ray must find `evaluate_on_node` under its module's name, not `__main__`.
-DRIVER_COMMAND = (
-    "import sys; from evoengine.evaluation.ray_driver import driver_main; sys.exit(driver_main(sys.argv[1:]))"
-)
 
 
 def first_line(text: str) -> str:
@@ -59,10 +52,9 @@ class _Driver:
             "py_modules": [plan["evoengine_dir"]],
             "excludes": SHIP_EXCLUDES,
         }
+        quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
         if plan["address"]:
-            ray.init(
-                address=plan["address"], runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False
-            )
+            ray.init(address=plan["address"], runtime_env=runtime_env, **quiet)
         else:  # a private Ray on this machine (loopback only), never someone else's running one
             # Keep a warm Ray worker per slot (+1 for the warm-up) even with fractional
             # ray.num_cpus; Ray's default keeps one idle worker per CPU.
@@ -72,10 +64,9 @@ class _Driver:
                 runtime_env=runtime_env,
                 include_dashboard=False,
                 object_store_memory=256 * 2**20,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
                 _node_ip_address=LOCAL_RAY_IP,
                 _system_config={"num_workers_soft_limit": soft_limit},
+                **quiet,
             )
         options: dict[str, Any] = {
             "num_cpus": plan["num_cpus"],
@@ -198,23 +189,10 @@ class _Driver:
             self.cancel(request_id)
 
 
-def driver_main(argv: list[str]) -> int:
-    """The driver process (`python -c _DRIVER_COMMAND PLAN_JSON`): connect, warm up, serve."""
+def main(argv: list[str]) -> int:
+    """The driver process (protocol.BOOT runs it): connect, warm up, serve."""
     plan = json.loads(argv[0])
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # Ray's own prints must not corrupt the protocol
-    lock = threading.Lock()
-
-    def send(message: dict[str, Any]) -> None:
-        with lock:
-            protocol.write(json.dumps(message) + "\n")
-
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="ray driver %(process)d: %(levelname)s %(message)s"
-    )
-    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != plan["parent"]:
-        return 1
+    send = Channel("ray driver").send  # Ray's own prints go to stderr
     address = plan["address"] or "a new local Ray"
     driver = _Driver(plan, send)
     try:

@@ -1,9 +1,5 @@
-"""The Ray task: `evaluate_on_node` runs in a Ray worker process, on any node of the cluster.
-
-Each Ray worker process keeps one warm `EvaluatorPool` with one slot between tasks, so a
-candidate runs in exactly the sandbox of the local backend (pool.py, worker.py); Ray only
-decides on which machine. The problem folder is the worker's current folder (the job's
-working_dir, shipped by Ray).
+"""The Ray task: `evaluate_on_node` runs in a Ray worker process, on any node of the cluster,
+with the warm one-slot `EvaluatorPool` that process keeps between tasks (see ray_backend.py).
 """
 
 from __future__ import annotations
@@ -26,8 +22,8 @@ _warm: dict[str, Any] = {}
 def evaluate_on_node(
     problem_file: str, limits_json: str, text: str | None, label: str, entry: str = "evaluate"
 ) -> dict[str, Any]:
-    """The Ray task: evaluate `text` with this worker's warm one-slot pool (`None`: only warm
-    it up). The problem folder is the worker's current directory (the job's working_dir)."""
+    """Evaluate `text` (`None`: only warm the pool up). The problem folder is the worker's
+    current directory (the job's working_dir, shipped by Ray)."""
     node = _node_ip()
     # A reused Ray worker may be handed other GPUs than last time: a warm evaluation worker
     # started with another CUDA_VISIBLE_DEVICES must not serve this task.

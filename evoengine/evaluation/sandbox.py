@@ -5,33 +5,30 @@
 (before the worker enters them) and `probe_uid` (after):
 
 - Namespaces (root, or unprivileged user namespaces; or bubblewrap, which the pool starts
-  the worker under where it works): each worker loop is the init of its own PID namespace,
-  with a fresh /proc that shows only the namespace's processes. After every evaluation it
-  sends one kill(-1), which reaches every other process in the namespace and nothing
-  outside; if the worker dies, the kernel kills the whole namespace. With `network: false`
-  a network namespace with no interface up: nothing can connect anywhere, not even to
-  127.0.0.1. A mount namespace holds the filesystem view (view.py, mounts.py): only what
-  the problem needs, read-only; each evaluation gets a private tmpfs of `disk_mb` for its
-  folder, /tmp, /dev/shm and /var/tmp.
+  the worker under where it works): each worker loop is the init of its own PID namespace
+  and, after every evaluation, ends every other process in it with one kill(-1) (worker.py);
+  with `network: false`, a network namespace with no interface up (not even 127.0.0.1);
+  a mount namespace with the filesystem view (view.py, mounts.py) and, per evaluation, a
+  private tmpfs of `disk_mb` for its folder, /tmp, /dev/shm and /var/tmp.
 - Separate uid (root only): the evaluator drops to a uid of its own per slot, so
   RLIMIT_NPROC binds (it never binds for uid 0), nothing of the engine's can be written and
-  the worker cannot be signalled. Inside the view that uid reads what it needs; only where
-  there is no view and it cannot read the Python installation (a pyenv under /root, say)
-  does it keep CAP_DAC_READ_SEARCH (read any file, write none it does not own).
-- Always: its own session, rlimits (address space, CPU, file size, processes, no core
-  files), no capabilities, no_new_privs (setuid binaries do not raise privileges),
-  non-dumpable (nothing it starts can ptrace it or write its memory). Without a PID
-  namespace the worker is a child subreaper and sweeps /proc for every process below it.
-  Without a network namespace, `network: false` is enforced by a seccomp filter (seccomp.py).
+  the worker cannot be signalled. Only where there is no view and that uid cannot read the
+  Python installation (a pyenv under /root, say) does it keep CAP_DAC_READ_SEARCH.
+- Always: its own session, rlimits, no capabilities, no_new_privs (setuid binaries do not
+  raise privileges), non-dumpable (nothing it starts can ptrace it or write its memory).
+  Without a PID namespace the worker is a child subreaper that sweeps /proc for every
+  process below it; without a network namespace a seccomp filter (seccomp.py) enforces
+  `network: false`.
 
-`Isolation.missing` names what is off; the pool logs it once, at start-up.
-docs/reliability.md lists which of these apply where and what they do not cover.
+`Isolation.missing` names what is off (the pool logs it at start-up); docs/reliability.md
+says which of these apply where and what they do not cover.
 """
 
 from __future__ import annotations
 
 import ctypes
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -45,6 +42,7 @@ from typing import Any
 
 from . import mounts, seccomp
 from .mounts import check_syscall, libc
+from .processes import proc_pids, proc_status
 
 log = logging.getLogger(__name__)
 
@@ -239,25 +237,14 @@ def _check_reads_as(uid: int, paths: list[Path], keep_read: bool) -> None:
 def _count_tasks_of(uid: int) -> int:
     """Threads+processes of `uid` now (RLIMIT_NPROC counts them all)."""
     total = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
+    for fields in map(proc_status, proc_pids()):
         if int(fields.get("Uid", "-1 ").split()[0]) == uid:
             total += int(fields.get("Threads", "1").strip())
     return total
 
 
 def _vm_size_mb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) // 1024
-    return 0
+    return int(proc_status("self").get("VmSize", "0 kB").split()[0]) // 1024
 
 
 # ---------------------------------------------------------------------------- confining
@@ -272,6 +259,21 @@ def die_with_parent(parent: int, code: int) -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(code)
+
+
+def enter_child(parent: int, code: int, out_fd: int, channel_fd: int, keep: int | None = None) -> None:
+    """The start of a forked evaluator or candidate call: a session of its own, default signal
+    handling, death with `parent` (`die_with_parent`), and no descriptor open but 0 = /dev/null,
+    1 and 2 = `out_fd`, 3 = `channel_fd` and 4 = `keep`, if given."""
+    os.setsid()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    die_with_parent(parent, code)
+    wanted = [os.open(os.devnull, os.O_RDONLY), out_fd, out_fd, channel_fd, *([] if keep is None else [keep])]
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in wanted]  # out of the way of 0-4 first
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+    os.closerange(len(high), 1 << 20)
 
 
 def set_limits(limits: Limits, isolation: Isolation) -> None:

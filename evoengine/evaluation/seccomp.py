@@ -12,6 +12,8 @@ import platform
 import struct
 import sys
 
+from .mounts import check_syscall, libc
+
 PR_SET_SECCOMP = 22
 
 _AUDIT_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # arch, __NR_socket
@@ -27,7 +29,7 @@ def program() -> bytes | None:
     if arch is None or sys.byteorder != "little":
         return None
     audit_arch, nr_socket = arch
-    allow, deny = 10, 11  # instruction indices below
+    allow, deny = 9, 10  # instruction indices below
 
     def jump(op: int, k: int, at: int, true: int, false: int) -> tuple:
         return (op, true - at - 1, false - at - 1, k)
@@ -42,9 +44,8 @@ def program() -> bytes | None:
         (_BPF_LD_W_ABS, 0, 0, 16),  # 6: args[0] (domain), low 32 bits
         jump(_BPF_JEQ_K, 2, 7, deny, 8),  # 7: AF_INET
         jump(_BPF_JEQ_K, 10, 8, deny, allow),  # 8: AF_INET6
-        (_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW),  # 9 (unreached)
-        (_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW),  # 10: allow
-        (_BPF_RET_K, 0, 0, _SECCOMP_RET_ERRNO | _EACCES),  # 11: deny
+        (_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW),  # 9: allow
+        (_BPF_RET_K, 0, 0, _SECCOMP_RET_ERRNO | _EACCES),  # 10: deny
     ]
     return b"".join(struct.pack("HBBI", *ins) for ins in instructions)
 
@@ -56,6 +57,6 @@ def block_network() -> None:
         raise OSError("seccomp network filter not available on this architecture")
     buf = ctypes.create_string_buffer(code)
     fprog = ctypes.create_string_buffer(struct.pack("HxxxxxxP", len(code) // 8, ctypes.addressof(buf)))
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(2), ctypes.c_ulong(ctypes.addressof(fprog)), 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")  # 2: SECCOMP_MODE_FILTER
+    address = ctypes.c_ulong(ctypes.addressof(fprog))
+    mode = ctypes.c_ulong(2)  # SECCOMP_MODE_FILTER
+    check_syscall(libc.prctl(PR_SET_SECCOMP, mode, address, 0, 0), "prctl(PR_SET_SECCOMP)")

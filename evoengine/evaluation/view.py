@@ -43,7 +43,8 @@ ETC_ENTRIES = (  # what programs commonly read from /etc; not shadow, sudoers, s
 ).split()
 # One BLAS/OpenMP thread in workers: forking a process that has threads can deadlock.
 THREAD_VARS = tuple(
-    "OMP_NUM_THREADS OPENBLAS_NUM_THREADS MKL_NUM_THREADS NUMEXPR_NUM_THREADS VECLIB_MAXIMUM_THREADS BLIS_NUM_THREADS".split()
+    "OMP_NUM_THREADS OPENBLAS_NUM_THREADS MKL_NUM_THREADS NUMEXPR_NUM_THREADS VECLIB_MAXIMUM_THREADS "
+    "BLIS_NUM_THREADS".split()
 )
 SCRATCH_PATHS = ("/tmp", "/var/tmp", "/dev/shm")  # private to each evaluation
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -52,7 +53,8 @@ WORKER_TMP_MB = 16  # the worker's own /tmp, beyond the captured output
 
 ENV_NAMES = frozenset(
     "PATH LANG LANGUAGE TZ TERM PYTHONPATH PYTHONHASHSEED PYTHONIOENCODING PYTHONUTF8 PYTHONWARNINGS "
-    "PYTHONDONTWRITEBYTECODE CUDA_VISIBLE_DEVICES HIP_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES NVIDIA_VISIBLE_DEVICES".split()
+    "PYTHONDONTWRITEBYTECODE CUDA_VISIBLE_DEVICES HIP_VISIBLE_DEVICES ROCR_VISIBLE_DEVICES "
+    "NVIDIA_VISIBLE_DEVICES".split()
 ) | set(THREAD_VARS)
 
 

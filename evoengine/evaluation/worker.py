@@ -46,12 +46,12 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from evoengine.errors import ProblemError
 from evoengine.evaluation import call, models, mounts, namespaces, processes, sandbox
+from evoengine.evaluation.protocol import Channel, one_message, write_message
 from evoengine.evaluation.view import THREAD_VARS, View
 from evoengine.files import split_files, write_folder
 from evoengine.peers import open_problem
@@ -116,52 +116,25 @@ class Worker:
     def _run(
         self, text: str, workdir: Path | None, output: BinaryIO, token: str, entry: str, access: dict | None
     ) -> EvalResult:
-        read_end, write_end = os.pipe()
-        processes.flush_stdio()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child always ends in os._exit
-            try:
-                self._evaluator(text, workdir, output.fileno(), write_end, token, entry, access)
-            finally:
-                os._exit(SETUP_FAILED)
-        os.close(write_end)
-        data = bytearray()
+        def evaluator(channel: int, _: int | None) -> None:
+            self._evaluator(text, workdir, output.fileno(), channel, token, entry, access)
 
-        def on_result(chunk: bytes) -> bool:
-            data.extend(chunk)
-            return len(data) <= MAX_RESULT_MB * 1024 * 1024
-
-        try:
-            ending = processes.supervise(
-                pid, time.monotonic() + self.limits.timeout_s, {read_end: ("result", on_result)}
-            )
-        finally:
-            status = processes.end_child(pid)
-            os.close(read_end)
-        return self._interpret(ending, status, bytes(data), token)
-
-    def _interpret(self, ending: processes.Ending, status: int | None, data: bytes, token: str) -> EvalResult:
-        if ending.stopped == "timeout":
+        finished = processes.run_child(evaluator, self.limits.timeout_s, MAX_RESULT_MB, SETUP_FAILED)
+        if finished.stopped == "timeout":
             return EvalResult.invalid(
                 f"timed out after {self.limits.timeout_s:g} s (wall clock); "
                 "the evaluation and everything it started were killed"
             )
-        if ending.stopped == "result":
+        if finished.stopped == "result":
             return EvalResult.invalid(f"evaluate() returned a result larger than {MAX_RESULT_MB} MB")
-        lines = data.splitlines()
-        died = status is None or status != 0
-        if not lines or (died and len(lines) != 1):
-            how = processes.describe_status(status) if status is not None else "vanished"
+        status, lines = finished.status, finished.result.splitlines()
+        if not lines or (status != 0 and len(lines) != 1):
+            how = processes.describe_status(status)
             if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == SETUP_FAILED:
                 how += " (the sandbox could not be set up; see the worker log)"
             return EvalResult.invalid(f"the evaluation process {how} without reporting a result")
-        try:
-            if len(lines) != 1:
-                raise ValueError
-            message = json.loads(lines[0])
-            if not isinstance(message, dict) or message.get("token") != token:
-                raise ValueError
-        except ValueError:
+        message = one_message(finished.result)
+        if message is None or message.get("token") != token:
             return EvalResult.invalid(
                 "the evaluator's result channel received data that did not come from the evaluator "
                 "(candidate code running inside the evaluator process wrote to it); result discarded"
@@ -178,13 +151,9 @@ class Worker:
         """E: own session and scratch space, confine ourselves, run the problem's evaluate(),
         report, exit."""
         try:
-            os.setsid()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            sandbox.die_with_parent(self.pid, SETUP_FAILED)
+            sandbox.enter_child(self.pid, SETUP_FAILED, out_fd, channel, keep=self.models_fd)  # models at fd 4
             # Orphans of candidate code come back to us, for call_candidate's sweep.
             sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
-            processes.set_child_fds(out_fd, channel, keep=self.models_fd)  # models at fd 4
             models.configure(access if self.models_fd is not None else None)
             uid = self.isolation.uid
             if self.view is not None:
@@ -209,7 +178,7 @@ class Worker:
             sandbox.confine(self.limits, self.isolation)
             sandbox.die_with_parent(self.pid, SETUP_FAILED)  # again: a change of uid clears it
         except BaseException as exc:
-            _send(3, {"token": token, "error": f"sandbox set-up failed: {type(exc).__name__}: {exc}"})
+            write_message(3, {"token": token, "error": f"sandbox set-up failed: {type(exc).__name__}: {exc}"})
             os._exit(SETUP_FAILED)
         processes.reopen_stdio()
         call.configure(timeout_s=self.limits.timeout_s, max_output_kb=self.limits.max_output_kb)
@@ -220,24 +189,17 @@ class Worker:
             else:
                 result = EvalResult.invalid(f"{self.loaded.path} defines no function {entry}(candidate_path)")
         except BaseException as exc:
-            try:
-                detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-3000:]
-                said = f": {exc}" if str(exc) else ""
-                result = EvalResult.invalid(f"{entry}() raised {type(exc).__name__}{said}\n{detail}")
-            except BaseException:
-                result = EvalResult.invalid(f"{entry}() raised {type(exc).__name__}")
+            said = f": {text}" if (text := call.safe_str(exc)) else ""
+            detail = call.traceback_tail(exc, 3000)
+            result = EvalResult.invalid(f"{entry}() raised {type(exc).__name__}{said}\n{detail}")
         try:
             message = {"token": token, "result": result.to_dict()}
             json.dumps(message, allow_nan=False)
         except (TypeError, ValueError) as exc:
             message = {"token": token, "error": f"{entry}() returned a result that is not JSON: {exc}"}
         processes.flush_stdio()
-        _send(3, message)
+        write_message(3, message)
         os._exit(0)
-
-
-def _send(fd: int, message: dict[str, Any]) -> None:
-    processes.write_all(fd, json.dumps(message).encode() + b"\n")
 
 
 def _tail(output: BinaryIO, cap: int) -> str:
@@ -269,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limits", required=True)
     parser.add_argument("--slot-dir", required=True, type=Path)
     parser.add_argument("--uid", required=True, type=int)
-    parser.add_argument("--parent", required=True, type=int)  # checked by the pool's start-up code
+    parser.add_argument("--parent", required=True, type=int)  # checked by protocol.BOOT
     parser.add_argument("--view", help="the filesystem view (JSON); none: no namespaces")
     parser.add_argument("--bwrap", choices=["root", "user"], help="started under bubblewrap, in this mode")
     parser.add_argument("--models-fd", type=int, help="descriptor of the evaluator models proxy's folder")
@@ -280,15 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[var] = "1"
     with contextlib.suppress(ImportError):  # warm: evaluators almost always use numpy
         import numpy  # noqa: F401
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="evaluation worker %(process)d: %(levelname)s %(message)s"
-    )
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # stray prints (from the problem module, say) must not corrupt the protocol
-
-    def send(message: dict[str, Any]) -> None:
-        protocol.write(json.dumps(message) + "\n")
-
+    channel = Channel("evaluation worker")  # stray prints (from the problem module, say) go to stderr
+    send = channel.send
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -308,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         send({"error": str(exc), "kind": "sandbox"})
         return 1
     if isolation.pid_namespace and not args.bwrap:  # returns only in the namespace's init
-        isolation = namespaces.become_init(isolation, limits, protocol.fileno(), view)
+        isolation = namespaces.become_init(isolation, limits, channel.fd, view)
     elif not isolation.pid_namespace:
         sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)  # orphans come back to us for the sweep
     must_read = [Path(p) for p in sys.path if p] + [loaded.path.parent, args.slot_dir, Path(sys.executable)]
@@ -349,11 +304,8 @@ def _stop(signum: int, frame: Any) -> None:
 
 def _cpu_seconds() -> float:
     """CPU used by the worker and every child it has reaped (the evaluations)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(usage.ru_utime + usage.ru_stime for usage in usages)
 
 
 if __name__ == "__main__":
