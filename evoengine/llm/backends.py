@@ -12,7 +12,6 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Protocol
 
 import openai
 
@@ -46,22 +45,22 @@ class MalformedReply(Exception):
         self.transient = transient
 
 
-class Backend(Protocol):
+class Backend:
     """How a `ModelClient` reaches its model."""
 
     where: str  # the endpoint or source, for messages
 
     async def complete(
         self, messages: list[dict[str, str]], temperature: float, max_tokens: int, timeout_s: float, digest: str
-    ) -> Completion: ...
+    ) -> Completion:
+        raise NotImplementedError
 
     async def check(self) -> str | None:
         """A pre-flight problem in one sentence, or None when the model answers."""
+        return None
 
-    async def aclose(self) -> None: ...
-
-
-# ---------------------------------------------------------------- OpenAI-compatible
+    async def aclose(self) -> None:
+        return None
 
 
 def endpoint_url(model: Model) -> str:
@@ -83,8 +82,9 @@ def api_key(model: Model) -> str:
     return key
 
 
-class OpenAIBackend:
-    """A model behind an OpenAI-compatible HTTP endpoint; the `AsyncOpenAI` is shared per endpoint."""
+class OpenAIBackend(Backend):
+    """A model behind an OpenAI-compatible HTTP endpoint; the `AsyncOpenAI` is shared per endpoint
+    (the pool closes it)."""
 
     def __init__(self, model: Model, endpoints: dict[tuple[str, str], openai.AsyncOpenAI]):
         self.model = model
@@ -154,60 +154,45 @@ class OpenAIBackend:
         return [list(d.embedding) for d in data], int(getattr(usage, "prompt_tokens", 0) or 0)
 
     async def check(self) -> str | None:
-        name, where = self.model.name, self.where
+        name, where, model_id = self.model.name, self.where, self.model.model_id
+        timeout = min(self.model.timeout_s, PREFLIGHT_TIMEOUT_S)
+        served: list[str] = []
         try:
             client = self.client()
-        except ModelError as exc:
+            try:
+                served = [m.id for m in (await client.models.list(timeout=timeout)).data]
+            except (openai.APIStatusError, openai.APIResponseValidationError, ValueError) as exc:
+                if isinstance(exc, openai.AuthenticationError):
+                    raise
+                log.debug("model %s: %s/models failed (%s); trying a 1-token completion", name, where, exc)
+            if model_id not in served:  # the list is missing or does not name the model: ask for one token
+                ping = [{"role": "user", "content": "ping"}]
+                await client.chat.completions.create(model=model_id, messages=ping, max_tokens=1, timeout=timeout)
+        except ModelError as exc:  # no key in the environment
             return str(exc)
-        timeout = min(self.model.timeout_s, PREFLIGHT_TIMEOUT_S)
-        served: list[str] | None = None
-        try:
-            page = await client.models.list(timeout=timeout)
-            served = [m.id for m in page.data]
-        except (openai.AuthenticationError, openai.APIConnectionError) as exc:
-            return self._unusable(exc, where)
-        except (openai.APIStatusError, openai.APIResponseValidationError, ValueError) as exc:
-            log.debug("model %s: %s/models failed (%s); trying a 1-token completion", name, where, exc)
-        if served is not None and self.model.model_id in served:
-            return None
-        try:  # the list is missing or does not name the model: ask for one token
-            await client.chat.completions.create(
-                model=self.model.model_id,
-                messages=[{"role": "user", "content": "ping"}],
-                max_tokens=1,
-                timeout=timeout,
-            )
-            return None
-        except openai.NotFoundError:
-            listed = f"; it serves: {', '.join(served[:20])}" if served else ""
-            return (
-                f"model {name!r}: {where} does not serve model {self.model.model_id!r}"
-                f"{listed}; fix `model:` in its models entry"
-            )
-        except (openai.AuthenticationError, openai.APIConnectionError) as exc:
-            return self._unusable(exc, where)
-        except (openai.APIStatusError, openai.APIResponseValidationError, ValueError) as exc:
-            return f"model {name!r}: {where} failed a 1-token test request: {describe(exc)}"
-
-    def _unusable(self, exc: Exception, where: str) -> str:
-        """What to tell the user when the endpoint refuses the key or cannot be reached."""
-        name = self.model.name
-        if isinstance(exc, openai.AuthenticationError):
+        except openai.AuthenticationError:
             return (
                 f"model {name!r}: {where} refused the key in {self.model.api_key_env}; "
                 f"check that the key is valid for this endpoint"
             )
-        return (
-            f"model {name!r}: cannot reach {where} ({describe(exc)}); start the server "
-            f"or fix `base_url` in its models entry"
-        )
+        except openai.APIConnectionError as exc:
+            return (
+                f"model {name!r}: cannot reach {where} ({describe(exc)}); start the server "
+                f"or fix `base_url` in its models entry"
+            )
+        except openai.NotFoundError:
+            listed = f"; it serves: {', '.join(served[:20])}" if served else ""
+            return (
+                f"model {name!r}: {where} does not serve model {model_id!r}{listed}; fix `model:` in its models entry"
+            )
+        except (openai.APIStatusError, openai.APIResponseValidationError, ValueError) as exc:
+            return f"model {name!r}: {where} failed a 1-token test request: {describe(exc)}"
+        return None
 
-    async def aclose(self) -> None:
-        return None  # the endpoint's client is shared; the pool closes it
 
-
-class ReplayBackend:
-    """Answers from an earlier run's recorded replies; needs no endpoint and no key."""
+class ReplayBackend(Backend):
+    """Answers from an earlier run's recorded replies; needs no endpoint and no key (its
+    pre-flight was reading the book)."""
 
     def __init__(self, model: Model, book: ReplayBook):
         self.model = model
@@ -219,12 +204,6 @@ class ReplayBackend:
     ) -> Completion:
         rec = self.book.take(digest, self.model.name, current_proposal.get())
         return Completion(rec.reply or "", rec.tokens_in, rec.tokens_out, rec.cost, rec.error)
-
-    async def check(self) -> str | None:
-        return None  # the book was read when it was opened
-
-    async def aclose(self) -> None:
-        return None
 
 
 def token_count(value: object) -> int:

@@ -90,8 +90,6 @@ class ModelBandit:
         self.records = {arm: ArmRecord() for arm in self.arms}
         self.pending = dict.fromkeys(self.arms, 0)  # picked, not yet observed
 
-    # -- feedback
-
     def observe(self, arm: str, reward: float, cost: float = 0.0) -> None:
         """Count one closed proposal of `arm`; unknown arms (e.g. a model since removed) are ignored."""
         record = self.records.get(arm)
@@ -103,8 +101,6 @@ class ModelBandit:
         record.calls += 1
         record.reward += min(max(reward, 0.0), 1.0)
         record.cost += max(cost, 0.0) if math.isfinite(cost) else 0.0
-
-    # -- choice
 
     def select(self, rng: random.Random) -> str:
         arm = self._choose(rng)
@@ -139,8 +135,6 @@ class ModelBandit:
     def _argmax(self, values: dict[str, float], rng: random.Random) -> str:
         ties = self._best(values)
         return ties[0] if len(ties) == 1 else rng.choice(ties)
-
-    # -- reporting
 
     def state(self) -> dict[str, Any]:
         """The whole state, JSON-ready; equal after replaying the same observations."""

@@ -146,9 +146,6 @@ class ModelClient:
         return base * (0.5 + 0.5 * self._jitter.random())
 
 
-# ---------------------------------------------------------------- the pool
-
-
 class ModelPool:
     """The run's model clients by name; one `AsyncOpenAI` per endpoint, reused for the run;
     with `concurrency`, that many requests out at once at most, over all of them.
@@ -167,12 +164,10 @@ class ModelPool:
     ):
         self._endpoints: dict[tuple[str, str], openai.AsyncOpenAI] = {}
         self.book = ReplayBook(replay) if replay else None
-        self.clients: dict[str, ModelClient] = {}
         # At most `concurrency` requests out at once across all models (proposals, repairs, judge),
         # or, with `slots`, another pool's semaphore shared (the evaluators' models share the proposals').
         self.slots = slots or (asyncio.Semaphore(concurrency) if concurrency else None)
-        for model in models:
-            self.clients[model.name] = ModelClient(model, self._backend(model), backoff_s=backoff_s, slots=self.slots)
+        self.clients = {m.name: ModelClient(m, self._backend(m), backoff_s=backoff_s, slots=self.slots) for m in models}
 
     def _backend(self, model: Model) -> Backend:
         if self.book is not None:

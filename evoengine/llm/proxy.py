@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,6 @@ SOCKET_NAME = "models.sock"
 PREFIX = "evoengine-models-"  # + the engine's pid + "-" + random: the proxy's folder in /tmp
 MAX_BODY = 16 * 1024 * 1024  # largest request accepted
 PURPOSE = "evaluate"  # the store's `purpose` of evaluator-side calls
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Payload Too Large"}
-_REASONS.update({502: "Bad Gateway", 503: "Service Unavailable"})
 
 
 @dataclass
@@ -98,8 +97,6 @@ class ModelProxy:
         self._handlers: set[asyncio.Task] = set()
         self._served = 0
 
-    # ------------------------------------------------------------ the engine's side
-
     def prepare(self, record: Callable[[int | None, ModelCall], None], slots: asyncio.Semaphore | None) -> None:
         """Build the clients; `slots` is the proposals' semaphore (None: a new one of `concurrency`)."""
         from .client import ModelPool
@@ -140,8 +137,6 @@ class ModelProxy:
             os.close(self.fd)
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    # ------------------------------------------------------------ HTTP
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -158,7 +153,7 @@ class ModelProxy:
                 except _BadRequest as exc:
                     status, payload, keep = exc.status, _error(str(exc), "invalid_request_error"), False
                 data = json.dumps(payload).encode()
-                head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+                head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
                 head += f"Content-Length: {len(data)}\r\nConnection: {'keep-alive' if keep else 'close'}\r\n\r\n"
                 writer.write(head.encode() + data)
                 await writer.drain()

@@ -16,12 +16,12 @@ from typing import Any
 
 from ..config import Model
 from ..errors import ModelError
-from .backends import Completion, MalformedReply
+from .backends import Backend, Completion, MalformedReply
 
 log = logging.getLogger(__name__)
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     """One `vllm.LLM` per model, loaded on first use or at pre-flight."""
 
     def __init__(self, model: Model):

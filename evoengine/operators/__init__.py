@@ -12,21 +12,33 @@ that also has `state()` (JSON-ready) and `restore(state)` has that state kept in
 snapshot, so a resumed run does not replay every closing into it (the built-in and model
 proposers do; one without them makes a resume replay the whole run).
 
-Proposers: `offline.OfflineProposer` (AST operators, no model) and the model-driven
-proposer in `operators.llm`.
+Proposers: the built-in ones, which need no model (`offline.OfflineProposer`, AST operators
+for Python; `text.TextProposer`, line operators for other text; `folder.FolderProposer`, either
+one file at a time), and the model-driven proposer in `operators.llm`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, Literal, Protocol
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, TypeVar
 
 from ..records import Candidate, Proposal, ProposalContext, ProposalFailed
 
 # How far a proposal's child got: none made (the model call or the patch failed), made but
 # refused before evaluation (a duplicate, novelty), evaluated invalid, evaluated valid.
 Stage = Literal["failed", "rejected", "invalid", "valid"]
+T = TypeVar("T")
+
+
+def some_of(items: Sequence[T], rng: random.Random) -> list[T]:
+    """A crossover's share of `items` from the second parent: each with chance 1/2, in order;
+    at least one, and not all when there are several (the child would be a parent's copy)."""
+    chosen = [item for item in items if rng.random() < 0.5] or [rng.choice(items)]
+    if len(chosen) == len(items) > 1:
+        chosen.remove(rng.choice(chosen))
+    return chosen
 
 
 class Proposer(Protocol):

@@ -28,7 +28,7 @@ from ..files import FilesError, join_files, language_of, split_files
 from ..patches import FILE_LINE, Edit, apply_diff, apply_rewrite, parse_diff
 from ..problem import Problem
 from ..records import Candidate, Proposal, ProposalContext, ProposalFailed
-from . import BuiltinProposer
+from . import BuiltinProposer, some_of
 
 FILE_CROSSOVER = 0.15  # share of offline proposals that cross whole files, when a second parent differs
 
@@ -154,9 +154,9 @@ class FolderProposer(BuiltinProposer):
 
     def _propose(self, ctx: ProposalContext) -> Proposal:
         try:
-            files = split_files(ctx.parent.text)
-        except FilesError as exc:
-            raise self.failed(ctx, f"the parent's files are broken: {exc}") from None
+            files = _files(ctx.parent.text)
+        except PatchError as exc:
+            raise self.failed(ctx, str(exc)) from None
         others = []
         for other in ctx.inspirations:
             try:
@@ -207,9 +207,7 @@ class FolderProposer(BuiltinProposer):
         differing = [name for name in files if files[name] != theirs[name]]
         if len(differing) < 2:
             return None
-        taken = [name for name in differing if ctx.rng.random() < 0.5] or [ctx.rng.choice(differing)]
-        if len(taken) == len(differing):
-            taken.remove(ctx.rng.choice(taken))
+        taken = some_of(differing, ctx.rng)
         return Proposal(
             text=join_files({name: theirs[name] if name in taken else text for name, text in files.items()}),
             operator="offline:file-crossover",

@@ -26,13 +26,13 @@ from ..llm.client import ModelPool
 from ..patches import PatchError, apply_diff, apply_rewrite, parse_diff
 from ..problem import Problem
 from ..records import Proposal, ProposalContext, ProposalFailed
-from . import Proposer, Stage
+from . import BuiltinProposer, Stage
 from .folder import apply_folder_reply, folder_change
 from .odds import OperatorOdds
 
 log = logging.getLogger(__name__)
 
-OFFLINE = "offline"
+OFFLINE = BuiltinProposer.ARM
 
 
 def unified_change(parent: str, child: str) -> str:
@@ -53,7 +53,7 @@ class ModelProposer:
         self,
         config: Config,
         problem: Problem,
-        offline: Proposer | None = None,
+        offline: BuiltinProposer | None = None,
         *,
         pool: ModelPool | None = None,
         harness: Harness | None = None,
@@ -74,10 +74,6 @@ class ModelProposer:
         self.bandit: ModelBandit = make_bandit(config.bandit, arms)
         self.odds = OperatorOdds(config.operators)
         self.harness = harness if harness is not None else load_harness(config)
-        self.repair_attempts = config.operators.repair_attempts
-        self.require_fence = problem.language != "text"
-
-    # ------------------------------------------------------------ Proposer
 
     def arms(self) -> list[str]:
         return list(self.bandit.arms)
@@ -89,7 +85,8 @@ class ModelProposer:
     async def propose(self, ctx: ProposalContext) -> Proposal:
         arm = self.bandit.select(ctx.rng)
         if arm == OFFLINE:
-            return await self._offline(ctx)
+            assert self.offline is not None
+            return await self.offline.propose(ctx)
         if self.config.operators.adapt:
             ctx = dataclasses.replace(ctx, operator_weights=self.odds.weights(arm))
         plan = self.harness.plan(ctx, arm)
@@ -103,7 +100,7 @@ class ModelProposer:
         messages = self.harness.messages(ctx, plan)
         cost = 0.0
         hashes: list[str] = []
-        tries = self.repair_attempts + 1
+        tries = self.config.operators.repair_attempts + 1
         for attempt in range(1, tries + 1):
             call = await client.chat(messages, temperature=plan.temperature)
             ctx.record_call(call)
@@ -159,35 +156,20 @@ class ModelProposer:
         if self.offline is not None:
             await self.offline.aclose()
 
-    # ------------------------------------------------------------ pieces
-
     def _apply(self, ctx: ProposalContext, plan: Plan, reply: str) -> str:
-        parent = ctx.parent.text
-        comment = self.problem.comment
-        if self.problem.folder:  # several files: each edit or rewrite goes to its file
-            child = apply_folder_reply(parent, reply, self.problem, plan.operator, getattr(plan, "file", None))
-            why = syntax_error(child, self.problem.language, folder=True)
-            if why is not None:
-                raise PatchError(why)
-            return child
-        if plan.operator == "diff":
-            child = apply_diff(parent, parse_diff(reply), comment)
+        parent, problem = ctx.parent.text, self.problem
+        if problem.folder:  # several files: each edit or rewrite goes to its file
+            child = apply_folder_reply(parent, reply, problem, plan.operator, getattr(plan, "file", None))
+        elif plan.operator == "diff":
+            child = apply_diff(parent, parse_diff(reply), problem.comment)
         else:
+            fenced = problem.language != "text"  # a prompt may come back without a code fence
             child = apply_rewrite(
-                parent, reply, language=self.problem.language, comment=comment, require_fence=self.require_fence
+                parent, reply, language=problem.language, comment=problem.comment, require_fence=fenced
             )
-        if plan.block:  # several named texts mutate one at a time
-            check_only_block(parent, child, plan.block, comment)
-        why = syntax_error(child, self.problem.language)
+        if plan.block and not problem.folder:  # several named texts mutate one at a time
+            check_only_block(parent, child, plan.block, problem.comment)
+        why = syntax_error(child, problem.language, folder=problem.folder)
         if why is not None:  # back to the model, like a patch that does not apply
             raise PatchError(why)
         return child
-
-    async def _offline(self, ctx: ProposalContext) -> Proposal:
-        assert self.offline is not None
-        try:
-            proposal = await self.offline.propose(ctx)
-        except ProposalFailed as exc:
-            exc.model = OFFLINE
-            raise
-        return proposal if proposal.model == OFFLINE else dataclasses.replace(proposal, model=OFFLINE)

@@ -43,12 +43,11 @@ from pathlib import Path
 from ..blocks import Block, PatchError, check_frozen, evolve_blocks, splice_blocks
 from ..problem import Problem
 from ..records import Candidate, Proposal, ProposalContext
-from . import BuiltinProposer
+from . import BuiltinProposer, some_of
 from .offline.mutations import format_float, perturb
 
 log = logging.getLogger(__name__)
 
-ARM = BuiltinProposer.ARM
 WEIGHTS = {
     "vocabulary": 0.3,
     "borrow": 0.15,
@@ -90,8 +89,13 @@ def _join(region: _Lines, rows: Sequence[str]) -> str:
     return body + "\n" if rows and region.trailing else body
 
 
+def _squashed(text: str) -> str:
+    """`text` with its white space folded: edits that change only spacing change nothing."""
+    return " ".join(text.split())
+
+
 def _same(a: str, b: str) -> bool:
-    return " ".join(a.split()) == " ".join(b.split())
+    return _squashed(a) == _squashed(b)
 
 
 @lru_cache(maxsize=16)
@@ -125,47 +129,30 @@ class _Change:
     other: Candidate | None = None
 
 
-def _where(rng: random.Random, regions: list[_Lines], need: int = 1) -> int | None:
-    """A region with at least `need` non-blank lines, uniformly; None if there is none."""
-    fit = [i for i, r in enumerate(regions) if len(r.filled()) >= need]
-    return rng.choice(fit) if fit else None
-
-
-def _delete(regions: list[_Lines], rng: random.Random) -> _Change | None:
-    b = _where(rng, regions)
-    if b is None:
+def _line_edit(kind: str, regions: list[_Lines], rng: random.Random) -> _Change | None:
+    """`kind` is delete, duplicate or swap, in a region with the non-blank lines for it."""
+    fit = [b for b, r in enumerate(regions) if len(r.filled()) >= (2 if kind == "swap" else 1)]
+    if not fit:
         return None
-    rows = list(regions[b].rows)
-    i = rng.choice(regions[b].filled())
-    gone = rows.pop(i)
-    return _Change({b: rows}, f"deleted line {i + 1}: {gone.strip()[:80]!r}", "delete")
-
-
-def _duplicate(regions: list[_Lines], rng: random.Random) -> _Change | None:
-    b = _where(rng, regions)
-    if b is None:
-        return None
-    rows = list(regions[b].rows)
-    i = rng.choice(regions[b].filled())
-    at = rng.randint(0, len(rows))
-    rows.insert(at, rows[i])
-    return _Change({b: rows}, f"copied line {i + 1} to line {at + 1}", "duplicate")
-
-
-def _swap(regions: list[_Lines], rng: random.Random) -> _Change | None:
-    b = _where(rng, regions, need=2)
-    if b is None:
-        return None
-    rows = list(regions[b].rows)
-    i, j = sorted(rng.sample(regions[b].filled(), 2))
+    b = rng.choice(fit)
+    rows, filled = list(regions[b].rows), regions[b].filled()
+    if kind == "delete":
+        i = rng.choice(filled)
+        gone = rows.pop(i)
+        return _Change({b: rows}, f"deleted line {i + 1}: {gone.strip()[:80]!r}", kind)
+    if kind == "duplicate":
+        i = rng.choice(filled)
+        at = rng.randint(0, len(rows))
+        rows.insert(at, rows[i])
+        return _Change({b: rows}, f"copied line {i + 1} to line {at + 1}", kind)
+    i, j = sorted(rng.sample(filled, 2))
     if _same(rows[i], rows[j]):
         return None
     rows[i], rows[j] = rows[j], rows[i]
-    return _Change({b: rows}, f"swapped lines {i + 1} and {j + 1}", "swap")
+    return _Change({b: rows}, f"swapped lines {i + 1} and {j + 1}", kind)
 
 
 def _number(regions: list[_Lines], rng: random.Random) -> _Change | None:
-    """Nudge one (sometimes two) numeric literals, as the AST operators nudge Python constants."""
     sites = [(b, i, m) for b, r in enumerate(regions) for i, row in enumerate(r.rows) for m in _NUMBER.finditer(row)]
     if not sites:
         return None
@@ -198,8 +185,8 @@ def _from_vocabulary(regions: list[_Lines], words: Sequence[str], rng: random.Ra
     if not words or not regions:
         return None
     b = rng.randrange(len(regions))
-    have = {" ".join(r.split()) for r in regions[b].rows}
-    fresh = [w for w in words if " ".join(w.split()) not in have]
+    have = {_squashed(r) for r in regions[b].rows}
+    fresh = [w for w in words if _squashed(w) not in have]
     if not fresh:
         return None
     picked = rng.sample(fresh, min(len(fresh), 1 if rng.random() < 0.75 else 2))
@@ -209,15 +196,12 @@ def _from_vocabulary(regions: list[_Lines], words: Sequence[str], rng: random.Ra
 
 
 def _borrow(regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]]], rng: random.Random) -> _Change | None:
-    """Insert a line some inspiration has and the parent's region lacks."""
     offers: list[tuple[int, str, Candidate]] = []
     for other, theirs in others:
         for b, region in enumerate(regions):
-            have = {" ".join(r.split()) for r in region.rows}
+            have = {_squashed(r) for r in region.rows}
             source = [theirs[b]] if len(theirs) == len(regions) else theirs
-            offers += [
-                (b, row, other) for r in source for row in r.rows if row.strip() and " ".join(row.split()) not in have
-            ]
+            offers += [(b, row, other) for r in source for row in r.rows if row.strip() and _squashed(row) not in have]
     if not offers:
         return None
     b, line, other = rng.choice(offers)
@@ -230,8 +214,6 @@ def _borrow(regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]]],
 def _crossover(
     regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]]], rng: random.Random
 ) -> _Change | None:
-    """Align the parent's and the first differing inspiration's regions; take each differing
-    stretch from either side (at least one from each when there are several)."""
     for other, theirs in others:
         if len(theirs) != len(regions):
             continue
@@ -242,9 +224,7 @@ def _crossover(
         mine, their = regions[b].rows, theirs[b].rows
         ops = difflib.SequenceMatcher(None, mine, their, autojunk=False).get_opcodes()
         hunks = [k for k, op in enumerate(ops) if op[0] != "equal"]
-        taken = {k for k in hunks if rng.random() < 0.5} or {rng.choice(hunks)}
-        if len(taken) == len(hunks) > 1:
-            taken.discard(rng.choice(sorted(taken)))
+        taken = some_of(hunks, rng)
         rows: list[str] = []
         for k, (_, i1, i2, j1, j2) in enumerate(ops):
             rows += their[j1:j2] if k in taken else mine[i1:i2]
@@ -258,12 +238,8 @@ def _crossover(
 
 
 class TextProposer(BuiltinProposer):
-    """The line operators as a `Proposer`: one bandit arm, "offline", that costs nothing.
-
-    `weights` sets how often each operator is tried (keys of `WEIGHTS`); an operator that
-    cannot apply (no vocabulary, no differing inspiration, too few lines) is skipped. A
-    proposal draws up to `tries` operators when an edit changes nothing.
-    """
+    """The line operators as a `Proposer`; `weights` (keys of `WEIGHTS`) sets how often each
+    is drawn. One that cannot apply (no vocabulary, no differing inspiration) is not drawn."""
 
     WEIGHTS, KIND = WEIGHTS, "text"
 
@@ -281,9 +257,9 @@ class TextProposer(BuiltinProposer):
             "borrow": lambda: _borrow(regions, others, ctx.rng),
             "crossover": lambda: _crossover(regions, others, ctx.rng),
             "number": lambda: _number(regions, ctx.rng),
-            "delete": lambda: _delete(regions, ctx.rng),
-            "duplicate": lambda: _duplicate(regions, ctx.rng),
-            "swap": lambda: _swap(regions, ctx.rng),
+            "delete": lambda: _line_edit("delete", regions, ctx.rng),
+            "duplicate": lambda: _line_edit("duplicate", regions, ctx.rng),
+            "swap": lambda: _line_edit("swap", regions, ctx.rng),
         }
         usable = {
             k: f for k, f in operators.items() if (k not in NEEDS_OTHER or others) and (k != "vocabulary" or words)

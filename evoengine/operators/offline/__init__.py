@@ -46,11 +46,7 @@ from .mutations import mutate_constant, mutate_operator, mutate_statement
 
 log = logging.getLogger(__name__)
 
-ARM = BuiltinProposer.ARM
 WEIGHTS = {"constant": 0.6, "operator": 0.1, "statement": 0.1, "crossover": 0.2}
-
-
-# ---------------------------------------------------------------- the proposer
 
 
 def _apply(text: str, edits: Sequence[Edit]) -> str:
@@ -65,12 +61,9 @@ def _apply(text: str, edits: Sequence[Edit]) -> str:
 
 
 class OfflineProposer(BuiltinProposer):
-    """The built-in operators as a `Proposer`: one bandit arm, "offline", that costs nothing.
-
-    `weights` sets how often each operator family is tried (constant, operator, statement,
-    crossover); crossover is skipped when no inspiration differs from the parent. A proposal
-    draws up to `tries` operators when an edit changes nothing or breaks the syntax.
-    """
+    """The AST operators as a `Proposer`; `weights` (keys of `WEIGHTS`) sets how often each family
+    is drawn, and `policy` (the harness's offline policy) may change them, and the constants' step,
+    for each proposal. Crossover is not drawn when no inspiration differs from the parent."""
 
     WEIGHTS = WEIGHTS
 
@@ -110,7 +103,8 @@ class OfflineProposer(BuiltinProposer):
         if not codes:
             raise self.failed(
                 ctx,
-                "no EVOLVE-BLOCK parses as Python on its own; offline operators need whole statements inside each block",
+                "no EVOLVE-BLOCK parses as Python on its own; "
+                "offline operators need whole statements inside each block",
             )
         other, pairs = self._second_parent(ctx, parsed)
         operators: dict[str, Callable[[], Change | None]] = {

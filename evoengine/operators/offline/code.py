@@ -9,11 +9,6 @@ from dataclasses import dataclass
 
 from ...blocks import Block
 
-NUMBER_TYPES = (int, float)
-
-
-# ---------------------------------------------------------------- one block as Python
-
 
 @dataclass(frozen=True)
 class Edit:

@@ -9,10 +9,9 @@ import random
 from collections.abc import Sequence
 
 from ...patches import indent_of, reindent
+from .. import some_of
 from .code import Change, Code, Edit, Unit
 from .mutations import SYMBOL, format_float, literal_text, number_nodes, number_value, unit_end, unit_text
-
-# ---------------------------------------------------------------- crossover
 
 
 class _MaskNumbers(ast.NodeTransformer):
@@ -132,9 +131,7 @@ class _Crossover:
             if inner is not None:
                 return inner
         if pairs:
-            chosen = [pair for pair in pairs if self.rng.random() < 0.5] or [self.rng.choice(pairs)]
-            if len(chosen) == len(pairs) > 1:
-                chosen.remove(self.rng.choice(chosen))
+            chosen = some_of(pairs, self.rng)
             indent = indent_of(unit_text(self.p, p_units[0]))
             moved = [(a, _moved(self.o, b.start, unit_end(self.o, b), indent)) for _, a, b in chosen]
             edits = [Edit(self.p.index, a.start, unit_end(self.p, a), text) for a, text in moved]

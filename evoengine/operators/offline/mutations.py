@@ -9,7 +9,7 @@ import math
 import random
 from typing import Any
 
-from .code import NUMBER_TYPES, Change, Code, Edit, Unit
+from .code import Change, Code, Edit, Unit
 
 # ---------------------------------------------------------------- numeric literals
 
@@ -20,7 +20,7 @@ def number_value(node: ast.AST) -> int | float | None:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         sign = -1 if isinstance(node.op, ast.USub) else 1
         node = node.operand
-    if isinstance(node, ast.Constant) and type(node.value) in NUMBER_TYPES:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):  # not bool, not complex
         return sign * node.value
     return None
 
