@@ -310,11 +310,17 @@ def test_with_inspirations_off_the_prompt_shows_the_parent_alone_but_crossover_k
 
 
 def test_crossover_zero_switches_crossover_off_for_models_and_offline_operators_alike():
-    on = load_harness(config([Model(name="m")], operators={"diff": 0, "full": 0, "crossover": 1}))
-    off = load_harness(config([Model(name="m")], operators={"diff": 1, "full": 1, "crossover": 0}))
+    def harness(crossover: float, offline_crossover: bool = True):
+        weights = {"diff": 1 - min(crossover, 1), "full": 1 - min(crossover, 1), "crossover": crossover}
+        return load_harness(config([Model(name="m")], operators={**weights, "offline_crossover": offline_crossover}))
+
+    on, off = harness(1.0), harness(0.0)
     assert {on.plan(context(seed), "m").operator for seed in range(10)} == {"crossover"}
     assert "crossover" not in {off.plan(context(seed), "m").operator for seed in range(50)}
     assert on.offline(context()).weights["crossover"] > 0 and off.offline(context()).weights["crossover"] == 0
+    # The offline operators cross only when asked (`operators.offline_crossover`, off by default).
+    assert harness(1.0, offline_crossover=False).offline(context()).weights["crossover"] == 0
+    assert load_harness(config([Model(name="m")])).offline(context()).weights["crossover"] == 0
 
 
 def test_the_iid_baseline_prompt_shows_no_recent_failures():
