@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -153,3 +154,17 @@ def replace_folder(files: Mapping[str, str], folder: Path) -> Path:
     os.replace(new, folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def remove_stale_folders(prefix: str) -> None:
+    """Remove the temporary folders `<prefix><pid>-...` of this user's processes that are gone
+    (an engine killed before it could remove its own)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = path.name[len(prefix) :].split("-", 1)[0]
+        try:
+            if pid.isdigit() and path.stat().st_uid == os.geteuid():
+                os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue

@@ -416,3 +416,22 @@ def test_a_store_interrupted_while_being_created_is_absent_not_half_made(tmp_pat
     finally:
         store.close()
     assert [p.name for p in run_dir.iterdir() if not p.name.startswith("archive.sqlite")] == []
+
+
+def test_temporary_folders_of_killed_engines_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
+    # An engine killed with -9 cannot remove its evaluation or model-proxy folder in /tmp; the
+    # next engine of the same user removes those whose process is gone.
+    import tempfile
+
+    from evoengine.files import remove_stale_folders
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"evoengine-eval-{gone.pid}-abc"
+    live = tmp_path / f"evoengine-eval-{os.getpid()}-def"
+    other = tmp_path / f"evoengine-models-{gone.pid}-ghi"
+    for folder in (dead, live, other):
+        (folder / "inside").mkdir(parents=True)
+    remove_stale_folders("evoengine-eval-")
+    assert not dead.exists() and live.exists() and other.exists()

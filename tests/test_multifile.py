@@ -404,3 +404,12 @@ def test_a_model_run_edits_both_files_and_a_frozen_edit_goes_back_with_its_reaso
     best_files = {p.name: p.read_text() for p in (run / "best" / "minimizer_package").iterdir()}
     assert "steps: 30\n" in best_files["settings.yaml"] and "step: 0.002" not in best_files["settings.yaml"]
     assert "[0.0 * vi" not in best_files["minimizer.py"]
+
+
+def test_a_broken_child_is_named_as_the_child_not_the_parent():
+    from evoengine.blocks import PatchError
+    from evoengine.operators.folder import folder_change
+
+    parent = join_files({"a.py": "x = 1\n", "b.txt": "hello\n"})
+    with pytest.raises(PatchError, match="the child's files are broken"):
+        folder_change(parent, "no header line at all\n")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import EvoError, ProblemError
+from ..files import remove_stale_folders
 from ..problem import EvalResult
 from .protocol import Helper, boot_command, helper_env
 from .sandbox import Limits, sandbox_uid
@@ -181,7 +182,7 @@ class EvaluatorPool:
         """Start the first worker (ProblemError if the problem cannot be imported in it); the
         others boot in the background, as many at a time as there are spare cores, and join
         the pool as each is ready: evaluations can begin after one interpreter's start-up."""
-        _remove_stale_folders()
+        remove_stale_folders(_TMP_PREFIX)
         self._tmp_root = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
         self._tmp_root.chmod(0o711)
         self._slots = [_Slot(self, i) for i in range(self.slots)]
@@ -279,17 +280,3 @@ class EvaluatorPool:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def _remove_stale_folders() -> None:
-    """Remove temporary folders of pools whose process is gone (killed before `close`)."""
-    for path in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*-*"):
-        pid = path.name[len(_TMP_PREFIX) :].split("-", 1)[0]
-        try:
-            if not pid.isdigit() or path.stat().st_uid != os.geteuid():
-                continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:
-            continue

@@ -39,6 +39,7 @@ from typing import Any
 
 from ..config import Model
 from ..errors import ModelError
+from ..files import remove_stale_folders
 from ..records import ModelCall
 from .replay import current_proposal
 
@@ -78,7 +79,7 @@ class ModelProxy:
     def __init__(self, models: list[Model], *, replay: str | None = None, concurrency: int = 2):
         self.models, self.replay, self.concurrency = models, replay, concurrency
         self.names = [m.name for m in models]
-        _remove_stale_folders()
+        remove_stale_folders(PREFIX)
         self.directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
         if len(str(self.directory / SOCKET_NAME)) > 100:  # a socket's path ends at 108 bytes
             self.directory.rmdir()
@@ -228,19 +229,6 @@ class ModelProxy:
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise _BadRequest(400, "`max_tokens` must be a positive integer")
         return name, plain, None if temperature is None else float(temperature), max_tokens
-
-
-def _remove_stale_folders() -> None:
-    """Remove the folders of proxies whose engine is gone (killed before `aclose`)."""
-    for path in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
-        pid = path.name[len(PREFIX) :].split("-", 1)[0]
-        try:
-            if pid.isdigit() and path.stat().st_uid == os.geteuid():
-                os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:
-            continue
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes] | None:

@@ -35,7 +35,7 @@ FILE_CROSSOVER = 0.15  # share of offline proposals that cross whole files, when
 
 def folder_change(parent: str, child: str) -> str:
     """The child's change as unified diffs against its parent, file by file."""
-    before, after = _files(parent), _files(child)
+    before, after = _files(parent), _files(child, "child")
     out = []
     for name in dict.fromkeys([*before, *after]):
         a, b = before.get(name, ""), after.get(name, "")
@@ -46,11 +46,11 @@ def folder_change(parent: str, child: str) -> str:
     return "".join(out)
 
 
-def _files(text: str) -> dict[str, str]:
+def _files(text: str, whose: str = "parent") -> dict[str, str]:
     try:
         return split_files(text)
     except FilesError as exc:
-        raise PatchError(f"the parent's files are broken: {exc}") from None
+        raise PatchError(f"the {whose}'s files are broken: {exc}") from None
 
 
 # ---------------------------------------------------------------- model replies
