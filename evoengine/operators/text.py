@@ -153,6 +153,7 @@ def _line_edit(kind: str, regions: list[_Lines], rng: random.Random) -> _Change 
 
 
 def _number(regions: list[_Lines], rng: random.Random) -> _Change | None:
+    """Nudge one (sometimes two) numeric literals, as the AST operators nudge Python constants."""
     sites = [(b, i, m) for b, r in enumerate(regions) for i, row in enumerate(r.rows) for m in _NUMBER.finditer(row)]
     if not sites:
         return None
@@ -196,6 +197,7 @@ def _from_vocabulary(regions: list[_Lines], words: Sequence[str], rng: random.Ra
 
 
 def _borrow(regions: list[_Lines], others: list[tuple[Candidate, list[_Lines]]], rng: random.Random) -> _Change | None:
+    """Insert a line some inspiration has and the parent's region lacks."""
     offers: list[tuple[int, str, Candidate]] = []
     for other, theirs in others:
         for b, region in enumerate(regions):
