@@ -192,7 +192,7 @@ def measure(run_dir: Path, target: Target) -> dict[str, Any]:
     db = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
     rows = db.execute(
         "SELECT id, score, valid, artifacts, parents, model, finished,"
-        " 1 + coalesce(json_extract(metrics, '$.rechecks'), 0) FROM candidates"
+        " 1 + coalesce(json_extract(metrics, '$.rechecks'), 0), digest FROM candidates"
         " WHERE status = 'evaluated' ORDER BY seq"
     ).fetchall()
     calls = db.execute("SELECT model, created FROM model_calls WHERE purpose = 'propose' ORDER BY created").fetchall()
@@ -201,8 +201,12 @@ def measure(run_dir: Path, target: Target) -> dict[str, Any]:
     score_of = {r[0]: (r[1] if r[2] else None) for r in rows}
     curve, finished, best, quality = [], [], -math.inf, None
     children: dict[str, list[int]] = {}
-    for _, score, valid, artifacts, parents, model, at, evaluations in rows:
+    seen, copies = set(), []  # copies: where in the curve a program already evaluated was evaluated again
+    for _, score, valid, artifacts, parents, model, at, evaluations, digest in rows:
         curve += [quality] * (int(evaluations) - 1)  # a rechecked candidate's extra evaluations come first
+        if digest is not None and digest in seen:
+            copies.append(len(curve))
+        seen.add(digest)
         if valid and score is not None and score > best:
             best = score
             quality = float(json.loads(artifacts)[target.artifact]) if target.artifact else score
@@ -224,6 +228,7 @@ def measure(run_dir: Path, target: Target) -> dict[str, Any]:
         "failed_times": [f[0] for f in failed if f[0] is not None],
         "finished": finished,
         "children": children,
+        "copies": copies,
     }
 
 
@@ -247,6 +252,8 @@ def at_budget(record: dict[str, Any], budget: int, target: Target) -> dict[str, 
         "stopped_early": early,
         "model_calls": len(models),
         "failed_proposals": sum(1 for t in record["failed_times"] if t <= until),
+        # runs recorded before copies were counted have none to show
+        "copies": sum(1 for at in record["copies"] if at < budget) if "copies" in record else None,
         "good_share_after_40": (after.count("good") / len(after)) if after and "good" in record["panel"] else None,
     }
 
@@ -288,7 +295,15 @@ def summarise(records: list[dict[str, Any]], budgets: list[int], setups: list[st
                 continue
             bests = [f["best"] for f in figures.values() if f["best"] is not None]
             row = {"mode": mode, "problem": problem, "setup": setup, "budget": budget, "seeds": len(figures)}
-            for name in ("best", "auc", "evaluations", "model_calls", "failed_proposals", "good_share_after_40"):
+            for name in (
+                "best",
+                "auc",
+                "evaluations",
+                "model_calls",
+                "failed_proposals",
+                "copies",
+                "good_share_after_40",
+            ):
                 values = [f[name] for f in figures.values() if f[name] is not None]
                 row[name] = statistics.fmean(values) if values else None
             row["best_sd"] = statistics.stdev(bests) if len(bests) > 1 else None
@@ -353,6 +368,7 @@ def _section(here: dict[tuple[str, str], dict[str, Any]], setups: list[str], ord
         if r is None:
             return "—"
         text = f"{_num(r['evaluations'])} / {_num(r['model_calls'])} / {_num(r['failed_proposals'])}"
+        text += f" / {_num(r.get('copies'))}"
         text += f" / {_num(r['good_share_after_40'], 2)}" if mode == "models" else ""
         return text + (f" ({r['stopped_early']} gave up)" if r["stopped_early"] else "")
 
@@ -370,8 +386,9 @@ def _section(here: dict[tuple[str, str], dict[str, Any]], setups: list[str], ord
     what = " / share of calls after the first 40 that went to `good`" if mode == "models" else ""
     out += [
         "",
-        f"Spent per run (mean): evaluations / model calls / failed proposals{what}; runs the engine gave "
-        "up on (a long streak of failed proposals) keep their last best for the rest of the budget",
+        f"Spent per run (mean): evaluations / model calls / failed proposals / evaluations of a program "
+        f"evaluated before (copies; — where not recorded){what}; runs the engine gave up on (a long streak of "
+        "failed proposals) keep their last best for the rest of the budget",
     ]
     return out + _table(problems, present, [f"`{s}`" for s in present], spent)
 

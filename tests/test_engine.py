@@ -268,6 +268,9 @@ def test_free_copies_stop_a_search_only_after_a_long_run_of_them(tmp_path):
         async def propose(self, ctx) -> Proposal:
             return Proposal(ctx.parent.text, "fake", "offline", (ctx.parent.id,))  # a free copy of its parent
 
-    summary = asyncio.run(engine(tmp_path, "budget.candidates=100", proposer=Copier()).run())
+    summary = asyncio.run(engine(tmp_path, "budget.candidates=100", "novelty.enabled=true", proposer=Copier()).run())
     assert summary.stopped == "failing" and summary.admitted == 1
     assert "the last 250 proposals all failed; the latest (novelty)" in summary.message
+    # With novelty rejection off, nothing refuses a copy: each one is evaluated.
+    summary = asyncio.run(engine(tmp_path, "budget.candidates=100", proposer=Copier(), name="off").run())
+    assert summary.stopped != "failing" and summary.admitted == 100

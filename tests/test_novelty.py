@@ -309,3 +309,27 @@ def test_start_up_says_what_the_threshold_refuses_and_warns_when_it_refuses_ever
     assert info.levelno == logging.INFO and "constants or strings alone change nothing" in info.message
     (ngram,) = logged(threshold=0.99, embedder="ngram")
     assert ngram.levelno == logging.WARNING and "novelty.embedder=tokens" in ngram.message
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_copies_are_refused_before_evaluation_unless_novelty_is_off(tmp_path, enabled):
+    # Offline edits often give back a program already evaluated (a constant nudged and nudged
+    # back, a swap undone). Refused, they cost no evaluation; `novelty.enabled=false` is the
+    # ablation that evaluates them, and the run's store shows each as a repeated program.
+    import sqlite3
+
+    import evoengine
+
+    problem = Path(__file__).resolve().parent.parent / "problems" / "noisy_knapsack"
+    run = evoengine.run(problem, run_dir=tmp_path / "run", budget=80, seed=1, novelty__enabled=enabled)
+    with sqlite3.connect(run.run_dir / "archive.sqlite") as db:
+        digests = [d for (d,) in db.execute("SELECT digest FROM candidates WHERE status = 'evaluated' ORDER BY seq")]
+        refused = db.execute(
+            "SELECT count(*) FROM candidates WHERE status = 'failed' AND reason LIKE '%already evaluated%'"
+        ).fetchone()[0]
+    assert len(digests) == 80 and None not in digests
+    copies = len(digests) - len(set(digests))
+    if enabled:
+        assert copies == 0 and refused > 0
+    else:
+        assert copies > 0 and refused == 0

@@ -217,7 +217,12 @@ class Selection(Section):
 
 
 class Novelty(Section):
-    enabled: bool = True
+    enabled: bool = Field(
+        True,
+        description="refuse, before evaluation, a child that is the same program as one already evaluated (up to "
+        "formatting and comments) or, below `threshold`, too close to its island's recent ones; false: every child "
+        "that compiles is evaluated, copies included",
+    )
     embedder: Literal["tokens", "ngram", "sentence-transformers", "openai"] = Field(
         "tokens", description="tokens: EVOLVE-BLOCK structure (numbers, strings abstracted); ngram: characters"
     )

@@ -154,9 +154,8 @@ class Engine:
             self.turns = RecordedTurns(schedule, self.ledger, self.signal, source=self.config.replay, patience=patience)
         elif self.config.replay:
             log.info("replay: %s kept no schedule; replies are matched by request only", self.config.replay)
-        self.screen = Screen(
-            self.problem.language, self.ledger.evaluated, self.ledger.novelty, schedule, folder=self.problem.folder
-        )
+        copies = self.ledger.evaluated if self.config.novelty.enabled else None  # refused unless novelty is off
+        self.screen = Screen(self.problem.language, copies, self.ledger.novelty, schedule, folder=self.problem.folder)
 
     def _prepare(self, seed_text: str | None) -> None:
         """The CPU-bound part of start-up (run in a thread): proposer, novelty filter, and for a

@@ -2,7 +2,9 @@
 
 In order: it does not compile (Python children; the reason goes back like a patch error),
 it is the same program as one already evaluated (equal up to formatting and comments), or
-the novelty filter finds it too close to what its island has. Replaying a recorded
+the novelty filter finds it too close to what its island has. The last two are novelty
+rejection, which `novelty.enabled=false` turns off as one (then every child that compiles
+is evaluated, copies included: the ablation of copy refusal). Replaying a recorded
 schedule, the recorded verdict stands for novelty, since it depended on what had been
 admitted at the moment the original run screened the child.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +21,8 @@ from ..blocks import syntax_error
 from ..files import FilesError, language_of, split_files
 from ..novelty import Novelty
 from ..records import Proposal, ProposalFailed
+
+RECENT = 1024  # children sent to evaluation whose digests the screen remembers itself
 
 
 def normal_form(text: str, language: str, folder: bool = False) -> str:
@@ -47,14 +52,18 @@ class Screen:
     def __init__(
         self,
         language: str,
-        evaluated: Callable[[bytes], bool],
+        evaluated: Callable[[bytes], bool] | None,
         novelty: Novelty | None,
         schedule: Any = None,
         folder: bool = False,
     ):
         self.language = language
         self.folder = folder  # children are several files (`evoengine.files`): each Python one must compile
-        self.evaluated = evaluated  # has a text of this digest been evaluated (the ledger asks the store)
+        # has a text of this digest been evaluated (the ledger asks the store); None: copies are evaluated
+        self.evaluated = evaluated
+        # digests of the last RECENT children sent to evaluation: a copy of one still in flight is not in
+        # the store yet (bounded, so memory does not grow with the run; in flight are far fewer)
+        self.passed: OrderedDict[bytes, None] = OrderedDict()
         self.novelty = novelty
         self.schedule = schedule  # a recorded run's schedule, when replaying one
 
@@ -68,16 +77,24 @@ class Screen:
             if record["kind"] == "novelty":
                 return _failed(proposal, "novelty", record["reason"])
             return None
-        if self.evaluated(digest(proposal.text, self.language, self.folder)):
+        if self.evaluated is None:
+            return None
+        key = digest(proposal.text, self.language, self.folder)
+        if key in self.passed or self.evaluated(key):
             return _failed(
                 proposal,
                 "novelty",
-                "novelty: the same program as an already evaluated candidate (up to formatting and comments)",
+                "novelty: the same program as a candidate already evaluated or being evaluated (up to formatting "
+                "and comments)",
             )
-        if self.novelty is None:
-            return None
-        verdict = await self.novelty.check(proposal.text, island)
-        return None if verdict.novel else _failed(proposal, "novelty", f"novelty: {verdict.reason}")
+        if self.novelty is not None:
+            verdict = await self.novelty.check(proposal.text, island)
+            if not verdict.novel:
+                return _failed(proposal, "novelty", f"novelty: {verdict.reason}")
+        self.passed[key] = None
+        if len(self.passed) > RECENT:
+            self.passed.popitem(last=False)
+        return None
 
 
 def _failed(proposal: Proposal, kind: str, reason: str) -> ProposalFailed:
