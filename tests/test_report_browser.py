@@ -633,7 +633,11 @@ def test_model_run_shows_prompts_replies_repairs_and_failures(browser, model_run
         browser, "return document.getElementById('detail-calls').textContent.includes('call 2 (repair)')", True
     )
     assert "I am not sure what you mean." in text_of(browser, "detail-calls")
-    row = browser.find_element("css selector", f'#failures-table .vrow[data-id="{failed["id"]}"]')
+    # The failures table draws only the rows in view, newest first: scroll to the oldest.
+    browser.execute_script("const b = document.querySelector('#failures-table .vbody'); b.scrollTop = b.scrollHeight;")
+    selector = f'#failures-table .vrow[data-id="{failed["id"]}"]'
+    assert wait_for(browser, f"return !!document.querySelector('{selector}:not([hidden])')", True)
+    row = browser.find_element("css selector", selector)
     assert failed["reason"][:40] in row.get_attribute("textContent")
     click_node(browser, model_run.seed().id)
     row.click()
