@@ -145,7 +145,10 @@ def leftovers(harness: Harness) -> list[str]:
 
 def assert_pool_healthy(harness: Harness) -> None:
     """Nothing left running, and a good candidate still gets its honest score."""
-    assert leftovers(harness) == []
+    deadline = time.monotonic() + 3.0  # a killed process takes a moment to vanish on a loaded machine
+    while (left := leftovers(harness)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == []
     result = harness.evaluate(hostile("good.py"), label="good")
     assert result.valid and result.score == pytest.approx(3.0), result.feedback
     assert "lp_iterations" in result.metrics  # scipy's linprog ran inside the sandbox
