@@ -116,6 +116,8 @@ SIZES = {
     "full": {"budgets": [200, 1000], "seeds": 10, "problems": DEFAULT_PROBLEMS, "caps": {}},
 }
 GOOD_AFTER = 40  # calls after which the share going to the good model is counted
+# A run's figures at a budget (`at_budget`) that a table row averages over seeds
+AVERAGED = ("best", "auc", "evaluations", "model_calls", "failed_proposals", "copies", "good_share_after_40")
 
 
 @dataclass(frozen=True)
@@ -295,15 +297,7 @@ def summarise(records: list[dict[str, Any]], budgets: list[int], setups: list[st
                 continue
             bests = [f["best"] for f in figures.values() if f["best"] is not None]
             row = {"mode": mode, "problem": problem, "setup": setup, "budget": budget, "seeds": len(figures)}
-            for name in (
-                "best",
-                "auc",
-                "evaluations",
-                "model_calls",
-                "failed_proposals",
-                "copies",
-                "good_share_after_40",
-            ):
+            for name in AVERAGED:
                 values = [f[name] for f in figures.values() if f[name] is not None]
                 row[name] = statistics.fmean(values) if values else None
             row["best_sd"] = statistics.stdev(bests) if len(bests) > 1 else None
