@@ -24,12 +24,13 @@ def _parent(request: dict) -> str:
     return FENCE.search(prompt).group(1)
 
 
-def improving_model(request: dict) -> str:
+def improving_model(request: dict, salt: str = "") -> str:
     """A model with one idea: widen the rings of a circle packing (and jiggle their phases),
-    answering in whatever reply format the prompt asks for."""
+    answering in whatever reply format the prompt asks for; the same prompt gets the same reply
+    unless `salt` differs (a sampling model's)."""
     prompt = request["messages"][-1]["content"]
     parent = _parent(request)
-    rng = random.Random(prompt)
+    rng = random.Random(prompt + salt)
     match = rng.choice(list(CONSTANT.finditer(parent)))
     indent, name, value = match.groups()
     if name.endswith("radius"):
@@ -268,7 +269,10 @@ def test_a_money_budget_stops_the_run_and_nothing_is_spent_past_the_stop(tmp_pat
 
 @pytest.mark.slow
 def test_bandit_state_survives_a_resume(tmp_path, scripted_server):
-    scripted_server.script("good", improving_model)
+    # A sampling model: refining one best asks the same prompt again, and the same reply would
+    # be a copy, refused; a long enough run of those (with the bad model's) stops the run.
+    calls = itertools.count()
+    scripted_server.script("good", lambda request: improving_model(request, salt=str(next(calls))))
     scripted_server.script("bad", "I would rather not.")
     config = _config(tmp_path, scripted_server)
     cfg = yaml.safe_load(open(config))
