@@ -472,6 +472,22 @@ def test_clicking_a_node_shows_its_code_diff_and_every_parent_in_its_ancestry(br
     assert all(edge in path["main"] for edge in chain), "every main parent up to the seed is highlighted"
     for second in target.parents[1:]:
         assert [second, target.id] in path["cross"], "the crossover parent is highlighted in its own style"
+    # a parent chosen as the diff's base for one candidate does not stick to the next one that
+    # happens to have it as its crossover parent: that one's diff starts from its main parent
+    pairs = [
+        (a, b)
+        for b in crossed
+        for a in offline_run.candidates()
+        if a.parents and a.id != b.id and a.parents[0] in b.parents[1:]
+    ]
+    assert pairs, "the run has a candidate whose crossover parent is another's main parent"
+    before, after = pairs[-1]
+    click_node(browser, before.id)
+    choose(browser, "diff-base", str(before.parents[0]))
+    click_node(browser, after.id)
+    header = f"#{after.parents[0]} → #{after.id}"
+    assert wait_for(browser, "return document.querySelector('#detail-diff h4')?.textContent", header) == header
+    click_node(browser, target.id)
     tab(browser, "ancestry")
     assert re.search(r"[+-]\d|±0", text_of(browser, "detail-ancestry"))
     assert "e-1" not in text_of(browser, "detail-ancestry"), "no float noise"

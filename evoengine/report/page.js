@@ -428,8 +428,13 @@
     document.querySelector('#detail-tabs button[data-tab="diff"]').click();
     if (selectedRow !== null) detailOf(R.id[selectedRow]).then(d => renderDiff(selectedRow, d));
   }
+  let diffRow = null;
   function renderDiff(row, d) {
-    const base = $("diff-base"), keep = base.value;
+    // A parent chosen as base stays chosen while its candidate is shown; a new candidate starts
+    // from its own main parent (it may share a crossover parent's id with the last one).
+    // "another candidate" stays chosen across candidates.
+    const base = $("diff-base"), keep = row === diffRow || base.value === "other" ? base.value : null;
+    diffRow = row;
     clear(base);
     R.parents[row].forEach((p, k) => { base.appendChild(make("option", (k ? "crossover parent #" : "parent #") + p)).value = String(p); });
     base.appendChild(make("option", "another candidate:")).value = "other";
