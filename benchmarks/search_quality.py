@@ -144,11 +144,13 @@ class RunSpec:
 def fingerprint(problem: str) -> str:
     """A hash of everything a run's outcome depends on in this checkout: the engine's code and
     templates, the problem's folder and the simulated models. A record made with other code is
-    not reused."""
+    not reused. The report's page (its scripts, styles and markup) is left out: it draws a run,
+    it does not steer one."""
     digest = hashlib.sha256()
     files = [*sorted((REPO / "evoengine").rglob("*")), *sorted((REPO / "problems" / problem).rglob("*"))]
     for path in [*files, REPO / "benchmarks" / "simulated_models.py"]:
-        if path.is_file() and "__pycache__" not in path.parts:
+        page = path.parent == REPO / "evoengine" / "report" and path.suffix in {".js", ".css", ".html"}
+        if path.is_file() and "__pycache__" not in path.parts and not page:
             digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
