@@ -1,5 +1,5 @@
-"""A scripted OpenAI-compatible HTTP server on 127.0.0.1, for tests that go through the real
-`openai` client and real HTTP.
+"""A scripted OpenAI-compatible HTTP server on 127.0.0.1, for tests that go through the engine's
+real model clients (and, for evaluator models, the `openai` client) and real HTTP.
 
 It serves `/v1/chat/completions`, `/v1/models` and `/v1/embeddings`. Each model answers
 with a fixed text or a rule (a callable taking the request JSON); faults are injected per

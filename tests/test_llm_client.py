@@ -1,4 +1,4 @@
-"""Model clients through the real `openai` client and real HTTP against a scripted server."""
+"""Model clients over real HTTP against a scripted server."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import importlib.util
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -189,6 +191,26 @@ def test_models_on_one_endpoint_share_one_http_client(scripted_server):
             await pool.aclose()
 
     asyncio.run(both())
+
+
+def test_a_model_is_asked_without_importing_the_openai_client(scripted_server):
+    # importing `openai` costs ~0.7 s of CPU before a run's first request (benchmarks/README.md)
+    scripted_server.script("a", "A")
+    model = scripted_server.model("a").model_dump_json()
+    script = (
+        "import asyncio, sys\n"
+        "from evoengine.config import Model\n"
+        "from evoengine.llm import ModelPool\n"
+        f"pool = ModelPool([Model.model_validate_json({model!r})])\n"
+        "async def main():\n"
+        "    await pool.preflight()\n"
+        "    print((await pool['a'].chat([{'role': 'user', 'content': 'hi'}])).reply)\n"
+        "    await pool.aclose()\n"
+        "asyncio.run(main())\n"
+        "print('openai' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["A", "False"], proc.stderr
 
 
 def test_embeddings_come_back_in_order_with_their_usage(scripted_server):

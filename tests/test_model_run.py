@@ -1,5 +1,5 @@
-"""End-to-end searches driven by models: the real `evoengine` command and `openai` client
-against the scripted OpenAI-compatible server on 127.0.0.1."""
+"""End-to-end searches driven by models: the real `evoengine` command over real HTTP to the
+scripted OpenAI-compatible server on 127.0.0.1."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ that pick which model to ask (`bandit`), record and replay of calls (`replay`), 
 optional in-process vLLM backend (`vllm`, imported only when a model uses it).
 
 The names below are loaded on first use: importing `evoengine.llm.bandit` (the engine does,
-at start) must not import the `openai` client, which takes most of a second and is only
-needed once a model is configured (the engine builds it in a thread, beside other start-up).
+at start) must not import the HTTP client, which is only needed once a model is configured
+(the engine builds the clients in a thread, beside other start-up).
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
-"""Where a model's replies come from: an OpenAI-compatible endpoint through the official
-`openai` client (one `AsyncOpenAI` per endpoint and key, reused for the run), or an earlier
-run's recorded replies. The in-process vLLM backend is in `vllm.py`. A backend answers one
-request (`complete`), says in one sentence why it cannot be used (`check`, the pre-flight),
-and classifies its failures (`transient`, `describe`) for the client's retries."""
+"""Where a model's replies come from: an OpenAI-compatible endpoint over HTTP (one
+`httpx.AsyncClient` per endpoint and key, reused for the run), or an earlier run's recorded
+replies. The in-process vLLM backend is in `vllm.py`. A backend answers one request
+(`complete`), says in one sentence why it cannot be used (`check`, the pre-flight), and
+classifies its failures (`transient`, `describe`) for the client's retries.
+
+The endpoint is spoken to directly, not through the official `openai` client: a chat request
+is one JSON POST, and importing that client costs ~0.7 s of CPU before a run's first request
+(benchmarks/README.md, start-up), where `httpx`, which it is built on, costs under 0.1 s."""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
-import openai
+import httpx
 
 from ..config import Model
 from ..errors import ModelError
@@ -43,6 +48,23 @@ class MalformedReply(Exception):
     def __init__(self, message: str, *, transient: bool = True):
         super().__init__(message)
         self.transient = transient
+
+
+class StatusError(Exception):
+    """The endpoint answered with an HTTP error status."""
+
+    def __init__(self, response: httpx.Response):
+        self.response = response
+        self.status_code = response.status_code
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        if isinstance(body, dict) and "error" in body:  # OpenAI's {"error": {"message": ...}}
+            body = body["error"]
+        if isinstance(body, dict):
+            body = body.get("message", body)
+        super().__init__(f"HTTP {self.status_code}: {str(body or response.reason_phrase)[:300]}")
 
 
 class Backend:
@@ -83,47 +105,52 @@ def api_key(model: Model) -> str:
 
 
 class OpenAIBackend(Backend):
-    """A model behind an OpenAI-compatible HTTP endpoint; the `AsyncOpenAI` is shared per endpoint
-    (the pool closes it)."""
+    """A model behind an OpenAI-compatible HTTP endpoint; the `httpx.AsyncClient` is shared per
+    endpoint and key (the pool closes it)."""
 
-    def __init__(self, model: Model, endpoints: dict[tuple[str, str], openai.AsyncOpenAI]):
+    def __init__(self, model: Model, endpoints: dict[tuple[str, str], httpx.AsyncClient]):
         self.model = model
         self.where = endpoint_url(model)
         self._endpoints = endpoints
         with contextlib.suppress(ModelError):  # no key in the environment: the pre-flight says so
-            self.client()  # built now, in start-up's thread rather than on the event loop (~0.1 s: TLS setup)
+            self.client()  # built now, in start-up's thread rather than on the event loop (TLS setup)
 
-    def client(self) -> openai.AsyncOpenAI:
+    def client(self) -> httpx.AsyncClient:
         key = api_key(self.model)
         slot = (self.where, key)
         if slot not in self._endpoints:
-            # Retries are ours (with a deadline), so the client's own are off.
-            self._endpoints[slot] = openai.AsyncOpenAI(
-                base_url=self.where, api_key=key, max_retries=0, timeout=self.model.timeout_s
+            self._endpoints[slot] = httpx.AsyncClient(
+                base_url=self.where + "/",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=self.model.timeout_s,
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
             )
         return self._endpoints[slot]
+
+    async def _request(self, method: str, path: str, timeout_s: float, body: Any = None) -> Any:
+        """One request's reply as JSON; an error status raises `StatusError`, a reply that is
+        not JSON `MalformedReply`."""
+        response = await self.client().request(method, path, json=body, timeout=timeout_s)
+        if response.status_code >= 400:
+            raise StatusError(response)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise MalformedReply(f"the reply is not valid JSON ({exc})") from exc
 
     async def complete(
         self, messages: list[dict[str, str]], temperature: float, max_tokens: int, timeout_s: float, digest: str
     ) -> Completion:
-        # The request goes out as plain JSON and the reply is read as JSON: the client's typed
-        # `chat.completions.create` spends ~2.5 ms of CPU per call typing both, half of the
-        # engine's own time per candidate (benchmarks/README.md). Errors, headers and the
-        # endpoint are the client's, as with `create`.
         body = {
             "model": self.model.model_id,
             "messages": messages,
             "temperature": temperature,
             "max_tokens": max_tokens,
         }
-        raw = await self.client().post("/chat/completions", body=body, cast_to=bytes, options={"timeout": timeout_s})
-        try:
-            reply = json.loads(raw)
-        except ValueError as exc:
-            raise MalformedReply(f"the reply is not valid JSON ({exc})") from exc
+        reply = await self._request("POST", "chat/completions", timeout_s, body)
         choices = reply.get("choices") if isinstance(reply, dict) else None
         if not isinstance(choices, list):
-            raise MalformedReply(f"the reply is not a chat completion (got {raw[:200]!r})")
+            raise MalformedReply(f"the reply is not a chat completion (got {json.dumps(reply)[:200]})")
         if not choices:
             raise MalformedReply("the reply has no choices")
         choice = choices[0] if isinstance(choices[0], dict) else {}
@@ -146,47 +173,56 @@ class OpenAIBackend(Backend):
         return Completion(text, token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens")))
 
     async def embed(self, texts: list[str], timeout_s: float) -> tuple[list[list[float]], int]:
-        reply = await self.client().embeddings.create(model=self.model.model_id, input=texts, timeout=timeout_s)
-        data = sorted(reply.data, key=lambda d: d.index)
+        reply = await self._request("POST", "embeddings", timeout_s, {"model": self.model.model_id, "input": texts})
+        data = reply.get("data") if isinstance(reply, dict) else None
+        if not isinstance(data, list) or not all(isinstance(d, dict) and "embedding" in d for d in data):
+            raise MalformedReply(f"the reply is not a list of embeddings (got {json.dumps(reply)[:200]})")
         if len(data) != len(texts):
             raise MalformedReply(f"asked for {len(texts)} embeddings, got {len(data)}")
-        usage = getattr(reply, "usage", None)
-        return [list(d.embedding) for d in data], int(getattr(usage, "prompt_tokens", 0) or 0)
+        data.sort(key=lambda d: d.get("index", 0))
+        usage = reply.get("usage")
+        return [list(d["embedding"]) for d in data], token_count(
+            usage.get("prompt_tokens") if isinstance(usage, dict) else 0
+        )
 
     async def check(self) -> str | None:
         name, where, model_id = self.model.name, self.where, self.model.model_id
         timeout = min(self.model.timeout_s, PREFLIGHT_TIMEOUT_S)
         served: list[str] = []
         try:
-            client = self.client()
             try:
-                served = [m.id for m in (await client.models.list(timeout=timeout)).data]
-            except (openai.APIStatusError, openai.APIResponseValidationError, ValueError) as exc:
-                if isinstance(exc, openai.AuthenticationError):
+                listed = await self._request("GET", "models", timeout)
+                entries = listed.get("data") if isinstance(listed, dict) else None
+                served = [str(m.get("id")) for m in entries or [] if isinstance(m, dict)]
+            except (StatusError, MalformedReply) as exc:
+                if isinstance(exc, StatusError) and exc.status_code == 401:
                     raise
                 log.debug("model %s: %s/models failed (%s); trying a 1-token completion", name, where, exc)
             if model_id not in served:  # the list is missing or does not name the model: ask for one token
-                ping = [{"role": "user", "content": "ping"}]
-                await client.chat.completions.create(model=model_id, messages=ping, max_tokens=1, timeout=timeout)
+                ping = {"model": model_id, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+                await self._request("POST", "chat/completions", timeout, ping)
         except ModelError as exc:  # no key in the environment
             return str(exc)
-        except openai.AuthenticationError:
-            return (
-                f"model {name!r}: {where} refused the key in {self.model.api_key_env}; "
-                f"check that the key is valid for this endpoint"
-            )
-        except openai.APIConnectionError as exc:
+        except StatusError as exc:
+            if exc.status_code == 401:
+                return (
+                    f"model {name!r}: {where} refused the key in {self.model.api_key_env}; "
+                    f"check that the key is valid for this endpoint"
+                )
+            if exc.status_code == 404:
+                listed = f"; it serves: {', '.join(served[:20])}" if served else ""
+                return (
+                    f"model {name!r}: {where} does not serve model {model_id!r}{listed}; "
+                    f"fix `model:` in its models entry"
+                )
+            return f"model {name!r}: {where} failed a 1-token test request: {describe(exc)}"
+        except MalformedReply as exc:
+            return f"model {name!r}: {where} failed a 1-token test request: {describe(exc)}"
+        except (httpx.TransportError, asyncio.TimeoutError) as exc:
             return (
                 f"model {name!r}: cannot reach {where} ({describe(exc)}); start the server "
                 f"or fix `base_url` in its models entry"
             )
-        except openai.NotFoundError:
-            listed = f"; it serves: {', '.join(served[:20])}" if served else ""
-            return (
-                f"model {name!r}: {where} does not serve model {model_id!r}{listed}; fix `model:` in its models entry"
-            )
-        except (openai.APIStatusError, openai.APIResponseValidationError, ValueError) as exc:
-            return f"model {name!r}: {where} failed a 1-token test request: {describe(exc)}"
         return None
 
 
@@ -212,30 +248,26 @@ def token_count(value: object) -> int:
 
 
 def describe(exc: BaseException) -> str:
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body.get("message", exc.body) if isinstance(exc.body, dict) else exc.body
-        return f"HTTP {exc.status_code}: {str(body or exc.message)[:300]}"
-    if isinstance(exc, (asyncio.TimeoutError, openai.APITimeoutError)):
+    if isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)):
         return "timed out"
-    cause = exc.__cause__ or exc.__context__
-    text = str(exc) or type(exc).__name__
-    return f"{text} ({cause})" if isinstance(exc, openai.APIConnectionError) and cause else text
+    if isinstance(exc, httpx.TransportError):
+        return f"Connection error ({exc or type(exc).__name__})"
+    return str(exc) or type(exc).__name__
 
 
 def transient(exc: BaseException) -> bool:
     """Worth another try: rate limits, server errors, timeouts, dropped connections, garbage."""
-    if isinstance(exc, openai.APIStatusError):
+    if isinstance(exc, StatusError):
         return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     if isinstance(exc, MalformedReply):
         return exc.transient
-    return isinstance(exc, (openai.APIConnectionError, asyncio.TimeoutError))
+    return isinstance(exc, (httpx.TransportError, asyncio.TimeoutError))
 
 
 def retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
+    if not isinstance(exc, StatusError):
         return None
+    headers = exc.response.headers
     for header, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         value = headers.get(header)
         if value is not None:

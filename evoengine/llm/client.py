@@ -1,8 +1,7 @@
 """Model clients: one `ModelClient` per configured model, behind a `ModelPool` for the run.
 
-A `ModelClient` sends chat requests through a backend (an OpenAI-compatible endpoint via
-the official `openai` async client, vLLM in process, or the replies recorded by an earlier
-run) and owns what every call needs around it: retries with exponential backoff on rate
+A `ModelClient` sends chat requests through a backend (an OpenAI-compatible endpoint over
+HTTP, vLLM in process, or the replies recorded by an earlier run) and owns what every call needs around it: retries with exponential backoff on rate
 limits, 5xx, timeouts and malformed replies; an overall deadline per call; token usage,
 cost (prices are USD per million tokens) and the request hash. A call that still fails
 comes back as a `ModelCall` whose `error` says why; it never raises for a bad endpoint
@@ -24,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import openai
+import httpx
 
 from ..config import Model
 from ..errors import ModelError
@@ -147,7 +146,7 @@ class ModelClient:
 
 
 class ModelPool:
-    """The run's model clients by name; one `AsyncOpenAI` per endpoint, reused for the run;
+    """The run's model clients by name; one HTTP client per endpoint and key, reused for the run;
     with `concurrency`, that many requests out at once at most, over all of them.
 
     With `replay` (a run directory) every model answers from that run's recorded replies.
@@ -162,7 +161,7 @@ class ModelPool:
         concurrency: int | None = None,
         slots: asyncio.Semaphore | None = None,
     ):
-        self._endpoints: dict[tuple[str, str], openai.AsyncOpenAI] = {}
+        self._endpoints: dict[tuple[str, str], httpx.AsyncClient] = {}
         self.book = ReplayBook(replay) if replay else None
         # At most `concurrency` requests out at once across all models (proposals, repairs, judge),
         # or, with `slots`, another pool's semaphore shared (the evaluators' models share the proposals').
@@ -201,7 +200,7 @@ class ModelPool:
             await client.backend.aclose()
         for slot, endpoint in list(self._endpoints.items()):
             del self._endpoints[slot]
-            await endpoint.close()
+            await endpoint.aclose()
 
 
 async def preflight(models: list[Model], *, replay: str | Path | None = None) -> None:

@@ -72,7 +72,7 @@ class ModelProxy:
     """The run's evaluator models behind a Unix socket (see the module docstring).
 
     Built with the socket bound (nothing served yet, nothing imported); `prepare` builds the
-    model clients (in start-up's thread: it imports the `openai` client), `start` runs their
+    model clients (in start-up's thread: it imports the HTTP client), `start` runs their
     pre-flight and then serves; requests that arrive earlier wait in the socket's backlog.
     """
 
