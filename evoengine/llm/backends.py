@@ -123,7 +123,7 @@ class OpenAIBackend(Backend):
                 base_url=self.where + "/",
                 headers={"Authorization": f"Bearer {key}"},
                 # plain HTTP (a local server) needs no certificates: loading them costs ~0.1 s of CPU
-                verify=self.where.startswith("https:"),
+                verify=self.where.lower().startswith("https:"),
                 timeout=self.model.timeout_s,
                 limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
             )
