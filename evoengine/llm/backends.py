@@ -205,20 +205,19 @@ class OpenAIBackend(Backend):
                 await self._request("POST", "chat/completions", timeout, ping)
         except ModelError as exc:  # no key in the environment
             return str(exc)
-        except StatusError as exc:
-            if exc.status_code == 401:
+        except (StatusError, MalformedReply) as exc:
+            status = getattr(exc, "status_code", None)
+            if status == 401:
                 return (
                     f"model {name!r}: {where} refused the key in {self.model.api_key_env}; "
                     f"check that the key is valid for this endpoint"
                 )
-            if exc.status_code == 404:
+            if status == 404:
                 listed = f"; it serves: {', '.join(served[:20])}" if served else ""
                 return (
                     f"model {name!r}: {where} does not serve model {model_id!r}{listed}; "
                     f"fix `model:` in its models entry"
                 )
-            return f"model {name!r}: {where} failed a 1-token test request: {describe(exc)}"
-        except MalformedReply as exc:
             return f"model {name!r}: {where} failed a 1-token test request: {describe(exc)}"
         except (httpx.TransportError, asyncio.TimeoutError) as exc:
             return (
@@ -253,7 +252,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)):
         return "timed out"
     if isinstance(exc, httpx.TransportError):
-        return f"Connection error ({exc or type(exc).__name__})"
+        return f"Connection error ({str(exc) or type(exc).__name__})"
     return str(exc) or type(exc).__name__
 
 

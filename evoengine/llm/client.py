@@ -1,11 +1,12 @@
 """Model clients: one `ModelClient` per configured model, behind a `ModelPool` for the run.
 
 A `ModelClient` sends chat requests through a backend (an OpenAI-compatible endpoint over
-HTTP, vLLM in process, or the replies recorded by an earlier run) and owns what every call needs around it: retries with exponential backoff on rate
-limits, 5xx, timeouts and malformed replies; an overall deadline per call; token usage,
-cost (prices are USD per million tokens) and the request hash. A call that still fails
-comes back as a `ModelCall` whose `error` says why; it never raises for a bad endpoint
-mid-run, except for a replay that diverged (a `ModelError`, which should stop the run).
+HTTP, vLLM in process, or the replies recorded by an earlier run) and owns what every call
+needs around it: retries with exponential backoff on rate limits, 5xx, timeouts and
+malformed replies; an overall deadline per call; token usage, cost (prices are USD per
+million tokens) and the request hash. A call that still fails comes back as a `ModelCall`
+whose `error` says why; it never raises for a bad endpoint mid-run, except for a replay
+that diverged (a `ModelError`, which should stop the run).
 
 `await preflight(models)` (or `ModelPool.preflight()`) checks, before anything is spent,
 that every model's key is in the environment and its endpoint answers, and raises one
