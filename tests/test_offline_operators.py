@@ -220,6 +220,18 @@ def test_constant_perturbation_changes_only_numbers_keeping_ints_ints_and_commen
     assert small and big  # both fine tuning and large jumps happen
 
 
+def test_a_constant_nudged_off_zero_can_still_grow_to_a_useful_size():
+    # A threshold of 0.0 that one edit made 3.6e-05 is still worth moving to 0.5 or 1.2: a
+    # float below 1 in size moves by absolute steps, not by a share of itself.
+    parent = Candidate(id=1, text="# EVOLVE-BLOCK-START\nthreshold = 3.6e-05\n# EVOLVE-BLOCK-END\n")
+    sizes = []
+    for seed in range(200):
+        child = propose(OfflineProposer({"constant": 1.0}), parent, seed)
+        sizes.append(abs(float(re.search(r"threshold = (\S+)", child.text).group(1))))
+    assert sum(size > 0.1 for size in sizes) >= 30
+    assert sum(size < 1e-3 for size in sizes) >= 30  # fine tuning still happens
+
+
 def test_a_changed_line_is_named_in_the_change():
     child = propose(OfflineProposer({"constant": 1.0}), Candidate(id=1, text=RING), 3)
     for old, line in re.findall(r"constant (\S+) -> \S+ at line (\d+)", child.change):
