@@ -154,7 +154,9 @@ def test_hill_climbing_with_offline_operators_clearly_improves_a_ring_constructi
     assert start == pytest.approx(0.0765, abs=1e-3)
     finals = sorted(final for _, final, _ in runs)
     assert finals[0] > start  # every run improves
-    assert finals[2] > 1.5 * start  # the median by half; the best ring gives ~0.138 (1.8x)
+    # the median by 30% (the best ring gives ~0.138, 1.8x). Measured over 20 seeds: median 1.58x
+    # (1.66x before floats below 1 moved by absolute steps, which pays on the benchmark suite)
+    assert finals[2] > 1.3 * start
     kept = [op for _, _, ops in runs for op in ops]
     assert kept.count("offline:constant") > len(kept) / 2
 
@@ -230,6 +232,37 @@ def test_a_constant_nudged_off_zero_can_still_grow_to_a_useful_size():
         sizes.append(abs(float(re.search(r"threshold = (\S+)", child.text).group(1))))
     assert sum(size > 0.1 for size in sizes) >= 30
     assert sum(size < 1e-3 for size in sizes) >= 30  # fine tuning still happens
+
+
+DEAD_TAIL = """\
+# EVOLVE-BLOCK-START
+def comparators(n):
+    pairs = []
+    for i in range(0, n - 1, 1):
+        pairs.append((i, i + 1))
+    return pairs
+    for i in range(1, n - 2, 2):
+        pairs.append((i, i + 2))
+# EVOLVE-BLOCK-END
+"""
+
+
+def test_edits_land_where_the_program_runs_not_after_its_return():
+    # Code after a return never runs: an edit there makes new text, not a new program, and
+    # costs an evaluation that can only tie (a best carrying such a tail used to trap a run).
+    parent = Candidate(id=1, text=DEAD_TAIL)
+    tail = DEAD_TAIL.split("    return pairs\n")[1]
+    revived = 0
+    for seed in range(300):
+        child = propose(OfflineProposer(), parent, seed)
+        if child.change == "delete statement at line 6: 'return pairs'" or re.fullmatch(
+            r"swap statements at lines \d and [67]", child.change
+        ):  # the return moved or deleted, or the first dead statement swapped into the running code
+            revived += 1
+            continue
+        assert child.text.count("return pairs") == 1, child.change
+        assert child.text.split("    return pairs\n")[1] == tail, child.change
+    assert revived  # the dead loop can still come back to life
 
 
 def test_a_changed_line_is_named_in_the_change():

@@ -9,10 +9,11 @@ and the text outside the blocks stays byte-identical.
 Operators (the `Proposal.operator` names), tried with the weights in `WEIGHTS`:
 
 - ``offline:constant`` (the bulk of proposals): nudge 1-3 numeric literals. Floats get
-  relative or additive Gaussian noise with a scale drawn log-uniformly, mostly between
-  0.3% and 100% and sometimes down to 1e-6, so both large jumps and fine tuning happen;
-  ints move by ±1, a small jump or a relative step, and stay ints. An int used as an index
-  (``p[0]``) is rarely chosen.
+  Gaussian noise with a scale drawn log-uniformly, mostly between 0.003 and 1 and sometimes
+  down to 1e-6, so both large jumps and fine tuning happen; the scale is a share of the
+  value for a float above 1 in size (mostly) and absolute below, so a 0.0 nudged to 1e-5
+  can still grow; ints move by ±1, a small jump or a relative step, and stay ints. An int
+  used as an index (``p[0]``) is rarely chosen.
 - ``offline:operator``: swap an arithmetic, comparison, boolean or augmented-assignment
   operator for a related one (``+``/``-``, ``<``/``<=``, ``and``/``or``, ...).
 - ``offline:duplicate`` / ``offline:delete`` / ``offline:swap``: statement edits within one

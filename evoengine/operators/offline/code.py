@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from ...blocks import Block
 
+TERMINAL = (ast.Return, ast.Raise, ast.Break, ast.Continue)  # nothing after one in its list runs
+
 
 @dataclass(frozen=True)
 class Edit:
@@ -63,6 +65,14 @@ class Code:
         for node in self._walk(self.tree):
             for child in ast.iter_child_nodes(node):
                 self.parents[child] = node
+        # ids of the nodes that never run: statements after a return, raise, break or continue in
+        # their list, and all inside them. An edit there changes the text and not the program, and
+        # costs an evaluation that can only tie; a run whose best carries such a tail wastes edits on it.
+        self.dead: set[int] = set()
+        for body in self._lists():
+            end = next((k for k, stmt in enumerate(body) if isinstance(stmt, TERMINAL)), len(body))
+            for stmt in body[end + 1 :]:
+                self.dead.update(id(n) for n in self._walk(stmt))
 
     @staticmethod
     def _walk(root: ast.AST) -> Iterator[ast.AST]:
@@ -75,9 +85,10 @@ class Code:
                 stack.extend(reversed(list(ast.iter_child_nodes(node))))
 
     def walk(self, root: ast.AST | None = None) -> Iterator[ast.AST]:
+        """The nodes under `root`, or the nodes of the block's code that runs (not `dead`)."""
         if root is not None:
             return self._walk(root)
-        return (n for s in self.body for n in self._walk(s))
+        return (n for s in self.body for n in self._walk(s) if id(n) not in self.dead)
 
     def offset(self, lineno: int, col: int) -> int:
         line = self.lines[lineno - 1 - self.shift]
@@ -130,14 +141,16 @@ class Code:
         return out
 
     def bodies(self) -> list[list[ast.stmt]]:
-        """Every statement list in the block, the top level first."""
-        found = [self.body]
+        """Every statement list in the block that runs (not inside `dead` code), the top level first."""
+        return [body for body in self._lists() if id(body[0]) not in self.dead]
+
+    def _lists(self) -> Iterator[list[ast.stmt]]:
+        yield self.body
         for stmt in self.body:
             for node in self._walk(stmt):
                 for _, value in ast.iter_fields(node):
                     if isinstance(value, list) and value and all(isinstance(v, ast.stmt) for v in value):
-                        found.append(value)
-        return found
+                        yield value
 
 
 def _is_docstring(stmt: ast.stmt) -> bool:

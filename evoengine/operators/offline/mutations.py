@@ -9,7 +9,7 @@ import math
 import random
 from typing import Any
 
-from .code import Change, Code, Edit, Unit
+from .code import TERMINAL, Change, Code, Edit, Unit
 
 # ---------------------------------------------------------------- numeric literals
 
@@ -219,39 +219,45 @@ _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)  # moving t
 
 
 def mutate_statement(codes: list[Code], rng: random.Random) -> Change | None:
-    lists = [
-        (code, body, [u for u in code.units(body) if not isinstance(u.node, _DEFINITIONS)])
-        for code in codes
-        for body in code.bodies()
-    ]
+    """Duplicate, delete or swap statements of one list, where the program runs: a statement
+    after a return (or raise, break, continue) is only copied to a place that runs or swapped
+    into it, nothing is put after a return, and a return is never copied."""
+    lists = []
+    for code in codes:
+        for body in code.bodies():
+            units = [u for u in code.units(body) if not isinstance(u.node, _DEFINITIONS)]
+            live = [u for u in units if id(u.node) not in code.dead]
+            swappable = live + [u for u in units if id(u.node) in code.dead][:1]
+            copies = [u for u in units if not isinstance(u.node, TERMINAL)]  # a copied return only kills code
+            lists.append((code, body, copies, live, swappable))
     choices = {
-        "duplicate": [x for x in lists if x[2]],
-        "delete": [x for x in lists if x[2] and len(x[1]) >= 2],
-        "swap": [x for x in lists if len(x[2]) >= 2],
+        "duplicate": [x for x in lists if x[2] and x[3]],
+        "delete": [x for x in lists if x[3] and len(x[1]) >= 2],
+        "swap": [x for x in lists if len(x[4]) >= 2],
     }
     kind = rng.choice([k for k, v in choices.items() if v] or [None])
     if kind is None:
         return None
-    code, _, units = rng.choice(choices[kind])
+    code, _, copies, live, swappable = rng.choice(choices[kind])
     if kind == "duplicate":
-        unit = rng.choice(units)
-        target = rng.randrange(len(units) + 1)
-        if target < len(units):  # before units[target]
-            edit = Edit(code.index, units[target].start, units[target].start, unit_text(code, unit) + "\n")
-            where = f"before line {units[target].line}"
+        unit = rng.choice(copies)
+        target = rng.randrange(len(live) + (not isinstance(live[-1].node, TERMINAL)))
+        if target < len(live):  # before live[target]
+            edit = Edit(code.index, live[target].start, live[target].start, unit_text(code, unit) + "\n")
+            where = f"before line {live[target].line}"
         else:
-            at = unit_end(code, units[-1])
+            at = unit_end(code, live[-1])
             edit = Edit(code.index, at, at, "\n" + unit_text(code, unit))
-            where = f"after line {units[-1].line}"
+            where = f"after line {live[-1].line}"
         return Change([edit], f"duplicate statement at line {unit.line} {where}", kind)
     if kind == "delete":
-        unit = rng.choice(units)
+        unit = rng.choice(live)
         first = unit_text(code, unit).strip().split("\n")[0]
         change = f"delete statement at line {unit.line}: {first!r}"
         return Change([Edit(code.index, unit.start, unit.end, "")], change, kind)
-    i = rng.randrange(len(units) - 1)
-    j = i + 1 if rng.random() < 0.7 else rng.randrange(i + 1, len(units))
-    a, b = units[i], units[j]
+    i = rng.randrange(len(swappable) - 1)
+    j = i + 1 if rng.random() < 0.7 else rng.randrange(i + 1, len(swappable))
+    a, b = swappable[i], swappable[j]
     edits = [
         Edit(code.index, a.start, unit_end(code, a), unit_text(code, b)),
         Edit(code.index, b.start, unit_end(code, b), unit_text(code, a)),
