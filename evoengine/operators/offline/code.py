@@ -69,10 +69,12 @@ class Code:
         # their list, and all inside them. An edit there changes the text and not the program, and
         # costs an evaluation that can only tie; a run whose best carries such a tail wastes edits on it.
         self.dead: set[int] = set()
-        for body in self._lists():
+        lists = list(self._lists())
+        for body in lists:
             end = next((k for k, stmt in enumerate(body) if isinstance(stmt, TERMINAL)), len(body))
             for stmt in body[end + 1 :]:
                 self.dead.update(id(n) for n in self._walk(stmt))
+        self._bodies = [body for body in lists if id(body[0]) not in self.dead]
 
     @staticmethod
     def _walk(root: ast.AST) -> Iterator[ast.AST]:
@@ -142,7 +144,7 @@ class Code:
 
     def bodies(self) -> list[list[ast.stmt]]:
         """Every statement list in the block that runs (not inside `dead` code), the top level first."""
-        return [body for body in self._lists() if id(body[0]) not in self.dead]
+        return self._bodies
 
     def _lists(self) -> Iterator[list[ast.stmt]]:
         yield self.body

@@ -46,8 +46,8 @@ def perturb(value: int | float, rng: random.Random, step: float = 1.0) -> int | 
     (moves that find better regions) and in [10^-6, 10^-2.5] otherwise (fine tuning near an
     optimum), relative to the value when it is above 1 in size (three times in four) and
     absolute otherwise. Measured on the circle-packing seed, the two ranges beat a single
-    log-uniform one over 200-600 proposals. Moves relative to a value below 1 would keep a
-    0.0 nudged to 3.6e-05 that small for good (a threshold that needs to reach 1, a
+    log-uniform one over 200-600 proposals. Moves relative to a value below 1 would mostly keep
+    a 0.0 nudged to 3.6e-05 that small (a threshold that needs to reach 1, a
     coefficient that needs to reach 0.5).
     """
     if isinstance(value, int):
