@@ -3,8 +3,8 @@
 A scripted OpenAI-compatible server (tests/scripted_server.py) runs in its own process and
 answers every chat request `--latency` seconds after it arrived (its own work included)
 with a one-line SEARCH/REPLACE edit. Each run is a fresh interpreter that does what
-`evoengine run` does (imports, config, the run directory, the engine) through the real
-`openai` client, on the cheap test problem tests/problems/quadratic (evaluation ≈ 20 ms in
+`evoengine run` does (the first worker launched early, imports, config, the run directory,
+the engine) through the engine's model client, on the cheap test problem tests/problems/quadratic (evaluation ≈ 20 ms in
 the sandbox). Reported per run:
 
 - ratio: the concurrency limit N × latency ÷ proposals in flight (N: candidates) over the
@@ -58,7 +58,11 @@ import sys, time
 t_spawn = float(sys.argv[6])
 t_main = time.time()
 import asyncio, json, resource, sqlite3
+from pathlib import Path
 import evoengine.cli  # what `evoengine run` imports before it starts
+from evoengine.evaluation.early import EarlyWorker
+runner = asyncio.Runner()  # as `evoengine run`: the first worker launched before the engine's imports
+early = runner.run(EarlyWorker.start(@PROBLEM@, Path(sys.argv[5])))
 from evoengine.config import load_config
 from evoengine.engine import create
 from evoengine.porting import prepare_run
@@ -74,7 +78,7 @@ config = load_config(None, [
     f"budget.candidates={n}", f"concurrency.proposals={proposals}", f"concurrency.evaluations={evaluations}",
     "operators.diff=1", "operators.full=0", "operators.crossover=0",
 ], base={"models": [] if url == "offline" else [{"name": "sim", "base_url": url, "api_key_env": None, "timeout_s": 30}]})
-eng = create(problem, config, run_dir=__import__("pathlib").Path(run_dir))
+eng = create(problem, config, run_dir=Path(run_dir), early=early)
 marks["created"] = time.time()
 
 pool_start, evaluate = eng.pool.start, eng.pool.evaluate
@@ -121,7 +125,7 @@ def timed_admit_seeds(*a, **kw):
     return out
 eng.ledger.admit_seeds = timed_admit_seeds
 
-summary = asyncio.run(eng.run())
+summary = runner.run(eng.run())
 marks["end"] = time.time()
 conn = sqlite3.connect(f"{run_dir}/archive.sqlite")
 calls, latency_sum = conn.execute("SELECT COUNT(*), SUM(latency_s) FROM model_calls WHERE purpose='propose'").fetchone()

@@ -125,19 +125,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .engine import create
-    from .porting import prepare_run
+    from .evaluation.early import EarlyWorker
 
-    overrides = [*args.overrides, *_target_score(args)]
-    if args.budget is not None:
-        overrides.append(f"budget.candidates={args.budget}")
-    if args.ray:
-        overrides += ["evaluation.backend=ray", f"ray.address={args.ray}"]
-    problem, mapped = prepare_run(args.problem, args.evaluator, args.config)  # a peer's folder: their config mapped
-    config = load_config(args.config, [*mapped, *overrides])
-    engine = create(problem, config, run_dir=args.run_dir, from_run=args.from_run, progress=not args.quiet)
-    return _drive(engine)
+    with asyncio.Runner() as runner:
+        # The first worker boots beside the engine's imports and config (the pool takes it if
+        # the run needs that very worker); the run goes on in the same event loop.
+        early = None if args.ray or args.evaluator else runner.run(EarlyWorker.start(args.problem, args.run_dir))
+        try:
+            from .config import load_config
+            from .engine import create
+            from .porting import prepare_run
+
+            overrides = [*args.overrides, *_target_score(args)]
+            if args.budget is not None:
+                overrides.append(f"budget.candidates={args.budget}")
+            if args.ray:
+                overrides += ["evaluation.backend=ray", f"ray.address={args.ray}"]
+            # a peer's folder: their config mapped
+            problem, mapped = prepare_run(args.problem, args.evaluator, args.config)
+            config = load_config(args.config, [*mapped, *overrides])
+            engine = create(
+                problem, config, run_dir=args.run_dir, from_run=args.from_run, progress=not args.quiet, early=early
+            )
+            return _drive(engine, runner)
+        finally:
+            if early is not None:  # a no-op once the pool took it
+                early.discard()
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -152,11 +165,11 @@ def _target_score(args: argparse.Namespace) -> list[str]:
     return [f"budget.target_score={args.target_score}"] if args.target_score is not None else []
 
 
-def _drive(engine) -> int:
+def _drive(engine, runner: asyncio.Runner | None = None) -> int:
     if engine.offline_only:
         print(OFFLINE_NOTE, file=sys.stderr)
     print(f"run directory: {engine.run_dir}", file=sys.stderr)
-    summary = asyncio.run(engine.run())
+    summary = runner.run(engine.run()) if runner is not None else asyncio.run(engine.run())
     print("\n".join(summary.lines()))
     return summary.exit_code
 

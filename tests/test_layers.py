@@ -14,7 +14,7 @@ PACKAGE = REPO / "evoengine"
 # -> records (records, problem, patches, config, errors). A module may import its own unit and any unit of a
 # lower rank.
 RANK = {
-    "errors": 0, "files": 0, "config": 1, "problem": 1, "records": 2, "blocks": 2, "peers": 2, "patches": 3,
+    "errors": 0, "files": 0, "lazy": 0, "config": 1, "problem": 1, "records": 2, "blocks": 2, "peers": 2, "patches": 3,
     "store": 3, "evaluation": 3, "llm": 3, "trackers": 3,
     "archive": 4, "harness": 4, "novelty": 4, "lineage": 4,
     "operators": 5, "report": 5, "status": 5,

@@ -62,18 +62,23 @@ def build_model_proxy(config: Config, problem: Problem) -> ModelProxy | None:
     return ModelProxy(config.evaluator_models, replay=config.replay, concurrency=config.concurrency.proposals)
 
 
-def make_pool(loaded: LoadedProblem, config: Config, run_dir: Path | None = None, models: Any = None) -> Any:
+def make_pool(
+    loaded: LoadedProblem, config: Config, run_dir: Path | None = None, models: Any = None, early: Any = None
+) -> Any:
     """The evaluator pool the config asks for: local sandboxes, or Ray tasks (same contract);
-    `models` is the evaluator models' proxy, if the run has one."""
+    `models` is the evaluator models' proxy, if the run has one; `early` a first local worker
+    launched before the run was known (evaluation/early.py), which the local pool takes if it fits."""
     from ..evaluation import EvaluatorPool, Limits
 
     limits = Limits.from_config(loaded.problem, config.evaluation)
     if config.evaluation.backend == "ray":
         from ..evaluation.ray_backend import RayPool
 
+        if early is not None:
+            early.discard()
         return RayPool(loaded.path, config.concurrency.evaluations, limits, config.ray, run_dir=run_dir)
     hide = (run_dir,) if run_dir else ()
-    return EvaluatorPool(loaded.path, config.concurrency.evaluations, limits, hide=hide, models=models)
+    return EvaluatorPool(loaded.path, config.concurrency.evaluations, limits, hide=hide, models=models, early=early)
 
 
 JUDGE_SYSTEM = (

@@ -60,8 +60,9 @@ class Engine:
         harness: Any = None,
         pool: Any = None,
         proposer: Any = None,
+        early: Any = None,
     ):
-        """`pool` and `proposer` default to the ones the config describes (tests pass their own)."""
+        """`pool`, `proposer`: the config's by default (tests pass their own); `early`: evaluation/early.py."""
         self.rundir, self.run_dir, self.config, self.loaded = run, run.path, config, loaded
         self.problem = loaded.problem
         self.seeds = [Candidate(0, loaded.problem.seed_text())] + [
@@ -71,7 +72,7 @@ class Engine:
         self.archive = Archive(config, self.problem)
         self.ledger = Ledger(run.store, config, self.problem, self.archive, clock=self.elapsed)
         self.evaluator_models = build_model_proxy(config, loaded.problem)  # their loopback proxy, if any
-        self.pool = pool or make_pool(loaded, config, run.path, self.evaluator_models)
+        self.pool = pool or make_pool(loaded, config, run.path, self.evaluator_models, early)
         self.proposer: Any = proposer  # else built at start-up, in a thread (`_prepare`)
         self.offline_only = not config.models and not config.replay
         self.signal, self.flow, self.turns = Signal(), Flow(), LiveTurns(config, self.ledger)

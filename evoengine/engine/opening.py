@@ -25,8 +25,10 @@ def create(
     from_run: Path | None = None,
     progress: bool = False,
     harness: Any = None,
+    early: Any = None,
 ) -> Engine:
-    """A new run of `problem` (a bundled name, a folder or a problem.py) under `config`."""
+    """A new run of `problem` (a bundled name, a folder or a problem.py) under `config`; `early`
+    is its first evaluation worker if one was launched already (evaluation/early.py)."""
     from .. import __version__
 
     loaded = open_problem(problem)
@@ -57,7 +59,7 @@ def create(
         **({"files": True} if loaded.problem.folder else {}),  # candidates are folders (`evoengine.files`)
     }
     run = RunDir.create(path, config, meta)
-    return Engine(run, config, loaded, progress=progress, imports=imports, harness=harness)
+    return Engine(run, config, loaded, progress=progress, imports=imports, harness=harness, early=early)
 
 
 def _seed_files(problem: Problem, seed: str) -> list[tuple[str, str, str]]:

@@ -17,18 +17,22 @@
 
 from __future__ import annotations
 
-from .call import CandidateError, call_candidate
-from .models import EvaluatorModelError, model_client
-from .pool import EvaluatorPool, PoolStats
-from .sandbox import Isolation, Limits
+from ..lazy import lazy_names
 
-__all__ = [
-    "CandidateError",
-    "EvaluatorModelError",
-    "EvaluatorPool",
-    "Isolation",
-    "Limits",
-    "PoolStats",
-    "call_candidate",
-    "model_client",
-]
+# Loaded on first use: a problem file imports `call_candidate` from here inside the worker,
+# which must not pay for the pool's modules (its boot is on the path to a run's first evaluation).
+_WHERE = {
+    "CandidateError": "call",
+    "call_candidate": "call",
+    "EvaluatorModelError": "models",
+    "model_client": "models",
+    "EvaluatorPool": "pool",
+    "PoolStats": "pool",
+    "Isolation": "sandbox",
+    "Limits": "sandbox",
+}
+
+__all__ = sorted(_WHERE)
+
+
+__getattr__ = lazy_names(__name__, _WHERE)

@@ -18,14 +18,18 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import EvoError, ProblemError
 from ..files import remove_stale_folders
 from ..problem import EvalResult
-from .protocol import Helper, boot_command, helper_env
+from .helper import Helper
+from .protocol import boot_command, helper_env
 from .sandbox import Limits, sandbox_uid
-from .view import View, bubblewrap, plan_view, sandbox_env
+from .view import View, bubblewrap_command, bubblewrap_works, plan_view, sandbox_env
+
+if TYPE_CHECKING:
+    from .early import EarlyWorker
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,45 @@ class _WorkerLost(Exception):
     """The worker died, hung, or broke the protocol; it must be killed and replaced."""
 
 
+@dataclass(frozen=True)
+class Launch:
+    """What is fixed once a worker process runs: its command line (its sandbox, when bubblewrap
+    makes it), environment, folder and inherited descriptors. The rest of its arguments (the
+    pool's `job`) go to it on stdin, so it can start before they are known (early.py)."""
+
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    cwd: str
+    pass_fds: tuple[int, ...] = ()
+
+
+def launch_spec(slot_dir: Path, env_names: Iterable[str], bwrap: list[str], models_fd: int | None) -> Launch:
+    """How the worker of the slot in `slot_dir` starts: under `bwrap` if not [], with the
+    environment's allow-list and `env_names`, holding `models_fd` if the run has the proxy."""
+    mode = ["--bwrap", "root" if "--unshare-user" not in bwrap else "user"] if bwrap else []
+    env = helper_env({**sandbox_env(env_names), "HOME": str(slot_dir)})
+    fds = (models_fd,) if models_fd is not None else ()
+    command = (*bwrap, *boot_command("evoengine.evaluation.worker", *mode))
+    return Launch(command, tuple(sorted(env.items())), str(slot_dir), fds)
+
+
+def new_folder() -> Path:
+    """A pool's temporary folder (its slots' folders go in it)."""
+    root = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
+    root.chmod(0o711)
+    return root
+
+
+def slot_folder(root: Path, index: int) -> Path:
+    """Slot `index`'s folder in `root`, empty."""
+    folder = root / f"slot-{index}"
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    folder.chmod(0o711)
+    return folder
+
+
 class _Slot(Helper):
     """One worker process and its private temporary folder."""
 
@@ -65,19 +108,17 @@ class _Slot(Helper):
         self.isolation = ""
         self.missing: list[str] = []  # protections the worker could not set up
 
-    async def start(self) -> None:
-        if self.dir.exists():
-            shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir()
-        self.dir.chmod(0o711)
+    async def start(self, first: Helper | None = None) -> None:
+        """Start its worker (or take `first`, launched as this slot's would be) and hand it its job."""
         pool = self.pool
-        message = await self.spawn(
-            pool.command(self),
-            helper_env({**sandbox_env(pool.limits.env), "HOME": str(self.dir)}),
-            START_TIMEOUT_S,
-            cwd=str(self.dir),
-            pass_fds=(pool.models.fd,) if pool.models is not None else (),
-        )
+        if first is not None:
+            self.take_over(first)
+        else:
+            spec = pool.launch(self)
+            slot_folder(pool._tmp_root, self.index)
+            await self.launch(list(spec.command), dict(spec.env), cwd=spec.cwd, pass_fds=spec.pass_fds)
+        self.send(pool.job(self))
+        message = await self.first_message(START_TIMEOUT_S)
         if message.get("ready"):
             self.isolation = str(message.get("isolation", ""))
             self.missing = [str(m) for m in message.get("missing", [])]
@@ -124,7 +165,9 @@ class EvaluatorPool:
 
     `hide` names folders (the run directory, say) that evaluations must not see even if they
     lie inside a path the view binds (the problem folder, a folder on sys.path); `models`
-    is the evaluator models' proxy, reachable by each evaluation with a token of its own."""
+    is the evaluator models' proxy, reachable by each evaluation with a token of its own;
+    `early` a first worker started before the pool (early.py), taken if it was launched as
+    the pool would launch it."""
 
     def __init__(
         self,
@@ -134,6 +177,7 @@ class EvaluatorPool:
         *,
         hide: Iterable[Path] = (),
         models: ModelAccess | None = None,
+        early: EarlyWorker | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1 (got {slots})")
@@ -142,6 +186,7 @@ class EvaluatorPool:
         self.limits = limits
         self.hide = tuple(hide)
         self.models = models
+        self.early = early  # a first worker launched before the run was known (early.py), to take if it fits
         self.view: View | None = None  # the filesystem view (None: isolation "basic")
         self.bwrap: list[str] = []  # bubblewrap's command line, where it works
         self.stats = PoolStats()
@@ -163,17 +208,19 @@ class EvaluatorPool:
         """The protections the sandbox could not set up on this machine (see `Isolation.missing`)."""
         return self._slots[0].missing if self._slots else []
 
-    def command(self, slot: _Slot) -> list[str]:
+    def launch(self, slot: _Slot) -> Launch:
         """How `slot`'s worker is started (under bubblewrap where it works)."""
+        return launch_spec(slot.dir, self.limits.env, self.bwrap, self.models.fd if self.models is not None else None)
+
+    def job(self, slot: _Slot) -> list[str]:
+        """The rest of `slot`'s worker's arguments, sent once it runs."""
         args = ["--problem", str(self.problem_path), "--limits", self.limits.to_json()]
         args += ["--slot-dir", str(slot.dir), "--uid", str(sandbox_uid(slot.index, os.getpid()))]
         if self.view is not None:
             args += ["--view", self.view.to_json()]
-        if self.bwrap:
-            args += ["--bwrap", "root" if "--unshare-user" not in self.bwrap else "user"]
         if self.models is not None:
             args += ["--models-fd", str(self.models.fd)]
-        return [*self.bwrap, *boot_command("evoengine.evaluation.worker", *args)]
+        return args
 
     def worker_pids(self) -> list[int]:
         return [s.pid for s in self._slots if s.pid is not None]
@@ -183,15 +230,20 @@ class EvaluatorPool:
         others boot in the background, as many at a time as there are spare cores, and join
         the pool as each is ready: evaluations can begin after one interpreter's start-up."""
         remove_stale_folders(_TMP_PREFIX)
-        self._tmp_root = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
-        self._tmp_root.chmod(0o711)
+        early, self.early = self.early, None
+        self._tmp_root = early.hand_over_folder() if early is not None else new_folder()
         self._slots = [_Slot(self, i) for i in range(self.slots)]
         if self.limits.isolation != "basic":
             self.view = plan_view(self.problem_path.parent, self.hide, self.limits.max_file_mb, self.limits.reads)
         if self.view is not None and self.limits.isolation == "auto":
-            self.bwrap = await bubblewrap(self.view, self.limits.network)
+            self.bwrap = bubblewrap_command(self.view, self.limits.network)
+        # The early worker if it was launched exactly as ours would be (it then also tells
+        # whether bubblewrap works here); else it is killed and bubblewrap is tried first.
+        first = early.take(self.launch(self._slots[0])) if early is not None else None
+        if first is None and self.bwrap and not await bubblewrap_works(self.bwrap):
+            self.bwrap = []
         try:
-            await self._slots[0].start()
+            await self._slots[0].start(first)
         except BaseException as exc:
             await self.close()
             if isinstance(exc, (EvoError, asyncio.CancelledError)):
@@ -266,6 +318,9 @@ class EvaluatorPool:
 
     async def close(self) -> None:
         """Stop every worker and remove every temporary folder. Safe to call twice."""
+        if self.early is not None:  # never started
+            self.early.discard()
+            self.early = None
         if self._booting is not None:
             self._booting.cancel()
             await asyncio.gather(self._booting, return_exceptions=True)

@@ -42,8 +42,9 @@ from typing import Any
 
 from ..errors import EvoError, ProblemError
 from ..problem import EvalResult
+from .helper import Helper
 from .pool import PoolStats
-from .protocol import Helper, boot_command, helper_env
+from .protocol import boot_command, helper_env
 from .ray_driver import SHIP_EXCLUDES, START_TIMEOUT_S, first_line
 from .sandbox import Limits
 

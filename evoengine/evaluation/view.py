@@ -20,7 +20,6 @@ tokens under any name) stays with the engine.
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import json
 import logging
@@ -162,12 +161,18 @@ def inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-async def bubblewrap(view: View, network: bool) -> list[str]:
-    """bubblewrap's command line for the workers, if it is installed and starts Python in the
-    view here (as root without a user namespace, else with one); [] if not."""
+def bubblewrap_command(view: View, network: bool) -> list[str]:
+    """bubblewrap's command line for the workers, if it is installed ([] if not): as root
+    without a user namespace, else with one."""
     if shutil.which("bwrap") is None:
         return []
-    command = bwrap_command(view, network=network, user_namespace=os.geteuid() != 0)
+    return bwrap_command(view, network=network, user_namespace=os.geteuid() != 0)
+
+
+async def bubblewrap_works(command: list[str]) -> bool:
+    """Whether bubblewrap's `command` starts Python here."""
+    import asyncio  # here: the workers import this module, and never need asyncio
+
     proc = await asyncio.create_subprocess_exec(
         *command,
         *(sys.executable, "-S", "-c", ""),
@@ -183,9 +188,9 @@ async def bubblewrap(view: View, network: bool) -> list[str]:
         await proc.wait()
         err = b"(no answer within 30 s)"
     if proc.returncode == 0:
-        return command
+        return True
     log.info(
         "bubblewrap does not work here (%s); the workers set up their namespaces themselves",
         err.decode(errors="replace").strip(),
     )
-    return []
+    return False

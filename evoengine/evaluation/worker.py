@@ -1,11 +1,14 @@
 """The warm evaluation worker: one long-lived process per pool slot.
 
-Started by the pool (pool.py: `command`, under bubblewrap where it works). It imports numpy,
-evoengine and the problem once, then answers requests (JSON lines on stdin) with results
+Started by the pool (pool.py: `launch_spec`, under bubblewrap where it works). It imports
+numpy and its own modules, then reads the rest of its arguments (a JSON list, the first line
+on stdin: the problem, the limits, its folder; the pool may start it before those are
+known), imports the problem once, and answers requests (JSON lines on stdin) with results
 (JSON lines on its original stdout). Per candidate it forks a fresh sandboxed evaluator, so
 isolation costs a fork and a tmpfs mount (milliseconds), not a new interpreter. The worker
 never runs candidate code itself and stays single-threaded, so forking is safe.
 
+    -> ["--problem", "/p/problem.py", "--limits", "{...}", ...]  (once, first)
     -> {"id": 7, "text": "...", "label": "candidate 12", "entry": "evaluate"}
     <- {"ready": true, "isolation": "...", "pid": 123}          (once, after start-up)
     <- {"error": "...", "kind": "problem"}                      (instead, then exits)
@@ -235,13 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--view", help="the filesystem view (JSON); none: no namespaces")
     parser.add_argument("--bwrap", choices=["root", "user"], help="started under bubblewrap, in this mode")
     parser.add_argument("--models-fd", type=int, help="descriptor of the evaluator models proxy's folder")
-    args = parser.parse_args(argv)
     if sys.path and sys.path[0] in ("", os.getcwd()):  # `-c` puts the current folder first
         del sys.path[0]
     for var in THREAD_VARS:  # the pool sets these too; numpy must see them at import
         os.environ[var] = "1"
     with contextlib.suppress(ImportError):  # warm: evaluators almost always use numpy
         import numpy  # noqa: F401
+    # Warm now; the rest of the arguments come on stdin, so the pool may start us before the
+    # engine knows its config (early.py). End of input: nobody wants us.
+    job = sys.stdin.buffer.readline()
+    if not job:
+        return 0
+    args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), *json.loads(job)])
     channel = Channel("evaluation worker")  # stray prints (from the problem module, say) go to stderr
     send = channel.send
     signal.signal(signal.SIGTERM, _stop)

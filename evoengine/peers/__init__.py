@@ -26,8 +26,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import yaml
-
 from ..errors import ProblemError
 from ..problem import EvalResult, LoadedProblem, Problem, import_file, load_problem
 from .results import is_number, openevolve_result, parts, passes, shinka_result
@@ -63,6 +61,8 @@ class PeerFolder:
         """Their config file as a mapping ({} when there is none)."""
         if self.config is None:
             return {}
+        import yaml  # here: the evaluation worker imports this module and rarely reads a config
+
         try:
             data = yaml.safe_load(self.config.read_text()) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
