@@ -221,8 +221,9 @@ class StoreFile:
         try:
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
-                conn.executescript(SCHEMA)
-                conn.execute("BEGIN")
+                # One transaction, so one commit's syncs rather than one per statement (the
+                # file is renamed into place only once whole anyway).
+                conn.executescript(f"BEGIN;\n{SCHEMA}")
                 meta = {**meta, "schema_version": SCHEMA_VERSION, "created": time.time()}
                 conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
                 conn.execute("COMMIT")
