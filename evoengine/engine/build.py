@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..errors import ConfigError, ModelError
-from ..llm.proxy import ModelProxy
 from ..novelty import Novelty
 from ..operators import Proposer
 from ..problem import LoadedProblem, Problem
 from ..records import ModelCall
+
+if TYPE_CHECKING:
+    from ..llm.proxy import ModelProxy
 
 
 def build_proposer(config: Config, loaded: LoadedProblem, harness: Any = None) -> Proposer:
@@ -59,6 +61,8 @@ def build_model_proxy(config: Config, problem: Problem) -> ModelProxy | None:
     check_evaluator_models(config, problem)
     if not config.evaluator_models:
         return None
+    from ..llm.proxy import ModelProxy  # here: most runs have no evaluator models
+
     return ModelProxy(config.evaluator_models, replay=config.replay, concurrency=config.concurrency.proposals)
 
 

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from ..records import Candidate
 
 log = logging.getLogger("evoengine")
@@ -113,7 +111,7 @@ class Progress:
         self.total = total
         self.name = name
         self.show_spend = show_spend
-        self.bar: tqdm | None = None
+        self.bar: Any = None  # a tqdm bar, on a terminal
         self._last = time.monotonic()
 
     def update(self, admitted: int, valid: int, best: Candidate | None, spend: float) -> None:
@@ -124,6 +122,8 @@ class Progress:
         if self.show_spend:
             parts.append(f"spend=${spend:.4f}")
         if self.bar is None and sys.stderr.isatty():  # opened at the first admission (a resume's counts on)
+            from tqdm import tqdm  # here: off a terminal (logs, -q, scripts) it is never needed
+
             self.bar = tqdm(total=self.total, initial=admitted, unit="cand", dynamic_ncols=True, file=sys.stderr)
             self.bar.set_description(self.name)
         if self.bar is not None:
