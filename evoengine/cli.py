@@ -149,8 +149,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
             return _drive(engine, runner)
         finally:
-            if early is not None:  # a no-op once the pool took it
-                early.discard()
+            if early is not None:  # a no-op once a pool took it
+                runner.run(early.close())
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:

@@ -124,9 +124,8 @@ def test_an_early_worker_nobody_takes_is_killed_with_its_folder(tmp_path):
     async def launch_and_discard() -> tuple[int, Path]:
         early = await EarlyWorker.start(problem)
         assert early is not None and early.helper is not None and early.folder is not None
-        pid, folder, helper = early.helper.pid, early.folder, early.helper
-        early.discard()
-        await asyncio.wait_for(helper.proc.wait(), 10)
+        pid, folder = early.helper.pid, early.folder
+        await early.close()
         return pid, folder
 
     pid, folder = asyncio.run(launch_and_discard())

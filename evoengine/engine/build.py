@@ -71,15 +71,14 @@ def make_pool(
 ) -> Any:
     """The evaluator pool the config asks for: local sandboxes, or Ray tasks (same contract);
     `models` is the evaluator models' proxy, if the run has one; `early` a first local worker
-    launched before the run was known (evaluation/early.py), which the local pool takes if it fits."""
+    launched before the run was known (evaluation/early.py), which the local pool takes if it
+    fits (whoever launched it closes it otherwise)."""
     from ..evaluation import EvaluatorPool, Limits
 
     limits = Limits.from_config(loaded.problem, config.evaluation)
     if config.evaluation.backend == "ray":
         from ..evaluation.ray_backend import RayPool
 
-        if early is not None:
-            early.discard()
         return RayPool(loaded.path, config.concurrency.evaluations, limits, config.ray, run_dir=run_dir)
     hide = (run_dir,) if run_dir else ()
     return EvaluatorPool(loaded.path, config.concurrency.evaluations, limits, hide=hide, models=models, early=early)

@@ -31,13 +31,14 @@ class EarlyWorker:
 
     def __init__(self, helper: Helper, folder: Path, launch: Launch) -> None:
         self.helper: Helper | None = helper
-        self.folder: Path | None = folder  # removed by `discard` until a pool takes it
+        self.folder: Path | None = folder  # removed by `close` until a pool takes it
         self.launch = launch
 
     @classmethod
     async def start(cls, problem: str | Path, run_dir: Path | None = None) -> EarlyWorker | None:
         """The first worker for `problem` (a bundled name, a folder or a problem.py) and a run in
-        `run_dir`; None if the problem is not found (loading it will say why)."""
+        `run_dir`; None if the problem is not found (loading it will say why) or the launch
+        failed (the pool's own will say why)."""
         try:
             problem_dir = resolve_problem_path(problem).parent
         except ProblemError:
@@ -49,9 +50,12 @@ class EarlyWorker:
         helper = Helper("slot 0")  # the name the pool's slot gives its log lines
         try:
             await helper.launch(list(spec.command), dict(spec.env), cwd=spec.cwd, pass_fds=spec.pass_fds)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            raise
+            if not isinstance(exc, OSError):
+                raise
+            log.debug("no early evaluation worker (%s); the pool starts its own", exc)
+            return None
         return cls(helper, folder, spec)
 
     def hand_over_folder(self) -> Path:
@@ -60,22 +64,23 @@ class EarlyWorker:
         assert folder is not None, "an early worker is handed to one pool"
         return folder
 
-    def take(self, launch: Launch) -> Helper | None:
-        """The worker, if it was launched as `launch` says and still runs; else None, and it is killed."""
+    async def take(self, launch: Launch) -> Helper | None:
+        """The worker, if it was launched as `launch` says and still runs; else None, and it is stopped."""
         helper, self.helper = self.helper, None
         if helper is not None and launch == self.launch and helper.pid is not None:
             log.debug("the first evaluation worker was launched early")
             return helper
         if helper is not None:
             log.debug("the early evaluation worker does not fit this run (its config or problem); replaced")
-            helper.kill_now()
+            await helper.stop(grace_s=0.0)
         return None
 
-    def discard(self) -> None:
-        """Kill the worker unless a pool took it, and remove its folder unless a pool has it."""
-        if self.helper is not None:
-            self.helper.kill_now()
-            self.helper = None
+    async def close(self) -> None:
+        """Stop the worker unless a pool took it, and remove its folder unless a pool has it
+        (in the event loop that launched it, before that loop closes)."""
+        helper, self.helper = self.helper, None
+        if helper is not None:
+            await helper.stop(grace_s=0.0)
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None

@@ -239,7 +239,7 @@ class EvaluatorPool:
             self.bwrap = bubblewrap_command(self.view, self.limits.network)
         # The early worker if it was launched exactly as ours would be (it then also tells
         # whether bubblewrap works here); else it is killed and bubblewrap is tried first.
-        first = early.take(self.launch(self._slots[0])) if early is not None else None
+        first = await early.take(self.launch(self._slots[0])) if early is not None else None
         if first is None and self.bwrap and not await bubblewrap_works(self.bwrap):
             self.bwrap = []
         try:
@@ -319,7 +319,7 @@ class EvaluatorPool:
     async def close(self) -> None:
         """Stop every worker and remove every temporary folder. Safe to call twice."""
         if self.early is not None:  # never started
-            self.early.discard()
+            await self.early.close()
             self.early = None
         if self._booting is not None:
             self._booting.cancel()
