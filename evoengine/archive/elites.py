@@ -138,7 +138,7 @@ class _Cells:
 
 
 # OpenBLAS spreads a product of more than 2**18 multiply-adds over threads, which spin; on a
-# busy machine that made the CVT (on the path to a run's first request) 2-5x slower. Blocks of
+# busy machine that made the CVT (on the path to a run's first request) up to 6x slower. Blocks of
 # rows below that stay on one thread and give the very same distances (one dot product each).
 _BLOCK = 2**18
 
