@@ -132,3 +132,18 @@ def test_an_early_worker_nobody_takes_is_killed_with_its_folder(tmp_path):
     assert not folder.exists()
     assert not Path(f"/proc/{pid}").exists()
     assert asyncio.run(EarlyWorker.start(tmp_path / "no-such-problem")) is None
+
+
+def test_a_run_on_a_machine_where_bubblewrap_fails_evaluates_without_it(tmp_path):
+    # bubblewrap installed but unable to make namespaces (an unprivileged container, say): the
+    # early worker dies at once, and the run falls back to the sandbox without it.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    problem = probe_problem(tmp_path)
+    run_dir = tmp_path / "run"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    cli("run", str(problem), "--budget", "3", "--run-dir", str(run_dir), env=env, timeout=120, check=True)
+    assert seed_metrics(run_dir)["cpu_s"] == 7  # evaluated, in the sandbox, under the problem's limits
