@@ -18,10 +18,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from ..config import Model
 from ..errors import ModelError
+from .httpx_lean import httpx
 from .replay import ReplayBook, current_proposal
 
 log = logging.getLogger(__name__)

@@ -24,13 +24,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-
 from ..config import Model
 from ..errors import ModelError
 from ..problem import safe_text
 from ..records import ModelCall
 from .backends import Backend, Completion, OpenAIBackend, ReplayBackend, describe, retry_after, transient
+from .httpx_lean import httpx
 from .replay import ReplayBook, request_hash
 
 log = logging.getLogger(__name__)
