@@ -1,7 +1,7 @@
 """Search quality: evoengine's search against simple baselines and its own ablations, on a suite.
 
 Every setup (a list of `--set` overrides) runs on every problem of the suite with seeds
-0..N-1, once with the offline operators and once with a panel of simulated models served
+0..N-1 (or K..K+N-1, `--first-seed`), once with the offline operators and once with a panel of simulated models served
 over real HTTP (benchmarks/simulated_models.py: good, useless, noisy, broken). Each run goes
 through `evoengine.run` to the largest budget; the smaller budgets are read off the first
 evaluations of the same run (nothing in the engine depends on its budget but when it stops).
@@ -518,6 +518,9 @@ def main() -> None:
     size_flags.add_argument("--full", action="store_true", help="the default size without its caps (hours)")
     ap.add_argument("--budgets", help="comma-separated evaluation budgets (default 200,1000)")
     ap.add_argument("--seeds", type=int, help="seeds 0..N-1 per problem and setup (default 10)")
+    ap.add_argument(
+        "--first-seed", type=int, default=0, help="start the seeds there: K..K+N-1 (a fresh sample beside an old one)"
+    )
     ap.add_argument("--problems", help=f"comma-separated (default {','.join(DEFAULT_PROBLEMS)}; also bin_packing)")
     ap.add_argument("--modes", default="offline,models", help="offline, models, or both (default)")
     ap.add_argument("--panel", default=",".join(PANEL), help="the simulated models of the models mode")
@@ -570,7 +573,7 @@ def main() -> None:
             panel if mode == "models" else (),
             codes[problem],
         )
-        for seed in range(seeds)
+        for seed in range(args.first_seed, args.first_seed + seeds)
         for mode in modes
         for problem in problems
         for name, overrides in setups.items()
@@ -613,6 +616,7 @@ def main() -> None:
         "wall_s": round(wall, 1),
         "budgets": budgets,
         "seeds": seeds,
+        "first_seed": args.first_seed,
         "problems": problems,
         "modes": modes,
         "panel": list(panel),
