@@ -134,6 +134,34 @@ def wait_for(driver, script: str, expected, timeout: float = 15, *args):
         time.sleep(0.1)
 
 
+def click_row(driver, table: str, candidate_id: int, bottom: bool = False) -> str:
+    """Click the candidate's row in a table that draws only the rows in view (scrolled to its
+    bottom first if asked); the row's text. Its elements are reused as it scrolls, so the row is
+    looked up afresh until a click lands on it."""
+    from selenium.common.exceptions import WebDriverException
+
+    selector = f'#{table} .vrow[data-id="{candidate_id}"]:not([hidden])'
+    if bottom:
+        driver.execute_script(f"const b = document.querySelector('#{table} .vbody'); b.scrollTop = b.scrollHeight;")
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            row = driver.execute_script(
+                "const r = document.querySelector(arguments[0]); if (r) r.scrollIntoView({block: 'center'}); return r;",
+                selector,
+            )
+            if row is not None:
+                text = row.get_attribute("textContent")
+                row.click()
+                if row.get_attribute("data-id") == str(candidate_id):
+                    return text
+        except WebDriverException:  # redrawn, or covered while the page moved: look again
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no row for #{candidate_id} could be clicked in #{table}")
+        time.sleep(0.1)
+
+
 def shown_code(driver, candidate_id: int) -> str:
     """The code pane's text once it shows `candidate_id`."""
     wait_for(driver, "return document.getElementById('detail-title').textContent.split(' ')[0]", f"#{candidate_id}")
@@ -642,22 +670,20 @@ def test_model_run_shows_prompts_replies_repairs_and_failures(browser, model_run
         assert "SEARCH" in text_of(browser, "detail-edit") and "REPLACE" in text_of(browser, "detail-edit")
     failed = next(p for p in proposals if p["outcome"] == "failed" and p["calls"] == 2)
     type_into(browser, "goto", f"{failed['id']}\n")
-    assert wait_for(browser, "return document.getElementById('detail-title').textContent", f"#{failed['id']} · failed")
+    title = f"#{failed['id']} · failed"
+    assert wait_for(browser, "return document.getElementById('detail-title').textContent", title) == title
     assert failed["reason"][:100] in text_of(browser, "detail-facts")
     tab(browser, "calls")
     assert wait_for(
         browser, "return document.getElementById('detail-calls').textContent.includes('call 2 (repair)')", True
     )
     assert "I am not sure what you mean." in text_of(browser, "detail-calls")
-    # The failures table draws only the rows in view, newest first: scroll to the oldest.
-    browser.execute_script("const b = document.querySelector('#failures-table .vbody'); b.scrollTop = b.scrollHeight;")
-    selector = f'#failures-table .vrow[data-id="{failed["id"]}"]'
-    assert wait_for(browser, f"return !!document.querySelector('{selector}:not([hidden])')", True)
-    row = browser.find_element("css selector", selector)
-    assert failed["reason"][:40] in row.get_attribute("textContent")
     click_node(browser, model_run.seed().id)
-    row.click()
-    assert wait_for(browser, "return document.getElementById('detail-title').textContent", f"#{failed['id']} · failed")
+    # The failures table draws only the rows in view, newest first: the oldest is at the bottom.
+    shown = click_row(browser, "failures-table", failed["id"], bottom=True)
+    assert failed["reason"][:40] in shown
+    title = f"#{failed['id']} · failed"
+    assert wait_for(browser, "return document.getElementById('detail-title').textContent", title) == title
     assert not browser.find_element("id", "calls-box").get_attribute("hidden"), "model calls are tabled"
     assert "good" in text_of(browser, "calls-table")
     choose(browser, "f-status", "failed")
