@@ -1,10 +1,11 @@
 """Search quality: evoengine's search against simple baselines and its own ablations, on a suite.
 
 Every setup (a list of `--set` overrides) runs on every problem of the suite with seeds
-0..N-1 (or K..K+N-1, `--first-seed`), once with the offline operators and once with a panel of simulated models served
-over real HTTP (benchmarks/simulated_models.py: good, useless, noisy, broken). Each run goes
-through `evoengine.run` to the largest budget; the smaller budgets are read off the first
-evaluations of the same run (nothing in the engine depends on its budget but when it stops).
+0..N-1 (or K..K+N-1 with `--first-seed K`), once with the offline operators and once with a
+panel of simulated models served over real HTTP (benchmarks/simulated_models.py: good,
+useless, noisy, broken). Each run goes through `evoengine.run` to the largest budget; the
+smaller budgets are read off the first evaluations of the same run (nothing in the engine
+depends on its budget but when it stops).
 
 Measured per run and budget B (B evaluations, the seed included):
 - best: the quality of the best-scoring candidate among the first B (the score, except on
