@@ -288,6 +288,33 @@ def test_the_greedy_baseline_always_refines_the_runs_current_best():
     assert archive.select(random.Random(0)).parent.id == 41
 
 
+def test_with_drift_refinement_walks_a_plateau_taking_the_latest_equal_of_the_best():
+    """A child that scores the same as the run's best is a different program (copies are not
+    evaluated): with `drift`, refining steps onto it, as a (1+1) algorithm accepting equal moves,
+    unless it is longer than the program it would replace. The greedy baseline stays on the
+    first to reach the best score."""
+    walking = mixed("selection.refine=true", "selection.drift=true")
+    standing = mixed("selection.refine=true", "selection.drift=false")
+    greedy = mixed("selection.strategy=greedy", "selection.drift=true")
+    for archive in (walking, standing, greedy):
+        for cid, score in ((41, 100.0), (42, 99.0), (43, 100.0)):
+            archive.admit(
+                Candidate(cid, f"x = {cid}\n", parents=(17,), island=1, operator="diff", score=score, valid=True)
+            )
+        assert archive.best().id == 17  # the run's best is still the first to reach it
+
+    def refined(archive: Archive) -> set[int]:
+        return {s.parent.id for s in picks(archive, 300) if s.source in ("greedy", "refine")}
+
+    assert refined(walking) == {43} and refined(standing) == {17} and refined(greedy) == {17}
+    walking.admit(Candidate(44, "x = 44  # and a comment\n", parents=(43,), island=1, score=100.0, valid=True))
+    assert refined(walking) == {43}  # as good, but longer: the walk does not grow the program
+    by_id = {c.id: c for island in walking.islands.islands for c in island.members}
+    restored = Archive(walking.config, walking.problem)
+    restored.restore(walking.state(), by_id)
+    assert refined(restored) == {43}
+
+
 def picks(archive: Archive, n: int) -> list:
     return [archive.select(random.Random(i)) for i in range(n)]
 

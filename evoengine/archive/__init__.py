@@ -59,7 +59,8 @@ class Archive:
         self.admitted = 0
         self.valid = 0
         self._best: Candidate | None = None
-        self._bests: deque[int] = deque(maxlen=RECENT_BESTS)  # ids of the latest run bests, newest last
+        self._walk: Candidate | None = None  # refine's parent: the latest among the best's equals (`drift`)
+        self._bests: deque[int] = deque(maxlen=RECENT_BESTS)  # ids of refine's latest parents, newest last
         self._seed: Candidate | None = None  # the first admitted candidate, kept as a last resort
         self._counts = [_IslandCounts() for _ in range(config.islands.count)]
 
@@ -87,6 +88,16 @@ class Archive:
         events: list[ArchiveEvent] = []
         valid = candidate.valid and candidate.score is not None
         new_best = valid and (self._best is None or candidate.fitness() > self._best.fitness())
+        # With `drift`, a child as good as the best and no longer than refine's parent becomes that
+        # parent: a plateau is walked, and the walk does not grow the program (a longer tie is
+        # mostly dead code, which makes every later edit less likely to change anything).
+        tie = (
+            valid
+            and not new_best
+            and self.config.selection.drift
+            and candidate.fitness() == self._best.fitness()
+            and len(candidate.text) <= len(self._walk.text)
+        )
         if candidate.parents and not everywhere:
             parent = candidate.parents[0]
             seed = self._seed is not None and parent == self._seed.id
@@ -96,6 +107,8 @@ class Archive:
             self.valid += 1
             if new_best:
                 self._best = candidate
+            if new_best or tie:
+                self._walk = candidate
                 self._bests.append(candidate.id)
             if everywhere:
                 self.islands.place_everywhere(candidate)
@@ -141,6 +154,7 @@ class Archive:
             "admitted": self.admitted,
             "valid": self.valid,
             "best": self._best.id if self._best else None,
+            "walk": self._walk.id if self._walk else None,
             "bests": list(self._bests),
             "outcomes": [list(arm) for arm in self.selector.outcomes],
             "seed": self._seed.id if self._seed else None,
@@ -152,7 +166,7 @@ class Archive:
     @staticmethod
     def referenced(state: dict[str, Any]) -> set[int]:
         """The ids of the candidates a `state()` names (what `restore` needs loaded)."""
-        ids = {i for i in (state["best"], state["seed"]) if i is not None}
+        ids = {i for i in (state["best"], state.get("walk"), state["seed"]) if i is not None}
         ids.update(i for members in state["islands"]["members"] for i in members)
         if state["elites"] is not None:
             ids.update(cid for _, cid, _ in state["elites"]["elites"])
@@ -163,6 +177,8 @@ class Archive:
         the candidates it names (`referenced`)."""
         self.admitted, self.valid = state["admitted"], state["valid"]
         self._best = by_id[state["best"]] if state["best"] is not None else None
+        walk = state.get("walk", state["best"])  # older states: no drift recorded
+        self._walk = by_id[walk] if walk is not None else None
         self._bests.clear()
         self._bests.extend(state.get("bests", []))
         outcomes = [list(arm) for arm in state.get("outcomes", [])]
@@ -179,7 +195,9 @@ class Archive:
 
     def select(self, rng: random.Random) -> Selection:
         """A parent, its island and inspirations; a deterministic function of the archive and `rng`."""
-        return self.selector.select(self.islands, self.elites, rng, fallback=self._seed, best=self._best)
+        return self.selector.select(
+            self.islands, self.elites, rng, fallback=self._seed, best=self._best, walk=self._walk
+        )
 
     def best(self) -> Candidate | None:
         """The best valid candidate admitted so far (the earliest among equals)."""

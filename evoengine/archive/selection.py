@@ -15,9 +15,14 @@ e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw 
 Beta(a + new bests, b + the rest) is highest (Thompson sampling); the prior a, b is the pooled rate
 of all kinds, worth PRIOR children, so a kind tried rarely is drawn about that rate. A best
 or the seed comes with no inspirations (every child of it is a plain edit, as in the
-baselines). So a run refines its best while that pays, starts again from the seed when the
-best is stuck on a local optimum that the seed's own edits beat, and hands parents to the
-mix when others' children set the new bests (and shares them when nobody's do). In the mix,
+baselines). With `drift`, the best that `refine` takes is the latest candidate to score as
+well as the run's best while being no longer than the one it follows (the archive keeps it):
+on a plateau of equal scores the run walks, as a (1+1) algorithm accepting equal moves, and
+the walk never grows the program (longer ties are mostly dead code, which makes each later
+edit less likely to change anything). The baselines ignore `drift`. So a run refines its
+best while that pays, starts again from the seed when the best is stuck on a local optimum
+that the seed's own edits beat, and hands parents to the mix when others' children set the
+new bests (and shares them when nobody's do). In the mix,
 each parent comes from one of three shares of `config.selection`, normalised: `exploit` (the
 configured strategy on the chosen island), `explore` (uniform on the island) and `elites`
 (the elite of a uniformly drawn filled MAP-Elites cell; the default mix is all elites, so a
@@ -189,8 +194,10 @@ class ParentSelector:
         rng: random.Random,
         fallback: Candidate | None = None,
         best: Candidate | None = None,
+        walk: Candidate | None = None,
     ) -> Selection:
-        """`fallback` is the seed (the first admitted candidate), `best` the run's best valid one."""
+        """`fallback` is the seed (the first admitted candidate), `best` the run's best valid one
+        (the earliest among equals), `walk` refine's parent (with `drift`, the latest among them)."""
         k = len(islands)
         cfg = self.config
         baseline = cfg.strategy
@@ -199,6 +206,7 @@ class ParentSelector:
             return Selection(parent.island % k, parent, [], baseline)
         arm = self._arm(rng, best, fallback)
         if arm == BEST:
+            best = walk or best
             return Selection(best.island % k, best, [], "refine")  # the greedy baseline's step, when it pays
         if arm == SEED:
             return Selection(fallback.island % k, fallback, [], "restart")  # independent sampling's, when it pays

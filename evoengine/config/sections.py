@@ -182,6 +182,12 @@ class Selection(Section):
         "kind whose draw from its odds is highest (Thompson sampling; the best comes with no inspirations, as in "
         "the greedy baseline)",
     )
+    drift: bool = Field(
+        True,
+        description="a valid child scoring the same as the run's best, and no longer than the parent `refine` takes, "
+        "becomes that parent: a run on a plateau walks it, as a (1+1) evolutionary algorithm accepting equal moves "
+        "(the baselines ignore it)",
+    )
     restart: bool = Field(
         False,
         description="learn, in the same way and beside `refine`, how often to take the seed as the parent (with no "
