@@ -582,6 +582,7 @@ def main() -> None:
         if name not in (OFFLINE_ONLY if mode == "models" else MODEL_ONLY)
     ]
     args.work.mkdir(parents=True, exist_ok=True)
+    _lock(args.work)
     records_path = args.work / "records.jsonl"
     done = {}
     if records_path.exists():
@@ -642,6 +643,28 @@ def _described(setup: str, meta: dict[str, Any]) -> str:
         return " ".join(meta["setups"][setup]) or "the defaults"
     renamed = (s for s in meta["compared_with"] if any(p.endswith(f"={setup}") for p in s.partition(":")[2].split(",")))
     return f"recorded earlier ({next(renamed)})"
+
+
+_HELD: list[Any] = []  # the open lock files: a lock lasts as long as its file stays open
+
+
+def _lock(work: Path) -> None:
+    """An exclusive lock on the work folder, held until the process ends: two benchmarks in one
+    folder would delete and write each other's run folders (same names) and interleave records."""
+    import fcntl
+
+    handle = (work / "lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        raise SystemExit(f"{work} is in use by {owner}: wait for it, stop it, or pass another --work") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    _HELD.append(handle)
 
 
 def _earlier(sources: list[str], specs: list[RunSpec], taken: set[str]) -> list[dict[str, Any]]:

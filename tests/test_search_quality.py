@@ -90,3 +90,18 @@ def test_quick_benchmark_compares_setups_with_both_operator_kinds_and_resumes(tm
         if k[3] == "greedy"
     ]
     assert same and all(a == b for a, b in same)
+
+
+def test_a_second_benchmark_in_the_same_work_folder_is_refused_before_it_runs_anything(tmp_path):
+    import fcntl
+
+    work = tmp_path / "work"
+    work.mkdir()
+    with (work / "lock").open("a+") as held:  # as a benchmark still running there holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242\n")
+        held.flush()
+        refused = benchmark(work)
+    assert refused.returncode != 0
+    assert f"{work} is in use by pid 4242" in refused.stderr and "another --work" in refused.stderr
+    assert not (work / "records.jsonl").exists() and not (work / "results.json").exists()
