@@ -26,7 +26,7 @@ from .selection import ARMS, BEST, MIX, SEED, ParentSelector, Selection
 
 __all__ = ["Archive", "ArchiveEvent", "Selection"]
 
-RECENT_BESTS = 4  # a child of any of the last few run bests counts as refinement (`selection.refine`)
+RECENT_BESTS = 4  # a child of any of the last few parents refine took counts as refinement (bests, equals)
 
 
 @dataclass(frozen=True)
