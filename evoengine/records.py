@@ -142,3 +142,6 @@ class ProposalFailed(Exception):
         self.model = model
         self.cost = cost
         self.parents = parents
+        # a copy of a child still being evaluated: until a score comes in, the same prompt
+        # brings a deterministic model's same reply, so the proposal waits before asking again
+        self.copy_in_flight = False

@@ -274,3 +274,27 @@ def test_free_copies_stop_a_search_only_after_a_long_run_of_them(tmp_path):
     # With novelty rejection off, nothing refuses a copy: each one is evaluated.
     summary = asyncio.run(engine(tmp_path, "budget.candidates=100", proposer=Copier(), name="off").run())
     assert summary.stopped != "failing" and summary.admitted == 100
+
+
+def test_a_copy_of_a_child_still_in_evaluation_waits_for_its_score_instead_of_asking_again(tmp_path):
+    """A deterministic paid model asked the same prompt gives the same reply: while the first
+    child is evaluated, its copies must not end the run as failing nor spin on paid calls."""
+
+    class SlowPool(FakePool):
+        async def evaluate(self, text: str, **how) -> EvalResult:
+            await asyncio.sleep(0.05)
+            return await super().evaluate(text, **how)
+
+    class Deterministic(FakeProposer):
+        async def propose(self, ctx) -> Proposal:  # one edit per parent: a to a + 0.1
+            ctx.record_call(ModelCall("m", "h", [], "reply", cost=0.01))
+            a = float(re.search(r"a = (-?[0-9.]+)", ctx.parent.text).group(1))
+            text = re.sub(r"a = -?[0-9.]+", f"a = {a + 0.1:.6f}", ctx.parent.text)
+            return Proposal(text, "fake", "m", (ctx.parent.id,), cost=0.01)
+
+    overrides = ("budget.candidates=8", "novelty.enabled=true", "concurrency.proposals=4", "selection.refine=true")
+    summary = asyncio.run(engine(tmp_path, *overrides, pool=SlowPool(), proposer=Deterministic()).run())
+    assert summary.stopped == "budget" and summary.admitted == 8, summary.message
+    in_flight = [r for r in rows(tmp_path / "run") if r[1] == "failed" and "still being evaluated" in (r[7] or "")]
+    assert in_flight and all("the same program as candidate" in r[7] for r in in_flight)
+    assert len(in_flight) <= 5 * 8  # at most one per proposal slot (proposals + 1) between two admissions

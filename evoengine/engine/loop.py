@@ -293,7 +293,23 @@ class Engine:
             self._close(self.ledger.fail(pid, sel.island, failure))
             if failure.kind != "novelty":
                 return None
+            if failure.copy_in_flight:
+                await self._until_admission()
         return None
+
+    async def _until_admission(self) -> None:
+        """Wait, out of the proposing phase (new proposals held back as by a child queued for
+        evaluation), until the next candidate is admitted."""
+        admitted = self.ledger.admitted
+        self.flow.proposing -= 1
+        self.flow.queued += 1
+        try:
+            while self.ledger.admitted == admitted:
+                await self.signal.next()
+        finally:
+            self.flow.queued -= 1
+            self.flow.proposing += 1
+            self.signal.notify()
 
     def _record_call(self, pid: int | None, call: ModelCall) -> None:
         if call.reply is not None:

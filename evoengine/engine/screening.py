@@ -1,8 +1,9 @@
 """Screening: why a child should not take an evaluation slot, decided before it does.
 
 In order: it does not compile (Python children; the reason goes back like a patch error),
-it is the same program as one already evaluated (equal up to formatting and comments), or
-the novelty filter finds it too close to what its island has. The last two are novelty
+it is the same program as one already evaluated or still being evaluated (equal up to
+formatting and comments; for a copy in flight the loop waits for the next admission before
+asking again), or the novelty filter finds it too close to what its island has. The last two are novelty
 rejection, which `novelty.enabled=false` turns off as one (then every child that compiles
 is evaluated, copies included: the ablation of copy refusal). Replaying a recorded
 schedule, the recorded verdict stands for novelty, since it depended on what had been
@@ -22,6 +23,7 @@ from ..files import FilesError, language_of, split_files
 from ..novelty import Novelty
 from ..records import Proposal, ProposalFailed
 
+SAME = "(up to formatting and comments)"
 RECENT = 1024  # children sent to evaluation whose digests the screen remembers itself
 
 
@@ -63,7 +65,7 @@ class Screen:
         self.evaluated = evaluated
         # digests of the last RECENT children sent to evaluation: a copy of one still in flight is not in
         # the store yet (bounded, so memory does not grow with the run; in flight are far fewer)
-        self.passed: OrderedDict[bytes, None] = OrderedDict()
+        self.passed: OrderedDict[bytes, int] = OrderedDict()  # digest: candidate id
         self.novelty = novelty
         self.schedule = schedule  # a recorded run's schedule, when replaying one
 
@@ -80,18 +82,21 @@ class Screen:
         if self.evaluated is None:
             return None
         key = digest(proposal.text, self.language, self.folder)
-        if key in self.passed or self.evaluated(key):
-            return _failed(
+        if self.evaluated(key):
+            return _failed(proposal, "novelty", f"novelty: the same program as a candidate already evaluated {SAME}")
+        if key in self.passed:
+            failure = _failed(
                 proposal,
                 "novelty",
-                "novelty: the same program as a candidate already evaluated or being evaluated (up to formatting "
-                "and comments)",
+                f"novelty: the same program as candidate {self.passed[key]}, still being evaluated {SAME}",
             )
+            failure.copy_in_flight = True
+            return failure
         if self.novelty is not None:
             verdict = await self.novelty.check(proposal.text, island)
             if not verdict.novel:
                 return _failed(proposal, "novelty", f"novelty: {verdict.reason}")
-        self.passed[key] = None
+        self.passed[key] = pid
         if len(self.passed) > RECENT:
             self.passed.popitem(last=False)
         return None
