@@ -101,7 +101,7 @@ class Engine:
         if self.remaining() == 0 and self.done_before:
             best = self.rundir.store.best(1)
             self.rundir.close()
-            await self._close_models()
+            await _aclose(self.evaluator_models)
             said = f"nothing to do: the run already has {self.done_before} candidates and a budget of "
             said += f"{self.config.budget.candidates}; resume with a larger --budget"
             return self._summary("budget", said, best[0] if best else None)
@@ -293,23 +293,9 @@ class Engine:
             self._close(self.ledger.fail(pid, sel.island, failure))
             if failure.kind != "novelty":
                 return None
-            if failure.copy_in_flight:
-                await self._until_admission()
+            if failure.copy_in_flight:  # the same prompt would bring a deterministic model's same reply
+                await self.flow.hold(self.signal, self.ledger)
         return None
-
-    async def _until_admission(self) -> None:
-        """Wait, out of the proposing phase (new proposals held back as by a child queued for
-        evaluation), until the next candidate is admitted."""
-        admitted = self.ledger.admitted
-        self.flow.proposing -= 1
-        self.flow.queued += 1
-        try:
-            while self.ledger.admitted == admitted:
-                await self.signal.next()
-        finally:
-            self.flow.queued -= 1
-            self.flow.proposing += 1
-            self.signal.notify()
 
     def _record_call(self, pid: int | None, call: ModelCall) -> None:
         if call.reply is not None:
@@ -340,9 +326,8 @@ class Engine:
             self.tasks -= done
         await _cancel(self.booting)  # a resume that ends before its first worker is up
         await self.pool.close()
-        await self._close_models()
-        if self.proposer is not None:
-            await self.proposer.aclose()
+        await _aclose(self.evaluator_models)
+        await _aclose(self.proposer)
         self.progress.close()
         try:
             self.ledger.stopped(resumable=self.screen is not None and self.stop != "error")
@@ -350,10 +335,6 @@ class Engine:
             log.warning("could not write the final state snapshot: %s", exc)
         self.rundir.close()
         self.trackers.close(self._summary(self.stop or "error", self.message).tracked())
-
-    async def _close_models(self) -> None:
-        if self.evaluator_models is not None:
-            await self.evaluator_models.aclose()
 
     def _summary(self, stopped: str, message: str, best: Candidate | None = None) -> RunSummary:
         path = self.rundir.best_file(self.problem)
@@ -375,6 +356,11 @@ async def _boot(pool: Any, seeds: list[Candidate] | None) -> list[tuple[EvalResu
         return await pool.evaluate(text, label=label), time.monotonic() - t0
 
     return await asyncio.gather(*(score(s.text, f"import {i}" if i else "seed") for i, s in enumerate(seeds)))
+
+
+async def _aclose(thing: Any) -> None:
+    if thing is not None:
+        await thing.aclose()
 
 
 async def _cancel(step: asyncio.Future | None) -> None:

@@ -44,6 +44,20 @@ class Flow:
     proposing: int = 0  # in their proposing phase (selecting, prompting, waiting on a model)
     queued: int = 0  # children waiting for an evaluation slot
 
+    async def hold(self, signal: Signal, ledger: Ledger) -> None:
+        """Hold a proposal until the next candidate is admitted, out of the proposing phase
+        (new proposals are held back as by a child queued for evaluation)."""
+        admitted = ledger.admitted
+        self.proposing -= 1
+        self.queued += 1
+        try:
+            while ledger.admitted == admitted:
+                await signal.next()
+        finally:
+            self.queued -= 1
+            self.proposing += 1
+            signal.notify()
+
 
 class LiveTurns:
     recorded = False
