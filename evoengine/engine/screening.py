@@ -2,8 +2,8 @@
 
 In order: it does not compile (Python children; the reason goes back like a patch error),
 it is the same program as one already evaluated or still being evaluated (equal up to
-formatting and comments; for a copy in flight the loop waits for the next admission before
-asking again), or the novelty filter finds it too close to what its island has. The last two are novelty
+formatting and comments; for a model's copy of a child in flight the loop waits for the next
+admission before asking again), or the novelty filter finds it too close to what its island has. The last two are novelty
 rejection, which `novelty.enabled=false` turns off as one (then every child that compiles
 is evaluated, copies included: the ablation of copy refusal). Replaying a recorded
 schedule, the recorded verdict stands for novelty, since it depended on what had been
@@ -21,6 +21,7 @@ from typing import Any
 from ..blocks import syntax_error
 from ..files import FilesError, language_of, split_files
 from ..novelty import Novelty
+from ..operators import BuiltinProposer
 from ..records import Proposal, ProposalFailed
 
 SAME = "(up to formatting and comments)"
@@ -90,7 +91,9 @@ class Screen:
                 "novelty",
                 f"novelty: the same program as candidate {self.passed[key]}, still being evaluated {SAME}",
             )
-            failure.copy_in_flight = True
+            # a model asked the same prompt may well answer alike; the built-in operators draw a
+            # new edit from each proposal's own generator, so their retry need not wait
+            failure.copy_in_flight = proposal.model != BuiltinProposer.ARM
             return failure
         if self.novelty is not None:
             verdict = await self.novelty.check(proposal.text, island)
