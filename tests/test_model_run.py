@@ -128,6 +128,7 @@ def test_a_dead_endpoint_stops_the_run_before_it_starts_with_one_clear_error(tmp
     proc = cli("run", "circle_packing", "-c", str(path), "--run-dir", str(tmp_path / "run"), "-q")
     assert proc.returncode == 2
     assert dead_url in proc.stderr and "Traceback" not in proc.stderr
+    assert "snapshot" not in proc.stderr  # nothing about a store that was rightly discarded
     assert not (tmp_path / "run").exists()  # nothing left behind to block a rerun
 
 

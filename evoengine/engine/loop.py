@@ -329,8 +329,9 @@ class Engine:
         await _aclose(self.evaluator_models)
         await _aclose(self.proposer)
         self.progress.close()
-        try:
-            self.ledger.stopped(resumable=self.screen is not None and self.stop != "error")
+        try:  # (a new run discarded at its models' pre-flight has no store left to write)
+            if not self.rundir.closed:
+                self.ledger.stopped(resumable=self.screen is not None and self.stop != "error")
         except Exception as exc:  # noqa: BLE001 - the store must never be the reason a stop fails
             log.warning("could not write the final state snapshot: %s", exc)
         self.rundir.close()

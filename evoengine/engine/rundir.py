@@ -137,6 +137,10 @@ class RunDir:
             json.dumps({"id": best.id, "score": best.score, "metrics": best.metrics, "file": path.name}, indent=2),
         )
 
+    @property
+    def closed(self) -> bool:
+        return self._lock < 0
+
     def close(self) -> None:
         """Close the store and let the lock go (again: nothing happens)."""
         if self._lock >= 0:
