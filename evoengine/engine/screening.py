@@ -2,12 +2,12 @@
 
 In order: it does not compile (Python children; the reason goes back like a patch error),
 it is the same program as one already evaluated or still being evaluated (equal up to
-formatting and comments; for a model's copy of a child in flight the loop waits for the next
-admission before asking again), or the novelty filter finds it too close to what its island has. The last two are novelty
-rejection, which `novelty.enabled=false` turns off as one (then every child that compiles
-is evaluated, copies included: the ablation of copy refusal). Replaying a recorded
-schedule, the recorded verdict stands for novelty, since it depended on what had been
-admitted at the moment the original run screened the child.
+formatting and comments; for a model's copy of a child in flight the loop waits for the
+next admission before asking again), or the novelty filter finds it too close to what its
+island has. The last two are novelty rejection, which `novelty.enabled=false` turns off as
+one (then every child that compiles is evaluated, copies included: the ablation of copy
+refusal). Replaying a recorded schedule, the recorded verdict stands for novelty, since it
+depended on what had been admitted at the moment the original run screened the child.
 """
 
 from __future__ import annotations
