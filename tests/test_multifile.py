@@ -355,8 +355,10 @@ def test_a_prompt_and_its_tool_definitions_evolve_together_offline(tmp_path):
 
 class _Model:
     """A scripted model: its first reply edits a frozen line (steps); after a refusal it fixes
-    the reply; otherwise it raises the step and the momentum, editing both files (and once
-    both are as high as it goes, it tries a slightly different step)."""
+    the reply; otherwise it raises the step and the momentum, editing both files, and once the
+    momentum is as high as it goes it samples: each reply a slightly different step. (Always
+    answering the highest step would make every child of a parent just below it a copy of
+    one evaluated, and a run could end as failing on a model that never varies.)"""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -373,8 +375,8 @@ class _Model:
         line, momentum = re.search(r"^( +v = \[(\S+) \* vi.*)$", prompt, re.M).groups()
         faster = line.replace(f"[{momentum} *", f"[{min(float(momentum) + 0.3, 0.6):g} *")
         larger = f"step: {min(float(step) * 3, 0.045):g}"
-        if faster == line and larger == f"step: {step}":
-            larger = f"step: {float(step) * (1 - call / 1000):.6g}"
+        if faster == line:
+            larger = f"step: {min(float(step) * 3, 0.045) * (1 - call / 1000):.6g}"
         edits = _edit("settings.yaml", f"step: {step}", larger)
         return edits + (_edit("minimizer.py", line, faster) if faster != line else "")
 
