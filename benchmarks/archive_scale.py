@@ -126,7 +126,7 @@ def retained(archive: Archive) -> dict[str, int]:
 
 def run(name: str, n: int, novelty_n: int, seed: int = 0) -> dict:
     spec = SCENARIOS[name]
-    cfg = Config.model_validate({"seed": seed, **spec["config"]})
+    cfg = Config(**{"seed": seed, **spec["config"]})
     problem = Problem(name="synthetic", description="synthetic", initial="seed.py", features=tuple(spec["features"]))
     rng = random.Random(seed)
     texts = Texts(rng)

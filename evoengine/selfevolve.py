@@ -147,7 +147,7 @@ class HarnessProxy:
                 os.dup2(down_r, 3)
                 os.dup2(up_w, 4)
                 os.closerange(5, 4096)  # nothing of the evaluator's (its result channel!) stays open
-                harness = load_harness(config.model_copy(update={"harness": str(path)}))
+                harness = load_harness(config.replace(harness=str(path)))
                 _serve(harness, 3, 4)
             except BaseException as exc:  # noqa: BLE001 - report and leave
                 with contextlib.suppress(OSError):

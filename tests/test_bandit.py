@@ -260,8 +260,8 @@ def test_a_run_sends_most_calls_to_the_model_that_improves_whatever_the_prices(
     config = {
         "extends": "default",
         "models": [
-            scripted_server.model("useless", price_in=0.1, timeout_s=10.0).model_dump(mode="json"),
-            scripted_server.model("good", price_in=1.0, timeout_s=10.0).model_dump(mode="json"),
+            scripted_server.model("useless", price_in=0.1, timeout_s=10.0).dump(),
+            scripted_server.model("good", price_in=1.0, timeout_s=10.0).dump(),
         ],
         "concurrency": {"proposals": 4, "evaluations": 2},
         "bandit": {"kind": kind, "cost_aware": cost_aware},

@@ -20,8 +20,7 @@ from evoengine.errors import ConfigError
 
 # Real key names (so generated documents reach deep into validation) mixed with noise.
 SECTION_KEYS = {
-    name: list(field.annotation.model_fields) if hasattr(field.annotation, "model_fields") else []
-    for name, field in Config.model_fields.items()
+    name: list(spec.type.fields()) if hasattr(spec.type, "fields") else [] for name, spec in Config.fields().items()
 }
 ALL_KEYS = sorted(
     {

@@ -19,7 +19,7 @@ def problem(*features: Feature) -> Problem:
 
 
 def elites_config(**elites) -> Config:
-    return Config.model_validate({"elites": {"builtin": [], **elites}})
+    return Config(**{"elites": {"builtin": [], **elites}})
 
 
 def cand(cid: int, score: float, text: str = "x = 1\n", **features: float) -> Candidate:
@@ -121,7 +121,7 @@ def test_candidates_without_a_declared_feature_stay_out_and_are_counted():
 
 
 def test_archive_reports_elite_events_stats_and_a_json_elite_map():
-    cfg = Config.model_validate({"elites": {"builtin": ["length"], "bins": 4}})
+    cfg = Config(**{"elites": {"builtin": ["length"], "bins": 4}})
     archive = Archive(cfg, problem(Feature("f", 0.0, 1.0, 2)))
     events = archive.admit(cand(0, 0.0, "x = 0\n" * 10, f=0.2))
     assert [e.kind for e in events] == ["elite"] and events[0].data["status"] == "new"
@@ -147,7 +147,7 @@ def test_archive_reports_elite_events_stats_and_a_json_elite_map():
 
 
 def test_elites_never_hold_more_candidates_than_cells():
-    cfg = Config.model_validate({"elites": {"builtin": ["length"], "bins": 5}})
+    cfg = Config(**{"elites": {"builtin": ["length"], "bins": 5}})
     archive = Archive(cfg, problem(Feature("f", 0.0, 1.0, 3)))
     archive.admit(cand(0, 0.0, "y" * 200, f=0.5))
     for i in range(1, 800):

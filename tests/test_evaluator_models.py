@@ -51,7 +51,7 @@ def keyed_server():
 
 def config(tmp_path: Path, server: Any, name: str, extra: dict | None = None, **model) -> str:
     settings = {"timeout_s": 10.0, "max_retries": 0, "api_key_env": "EVOENGINE_TEST_EVALUATOR_KEY", **model}
-    cfg = {"evaluator_models": [server.model(name, **settings).model_dump(mode="json")], **(extra or {})}
+    cfg = {"evaluator_models": [server.model(name, **settings).dump()], **(extra or {})}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)

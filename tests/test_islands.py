@@ -23,7 +23,7 @@ def config(**islands) -> Config:
         "migration_size": 1,
         "reset_interval": None,
     }
-    return Config.model_validate({"islands": {**base, **islands}, "elites": {"enabled": False}})
+    return Config(**{"islands": {**base, **islands}, "elites": {"enabled": False}})
 
 
 def seed(score: float = 0.0) -> Candidate:

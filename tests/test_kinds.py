@@ -188,8 +188,8 @@ def test_a_missing_vocabulary_file_is_a_problem_error(tmp_path):
 
 
 def pareto_archive(members: list[tuple[float, dict[str, float]]]) -> tuple[Archive, list[int]]:
-    config = Config.model_validate(
-        {
+    config = Config(
+        **{
             "seed": 3,
             "islands": {"count": 1, "population": 100, "migration_interval": 10_000},
             "selection": {
@@ -434,7 +434,7 @@ def test_reflective_templates_show_the_failing_cases_and_ask_for_a_diagnosis_fir
         yaml.safe_dump(
             {
                 "extends": "default",
-                "models": [scripted_server.model("good", timeout_s=10.0).model_dump(mode="json")],
+                "models": [scripted_server.model("good", timeout_s=10.0).dump()],
                 "operators": {"diff": 1.0, "full": 0.0, "crossover": 0.0},
                 "templates": str(REFLECTIVE),
                 "evaluation": {"gate": False},

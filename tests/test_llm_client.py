@@ -197,18 +197,18 @@ def test_a_model_is_asked_without_importing_the_openai_client(scripted_server):
     # importing `openai` costs ~0.7 s of CPU before a run's first request, and `httpx` pulls
     # `rich`, `click` and `trio` in when they are installed (benchmarks/README.md)
     scripted_server.script("a", "A")
-    model = scripted_server.model("a").model_dump_json()
+    model = scripted_server.model("a").dump()
     script = (
         "import asyncio, sys\n"
         "from evoengine.config import Model\n"
         "from evoengine.llm import ModelPool\n"
-        f"pool = ModelPool([Model.model_validate_json({model!r})])\n"
+        f"pool = ModelPool([Model(**{model!r})])\n"
         "async def main():\n"
         "    await pool.preflight()\n"
         "    print((await pool['a'].chat([{'role': 'user', 'content': 'hi'}])).reply)\n"
         "    await pool.aclose()\n"
         "asyncio.run(main())\n"
-        "print('openai' in sys.modules, any(n in sys.modules for n in ('rich', 'click', 'trio')))\n"
+        "print('openai' in sys.modules, any(n in sys.modules for n in ('rich', 'click', 'trio', 'pydantic')))\n"
         "import importlib.util\n"  # and what was kept out can still be imported afterwards
         "print(all(importlib.import_module(n) for n in ('rich', 'click') if importlib.util.find_spec(n)))\n"
     )
@@ -334,7 +334,7 @@ def test_a_replay_answers_from_the_recorded_replies_without_any_endpoint(scripte
     ]
     write_store(tmp_path / "run", recorded)
 
-    offline = model.model_copy(update={"base_url": dead_url, "api_key_env": "EVO_TEST_UNSET_KEY"})
+    offline = model.replace(base_url=dead_url, api_key_env="EVO_TEST_UNSET_KEY")
     asyncio.run(preflight([offline], replay=tmp_path / "run"))  # no endpoint, no key needed
     pool = ModelPool([offline], replay=tmp_path / "run")
 

@@ -62,8 +62,8 @@ FAILED = Candidate(
 
 
 def config(models: list[Model], **sections) -> Config:
-    data = {"models": [m.model_dump() for m in models], **sections}
-    return Config.model_validate(data)
+    data = {"models": [m.dump() for m in models], **sections}
+    return Config(**data)
 
 
 def context(seed: int = 0, inspirations=(OTHER,), failures=(), attempt=0, calls=None) -> ProposalContext:
@@ -580,9 +580,7 @@ def test_in_a_run_a_model_whose_diffs_never_apply_is_soon_asked_for_full_rewrite
 
     scripted_server.script("clumsy", clumsy)
     cfg = tmp_path / "clumsy.yaml"
-    cfg.write_text(
-        json.dumps({"extends": "default", "models": [scripted_server.model("clumsy").model_dump(mode="json")]})
-    )
+    cfg.write_text(json.dumps({"extends": "default", "models": [scripted_server.model("clumsy").dump()]}))
     run_dir = tmp_path / "run"
     proc = cli("run", str(TEST_PROBLEMS / "quadratic"), "-c", str(cfg), "--budget", "60", "--run-dir", str(run_dir))
     assert proc.returncode == 0, proc.stderr

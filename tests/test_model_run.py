@@ -47,7 +47,7 @@ def improving_model(request: dict, salt: str = "") -> str:
 def _config(tmp_path, server, **extra) -> str:
     cfg = {
         "extends": "default",
-        "models": [server.model("good", price_in=1.0, price_out=2.0, timeout_s=10.0).model_dump(mode="json")],
+        "models": [server.model("good", price_in=1.0, price_out=2.0, timeout_s=10.0).dump()],
         "operators": {"diff": 0.5, "full": 0.3, "crossover": 0.2},
         "concurrency": {"proposals": 2, "evaluations": 2},
         **extra,
@@ -157,7 +157,7 @@ def test_a_model_judge_rejects_near_duplicates_and_its_calls_are_recorded(tmp_pa
     scripted_server.script("judge", "NOT_NOVEL")
     config = _config(tmp_path, scripted_server, novelty={"threshold": 0.5, "judge": "judge", "max_retries": 1})
     cfg = yaml.safe_load(open(config))
-    cfg["models"].append(scripted_server.model("judge", timeout_s=10.0).model_dump(mode="json"))
+    cfg["models"].append(scripted_server.model("judge", timeout_s=10.0).dump())
     cfg["bandit"] = {"kind": "uniform"}
     cfg["operators"] = {"diff": 1.0, "full": 0.0, "crossover": 0.0}
     open(config, "w").write(yaml.safe_dump(cfg))
@@ -277,7 +277,7 @@ def test_bandit_state_survives_a_resume(tmp_path, scripted_server):
     scripted_server.script("bad", "I would rather not.")
     config = _config(tmp_path, scripted_server)
     cfg = yaml.safe_load(open(config))
-    cfg["models"].append(scripted_server.model("bad", timeout_s=10.0).model_dump(mode="json"))
+    cfg["models"].append(scripted_server.model("bad", timeout_s=10.0).dump())
     cfg["operators"] = {"diff": 1.0, "full": 0.0, "crossover": 0.0, "repair_attempts": 0}
     open(config, "w").write(yaml.safe_dump(cfg))
     run_dir = tmp_path / "run"
@@ -325,7 +325,7 @@ def test_the_model_slots_are_kept_full_and_never_overfilled(tmp_path, quadratic)
         cfg.write_text(
             yaml.safe_dump(
                 {
-                    "models": [server.model("m", timeout_s=10.0).model_dump(mode="json")],
+                    "models": [server.model("m", timeout_s=10.0).dump()],
                     "operators": {"diff": 1.0, "full": 0.0, "crossover": 0.0},
                     "concurrency": {"proposals": 3, "evaluations": 1},
                 }

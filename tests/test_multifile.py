@@ -386,7 +386,7 @@ def test_a_model_run_edits_both_files_and_a_frozen_edit_goes_back_with_its_reaso
     scripted_server.script("m", _Model())
     cfg = {
         "extends": "default",
-        "models": [scripted_server.model("m", timeout_s=10.0).model_dump(mode="json")],
+        "models": [scripted_server.model("m", timeout_s=10.0).dump()],
         "operators": {"diff": 1.0, "full": 0.0, "crossover": 0.0, "repair_attempts": 1},
     }
     path = tmp_path / "c.yaml"

@@ -86,7 +86,7 @@ def test_a_model_edit_outside_the_focused_text_is_refused(tmp_path, scripted_ser
     scripted_server.script("m", _focused_model)
     cfg = {
         "extends": "default",
-        "models": [scripted_server.model("m", timeout_s=10.0).model_dump(mode="json")],
+        "models": [scripted_server.model("m", timeout_s=10.0).dump()],
         "operators": {"diff": 1.0, "full": 0.0, "crossover": 0.0, "repair_attempts": 0},
     }
     path = tmp_path / "c.yaml"

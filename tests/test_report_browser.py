@@ -289,7 +289,7 @@ def model_run(tmp_path_factory) -> RunReader:
     tmp = tmp_path_factory.mktemp("model")
     config = {
         "extends": "default",
-        "models": [server.model("good", price_in=1.0, price_out=2.0, timeout_s=10.0).model_dump(mode="json")],
+        "models": [server.model("good", price_in=1.0, price_out=2.0, timeout_s=10.0).dump()],
         "operators": {"diff": 0.6, "full": 0.2, "crossover": 0.2, "repair_attempts": 1},
         "concurrency": {"proposals": 2, "evaluations": 2},
     }

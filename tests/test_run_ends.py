@@ -30,7 +30,7 @@ def _rows(run_dir: Path, sql: str) -> list[tuple]:
 
 
 def _config(tmp_path: Path, server, name: str = "m", **more) -> str:
-    cfg = {"models": [server.model(name, timeout_s=10.0).model_dump(mode="json")], **more}
+    cfg = {"models": [server.model(name, timeout_s=10.0).dump()], **more}
     path = tmp_path / "model.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -193,7 +193,7 @@ def test_an_endpoint_that_never_answers_stops_the_run_in_bounded_time(tmp_path):
     server = ScriptedServer(timeout_sleep_s=120).start()
     try:
         server.script("m", lambda request: "timeout")  # it takes the request and never replies
-        cfg = {"models": [server.model("m", timeout_s=1.0, max_retries=1).model_dump(mode="json")]}
+        cfg = {"models": [server.model("m", timeout_s=1.0, max_retries=1).dump()]}
         cfg["budget"] = {"silence_s": 4.0}
         path = tmp_path / "stuck.yaml"
         path.write_text(yaml.safe_dump(cfg))

@@ -25,8 +25,8 @@ SAMPLES = 20_000
 
 
 def config(selection: dict, islands: dict | None = None, elites: dict | None = None) -> Config:
-    return Config.model_validate(
-        {
+    return Config(
+        **{
             "seed": 7,
             "islands": {"count": 1, "population": 100, "migration_interval": 10_000, **(islands or {})},
             "selection": {
@@ -228,8 +228,8 @@ def _replay(cfg: Config) -> tuple[dict, list]:
 
 
 def test_admitting_the_same_sequence_twice_gives_identical_stats_and_selections():
-    cfg = Config.model_validate(
-        {
+    cfg = Config(
+        **{
             "seed": 3,
             "islands": {
                 "count": 4,

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
+from .fields import MISSING, Invalid, Section
 from .sections import Config
 
 
@@ -130,40 +130,31 @@ def _apply_override(data: dict[str, Any], path: list[str], value: Any, text: str
             raise ConfigError(f"--set {text}: {'.'.join(path[:depth])} is not a section")
 
 
-def _known_keys(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
-
-
-def _section_at(loc: tuple[Any, ...]) -> type[BaseModel]:
-    model: type[BaseModel] = Config
+def _section_at(loc: tuple[Any, ...]) -> type[Section]:
+    """The section class that holds the key at `loc`."""
+    section: type[Section] = Config
     for part in loc:
-        if isinstance(part, int):
+        spec = section.fields().get(part) if isinstance(part, str) else None
+        if spec is None:
             continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            break
-        ann = field.annotation
-        inner = getattr(ann, "__args__", None)
-        candidates = [ann, *(inner or ())]
-        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if nxt is None:
-            break
-        model = nxt
-    return model
+        inner = [spec.type, *getattr(spec.type, "__args__", ())]
+        section = next((t for t in inner if isinstance(t, type) and issubclass(t, Section)), section)
+    return section
 
 
-def explain(exc: ValidationError, source: str) -> str:
+def explain(exc: Invalid, source: str) -> str:
     lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
+    for loc, message, value in exc.problems:
         where = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            section = _section_at(loc[:-1])
-            near = difflib.get_close_matches(str(loc[-1]), _known_keys(section), n=1, cutoff=0.5)
+        if message == "unknown key":
+            known = list(_section_at(loc[:-1]).fields())
+            near = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
             hint = f"; did you mean {'.'.join(str(p) for p in (*loc[:-1], near[0]))!r}?" if near else ""
-            lines.append(f"unknown key {where!r}{hint} (valid here: {', '.join(_known_keys(section))})")
+            lines.append(f"unknown key {where!r}{hint} (valid here: {', '.join(known)})")
+        elif not loc:
+            lines.append(message)
         else:
-            lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"{where}: {message}" + ("" if value is MISSING else f" (got {value!r})"))
     return f"invalid config ({source}):\n  " + "\n  ".join(lines)
 
 
@@ -193,6 +184,6 @@ def load_config(
         _apply_override(data, path_, value, text)
         sources.append(f"--set {text}")
     try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
+        return Config(**data)
+    except Invalid as exc:
         raise ConfigError(explain(exc, ", ".join(sources) or "defaults")) from None

@@ -8,14 +8,9 @@ path and the nearest valid key.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-
-class Section(BaseModel):
-    # strict: YAML's `yes`/`on` is a boolean, never the number 1; a number is not a boolean
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+from .fields import Field, Section
 
 
 class Budget(Section):
@@ -274,8 +269,7 @@ class Config(Section):
         default_factory=list, description="experiment trackers each admission is logged to (evoengine/trackers.py)"
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> Config:
+    def check(self) -> None:
         names = [m.name for m in self.models]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -286,7 +280,3 @@ class Config(Section):
             raise ValueError(f"evaluator_models: names must be unique (repeated: {sorted(dupes)})")
         if self.novelty.judge and self.novelty.judge not in names:
             raise ValueError(f"novelty.judge: {self.novelty.judge!r} is not one of models {names}")
-        return self
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")

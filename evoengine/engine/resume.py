@@ -39,7 +39,7 @@ def fingerprint(ledger: Ledger, arms: list[str]) -> str:
         "format": FORMAT,
         "version": __version__,
         "seed": config.seed,
-        "sections": {name: getattr(config, name).model_dump(mode="json") for name in _SECTIONS},
+        "sections": {name: getattr(config, name).dump() for name in _SECTIONS},
         "features": [[f.name, f.low, f.high, f.bins] for f in problem.features],
         "language": problem.language,
         "arms": arms,
