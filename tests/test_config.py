@@ -253,6 +253,18 @@ def test_set_into_a_models_list_by_index_changes_that_model():
     assert [m.temperature for m in config.models] == [0.8, 0.1]
 
 
+def test_a_config_is_read_only_and_a_changed_copy_is_checked_like_a_new_one():
+    config = load_config(None, ["models=[{name: a}]", "budget.wall_time_s=5"])
+    with pytest.raises(AttributeError, match="read-only"):
+        config.budget.candidates = 10  # type: ignore[misc]
+    assert config.budget.replace(candidates=10).candidates == 10 and config.budget.candidates == 200
+    with pytest.raises(ValueError, match="candidates: Input should be greater than or equal to 1"):
+        config.budget.replace(candidates=0)
+    # what a run saves (config.yaml) builds the same config again, ints given to float keys included
+    assert config.budget.wall_time_s == 5.0 and isinstance(config.budget.wall_time_s, float)
+    assert Config(**yaml.safe_load(yaml.safe_dump(config.dump()))) == config
+
+
 # ---------------------------------------------------------------- extends
 
 
