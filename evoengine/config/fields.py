@@ -66,10 +66,13 @@ class Section:
         if cls.__dict__.get("_specs") is None:
             specs = {}
             for name, hint in typing.get_type_hints(cls).items():
-                if not name.startswith("_"):
-                    value = getattr(cls, name, MISSING)
-                    specs[name] = value if isinstance(value, Spec) else Spec(value)
-                    specs[name].type = hint
+                if name.startswith("_"):
+                    continue
+                if name in Section.__dict__:
+                    raise TypeError(f"{cls.__name__}.{name}: a key cannot share a name with a Section method")
+                value = getattr(cls, name, MISSING)
+                specs[name] = value if isinstance(value, Spec) else Spec(value)
+                specs[name].type = hint
             cls._specs = specs
         return cls._specs  # type: ignore[return-value]
 
