@@ -152,6 +152,14 @@ def test_absurdly_nested_yaml_is_a_config_error(tmp_path):
         load_config(path)
 
 
+def test_a_key_that_is_not_a_string_is_named_as_unknown(tmp_path):
+    path = tmp_path / "numbers.yaml"
+    path.write_text("1: 2\nbudget:\n  3: x\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "unknown key '1'" in str(err.value) and "unknown key 'budget.3'" in str(err.value)
+
+
 def test_a_saved_config_that_is_not_a_mapping_is_a_config_error():
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(None, [], base=["budget"])

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from .fields import MISSING, Invalid, Section
+from .fields import MISSING, UNKNOWN_KEY, Invalid, Section
 from .sections import Config
 
 
@@ -146,7 +146,7 @@ def explain(exc: Invalid, source: str) -> str:
     lines = []
     for loc, message, value in exc.problems:
         where = ".".join(str(p) for p in loc) or "(top level)"
-        if message == "unknown key":
+        if message == UNKNOWN_KEY:
             known = list(_section_at(loc[:-1]).fields())
             near = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
             hint = f"; did you mean {'.'.join(str(p) for p in (*loc[:-1], near[0]))!r}?" if near else ""
@@ -184,6 +184,6 @@ def load_config(
         _apply_override(data, path_, value, text)
         sources.append(f"--set {text}")
     try:
-        return Config(**data)
+        return Config.build(data)
     except Invalid as exc:
         raise ConfigError(explain(exc, ", ".join(sources) or "defaults")) from None
