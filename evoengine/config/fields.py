@@ -13,7 +13,7 @@ import typing
 from typing import Any, Literal, Union
 
 MISSING: Any = object()
-UNKNOWN_KEY = "unknown key"  # the message of a key the section does not have
+UNKNOWN_KEY = "unknown key"  # the message of a key the section does not have; its value: the keys it has
 _BOUNDS = {
     "ge": (lambda v, b: v >= b, "greater than or equal to"),
     "gt": (lambda v, b: v > b, "greater than"),
@@ -94,7 +94,7 @@ class Section:
     def _checked(cls, values: dict[Any, Any], loc: tuple[Any, ...], problems: list) -> Any:
         """A section built from `values`, or None with what is wrong added to `problems`."""
         specs, before = cls.fields(), len(problems)
-        problems += [((*loc, key), UNKNOWN_KEY, values[key]) for key in values if key not in specs]
+        problems += [((*loc, key), UNKNOWN_KEY, tuple(specs)) for key in values if key not in specs]
         built = {}
         for name, spec in specs.items():
             if name in values:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from .fields import MISSING, UNKNOWN_KEY, Invalid, Section
+from .fields import MISSING, UNKNOWN_KEY, Invalid
 from .sections import Config
 
 
@@ -130,24 +130,12 @@ def _apply_override(data: dict[str, Any], path: list[str], value: Any, text: str
             raise ConfigError(f"--set {text}: {'.'.join(path[:depth])} is not a section")
 
 
-def _section_at(loc: tuple[Any, ...]) -> type[Section]:
-    """The section class that holds the key at `loc`."""
-    section: type[Section] = Config
-    for part in loc:
-        spec = section.fields().get(part) if isinstance(part, str) else None
-        if spec is None:
-            continue
-        inner = [spec.type, *getattr(spec.type, "__args__", ())]
-        section = next((t for t in inner if isinstance(t, type) and issubclass(t, Section)), section)
-    return section
-
-
 def explain(exc: Invalid, source: str) -> str:
     lines = []
     for loc, message, value in exc.problems:
         where = ".".join(str(p) for p in loc) or "(top level)"
         if message == UNKNOWN_KEY:
-            known = list(_section_at(loc[:-1]).fields())
+            known = value  # the keys valid there
             near = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
             hint = f"; did you mean {'.'.join(str(p) for p in (*loc[:-1], near[0]))!r}?" if near else ""
             lines.append(f"unknown key {where!r}{hint} (valid here: {', '.join(known)})")
