@@ -13,7 +13,7 @@ import typing
 from typing import Any, Literal, Union
 
 MISSING: Any = object()
-UNKNOWN_KEY = "unknown key"  # the message of a key the section does not have; its value: the keys it has
+UNKNOWN_KEY = "unknown key"  # the message of a key the section does not have
 _BOUNDS = {
     "ge": (lambda v, b: v >= b, "greater than or equal to"),
     "gt": (lambda v, b: v > b, "greater than"),
@@ -49,7 +49,8 @@ def Field(default: Any = MISSING, **options: Any) -> Any:  # noqa: N802 - reads 
 
 
 class Invalid(ValueError):
-    """Every problem found while building a section: (path, message, the value given)."""
+    """Every problem found while building a section: (path, message, the value given; for an
+    unknown key, the keys valid there)."""
 
     def __init__(self, problems: list[tuple[tuple[Any, ...], str, Any]]):
         self.problems = problems
