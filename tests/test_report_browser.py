@@ -136,27 +136,21 @@ def wait_for(driver, script: str, expected, timeout: float = 15, *args):
 
 def click_row(driver, table: str, candidate_id: int, bottom: bool = False) -> str:
     """Click the candidate's row in a table that draws only the rows in view (scrolled to its
-    bottom first if asked); the row's text. Its elements are reused as it scrolls, so the row is
-    looked up afresh until a click lands on it."""
-    from selenium.common.exceptions import WebDriverException
-
+    bottom first if asked); the row's text. Its elements are reused as it scrolls (a redraw
+    follows every scroll event), so the row is found and clicked in one step of the page's
+    script, and looked for again (scrolled again) until it is drawn."""
     selector = f'#{table} .vrow[data-id="{candidate_id}"]:not([hidden])'
-    if bottom:
-        driver.execute_script(f"const b = document.querySelector('#{table} .vbody'); b.scrollTop = b.scrollHeight;")
     deadline = time.monotonic() + 15
     while True:
-        try:
-            row = driver.execute_script(
-                "const r = document.querySelector(arguments[0]); if (r) r.scrollIntoView({block: 'center'}); return r;",
-                selector,
-            )
-            if row is not None:
-                text = row.get_attribute("textContent")
-                row.click()
-                if row.get_attribute("data-id") == str(candidate_id):
-                    return text
-        except WebDriverException:  # redrawn, or covered while the page moved: look again
-            pass
+        if bottom:
+            driver.execute_script(f"const b = document.querySelector('#{table} .vbody'); b.scrollTop = b.scrollHeight;")
+        text = driver.execute_script(
+            "const r = document.querySelector(arguments[0]);"
+            "if (!r) return null; const text = r.textContent; r.click(); return text;",
+            selector,
+        )
+        if text is not None:
+            return text
         if time.monotonic() > deadline:
             raise AssertionError(f"no row for #{candidate_id} could be clicked in #{table}")
         time.sleep(0.1)
