@@ -141,7 +141,7 @@ class _Cells:
 # busy machine that made the CVT (on the path to a run's first request) up to 6x slower. Blocks of
 # rows below that stay on one thread and give the very same distances (one dot product each).
 # They share one buffer: a fresh block (~0.7 MB) each time is a fresh mapping from the allocator
-# in a young process, and faulting its pages in was half of the CVT's cost at start-up.
+# in a young process, whose pages are faulted in one by one (a large part of the CVT's start-up cost).
 _BLOCK = 2**18
 
 
