@@ -162,9 +162,11 @@ def check_frozen(parent: str, child: str, comment: str = "#") -> None:
         )
 
 
+@functools.lru_cache(maxsize=1024)
 def syntax_error(text: str, language: str, folder: bool = False) -> str | None:
     """Why a Python text does not compile (with the line), or None. With `folder`, `text`
-    holds several files (`evoengine.files`) and each Python file is compiled."""
+    holds several files (`evoengine.files`) and each Python file is compiled. Cached, for the
+    copies a search proposes again."""
     if folder:
         try:
             files = split_files(text)

@@ -13,6 +13,7 @@ depended on what had been admitted at the moment the original run screened the c
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -45,7 +46,11 @@ def normal_form(text: str, language: str, folder: bool = False) -> str:
     return " ".join(text.split())
 
 
+@functools.lru_cache(maxsize=1024)
 def digest(text: str, language: str, folder: bool = False) -> bytes:
+    """The hash of `normal_form`. Cached: parsing to the normal form cost more than making an
+    offline child, and a child's text is digested when screened and again when admitted, and a
+    refused copy often repeats a text exactly (the seed's same edit drawn again)."""
     return hashlib.blake2b(normal_form(text, language, folder).encode(errors="surrogatepass"), digest_size=16).digest()
 
 

@@ -31,17 +31,16 @@ Every random choice comes from ``ctx.rng``, so a run is reproducible from its se
 
 from __future__ import annotations
 
-import ast
 import logging
 import math
 from collections.abc import Callable, Sequence
 
-from ...blocks import Block, check_frozen, evolve_blocks, splice_blocks
+from ...blocks import Block, check_frozen, splice_blocks
 from ...harness import OfflinePlan
 from ...patches import PatchError
 from ...records import Candidate, Proposal, ProposalContext
 from .. import BuiltinProposer
-from .code import Change, Code, Edit, parse_blocks
+from .code import Change, Code, Edit, analysed
 from .crossover import crossover_blocks
 from .mutations import mutate_constant, mutate_operator, mutate_statement
 
@@ -91,9 +90,7 @@ class OfflineProposer(BuiltinProposer):
         if problem.language != "python":
             raise self.failed(ctx, "offline operators support Python candidates only; configure a model")
         try:
-            compile(parent.text, "<parent>", "exec", dont_inherit=True)
-            blocks = evolve_blocks(parent.text, problem.comment)
-            parsed = parse_blocks(parent.text, blocks)
+            blocks, parsed = analysed(parent.text, problem.comment)
         except PatchError as exc:
             raise self.failed(ctx, f"the parent's EVOLVE-BLOCK markers are broken: {exc}") from None
         except (SyntaxError, ValueError) as exc:
@@ -125,7 +122,9 @@ class OfflineProposer(BuiltinProposer):
         return self.first_usable(ctx, weights, operators, child, "offline operators found no valid edit")
 
     @staticmethod
-    def _child(text: str, blocks: list[Block], edits: list[Edit], comment: str, other: str | None) -> tuple[str, str]:
+    def _child(
+        text: str, blocks: Sequence[Block], edits: list[Edit], comment: str, other: str | None
+    ) -> tuple[str, str]:
         """The child text, or an empty text and why the edit is unusable."""
         contents = [text[b.start : b.end] for b in blocks]
         for index in sorted({e.block for e in edits}):
@@ -148,22 +147,22 @@ class OfflineProposer(BuiltinProposer):
 
     @staticmethod
     def _second_parent(
-        ctx: ProposalContext, parsed: list[Code | None]
+        ctx: ProposalContext, parsed: Sequence[Code | None]
     ) -> tuple[Candidate | None, list[tuple[Code, Code]]]:
         """The first inspiration whose blocks differ from the parent's, with the block pairs."""
         for other in ctx.inspirations:
             if other.text == ctx.parent.text:
                 continue
             try:
-                theirs = parse_blocks(other.text, evolve_blocks(other.text, ctx.problem.comment))
-            except PatchError:
+                theirs = analysed(other.text, ctx.problem.comment)[1]
+            except (PatchError, SyntaxError, ValueError):
                 continue
             if len(theirs) != len(parsed):
                 continue
             pairs = [
                 (p, o)
                 for p, o in zip(parsed, theirs, strict=True)
-                if p is not None and o is not None and ast.dump(p.tree) != ast.dump(o.tree)
+                if p is not None and o is not None and p.dump != o.dump
             ]
             if pairs:
                 return other, pairs

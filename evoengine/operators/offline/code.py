@@ -4,10 +4,11 @@ the edits an operator makes to it."""
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ...blocks import Block
+from ...blocks import Block, evolve_blocks
 
 TERMINAL = (ast.Return, ast.Raise, ast.Break, ast.Continue)  # nothing after one in its list runs
 
@@ -40,7 +41,8 @@ class Unit:
 
 
 class Code:
-    """One EVOLVE-BLOCK's content parsed as Python, with AST positions mapped to offsets."""
+    """One EVOLVE-BLOCK's content parsed as Python, with AST positions mapped to offsets.
+    Never changed once built (edits are new text), so one parent's analysis serves many children."""
 
     def __init__(self, index: int, text: str, first_line: int):
         self.index = index
@@ -91,6 +93,11 @@ class Code:
         if root is not None:
             return self._walk(root)
         return (n for s in self.body for n in self._walk(s) if id(n) not in self.dead)
+
+    @functools.cached_property
+    def dump(self) -> str:
+        """The tree without positions: equal for blocks that differ only in layout and comments."""
+        return ast.dump(self.tree)
 
     def offset(self, lineno: int, col: int) -> int:
         line = self.lines[lineno - 1 - self.shift]
@@ -157,6 +164,17 @@ class Code:
 
 def _is_docstring(stmt: ast.stmt) -> bool:
     return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+@functools.lru_cache(maxsize=16)
+def analysed(text: str, comment: str) -> tuple[tuple[Block, ...], tuple[Code | None, ...]]:
+    """A parent's blocks and each parsed, after checking that the whole text compiles (raises
+    SyntaxError, ValueError or PatchError). Cached: a run draws the same parent again and again
+    (its best, or the seed for the independent-sampling baseline), and most of a proposal's
+    cost was parsing it."""
+    compile(text, "<parent>", "exec", dont_inherit=True)
+    blocks = evolve_blocks(text, comment)
+    return tuple(blocks), tuple(parse_blocks(text, blocks))
 
 
 def parse_blocks(text: str, blocks: Sequence[Block]) -> list[Code | None]:

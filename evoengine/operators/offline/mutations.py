@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import math
 import random
 from typing import Any
@@ -110,11 +111,18 @@ def _site_weight(code: Code, node: ast.expr) -> float:
     return 1.0
 
 
+@functools.lru_cache(maxsize=64)
+def _constant_sites(code: Code) -> tuple[list[ast.expr], list[float]]:
+    """The block's numeric literals and their weights (cached with the parent's `Code`)."""
+    nodes = number_nodes(code)
+    return nodes, [_site_weight(code, node) for node in nodes]
+
+
 def mutate_constant(codes: list[Code], rng: random.Random, step: float = 1.0) -> Change | None:
-    sites = [(code, node) for code in codes for node in number_nodes(code)]
+    sites = [(code, node) for code in codes for node in _constant_sites(code)[0]]
     if not sites:
         return None
-    weights = [_site_weight(code, node) for code, node in sites]
+    weights = [w for code in codes for w in _constant_sites(code)[1]]
     k = rng.choices((1, 2, 3), weights=(0.7, 0.2, 0.1))[0]
     edits, notes = [], []
     for code, node in _weighted_sample(rng, sites, weights, k):
