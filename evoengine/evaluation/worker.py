@@ -5,8 +5,10 @@ numpy and its own modules, then reads the rest of its arguments (a JSON list, th
 on stdin: the problem, the limits, its folder; the pool may start it before those are
 known), imports the problem once, and answers requests (JSON lines on stdin) with results
 (JSON lines on its original stdout). Per candidate it forks a fresh sandboxed evaluator, so
-isolation costs a fork and a tmpfs mount (milliseconds), not a new interpreter. The worker
-never runs candidate code itself and stays single-threaded, so forking is safe.
+isolation costs a fork and a tmpfs mount (milliseconds), not a new interpreter; the modules
+an evaluation imported that are installed code, the worker imports after it (`Worker.adopt`),
+so the next fork has them. The worker never runs candidate code itself and stays
+single-threaded, so forking is safe.
 
     -> ["--problem", "/p/problem.py", "--limits", "{...}", ...]  (once, first)
     -> {"id": 7, "text": "...", "label": "candidate 12", "entry": "evaluate"}
@@ -38,9 +40,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib
+import importlib.util
 import json
 import logging
 import os
+import re
 import resource
 import secrets
 import shutil
@@ -64,6 +69,7 @@ log = logging.getLogger("evoengine.evaluation.worker")
 
 MAX_RESULT_MB = 16
 SETUP_FAILED = 72  # exit code of a sandbox child whose set-up failed before evaluate()
+MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 class Worker:
@@ -85,6 +91,7 @@ class Worker:
         self.slot_dir = slot_dir
         self.view = view if isolation.view else None
         self.pid = os.getpid()
+        self.adopted: set[str] = set()  # modules an evaluation imported that this loop imported since
 
     def evaluate(self, text: str, label: str, entry: str = "evaluate", access: dict | None = None) -> EvalResult:
         """Run the problem's function `entry` (default `evaluate`) on `text` in a fresh sandbox
@@ -144,7 +151,33 @@ class Worker:
             )
         if "error" in message:
             return EvalResult.invalid(str(message["error"]))
+        self.adopt(message.get("imported"))
         return EvalResult.coerce(message.get("result"))
+
+    def adopt(self, names: Any) -> None:
+        """Import here the modules an evaluation imported, so that later evaluations inherit them
+        instead of importing them again (numpy loads numpy.ma and numpy.random on first use:
+        importing them in every forked evaluator doubled the CPU of an evaluation of cap_set or
+        symbolic_regression). Only installed code is adopted: standard-library modules and
+        submodules of packages this loop has imported, found under the Python installation, never
+        in the problem's folder or anywhere an evaluation could write. Candidate code never runs here."""
+        if not isinstance(names, list):
+            return
+        fresh = []
+        for name in sorted(n for n in names if isinstance(n, str)):  # a package before its submodules
+            if name in sys.modules or not _installed(name, self.loaded.path):
+                continue
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # an evaluation imported it; it need not import here
+                log.debug("not adopting %s: %s: %s", name, type(exc).__name__, exc)
+            else:
+                self.adopted.add(name)
+                fresh.append(name)
+        if fresh:
+            gc.collect()
+            gc.freeze()  # as at start-up: forked evaluators do not copy the new objects' pages
+            _warn_if_threaded(f"importing {', '.join(fresh)}")
 
     # ------------------------------------------------------------------ in the children
 
@@ -152,8 +185,11 @@ class Worker:
         self, text: str, workdir: Path | None, out_fd: int, channel: int, token: str, entry: str, access: dict | None
     ) -> None:  # pragma: no cover
         """E: own session and scratch space, confine ourselves, run the problem's evaluate(),
-        report, exit."""
+        report (with the modules it imported), exit."""
+        known = set(sys.modules)
         try:
+            if "numpy.random" in self.adopted:  # imported here, it would have drawn a fresh seed: so it does
+                sys.modules["numpy.random"].seed()
             sandbox.enter_child(self.pid, SETUP_FAILED, out_fd, channel, keep=self.models_fd)  # models at fd 4
             # Orphans of candidate code come back to us, for call_candidate's sweep.
             sandbox.prctl(sandbox.PR_SET_CHILD_SUBREAPER, 1)
@@ -196,13 +232,46 @@ class Worker:
             detail = call.traceback_tail(exc, 3000)
             result = EvalResult.invalid(f"{entry}() raised {type(exc).__name__}{said}\n{detail}")
         try:
-            message = {"token": token, "result": result.to_dict()}
+            imported = sorted(set(sys.modules) - known)[:200]
+            message = {"token": token, "result": result.to_dict(), "imported": imported}
             json.dumps(message, allow_nan=False)
         except (TypeError, ValueError) as exc:
             message = {"token": token, "error": f"{entry}() returned a result that is not JSON: {exc}"}
         processes.flush_stdio()
         write_message(3, message)
         os._exit(0)
+
+
+def _installed(name: str, problem: Path) -> bool:
+    """Is module `name` installed code the loop may import: a standard-library module or a
+    submodule of a package already imported, found under the Python installation?"""
+    if len(name) > 200 or not MODULE_NAME.fullmatch(name):
+        return False
+    package = name.rpartition(".")[0]
+    allowed = package in sys.modules if package else name in sys.stdlib_module_names
+    if not allowed:
+        return False
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.origin:
+        return False
+    if spec.origin in ("built-in", "frozen"):
+        return True
+    where = Path(spec.origin).resolve()
+    roots = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return not where.is_relative_to(problem.parent.resolve()) and any(where.is_relative_to(r) for r in roots)
+
+
+def _warn_if_threaded(after: str) -> None:
+    threads = len(os.listdir("/proc/self/task"))
+    if threads > 1 or threading.active_count() > 1:
+        log.warning(
+            "the worker has %d threads after %s; forking a threaded process can deadlock (set *_NUM_THREADS=1?)",
+            threads,
+            after,
+        )
 
 
 def _tail(output: BinaryIO, cap: int) -> str:
@@ -285,13 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     try:
-        threads = len(os.listdir("/proc/self/task"))
-        if threads > 1 or threading.active_count() > 1:
-            log.warning(
-                "the worker has %d threads after importing the problem; forking a "
-                "threaded process can deadlock (set *_NUM_THREADS=1?)",
-                threads,
-            )
+        _warn_if_threaded("importing the problem")
         missing = isolation.missing(limits.network)
         send({"ready": True, "isolation": isolation.describe(), "missing": missing, "pid": os.getpid()})
         for line in sys.stdin.buffer:
