@@ -1,5 +1,6 @@
 """A module an evaluation imports is imported once by its worker, so later evaluations inherit it
-instead of importing it again; what a candidate writes and imports itself never is, and
+instead of importing it again; what a candidate writes and imports itself never is, nor a
+module whose import does something, and
 numpy's global generator still draws afresh in every evaluation."""
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import sys
 
 
 def report():
-    seen = {name: name in sys.modules for name in ("colorsys", "numpy.random", "planted_module")}
+    seen = {name: name in sys.modules for name in ("colorsys", "numpy.random", "planted_module", "this")}
     import colorsys
     import numpy.random
+    import this  # prints; the worker never imports a module that does something
 
     with open("planted_module.py", "w") as f:
         f.write("X = 1\\n")
@@ -58,8 +60,8 @@ def test_an_evaluations_imports_are_inherited_by_the_next_but_never_a_candidates
         return [json.loads(r.artifacts["report"]) for r in results]
 
     first, *later = asyncio.run(three_reports())
-    assert first["seen"] == {"colorsys": False, "numpy.random": False, "planted_module": False}
+    assert first["seen"] == {"colorsys": False, "numpy.random": False, "planted_module": False, "this": False}
     for report in later:  # the standard library's and numpy's modules came with the fork
-        assert report["seen"] == {"colorsys": True, "numpy.random": True, "planted_module": False}
+        assert report["seen"] == {"colorsys": True, "numpy.random": True, "planted_module": False, "this": False}
     draws = [first["draw"]] + [r["draw"] for r in later]
     assert len(set(draws)) == 3, draws  # numpy.random imported by the worker is seeded afresh in each evaluation

@@ -70,6 +70,8 @@ log = logging.getLogger("evoengine.evaluation.worker")
 MAX_RESULT_MB = 16
 SETUP_FAILED = 72  # exit code of a sandbox child whose set-up failed before evaluate()
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+# standard-library modules whose import does something (prints, opens a browser or a window)
+NEVER_ADOPTED = {"__hello__", "__phello__", "antigravity", "idlelib", "this", "tkinter", "turtle", "turtledemo"}
 
 
 class Worker:
@@ -245,7 +247,7 @@ class Worker:
 def _installed(name: str, problem: Path) -> bool:
     """Is module `name` installed code the loop may import: a standard-library module or a
     submodule of a package already imported, found under the Python installation?"""
-    if len(name) > 200 or not MODULE_NAME.fullmatch(name):
+    if len(name) > 200 or not MODULE_NAME.fullmatch(name) or name.partition(".")[0] in NEVER_ADOPTED:
         return False
     package = name.rpartition(".")[0]
     allowed = package in sys.modules if package else name in sys.stdlib_module_names
