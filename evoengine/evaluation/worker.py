@@ -94,6 +94,7 @@ class Worker:
         self.view = view if isolation.view else None
         self.pid = os.getpid()
         self.adopted: set[str] = set()  # modules an evaluation imported that this loop imported since
+        self.refused: set[str] = set()  # and those it would not (not checked again after every evaluation)
 
     def evaluate(self, text: str, label: str, entry: str = "evaluate", access: dict | None = None) -> EvalResult:
         """Run the problem's function `entry` (default `evaluate`) on `text` in a fresh sandbox
@@ -167,12 +168,16 @@ class Worker:
             return
         fresh = []
         for name in sorted(n for n in names if isinstance(n, str)):  # a package before its submodules
-            if name in sys.modules or not _installed(name, self.loaded.path):
+            if name in sys.modules or name in self.refused:
+                continue
+            if not _installed(name, self.loaded.path):
+                self.refused.add(name)
                 continue
             try:
                 importlib.import_module(name)
             except Exception as exc:  # an evaluation imported it; it need not import here
                 log.debug("not adopting %s: %s: %s", name, type(exc).__name__, exc)
+                self.refused.add(name)
             else:
                 self.adopted.add(name)
                 fresh.append(name)

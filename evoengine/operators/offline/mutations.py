@@ -119,10 +119,11 @@ def _constant_sites(code: Code) -> tuple[list[ast.expr], list[float]]:
 
 
 def mutate_constant(codes: list[Code], rng: random.Random, step: float = 1.0) -> Change | None:
-    sites = [(code, node) for code in codes for node in _constant_sites(code)[0]]
-    if not sites:
+    found = [(code, node, w) for code in codes for node, w in zip(*_constant_sites(code), strict=True)]
+    if not found:
         return None
-    weights = [w for code in codes for w in _constant_sites(code)[1]]
+    sites = [(code, node) for code, node, _ in found]
+    weights = [w for _, _, w in found]
     k = rng.choices((1, 2, 3), weights=(0.7, 0.2, 0.1))[0]
     edits, notes = [], []
     for code, node in _weighted_sample(rng, sites, weights, k):
