@@ -325,7 +325,7 @@ def test_copies_are_refused_before_evaluation_unless_novelty_is_off(tmp_path, en
     with sqlite3.connect(run.run_dir / "archive.sqlite") as db:
         digests = [d for (d,) in db.execute("SELECT digest FROM candidates WHERE status = 'evaluated' ORDER BY seq")]
         refused = db.execute(
-            "SELECT count(*) FROM candidates WHERE status = 'failed' AND reason LIKE '%already evaluated%'"
+            "SELECT count(*) FROM candidates WHERE status = 'failed' AND reason LIKE 'novelty: the same program as %'"
         ).fetchone()[0]
     assert len(digests) == 80 and None not in digests
     copies = len(digests) - len(set(digests))
