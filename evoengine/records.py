@@ -51,6 +51,12 @@ class Candidate:
     def parent(self) -> int | None:
         return self.parents[0] if self.parents else None
 
+    def rescore(self, score: float, metrics: dict[str, float]) -> None:
+        """The one change an admitted candidate takes: a noisy evaluator's mean over more samples
+        (`evaluation.rechecks`). In place, since its islands, elite cell and the run's best share it."""
+        object.__setattr__(self, "score", score)
+        object.__setattr__(self, "metrics", metrics)
+
     def fitness(self) -> float:
         """Score for ranking: invalid candidates rank below every valid one."""
         return self.score if self.valid and self.score is not None else float("-inf")

@@ -159,7 +159,7 @@ def test_the_gate_scores_each_parent_once_and_evaluates_in_full_only_children_th
 
 class NoisyPool(FakePool):
     """The quadratic's score plus Gaussian noise (seeded): every evaluation of one text differs.
-    Keeps each label's scores, and answers invalid to the recheck named in `fail_recheck`."""
+    Keeps each text's scores, and answers invalid to the recheck named in `fail_recheck`."""
 
     def __init__(self, sd: float, fail_recheck: str | None = None):
         super().__init__()
@@ -171,7 +171,7 @@ class NoisyPool(FakePool):
         if self.fail_recheck and self.fail_recheck in label:
             return EvalResult.invalid("the evaluator ran out of instances")
         result.score += self.rng.gauss(0, self.sd)
-        self.scores.setdefault(label.split(" (")[0], []).append(result.score)
+        self.scores.setdefault(text, []).append(result.score)
         return result
 
 
@@ -185,15 +185,15 @@ def test_with_rechecks_a_noisy_run_believes_a_new_best_only_on_the_mean_of_its_e
     store.close()
     assert summary.rechecks == sum(int(c.metrics["rechecks"]) for c in rechecked.values()) > 0
     assert len(pool.calls) == 80 + summary.rechecks
-    for c in rechecked.values():  # admitted with the mean of all its scores, the first one kept apart
-        runs = pool.scores[f"candidate {c.id}"]
+    for c in rechecked.values():  # scored with the mean of all its scores, the first one kept apart
+        runs = pool.scores[c.text]
         assert len(runs) == 1 + c.metrics["rechecks"] and c.score == pytest.approx(sum(runs) / len(runs))
-        assert c.metrics["first_score"] == runs[0]
-    best = summary.best
-    assert best.operator == "seed" or best.metrics["rechecks"] == 3  # a best passed every recheck
-    # A challenger whose mean fell to the best's score was not rechecked further.
+        assert c.metrics.get("first_score", runs[0]) == runs[0]
+    # A challenger whose mean fell to the best's score was not rechecked further, and a best
+    # challenged again and again was scored each time: more samples than any challenger takes.
     assert any(c.metrics["rechecks"] < 3 for c in rechecked.values())
-    assert f"{summary.rechecks} rechecks of would-be bests" in summary.lines()[0]
+    assert max(c.metrics["rechecks"] for c in rechecked.values()) > 3
+    assert f"{summary.rechecks} rechecks of bests and would-be bests" in summary.lines()[0]
 
 
 def test_a_candidate_that_fails_a_recheck_is_admitted_invalid_saying_which(tmp_path):

@@ -79,6 +79,25 @@ def test_full_island_evicts_its_worst_never_its_best():
     assert len(archive.members(0)) == 3
 
 
+def test_a_best_scored_again_lower_moves_down_everywhere_and_the_next_in_line_becomes_the_best():
+    # A noisy evaluator's best that drew a lucky sample, scored again (`evaluation.rechecks`).
+    archive = Archive(config(count=2, population=3), PROBLEM)
+    lucky = seed(score=5.0)
+    archive.admit(lucky)
+    feed = Feeder()
+    for island, score in ((0, 3.0), (1, 4.0), (0, 2.0), (0, 1.0)):
+        archive.admit(feed.child(island, score))
+    assert ids(archive, 0) == [0, 1, 3] and ids(archive, 1) == [0, 2] and archive.best() is lucky
+    archive.rescore(lucky, 2.5, {"rechecks": 1.0})
+    assert ids(archive, 0) == [1, 0, 3] and ids(archive, 1) == [2, 0]
+    assert lucky.score == 2.5 and lucky.metrics == {"rechecks": 1.0}
+    assert archive.best().id == 2 and archive.select(random.Random(0)).parent.id in {0, 1, 2, 3}
+    archive.admit(feed.child(0, 2.7))  # lands between the two, the lucky one now last but one
+    assert ids(archive, 0) == [1, 5, 0]
+    archive.rescore(archive.members(0)[0], 4.5, {})  # a higher mean makes a best of candidate 1
+    assert archive.best().id == 1 and ids(archive, 0) == [1, 5, 0]
+
+
 def test_island_of_one_keeps_the_better_candidate():
     archive = Archive(config(count=1, population=1), PROBLEM)
     archive.admit(seed(score=1.0))

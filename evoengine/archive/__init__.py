@@ -137,6 +137,20 @@ class Archive:
         events += [ArchiveEvent("migration", asdict(m)) for m in migrations]
         return events
 
+    def rescore(self, candidate: Candidate, score: float, metrics: dict[str, float]) -> None:
+        """Give an admitted valid candidate a new score (a noisy evaluator's mean over more
+        samples): it moves on its islands, and the run's best is the best of what is kept."""
+        before = candidate.fitness()
+        candidate.rescore(score, metrics)
+        self.islands.rescore(candidate, before)
+        kept = [island.best for island in self.islands.islands if island.best is not None]
+        if self.elites is not None:
+            kept += [elite.candidate for elite in self.elites.elites()]
+        best = max(kept, key=lambda c: (c.fitness(), -c.id), default=self._best)
+        if best is not self._best:
+            self._best = self._walk = best
+            self._bests.append(best.id)
+
     def _gains(self, candidate: Candidate, new_best: bool) -> bool:
         """A new best that counts for `refine`: one gaining over `selection.min_gain` of the run's
         climb so far (best - seed), so the last digits of a converged constant do not count."""

@@ -152,6 +152,22 @@ class IslandModel:
             del self._living[candidate.id]
             self._children.pop(candidate.id, None)
 
+    def rescore(self, candidate: Candidate, before: float) -> None:
+        """Move a living member whose score changed from `before` to its new place on every
+        island that lists it."""
+        living = self._living.get(candidate.id)
+        if living is None:
+            return
+        for island in self.islands:
+            i = island.index_of(candidate.id, before)
+            if i is None:
+                continue
+            children = island.children[i]
+            del island.members[i], island.keys[i]
+            island.scores, island.children = np.delete(island.scores, i), np.delete(island.children, i)
+            island.insert(candidate, int(children))
+        self._living[candidate.id] = (candidate.fitness(), living[1])
+
     def note_child(self, parent_id: int) -> None:
         """Count a child of a living member, on every island that lists it."""
         living = self._living.get(parent_id)
@@ -180,7 +196,7 @@ class IslandModel:
         self._living = {}
         for island, ids in zip(self.islands, state["members"], strict=True):
             island.clear()
-            island.members = [by_id[cid] for cid in ids]
+            island.members = sorted((by_id[cid] for cid in ids), key=_key)  # rescored since: resorted
             island.keys = [_key(c) for c in island.members]
             island.scores = np.array([c.fitness() for c in island.members], dtype=np.float64)
             island.children = np.array([float(self._children.get(c.id, 0)) for c in island.members])

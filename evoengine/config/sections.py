@@ -70,7 +70,8 @@ class Evaluation(Section):
         None,
         ge=0,
         description="for a noisy evaluator: a child whose score would be the run's best is evaluated this "
-        "many times more and admitted with the mean score (None: the problem's `rechecks`, 0 unless it says)",
+        "many times more and admitted with the mean score, and the best it challenges once more (its mean "
+        "kept); None: the problem's `rechecks`, 0 unless it says",
     )
 
 

@@ -29,6 +29,7 @@ from ..problem import EvalResult, Problem
 from ..records import Candidate, ModelCall, ProposalFailed
 from ..store import RunStore
 from . import resume
+from .recheck import mean_with
 from .screening import digest
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,15 @@ class Ledger:
         if candidate.valid:
             self.invalid_streak = ("", 0)
         return Closed(best_changed, admitted=candidate)
+
+    def rescore(self, candidate: Candidate | None, sample: float | None) -> None:
+        """Fold one more sample of an admitted candidate's score into its mean (`rechecks`)."""
+        if candidate is None or sample is None:
+            return
+        metrics = {**candidate.metrics, "rechecks": candidate.metrics.get("rechecks", 0.0) + 1}
+        self.archive.rescore(candidate, mean_with(candidate, sample), metrics)
+        self.store.rescore(candidate)
+        self.rechecks += 1
 
     def admit_seeds(
         self, seeds: list[Candidate], results: list[tuple[EvalResult, float]], run_dir: Path

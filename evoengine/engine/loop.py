@@ -246,14 +246,16 @@ class Engine:
             t0 = time.monotonic()
             text, label = child.proposal.text, f"candidate {child.pid}"
             result = gated or await self.pool.evaluate(text, label=label, proposal=child.pid)
-            if gated is None:  # a noisy evaluator's would-be best is scored again (`rechecks`)
-                result = await rechecked(self.pool, text, label, child.pid, result, self.rechecks, self.ledger.best)
+            incumbent, again = self.ledger.best, None
+            if gated is None:  # a noisy evaluator's would-be best is scored again, and the best too (`rechecks`)
+                result, again = await rechecked(self.pool, text, label, child.pid, result, self.rechecks, incumbent)
             child.timings["eval_s"] = time.monotonic() - t0
             if gated is None and "gate_score" in child.proposal.meta:
                 result.metrics.setdefault("gate_score", child.proposal.meta["gate_score"])
         finally:
             self.eval_slots.release()
         await self.turns.closing(child.pid)
+        self.ledger.rescore(incumbent, again)  # the best this child challenged, if it was scored again
         candidate = child.admitted(result)
         kind = None if result.valid else "gate" if gated is not None else "evaluation"
         self._close(self.ledger.admit(candidate, kind=kind, parent=child.parents[0]))

@@ -81,7 +81,7 @@ class RunSummary:
             took += f" (this session; {self.total_s:.1f} s over the whole run)"
         out = [
             f"stopped: {self.stopped} after {self.admitted} candidates ({self.valid} valid"
-            + (f"; {self.rechecks} rechecks of would-be bests" if self.rechecks else "")
+            + (f"; {self.rechecks} rechecks of bests and would-be bests" if self.rechecks else "")
             + f") {took}"
             + (f", spend ${self.spend:.4f}" if self.spend else "")
         ]

@@ -1,16 +1,21 @@
 """Rechecks, for noisy evaluators: a candidate whose score would make it the run's best is
-evaluated again before it is believed, and admitted with the mean of its scores.
+evaluated again before it is believed, and admitted with the mean of its scores; the best it
+challenges is scored once more too, and keeps the mean of all its samples.
 
 With a noisy score, the highest of many scores is mostly luck (the winner's curse): a copy of
 an average program that drew a lucky sample becomes the best, the parent of the next
-children, and what the run hands its user. Rechecking only would-be bests divides the luck
-a best can carry by about sqrt(1 + rechecks), at a cost that depends on how often children
-beat the best on one sample (on noisy_knapsack, 3 rechecks added 14% to the search's evaluations,
-10.5-18.7% over ten seeds; benchmarks/results-rechecks.json).
+children, and what the run hands its user. Rechecking a would-be best divides the luck it can
+carry by about sqrt(1 + rechecks), but the bar it must clear is the best's own score, itself
+the luckiest of many: against a best that drew a lucky sample, a truly better child's mean
+falls below the bar and it is refused (on noisy_knapsack, rechecks of the challenger alone made
+no difference ten seeds could see). So each challenge scores the best once more as well: a
+lucky best loses its luck as it is challenged (its samples: 1 + its `rechecks` metric), moves
+down its islands, and the next in line takes its place (`Archive.rescore`).
 Each recheck is an evaluation of its own; the budget counts candidates, so a run spends more
-evaluations than its candidate count says (each candidate's `rechecks` metric, and the run's
-summary, say how many). Off unless a problem or the config asks: on noisy_knapsack it made
-no difference ten seeds could see (benchmarks/README.md).
+evaluations than its candidate count says (the `rechecks` metrics, and the run's summary, say
+how many). A resume that replays closings admits each candidate with its latest mean, so a
+MAP-Elites cell (rarely an island) can differ from the live run's; the resume snapshot keeps
+them as they were when it was taken. Off unless a problem or the config asks.
 """
 
 from __future__ import annotations
@@ -24,31 +29,41 @@ from ..records import Candidate
 
 async def rechecked(
     pool: Any, text: str, label: str, proposal: int, first: EvalResult, times: int, best: Candidate | None
-) -> EvalResult:
-    """`first` itself unless it would beat `best`; then `first` with its score replaced by the
-    mean over it and up to `times` more evaluations of `text`, which stop once the mean falls to
-    the best's score (a copy of the best that drew a lucky sample costs one recheck, not
-    `times`); invalid, saying which, if any of them is."""
+) -> tuple[EvalResult, float | None]:
+    """`first` itself unless it would beat `best`. Then the best is scored once more (its new
+    sample, returned second, goes into its mean: an incumbent that drew a lucky sample loses its
+    luck as it is challenged) and `first` is returned with its score replaced by the mean over it
+    and up to `times` more evaluations of `text`, which stop once the mean falls to the best's
+    (a copy of the best that drew a lucky sample costs one recheck, not `times`); invalid,
+    saying which, if any of them is."""
     bar = best.score if best is not None else None
     if not times or not first.valid or first.score is None or (bar is not None and first.score <= bar):
-        return first
+        return first, None
+    again = None
+    if best is not None and bar is not None:
+        incumbent = await pool.evaluate(
+            best.text, label=f"{label} (candidate {best.id}, the best, scored again)", proposal=proposal
+        )
+        if incumbent.valid and incumbent.score is not None:
+            again = float(incumbent.score)
+            bar = mean_with(best, again)
     scores = [float(first.score)]
     for n in range(1, times + 1):
         if bar is not None and statistics.fmean(scores) <= bar:
             break
-        again = await pool.evaluate(text, label=f"{label} (recheck {n} of {times})", proposal=proposal)
-        if not again.valid or again.score is None:
-            why = again.feedback or "it returned no score"
+        repeat = await pool.evaluate(text, label=f"{label} (recheck {n} of {times})", proposal=proposal)
+        if not repeat.valid or repeat.score is None:
+            why = repeat.feedback or "it returned no score"
             feedback = f"recheck {n} of {times} was invalid (first score {first.score:.6g}): {why}"
-            return EvalResult.invalid(feedback, rechecks=float(n))
-        scores.append(float(again.score))
+            return EvalResult.invalid(feedback, rechecks=float(n)), again
+        scores.append(float(repeat.score))
     metrics = {
         **first.metrics,
         "first_score": scores[0],
-        "score_sd": statistics.stdev(scores),
+        "score_sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
         "rechecks": float(len(scores) - 1),
     }
-    return EvalResult(
+    result = EvalResult(
         score=statistics.fmean(scores),
         valid=True,
         metrics=metrics,
@@ -57,3 +72,10 @@ async def rechecked(
         artifacts=first.artifacts,
         instances=first.instances,
     )
+    return result, again
+
+
+def mean_with(candidate: Candidate, sample: float) -> float:
+    """`candidate`'s score with one more sample in its mean (its samples: 1 + its `rechecks`)."""
+    n = 1 + int(candidate.metrics.get("rechecks", 0))
+    return (float(candidate.score) * n + sample) / (n + 1)

@@ -106,6 +106,14 @@ class RunStore(StoreFile):
                 self._put_resume(closed or 0, seq, *resume)
         return int(seq)
 
+    def rescore(self, c: Candidate) -> None:
+        """Keep the new score and metrics of an evaluated candidate scored again (`rechecks`)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE candidates SET score=?, metrics=? WHERE id=? AND status='evaluated'",
+                (c.score, json.dumps(c.metrics), c.id),
+            )
+
     def put_resume(self, closed: int, fingerprint: str, data: str) -> None:
         """Keep `data`, the derived state after the first `closed` closings, as the resume
         snapshot (replacing the one before), with the admission number it follows: the last
