@@ -105,3 +105,29 @@ def test_a_second_benchmark_in_the_same_work_folder_is_refused_before_it_runs_an
     assert refused.returncode != 0
     assert f"{work} is in use by pid 4242" in refused.stderr and "another --work" in refused.stderr
     assert not (work / "records.jsonl").exists() and not (work / "results.json").exists()
+
+
+def test_seeds_pooled_from_several_recorded_results_are_compared_pair_by_pair(tmp_path):
+    def results(name: str, seeds: range, shift: float, overrides: list[str] | None = None) -> Path:
+        runs = [
+            {"problem": "cap_set", "mode": "offline", "setup": setup, "seed": seed, "at": {"1000": {"best": best}}}
+            | {"overrides": overrides if overrides is not None and setup == "greedy" else []}
+            for seed in seeds
+            for setup, best in (("search", 36.0 + seed % 3), ("greedy", 36.0 + seed % 3 + shift))
+        ]
+        path = tmp_path / name
+        path.write_text(json.dumps({"runs": runs}))
+        return path
+
+    def pooled(*files: Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(REPO / "benchmarks" / "pooled.py"), "--problem", "cap_set", *map(str, files)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    ten, twenty = results("a.json", range(10), -1.0), results("b.json", range(30, 50), -2.0)
+    out = pooled(ten, twenty)
+    assert out.returncode == 0, out.stderr
+    assert "search: 30 seeds" in out.stdout and "greedy - search over 30 seeds: -1.667" in out.stdout
+    again = pooled(ten, results("c.json", range(5, 15), 0.0))
+    assert again.returncode != 0 and "seed 5 of 'search' is in both" in again.stderr
+    other = pooled(ten, results("d.json", range(30, 40), 0.0, ["selection.strategy=greedy"]))
+    assert other.returncode != 0 and "setup 'greedy' is [] in" in other.stderr
