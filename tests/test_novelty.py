@@ -313,21 +313,25 @@ def test_start_up_says_what_the_threshold_refuses_and_warns_when_it_refuses_ever
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_copies_are_refused_before_evaluation_unless_novelty_is_off(tmp_path, enabled):
-    # Offline edits often give back a program already evaluated (a constant nudged and nudged
-    # back, a swap undone). Refused, they cost no evaluation; `novelty.enabled=false` is the
-    # ablation that evaluates them, and the run's store shows each as a repeated program.
+    # Offline edits often give back a program already evaluated (a comparator added and taken
+    # out again, a swap undone). Refused, they cost no evaluation; `novelty.enabled=false` is the
+    # ablation that evaluates them, and the run's store shows each as a repeated program. One
+    # proposal and one evaluation at a time: the run, and so its copies, are the same every time.
     import sqlite3
 
     import evoengine
 
-    problem = Path(__file__).resolve().parent.parent / "problems" / "noisy_knapsack"
-    run = evoengine.run(problem, run_dir=tmp_path / "run", budget=80, seed=1, novelty__enabled=enabled)
+    problem = Path(__file__).resolve().parent.parent / "problems" / "sorting_network"
+    run = evoengine.run(
+        problem, run_dir=tmp_path / "run", budget=60, seed=1, novelty__enabled=enabled,
+        concurrency__proposals=1, concurrency__evaluations=1,
+    )  # fmt: skip
     with sqlite3.connect(run.run_dir / "archive.sqlite") as db:
         digests = [d for (d,) in db.execute("SELECT digest FROM candidates WHERE status = 'evaluated' ORDER BY seq")]
         refused = db.execute(
             "SELECT count(*) FROM candidates WHERE status = 'failed' AND reason LIKE 'novelty: the same program as %'"
         ).fetchone()[0]
-    assert len(digests) == 80 and None not in digests
+    assert len(digests) == 60 and None not in digests
     copies = len(digests) - len(set(digests))
     if enabled:
         assert copies == 0 and refused > 0
