@@ -96,6 +96,12 @@ def test_a_best_scored_again_lower_moves_down_everywhere_and_the_next_in_line_be
     assert ids(archive, 0) == [1, 5, 0]
     archive.rescore(archive.members(0)[0], 4.5, {})  # a higher mean makes a best of candidate 1
     assert archive.best().id == 1 and ids(archive, 0) == [1, 5, 0]
+    # A resume snapshot taken before a rescore is restored in the order of the latest scores.
+    state = archive.state()
+    archive.rescore(archive.members(0)[0], 0.5, {})
+    restored = Archive(config(count=2, population=3), PROBLEM)
+    restored.restore(state, {c.id: c for i in range(2) for c in archive.members(i)})
+    assert ids(restored, 0) == [5, 0, 1] == ids(archive, 0)
 
 
 def test_island_of_one_keeps_the_better_candidate():

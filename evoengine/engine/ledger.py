@@ -29,7 +29,7 @@ from ..problem import EvalResult, Problem
 from ..records import Candidate, ModelCall, ProposalFailed
 from ..store import RunStore
 from . import resume
-from .recheck import mean_with
+from .recheck import with_sample
 from .screening import digest
 
 log = logging.getLogger(__name__)
@@ -195,8 +195,7 @@ class Ledger:
         """Fold one more sample of an admitted candidate's score into its mean (`rechecks`)."""
         if candidate is None or sample is None:
             return
-        metrics = {**candidate.metrics, "rechecks": candidate.metrics.get("rechecks", 0.0) + 1}
-        self.archive.rescore(candidate, mean_with(candidate, sample), metrics)
+        self.archive.rescore(candidate, *with_sample(candidate, sample))
         self.store.rescore(candidate)
         self.rechecks += 1
 

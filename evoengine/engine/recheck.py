@@ -46,7 +46,7 @@ async def rechecked(
         )
         if incumbent.valid and incumbent.score is not None:
             again = float(incumbent.score)
-            bar = mean_with(best, again)
+            bar = with_sample(best, again)[0]
     scores = [float(first.score)]
     for n in range(1, times + 1):
         if bar is not None and statistics.fmean(scores) <= bar:
@@ -75,7 +75,8 @@ async def rechecked(
     return result, again
 
 
-def mean_with(candidate: Candidate, sample: float) -> float:
-    """`candidate`'s score with one more sample in its mean (its samples: 1 + its `rechecks`)."""
+def with_sample(candidate: Candidate, sample: float) -> tuple[float, dict[str, float]]:
+    """`candidate`'s score and metrics with one more sample in its mean (its samples: 1 + its
+    `rechecks` metric, which counts the new one)."""
     n = 1 + int(candidate.metrics.get("rechecks", 0))
-    return (float(candidate.score) * n + sample) / (n + 1)
+    return (float(candidate.score) * n + sample) / (n + 1), {**candidate.metrics, "rechecks": float(n)}

@@ -160,9 +160,10 @@ class Worker:
     def adopt(self, names: Any) -> None:
         """Import here the modules an evaluation imported, so that later evaluations inherit them
         instead of importing them again (numpy loads numpy.ma and numpy.random on first use, and
-        every forked evaluator of cap_set or symbolic_regression imported them afresh). Only installed code is adopted: standard-library modules and
-        submodules of packages this loop has imported, found under the Python installation, never
-        in the problem's folder or anywhere an evaluation could write. Candidate code never runs here."""
+        every forked evaluator of cap_set or symbolic_regression imported them afresh). Only
+        installed code is adopted: standard-library modules and submodules of packages this loop
+        has imported, found under the Python installation, never in the problem's folder or
+        anywhere an evaluation could write. Candidate code never runs here."""
         if not isinstance(names, list):
             return
         fresh = []
