@@ -29,6 +29,11 @@ __all__ = ["Archive", "ArchiveEvent", "Selection"]
 RECENT_BESTS = 4  # a child of any of the last few parents refine took counts as refinement (bests, equals)
 
 
+def _sampled(candidate: Candidate) -> bool:
+    """Scored more than once (`rechecks`): a challenger rechecked, or a best scored again."""
+    return bool(candidate.metrics.get("rechecks"))
+
+
 @dataclass(frozen=True)
 class ArchiveEvent:
     """Something the archive did that the store should record.
@@ -139,14 +144,17 @@ class Archive:
 
     def rescore(self, candidate: Candidate, score: float, metrics: dict[str, float]) -> None:
         """Give an admitted valid candidate a new score (a noisy evaluator's mean over more
-        samples): it moves on its islands, and the run's best is the best of what is kept."""
+        samples): it moves on its islands, and the run's best is the best of what is kept and
+        was scored more than once. After a lucky best loses its luck, the next in line by one
+        sample is mostly the next luckiest of its kind (a family of programs that behave alike
+        gives hundreds), and a better child would have to draw above it as well."""
         before = candidate.fitness()
         candidate.rescore(score, metrics)
         self.islands.rescore(candidate, before)
-        kept = [island.best for island in self.islands.islands if island.best is not None]
+        kept = [next((c for c in island.members if _sampled(c)), None) for island in self.islands.islands]
         if self.elites is not None:
-            kept += [elite.candidate for elite in self.elites.elites()]
-        best = max(kept, key=lambda c: (c.fitness(), -c.id), default=self._best)
+            kept += [elite.candidate for elite in self.elites.elites() if _sampled(elite.candidate)]
+        best = max((c for c in kept if c is not None), key=lambda c: (c.fitness(), -c.id), default=self._best)
         if best is not self._best:
             self._best = self._walk = best
             self._bests.append(best.id)

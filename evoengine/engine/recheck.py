@@ -10,7 +10,10 @@ the luckiest of many: against a best that drew a lucky sample, a truly better ch
 falls below the bar and it is refused (on noisy_knapsack, rechecks of the challenger alone made
 no difference ten seeds could see). So each challenge scores the best once more as well: a
 lucky best loses its luck as it is challenged (its samples: 1 + its `rechecks` metric), moves
-down its islands, and the next in line takes its place (`Archive.rescore`).
+down its islands, and the best of those scored more than once takes its place
+(`Archive.rescore`): the next in line by one sample is mostly the next luckiest of a family of
+programs that behave alike (on noisy_knapsack with the models, hundreds), which a truly better
+child would have to outdraw too.
 Each recheck is an evaluation of its own; the budget counts candidates, so a run spends more
 evaluations than its candidate count says (the `rechecks` metrics, and the run's summary, say
 how many). A resume that replays closings admits each candidate with its latest mean, so a
