@@ -4,6 +4,7 @@ OpenAI-compatible server on 127.0.0.1, which answers like the problems' simulate
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -118,7 +119,47 @@ def test_a_money_budget_counts_the_evaluators_calls_and_stops_the_run(tmp_path, 
     assert s["spend"] >= 0.05 and s["admitted"] < 100
     conn = sqlite3.connect(run_dir / "archive.sqlite")
     (dearest,) = conn.execute("SELECT MAX(cost) FROM model_calls").fetchone()
-    assert s["spend"] <= 0.05 + 2 * 8 * dearest  # past the stop, only calls already out finish
+    # Past the stop the proxy takes no more calls: only the 8 that one evaluation has out at once finish.
+    assert s["spend"] <= 0.05 + 8 * dearest
+
+
+def test_once_the_run_stops_the_proxy_answers_no_more_evaluator_calls(keyed_server, monkeypatch):
+    # The engine calls `refuse` as it stops (money spent, say): an evaluation still asking
+    # gets a 503 naming why, and nothing more reaches the paid endpoint.
+    from evoengine.llm.proxy import SOCKET_NAME, ModelProxy
+
+    monkeypatch.setenv("EVOENGINE_TEST_EVALUATOR_KEY", KEY)
+    keyed_server.script("reader", simulated_reader)
+    model = keyed_server.model("reader", timeout_s=10.0, max_retries=0, api_key_env="EVOENGINE_TEST_EVALUATOR_KEY")
+    body = json.dumps({"model": "reader", "messages": [{"role": "user", "content": "Ticket: the printer is on fire"}]})
+
+    async def ask(proxy: ModelProxy, token: str) -> bytes:
+        reader_, writer = await asyncio.open_unix_connection(str(proxy.directory / SOCKET_NAME))
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {token}\r\n"
+        writer.write(f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}".encode())
+        reply = await reader_.read()
+        writer.close()
+        return reply
+
+    async def scenario() -> tuple[bytes, bytes, int, int]:
+        proxy = ModelProxy([model])
+        recorded: list[Any] = []
+        proxy.prepare(lambda proposal, call: recorded.append(call), None)
+        await proxy.start()
+        try:
+            token = proxy.grant(7, "candidate 7")
+            first = await ask(proxy, token)
+            served = len(keyed_server.calls("reader"))
+            proxy.refuse("money")
+            second = await ask(proxy, token)
+            return first, second, served, len(recorded)
+        finally:
+            await proxy.aclose()
+
+    first, second, served, recorded = asyncio.run(scenario())
+    assert first.startswith(b"HTTP/1.1 200") and recorded == 1
+    assert second.startswith(b"HTTP/1.1 503") and b"the run is stopping (money)" in second
+    assert len(keyed_server.calls("reader")) == served  # the refused call never left the engine
 
 
 # ---------------------------------------------------------------- a dead endpoint

@@ -44,6 +44,7 @@ from .screening import Screen
 from .turns import Flow, LiveTurns, RecordedTurns, Signal
 
 log = logging.getLogger(__name__)
+ENDED = "holds no more proposals"  # a replay that ran out of recorded proposals
 
 
 class Engine:
@@ -191,11 +192,10 @@ class Engine:
                 self.turns.started()
                 self.tasks.add(asyncio.create_task(self._pipeline()))
             if not self.tasks:
-                if self.stop is None:
-                    ended = self.turns.ended() and self._room() > 0
-                    self.stop = "recording ended" if ended else "budget"
-                    if ended:
-                        self.message = f"the recording in {self.config.replay} holds no more proposals"
+                if self.stop is None and self.turns.ended() and self._room() > 0:
+                    self.stop, self.message = "recording ended", f"the recording in {self.config.replay} {ENDED}"
+                elif self.stop is None:
+                    self.stop = "budget"
                 return
             done, _ = await asyncio.wait(
                 {*self.tasks, self.signal.next()},
@@ -206,9 +206,8 @@ class Engine:
                 self.tasks.discard(task)
                 self.flow.running -= 1
                 if not task.cancelled() and task.exception() is not None:
-                    error = task.exception()
-                    self.request_stop("error", str(error))
-                    raise error
+                    self.request_stop("error", str(task.exception()))
+                    raise task.exception()
 
     def _room(self) -> int:
         cap = self.config.budget.candidates
@@ -221,6 +220,8 @@ class Engine:
         if self.stop is None:
             self.stop, self.message = reason, message
             log.info("stopping: %s", reason)
+        if self.evaluator_models is not None:  # an evaluation still running spends no more
+            self.evaluator_models.refuse(self.stop)
         for task in self.tasks:
             task.cancel()
 

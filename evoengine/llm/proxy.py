@@ -6,7 +6,8 @@ each request to the configured model through a `ModelClient`, which adds the key
 and counts tokens and cost; the key never leaves the engine's process. Every call is handed
 to `record(proposal, call)` (the engine stores it with purpose "evaluate", adds it to the
 spend and checks `budget.cost_usd`), shares the proposals' model slots (one semaphore), and
-is answered from the record when the run replays another.
+is answered from the record when the run replays another. Once the run stops (its money
+spent, say), the proxy takes no more calls (`refuse`): only those already out finish.
 
 Who may ask: each evaluation gets a grant (`grant(proposal)`): a random token, good until
 the evaluation ends (`revoke`), which also ties its calls to the candidate for the store and
@@ -97,6 +98,7 @@ class ModelProxy:
         self._server: asyncio.AbstractServer | None = None
         self._handlers: set[asyncio.Task] = set()
         self._served = 0
+        self.refusing: str | None = None  # why the run is stopping, once it is: no more calls
 
     def prepare(self, record: Callable[[int | None, ModelCall], None], slots: asyncio.Semaphore | None) -> None:
         """Build the clients; `slots` is the proposals' semaphore (None: a new one of `concurrency`)."""
@@ -120,6 +122,11 @@ class ModelProxy:
         token = secrets.token_urlsafe(24)
         self.grants[token] = Grant(proposal, label)
         return token
+
+    def refuse(self, why: str) -> None:
+        """Take no more calls: the run is stopping (`why`; say, its money budget is spent).
+        Calls already out finish and are counted; an evaluation still asking is answered 503."""
+        self.refusing = why
 
     def revoke(self, token: str) -> Grant | None:
         """End a grant; what its calls were."""
@@ -178,6 +185,8 @@ class ModelProxy:
             return 200, {"object": "list", "data": data}
         if method != "POST" or path != "/v1/chat/completions":
             return 404, _error(f"no route {method} {path}: the proxy serves /v1/chat/completions", "not_found")
+        if self.refusing is not None:
+            return 503, _error(f"the run is stopping ({self.refusing}): no more evaluator calls", "run_stopping")
         name, messages, temperature, max_tokens = self._parse_chat(body)
         token = current_proposal.set(grant.proposal)  # a replay answers with this candidate's calls
         try:
