@@ -246,9 +246,11 @@ def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
             kept.setdefault(cid, row)
 
     # The very first seconds of a new run: the seed is not admitted yet.
-    first = chaos.cycle(run_args, "start-up", 0, within=0.4)
+    first = chaos.cycle(run_args, "start-up", 0, within=0.2)
     check_after_kill(first)
-    assert first.admitted_after <= 1  # at most the seed: start-up takes about a second
+    # At most the seed: the first worker alone takes ~0.3 s to boot on an idle machine (a kill
+    # at up to 0.4 s found a child admitted too there).
+    assert first.admitted_after <= 1
     if not (run_dir / "archive.sqlite").exists():  # killed before the store existed
         proc = cli(*resume_args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
