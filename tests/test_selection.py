@@ -366,7 +366,7 @@ def test_refine_hands_parents_back_to_the_mix_when_others_children_set_the_new_b
 
 
 def test_refine_forgets_so_a_stalled_best_loses_its_share():
-    archive = mixed("selection.refine=true")
+    archive = mixed("selection.refine=true", "selection.refine_memory=50")  # the counts below are sized for it
     _grow(archive, 200, best_improves=True)  # counted forever, 100 of the best's 130 children would still win
     _grow(archive, 60, best_improves=False)
     assert Counter(s.source for s in picks(archive, 1000))["refine"] < 150
@@ -375,13 +375,44 @@ def test_refine_forgets_so_a_stalled_best_loses_its_share():
 def test_a_best_that_gains_only_its_last_digits_stops_drawing_parents_to_itself():
     """A converged best whose children keep beating it by a hair (a constant's last digits)
     is not worth refining: those new bests gain under `selection.min_gain` of the climb."""
-    creeping = mixed("selection.refine=true")
+    creeping = mixed("selection.refine=true", "selection.refine_memory=50")  # the set-up's own climb forgotten
     _grow(creeping, 150, best_improves=True, step=1e-9)
     assert creeping.best().score > 100  # every child of the best was a new best...
     assert Counter(s.source for s in picks(creeping, 1000))["refine"] < 800  # ...and none counted
-    counted = mixed("selection.refine=true", "selection.min_gain=0")
+    counted = mixed("selection.refine=true", "selection.refine_memory=50", "selection.min_gain=0")
     _grow(counted, 150, best_improves=True, step=1e-9)
     assert Counter(s.source for s in picks(counted, 1000))["refine"] > 950
+
+
+def test_with_cell_credit_a_stuck_run_keeps_its_parents_in_the_mix_while_its_children_better_the_cells():
+    """Nothing sets a new best. The mix's children keep bettering a MAP-Elites cell (stepping
+    stones); the best's change nothing. With `cell_credit` that progress counts, so the mix keeps
+    most parents; without it both kinds look equally idle. And when nobody's children change
+    anything, the credit changes nothing."""
+
+    def stalled(cell_credit: float, mix_betters: bool) -> int:
+        archive = mixed("selection.refine=true", f"selection.cell_credit={cell_credit}")
+        for k in range(80):
+            of_best = k % 2 == 0
+            better = not of_best and mix_betters  # its cell's elite scores 12; the best is 100
+            archive.admit(
+                Candidate(
+                    1000 + k,
+                    f"x={1000 + k}\n",  # as long as the others: the same length cell
+                    parents=(17 if of_best else 3,),
+                    island=1,
+                    operator="diff",
+                    score=20.0 + k if better else 1.0,
+                    valid=True,
+                    features={"f": 0.5 if better else 0.0},
+                )
+            )
+        assert archive.best().id == 17
+        return Counter(s.source for s in picks(archive, 1000))["refine"]
+
+    credited, plain = stalled(0.25, True), stalled(0.0, True)
+    assert credited < 200 and plain > 600
+    assert abs(stalled(0.25, False) - stalled(0.0, False)) < 50
 
 
 def test_restart_learns_to_start_again_from_the_seed_when_its_children_beat_the_best():

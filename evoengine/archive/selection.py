@@ -162,12 +162,13 @@ class ParentSelector:
         self.outcomes = [[0.0, 0.0] for _ in ARMS]
         self._keep = math.exp(-1.0 / config.refine_memory)  # each admission's fading of the counts
 
-    def learn(self, arm: int, new_best: bool) -> None:
-        """One child's outcome: the kind of its parent (an index into ARMS), did it set a new best."""
+    def learn(self, arm: int, outcome: float) -> None:
+        """One child's outcome: the kind of its parent (an index into ARMS), and 1 when it set a new
+        best (`cell_credit` when it only filled or bettered a MAP-Elites cell, 0 otherwise)."""
         for counts in self.outcomes:
             counts[0] *= self._keep
             counts[1] *= self._keep
-        self.outcomes[arm][0] += new_best
+        self.outcomes[arm][0] += outcome
         self.outcomes[arm][1] += 1.0
 
     def _arm(self, rng: random.Random, best: Candidate | None, seed: Candidate | None) -> int:

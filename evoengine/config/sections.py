@@ -202,6 +202,15 @@ class Selection(Section):
         description="a new best counts for `refine` and `restart` when it gains over this share of the run's climb "
         "so far (best - seed): the last digits of a converged constant do not keep a run refining its best",
     )
+    cell_credit: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="what a child that fills or betters a MAP-Elites cell without setting a new best counts for "
+        "its parent's kind, against 1 for a new best: a mix whose children keep improving the cells (stepping "
+        "stones towards a better peak) keeps its parents while the best is stuck; one whose children change "
+        "nothing hands them to `refine`",
+    )
     exploit: float = Field(0.0, ge=0, description="share of the mix's parents from `strategy` on the island")
     explore: float = Field(0.0, ge=0, description="share of the mix's parents uniform on the island")
     elites: float = Field(
