@@ -10,8 +10,11 @@ Otherwise the run learns which kind of parent pays, among three (ARMS): its best
 baseline), or the mix below. Each admitted child counts as a child of a recent best (one of
 the last four), of the seed, or of anyone else, and as setting a new best or not (a new best
 gaining under `min_gain` of the run's climb from the seed does not count: a converged
-constant's last digits are no reason to keep refining); the counts fade (weight
-e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw from
+constant's last digits are no reason to keep refining); a child that fills or betters a
+MAP-Elites cell without such a new best counts `cell_credit` of one (a mix whose children
+keep improving the cells is building stepping stones while the best is stuck; one whose
+children change nothing is not); the counts fade (weight e^-age/refine_memory, age in
+admissions). Each parent is of the kind whose draw from
 Beta(a + new bests, b + the rest) is highest (Thompson sampling); the prior a, b is the pooled rate
 of all kinds, worth PRIOR children, so a kind tried rarely is drawn about that rate. A best
 or the seed comes with no inspirations (every child of it is a plain edit, as in the

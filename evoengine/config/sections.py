@@ -192,7 +192,7 @@ class Selection(Section):
         "default: measured, it made no difference offline and cost symbolic_regression with models)",
     )
     refine_memory: float = Field(
-        50.0,
+        100.0,
         ge=1,
         description="admissions over which `refine` and `restart` forget (older outcomes weigh e^-age/memory)",
     )
@@ -203,7 +203,7 @@ class Selection(Section):
         "so far (best - seed): the last digits of a converged constant do not keep a run refining its best",
     )
     cell_credit: float = Field(
-        0.0,
+        0.25,
         ge=0,
         le=1,
         description="what a child that fills or betters a MAP-Elites cell without setting a new best counts for "
