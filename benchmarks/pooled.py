@@ -1,5 +1,5 @@
 """Seeds pooled from several recorded search-quality results: the paired comparison of each
-setup with `search` over the union of their seeds.
+setup with `search` (or `--reference`) over the union of their seeds.
 
     python benchmarks/pooled.py --problem cap_set --mode offline --budget 1000 \\
         benchmarks/results-search-quality-default-size.json \\
@@ -51,19 +51,21 @@ def main() -> None:
     parser.add_argument("--mode", default="offline", choices=["offline", "models"])
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--measure", default="best", choices=["best", "auc"])
+    parser.add_argument("--reference", default="search", help="the setup the others are compared with")
     args = parser.parse_args()
     values = pooled(args.files, args.problem, args.mode, args.budget, args.measure)
-    if "search" not in values:
-        sys.exit(f"no `search` runs of {args.problem} ({args.mode}, {args.budget}) in these files")
-    reference = values["search"]
+    name = args.reference
+    if name not in values:
+        sys.exit(f"no `{name}` runs of {args.problem} ({args.mode}, {args.budget}) in these files")
+    reference = values[name]
     print(f"{args.problem}, {args.mode}, {args.measure} at {args.budget:,}, {len(args.files)} files")
     for setup, by_seed in values.items():
         line = f"{setup:>12}: {len(by_seed)} seeds, mean {statistics.fmean(by_seed.values()):.4g}"
         common = sorted(set(by_seed) & set(reference))
-        if setup != "search" and len(common) > 1:
+        if setup != name and len(common) > 1:
             d = paired([reference[s] for s in common], [by_seed[s] for s in common])
             line += (
-                f"; {setup} - search over {d['n']} seeds: {d['mean']:+.4g} [{d['low']:+.4g}, {d['high']:+.4g}]"
+                f"; {setup} - {name} over {d['n']} seeds: {d['mean']:+.4g} [{d['low']:+.4g}, {d['high']:+.4g}]"
                 f" {d['higher']}/{d['lower']}"
             )
         print(line)
