@@ -11,7 +11,7 @@ baseline), or the mix below. Each admitted child counts as a child of a recent b
 the last four), of the seed, or of anyone else, and as setting a new best or not (a new best
 gaining under `min_gain` of the run's climb from the seed does not count: a converged
 constant's last digits are no reason to keep refining); a child that fills or betters a
-MAP-Elites cell without such a new best counts `cell_credit` of one (a mix whose children
+MAP-Elites cell without such a new best counts `cell_credit` of one (0 by default; a mix whose children
 keep improving the cells is building stepping stones while the best is stuck; one whose
 children change nothing is not); the counts fade (weight e^-age/refine_memory, age in
 admissions). Each parent is of the kind whose draw from
