@@ -103,12 +103,12 @@ class Archive:
             and candidate.fitness() == self._best.fitness()
             and len(candidate.text) <= len(self._walk.text)
         )
-        arm = outcome = None
+        arm = placed = None
         if candidate.parents and not everywhere:
             parent = candidate.parents[0]
             seed = self._seed is not None and parent == self._seed.id
             arm = BEST if parent in self._bests else SEED if seed else MIX
-            outcome = float(self._gains(candidate, new_best))  # read before this child becomes the best
+        gains = arm is not None and self._gains(candidate, new_best)  # read before this child becomes the best
         if valid:
             self.valid += 1
             if new_best:
@@ -123,8 +123,6 @@ class Archive:
             if self.elites is not None:
                 placed = self.elites.add(candidate)
                 if placed is not None:
-                    if arm is not None and not outcome:  # a stepping stone, not a new best that gains
-                        outcome = self.config.selection.cell_credit
                     events.append(
                         ArchiveEvent(
                             "elite",
@@ -140,8 +138,8 @@ class Archive:
         else:
             for i in homes:
                 self._counts[i].invalid += 1
-        if arm is not None:
-            self.selector.learn(arm, outcome)
+        if arm is not None:  # a new best that gains counts 1; a stepping stone (a bettered cell) its credit
+            self.selector.learn(arm, 1.0 if gains else self.config.selection.cell_credit if placed else 0.0)
         resets, migrations = self.islands.tick(self.admitted)
         events += [ArchiveEvent("reset", asdict(r)) for r in resets]
         events += [ArchiveEvent("migration", asdict(m)) for m in migrations]
