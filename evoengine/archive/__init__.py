@@ -39,7 +39,8 @@ class ArchiveEvent:
     """Something the archive did that the store should record.
 
     kinds: "migration" {source, target, ids}; "reset" {island, founder_island, founder_id,
-    evicted}; "elite" {id, cell, status: new|improved, replaced, score}.
+    evicted}; "elite" {id, cell, status: new|improved, replaced, score}; "stall" {walk, best}:
+    refine's walk (last at `walk`) started over from the seed (`selection.stall`).
     """
 
     kind: str
@@ -144,7 +145,7 @@ class Archive:
                 self._counts[i].invalid += 1
         if arm is not None:  # a new best that gains counts 1; a stepping stone (a bettered cell) its credit
             self.selector.learn(arm, 1.0 if gains else self.config.selection.cell_credit if placed else 0.0)
-        self._restart_walk(gains or climbed)
+        events += self._restart_walk(gains or climbed)
         resets, migrations = self.islands.tick(self.admitted)
         events += [ArchiveEvent("reset", asdict(r)) for r in resets]
         events += [ArchiveEvent("migration", asdict(m)) for m in migrations]
@@ -176,16 +177,19 @@ class Archive:
         climb = self._best.fitness() - self._seed.fitness()
         return candidate.fitness() - base.fitness() > self.config.selection.min_gain * climb
 
-    def _restart_walk(self, gained: bool) -> None:
+    def _restart_walk(self, gained: bool) -> list[ArchiveEvent]:
         """With `selection.stall`, refine's walk starts over from the seed after that many admissions
         without a gain: a lineage no edit improves is left for a fresh climb (the best is kept)."""
         self._stall = 0 if gained else self._stall + 1
         stall = self.config.selection.stall
-        if stall and self._stall >= stall and self._seed is not None and self._seed.valid:
-            self._walk = self._seed
-            self._bests.clear()  # the old lineage's children no longer count as refine's
-            self._bests.append(self._seed.id)
-            self._stall = 0
+        if not (stall and self._stall >= stall and self._seed is not None and self._seed.valid):
+            return []
+        event = ArchiveEvent("stall", {"walk": self._walk.id, "best": self._best.id})
+        self._walk = self._seed
+        self._bests.clear()  # the old lineage's children no longer count as refine's
+        self._bests.append(self._seed.id)
+        self._stall = 0
+        return [event]
 
     # ---------------------------------------------------------------- resume
 
