@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -42,26 +41,11 @@ def test_offline_run_improves_the_seed_and_reports_it(tmp_path, quadratic):
     assert (run_dir / "config.yaml").is_file()
 
 
-def test_status_text_shows_islands_best_and_how_often_the_walk_started_over(tmp_path, quadratic):
+def test_status_text_shows_islands_and_best(tmp_path, quadratic):
     run_dir = tmp_path / "run"
-    cli(
-        "run",
-        str(quadratic),
-        "--budget",
-        "20",
-        "--set",
-        "selection.stall=4",
-        "--run-dir",
-        str(run_dir),
-        "-q",
-        check=True,
-    )
+    cli("run", str(quadratic), "--budget", "20", "--run-dir", str(run_dir), "-q", check=True)
     text = cli("status", str(run_dir), check=True).stdout
     assert "20 admitted" in text and "best" in text and "islands" in text
-    events = next(line for line in text.splitlines() if line.startswith("events"))
-    assert (
-        int(re.search(r"stall (\d+)", events)[1]) >= 1
-    )  # 4 admissions without a gain happen in 20 of a converging run
 
 
 def test_a_store_from_before_schedules_is_read_and_upgraded_on_resume(tmp_path, quadratic):

@@ -415,38 +415,6 @@ def test_with_cell_credit_a_stuck_run_keeps_its_parents_in_the_mix_while_its_chi
     assert abs(stalled(0.25, False) - stalled(0.0, False)) < 50
 
 
-def test_after_a_stall_refine_climbs_again_from_the_seed_and_keeps_the_best():
-    """`selection.stall`: 50 admissions without a gain and refine's walk starts over from the
-    seed. Its children that better the walk move it (and hold off the next restart), though the
-    run's best (id 17, 100) stays the answer until the new climb passes it."""
-
-    def child(archive: Archive, cid: int, parent: int, score: float) -> list[str]:
-        made = Candidate(cid, f"x = {cid}\n", parents=(parent,), operator="diff", score=score, valid=True)
-        return [event.kind for event in archive.admit(made)]
-
-    def refined(archive: Archive) -> set[int]:
-        return {s.parent.id for s in picks(archive, 300) if s.source == "refine"}
-
-    archive, stuck = mixed("selection.refine=true", "selection.stall=50"), mixed("selection.refine=true")
-    for run in (archive, stuck):
-        for k in range(50):
-            child(run, 1000 + k, 17, 1.0)  # nothing the best's edits make pays
-    assert refined(stuck) == {17} and refined(archive) == {0}
-    walk = 0
-    for k in range(20):  # the fresh climb: each child of the walk betters it
-        child(archive, 2000 + k, walk, 20.0 + 4 * k)
-        walk = 2000 + k
-    assert archive.best().id == 17 and refined(archive) == {walk}
-    child(archive, 3000, walk, 120.0)
-    assert archive.best().id == 3000 and refined(archive) == {3000}
-    by_id = {c.id: c for island in archive.islands.islands for c in island.members} | {3000: archive.best()}
-    restored = Archive(archive.config, archive.problem)
-    restored.restore(archive.state(), by_id)
-    for run in (archive, restored):  # a resumed run counts the stall on from where it was
-        assert not any("stall" in child(run, 4000 + k, 3000, 1.0) for k in range(49)) and refined(run) == {3000}
-        assert "stall" in child(run, 4100, 3000, 1.0) and refined(run) == {0}  # recorded: `status` counts them
-
-
 def test_restart_learns_to_start_again_from_the_seed_when_its_children_beat_the_best():
     archive = mixed("selection.refine=true", "selection.restart=true")
     _grow(archive, 60, best_improves=False, other=0)  # a best stuck on a local optimum the seed's edits beat

@@ -39,8 +39,7 @@ class ArchiveEvent:
     """Something the archive did that the store should record.
 
     kinds: "migration" {source, target, ids}; "reset" {island, founder_island, founder_id,
-    evicted}; "elite" {id, cell, status: new|improved, replaced, score}; "stall" {walk, best}:
-    refine's walk (last at `walk`) started over from the seed (`selection.stall`).
+    evicted}; "elite" {id, cell, status: new|improved, replaced, score}.
     """
 
     kind: str
@@ -68,7 +67,6 @@ class Archive:
         self._walk: Candidate | None = None  # refine's parent: the latest among the best's equals (`drift`)
         self._bests: deque[int] = deque(maxlen=RECENT_BESTS)  # ids of refine's latest parents, newest last
         self._seed: Candidate | None = None  # the first admitted candidate, kept as a last resort
-        self._stall = 0  # admissions since refine's walk last gained (`selection.stall`)
         self._counts = [_IslandCounts() for _ in range(config.islands.count)]
 
     # ------------------------------------------------------------- admitting
@@ -102,7 +100,7 @@ class Archive:
             valid
             and not new_best
             and self.config.selection.drift
-            and candidate.fitness() == self._walk.fitness()
+            and candidate.fitness() == self._best.fitness()
             and len(candidate.text) <= len(self._walk.text)
         )
         arm = placed = None
@@ -110,15 +108,12 @@ class Archive:
             parent = candidate.parents[0]
             seed = self._seed is not None and parent == self._seed.id
             arm = BEST if parent in self._bests else SEED if seed else MIX
-        # A child of the walk that betters it moves the walk (below the best only after a restart).
-        climbs = valid and not new_best and arm == BEST and candidate.fitness() > self._walk.fitness()
-        gains = new_best and self._gains(candidate, self._best)  # read before this child becomes the best
-        climbed = climbs and self._gains(candidate, self._walk)
+        gains = arm is not None and self._gains(candidate, new_best)  # read before this child becomes the best
         if valid:
             self.valid += 1
             if new_best:
                 self._best = candidate
-            if new_best or tie or climbs:
+            if new_best or tie:
                 self._walk = candidate
                 self._bests.append(candidate.id)
             if everywhere:
@@ -145,7 +140,6 @@ class Archive:
                 self._counts[i].invalid += 1
         if arm is not None:  # a new best that gains counts 1; a stepping stone (a bettered cell) its credit
             self.selector.learn(arm, 1.0 if gains else self.config.selection.cell_credit if placed else 0.0)
-        events += self._restart_walk(gains or climbed)
         resets, migrations = self.islands.tick(self.admitted)
         events += [ArchiveEvent("reset", asdict(r)) for r in resets]
         events += [ArchiveEvent("migration", asdict(m)) for m in migrations]
@@ -168,28 +162,13 @@ class Archive:
             self._best = self._walk = best
             self._bests.append(best.id)
 
-    def _gains(self, candidate: Candidate, base: Candidate | None) -> bool:
-        """Whether `candidate` betters `base` (the best, or refine's walk) by more than
-        `selection.min_gain` of the run's climb so far (best - seed): a new best that counts for
-        `refine`, so the last digits of a converged constant do not."""
-        if base is None or self._best is None or self._seed is None or not self._seed.valid:
-            return True
+    def _gains(self, candidate: Candidate, new_best: bool) -> bool:
+        """A new best that counts for `refine`: one gaining over `selection.min_gain` of the run's
+        climb so far (best - seed), so the last digits of a converged constant do not count."""
+        if not new_best or self._best is None or self._seed is None or not self._seed.valid:
+            return new_best
         climb = self._best.fitness() - self._seed.fitness()
-        return candidate.fitness() - base.fitness() > self.config.selection.min_gain * climb
-
-    def _restart_walk(self, gained: bool) -> list[ArchiveEvent]:
-        """With `selection.stall`, refine's walk starts over from the seed after that many admissions
-        without a gain: a lineage no edit improves is left for a fresh climb (the best is kept)."""
-        self._stall = 0 if gained else self._stall + 1
-        stall = self.config.selection.stall
-        if not (stall and self._stall >= stall and self._seed is not None and self._seed.valid):
-            return []
-        event = ArchiveEvent("stall", {"walk": self._walk.id, "best": self._best.id})
-        self._walk = self._seed
-        self._bests.clear()  # the old lineage's children no longer count as refine's
-        self._bests.append(self._seed.id)
-        self._stall = 0
-        return [event]
+        return candidate.fitness() - self._best.fitness() > self.config.selection.min_gain * climb
 
     # ---------------------------------------------------------------- resume
 
@@ -202,7 +181,6 @@ class Archive:
             "best": self._best.id if self._best else None,
             "walk": self._walk.id if self._walk else None,
             "bests": list(self._bests),
-            "stall": self._stall,
             "outcomes": [list(arm) for arm in self.selector.outcomes],
             "seed": self._seed.id if self._seed else None,
             "counts": [[c.admitted, c.invalid] for c in self._counts],
@@ -228,7 +206,6 @@ class Archive:
         self._walk = by_id[walk] if walk is not None else None
         self._bests.clear()
         self._bests.extend(state.get("bests", []))
-        self._stall = state.get("stall", 0)
         outcomes = [list(arm) for arm in state.get("outcomes", [])]
         self.selector.outcomes = outcomes + [[0.0, 0.0] for _ in ARMS[len(outcomes) :]]  # older: fewer arms
         self._seed = by_id[state["seed"]] if state["seed"] is not None else None

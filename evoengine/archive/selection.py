@@ -22,10 +22,7 @@ baselines). With `drift`, the best that `refine` takes is the latest candidate t
 well as the run's best while being no longer than the one it follows (the archive keeps it):
 on a plateau of equal scores the run walks, as a (1+1) algorithm accepting equal moves, and
 the walk never grows the program (longer ties are mostly dead code, which makes each later
-edit less likely to change anything). With `stall`, a walk that has not gained (no new best,
-no child bettering the walk) for that many admissions starts over from the seed: a fresh climb
-beside the kept best, for a best caught where no edit of it pays (the archive keeps the walk and
-its count). The baselines ignore `drift` and `stall`. So a run refines its
+edit less likely to change anything). The baselines ignore `drift`. So a run refines its
 best while that pays, starts again from the seed when the best is stuck on a local optimum
 that the seed's own edits beat, and hands parents to the mix when others' children set the
 new bests (and shares them when nobody's do). In the mix,

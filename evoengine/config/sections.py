@@ -212,14 +212,6 @@ class Selection(Section):
         "nothing hands them to `refine` (off by default: measured with refine_memory=100, 0.25 found deceptive_ridge's "
         "peak more often offline and cost cap_set with the models)",
     )
-    stall: int = Field(
-        0,
-        ge=0,
-        description="admissions without a gain (a new best, or a child of refine's walk bettering the walk) after "
-        "which the walk `refine` takes starts over from the seed: a climb of its own beside the kept best, so a run "
-        "whose best sits where no edit of it pays tries another lineage (the walk's children still count for "
-        "`refine`'s odds only when they set a new best); 0: never",
-    )
     exploit: float = Field(0.0, ge=0, description="share of the mix's parents from `strategy` on the island")
     explore: float = Field(0.0, ge=0, description="share of the mix's parents uniform on the island")
     elites: float = Field(

@@ -138,7 +138,6 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
         counts = reader.outcome_counts()
         moves = migrations(reader)
         resets = reader.events("reset")
-        stalls = reader.events("stall")
         usage = reader.model_usage()
         picks = reader.arm_picks()
         spend = reader.spend()
@@ -177,7 +176,7 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
         },
         "rows": {k: [r[k] for r in rows] for k in ROW_COLUMNS},
         "events": [{"seq": m.seq, "kind": "migration"} for m in moves]
-        + [{"seq": e["seq"], "kind": e["kind"]} for e in resets + stalls],
+        + [{"seq": e["seq"], "kind": "reset"} for e in resets],
         "elites": _elites(state["elites"], state["archive"], meta, admitted),
         "islands": state["archive"].get("islands") if isinstance(state["archive"], dict) else None,
         "novelty": state["novelty"],

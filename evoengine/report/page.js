@@ -534,14 +534,12 @@
     });
     return [xs, ys];
   }
-  // islands reset (red), migrations (grey), refine's walk started over after a stall (green)
-  const VLINE_COLORS = { reset: "rgba(224,49,49,0.6)", migration: "rgba(120,120,120,0.45)", stall: "rgba(47,158,68,0.6)" };
   function renderCharts() {
     const valid = admitted.filter(i => statusName(i) === "valid" && R.score[i] !== null);
     const seq = i => R.seq[i], minutes = i => R.t[i] / 60;
     const points = x => ({ name: "valid candidate", x: valid.map(x), y: valid.map(i => R.score[i]), ids: valid.map(i => R.id[i]), color: "rgba(59,91,219,0.4)", points: true });
     const best = x => { const [xs, ys] = bestSoFar(admitted, x); return { name: "best so far", x: xs, y: ys, color: "#e8590c", step: true, width: 2 }; };
-    const vlines = S.events.filter(e => e.seq !== null).map(e => ({ x: e.seq, color: VLINE_COLORS[e.kind] }));
+    const vlines = S.events.filter(e => e.seq !== null).map(e => ({ x: e.seq, color: e.kind === "reset" ? "rgba(224,49,49,0.6)" : "rgba(120,120,120,0.45)" }));
     const chart = (id, series, opts) => {
       if (charts[id]) { charts[id].opts = Object.assign(charts[id].opts, opts); charts[id].set(series); }
       else charts[id] = new Evo.XYChart($(id), Object.assign({ series: series, onPick: select }, opts));
