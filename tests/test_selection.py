@@ -415,28 +415,6 @@ def test_with_cell_credit_a_stuck_run_keeps_its_parents_in_the_mix_while_its_chi
     assert abs(stalled(0.25, False) - stalled(0.0, False)) < 50
 
 
-def test_refine_first_takes_the_best_as_every_parent_until_refining_it_first_stalls():
-    """`selection.refine_first=30`: no mix while new bests keep coming; the choice opens the first
-    time 30 children in a row set none, and stays open (a resumed run counts on where it was)."""
-
-    def sources(archive: Archive) -> set[str]:
-        return {s.source for s in picks(archive, 300)}
-
-    closed = mixed("selection.refine=true", "selection.refine_first=30")  # its last 23 children set no new best
-    assert sources(closed) == {"refine"} and "elite" in sources(mixed("selection.refine=true"))
-    by_id = {c.id: c for island in closed.islands.islands for c in island.members}
-    restored = Archive(closed.config, closed.problem)
-    restored.restore(closed.state(), by_id)
-    for run in (closed, restored):
-        for k in range(6):
-            run.admit(Candidate(1000 + k, f"x = {k}\n", parents=(17,), operator="diff", score=1.0, valid=True))
-        assert sources(run) == {"refine"}
-        run.admit(Candidate(1006, "x = 6\n", parents=(17,), operator="diff", score=1.0, valid=True))
-        assert "elite" in sources(run)
-        run.admit(Candidate(1007, "x = 7\n", parents=(17,), operator="diff", score=200.0, valid=True))
-        assert "elite" in sources(run)  # a new best does not close it again
-
-
 def test_restart_learns_to_start_again_from_the_seed_when_its_children_beat_the_best():
     archive = mixed("selection.refine=true", "selection.restart=true")
     _grow(archive, 60, best_improves=False, other=0)  # a best stuck on a local optimum the seed's edits beat

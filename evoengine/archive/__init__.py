@@ -182,7 +182,6 @@ class Archive:
             "walk": self._walk.id if self._walk else None,
             "bests": list(self._bests),
             "outcomes": [list(arm) for arm in self.selector.outcomes],
-            "opened": [self.selector.stall, self.selector.opened],
             "seed": self._seed.id if self._seed else None,
             "counts": [[c.admitted, c.invalid] for c in self._counts],
             "islands": self.islands.state(),
@@ -209,7 +208,6 @@ class Archive:
         self._bests.extend(state.get("bests", []))
         outcomes = [list(arm) for arm in state.get("outcomes", [])]
         self.selector.outcomes = outcomes + [[0.0, 0.0] for _ in ARMS[len(outcomes) :]]  # older: fewer arms
-        self.selector.stall, self.selector.opened = state.get("opened", [0, True])  # older: the choice open
         self._seed = by_id[state["seed"]] if state["seed"] is not None else None
         if self._seed is not None and self.elites is not None:
             self.elites.anchor(self._seed.text, (state["elites"] or {}).get("centroids"))

@@ -18,8 +18,7 @@ admissions). Each parent is of the kind whose draw from
 Beta(a + new bests, b + the rest) is highest (Thompson sampling); the prior a, b is the pooled rate
 of all kinds, worth PRIOR children, so a kind tried rarely is drawn about that rate. A best
 or the seed comes with no inspirations (every child of it is a plain edit, as in the
-baselines). With `refine_first`, every parent is the best until the first time that many
-children in a row set no new best that gains, and the choice opens only then. With `drift`, the best that `refine` takes is the latest candidate to score as
+baselines). With `drift`, the best that `refine` takes is the latest candidate to score as
 well as the run's best while being no longer than the one it follows (the archive keeps it):
 on a plateau of equal scores the run walks, as a (1+1) algorithm accepting equal moves, and
 the walk never grows the program (longer ties are mostly dead code, which makes each later
@@ -165,9 +164,6 @@ class ParentSelector:
         # [new bests, children], discounted, of the children of each kind of parent (ARMS)
         self.outcomes = [[0.0, 0.0] for _ in ARMS]
         self._keep = math.exp(-1.0 / config.refine_memory)  # each admission's fading of the counts
-        # `refine_first`: children since the last new best that gained, until the choice opens
-        self.stall = 0
-        self.opened = config.refine_first == 0
 
     def learn(self, arm: int, outcome: float) -> None:
         """One child's outcome: the kind of its parent (an index into ARMS), and 1 when it set a new
@@ -177,9 +173,6 @@ class ParentSelector:
             counts[1] *= self._keep
         self.outcomes[arm][0] += outcome
         self.outcomes[arm][1] += 1.0
-        if not self.opened:
-            self.stall = 0 if outcome >= 1.0 else self.stall + 1
-            self.opened = self.stall >= self.config.refine_first
 
     def _arm(self, rng: random.Random, best: Candidate | None, seed: Candidate | None) -> int:
         """Thompson sampling between the kinds of parent the config allows, on their discounted odds."""
@@ -190,8 +183,6 @@ class ParentSelector:
             allowed.append(SEED)
         if len(allowed) == 1:
             return MIX
-        if not self.opened and BEST in allowed:
-            return BEST
         # Each arm's prior is the pooled rate over all arms, worth PRIOR children: an arm tried
         # rarely (its counts faded) is drawn about the run's rate, not about 1/2, so an arm whose
         # children never set a new best keeps a small share instead of a third of the parents.

@@ -196,14 +196,6 @@ class Selection(Section):
         ge=1,
         description="admissions over which `refine` and `restart` forget (older outcomes weigh e^-age/memory)",
     )
-    refine_first: int = Field(
-        0,
-        ge=0,
-        description="every parent is the run's best (as in greedy refinement) until the first time this many "
-        "admissions pass without a new best that gains; the learnt choice between the kinds of parent only then "
-        "(the mix's early jumps lead into lineages that edits cannot finish more often than refining does); 0: "
-        "the choice from the start",
-    )
     min_gain: float = Field(
         0.001,
         ge=0,
