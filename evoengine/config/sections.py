@@ -212,6 +212,9 @@ class Selection(Section):
         "nothing hands them to `refine` (off by default: measured with refine_memory=100, 0.25 found deceptive_ridge's "
         "peak more often offline and cost cap_set with the models)",
     )
+    credit_mix_only: bool = Field(
+        False, description="`cell_credit` for the children of the mix only (for a measurement; the best's earn none)"
+    )
     exploit: float = Field(0.0, ge=0, description="share of the mix's parents from `strategy` on the island")
     explore: float = Field(0.0, ge=0, description="share of the mix's parents uniform on the island")
     elites: float = Field(
