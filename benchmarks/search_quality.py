@@ -27,7 +27,7 @@ matrix at the end of every invocation.
 
     python benchmarks/search_quality.py                 # default size (see benchmarks/README.md)
     python benchmarks/search_quality.py --quick         # a 1-2 minute smoke run
-    python benchmarks/search_quality.py --ablations     # also the ten ablations
+    python benchmarks/search_quality.py --ablations     # also the eleven ablations
     python benchmarks/search_quality.py --setup search --setup hill selection.strategy=hill_climb
 """
 
@@ -89,6 +89,7 @@ ABLATIONS = {
     "no-refine": ["selection.refine=false"],
     "no-min-gain": ["selection.min_gain=0"],  # every new best counts for refine, however small
     "no-drift": ["selection.drift=false"],  # refine keeps the first to reach the best score
+    "no-cell-credit": ["selection.cell_credit=0"],  # only new bests count, not the mix's bettered cells
     "four-islands": ["islands.count=4"],  # off by default since it showed no effect: checked again
     "no-elite-parents": ["selection.elites=0"],  # the mix's parents by rank on the island instead
     "no-inspirations": ["selection.top_inspirations=0", "selection.diverse_inspirations=0"],
@@ -534,7 +535,7 @@ def main() -> None:
         help="a setup: its name and --set overrides (repeatable; the first is the reference; "
         "default: search, iid, greedy)",
     )
-    ap.add_argument("--ablations", action="store_true", help="add the ten ablations to the setups")
+    ap.add_argument("--ablations", action="store_true", help="add the eleven ablations to the setups")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (default: the cores)")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "search-quality", help="records and run folders")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results-search-quality.json")

@@ -386,15 +386,16 @@ def test_a_best_that_gains_only_its_last_digits_stops_drawing_parents_to_itself(
 
 def test_with_cell_credit_a_stuck_run_keeps_its_parents_in_the_mix_while_its_children_better_the_cells():
     """Nothing sets a new best. The mix's children keep bettering a MAP-Elites cell (stepping
-    stones); the best's change nothing. With `cell_credit` that progress counts, so the mix keeps
-    most parents; without it both kinds look equally idle. And when nobody's children change
-    anything, the credit changes nothing."""
+    stones); the best's change nothing. With `cell_credit` (on by default) that progress counts,
+    so the mix keeps most parents; without it both kinds look equally idle. When nobody's
+    children change anything, or only the best's fill cells (the cells around it), the credit
+    changes nothing."""
 
-    def stalled(cell_credit: float, mix_betters: bool) -> int:
+    def stalled(cell_credit: float, betters: str) -> int:
         archive = mixed("selection.refine=true", f"selection.cell_credit={cell_credit}")
         for k in range(80):
             of_best = k % 2 == 0
-            better = not of_best and mix_betters  # its cell's elite scores 12; the best is 100
+            better = betters == ("best" if of_best else "mix")  # its cell's elite scores 12; the best is 100
             archive.admit(
                 Candidate(
                     1000 + k,
@@ -410,9 +411,10 @@ def test_with_cell_credit_a_stuck_run_keeps_its_parents_in_the_mix_while_its_chi
         assert archive.best().id == 17
         return Counter(s.source for s in picks(archive, 1000))["refine"]
 
-    credited, plain = stalled(0.25, True), stalled(0.0, True)
+    credited, plain = stalled(0.25, "mix"), stalled(0.0, "mix")
     assert credited < 200 and plain > 600
-    assert abs(stalled(0.25, False) - stalled(0.0, False)) < 50
+    assert abs(stalled(0.25, "nobody") - stalled(0.0, "nobody")) < 50
+    assert abs(stalled(0.25, "best") - stalled(0.0, "best")) < 50
 
 
 def test_restart_learns_to_start_again_from_the_seed_when_its_children_beat_the_best():

@@ -138,9 +138,9 @@ class Archive:
         else:
             for i in homes:
                 self._counts[i].invalid += 1
-        if arm is not None:  # a new best that gains counts 1; a stepping stone (a bettered cell) its credit
-            credited = placed is not None and (arm == MIX or not self.config.selection.credit_mix_only)
-            self.selector.learn(arm, 1.0 if gains else self.config.selection.cell_credit if credited else 0.0)
+        if arm is not None:  # a new best that gains counts 1; a stepping stone of the mix (a bettered cell) its credit
+            stone = placed is not None and arm == MIX
+            self.selector.learn(arm, 1.0 if gains else self.config.selection.cell_credit if stone else 0.0)
         resets, migrations = self.islands.tick(self.admitted)
         events += [ArchiveEvent("reset", asdict(r)) for r in resets]
         events += [ArchiveEvent("migration", asdict(m)) for m in migrations]

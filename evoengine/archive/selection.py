@@ -10,11 +10,12 @@ Otherwise the run learns which kind of parent pays, among three (ARMS): its best
 baseline), or the mix below. Each admitted child counts as a child of a recent best (one of
 the last four), of the seed, or of anyone else, and as setting a new best or not (a new best
 gaining under `min_gain` of the run's climb from the seed does not count: a converged
-constant's last digits are no reason to keep refining); a child that fills or betters a
-MAP-Elites cell without such a new best counts `cell_credit` of one (0 by default; a mix whose children
-keep improving the cells is building stepping stones while the best is stuck; one whose
-children change nothing is not); the counts fade (weight e^-age/refine_memory, age in
-admissions). Each parent is of the kind whose draw from
+constant's last digits are no reason to keep refining); a child of the mix that fills or
+betters a MAP-Elites cell without such a new best counts `cell_credit` of one (a quarter: a
+mix whose children keep improving the cells is building stepping stones while the best is
+stuck, one whose children change nothing is not; the best's children earn none: while it
+climbs they fill the cells around it, which says nothing for the mix); the counts fade
+(weight e^-age/refine_memory, age in admissions). Each parent is of the kind whose draw from
 Beta(a + new bests, b + the rest) is highest (Thompson sampling); the prior a, b is the pooled rate
 of all kinds, worth PRIOR children, so a kind tried rarely is drawn about that rate. A best
 or the seed comes with no inspirations (every child of it is a plain edit, as in the
@@ -167,7 +168,7 @@ class ParentSelector:
 
     def learn(self, arm: int, outcome: float) -> None:
         """One child's outcome: the kind of its parent (an index into ARMS), and 1 when it set a new
-        best (`cell_credit` when it only filled or bettered a MAP-Elites cell, 0 otherwise)."""
+        best (`cell_credit` when a child of the mix only filled or bettered a MAP-Elites cell, 0 otherwise)."""
         for counts in self.outcomes:
             counts[0] *= self._keep
             counts[1] *= self._keep

@@ -203,17 +203,13 @@ class Selection(Section):
         "so far (best - seed): the last digits of a converged constant do not keep a run refining its best",
     )
     cell_credit: float = Field(
-        0.0,
+        0.25,
         ge=0,
         le=1,
-        description="what a child that fills or betters a MAP-Elites cell without setting a new best counts for "
-        "its parent's kind, against 1 for a new best: a mix whose children keep improving the cells (stepping "
+        description="what a child of the mix that fills or betters a MAP-Elites cell without setting a new best "
+        "counts for the mix, against 1 for a new best: a mix whose children keep improving the cells (stepping "
         "stones towards a better peak) keeps its parents while the best is stuck; one whose children change "
-        "nothing hands them to `refine` (off by default: measured with refine_memory=100, 0.25 found deceptive_ridge's "
-        "peak more often offline and cost cap_set with the models)",
-    )
-    credit_mix_only: bool = Field(
-        False, description="`cell_credit` for the children of the mix only (for a measurement; the best's earn none)"
+        "nothing hands them to `refine` (0: only new bests count)",
     )
     exploit: float = Field(0.0, ge=0, description="share of the mix's parents from `strategy` on the island")
     explore: float = Field(0.0, ge=0, description="share of the mix's parents uniform on the island")
