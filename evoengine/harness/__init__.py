@@ -55,10 +55,12 @@ class Plan:
 @dataclass(frozen=True)
 class OfflinePlan:
     """A harness's say over one offline proposal: operator-family weights (None: the
-    proposer's own) and a multiplier on the size of constant perturbations."""
+    proposer's own), a multiplier on the size of constant perturbations, and the share of
+    duplicated statements whose copy also has 1-2 of its numeric literals nudged."""
 
     weights: dict[str, float] | None = None
     step: float = 1.0
+    vary: float = 0.0
 
 
 class Harness(Protocol):
