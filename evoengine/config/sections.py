@@ -121,9 +121,6 @@ class Operators(Section):
         False,
         description="Python's offline operators cross two parents too (off: measured, it hurt; benchmarks/README.md)",
     )
-    offline_vary: float = Field(
-        0.0, ge=0, le=1, description="share of offline duplicated statements whose copy gets 1-2 constants nudged"
-    )
     adapt: bool = Field(True, description="move each model's odds by its own record; false: the weights stay fixed")
     offline_arm: bool = Field(False, description="offer the offline operators as a bandit arm beside models")
     repair_attempts: int = Field(

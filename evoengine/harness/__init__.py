@@ -55,12 +55,10 @@ class Plan:
 @dataclass(frozen=True)
 class OfflinePlan:
     """A harness's say over one offline proposal: operator-family weights (None: the
-    proposer's own), a multiplier on the size of constant perturbations, and the share of
-    duplicated statements whose copy also has 1-2 of its numeric literals nudged."""
+    proposer's own) and a multiplier on the size of constant perturbations."""
 
     weights: dict[str, float] | None = None
     step: float = 1.0
-    vary: float = 0.0
 
 
 class Harness(Protocol):

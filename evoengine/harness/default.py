@@ -8,8 +8,7 @@ cross with. The prompt shows up to `MAX_INSPIRATIONS` inspirations (none with
 whose every prompt is the seed's); the temperature is the model's own, raised a little
 each time the same slot was already rejected (`ctx.attempt`), so a retry does not repeat
 itself. The offline operators for Python cross two parents only with
-`operators.offline_crossover: true` (and `operators.crossover` above 0), and vary a share
-`operators.offline_vary` of their duplicated statements.
+`operators.offline_crossover: true` (and `operators.crossover` above 0).
 
 Prompt: a system message framing the problem's kind, then one user message with the
 problem's description, the parent (score, metrics, evaluator feedback, text), the
@@ -26,7 +25,6 @@ This file is a valid replacement harness as it stands: copy it, change it, and p
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import Any
 
 from evoengine.blocks import evolve_blocks
@@ -140,11 +138,11 @@ class Harness:
         return Plan(operator, shown, temperature, _focus(ctx), _one_file(ctx, operator))
 
     def offline(self, ctx: ProposalContext) -> OfflinePlan:
-        plan = replace(offline_plan(ctx), vary=self.config.operators.offline_vary)
+        plan = offline_plan(ctx)
         ops = self.config.operators
         if (ops.offline_crossover and ops.crossover > 0) or not plan.weights:
             return plan
-        return replace(plan, weights={**plan.weights, "crossover": 0.0})
+        return OfflinePlan({**plan.weights, "crossover": 0.0}, plan.step)
 
     # ------------------------------------------------------------ prompt
 

@@ -17,9 +17,7 @@ Operators (the `Proposal.operator` names), tried with the weights in `WEIGHTS`:
 - ``offline:operator``: swap an arithmetic, comparison, boolean or augmented-assignment
   operator for a related one (``+``/``-``, ``<``/``<=``, ``and``/``or``, ...).
 - ``offline:duplicate`` / ``offline:delete`` / ``offline:swap``: statement edits within one
-  statement list (never a docstring, a ``def`` or a ``class``). A share of the duplicates
-  (`OfflinePlan.vary`) also nudge 1-2 numeric literals of the copy, as ``offline:constant``
-  does: a copied loop or call that must differ from its original needs both in one step.
+  statement list (never a docstring, a ``def`` or a ``class``).
 - ``offline:crossover`` with the first of ``ctx.inspirations`` that differs from the parent
   as the second parent (``Proposal.parents`` names both): if both blocks have
   the same structure, each differing numeric literal comes from either parent or a blend;
@@ -83,11 +81,9 @@ class OfflineProposer(BuiltinProposer):
         try:  # the policy may come from an evolved harness: its faults are the proposal's
             plan = self.policy(ctx) if self.policy is not None else OfflinePlan()
             weights = self.weights if plan.weights is None else self.checked(plan.weights)
-            step, vary = float(plan.step), float(plan.vary)
+            step = float(plan.step)
             if not (math.isfinite(step) and step > 0):
                 raise ValueError(f"step must be a positive number (got {plan.step!r})")
-            if not 0.0 <= vary <= 1.0:
-                raise ValueError(f"vary must be a share between 0 and 1 (got {plan.vary!r})")
         except Exception as exc:
             raise self.failed(ctx, f"the harness's offline policy failed: {type(exc).__name__}: {exc}") from None
 
@@ -112,7 +108,7 @@ class OfflineProposer(BuiltinProposer):
         operators: dict[str, Callable[[], Change | None]] = {
             "constant": lambda: mutate_constant(codes, ctx.rng, step),
             "operator": lambda: mutate_operator(codes, ctx.rng),
-            "statement": lambda: mutate_statement(codes, ctx.rng, vary, step),
+            "statement": lambda: mutate_statement(codes, ctx.rng),
             "crossover": lambda: crossover_blocks(pairs, ctx.rng),
         }
         if not pairs:

@@ -227,7 +227,7 @@ def unit_text(code: Code, unit: Unit) -> str:
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)  # moving these does nothing
 
 
-def mutate_statement(codes: list[Code], rng: random.Random, vary: float = 0.0, step: float = 1.0) -> Change | None:
+def mutate_statement(codes: list[Code], rng: random.Random) -> Change | None:
     """Duplicate, delete or swap statements of one list, where the program runs: a statement
     after a return (or raise, break, continue) is only copied to a place that runs or swapped
     into it, nothing is put after a return, and a return is never copied."""
@@ -249,7 +249,16 @@ def mutate_statement(codes: list[Code], rng: random.Random, vary: float = 0.0, s
         return None
     code, _, copies, live, swappable = rng.choice(choices[kind])
     if kind == "duplicate":
-        return _duplicate(code, copies, live, rng, step if vary > 0 and rng.random() < vary else None)
+        unit = rng.choice(copies)
+        target = rng.randrange(len(live) + (not isinstance(live[-1].node, TERMINAL)))
+        if target < len(live):  # before live[target]
+            edit = Edit(code.index, live[target].start, live[target].start, unit_text(code, unit) + "\n")
+            where = f"before line {live[target].line}"
+        else:
+            at = unit_end(code, live[-1])
+            edit = Edit(code.index, at, at, "\n" + unit_text(code, unit))
+            where = f"after line {live[-1].line}"
+        return Change([edit], f"duplicate statement at line {unit.line} {where}", kind)
     if kind == "delete":
         unit = rng.choice(live)
         first = unit_text(code, unit).strip().split("\n")[0]
@@ -263,35 +272,3 @@ def mutate_statement(codes: list[Code], rng: random.Random, vary: float = 0.0, s
         Edit(code.index, b.start, unit_end(code, b), unit_text(code, a)),
     ]
     return Change(edits, f"swap statements at lines {a.line} and {b.line}", kind)
-
-
-def _duplicate(code: Code, copies: list[Unit], live: list[Unit], rng: random.Random, step: float | None) -> Change:
-    """A copy of one of `copies` before one of `live` or after the last; with a `step`, 1-2 of the
-    copy's numeric literals nudged as `mutate_constant` does (one edit where two would be needed)."""
-    unit = rng.choice(copies)
-    text = unit_text(code, unit)
-    note = ""
-    if step is not None:
-        sub = Code(code.index, text, unit.line)
-        nodes = number_nodes(sub)
-        picked = _weighted_sample(rng, nodes, [_site_weight(sub, n) for n in nodes], rng.choice((1, 1, 2)))
-        edits = []
-        for node in picked:
-            old = number_value(node)
-            new = perturb(old, rng, step)
-            new_text = str(new) if isinstance(new, int) else format_float(new, old)
-            if new_text is not None and new != old:
-                start, end = sub.span(node)
-                edits.append(Edit(0, start, end, literal_text(sub, node, new_text)))
-        for edit in sorted(edits, key=lambda e: e.start, reverse=True):
-            text = text[: edit.start] + edit.text + text[edit.end :]
-        note = f" with {len(edits)} of its constants nudged" if edits else ""
-    target = rng.randrange(len(live) + (not isinstance(live[-1].node, TERMINAL)))
-    if target < len(live):  # before live[target]
-        edit = Edit(code.index, live[target].start, live[target].start, text + "\n")
-        where = f"before line {live[target].line}"
-    else:
-        at = unit_end(code, live[-1])
-        edit = Edit(code.index, at, at, "\n" + text)
-        where = f"after line {live[-1].line}"
-    return Change([edit], f"duplicate statement at line {unit.line}{note} {where}", "duplicate")
