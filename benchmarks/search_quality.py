@@ -27,7 +27,7 @@ matrix at the end of every invocation.
 
     python benchmarks/search_quality.py                 # default size (see benchmarks/README.md)
     python benchmarks/search_quality.py --quick         # a 1-2 minute smoke run
-    python benchmarks/search_quality.py --ablations     # also the eleven ablations
+    python benchmarks/search_quality.py --ablations     # also the ablations (ABLATIONS below)
     python benchmarks/search_quality.py --setup search --setup hill selection.strategy=hill_climb
 """
 
@@ -535,7 +535,7 @@ def main() -> None:
         help="a setup: its name and --set overrides (repeatable; the first is the reference; "
         "default: search, iid, greedy)",
     )
-    ap.add_argument("--ablations", action="store_true", help="add the eleven ablations to the setups")
+    ap.add_argument("--ablations", action="store_true", help=f"add the {len(ABLATIONS)} ablations to the setups")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at once (default: the cores)")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "search-quality", help="records and run folders")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results-search-quality.json")
