@@ -20,8 +20,8 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_quality import paired  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from evoengine.report.compare import paired  # noqa: E402
 
 
 def pooled(files: list[Path], problem: str, mode: str, budget: int, measure: str) -> dict[str, dict[int, float]]:

@@ -54,7 +54,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's evoengine, here, in the workers and in their sandboxes
+
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+
+from evoengine.report.compare import paired  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -266,24 +269,6 @@ def at_budget(record: dict[str, Any], budget: int, target: Target) -> dict[str, 
 
 
 # ---------------------------------------------------------------- statistics
-
-
-def paired(a: list[float], b: list[float]) -> dict[str, Any]:
-    """Mean of b - a over pairs, its 95% t-interval, and how often b was higher / lower."""
-    from scipy.stats import t
-
-    diffs = [y - x for x, y in zip(a, b, strict=True)]
-    n = len(diffs)
-    mean = statistics.fmean(diffs)
-    half = float(t.ppf(0.975, n - 1)) * statistics.stdev(diffs) / math.sqrt(n) if n > 1 else None
-    return {
-        "n": n,
-        "mean": mean,
-        "low": None if half is None else mean - half,
-        "high": None if half is None else mean + half,
-        "higher": sum(d > 0 for d in diffs),
-        "lower": sum(d < 0 for d in diffs),
-    }
 
 
 def summarise(records: list[dict[str, Any]], budgets: list[int], setups: list[str]) -> list[dict[str, Any]]:

@@ -85,6 +85,21 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("-o", "--output", type=Path, help="also copy the best harness here")
     se.add_argument("-q", "--quiet", action="store_true")
 
+    bl = sub.add_parser(
+        "baselines", help="a search against independent sampling and greedy refinement, several seeds each"
+    )
+    bl.add_argument("problem", help="as for `run`")
+    bl.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 of each setup (default 5)")
+    bl.add_argument("-c", "--config", help="config preset name or YAML file, for all three setups")
+    _overrides(bl, "--set", "override a config key for all three setups (repeatable)")
+    bl.add_argument("--budget", type=int, help="candidates per run (budget.candidates)")
+    bl.add_argument(
+        "--run-dir",
+        type=Path,
+        help="the folder of the runs (default runs/<time>-<problem>-baselines); an earlier one goes on from where it stopped",
+    )
+    bl.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
     cmp = sub.add_parser("compare", help="runs of one problem side by side (say, a search against its baselines)")
     cmp.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
 
@@ -280,6 +295,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_baselines(args: argparse.Namespace) -> int:
+    from .baselines import default_root, run_baselines
+    from .config import load_config
+
+    if args.seeds < 1:
+        raise EvoError(f"--seeds {args.seeds}: give at least 1 (10 or more show an interval worth reading)")
+    if not load_config(args.config, args.overrides).models:
+        print(OFFLINE_NOTE, file=sys.stderr)
+    root = args.run_dir or default_root(args.problem)
+    print(f"runs in: {root}", file=sys.stderr)
+    code, table = run_baselines(
+        args.problem, seeds=args.seeds, root=root, config=args.config, overrides=args.overrides,
+        budget=args.budget, progress=not args.quiet, say=lambda line: print(line, file=sys.stderr),
+    )  # fmt: skip
+    if table:
+        print(table)
+    return code
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .report import serve
 
@@ -297,6 +331,7 @@ COMMANDS = {
     "report": _cmd_report,
     "serve": _cmd_serve,
     "compare": _cmd_compare,
+    "baselines": _cmd_baselines,
     "self-evolve": _cmd_self_evolve,
 }
 

@@ -19,7 +19,7 @@ RANK = {
     "archive": 4, "harness": 4, "novelty": 4, "lineage": 4,
     "operators": 5, "report": 5, "status": 5,
     "engine": 6,
-    "api": 7, "selfevolve": 7, "porting": 7,
+    "api": 7, "selfevolve": 7, "porting": 7, "baselines": 7,
     "cli": 8,
 }  # fmt: skip
 

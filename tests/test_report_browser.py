@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -704,7 +705,33 @@ def test_report_of_several_runs_compares_them_side_by_side(browser, offline_run,
     legend = text_of(browser, "cmp-seq")
     assert all(r.resolve().name in legend for r in runs), "one best-so-far curve per run"
     other.close()
+    assert browser.execute_script("return document.getElementById('setups').hidden"), (
+        "one run per setup: nothing to pair"
+    )
     assert write_comparison(runs).name == "compare.html"
+
+
+def test_a_comparison_of_several_seeds_per_setup_pairs_the_setups_seed_by_seed(browser, tmp_path: Path) -> None:
+    runs = []
+    for setup, extra in (("search", []), ("greedy", ["--set", "selection.strategy=greedy"])):
+        for seed in (0, 1):
+            runs.append(tmp_path / f"{setup}-s{seed}")
+            run_cli(runs[-1], "circle_packing", 6, "--set", f"seed={seed}", *extra).close()
+    cli("report", *map(str, runs), "-o", str(tmp_path / "cmp.html"), check=True)
+    assert errors(open_page(browser, (tmp_path / "cmp.html").as_uri(), texts=False)) == []
+    assert not browser.execute_script("return document.getElementById('setups').hidden")
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#setups-table tr')].map(r => [...r.cells].map(c => c.textContent))"
+    )
+    assert rows[0][:3] == ["setup", "seeds", "mean best@6"] and "minus search" in rows[0][3]
+    assert [r[:2] for r in rows[1:]] == [["search", "2"], ["greedy", "2"]]
+    best = {}
+    for run in runs:
+        conn = sqlite3.connect(run / "archive.sqlite")
+        best[run.name] = conn.execute("SELECT max(score) FROM candidates WHERE seq <= 6 AND valid=1").fetchone()[0]
+        conn.close()
+    mean = sum(best[f"greedy-s{k}"] - best[f"search-s{k}"] for k in (0, 1)) / 2
+    assert rows[2][3].startswith(f"{mean:+.4g}") and "over 2" in rows[2][3]
 
 
 def test_serving_on_a_taken_port_is_a_clear_error_not_a_traceback(offline_run) -> None:

@@ -217,3 +217,45 @@ def test_compare_puts_a_search_beside_its_baselines_at_their_common_budget(tmp_p
         scores = [s for (s,) in conn.execute("SELECT score FROM candidates WHERE seq <= 20 AND valid=1")]
         conn.close()
         assert float(rows[name][best_at]) == pytest.approx(max(scores), rel=1e-5)
+
+
+def _best_at(run_dir: Path, budget: int) -> float:
+    conn = sqlite3.connect(run_dir / "archive.sqlite")
+    try:
+        return conn.execute("SELECT max(score) FROM candidates WHERE seq <= ? AND valid=1", (budget,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _setup_rows(stdout: str) -> dict[str, list[str]]:
+    """The `setup` table that `compare` prints after the runs' own: setup -> its cells."""
+    lines = stdout.split("\n\n")[1].splitlines()
+    return {line.split()[0]: line.split() for line in lines[1:]}
+
+
+@pytest.mark.slow
+def test_baselines_pair_the_search_with_both_baselines_seed_by_seed_and_go_on_where_they_stopped(tmp_path, quadratic):
+    root = tmp_path / "cmp"
+    proc = cli("baselines", str(quadratic), "--seeds", "2", "--budget", "12", "--run-dir", str(root), "-q", check=True)
+    names = sorted(p.name for p in root.iterdir())
+    assert names == sorted(f"{s}-s{k}" for s in ("search", "iid", "greedy") for k in (0, 1))
+    for name in names:
+        config = (root / name / "config.yaml").read_text()
+        assert f"seed: {name[-1]}\n" in config and status(root / name)["admitted"] == 12
+    assert "strategy: iid" in (root / "iid-s1" / "config.yaml").read_text()
+    rows = _setup_rows(proc.stdout)
+    assert set(rows) == {"search", "iid", "greedy"} and rows["greedy"][1] == "2"
+    gains = [_best_at(root / f"greedy-s{k}", 12) - _best_at(root / f"search-s{k}", 12) for k in (0, 1)]
+    assert float(rows["greedy"][3]) == pytest.approx(sum(gains) / 2, abs=1e-3)
+
+    # A third seed, one of whose runs was started by hand and stopped short: the six finished runs
+    # are kept as they are, the short one is resumed to the budget, the rest are made.
+    before = {name: (root / name / "archive.sqlite").stat().st_mtime_ns for name in names}
+    cli("run", str(quadratic), "--budget", "5", "--set", "seed=2", "--run-dir", str(root / "search-s2"), "-q",
+        check=True)  # fmt: skip
+    first_five = _rows(root / "search-s2")
+    proc = cli("baselines", str(quadratic), "--seeds", "3", "--budget", "12", "--run-dir", str(root), "-q", check=True)
+    assert {name: (root / name / "archive.sqlite").stat().st_mtime_ns for name in names} == before
+    assert _rows(root / "search-s2")[:5] == first_five and status(root / "search-s2")["admitted"] == 12
+    assert all(status(root / f"{s}-s2")["admitted"] == 12 for s in ("iid", "greedy"))
+    assert _setup_rows(proc.stdout)["iid"][1] == "3"

@@ -637,6 +637,12 @@
       runs.map(r => ({ cells: [r.name, r.problem || "", r.counts.admitted, r.counts.valid, r.counts.invalid, r.counts.screened, r.counts.rejected, r.counts.failed,
         r.seed_score, r.best_score, r.spend, r.tokens, r.elapsed_s] })));
     table($("differs-table"), ["key"].concat(runs.map(r => r.name)), Object.keys(S.differs).map(k => ({ cells: [k].concat(S.differs[k].map(v => v === null || v === undefined ? "—" : typeof v === "string" ? v : JSON.stringify(v))) })));
+    // several seeds of each setup: each against the first run's, seed by seed, with a 95% interval
+    $("setups").hidden = !S.setups;
+    if (S.setups) {
+      table($("setups-table"), S.setups.rows[0], S.setups.rows.slice(1).map(cells => ({ cells })));
+      $("setups-notes").textContent = S.setups.notes.join("; ");
+    }
     const series = key => runs.map((r, k) => ({ name: r.name, x: r.curve[key], y: r.curve.best, color: colour(k), step: true, width: 2 }));
     new Evo.XYChart($("cmp-seq"), { series: series("seq"), xlabel: "admission", ylabel: "best score" });
     new Evo.XYChart($("cmp-spend"), { series: series("spend"), xlabel: "spend ($)", ylabel: "best score" });
