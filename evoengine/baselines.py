@@ -20,8 +20,10 @@ from pathlib import Path
 from .config import load_config
 from .engine import create, new_run_dir, reopen
 from .engine.rundir import RunDir
+from .errors import ConfigError
 from .report.compare import comparison_table
 from .status import run_status
+from .trackers import flat
 
 SETUPS = {"search": [], "iid": ["selection.strategy=iid"], "greedy": ["selection.strategy=greedy"]}
 
@@ -56,15 +58,15 @@ def run_baselines(
     extra = [*overrides, *([f"budget.candidates={budget}"] if budget is not None else [])]
     done = []
     for setup, seed, run_dir in plan(root, seeds):
+        cfg = load_config(config, [*extra, f"seed={seed}", *SETUPS[setup]])
         if (run_dir / "archive.sqlite").exists():
-            admitted = run_status(run_dir)["admitted"]
-            target = load_config(None, extra, base=RunDir.saved(run_dir)[1]).budget.candidates
-            if admitted >= target:
+            saved = RunDir.saved(run_dir)[1]
+            _same_setup(run_dir, saved, cfg.dump())
+            if run_status(run_dir)["admitted"] >= cfg.budget.candidates:
                 done.append(run_dir)
                 continue
-            engine = reopen(run_dir, budget=budget, overrides=tuple(overrides), progress=progress)
+            engine = reopen(run_dir, budget=cfg.budget.candidates, progress=progress)
         else:
-            cfg = load_config(config, [*extra, f"seed={seed}", *SETUPS[setup]])
             engine = create(problem, cfg, run_dir=run_dir, progress=progress)
         summary = asyncio.run(engine.run())
         best = f"{summary.best.score:.6g}" if summary.best is not None else "none valid"
@@ -76,3 +78,16 @@ def run_baselines(
         done.append(run_dir)
     ordered = sorted(done, key=lambda d: list(SETUPS).index(d.name.rsplit("-s", 1)[0]))
     return 0, comparison_table(ordered) if len(ordered) > 1 else ""
+
+
+def _same_setup(run_dir: Path, saved: dict, wanted: dict) -> None:
+    """A run kept from before must be the setup this command asks for (its budget aside): a
+    comparison that mixed two configs under one name would mislead."""
+    before, now = flat(saved), flat(wanted)
+    keys = sorted(k for k in before.keys() | now.keys() if not k.startswith("budget.") and before.get(k) != now.get(k))
+    if keys:
+        changes = ", ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in keys[:5])
+        raise ConfigError(
+            f"{run_dir} was run with another config than this command asks for ({changes}"
+            f"{', ...' if len(keys) > 5 else ''}): give the same -c and --set as before, or a new --run-dir"
+        )

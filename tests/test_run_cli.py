@@ -259,3 +259,7 @@ def test_baselines_pair_the_search_with_both_baselines_seed_by_seed_and_go_on_wh
     assert _rows(root / "search-s2")[:5] == first_five and status(root / "search-s2")["admitted"] == 12
     assert all(status(root / f"{s}-s2")["admitted"] == 12 for s in ("iid", "greedy"))
     assert _setup_rows(proc.stdout)["iid"][1] == "3"
+    proc = cli("baselines", str(quadratic), "--seeds", "3", "--budget", "12", "--run-dir", str(root),
+               "--set", "selection.refine=false", "-q")  # fmt: skip
+    assert proc.returncode == 2 and "search-s0 was run with another config" in proc.stderr
+    assert "selection.refine" in proc.stderr and "--run-dir" in proc.stderr
