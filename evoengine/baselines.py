@@ -8,17 +8,22 @@ its own folder (`DIR/search-s0`, `DIR/iid-s0`, `DIR/greedy-s0`, ... seed by seed
 stopped comparison has whole seeds), and prints `evoengine compare` of them: the setups
 paired seed by seed, with a 95% interval. Running the same command again with `--run-dir
 DIR` keeps the runs that reached their budget, resumes the one that was stopped and adds
-any seeds asked for beyond them.
+any seeds asked for beyond them. `jobs` runs go at once, each in its own process.
 """
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures as futures
+import re
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from .config import load_config
-from .engine import create, new_run_dir, reopen
+from .engine import new_run_dir
 from .engine.rundir import RunDir
 from .errors import ConfigError
 from .report.compare import comparison_table
@@ -47,36 +52,86 @@ def run_baselines(
     config: str | None = None,
     overrides: list[str] = (),
     budget: int | None = None,
+    jobs: int = 1,
     progress: bool = False,
     say: Callable[[str], None] = print,
 ) -> tuple[int, str]:
-    """Run (or finish) every setup and seed under `root`; the exit code and the comparison.
+    """Run (or finish) every setup and seed under `root`, `jobs` runs at a time, each an
+    `evoengine run` (or `resume`) of its own; the exit code and the comparison.
 
-    A run stopped short of its budget (interrupted, failing, out of money) stops the whole
-    comparison there: the next setups would meet the same cause, and a comparison of runs that
-    did not reach their budget is not at equal budget."""
+    A run stopped short of its budget (interrupted, failing, out of money) stops the comparison
+    there: runs not yet started are not started (they would meet the same cause, and runs that
+    did not reach their budget are not compared at equal budget); Ctrl-C stops the runs under
+    way as it stops one run."""
     extra = [*overrides, *([f"budget.candidates={budget}"] if budget is not None else [])]
-    done = []
+    todo, done = [], []
     for setup, seed, run_dir in plan(root, seeds):
         cfg = load_config(config, [*extra, f"seed={seed}", *SETUPS[setup]])
+        command = ["run", problem, *(["-c", config] if config else []), "--run-dir", str(run_dir)]
+        command += [arg for o in [*extra, f"seed={seed}", *SETUPS[setup]] for arg in ("--set", o)]
         if (run_dir / "archive.sqlite").exists():
-            saved = RunDir.saved(run_dir)[1]
-            _same_setup(run_dir, saved, cfg.dump())
+            _same_setup(run_dir, RunDir.saved(run_dir)[1], cfg.dump())
             if run_status(run_dir)["admitted"] >= cfg.budget.candidates:
                 done.append(run_dir)
                 continue
-            engine = reopen(run_dir, budget=cfg.budget.candidates, progress=progress)
-        else:
-            engine = create(problem, cfg, run_dir=run_dir, progress=progress)
-        summary = asyncio.run(engine.run())
-        best = f"{summary.best.score:.6g}" if summary.best is not None else "none valid"
-        say(f"{setup:>6} seed {seed}: best {best} after {summary.admitted} candidates (stopped: {summary.stopped})")
-        if summary.stopped not in ("budget", "target"):
-            say("\n".join(summary.lines()))
-            say(f"stopped at {run_dir}; run the same command with --run-dir {root} to go on from there")
-            return summary.exit_code or 1, ""
-        done.append(run_dir)
-    ordered = sorted(done, key=lambda d: list(SETUPS).index(d.name.rsplit("-s", 1)[0]))
+            command = ["resume", str(run_dir), "--budget", str(cfg.budget.candidates)]
+        show = progress and jobs == 1
+        todo.append((f"{setup:>6} seed {seed}", run_dir, [*command, *([] if show else ["-q"])]))
+    halt = threading.Event()
+    running: set[subprocess.Popen] = set()
+    lock = threading.Lock()
+
+    def one(name: str, run_dir: Path, command: list[str]) -> tuple[str, Path, int, str, str]:
+        with lock:
+            if halt.is_set():
+                return name, run_dir, 0, "not started", ""
+            child = subprocess.Popen(
+                [sys.executable, "-m", "evoengine.cli", *command],
+                stdout=subprocess.PIPE,
+                stderr=None if "-q" not in command else subprocess.PIPE,  # a progress bar shows; else kept for errors
+                text=True,
+            )
+            running.add(child)
+        out, err = child.communicate()
+        with lock:
+            running.discard(child)
+        stopped = re.search(r"^stopped: (.+?) after", out, re.M)
+        return name, run_dir, child.returncode, stopped.group(1) if stopped else "error", err or ""
+
+    code = 0
+    with futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        pending = [pool.submit(one, *task) for task in todo]
+        try:
+            for future in futures.as_completed(pending):
+                name, run_dir, returncode, stopped, err = future.result()
+                if stopped == "not started":
+                    continue
+                best = run_status(run_dir)["best_score"] if (run_dir / "archive.sqlite").exists() else None
+                say(f"{name}: best {'-' if best is None else f'{best:.6g}'} (stopped: {stopped})")
+                if stopped in ("budget", "target") and returncode == 0:
+                    done.append(run_dir)
+                elif not halt.is_set():
+                    halt.set()
+                    code = returncode or 1
+                    say("\n".join(line for line in err.splitlines()[-5:] if line.strip()))
+                    say(f"{run_dir} stopped short: `evoengine status {run_dir}` says why; the runs not started")
+                    say(f"are not started. The same command with --run-dir {root} goes on from there.")
+        except KeyboardInterrupt:
+            halt.set()
+            code = 130
+            with lock:
+                for child in running:
+                    child.send_signal(signal.SIGINT)  # as Ctrl-C would: each run stops and keeps what it has
+            futures.wait(pending)
+            for name, run_dir, _, stopped, _ in (f.result() for f in pending):
+                if stopped != "not started":
+                    say(f"{name}: stopped: {stopped} after {run_status(run_dir)['admitted']} candidates")
+            say(f"interrupted; the same command with --run-dir {root} goes on from there")
+    if code:
+        return code, ""
+    ordered = sorted(
+        done, key=lambda d: (list(SETUPS).index(d.name.rsplit("-s", 1)[0]), int(d.name.rsplit("-s", 1)[1]))
+    )
     return 0, comparison_table(ordered) if len(ordered) > 1 else ""
 
 

@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="the folder of the runs (default runs/<time>-<problem>-baselines); an earlier one goes on from where it stopped",
     )
-    bl.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    bl.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default 1)")
+    bl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     cmp = sub.add_parser("compare", help="runs of one problem side by side (say, a search against its baselines)")
     cmp.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
@@ -307,7 +308,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     print(f"runs in: {root}", file=sys.stderr)
     code, table = run_baselines(
         args.problem, seeds=args.seeds, root=root, config=args.config, overrides=args.overrides,
-        budget=args.budget, progress=not args.quiet, say=lambda line: print(line, file=sys.stderr),
+        budget=args.budget, jobs=args.jobs, progress=not args.quiet, say=lambda line: print(line, file=sys.stderr),
     )  # fmt: skip
     if table:
         print(table)

@@ -263,3 +263,26 @@ def test_baselines_pair_the_search_with_both_baselines_seed_by_seed_and_go_on_wh
                "--set", "selection.refine=false", "-q")  # fmt: skip
     assert proc.returncode == 2 and "search-s0 was run with another config" in proc.stderr
     assert "selection.refine" in proc.stderr and "--run-dir" in proc.stderr
+
+
+@pytest.mark.slow
+def test_baselines_stopped_by_ctrl_c_keep_what_each_run_made_and_go_on_from_there(tmp_path, quadratic):
+    root = tmp_path / "cmp"
+    command = [sys.executable, "-m", "evoengine.cli", "baselines", str(quadratic), "--seeds", "1", "--jobs", "2"]
+    proc = subprocess.Popen([*command, "--budget", "5000", "--run-dir", str(root), "-q"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(
+        (root / name / "archive.sqlite").exists() and len(_rows(root / name)) >= 20 for name in ("search-s0", "iid-s0")
+    ):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the command and its runs alike
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and f"--run-dir {root}" in err
+    kept = {name: _rows(root / name) for name in ("search-s0", "iid-s0")}
+    assert all(20 <= len(rows) < 5000 for rows in kept.values()) and not (root / "greedy-s0").exists()
+    budget = max(len(rows) for rows in kept.values()) + 10
+    cli(*command[3:], "--budget", str(budget), "--run-dir", str(root), "-q", check=True)
+    for name, rows in kept.items():
+        assert _rows(root / name)[: len(rows)] == rows and len(_rows(root / name)) == budget
+    assert len(_rows(root / "greedy-s0")) == budget
