@@ -93,10 +93,13 @@ def run_baselines(
             )
             running.add(child)
         out, err = child.communicate()
+        found = re.search(r"^stopped: (.+?) after", out, re.M)
+        stopped = found.group(1) if found else "error"
         with lock:
             running.discard(child)
-        stopped = re.search(r"^stopped: (.+?) after", out, re.M)
-        return name, run_dir, child.returncode, stopped.group(1) if stopped else "error", err or ""
+            if child.returncode or stopped not in ("budget", "target"):
+                halt.set()  # before this worker takes the next run
+        return name, run_dir, child.returncode, stopped, err or ""
 
     code = 0
     with futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -110,12 +113,11 @@ def run_baselines(
                 say(f"{name}: best {'-' if best is None else f'{best:.6g}'} (stopped: {stopped})")
                 if stopped in ("budget", "target") and returncode == 0:
                     done.append(run_dir)
-                elif not halt.is_set():
-                    halt.set()
+                elif not code:
                     code = returncode or 1
                     say("\n".join(line for line in err.splitlines()[-5:] if line.strip()))
-                    say(f"{run_dir} stopped short: `evoengine status {run_dir}` says why; the runs not started")
-                    say(f"are not started. The same command with --run-dir {root} goes on from there.")
+                    say(f"{run_dir} stopped short of its budget ({stopped}), so no further run was started;")
+                    say(f"`evoengine status {run_dir}` says more. The same command with --run-dir {root} goes on.")
         except KeyboardInterrupt:
             halt.set()
             code = 130
@@ -124,7 +126,7 @@ def run_baselines(
                     child.send_signal(signal.SIGINT)  # as Ctrl-C would: each run stops and keeps what it has
             futures.wait(pending)
             for name, run_dir, _, stopped, _ in (f.result() for f in pending):
-                if stopped != "not started":
+                if stopped != "not started" and (run_dir / "archive.sqlite").exists():
                     say(f"{name}: stopped: {stopped} after {run_status(run_dir)['admitted']} candidates")
             say(f"interrupted; the same command with --run-dir {root} goes on from there")
     if code:

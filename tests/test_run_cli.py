@@ -286,3 +286,20 @@ def test_baselines_stopped_by_ctrl_c_keep_what_each_run_made_and_go_on_from_ther
     for name, rows in kept.items():
         assert _rows(root / name)[: len(rows)] == rows and len(_rows(root / name)) == budget
     assert len(_rows(root / "greedy-s0")) == budget
+
+
+def test_baselines_stop_at_the_first_run_that_fails_and_start_no_other(tmp_path):
+    problem = tmp_path / "broken"
+    problem.mkdir()
+    (problem / "initial.py").write_text("# EVOLVE-BLOCK-START\nx = 1\n# EVOLVE-BLOCK-END\n")
+    (problem / "problem.py").write_text(
+        "from evoengine.problem import Problem\n"
+        'problem = Problem(name="broken", description="d", initial="initial.py", language="python", kind="program")\n'
+        "def evaluate(path):\n"
+        '    raise RuntimeError("the evaluator is broken")\n'
+    )
+    root = tmp_path / "cmp"
+    proc = cli("baselines", str(problem), "--seeds", "3", "--budget", "10", "--run-dir", str(root), "-q")
+    assert proc.returncode != 0 and "the evaluator is broken" in proc.stderr
+    assert "no further run was started" in proc.stderr and f"--run-dir {root}" in proc.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["search-s0"]
