@@ -41,6 +41,14 @@ def quadratic() -> Path:
     return TEST_PROBLEMS / "quadratic"
 
 
+def problem_folder(folder: Path, problem: str, initial: str) -> Path:
+    """A problem folder made from the texts of its problem.py and initial.py."""
+    folder.mkdir()
+    (folder / "problem.py").write_text(problem)
+    (folder / "initial.py").write_text(initial)
+    return folder
+
+
 def as_schema_1(run_dir: Path) -> None:
     """Make a run's store look as evoengine 0.1 wrote it (schema 1: no schedule, kinds, digests or
     resume snapshot), to check that older stores still open and are upgraded."""

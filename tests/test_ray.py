@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TEST_PROBLEMS, cli
+from conftest import REPO, TEST_PROBLEMS, cli, problem_folder
 
 from evoengine.config import Ray
 from evoengine.errors import EvoError, ProblemError
@@ -370,16 +370,15 @@ def test_sandbox_limits_inside_ray_tasks_are_those_of_the_local_pool(cluster):
 def test_problem_that_cannot_import_on_the_nodes_fails_at_start_naming_the_cause(cluster, tmp_path):
     """Here the package is missing only on the Ray nodes (where the problem folder is Ray's
     copy of it), as on a node set up without it."""
-    folder = tmp_path / "needs_a_package"
-    folder.mkdir()
-    (folder / "initial.py").write_text("def params():\n    return (0.0, 0.0, 0.0)\n")
-    (folder / "problem.py").write_text(
+    folder = problem_folder(
+        tmp_path / "needs_a_package",
         "from evoengine import EvalResult, Problem\n"
         "if 'runtime_resources' in __file__:\n"
         "    import package_missing_on_the_nodes  # noqa\n"
         "problem = Problem(name='needs', description='d', initial='initial.py')\n"
         "def evaluate(path):\n"
-        "    return EvalResult(score=1.0)\n"
+        "    return EvalResult(score=1.0)\n",
+        "def params():\n    return (0.0, 0.0, 0.0)\n",
     )
     pool = RayPool(folder / "problem.py", 1, Limits(timeout_s=10), ray_config(cluster))
     with pytest.raises(

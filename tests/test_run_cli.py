@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, as_schema_1, cli, status
+from conftest import REPO, as_schema_1, cli, problem_folder, status
 
 from evoengine.store import SCHEMA_VERSION
 
@@ -289,14 +289,13 @@ def test_baselines_stopped_by_ctrl_c_keep_what_each_run_made_and_go_on_from_ther
 
 
 def test_baselines_stop_at_the_first_run_that_fails_and_start_no_other(tmp_path):
-    problem = tmp_path / "broken"
-    problem.mkdir()
-    (problem / "initial.py").write_text("# EVOLVE-BLOCK-START\nx = 1\n# EVOLVE-BLOCK-END\n")
-    (problem / "problem.py").write_text(
+    problem = problem_folder(
+        tmp_path / "broken",
         "from evoengine.problem import Problem\n"
         'problem = Problem(name="broken", description="d", initial="initial.py", language="python", kind="program")\n'
         "def evaluate(path):\n"
-        '    raise RuntimeError("the evaluator is broken")\n'
+        '    raise RuntimeError("the evaluator is broken")\n',
+        "# EVOLVE-BLOCK-START\nx = 1\n# EVOLVE-BLOCK-END\n",
     )
     root = tmp_path / "cmp"
     proc = cli("baselines", str(problem), "--seeds", "3", "--budget", "10", "--run-dir", str(root), "-q")
