@@ -33,9 +33,22 @@ from .trackers import flat
 SETUPS = {"search": [], "iid": ["selection.strategy=iid"], "greedy": ["selection.strategy=greedy"]}
 
 
-def plan(root: Path, seeds: int) -> list[tuple[str, int, Path]]:
+def plan(root: Path, seeds: int, setups: dict[str, list[str]]) -> list[tuple[str, int, Path]]:
     """(setup, seed, run folder) in the order they run: seed by seed, each setup in turn."""
-    return [(setup, seed, root / f"{setup}-s{seed}") for seed in range(seeds) for setup in SETUPS]
+    return [(setup, seed, root / f"{setup}-s{seed}") for seed in range(seeds) for setup in setups]
+
+
+def with_setups(more: list[list[str]]) -> dict[str, list[str]]:
+    """The three setups and the user's own (`--setup NAME KEY=VALUE ...`: an ablation, say)."""
+    setups = dict(SETUPS)
+    for name, *overrides in more:
+        if not re.fullmatch(r"[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*", name) or name in setups:
+            taken = f"{name!r} is taken" if name in setups else f"{name!r} cannot name a folder"
+            raise ConfigError(f"--setup {name}: {taken}; give a new name of letters, digits, '_', '.' or '-'")
+        if not overrides or not all("=" in o for o in overrides):
+            raise ConfigError(f"--setup {name}: give its KEY=VALUE overrides after the name, e.g. selection.elites=0")
+        setups[name] = overrides
+    return setups
 
 
 def default_root(problem: str) -> Path:
@@ -53,6 +66,7 @@ def run_baselines(
     overrides: list[str] = (),
     budget: int | None = None,
     jobs: int = 1,
+    setups: dict[str, list[str]] = SETUPS,
     progress: bool = False,
     say: Callable[[str], None] = print,
 ) -> tuple[int, str]:
@@ -65,26 +79,26 @@ def run_baselines(
     way as it stops one run."""
     extra = [*overrides, *([f"budget.candidates={budget}"] if budget is not None else [])]
     todo, done = [], []
-    for setup, seed, run_dir in plan(root, seeds):
-        cfg = load_config(config, [*extra, f"seed={seed}", *SETUPS[setup]])
+    for setup, seed, run_dir in plan(root, seeds, setups):
+        cfg = load_config(config, [*extra, f"seed={seed}", *setups[setup]])
         command = ["run", problem, *(["-c", config] if config else []), "--run-dir", str(run_dir)]
-        command += [arg for o in [*extra, f"seed={seed}", *SETUPS[setup]] for arg in ("--set", o)]
+        command += [arg for o in [*extra, f"seed={seed}", *setups[setup]] for arg in ("--set", o)]
         if (run_dir / "archive.sqlite").exists():
             _same_setup(run_dir, RunDir.saved(run_dir)[1], cfg.dump())
             if run_status(run_dir)["admitted"] >= cfg.budget.candidates:
-                done.append(run_dir)
+                done.append((setup, seed, run_dir))
                 continue
             command = ["resume", str(run_dir), "--budget", str(cfg.budget.candidates)]
         show = progress and jobs == 1
-        todo.append((f"{setup:>6} seed {seed}", run_dir, [*command, *([] if show else ["-q"])]))
+        todo.append(((setup, seed, run_dir), [*command, *([] if show else ["-q"])]))
     halt = threading.Event()
     running: set[subprocess.Popen] = set()
     lock = threading.Lock()
 
-    def one(name: str, run_dir: Path, command: list[str]) -> tuple[str, Path, int, str, str]:
+    def one(key: tuple[str, int, Path], command: list[str]) -> tuple[tuple[str, int, Path], int, str, str]:
         with lock:
             if halt.is_set():
-                return name, run_dir, 0, "not started", ""
+                return key, 0, "not started", ""
             child = subprocess.Popen(
                 [sys.executable, "-m", "evoengine.cli", *command],
                 stdout=subprocess.PIPE,
@@ -99,20 +113,21 @@ def run_baselines(
             running.discard(child)
             if child.returncode or stopped not in ("budget", "target"):
                 halt.set()  # before this worker takes the next run
-        return name, run_dir, child.returncode, stopped, err or ""
+        return key, child.returncode, stopped, err or ""
 
     code = 0
     with futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         pending = [pool.submit(one, *task) for task in todo]
         try:
             for future in futures.as_completed(pending):
-                name, run_dir, returncode, stopped, err = future.result()
+                key, returncode, stopped, err = future.result()
+                (setup, seed, run_dir), name = key, f"{key[0]} seed {key[1]}"
                 if stopped == "not started":
                     continue
                 best = run_status(run_dir)["best_score"] if (run_dir / "archive.sqlite").exists() else None
                 say(f"{name}: best {'-' if best is None else f'{best:.6g}'} (stopped: {stopped})")
                 if stopped in ("budget", "target") and returncode == 0:
-                    done.append(run_dir)
+                    done.append(key)
                 elif not code:
                     code = returncode or 1
                     say("\n".join(line for line in err.splitlines()[-5:] if line.strip()))
@@ -125,15 +140,13 @@ def run_baselines(
                 for child in running:
                     child.send_signal(signal.SIGINT)  # as Ctrl-C would: each run stops and keeps what it has
             futures.wait(pending)
-            for name, run_dir, _, stopped, _ in (f.result() for f in pending):
+            for (setup, seed, run_dir), _, stopped, _ in (f.result() for f in pending):
                 if stopped != "not started" and (run_dir / "archive.sqlite").exists():
-                    say(f"{name}: stopped: {stopped} after {run_status(run_dir)['admitted']} candidates")
+                    say(f"{setup} seed {seed}: stopped: {stopped} after {run_status(run_dir)['admitted']} candidates")
             say(f"interrupted; the same command with --run-dir {root} goes on from there")
     if code:
         return code, ""
-    ordered = sorted(
-        done, key=lambda d: (list(SETUPS).index(d.name.rsplit("-s", 1)[0]), int(d.name.rsplit("-s", 1)[1]))
-    )
+    ordered = [run_dir for _, _, run_dir in sorted(done, key=lambda d: (list(setups).index(d[0]), d[1]))]
     return 0, comparison_table(ordered) if len(ordered) > 1 else ""
 
 

@@ -98,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="the folder of the runs (default runs/<time>-<problem>-baselines); an earlier one goes on from where it stopped",
     )
+    bl.add_argument(
+        "--setup",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "KEY=VALUE"),
+        help="a further setup beside the three, e.g. --setup no-elites selection.elites=0 (repeatable)",
+    )
     bl.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default 1)")
     bl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -297,18 +305,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_baselines(args: argparse.Namespace) -> int:
-    from .baselines import default_root, run_baselines
+    from .baselines import default_root, run_baselines, with_setups
     from .config import load_config
 
     if args.seeds < 1:
         raise EvoError(f"--seeds {args.seeds}: give at least 1 (10 or more show an interval worth reading)")
+    setups = with_setups(args.setup)
     if not load_config(args.config, args.overrides).models:
         print(OFFLINE_NOTE, file=sys.stderr)
     root = args.run_dir or default_root(args.problem)
     print(f"runs in: {root}", file=sys.stderr)
     code, table = run_baselines(
         args.problem, seeds=args.seeds, root=root, config=args.config, overrides=args.overrides,
-        budget=args.budget, jobs=args.jobs, progress=not args.quiet, say=lambda line: print(line, file=sys.stderr),
+        budget=args.budget, jobs=args.jobs, setups=setups, progress=not args.quiet, say=lambda line: print(line, file=sys.stderr),
     )  # fmt: skip
     if table:
         print(table)

@@ -236,15 +236,17 @@ def _setup_rows(stdout: str) -> dict[str, list[str]]:
 @pytest.mark.slow
 def test_baselines_pair_the_search_with_both_baselines_seed_by_seed_and_go_on_where_they_stopped(tmp_path, quadratic):
     root = tmp_path / "cmp"
-    proc = cli("baselines", str(quadratic), "--seeds", "2", "--budget", "12", "--run-dir", str(root), "-q", check=True)
+    proc = cli("baselines", str(quadratic), "--seeds", "2", "--budget", "12", "--run-dir", str(root), "-q",
+               "--setup", "no-refine", "selection.refine=false", check=True)  # fmt: skip
     names = sorted(p.name for p in root.iterdir())
-    assert names == sorted(f"{s}-s{k}" for s in ("search", "iid", "greedy") for k in (0, 1))
+    assert names == sorted(f"{s}-s{k}" for s in ("search", "iid", "greedy", "no-refine") for k in (0, 1))
     for name in names:
         config = (root / name / "config.yaml").read_text()
         assert f"seed: {name[-1]}\n" in config and status(root / name)["admitted"] == 12
     assert "strategy: iid" in (root / "iid-s1" / "config.yaml").read_text()
+    assert "refine: false" in (root / "no-refine-s0" / "config.yaml").read_text()
     rows = _setup_rows(proc.stdout)
-    assert set(rows) == {"search", "iid", "greedy"} and rows["greedy"][1] == "2"
+    assert list(rows) == ["search", "iid", "greedy", "no-refine"] and rows["greedy"][1] == "2"
     gains = [_best_at(root / f"greedy-s{k}", 12) - _best_at(root / f"search-s{k}", 12) for k in (0, 1)]
     assert float(rows["greedy"][3]) == pytest.approx(sum(gains) / 2, abs=1e-3)
 
