@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     bl.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     cmp = sub.add_parser("compare", help="runs of one problem side by side (say, a search against its baselines)")
-    cmp.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    cmp.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="runs, or a folder of runs")
 
     sv = sub.add_parser("serve", help="a read-only local viewer, refreshed while the run goes on")
     sv.add_argument("run_dir", type=Path)
@@ -288,8 +288,9 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_comparison, write_report
+    from .report.compare import expand
 
-    if len(args.run_dirs) == 1:
+    if len(expand(args.run_dirs)) == 1:  # one run (a folder of runs is a comparison)
         path = write_report(args.run_dirs[0], args.output)
     else:
         path = write_comparison(args.run_dirs, args.output)
@@ -321,6 +322,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if table:
         print(table)
+        print(f"again: evoengine compare {root}   as a page: evoengine report {root}", file=sys.stderr)
     return code
 
 

@@ -249,6 +249,9 @@ def test_baselines_pair_the_search_with_both_baselines_seed_by_seed_and_go_on_wh
     assert list(rows) == ["search", "iid", "greedy", "no-refine"] and rows["greedy"][1] == "2"
     gains = [_best_at(root / f"greedy-s{k}", 12) - _best_at(root / f"search-s{k}", 12) for k in (0, 1)]
     assert float(rows["greedy"][3]) == pytest.approx(sum(gains) / 2, abs=1e-3)
+    assert _setup_rows(cli("compare", str(root), check=True).stdout) == rows  # the folder stands for its runs
+    cli("report", str(root), check=True)
+    assert (root / "compare.html").is_file()
 
     # A third seed, one of whose runs was started by hand and stopped short: the six finished runs
     # are kept as they are, the short one is resumed to the budget, the rest are made.

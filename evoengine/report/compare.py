@@ -68,11 +68,27 @@ def run_curves(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def expand(run_dirs: list[Path]) -> list[Path]:
+    """The run directories named, with a folder of runs (what `evoengine baselines` writes)
+    standing for the runs in it: `search-*` first (the reference), then by name, seeds in order."""
+    out = []
+    for d in map(Path, run_dirs):
+        inside = [] if (d / "archive.sqlite").exists() else [c for c in d.glob("*") if (c / "archive.sqlite").exists()]
+
+        def order(run: Path) -> tuple:
+            stem, _, seed = run.name.rpartition("-s")
+            return (stem != "search", stem, int(seed)) if seed.isdigit() else (True, run.name, 0)
+
+        out += sorted(inside, key=order) if inside else [d]
+    return out
+
+
 def comparison(run_dirs: list[Path]) -> dict[str, Any]:
     """The runs' curves and outcomes, the config keys in which they differ, their common budget
     and, with several seeds of each setup, the setups paired seed by seed (`_setups`)."""
+    run_dirs = expand(run_dirs)
     if len(run_dirs) < 2:
-        raise EvoError("a comparison needs two or more run directories")
+        raise EvoError("a comparison needs two or more run directories (or a folder of runs)")
     runs = [run_curves(Path(d)) for d in run_dirs]
     configs = [_config(Path(d)) for d in run_dirs]
     keys = sorted({k for c in configs for k in c})
@@ -83,10 +99,12 @@ def comparison(run_dirs: list[Path]) -> dict[str, Any]:
 
 
 def write_comparison(run_dirs: list[str | Path], out_path: str | Path | None = None) -> Path:
-    """Write one page comparing the runs (default `compare.html` beside the first run)."""
+    """Write one page comparing the runs (default `compare.html` beside the first run, or in
+    the folder of runs given)."""
     dirs = [Path(d) for d in run_dirs]
     data = comparison(dirs)
-    out = Path(out_path) if out_path is not None else dirs[0].parent / "compare.html"
+    folder = dirs[0] if len(dirs) == 1 else dirs[0].parent  # a folder of runs keeps its comparison
+    out = Path(out_path) if out_path is not None else folder / "compare.html"
     return write_page(render_page(data, " vs ".join(r["name"] for r in data["runs"])), out)
 
 
