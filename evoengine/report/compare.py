@@ -1,6 +1,7 @@
-"""Runs compared: `evoengine report RUN_A RUN_B ...` puts their best-so-far curves (by
-admission, by spend and by time), spend and outcomes side by side, with the config keys in
-which they differ (e.g. `selection.strategy: iid` vs `greedy` for the search baselines).
+"""Runs compared: `evoengine report RUN_A RUN_B ...` (or a folder of runs) puts their
+best-so-far curves (by admission, by spend and by time), spend and outcomes side by side, with
+the config keys in which they differ (e.g. `selection.strategy: iid` vs `greedy` for the
+search baselines).
 
 One run per setup says little: two searches of one problem that differ only in their seed
 often end further apart than two setups do. So when the runs are several seeds of each setup
@@ -133,9 +134,9 @@ def _setups(
 ) -> dict[str, list] | None:
     """The runs grouped by setup (their configs but for `seed`), each setup's best at `common`
     paired seed by seed with the first run's setup: a table's rows (header first) and notes on
-    runs left out; None when no setup has two seeds. A
-    setup is named by its runs' folder name less the seed (`greedy-s3` -> `greedy`) when its
-    runs share one, else by the config keys in which the setups differ."""
+    runs left out; None when no setup has two seeds. A setup is named by its runs' folder name
+    less the seed (`greedy-s3` -> `greedy`) when its runs share one, else by the config keys in
+    which the setups differ."""
     groups: dict[str, dict[Any, float | None]] = {}
     stems: dict[str, set[str]] = {}
     left_out = []
