@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         "baselines", help="a search against independent sampling and greedy refinement, several seeds each"
     )
     bl.add_argument("problem", help="as for `run`")
-    bl.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 of each setup (default 5)")
+    bl.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 of each setup (default 10)")
     bl.add_argument("-c", "--config", help="config preset name or YAML file, for all three setups")
     _overrides(bl, "--set", "override a config key for all three setups (repeatable)")
     bl.add_argument("--budget", type=int, help="candidates per run (budget.candidates)")
