@@ -90,8 +90,8 @@ def comparison(run_dirs: list[Path]) -> dict[str, Any]:
     run_dirs = expand(run_dirs)
     if len(run_dirs) < 2:
         raise EvoError("a comparison needs two or more run directories (or a folder of runs)")
-    runs = [run_curves(Path(d)) for d in run_dirs]
-    configs = [_config(Path(d)) for d in run_dirs]
+    runs = [run_curves(d) for d in run_dirs]
+    configs = [_config(d) for d in run_dirs]
     keys = sorted({k for c in configs for k in c})
     differs = {k: [c.get(k) for c in configs] for k in keys if len({repr(c.get(k)) for c in configs}) > 1}
     common = min(len(r["curve"]["best"]) for r in runs)
