@@ -101,14 +101,13 @@ def run_baselines(
                 return key, 0, "not started", ""
             child = subprocess.Popen(
                 [sys.executable, "-m", "evoengine.cli", *command],
-                stdout=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,  # each run's own summary; its store says how it stopped
                 stderr=None if "-q" not in command else subprocess.PIPE,  # a progress bar shows; else kept for errors
                 text=True,
             )
             running.add(child)
-        out, err = child.communicate()
-        found = re.search(r"^stopped: (.+?) after", out, re.M)
-        stopped = found.group(1) if found else "error"
+        _, err = child.communicate()
+        stopped = _stop_reason(key[2])
         with lock:
             running.discard(child)
             if child.returncode or stopped not in ("budget", "target"):
@@ -148,6 +147,13 @@ def run_baselines(
         return code, ""
     ordered = [run_dir for _, _, run_dir in sorted(done, key=lambda d: (list(setups).index(d[0]), d[1]))]
     return 0, comparison_table(ordered) if len(ordered) > 1 else ""
+
+
+def _stop_reason(run_dir: Path) -> str:
+    """Why the run in `run_dir` stopped, as its store says ("error" if it never said)."""
+    if not (run_dir / "archive.sqlite").exists():
+        return "error"
+    return (run_status(run_dir)["stopped"] or {}).get("reason", "error")
 
 
 def _same_setup(run_dir: Path, saved: dict, wanted: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,26 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "seed_id": seed.id if seed else None,
             "spend": reader.spend(),
             "elapsed_s": reader.get_state("elapsed_s", 0.0),
+            "stopped": reader.get_state("stopped"),  # {reason, message}; None while under way or after a kill
+            "running_pid": _holder(Path(run_dir)),
             "models": reader.model_usage(),
             "bandit": reader.get_state("bandit", {}),
             "archive": reader.get_state("archive", {}),
             "novelty": reader.get_state("novelty", {}),
             "events": reader.event_counts(),
         }
+
+
+def _holder(run_dir: Path) -> int | None:
+    """The process running this run, if one is: the pid its lock file names, while alive."""
+    try:
+        pid = int((run_dir / ".lock").read_text().strip())
+        os.kill(pid, 0)
+    except PermissionError:  # alive, another user's
+        return pid
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 def _fmt(x: Any) -> str:
@@ -46,6 +61,15 @@ def _fmt(x: Any) -> str:
 
 def _some(pairs: list[tuple[str, Any]]) -> str:
     return ", ".join(f"{n} {label}" for label, n in pairs if n)
+
+
+def _state(s: dict[str, Any]) -> str:
+    stopped = s.get("stopped")
+    if stopped:
+        return f"stopped    {stopped['reason']}" + (f": {stopped['message']}" if stopped["message"] else "")
+    if s.get("running_pid"):
+        return f"running    in process {s['running_pid']}"
+    return f"stopped    without saying why (killed?); `evoengine resume {s['run_dir']}` goes on"
 
 
 def render_status(s: dict[str, Any]) -> str:
@@ -60,6 +84,7 @@ def render_status(s: dict[str, Any]) -> str:
         f"best       {_fmt(s['best_score'])} (candidate {_fmt(s['best_id'])}); "
         f"start {_fmt(s['seed_score'])} (candidate {_fmt(s['seed_id'])})",
         f"time       {s['elapsed_s']:.1f} s of search; spend ${s['spend']:.4f}",
+        _state(s),
     ]
     kinds = s.get("failure_kinds") or {}
     if kinds:

@@ -233,6 +233,8 @@ def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
         if not (run_dir / "archive.sqlite").exists():
             return
         assert integrity(run_dir) == "ok"
+        said = cli("status", str(run_dir), check=True).stdout
+        assert f"stopped    without saying why (killed?); `evoengine resume {run_dir}` goes on" in said
         rows = admitted_rows(run_dir)
         assert len(rows) >= kill.admitted_seen, (
             f"cycle {kill.cycle}: {kill.admitted_seen} admissions were visible before the kill, "
@@ -310,6 +312,7 @@ def test_resume_after_twenty_random_sigkills_loses_nothing(tmp_path, quadratic):
     assert s["best_score"] == best[4] and s["best_id"] == best[0]
     assert s["seed_score"] == by_seq[1][4]
     assert s["in_flight"] == 0
+    assert s["stopped"] == {"reason": "budget", "message": ""} and s["running_pid"] is None
     assert s["abandoned_proposals"] == statuses.get("abandoned", 0)
     assert s["failed_proposals"] == statuses.get("failed", 0)
 

@@ -79,9 +79,14 @@ def test_status_reads_a_run_while_another_process_holds_it(tmp_path, quadratic):
         assert status(run_dir)["problem"] == "quadratic"  # read-only commands take no lock
         second = cli("resume", str(run_dir), "-q")
         assert second.returncode == 2 and f"pid {proc.pid}" in second.stderr
+        while status(run_dir)["running_pid"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # (the lock file exists a moment before it names its process)
+        assert f"running    in process {proc.pid}" in cli("status", str(run_dir), check=True).stdout
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+    said = cli("status", str(run_dir), check=True).stdout
+    assert "stopped    interrupted" in said and "running" not in said
 
 
 # ---------------------------------------------------------------- values that mean something else
@@ -171,7 +176,11 @@ def test_an_evaluator_that_fails_every_child_stops_the_run_after_a_short_streak(
     assert "stopped: failing" in proc.stdout
     assert "the last 20 candidates were all invalid for the same reason" in proc.stdout
     assert "helper_for_children" in proc.stdout and f"evoengine resume {run_dir}" in proc.stdout
-    assert status(run_dir)["admitted"] == 21  # the seed and the streak
+    s = status(run_dir)
+    assert s["admitted"] == 21  # the seed and the streak
+    assert s["stopped"]["reason"] == "failing" and "helper_for_children" in s["stopped"]["message"]
+    said = cli("status", str(run_dir), check=True).stdout
+    assert "stopped    failing: the last 20 candidates were all invalid for the same reason" in said
 
 
 @pytest.mark.slow

@@ -276,11 +276,12 @@ class Ledger:
         if callable(getattr(proposer, "state", None)) and callable(getattr(proposer, "restore", None)):
             self.learner = proposer
 
-    def stopped(self, resumable: bool) -> None:
+    def stopped(self, resumable: bool, reason: str, message: str) -> None:
         """At the end of a run: close what is still in flight as abandoned, write the status
-        snapshot and, if the state was built whole (`resumable`), the resume snapshot."""
+        snapshot with why the run stopped (`status` and `baselines` read it) and, if the state
+        was built whole (`resumable`), the resume snapshot."""
         self.store.abandon_pending()
-        self.store.put_state(self.snapshot())
+        self.store.put_state({**self.snapshot(), "stopped": {"reason": reason, "message": message}})
         if resumable:
             self.save_resume_point()
 
@@ -302,7 +303,9 @@ class Ledger:
         """Close as abandoned the proposals a stopped run left in flight, and derive the
         in-memory state from the store: restore the resume snapshot, if there is
         one that fits, then replay the proposals closed after it (all of them without one) in
-        the order they were closed (admissions into the archive, setbacks, bandit feedback)."""
+        the order they were closed (admissions into the archive, setbacks, bandit feedback).
+        The run is under way from here: the last stop's reason is cleared."""
+        self.store.put_state({"stopped": None})
         abandoned = self.store.abandon_pending()
         if abandoned:
             log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)

@@ -71,7 +71,7 @@ class Engine:
         ]
         self.harness = harness
         self.archive = Archive(config, self.problem)
-        self.ledger = Ledger(run.store, config, self.problem, self.archive, clock=self.elapsed)
+        self.ledger = Ledger(run.store, config, self.problem, self.archive, clock=lambda: self.clocks.elapsed())
         self.evaluator_models = build_model_proxy(config, loaded.problem)  # their loopback proxy, if any
         self.pool = pool or make_pool(loaded, config, run.path, self.evaluator_models, early)
         self.proposer: Any = proposer  # else built at start-up, in a thread (`_prepare`)
@@ -111,6 +111,9 @@ class Engine:
             try:
                 await self._start_up()
                 await self._search()
+            except Exception as exc:
+                self.request_stop("error", str(exc))  # kept in the store for `status`
+                raise
             finally:
                 await self._shutdown()
         return self._summary(self.stop or "budget", self.message)
@@ -206,15 +209,11 @@ class Engine:
                 self.tasks.discard(task)
                 self.flow.running -= 1
                 if not task.cancelled() and task.exception() is not None:
-                    self.request_stop("error", str(task.exception()))
-                    raise task.exception()
+                    raise task.exception()  # (`run` stops on it)
 
     def _room(self) -> int:
         cap = self.config.budget.candidates
         return 1 if cap is None else cap - self.ledger.admitted - (0 if self.turns.recorded else len(self.tasks))
-
-    def elapsed(self) -> float:
-        return self.clocks.elapsed()
 
     def request_stop(self, reason: str, message: str = "") -> None:
         if self.stop is None:
@@ -334,7 +333,8 @@ class Engine:
         self.progress.close()
         try:  # (a new run discarded at its models' pre-flight has no store left to write)
             if not self.rundir.closed:
-                self.ledger.stopped(resumable=self.screen is not None and self.stop != "error")
+                resumable = self.screen is not None and self.stop != "error"
+                self.ledger.stopped(resumable, self.stop or "error", self.message)
         except Exception as exc:  # noqa: BLE001 - the store must never be the reason a stop fails
             log.warning("could not write the final state snapshot: %s", exc)
         self.rundir.close()
