@@ -447,6 +447,7 @@ def test_a_run_with_only_an_invalid_child_and_no_features_still_makes_a_report(b
     assert errors(log) == []
     assert sorted(drawn_nodes(browser)) == [seed, child]
     assert "No MAP-Elites descriptors" in text_of(browser, "elites-note")
+    assert not browser.find_elements("id", "stat-stopped"), "a store that never said why it stopped: nothing shown"
     assert browser.find_element("id", "arms-panel").get_attribute("hidden"), "no arm made anything: no arms table"
 
 
@@ -461,6 +462,7 @@ def test_offline_run_report_draws_every_candidate_and_only_what_the_run_has(brow
     assert sorted(drawn_nodes(browser)) == admitted
     assert text_of(browser, "stat-admitted") == str(counts["admitted"])
     assert text_of(browser, "stat-rejected") == str(counts["rejected"])
+    assert text_of(browser, "stat-stopped") == "budget"  # why the run ended
     assert f"{counts['near_duplicates']} near-duplicates, {counts['exact_copies']} exact copies" in text_of(
         browser, "stats"
     )

@@ -142,7 +142,7 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
         picks = reader.arm_picks()
         spend = reader.spend()
         best = reader.best(1)
-        state = {k: reader.get_state(k) for k in ("archive", "elites", "novelty", "bandit", "elapsed_s")}
+        state = {k: reader.get_state(k) for k in ("archive", "elites", "novelty", "bandit", "elapsed_s", "stopped")}
         stamp = reader.version()
     admitted = sorted((r for r in rows if r["seq"] is not None), key=lambda r: r["seq"])
     start = meta.get("created") or min((r["created"] for r in rows), default=time.time())
@@ -173,6 +173,7 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
             "config": config.read_text(errors="replace") if config.is_file() else None,
             "start": start,
             "elapsed_s": state["elapsed_s"],
+            "stopped": state["stopped"],  # {reason, message}; None while under way or after a kill
         },
         "rows": {k: [r[k] for r in rows] for k in ROW_COLUMNS},
         "events": [{"seq": m.seq, "kind": "migration"} for m in moves]

@@ -112,6 +112,11 @@
     stat("stat-failed", c.failed, "failed");
     stat("stat-best", S.run.best ? fmt(S.run.best.score) + " (#" + S.run.best.id + ")" : "—", "best");
     stat("stat-spend", money(S.run.spend), "spent");
+    if (S.run.stopped) {  // why the run ended (cleared while a resume is under way)
+      const s = box.appendChild(make("span", "stopped: "));
+      s.appendChild(make("b", S.run.stopped.reason)).id = "stat-stopped";
+      s.title = S.run.stopped.message || "";
+    }
     if (!LIVE) $("status").textContent = "report of " + new Date(S.generated * 1000).toLocaleString();
   }
 
