@@ -211,6 +211,7 @@ def test_compare_puts_a_search_beside_its_baselines_at_their_common_budget(tmp_p
     rows = {line.split()[0]: line.split() for line in table[1:]}
     assert set(rows) == {"power_law", "iid", "greedy"}
     assert rows["iid"][2] == "iid" and rows["greedy"][3] == "30"
+    assert header[-1] == "stopped" and all(row[-1] == "budget" for row in rows.values())
     best_at = header.index("best@20")
     for name, run_dir in zip(("power_law", "iid", "greedy"), runs, strict=True):
         conn = sqlite3.connect(run_dir / "archive.sqlite")
@@ -286,6 +287,10 @@ def test_baselines_stopped_by_ctrl_c_keep_what_each_run_made_and_go_on_from_ther
     assert proc.returncode == 130 and "interrupted" in err and f"--run-dir {root}" in err
     kept = {name: _rows(root / name) for name in ("search-s0", "iid-s0")}
     assert all(20 <= len(rows) < 5000 for rows in kept.values()) and not (root / "greedy-s0").exists()
+    said = cli("compare", str(root), check=True).stdout
+    for name, rows in kept.items():
+        assert f"{name} stopped short of its budget (interrupted) after {len(rows)} candidates" in said
+    assert f"all are compared at {min(map(len, kept.values()))} candidates" in said
     budget = max(len(rows) for rows in kept.values()) + 10
     cli(*command[3:], "--budget", str(budget), "--run-dir", str(root), "-q", check=True)
     for name, rows in kept.items():

@@ -43,6 +43,7 @@ def run_curves(run_dir: Path) -> dict[str, Any]:
         meta = reader.meta()
         spend = reader.spend()
         elapsed = reader.get_state("elapsed_s")
+        stopped = reader.get_state("stopped")
     start = meta.get("created") or min((r["created"] for r in rows), default=0.0)
     best, spent, curve = None, 0.0, {"seq": [], "best": [], "spend": [], "t": []}
     for r in sorted(rows, key=lambda r: (r["finished"] or 0, r["id"])):
@@ -63,6 +64,7 @@ def run_curves(run_dir: Path) -> dict[str, Any]:
         "spend": spend,
         "tokens": sum(r["tokens"] for r in rows),
         "elapsed_s": elapsed,
+        "stopped": stopped,  # {reason, message}; None while under way or after a kill
         "seed_score": seed["score"] if seed else None,
         "best_score": best,
         "curve": curve,
@@ -117,16 +119,25 @@ def comparison_table(run_dirs: list[str | Path]) -> str:
     data = comparison([Path(d) for d in run_dirs])
     runs, differs, common, setups = data["runs"], data["differs"], data["common"], data["setups"]
     header = ["run", *differs, "candidates", "valid", "best", f"best@{common}", f"mean best@{common}", "spend $"]
-    rows = [header]
+    rows, short = [[*header, "stopped"]], []
     for i, r in enumerate(runs):
         curve = [b for b in r["curve"]["best"][:common] if b is not None]
         rows.append([
             r["name"], *(str(v[i]) for v in differs.values()), str(r["counts"]["admitted"]), str(r["counts"]["valid"]),
             _num(r["best_score"]), _num(curve[-1] if curve else None),
-            _num(sum(curve) / len(curve) if curve else None), f"{r['spend']:.4f}",
+            _num(sum(curve) / len(curve) if curve else None), f"{r['spend']:.4f}", _stop(r["stopped"]),
         ])  # fmt: skip
+        if r["stopped"] and r["stopped"]["reason"] not in ("budget", "target"):
+            why = f"{r['stopped']['reason']}: {r['stopped']['message']}".rstrip(": ")
+            short.append(f"{r['name']} stopped short of its budget ({why}) after {r['counts']['admitted']} candidates")
+    if short:
+        short.append(f"(all are compared at {common} candidates, the fewest any has; `evoengine resume` goes on)")
     paired_rows = _columns(setups["rows"]) + setups["notes"] if setups else []
-    return "\n".join(_columns(rows) + ([""] + paired_rows if paired_rows else []))
+    return "\n".join(_columns(rows) + short + ([""] + paired_rows if paired_rows else []))
+
+
+def _stop(stopped: dict[str, str] | None) -> str:
+    return stopped["reason"] if stopped else "-"  # under way, killed, or from before runs said
 
 
 def _setups(
