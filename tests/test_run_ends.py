@@ -89,6 +89,42 @@ def test_status_reads_a_run_while_another_process_holds_it(tmp_path, quadratic):
     assert "stopped    interrupted" in said and "running" not in said
 
 
+@pytest.mark.slow
+def test_a_full_disk_stops_the_run_with_what_to_do_and_a_resume_loses_nothing(tmp_path, quadratic):
+    # A 9 MB disk, 6 MB of it taken by another file: the run fills the rest within a few dozen
+    # candidates. The disk exists only inside bubblewrap, so the run, a copy of its folder at
+    # the stop, the freeing of space and the resume all happen there.
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    bwrap = ["bwrap", "--dev-bind", "/", "/", "--size", "9000000", "--tmpfs", str(disk)]
+    try:
+        usable = subprocess.run([*bwrap, "true"], capture_output=True, timeout=30).returncode == 0
+    except FileNotFoundError:
+        usable = False
+    if not usable:
+        pytest.skip("needs bubblewrap able to mount a small tmpfs")
+    evoengine = f"{sys.executable} -m evoengine.cli"
+    script = f"""
+        head -c 6000000 /dev/zero > {disk}/filler
+        {evoengine} run {quadratic} --budget 100000 --run-dir {disk}/run -q > {tmp_path}/out 2> {tmp_path}/err
+        echo $? > {tmp_path}/rc
+        cp -r {disk}/run {tmp_path}/at_stop
+        rm {disk}/filler
+        {evoengine} resume {disk}/run --budget 300 -q > /dev/null 2> {tmp_path}/resume_err && cp -r {disk}/run {tmp_path}/resumed
+    """
+    subprocess.run([*bwrap, "bash", "-c", script], cwd=REPO, timeout=600, check=True)
+    err = (tmp_path / "err").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "2" and "Traceback" not in err, err
+    assert "database or disk is full. Nothing admitted is lost" in err and f"evoengine resume {disk}/run" in err
+    assert (tmp_path / "resumed").is_dir(), (tmp_path / "resume_err").read_text()
+    rows = "SELECT id, seq, text, score FROM candidates WHERE seq IS NOT NULL ORDER BY seq"
+    kept = _rows(tmp_path / "at_stop", rows)
+    assert 10 < len(kept) < 300
+    after = _rows(tmp_path / "resumed", rows)
+    assert after[: len(kept)] == kept and len(after) == 300
+    assert status(tmp_path / "resumed")["stopped"] == {"reason": "budget", "message": ""}
+
+
 # ---------------------------------------------------------------- values that mean something else
 
 

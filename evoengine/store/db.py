@@ -130,6 +130,12 @@ def _raise_store_error(exc: sqlite3.DatabaseError, path: str) -> None:
             f"{path} is damaged ({text}): it is not a readable evoengine store. Restore a copy, "
             f"or salvage what is left with `sqlite3 {path} .recover`"
         ) from exc
+    if "disk is full" in text:  # what was admitted before is kept whole (one transaction each)
+        run = Path(path).parent
+        raise StoreError(
+            f"cannot write {path}: {text}. Nothing admitted is lost: free space on the disk that holds "
+            f"{run}, then `evoengine resume {run}` goes on"
+        ) from exc
     raise StoreError(f"cannot read or write {path}: {text}") from exc
 
 
