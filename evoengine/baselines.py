@@ -21,6 +21,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .config import load_config
 from .engine import new_run_dir
@@ -91,6 +92,7 @@ def run_baselines(
             command = ["resume", str(run_dir), "--budget", str(cfg.budget.candidates)]
         show = progress and jobs == 1
         todo.append(((setup, seed, run_dir), [*command, *([] if show else ["-q"])]))
+    say(_plan_line(len(todo), len(done), len(setups), seeds, cfg))
     halt = threading.Event()
     running: set[subprocess.Popen] = set()
     lock = threading.Lock()
@@ -147,6 +149,17 @@ def run_baselines(
         return code, ""
     ordered = [run_dir for _, _, run_dir in sorted(done, key=lambda d: (list(setups).index(d[0]), d[1]))]
     return 0, comparison_table(ordered) if len(ordered) > 1 else ""
+
+
+def _plan_line(todo: int, done: int, setups: int, seeds: int, cfg: Any) -> str:
+    """What the command is about to spend, said before it starts: runs, candidates, money."""
+    each = cfg.budget.candidates
+    line = f"{todo} runs to make or finish ({done} done before): {setups} setups x {seeds} seeds of {each} candidates"
+    if cfg.models and cfg.budget.cost_usd is None:
+        line += "; no budget.cost_usd is set, so only the candidates bound each run's model spend"
+    elif cfg.models:
+        line += f"; each run may spend up to ${cfg.budget.cost_usd:g} (budget.cost_usd: ${todo * cfg.budget.cost_usd:g} in all)"
+    return line
 
 
 def _stop_reason(run_dir: Path) -> str:

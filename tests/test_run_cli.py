@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, as_schema_1, cli, problem_folder, status
 
 from evoengine.store import SCHEMA_VERSION
+
+pytest_plugins = ["scripted_server"]
 
 
 def _rows(run_dir: Path) -> list[tuple]:
@@ -265,6 +268,7 @@ def test_baselines_pair_the_search_with_both_baselines_seed_by_seed_and_go_on_wh
     assert _rows(root / "search-s2")[:5] == first_five and status(root / "search-s2")["admitted"] == 12
     assert all(status(root / f"{s}-s2")["admitted"] == 12 for s in ("iid", "greedy"))
     assert _setup_rows(proc.stdout)["iid"][1] == "3"
+    assert "3 runs to make or finish (6 done before): 3 setups x 3 seeds of 12 candidates" in proc.stderr
     proc = cli("baselines", str(quadratic), "--seeds", "3", "--budget", "12", "--run-dir", str(root),
                "--set", "selection.refine=false", "-q")  # fmt: skip
     assert proc.returncode == 2 and "search-s0 was run with another config" in proc.stderr
@@ -312,3 +316,18 @@ def test_baselines_stop_at_the_first_run_that_fails_and_start_no_other(tmp_path)
     assert proc.returncode != 0 and "the evaluator is broken" in proc.stderr
     assert "no further run was started" in proc.stderr and f"--run-dir {root}" in proc.stderr
     assert sorted(p.name for p in root.iterdir()) == ["search-s0"]
+
+
+def test_baselines_say_what_they_will_spend_before_the_first_run(tmp_path, quadratic, dead_url):
+    config = tmp_path / "model.yaml"
+    config.write_text(
+        yaml.safe_dump({"models": [{"name": "m", "base_url": dead_url, "api_key_env": None, "max_retries": 0}]})
+    )
+    root = tmp_path / "cmp"
+    args = ["baselines", str(quadratic), "--seeds", "3", "--budget", "10", "-c", str(config), "--run-dir", str(root)]
+    proc = cli(*args, "--set", "budget.cost_usd=0.5", "-q")
+    plan = "9 runs to make or finish (0 done before): 3 setups x 3 seeds of 10 candidates"
+    assert f"{plan}; each run may spend up to $0.5 (budget.cost_usd: $4.5 in all)" in proc.stderr
+    assert proc.returncode != 0 and "no further run was started" in proc.stderr  # nobody answers
+    proc = cli(*args, "-q")
+    assert f"{plan}; no budget.cost_usd is set, so only the candidates bound each run's model spend" in proc.stderr
