@@ -4,6 +4,9 @@ mistyped value cannot do to them: each end is fast, honest and named."""
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -123,6 +126,49 @@ def test_a_full_disk_stops_the_run_with_what_to_do_and_a_resume_loses_nothing(tm
     after = _rows(tmp_path / "resumed", rows)
     assert after[: len(kept)] == kept and len(after) == 300
     assert status(tmp_path / "resumed")["stopped"] == {"reason": "budget", "message": ""}
+
+
+@pytest.mark.slow
+def test_a_closed_terminal_stops_the_run_cleanly_and_says_so(tmp_path, quadratic):
+    # The run writes to a terminal; the terminal goes (its master side closed: every later write
+    # fails) and the run gets SIGHUP, as when an ssh session drops.
+    import pty
+
+    master, terminal = pty.openpty()
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "evoengine.cli",
+        "run",
+        str(quadratic),
+        "--budget",
+        "100000",
+        "--run-dir",
+        str(run_dir),
+    ]
+    proc = subprocess.Popen(command, cwd=REPO, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+            (run_dir / "archive.sqlite").exists() and status(run_dir)["admitted"] >= 20
+        ):
+            if select.select([master], [], [], 0.2)[0]:
+                os.read(master, 65536)  # what a terminal would show
+        os.close(master)
+        proc.send_signal(signal.SIGHUP)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    s = status(run_dir)
+    assert s["stopped"]["reason"] == "interrupted" and "terminal closed (SIGHUP)" in s["stopped"]["message"]
+    assert "nohup" in s["stopped"]["message"] and s["in_flight"] == 0 and s["running_pid"] is None
+    kept = _rows(run_dir, "SELECT id, text, score FROM candidates WHERE seq IS NOT NULL ORDER BY seq")
+    cli("resume", str(run_dir), "--budget", str(len(kept) + 10), "-q", check=True)
+    assert (
+        _rows(run_dir, "SELECT id, text, score FROM candidates WHERE seq IS NOT NULL ORDER BY seq")[: len(kept)] == kept
+    )
 
 
 # ---------------------------------------------------------------- values that mean something else

@@ -330,7 +330,6 @@ class Engine:
         await self.pool.close()
         await _aclose(self.evaluator_models)
         await _aclose(self.proposer)
-        self.progress.close()
         try:  # (a new run discarded at its models' pre-flight has no store left to write)
             if not self.rundir.closed:
                 resumable = self.screen is not None and self.stop != "error"
@@ -338,6 +337,7 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - the store must never be the reason a stop fails
             log.warning("could not write the final state snapshot: %s", exc)
         self.rundir.close()
+        self.progress.close()  # after the store: a closed terminal may refuse it
         self.trackers.close(self._summary(self.stop or "error", self.message).tracked())
 
     def _summary(self, stopped: str, message: str, best: Candidate | None = None) -> RunSummary:
@@ -375,12 +375,17 @@ async def _cancel(step: asyncio.Future | None) -> None:
 
 @contextlib.contextmanager
 def _stopped_by_signals(stop: Any) -> Iterator[None]:
-    """Ctrl-C and SIGTERM ask the run to stop (it finishes the admission under way)."""
+    """Ctrl-C, SIGTERM and a closed terminal ask the run to stop (it finishes the admission
+    under way, and the store says why)."""
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
+    signals = {
+        signal.SIGINT: "",
+        signal.SIGTERM: "SIGTERM",
+        signal.SIGHUP: "its terminal closed (SIGHUP); `nohup`, `tmux` or `screen` keep a run going without one",
+    }
+    for sig, why in signals.items():
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
-            loop.add_signal_handler(sig, stop, "interrupted")
+            loop.add_signal_handler(sig, stop, "interrupted", why)
     try:
         yield
     finally:
