@@ -15,12 +15,15 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_PROBLEMS = Path(__file__).resolve().parent / "problems"
 
 
+EVOENGINE = [sys.executable, "-m", "evoengine.cli"]  # the command, as a user runs it
+
+
 def cli(
     *args: str, cwd: Path | None = None, timeout: float = 300, check: bool = False, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """Run `evoengine ARGS...` as a user would, in a subprocess."""
     proc = subprocess.run(
-        [sys.executable, "-m", "evoengine.cli", *args],
+        [*EVOENGINE, *args],
         cwd=cwd or REPO,
         capture_output=True,
         text=True,

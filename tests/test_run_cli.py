@@ -6,13 +6,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, as_schema_1, cli, problem_folder, status
+from conftest import EVOENGINE, REPO, as_schema_1, cli, problem_folder, status
 
 from evoengine.store import SCHEMA_VERSION
 
@@ -103,9 +102,7 @@ def test_resume_after_sigkill_keeps_every_admitted_candidate(tmp_path, quadratic
     budget = 80
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "evoengine.cli",
+            *EVOENGINE,
             "run",
             str(quadratic),
             "--budget",
@@ -148,18 +145,7 @@ def test_resume_after_sigkill_keeps_every_admitted_candidate(tmp_path, quadratic
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, quadratic):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "evoengine.cli",
-            "run",
-            str(quadratic),
-            "--budget",
-            "100000",
-            "--run-dir",
-            str(run_dir),
-            "-q",
-        ],
+        [*EVOENGINE, "run", str(quadratic), "--budget", "100000", "--run-dir", str(run_dir), "-q"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -278,7 +264,7 @@ def test_baselines_pair_the_search_with_both_baselines_seed_by_seed_and_go_on_wh
 @pytest.mark.slow
 def test_baselines_stopped_by_ctrl_c_keep_what_each_run_made_and_go_on_from_there(tmp_path, quadratic):
     root = tmp_path / "cmp"
-    command = [sys.executable, "-m", "evoengine.cli", "baselines", str(quadratic), "--seeds", "1", "--jobs", "2"]
+    command = [*EVOENGINE, "baselines", str(quadratic), "--seeds", "1", "--jobs", "2"]
     proc = subprocess.Popen([*command, "--budget", "5000", "--run-dir", str(root), "-q"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 120

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, cli, status
+from conftest import EVOENGINE, REPO, cli, status
 
 from evoengine.config import load_config
 from evoengine.errors import ConfigError
@@ -46,7 +46,7 @@ def _config(tmp_path: Path, server, name: str = "m", **more) -> str:
 def test_two_resumes_of_one_run_exactly_one_runs_and_the_budget_holds(tmp_path, quadratic):
     run_dir = tmp_path / "run"
     cli("run", str(quadratic), "--budget", "5", "--run-dir", str(run_dir), "-q", check=True)
-    command = [sys.executable, "-m", "evoengine.cli", "resume", str(run_dir), "--budget", "150", "-q"]
+    command = [*EVOENGINE, "resume", str(run_dir), "--budget", "150", "-q"]
     procs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
     time.sleep(0.3)
     procs.append(subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
@@ -63,17 +63,7 @@ def test_two_resumes_of_one_run_exactly_one_runs_and_the_budget_holds(tmp_path, 
 @pytest.mark.slow
 def test_status_reads_a_run_while_another_process_holds_it(tmp_path, quadratic):
     run_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "evoengine.cli",
-        "run",
-        str(quadratic),
-        "--budget",
-        "400",
-        "--run-dir",
-        str(run_dir),
-    ]
+    command = [*EVOENGINE, "run", str(quadratic), "--budget", "400", "--run-dir", str(run_dir)]
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -136,17 +126,7 @@ def test_a_closed_terminal_stops_the_run_cleanly_and_says_so(tmp_path, quadratic
 
     master, terminal = pty.openpty()
     run_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "evoengine.cli",
-        "run",
-        str(quadratic),
-        "--budget",
-        "100000",
-        "--run-dir",
-        str(run_dir),
-    ]
+    command = [*EVOENGINE, "run", str(quadratic), "--budget", "100000", "--run-dir", str(run_dir)]
     proc = subprocess.Popen(command, cwd=REPO, stdin=terminal, stdout=terminal, stderr=terminal)
     os.close(terminal)
     try:
