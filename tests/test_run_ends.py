@@ -151,6 +151,18 @@ def test_a_closed_terminal_stops_the_run_cleanly_and_says_so(tmp_path, quadratic
     )
 
 
+def test_a_resume_refused_at_its_models_pre_flight_leaves_the_run_as_it_was(tmp_path, quadratic, dead_url):
+    run_dir = tmp_path / "run"
+    cli("run", str(quadratic), "--budget", "20", "--run-dir", str(run_dir), "-q", check=True)
+    before = status(run_dir)
+    models = f"models=[{{name: m, base_url: '{dead_url}', api_key_env: null, max_retries: 0}}]"
+    proc = cli("resume", str(run_dir), "--budget", "40", "--set", models, "-q")
+    assert proc.returncode == 2 and "model pre-flight check failed, nothing was spent" in proc.stderr
+    after = status(run_dir)
+    assert after["stopped"] == {"reason": "budget", "message": ""}  # the last run's stop, not the refusal
+    assert after["archive"] == before["archive"] and after["admitted"] == 20  # islands and cells as they were
+
+
 # ---------------------------------------------------------------- values that mean something else
 
 

@@ -97,6 +97,7 @@ class Ledger:
         self._last_state = 0.0
         self._snapped = 0  # `closed` at the last resume snapshot
         self.restored: int | None = None
+        self.built = False  # the state rebuilt from the store (`rebuild`): there is a run to speak for
 
     # ------------------------------------------------------------ reading
 
@@ -279,7 +280,11 @@ class Ledger:
     def stopped(self, resumable: bool, reason: str, message: str) -> None:
         """At the end of a run: close what is still in flight as abandoned, write the status
         snapshot with why the run stopped (`status` and `baselines` read it) and, if the state
-        was built whole (`resumable`), the resume snapshot."""
+        was built whole (`resumable`), the resume snapshot. A run stopped before its state was
+        rebuilt (a resume refused at its models' pre-flight) writes nothing: the store still
+        says what the run before it left."""
+        if not self.built:
+            return
         self.store.abandon_pending()
         self.store.put_state({**self.snapshot(), "stopped": {"reason": reason, "message": message}})
         if resumable:
@@ -306,6 +311,7 @@ class Ledger:
         the order they were closed (admissions into the archive, setbacks, bandit feedback).
         The run is under way from here: the last stop's reason is cleared."""
         self.store.put_state({"stopped": None})
+        self.built = True
         abandoned = self.store.abandon_pending()
         if abandoned:
             log.info("%d proposals that were in flight when the run stopped will be made again", abandoned)
