@@ -241,6 +241,14 @@ def test_duplicate_model_names_and_an_unknown_judge_are_named():
         load_config(None, ["models=[{name: m}]", "novelty.judge=j"])
 
 
+def test_a_money_cap_that_could_never_bind_is_refused():
+    # No model has a price: every call counts $0, and a paid run would go on past its cap.
+    with pytest.raises(ConfigError, match=r"budget.cost_usd: no model has a price .* set the models' prices"):
+        load_config(None, ["models=[{name: m}]", "budget.cost_usd=5"])
+    load_config(None, ["models=[{name: m, price_in: 0.4}, {name: local}]", "budget.cost_usd=5"])  # one priced: fine
+    load_config(None, ["budget.cost_usd=5"])  # offline: nothing is spent, the cap is harmless
+
+
 @pytest.mark.parametrize(
     "override, says",
     [

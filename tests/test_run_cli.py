@@ -307,7 +307,9 @@ def test_baselines_stop_at_the_first_run_that_fails_and_start_no_other(tmp_path)
 def test_baselines_say_what_they_will_spend_before_the_first_run(tmp_path, quadratic, dead_url):
     config = tmp_path / "model.yaml"
     config.write_text(
-        yaml.safe_dump({"models": [{"name": "m", "base_url": dead_url, "api_key_env": None, "max_retries": 0}]})
+        yaml.safe_dump(
+            {"models": [{"name": "m", "base_url": dead_url, "api_key_env": None, "max_retries": 0, "price_in": 1.0}]}
+        )
     )
     root = tmp_path / "cmp"
     args = ["baselines", str(quadratic), "--seeds", "3", "--budget", "10", "-c", str(config), "--run-dir", str(root)]

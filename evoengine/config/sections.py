@@ -290,3 +290,9 @@ class Config(Section):
             raise ValueError(f"evaluator_models: names must be unique (repeated: {sorted(dupes)})")
         if self.novelty.judge and self.novelty.judge not in names:
             raise ValueError(f"novelty.judge: {self.novelty.judge!r} is not one of models {names}")
+        everyone = [*self.models, *self.evaluator_models]
+        if self.budget.cost_usd is not None and everyone and not any(m.price_in or m.price_out for m in everyone):
+            raise ValueError(
+                "budget.cost_usd: no model has a price (price_in, price_out: dollars per million tokens), so "
+                "spend counts as $0 and this cap would never stop the run; set the models' prices, or drop the cap"
+            )
