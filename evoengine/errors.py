@@ -25,3 +25,7 @@ class StoreError(EvoError):
 
 class ModelError(EvoError):
     """A model endpoint is unreachable, misconfigured or keeps failing."""
+
+
+class KeyRefused(ModelError):
+    """An endpoint refused its key mid-run (HTTP 401): the run stops, keeping what it made."""

@@ -123,6 +123,26 @@ def test_a_money_budget_counts_the_evaluators_calls_and_stops_the_run(tmp_path, 
     assert s["spend"] <= 0.05 + 8 * dearest
 
 
+@pytest.mark.slow
+def test_an_evaluator_key_revoked_mid_run_stops_the_run_at_once(tmp_path, keyed_server):
+    # prompt_triage's reader answers for 300 calls (a few evaluations), then refuses the key.
+    def revoking(request: dict) -> str:
+        if len(keyed_server.log) >= 300:
+            keyed_server.require_key = "sk-rotated"
+        return simulated_reader(request)
+
+    keyed_server.script("reader", revoking)
+    cfg = config(tmp_path, keyed_server, "reader", {"budget": {"candidates": 100}}, price_in=1.0)
+    run_dir = tmp_path / "run"
+    proc = run("prompt_triage", "-c", cfg, "--run-dir", str(run_dir))
+    assert proc.returncode == 1 and "stopped: key refused" in proc.stdout, proc.stdout + proc.stderr
+    assert "evaluator_models: model reader" in proc.stdout and "HTTP 401" in proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert status(run_dir)["admitted"] < 100
+    # one evaluation has at most 8 calls out at once: past the first refusal, only those
+    assert sum(e.status == 401 for e in keyed_server.log) <= 8
+
+
 def test_once_the_run_stops_the_proxy_answers_no_more_evaluator_calls(keyed_server, monkeypatch):
     # The engine calls `refuse` as it stops (money spent, say): an evaluation still asking
     # gets a 503 naming why, and nothing more reaches the paid endpoint.

@@ -269,6 +269,35 @@ def test_a_money_budget_stops_the_run_and_nothing_is_spent_past_the_stop(tmp_pat
 
 
 @pytest.mark.slow
+def test_a_key_revoked_mid_run_stops_the_run_at_once_and_a_resume_with_a_good_key_goes_on(tmp_path, scripted_server):
+    # The endpoint takes the key for 20 calls, then refuses it (revoked, expired, rotated).
+    scripted_server.require_key = "sk-live"
+
+    def revoking(request: dict) -> str:
+        if sum(e.path.endswith("/chat/completions") for e in scripted_server.log) >= 20:
+            scripted_server.require_key = "sk-rotated"
+        return improving_model(request, salt=str(len(scripted_server.log)))  # a sampling model
+
+    scripted_server.script("good", revoking)
+    config = _config(tmp_path, scripted_server, budget={"candidates": 60}, concurrency={"proposals": 4})
+    cfg = yaml.safe_load(open(config))
+    cfg["models"][0]["api_key_env"] = "EVO_TEST_KEY"
+    open(config, "w").write(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "run"
+    proc = cli("run", "circle_packing", "-c", config, "--run-dir", str(run_dir), "-q", env={"EVO_TEST_KEY": "sk-live"})
+    assert proc.returncode == 1 and "stopped: key refused" in proc.stdout, proc.stdout + proc.stderr
+    assert "refused the key in $EVO_TEST_KEY: HTTP 401: Incorrect API key provided" in proc.stdout
+    assert f"resume:  evoengine resume {run_dir}" in proc.stdout and "Traceback" not in proc.stderr, proc.stderr
+    refused = sum(e.status == 401 for e in scripted_server.log)
+    assert 1 <= refused <= 4  # the first refusal stops it; at most the other calls in flight are refused too
+    s = status(run_dir)
+    assert s["stopped"]["reason"] == "key refused" and "$EVO_TEST_KEY" in s["stopped"]["message"]
+    kept = s["admitted"]
+    proc = cli("resume", str(run_dir), "-q", env={"EVO_TEST_KEY": "sk-rotated"})
+    assert proc.returncode == 0 and status(run_dir)["admitted"] == 60 > kept, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
 def test_bandit_state_survives_a_resume(tmp_path, scripted_server):
     # A sampling model: refining one best asks the same prompt again, and the same reply would
     # be a copy, refused; a long enough run of those (with the bad model's) stops the run.

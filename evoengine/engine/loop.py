@@ -28,7 +28,7 @@ from typing import Any
 
 from ..archive import Archive
 from ..config import Config
-from ..errors import ModelError
+from ..errors import KeyRefused, ModelError
 from ..llm.replay import current_proposal
 from ..problem import EvalResult, LoadedProblem
 from ..records import Candidate, Child, ModelCall, ProposalContext, ProposalFailed
@@ -78,11 +78,8 @@ class Engine:
         self.offline_only = not config.models and not config.replay
         self.signal, self.flow, self.turns = Signal(), Flow(), LiveTurns(config, self.ledger)
         self.screen: Screen | None = None
-        self.gate = (
-            Gate(self.pool, config.evaluation.gate_strict)
-            if config.evaluation.gate and callable(getattr(loaded.module, "minibatch", None))
-            else None
-        )
+        gated = config.evaluation.gate and callable(getattr(loaded.module, "minibatch", None))
+        self.gate = Gate(self.pool, config.evaluation.gate_strict) if gated else None
         self.rechecks = loaded.problem.rechecks if config.evaluation.rechecks is None else config.evaluation.rechecks
         self.tasks: set[asyncio.Task] = set()
         self.booting: asyncio.Future | None = None  # the pool's start, once under way
@@ -111,6 +108,8 @@ class Engine:
             try:
                 await self._start_up()
                 await self._search()
+            except KeyRefused as exc:  # an endpoint refused its key: no later call would pass
+                self.request_stop("key refused", str(exc))
             except Exception as exc:
                 self.request_stop("error", str(exc))  # kept in the store for `status`
                 raise
@@ -168,9 +167,8 @@ class Engine:
         self.proposer = self.proposer or build_proposer(self.config, self.loaded, self.harness)
         self.ledger.attach(self.proposer)
         if self.evaluator_models is not None:  # its calls share the proposals' model slots
-            self.evaluator_models.prepare(
-                self._record_call, getattr(getattr(self.proposer, "pool", None), "slots", None)
-            )
+            slots = getattr(getattr(self.proposer, "pool", None), "slots", None)
+            self.evaluator_models.prepare(self._record_call, slots, self.request_stop)
         self.ledger.novelty = build_novelty(
             self.config, self.problem, self.proposer, lambda call: self._record_call(None, call)
         )
@@ -326,6 +324,7 @@ class Engine:
                 task.cancel()
             done, _ = await asyncio.wait(self.tasks, timeout=0.5)
             self.tasks -= done
+            await asyncio.gather(*done, return_exceptions=True)  # their errors read, none logged as lost
         await _cancel(self.booting)  # a resume that ends before its first worker is up
         await self.pool.close()
         await _aclose(self.evaluator_models)

@@ -24,7 +24,9 @@ class RunSummary:
     valid: int
     seed_score: float | None
     best: Candidate | None
-    stopped: str  # budget, wall time, money, target, interrupted, failing, no reply, recording ended, error
+    stopped: (
+        str  # budget, wall time, money, target, interrupted, failing, no reply, key refused, recording ended, error
+    )
     elapsed_s: float  # this process's run time
     total_s: float  # the run's time over all its sessions
     spend: float
@@ -72,7 +74,7 @@ class RunSummary:
     def exit_code(self) -> int:
         if self.stopped == "interrupted":
             return 130
-        return 1 if self.stopped in ("failing", "error", "no reply", "recording ended") else 0
+        return 1 if self.stopped in ("failing", "error", "no reply", "key refused", "recording ended") else 0
 
     def lines(self) -> list[str]:
         d = self.run_dir

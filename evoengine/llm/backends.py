@@ -264,6 +264,11 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, (httpx.TransportError, asyncio.TimeoutError))
 
 
+def refused_key(exc: BaseException) -> bool:
+    """The endpoint refused the key (HTTP 401: wrong, revoked or expired): no call will pass."""
+    return isinstance(exc, StatusError) and exc.status_code == 401
+
+
 def retry_after(exc: BaseException) -> float | None:
     if not isinstance(exc, StatusError):
         return None

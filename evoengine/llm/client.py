@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import Model
-from ..errors import ModelError
+from ..errors import KeyRefused, ModelError
 from ..problem import safe_text
 from ..records import ModelCall
-from .backends import Backend, Completion, OpenAIBackend, ReplayBackend, describe, retry_after, transient
+from .backends import Backend, Completion, OpenAIBackend, ReplayBackend, describe, refused_key, retry_after, transient
 from .httpx_lean import httpx
 from .replay import ReplayBook, request_hash
 
@@ -81,6 +81,12 @@ class ModelClient:
                     raise
                 except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded reason
                     failure = exc
+            if refused_key(failure):  # every later call would be refused too: stop, and say how to go on
+                held = f"the key in ${self.model.api_key_env}" if self.model.api_key_env else "its request"
+                raise KeyRefused(
+                    f"model {self.name} ({self.backend.where}) refused {held}: {describe(failure)}; "
+                    "with a valid key there, resume the run"
+                )
             retry = transient(failure) and tries <= self.model.max_retries
             wait = self._backoff(tries, failure)
             reason = describe(failure)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Model
-from ..errors import ModelError
+from ..errors import KeyRefused, ModelError
 from ..files import remove_stale_folders
 from ..records import ModelCall
 from .replay import current_proposal
@@ -100,11 +100,17 @@ class ModelProxy:
         self._served = 0
         self.refusing: str | None = None  # why the run is stopping, once it is: no more calls
 
-    def prepare(self, record: Callable[[int | None, ModelCall], None], slots: asyncio.Semaphore | None) -> None:
-        """Build the clients; `slots` is the proposals' semaphore (None: a new one of `concurrency`)."""
+    def prepare(
+        self,
+        record: Callable[[int | None, ModelCall], None],
+        slots: asyncio.Semaphore | None,
+        stop: Callable[[str, str], None] = lambda reason, message: None,
+    ) -> None:
+        """Build the clients; `slots` is the proposals' semaphore (None: a new one of `concurrency`);
+        `stop(reason, message)` stops the run (an endpoint that refused its key)."""
         from .client import ModelPool
 
-        self.record = record
+        self.record, self.stop = record, stop
         self.pool = ModelPool(self.models, replay=self.replay, concurrency=self.concurrency, slots=slots)
 
     async def start(self) -> None:
@@ -169,6 +175,8 @@ class ModelProxy:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the evaluation went away (killed at its timeout, say)
+        except asyncio.CancelledError:  # `aclose`: end quietly (Python 3.11's stream callback logs a cancelled handler)
+            pass
         finally:
             self._handlers.discard(task)
             writer.close()
@@ -191,8 +199,10 @@ class ModelProxy:
         token = current_proposal.set(grant.proposal)  # a replay answers with this candidate's calls
         try:
             call = await self.pool[name].chat(messages, temperature=temperature, max_tokens=max_tokens, purpose=PURPOSE)
-        except ModelError as exc:  # a replay that diverged: no reply to give
+        except ModelError as exc:  # a replay that diverged, or a refused key: no reply to give
             call = ModelCall(name, "", messages, None, error=str(exc), purpose=PURPOSE)
+            if isinstance(exc, KeyRefused):  # no later call would pass either
+                self.stop("key refused", f"evaluator_models: {exc}")
         finally:
             current_proposal.reset(token)
         grant.calls += 1

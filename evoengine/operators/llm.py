@@ -108,7 +108,7 @@ class ModelProposer:
             hashes.append(call.request_hash)
             failed = {"operator": plan.operator, "model": arm, "cost": cost, "parents": parents}
             if call.reply is None:
-                raise ProposalFailed(f"model {arm}: {call.error}", **failed)
+                raise ProposalFailed(f"model {arm}: {call.error}", kind="model", **failed)
             try:
                 child = self._apply(ctx, plan, call.reply)
             except PatchError as exc:
