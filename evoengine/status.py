@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from .store import RunReader
+from .store import RunReader, lock_holder
 
 
 def run_status(run_dir: str | Path) -> dict[str, Any]:
@@ -32,25 +31,13 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             "spend": reader.spend(),
             "elapsed_s": reader.get_state("elapsed_s", 0.0),
             "stopped": reader.get_state("stopped"),  # {reason, message}; None while under way or after a kill
-            "running_pid": _holder(Path(run_dir)),
+            "running_pid": lock_holder(Path(run_dir)),
             "models": reader.model_usage(),
             "bandit": reader.get_state("bandit", {}),
             "archive": reader.get_state("archive", {}),
             "novelty": reader.get_state("novelty", {}),
             "events": reader.event_counts(),
         }
-
-
-def _holder(run_dir: Path) -> int | None:
-    """The process running this run, if one is: the pid its lock file names, while alive."""
-    try:
-        pid = int((run_dir / ".lock").read_text().strip())
-        os.kill(pid, 0)
-    except PermissionError:  # alive, another user's
-        return pid
-    except (OSError, ValueError):
-        return None
-    return pid
 
 
 def _fmt(x: Any) -> str:

@@ -24,9 +24,7 @@ from ..errors import ConfigError, StoreError
 from ..files import replace_folder, split_files
 from ..problem import Problem
 from ..records import Candidate
-from ..store import FILENAME, RunStore
-
-LOCK = ".lock"
+from ..store import FILENAME, LOCK, RunStore, lock_holder
 
 
 def new_run_dir(root: Path, problem_name: str) -> Path:
@@ -51,8 +49,8 @@ def _lock(path: Path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
         os.close(fd)
+        holder = lock_holder(path, wait_s=1.0) or "?"
         raise StoreError(
             f"{path} is in use by another evoengine process (pid {holder}); wait for it to end or stop it "
             f"(`kill {holder}`) — `evoengine status {path}` works meanwhile"

@@ -7,8 +7,18 @@ and the viewer go through. No SQL lives outside this package.
 
 from __future__ import annotations
 
-from .db import FILENAME, SCHEMA_VERSION, StoreFile
+from .db import FILENAME, LOCK, SCHEMA_VERSION, StoreFile, lock_holder
 from .reader import STATUSES, RunReader, outcome
 from .writer import RunStore
 
-__all__ = ["FILENAME", "SCHEMA_VERSION", "STATUSES", "RunReader", "RunStore", "StoreFile", "outcome"]
+__all__ = [
+    "FILENAME",
+    "LOCK",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "RunReader",
+    "RunStore",
+    "StoreFile",
+    "lock_holder",
+    "outcome",
+]

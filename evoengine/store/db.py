@@ -32,6 +32,7 @@ from ..records import Candidate
 # 2: basis, attempt, closed; 3: kind; 4: digest, the resume snapshot (older stores are upgraded on opening for writing)
 SCHEMA_VERSION = 4
 FILENAME = "archive.sqlite"
+LOCK = ".lock"  # beside the store: the lock that keeps a run to one process (engine/rundir.py)
 
 # What schema 4 adds: the normal-form digest of each evaluated text (the copy check asks the
 # store, not a set of every digest), indexes a resume reads through, and the resume snapshot.
@@ -376,3 +377,21 @@ class StoreFile:
                         conn.execute(statement)
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('undigested', 'true')")
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (json.dumps(SCHEMA_VERSION),))
+
+
+def lock_holder(run_dir: Path, wait_s: float = 0.0) -> int | None:
+    """The live process whose pid the run's lock file names, or None. The holder writes its pid
+    just after taking the lock; `wait_s` allows for that moment (the file may be empty, or still
+    name the process before it)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            pid = int((run_dir / LOCK).read_text().strip())
+            os.kill(pid, 0)
+            return pid
+        except PermissionError:  # alive, another user's
+            return pid
+        except (OSError, ValueError):
+            if time.monotonic() >= deadline:
+                return None
+        time.sleep(0.025)
