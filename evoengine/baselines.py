@@ -29,6 +29,7 @@ from .engine.rundir import RunDir
 from .errors import ConfigError
 from .report.compare import comparison_table
 from .status import run_status
+from .store import FILENAME, RunReader
 from .trackers import flat
 
 SETUPS = {"search": [], "iid": ["selection.strategy=iid"], "greedy": ["selection.strategy=greedy"]}
@@ -164,9 +165,10 @@ def _plan_line(todo: int, done: int, setups: int, seeds: int, cfg: Any) -> str:
 
 def _stop_reason(run_dir: Path) -> str:
     """Why the run in `run_dir` stopped, as its store says ("error" if it never said)."""
-    if not (run_dir / "archive.sqlite").exists():
+    if not (run_dir / FILENAME).exists():
         return "error"
-    return (run_status(run_dir)["stopped"] or {}).get("reason", "error")
+    with RunReader.open(run_dir) as reader:
+        return (reader.get_state("stopped") or {}).get("reason", "error")
 
 
 def _same_setup(run_dir: Path, saved: dict, wanted: dict) -> None:

@@ -24,9 +24,8 @@ class RunSummary:
     valid: int
     seed_score: float | None
     best: Candidate | None
-    stopped: (
-        str  # budget, wall time, money, target, interrupted, failing, no reply, key refused, recording ended, error
-    )
+    # budget, wall time, money, target, interrupted, failing, no reply, key refused, recording ended, error
+    stopped: str
     elapsed_s: float  # this process's run time
     total_s: float  # the run's time over all its sessions
     spend: float
