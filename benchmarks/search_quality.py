@@ -198,12 +198,14 @@ def execute(spec: RunSpec, work: Path, url: str | None, keep: bool) -> dict[str,
 
 def measure(run_dir: Path, target: Target) -> dict[str, Any]:
     """The best-so-far curve (quality of the best-scoring candidate after each evaluation), what
-    was spent, and how each model's children compared with their parents."""
+    was spent, and how each model's children compared with their parents. A child that behaved
+    as a kept candidate (an evaluation of it, whose score went into its mean) is never the best;
+    the evaluations a candidate's mean holds are its own (1 + rechecks, less its copies')."""
     db = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
     rows = db.execute(
         "SELECT id, score, valid, artifacts, parents, model, finished,"
-        " 1 + coalesce(json_extract(metrics, '$.rechecks'), 0), digest FROM candidates"
-        " WHERE status = 'evaluated' ORDER BY seq"
+        " 1 + coalesce(json_extract(metrics, '$.rechecks'), 0) - coalesce(json_extract(metrics, '$.pooled'), 0),"
+        " digest, kind FROM candidates WHERE status = 'evaluated' ORDER BY seq"
     ).fetchall()
     calls = db.execute("SELECT model, created FROM model_calls WHERE purpose = 'propose' ORDER BY created").fetchall()
     failed = db.execute("SELECT finished FROM candidates WHERE status = 'failed'").fetchall()
@@ -212,12 +214,12 @@ def measure(run_dir: Path, target: Target) -> dict[str, Any]:
     curve, finished, best, quality = [], [], -math.inf, None
     children: dict[str, list[int]] = {}
     seen, copies = set(), []  # copies: where in the curve a program already evaluated was evaluated again
-    for _, score, valid, artifacts, parents, model, at, evaluations, digest in rows:
+    for _, score, valid, artifacts, parents, model, at, evaluations, digest, kind in rows:
         curve += [quality] * (int(evaluations) - 1)  # a rechecked candidate's extra evaluations come first
         if digest is not None and digest in seen:
             copies.append(len(curve))
         seen.add(digest)
-        if valid and score is not None and score > best:
+        if valid and score is not None and score > best and kind != "novelty":  # (a copy's score is its original's)
             best = score
             quality = float(json.loads(artifacts)[target.artifact]) if target.artifact else score
         curve.append(quality)

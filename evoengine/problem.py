@@ -24,6 +24,11 @@ from .files import FilesError, join_files, language_of, read_folder
 
 KINDS = ("program", "prompt", "reward", "harness")
 
+# The artifact in which an evaluator may say what a candidate did (a fingerprint of its outputs):
+# two valid candidates of one run with the same non-empty `behaviour` are one program to the
+# search, and the later is counted as one more evaluation of the earlier (evoengine/engine/ledger.py).
+BEHAVIOUR = "behaviour"
+
 # Line-comment syntax per language, used for the EVOLVE-BLOCK markers.
 COMMENT_PREFIX = {
     **dict.fromkeys(("python", "text", "yaml", "shell", "julia", "r"), "#"),
@@ -142,7 +147,8 @@ def safe_text(text: str) -> str:
 
 @dataclass
 class EvalResult:
-    """How a candidate scored. Higher `score` is better; an invalid result says why in `feedback`."""
+    """How a candidate scored. Higher `score` is better; an invalid result says why in `feedback`.
+    `artifacts[BEHAVIOUR]`, when set, fingerprints what the candidate did (see `BEHAVIOUR`)."""
 
     score: float | None = None
     valid: bool = True

@@ -17,7 +17,7 @@ from evoengine.archive import Archive
 from evoengine.config import load_config
 from evoengine.engine import Engine, Ledger
 from evoengine.engine.rundir import RunDir
-from evoengine.problem import EvalResult, load_problem, safe_text
+from evoengine.problem import BEHAVIOUR, EvalResult, load_problem, safe_text
 from evoengine.records import Candidate, ModelCall, Proposal, ProposalFailed
 from evoengine.store import RunStore
 
@@ -205,6 +205,50 @@ def test_a_candidate_that_fails_a_recheck_is_admitted_invalid_saying_which(tmp_p
     failed = [c for c in store.candidates() if "recheck 2 of 2 was invalid" in c.feedback]
     store.close()
     assert failed and all("ran out of instances" in c.feedback and not c.valid for c in failed)
+
+
+class LikePool(NoisyPool):
+    """Says how a candidate behaves: its constants to the nearest whole number, so most nudged
+    children behave as some earlier candidate; their noisy scores differ."""
+
+    async def evaluate(self, text: str, **how) -> EvalResult:
+        result = await super().evaluate(text, **how)
+        values = re.findall(r"^\s*[abc] = (-?[0-9.e-]+)", text, re.M)
+        result.artifacts[BEHAVIOUR] = ",".join(str(round(float(v))) for v in values)
+        return result
+
+
+def test_a_child_that_behaves_as_a_kept_candidate_is_one_more_sample_of_its_score(tmp_path):
+    pool = LikePool(sd=0.5)
+    eng = engine(tmp_path, "budget.candidates=120", "concurrency.proposals=3", "evaluation.rechecks=2", pool=pool)
+    summary = asyncio.run(eng.run())
+    assert summary.admitted == 120  # copies count against the budget: each took an evaluation
+    table = {c.id: c for c in RunStore.open(tmp_path / "run").candidates()}
+    copies = [r for r in rows(tmp_path / "run") if r[8] == "novelty"]
+    assert len(copies) > 30 and all(re.match(r"behaves as candidate \d+ \(the same behaviour\)", r[7]) for r in copies)
+    kept = eng.ledger.archive.kept()
+    assert len({c.artifacts[BEHAVIOUR] for c in kept}) == len(kept)  # no two kept candidates behave alike
+    assert all(c.id not in {r[0] for r in copies} for c in kept)
+    # An original's score is the mean of every evaluation of it and of its copies.
+    originals = {int(re.match(r"behaves as candidate (\d+)", r[7]).group(1)) for r in copies}
+    for cid in originals:
+        original, texts = (
+            table[cid],
+            [table[cid].text] + [table[r[0]].text for r in copies if f"candidate {cid} " in r[7]],
+        )
+        samples = [s for t in dict.fromkeys(texts) for s in pool.scores[t]]
+        assert original.metrics["pooled"] >= 1 and original.score == pytest.approx(sum(samples) / len(samples))
+    assert summary.rechecks == len(pool.calls) - 120  # copies are candidates, not rechecks
+    # A resume rebuilds the same state, the copies among it.
+    store = RunStore.open(tmp_path / "run")
+    rebuilt = Ledger(store, eng.config, eng.problem, Archive(eng.config, eng.problem))
+    rebuilt.rebuild()
+    # (Replayed, each candidate comes in with its latest mean, so islands and cells may differ
+    # from the live run's; the resume snapshot keeps them as they were.)
+    assert (rebuilt.best.id, rebuilt.admitted, rebuilt.valid) == (eng.ledger.best.id, 120, eng.ledger.valid)
+    assert rebuilt.rechecks == eng.ledger.rechecks and rebuilt.kinds == eng.ledger.kinds
+    assert rebuilt.behaviours.keys() == eng.ledger.behaviours.keys()
+    store.close()
 
 
 def test_a_replayed_schedule_closes_proposals_in_the_recorded_order(tmp_path):

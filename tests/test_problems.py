@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evoengine.problem import EvalResult, load_problem
+from evoengine.problem import BEHAVIOUR, EvalResult, load_problem
 
 PROBLEMS = Path(__file__).resolve().parent.parent / "problems"
 
@@ -413,3 +413,17 @@ def test_noisy_knapsack_taking_an_item_that_does_not_fit_is_invalid():
     result = module.score_decisions(everything, np.random.default_rng(0))
     assert not result.valid
     assert "instance 0" in result.feedback and "must fit" in result.feedback
+
+
+def test_noisy_knapsack_programs_that_decide_alike_share_a_behaviour(tmp_path):
+    source = load("noisy_knapsack").problem.initial_path.read_text()
+    floor = source.replace("    return weight", "    ratio = value // weight\n    return weight")
+    texts = {  # under floor division every threshold in (0, 1] takes the same items
+        "floor_low": floor.replace("threshold = 0.0", "threshold = 0.482"),
+        "floor_high": floor.replace("threshold = 0.0", "threshold = 0.9"),
+        "ratio": source.replace("threshold = 0.0", "threshold = 1.2"),
+    }
+    results = {k: evaluate("noisy_knapsack", candidate(tmp_path, t, f"{k}.py")) for k, t in texts.items()}
+    behaviour = {k: r.artifacts[BEHAVIOUR] for k, r in results.items()}
+    assert behaviour["floor_low"] == behaviour["floor_high"] != behaviour["ratio"]
+    assert results["floor_low"].artifacts["pool_mean"] == results["floor_high"].artifacts["pool_mean"]

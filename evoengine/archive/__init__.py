@@ -77,8 +77,10 @@ class Archive:
         if self.elites is not None:
             self.elites.anchor(seed_text)
 
-    def admit(self, candidate: Candidate) -> list[ArchiveEvent]:
-        """Take one evaluated candidate (valid or not); returns what changed worth recording."""
+    def admit(self, candidate: Candidate, copy: bool = False) -> list[ArchiveEvent]:
+        """Take one evaluated candidate (valid or not); returns what changed worth recording.
+        A `copy` (a child that behaves as a kept candidate) is counted, and taught to the
+        selector as a child that gained nothing, but kept nowhere."""
         self.admitted += 1
         if self._seed is None:
             self._seed = candidate
@@ -91,7 +93,9 @@ class Archive:
         for i in homes:
             self._counts[i].admitted += 1
         events: list[ArchiveEvent] = []
-        valid = candidate.valid and candidate.score is not None
+        scored = candidate.valid and candidate.score is not None
+        self.valid += int(scored)
+        valid = scored and not copy
         new_best = valid and (self._best is None or candidate.fitness() > self._best.fitness())
         # With `drift`, a child as good as the best and no longer than refine's parent becomes that
         # parent: a plateau is walked, and the walk does not grow the program (a longer tie is
@@ -110,7 +114,6 @@ class Archive:
             arm = BEST if parent in self._bests else SEED if seed else MIX
         gains = arm is not None and self._gains(candidate, new_best)  # read before this child becomes the best
         if valid:
-            self.valid += 1
             if new_best:
                 self._best = candidate
             if new_best or tie:
@@ -135,7 +138,7 @@ class Archive:
                             },
                         )
                     )
-        else:
+        elif not scored:
             for i in homes:
                 self._counts[i].invalid += 1
         if arm is not None:  # a new best that gains counts 1; a stepping stone of the mix (a bettered cell) its credit
@@ -148,13 +151,18 @@ class Archive:
 
     def rescore(self, candidate: Candidate, score: float, metrics: dict[str, float]) -> None:
         """Give an admitted valid candidate a new score (a noisy evaluator's mean over more
-        samples): it moves on its islands, and the run's best is the best of what is kept and
-        was scored more than once. After a lucky best loses its luck, the next in line by one
+        samples): it moves on its islands; if it was the run's best, the best is now the best of
+        what is kept and was scored more than once. After a lucky best loses its luck, the next in line by one
         sample is mostly the next luckiest of its kind (a family of programs that behave alike
         gives hundreds), and a better child would have to draw above it as well."""
         before = candidate.fitness()
         candidate.rescore(score, metrics)
         self.islands.rescore(candidate, before)
+        if candidate is not self._best:  # one that is not the best becomes it only by beating it
+            if self._best is None or candidate.fitness() > self._best.fitness():
+                self._best = self._walk = candidate
+                self._bests.append(candidate.id)
+            return
         kept = [next((c for c in island.members if _sampled(c)), None) for island in self.islands.islands]
         if self.elites is not None:
             kept += [elite.candidate for elite in self.elites.elites() if _sampled(elite.candidate)]
@@ -228,6 +236,18 @@ class Archive:
     def best(self) -> Candidate | None:
         """The best valid candidate admitted so far (the earliest among equals)."""
         return self._best
+
+    def kept(self) -> list[Candidate]:
+        """Every candidate the archive holds (on an island or in an elite cell), once each."""
+        held = [c for island in self.islands.islands for c in island.members]
+        held += [elite.candidate for elite in self.elites.elites()] if self.elites is not None else []
+        return list({c.id: c for c in held}.values())
+
+    def holds(self, candidate: Candidate) -> bool:
+        """Is `candidate` on an island or in an elite cell?"""
+        if any(c is candidate for island in self.islands.islands for c in island.members):
+            return True
+        return self.elites is not None and any(e.candidate is candidate for e in self.elites.elites())
 
     def members(self, island: int) -> list[Candidate]:
         """An island's population, best first."""

@@ -2,6 +2,12 @@
 them in memory — the archive, the novelty index, bandit feedback, the prompts' recent
 failures, spend and the failing streaks.
 
+A child whose evaluator says it behaves as a candidate the archive keeps (the same
+`behaviour` artifact, `evoengine.problem.BEHAVIOUR`) is a copy: it counts against the budget
+and is closed as a novelty rejection, its score one more sample of the kept candidate's mean
+(`pooled` in its metrics). A noisy evaluator's family of programs that behave alike is then
+one candidate scored many times, not hundreds whose luckiest sample leads the run.
+
 It is synchronous and knows nothing of the loop: each call writes one transaction and says
 what happened (`Closed`: did the best change, does the run have to stop and why). On resume,
 `rebuild()` derives the same state from the store: from the resume snapshot (`resume.py`)
@@ -25,11 +31,11 @@ from ..config import Config
 from ..errors import ProblemError
 from ..llm.bandit import improvement_reward
 from ..novelty import Novelty
-from ..problem import EvalResult, Problem
+from ..problem import BEHAVIOUR, EvalResult, Problem
 from ..records import Candidate, ModelCall, ProposalFailed
 from ..store import RunStore
 from . import resume
-from .recheck import with_sample
+from .recheck import pool_copy, with_sample
 from .screening import digest
 
 log = logging.getLogger(__name__)
@@ -92,6 +98,7 @@ class Ledger:
         )
         self.kinds: collections.Counter[str] = collections.Counter()  # closed proposals by failure kind
         self.rechecks = 0  # evaluations beyond one per candidate (evaluation.rechecks)
+        self.behaviours: dict[str, Candidate] = {}  # behaviour -> the candidate admitted with it (while kept)
         self.failed_in_a_row = 0
         self.invalid_streak: tuple[str, int] = ("", 0)  # (reason class, invalid results in a row)
         self._last_state = 0.0
@@ -112,6 +119,11 @@ class Ledger:
     @property
     def best(self) -> Candidate | None:
         return self.archive.best()
+
+    def copy_of(self, result: EvalResult | Candidate) -> Candidate | None:
+        """The kept candidate that a valid result behaves as (the same `behaviour` artifact), if any."""
+        original = self.behaviours.get(result.artifacts.get(BEHAVIOUR) or "") if result.valid else None
+        return original if original is not None and self.archive.holds(original) else None
 
     # ------------------------------------------------------------ writing
 
@@ -161,12 +173,15 @@ class Ledger:
     def admit(self, candidate: Candidate, *, kind: str | None = None, parent: Candidate | None = None) -> Closed:
         """Admit one evaluated candidate: store (one transaction), archive, novelty, bandit."""
         before = self.best
-        reward = None
-        if parent is not None:  # a child (seeds and imports have no parent and earn nothing)
+        reward = reason = None
+        original = self.copy_of(candidate) if parent is not None and kind is None else None
+        if original is not None:  # its score is one more sample of the candidate it behaves as
+            kind, reason = "novelty", pool_copy(self.archive, candidate, original)
+        elif parent is not None:  # a child (seeds and imports have no parent and earn nothing)
             reward = improvement_reward(
                 candidate, parent.score if parent.valid else None, before.score if before else None
             )
-        events = [(e.kind, e.data) for e in self.archive.admit(candidate)]
+        events = [(e.kind, e.data) for e in self.archive.admit(candidate, copy=original is not None)]
         self.closed += 1
         state: dict[str, Any] = {"elapsed_s": self.clock()}
         if time.monotonic() - self._last_state > 2.0:  # the status snapshot, now and then
@@ -174,8 +189,9 @@ class Ledger:
             self._last_state = time.monotonic()
         text_digest = digest(candidate.text, self.problem.language, self.problem.folder)
         self.store.admit(
-            candidate, reward=reward, kind=kind, events=events, state=state, closed=self.closed, digest=text_digest
-        )
+            candidate, reward=reward, kind=kind, events=events, state=state, closed=self.closed, digest=text_digest,
+            reason=reason, rescored=original,
+        )  # fmt: skip
         self._account(candidate, kind)
         if candidate.model is not None and reward is not None:
             self.observe(candidate.model, reward, candidate.cost, operator=candidate.operator, stage=_stage(candidate))
@@ -183,9 +199,9 @@ class Ledger:
             self.save_resume_point()
         self.failed_in_a_row = 0
         best_changed = self.best is not before
-        target = self.config.budget.target_score
-        if best_changed and target is not None and candidate.score is not None and candidate.score >= target:
-            return Closed(best_changed, "target", f"candidate {candidate.id} scored {candidate.score:.6g}", candidate)
+        target, best = self.config.budget.target_score, self.best
+        if best_changed and target is not None and best is not None and best.score >= target:
+            return Closed(best_changed, "target", f"candidate {best.id} scored {best.score:.6g}", candidate)
         if kind == "evaluation":
             return self._invalid_streak(candidate)
         if candidate.valid:
@@ -242,25 +258,22 @@ class Ledger:
         return Closed(admitted=candidate)
 
     def _account(self, candidate: Candidate, kind: str | None) -> None:
-        self.rechecks += int(candidate.metrics.get("rechecks", 0))
+        metrics = candidate.metrics  # a stored candidate's samples include its copies' (`pooled`)
+        self.rechecks += int(metrics.get("rechecks", 0) - metrics.get("pooled", 0))
         if self.archive.admitted == 1:
             self.seed_score = candidate.score
         if candidate.operator in ("seed", "import") and candidate.valid:
             self.start_score = max(self.start_score or candidate.score, candidate.score)
         if kind is not None:
             self._failed(candidate.island, candidate.id, candidate.operator, kind, candidate.feedback)
-        elif candidate.valid and self.novelty is not None:
-            self.novelty.add(candidate)
+        elif candidate.valid:
+            if self.novelty is not None:
+                self.novelty.add(candidate)
+            if candidate.artifacts.get(BEHAVIOUR):
+                self.behaviours[candidate.artifacts[BEHAVIOUR]] = candidate
 
-    def _failed(
-        self,
-        island: int,
-        pid: int,
-        operator: str,
-        kind: str,
-        reason: str,
-        model: str | None = None,
-        cost: float = 0.0,
+    def _failed(  # fmt: skip
+        self, island: int, pid: int, operator: str, kind: str, reason: str, model: str | None = None, cost: float = 0.0
     ) -> None:
         self.kinds[kind] += 1
         if kind != "novelty":  # a near-duplicate teaches the next prompt nothing
@@ -332,7 +345,7 @@ class Ledger:
                     row["island"], row["id"], row["operator"], row["kind"], row["reason"], row["model"], row["cost"]
                 )
                 continue
-            self.archive.admit(candidate)
+            self.archive.admit(candidate, copy=row["kind"] == "novelty")
             self._account(candidate, row["kind"])
             if candidate.model is not None and row["reward"] is not None:
                 self.observe(

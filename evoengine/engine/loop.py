@@ -245,7 +245,8 @@ class Engine:
             text, label = child.proposal.text, f"candidate {child.pid}"
             result = gated or await self.pool.evaluate(text, label=label, proposal=child.pid)
             incumbent, again = self.ledger.best, None
-            if gated is None:  # a noisy evaluator's would-be best is scored again, and the best too (`rechecks`)
+            if gated is None and self.ledger.copy_of(result) is None:  # a noisy evaluator's would-be best is
+                # scored again, and the best too (`rechecks`); a copy's score goes into its original's mean
                 result, again = await rechecked(self.pool, text, label, child.pid, result, self.rechecks, incumbent)
             child.timings["eval_s"] = time.monotonic() - t0
             if gated is None and "gate_score" in child.proposal.meta:

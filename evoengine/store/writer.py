@@ -74,27 +74,33 @@ class RunStore(StoreFile):
         closed: int | None = None,
         digest: bytes | None = None,
         resume: tuple[str, str] | None = None,
+        reason: str | None = None,
+        rescored: Candidate | None = None,
     ) -> int:
         """Close proposal `c.id` as evaluated, in one transaction with its events and state;
-        `kind` says why an invalid one is ("evaluation", or "gate": screened by the minibatch),
-        `digest` is its text's normal-form digest, and `resume` (fingerprint, data) the derived
-        state after this admission, kept as the resume snapshot (`put_resume`)."""
+        `kind` says why an invalid one is ("evaluation", or "gate": screened by the minibatch)
+        or that it was not new ("novelty": it behaves as `rescored`, whose new score and metrics
+        are kept in the same transaction; `reason` says so), `digest` is its text's normal-form
+        digest, and `resume` (fingerprint, data) the derived state after this admission, kept as
+        the resume snapshot (`put_resume`)."""
         with self.transaction() as conn:
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM candidates").fetchone()[0]
             updated = conn.execute(
                 "UPDATE candidates SET status='evaluated', seq=?, text=?, parents=?, island=?, generation=?,"
                 " operator=?, model=?, score=?, valid=?, metrics=?, features=?, feedback=?, artifacts=?,"
                 " instances=?, timings=?, cost=?, reward=?, change=?, origin=?, finished=?, closed=?, kind=?,"
-                " digest=? WHERE id=? AND status='pending'",
+                " digest=?, reason=? WHERE id=? AND status='pending'",
                 (
                     seq, c.text, json.dumps(list(c.parents)), c.island, c.generation, c.operator, c.model, c.score,
                     int(c.valid), json.dumps(c.metrics), json.dumps(c.features), c.feedback, json.dumps(c.artifacts),
                     json.dumps(c.instances), json.dumps(c.timings), c.cost, reward, c.change, c.origin, time.time(),
-                    closed, kind, digest, c.id,
+                    closed, kind, digest, reason, c.id,
                 ),
             ).rowcount  # fmt: skip
             if updated != 1:
                 raise StoreError(f"candidate {c.id} is not a pending proposal in {self.path}")
+            if rescored is not None:
+                self._rescore(rescored)
             now = time.time()
             conn.executemany(
                 "INSERT INTO events (seq, kind, data, created) VALUES (?, ?, ?, ?)",
@@ -108,11 +114,14 @@ class RunStore(StoreFile):
 
     def rescore(self, c: Candidate) -> None:
         """Keep the new score and metrics of an evaluated candidate scored again (`rechecks`)."""
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE candidates SET score=?, metrics=? WHERE id=? AND status='evaluated'",
-                (c.score, json.dumps(c.metrics), c.id),
-            )
+        with self.transaction():
+            self._rescore(c)
+
+    def _rescore(self, c: Candidate) -> None:
+        self.conn.execute(
+            "UPDATE candidates SET score=?, metrics=? WHERE id=? AND status='evaluated'",
+            (c.score, json.dumps(c.metrics), c.id),
+        )
 
     def put_resume(self, closed: int, fingerprint: str, data: str) -> None:
         """Keep `data`, the derived state after the first `closed` closings, as the resume

@@ -15,12 +15,13 @@ picked.
 from __future__ import annotations
 
 import functools
+import hashlib
 from typing import Any
 
 import numpy as np
 
 from evoengine.evaluation import CandidateError, call_candidate
-from evoengine.problem import EvalResult, Feature, Problem
+from evoengine.problem import BEHAVIOUR, EvalResult, Feature, Problem
 
 POOL_SEED, POOL_SIZE, ITEMS = 7, 200, 30
 CAPACITY = 40
@@ -124,7 +125,12 @@ def score_decisions(value: Any, rng: np.random.Generator) -> EvalResult:
         metrics={"sample_size": float(SAMPLE)},
         features={"taken_share": float(taken.mean()), "fill": float(load[:, -1].mean() / CAPACITY)},
         feedback="\n".join(lines),
-        artifacts={"pool_mean": f"{ratio.mean():.6f}"},
+        # Its decisions on the whole pool fingerprint what it does: programs that decide alike (a
+        # threshold moved between two ratios no item has) are one program scored again and again.
+        artifacts={
+            "pool_mean": f"{ratio.mean():.6f}",
+            BEHAVIOUR: hashlib.blake2b(np.packbits(taken).tobytes(), digest_size=16).hexdigest(),
+        },
     )
 
 
