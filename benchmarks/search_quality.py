@@ -219,7 +219,7 @@ def measure(run_dir: Path, target: Target) -> dict[str, Any]:
         if digest is not None and digest in seen:
             copies.append(len(curve))
         seen.add(digest)
-        if valid and score is not None and score > best and kind != "novelty":  # (a copy's score is its original's)
+        if valid and score is not None and score > best and kind != "copy":  # (a copy's score is its original's)
             best = score
             quality = float(json.loads(artifacts)[target.artifact]) if target.artifact else score
         curve.append(quality)

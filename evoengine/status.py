@@ -40,6 +40,9 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         }
 
 
+KIND_LABELS = {"copy": "copy (valid, behaved as a kept candidate: one more sample of its score)"}
+
+
 def _fmt(x: Any) -> str:
     if isinstance(x, float):
         return f"{x:.6g}"
@@ -76,7 +79,8 @@ def render_status(s: dict[str, Any]) -> str:
     kinds = s.get("failure_kinds") or {}
     if kinds:
         lines.append(
-            "failures   " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+            "failures   "
+            + ", ".join(f"{KIND_LABELS.get(k, k)} {n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
         )
     archive = s.get("archive") or {}
     islands = archive.get("islands") or []

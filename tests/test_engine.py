@@ -224,7 +224,7 @@ def test_a_child_that_behaves_as_a_kept_candidate_is_one_more_sample_of_its_scor
     summary = asyncio.run(eng.run())
     assert summary.admitted == 120  # copies count against the budget: each took an evaluation
     table = {c.id: c for c in RunStore.open(tmp_path / "run").candidates()}
-    copies = [r for r in rows(tmp_path / "run") if r[8] == "novelty"]
+    copies = [r for r in rows(tmp_path / "run") if r[8] == "copy"]
     assert len(copies) > 30 and all(re.match(r"behaves as candidate \d+ \(the same behaviour\)", r[7]) for r in copies)
     kept = eng.ledger.archive.kept()
     assert len({c.artifacts[BEHAVIOUR] for c in kept}) == len(kept)  # no two kept candidates behave alike

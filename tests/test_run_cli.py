@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -319,3 +322,27 @@ def test_baselines_say_what_they_will_spend_before_the_first_run(tmp_path, quadr
     assert proc.returncode != 0 and "no further run was started" in proc.stderr  # nobody answers
     proc = cli(*args, "-q")
     assert f"{plan}; no budget.cost_usd is set, so only the candidates bound each run's model spend" in proc.stderr
+
+
+def test_a_noisy_run_keeps_one_candidate_per_behaviour_and_pools_the_scores_of_its_copies(tmp_path):
+    """noisy_knapsack fingerprints what a policy decides: most offline edits of a threshold
+    decide alike, and each such child is one more evaluation of the candidate it copies."""
+    run_dir = tmp_path / "run"
+    cli("run", "noisy_knapsack", "--budget", "50", "--run-dir", str(run_dir), "-q", check=True)
+    cli("resume", str(run_dir), "--budget", "80", "-q", check=True)  # rebuilt from the store, copies among it
+    conn = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
+    rows = conn.execute(
+        "SELECT id, kind, reason, metrics, artifacts FROM candidates WHERE status='evaluated'"
+    ).fetchall()
+    conn.close()
+    copies = [r for r in rows if r[1] == "copy"]
+    kept = {r[0]: r for r in rows if r[1] is None and "behaviour" in r[4]}  # (valid ones: invalid have none)
+    assert len(rows) == 80 and len(copies) >= 10
+    behaviour = [json.loads(r[4])["behaviour"] for r in kept.values()]
+    assert len(set(behaviour)) == len(behaviour)  # (80 candidates: none left the one island)
+    named = [int(re.match(r"behaves as candidate (\d+) \(the same behaviour\)", r[2]).group(1)) for r in copies]
+    for original, count in collections.Counter(named).items():
+        metrics = json.loads(kept[original][3])
+        assert metrics["pooled"] >= count and metrics["rechecks"] >= metrics["pooled"]
+    s = status(run_dir)
+    assert s["failure_kinds"]["copy"] == len(copies) and s["best_id"] in kept  # a copy's own score is no best

@@ -4,7 +4,7 @@ failures, spend and the failing streaks.
 
 A child whose evaluator says it behaves as a candidate the archive keeps (the same
 `behaviour` artifact, `evoengine.problem.BEHAVIOUR`) is a copy: it counts against the budget
-and is closed as a novelty rejection, its score one more sample of the kept candidate's mean
+and is closed as a `copy` (valid, kept nowhere), its score one more sample of the kept candidate's mean
 (`pooled` in its metrics). A noisy evaluator's family of programs that behave alike is then
 one candidate scored many times, not hundreds whose luckiest sample leads the run.
 
@@ -176,7 +176,7 @@ class Ledger:
         reward = reason = None
         original = self.copy_of(candidate) if parent is not None and kind is None else None
         if original is not None:  # its score is one more sample of the candidate it behaves as
-            kind, reason = "novelty", pool_copy(self.archive, candidate, original)
+            kind, reason = "copy", pool_copy(self.archive, candidate, original)
         elif parent is not None:  # a child (seeds and imports have no parent and earn nothing)
             reward = improvement_reward(
                 candidate, parent.score if parent.valid else None, before.score if before else None
@@ -276,10 +276,12 @@ class Ledger:
         self, island: int, pid: int, operator: str, kind: str, reason: str, model: str | None = None, cost: float = 0.0
     ) -> None:
         self.kinds[kind] += 1
-        if kind != "novelty":  # a near-duplicate teaches the next prompt nothing
+        if kind not in ("novelty", "copy"):  # a near-duplicate or a copy teaches the next prompt nothing
             self.failures[island].append(setback(pid, operator, kind, reason))
         if model is not None and kind not in ("evaluation", "gate"):  # a failed reply must look bad
-            self.observe(model, 0.0, cost, operator=operator, stage="rejected" if kind == "novelty" else "failed")
+            self.observe(
+                model, 0.0, cost, operator=operator, stage="rejected" if kind in ("novelty", "copy") else "failed"
+            )
 
     # ------------------------------------------------------------ resume
 
@@ -345,7 +347,7 @@ class Ledger:
                     row["island"], row["id"], row["operator"], row["kind"], row["reason"], row["model"], row["cost"]
                 )
                 continue
-            self.archive.admit(candidate, copy=row["kind"] == "novelty")
+            self.archive.admit(candidate, copy=row["kind"] == "copy")
             self._account(candidate, row["kind"])
             if candidate.model is not None and row["reward"] is not None:
                 self.observe(

@@ -50,7 +50,12 @@ def run_curves(run_dir: Path) -> dict[str, Any]:
         spent += r["cost"] or 0.0
         if r["seq"] is None:
             continue
-        if r["outcome"] == "valid" and r["score"] is not None and (best is None or r["score"] > best):
+        if (
+            r["outcome"] == "valid"
+            and r["kind"] != "copy"
+            and r["score"] is not None
+            and (best is None or r["score"] > best)
+        ):
             best = r["score"]
         values = (r["seq"], best, round(spent, 6), round((r["finished"] or start) - start, 3))
         for key, value in zip(("seq", "best", "spend", "t"), values, strict=True):

@@ -202,6 +202,8 @@ class StoreFile:
     `RunStore` (the writer) and `RunReader` (the read API for status, reports and the
     viewer) build on it."""
 
+    kind = "kind"  # the `kind` column, or "NULL AS kind" in a store read from before schema 3
+
     def __init__(self, path: Path, conn: sqlite3.Connection):
         self.path = path
         self.conn = conn
@@ -329,7 +331,9 @@ class StoreFile:
         return self._admitted("AND seq > ? ORDER BY seq", (after_seq,))
 
     def best(self, n: int = 1) -> list[Candidate]:
-        return list(self._admitted("AND valid=1 ORDER BY score DESC, seq ASC LIMIT ?", (n,)))
+        """The `n` best kept candidates (a `copy`'s own score is one sample of another's mean)."""
+        copies = "AND kind IS NOT 'copy'" if self.kind == "kind" else ""  # (no kinds before schema 3)
+        return list(self._admitted(f"AND valid=1 {copies} ORDER BY score DESC, seq ASC LIMIT ?", (n,)))
 
     def spend(self) -> float:
         return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])

@@ -29,7 +29,8 @@ EXACT_COPY = "novelty: the same program"  # the reason's start for an exact copy
 
 def _kind(row: Mapping[str, Any]) -> str | None:
     """Why a closed proposal did not become a valid candidate (None: it did): the store's `kind`
-    (patch, model, syntax, novelty, gate, evaluation), or for a store written before kinds were
+    (patch, model, syntax, novelty, gate, evaluation; `copy`, a valid child that behaved as a kept
+    candidate and was pooled into it), or for a store written before kinds were
     kept (opened read-only, so not upgraded), what its reason or feedback says."""
     if "kind" in row.keys() and row["kind"]:
         return row["kind"]

@@ -79,7 +79,7 @@ class RunStore(StoreFile):
     ) -> int:
         """Close proposal `c.id` as evaluated, in one transaction with its events and state;
         `kind` says why an invalid one is ("evaluation", or "gate": screened by the minibatch)
-        or that it was not new ("novelty": it behaves as `rescored`, whose new score and metrics
+        or that it was not new ("copy": it behaves as `rescored`, whose new score and metrics
         are kept in the same transaction; `reason` says so), `digest` is its text's normal-form
         digest, and `resume` (fingerprint, data) the derived state after this admission, kept as
         the resume snapshot (`put_resume`)."""
