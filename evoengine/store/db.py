@@ -331,8 +331,7 @@ class StoreFile:
         return self._admitted("AND seq > ? ORDER BY seq", (after_seq,))
 
     def best(self, n: int = 1) -> list[Candidate]:
-        """The `n` best kept candidates (a `copy`'s own score is one sample of another's mean)."""
-        copies = "AND kind IS NOT 'copy'" if self.kind == "kind" else ""  # (no kinds before schema 3)
+        copies = "AND kind IS NOT 'copy'" if self.kind == "kind" else ""  # (a copy's score is another's sample)
         return list(self._admitted(f"AND valid=1 {copies} ORDER BY score DESC, seq ASC LIMIT ?", (n,)))
 
     def spend(self) -> float:
