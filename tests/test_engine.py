@@ -249,6 +249,10 @@ def test_a_child_that_behaves_as_a_kept_candidate_is_one_more_sample_of_its_scor
     assert rebuilt.rechecks == eng.ledger.rechecks and rebuilt.kinds == eng.ledger.kinds
     assert rebuilt.behaviours.keys() == eng.ledger.behaviours.keys()
     store.close()
+    # Its ablation keeps every child as a candidate of its own.
+    off = engine(tmp_path, "budget.candidates=40", "evaluation.pool_copies=false", pool=LikePool(sd=0.5), name="off")
+    asyncio.run(off.run())
+    assert not [r for r in rows(tmp_path / "off") if r[8] == "copy"] and len(off.ledger.archive.kept()) > 20
 
 
 def test_a_replayed_schedule_closes_proposals_in_the_recorded_order(tmp_path):

@@ -73,6 +73,12 @@ class Evaluation(Section):
         "many times more and admitted with the mean score, and the best it challenges once more (its mean "
         "kept); None: the problem's `rechecks`, 0 unless it says",
     )
+    pool_copies: bool = Field(
+        True,
+        description="a child whose evaluator's `behaviour` artifact is that of a kept candidate is a copy: "
+        "counted, kept nowhere, its score one more sample of that candidate's mean; false: kept as a candidate "
+        "of its own; no effect on problems whose evaluator sets no `behaviour`",
+    )
 
 
 class Ray(Section):

@@ -122,7 +122,8 @@ class Ledger:
 
     def copy_of(self, result: EvalResult | Candidate) -> Candidate | None:
         """The kept candidate that a valid result behaves as (the same `behaviour` artifact), if any."""
-        original = self.behaviours.get(result.artifacts.get(BEHAVIOUR) or "") if result.valid else None
+        pooling = result.valid and self.config.evaluation.pool_copies
+        original = self.behaviours.get(result.artifacts.get(BEHAVIOUR) or "") if pooling else None
         return original if original is not None and self.archive.holds(original) else None
 
     # ------------------------------------------------------------ writing
@@ -210,11 +211,10 @@ class Ledger:
 
     def rescore(self, candidate: Candidate | None, sample: float | None) -> None:
         """Fold one more sample of an admitted candidate's score into its mean (`rechecks`)."""
-        if candidate is None or sample is None:
-            return
-        self.archive.rescore(candidate, *with_sample(candidate, sample))
-        self.store.rescore(candidate)
-        self.rechecks += 1
+        if candidate is not None and sample is not None:
+            self.archive.rescore(candidate, *with_sample(candidate, sample))
+            self.store.rescore(candidate)
+            self.rechecks += 1
 
     def admit_seeds(
         self, seeds: list[Candidate], results: list[tuple[EvalResult, float]], run_dir: Path
