@@ -16,6 +16,7 @@ import pytest
 from evoengine.archive import Archive
 from evoengine.config import load_config
 from evoengine.engine import Engine, Ledger
+from evoengine.engine.copies import Behaviours
 from evoengine.engine.rundir import RunDir
 from evoengine.problem import BEHAVIOUR, EvalResult, load_problem, safe_text
 from evoengine.records import Candidate, ModelCall, Proposal, ProposalFailed
@@ -247,7 +248,7 @@ def test_a_child_that_behaves_as_a_kept_candidate_is_one_more_sample_of_its_scor
     # from the live run's; the resume snapshot keeps them as they were.)
     assert (rebuilt.best.id, rebuilt.admitted, rebuilt.valid) == (eng.ledger.best.id, 120, eng.ledger.valid)
     assert rebuilt.rechecks == eng.ledger.rechecks and rebuilt.kinds == eng.ledger.kinds
-    assert rebuilt.behaviours.keys() == eng.ledger.behaviours.keys()
+    assert rebuilt.behaviours.held.keys() == eng.ledger.behaviours.held.keys()
     store.close()
     # Its ablation keeps every child as a candidate of its own.
     off = engine(tmp_path, "budget.candidates=40", "evaluation.pool_copies=false", pool=LikePool(sd=0.5), name="off")
@@ -346,3 +347,16 @@ def test_a_copy_of_a_child_still_in_evaluation_waits_for_its_score_instead_of_as
     in_flight = [r for r in rows(tmp_path / "run") if r[1] == "failed" and "still being evaluated" in (r[7] or "")]
     assert in_flight and all("the same program as candidate" in r[7] for r in in_flight)
     assert len(in_flight) <= 5 * 8  # at most one per proposal slot (proposals + 1) between two admissions
+
+
+def test_a_long_run_forgets_the_behaviours_of_candidates_it_no_longer_keeps():
+    admitted: list[Candidate] = []
+    archive = types.SimpleNamespace(kept=lambda: admitted[-50:], holds=lambda c: c in admitted[-50:])
+    seen = Behaviours(archive)
+    for i in range(20_000):
+        admitted.append(Candidate(i, "x", valid=True, score=0.0, artifacts={BEHAVIOUR: str(i)}))
+        seen.add(admitted[-1])
+    assert len(seen.held) < 2_100  # bounded by what the archive keeps, not by the run's length
+    child = Candidate(20_000, "y", valid=True, score=1.0, artifacts={BEHAVIOUR: "19999"})
+    assert seen.original(child) is admitted[-1]
+    assert seen.original(Candidate(20_001, "y", valid=True, score=1.0, artifacts={BEHAVIOUR: "5"})) is None

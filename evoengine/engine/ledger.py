@@ -2,11 +2,8 @@
 them in memory — the archive, the novelty index, bandit feedback, the prompts' recent
 failures, spend and the failing streaks.
 
-A child whose evaluator says it behaves as a candidate the archive keeps (the same
-`behaviour` artifact, `evoengine.problem.BEHAVIOUR`) is a copy: it counts against the budget
-and is closed as a `copy` (valid, kept nowhere), its score one more sample of the kept candidate's mean
-(`pooled` in its metrics). A noisy evaluator's family of programs that behave alike is then
-one candidate scored many times, not hundreds whose luckiest sample leads the run.
+A child that behaves as a candidate the archive keeps is a copy (`copies.py`): admitted
+as kind `copy`, kept nowhere, its score pooled into the original's mean.
 
 It is synchronous and knows nothing of the loop: each call writes one transaction and says
 what happened (`Closed`: did the best change, does the run have to stop and why). On resume,
@@ -31,11 +28,12 @@ from ..config import Config
 from ..errors import ProblemError
 from ..llm.bandit import improvement_reward
 from ..novelty import Novelty
-from ..problem import BEHAVIOUR, EvalResult, Problem
+from ..problem import EvalResult, Problem
 from ..records import Candidate, ModelCall, ProposalFailed
 from ..store import RunStore
 from . import resume
-from .recheck import pool_copy, with_sample
+from .copies import Behaviours, pool_copy
+from .recheck import with_sample
 from .screening import digest
 
 log = logging.getLogger(__name__)
@@ -98,7 +96,7 @@ class Ledger:
         )
         self.kinds: collections.Counter[str] = collections.Counter()  # closed proposals by failure kind
         self.rechecks = 0  # evaluations beyond one per candidate (evaluation.rechecks)
-        self.behaviours: dict[str, Candidate] = {}  # behaviour -> the candidate admitted with it (while kept)
+        self.behaviours = Behaviours(archive)  # to tell a copy by (`copies.py`)
         self.failed_in_a_row = 0
         self.invalid_streak: tuple[str, int] = ("", 0)  # (reason class, invalid results in a row)
         self._last_state = 0.0
@@ -122,9 +120,7 @@ class Ledger:
 
     def copy_of(self, result: EvalResult | Candidate) -> Candidate | None:
         """The kept candidate that a valid result behaves as (the same `behaviour` artifact), if any."""
-        pooling = result.valid and self.config.evaluation.pool_copies
-        original = self.behaviours.get(result.artifacts.get(BEHAVIOUR) or "") if pooling else None
-        return original if original is not None and self.archive.holds(original) else None
+        return self.behaviours.original(result) if self.config.evaluation.pool_copies else None
 
     # ------------------------------------------------------------ writing
 
@@ -269,8 +265,7 @@ class Ledger:
         elif candidate.valid:
             if self.novelty is not None:
                 self.novelty.add(candidate)
-            if candidate.artifacts.get(BEHAVIOUR):
-                self.behaviours[candidate.artifacts[BEHAVIOUR]] = candidate
+            self.behaviours.add(candidate)
 
     def _failed(  # fmt: skip
         self, island: int, pid: int, operator: str, kind: str, reason: str, model: str | None = None, cost: float = 0.0

@@ -19,23 +19,17 @@ evaluations than its candidate count says (the `rechecks` metrics, and the run's
 how many). A resume that replays closings admits each candidate with its latest mean, so a
 MAP-Elites cell (rarely an island) can differ from the live run's; the resume snapshot keeps
 them as they were when it was taken. Off unless a problem or the config asks.
-
 Rechecks do not keep a family's luckiest member from leading when the family is hundreds
-strong. An evaluator that says how a candidate behaves (its `behaviour` artifact) lets the
-ledger fold a child that behaves as a kept candidate into that candidate's mean (`pool_copy`):
-the family is one candidate scored hundreds of times, its mean the family's true score.
+strong; copies (`copies.py`) do, for an evaluator that says how a candidate behaves.
 """
 
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..problem import BEHAVIOUR, EvalResult
+from ..problem import EvalResult
 from ..records import Candidate
-
-if TYPE_CHECKING:
-    from ..archive import Archive
 
 
 async def rechecked(
@@ -92,15 +86,3 @@ def with_sample(candidate: Candidate, sample: float, weight: int = 1) -> tuple[f
     n = 1 + int(candidate.metrics.get("rechecks", 0))
     mean = (float(candidate.score) * n + sample * weight) / (n + weight)
     return mean, {**candidate.metrics, "rechecks": float(n - 1 + weight)}
-
-
-def pool_copy(archive: Archive, copy: Candidate, original: Candidate) -> str:
-    """Fold the samples of a child that behaves as a kept candidate (1 + its rechecks) into that
-    candidate's mean, counted apart as `pooled`; returns why the child is not kept itself."""
-    weight = 1 + int(copy.metrics.get("rechecks", 0))
-    score, metrics = with_sample(original, float(copy.score), weight)
-    archive.rescore(original, score, {**metrics, "pooled": original.metrics.get("pooled", 0.0) + weight})
-    return (
-        f"behaves as candidate {original.id} (the same {BEHAVIOUR}): its score {copy.score:.6g} is one more "
-        f"sample of {original.id}'s, now {score:.6g} over {1 + int(metrics['rechecks'])} evaluations"
-    )

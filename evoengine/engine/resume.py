@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..archive import Archive
 from ..novelty import Novelty
-from ..problem import BEHAVIOUR
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -95,7 +94,5 @@ def restore(ledger: Ledger, learner: Any, data: str) -> int | None:
         ledger.failures[island].extend(lines)
     ledger.kinds.update(own["kinds"])
     ledger.rechecks = own.get("rechecks", 0)  # snapshots written before rechecks had none
-    for candidate in sorted(ledger.archive.kept(), key=lambda c: c.id):  # copies are told by what is kept
-        if candidate.artifacts.get(BEHAVIOUR):
-            ledger.behaviours.setdefault(candidate.artifacts[BEHAVIOUR], candidate)
+    ledger.behaviours.restore()
     return ledger.closed
