@@ -530,11 +530,13 @@
   // ------------------------------------------------------------ charts
 
   let charts = {};
+  // A valid candidate's score that can be the best: a copy's (kind "copy") is one sample of its original's mean.
+  const scored = i => statusName(i) === "valid" && R.kind[i] !== "copy" && R.score[i] !== null;
   function bestSoFar(rows, x) {
     const xs = [], ys = [];
     let best = null;
     rows.forEach(i => {
-      if (statusName(i) === "valid" && R.score[i] !== null && (best === null || R.score[i] > best)) best = R.score[i];
+      if (scored(i) && (best === null || R.score[i] > best)) best = R.score[i];
       xs.push(x(i)); ys.push(best);
     });
     return [xs, ys];
@@ -600,7 +602,7 @@
     table($("islands-table"), ["island", "population", "admitted", "valid", "invalid", "screened", "best score", "best"],
       islandList.map(isl => {
         const rows = admitted.filter(i => R.island[i] === isl), count = s => rows.filter(i => statusName(i) === s).length;
-        const best = rows.filter(i => statusName(i) === "valid" && R.score[i] !== null).sort((a, b) => R.score[b] - R.score[a])[0];
+        const best = rows.filter(scored).sort((a, b) => R.score[b] - R.score[a])[0];
         return { key: best === undefined ? null : R.id[best], cells: [isl, pops.has(isl) ? pops.get(isl) : null, rows.length, count("valid"), count("invalid"), count("screened"),
           best === undefined ? null : R.score[best], best === undefined ? "—" : "#" + R.id[best]] };
       }), id => { if (id !== null) select(id); });
