@@ -27,6 +27,7 @@ from .config import load_config
 from .engine import new_run_dir
 from .engine.rundir import RunDir
 from .errors import ConfigError
+from .records import FINISHED
 from .report.compare import comparison_table
 from .status import run_status
 from .store import FILENAME, RunReader
@@ -113,7 +114,7 @@ def run_baselines(
         stopped = _stop_reason(key[2])
         with lock:
             running.discard(child)
-            if child.returncode or stopped not in ("budget", "target"):
+            if child.returncode or stopped not in FINISHED:
                 halt.set()  # before this worker takes the next run
         return key, child.returncode, stopped, err or ""
 
@@ -128,7 +129,7 @@ def run_baselines(
                     continue
                 best = run_status(run_dir)["best_score"] if (run_dir / "archive.sqlite").exists() else None
                 say(f"{name}: best {'-' if best is None else f'{best:.6g}'} (stopped: {stopped})")
-                if stopped in ("budget", "target") and returncode == 0:
+                if stopped in FINISHED and returncode == 0:
                     done.append(key)
                 elif not code:
                     code = returncode or 1

@@ -12,6 +12,10 @@ from typing import Any
 
 from .problem import EvalResult, Problem
 
+# The reasons a run stops for having done what it was asked (its candidate budget, its target
+# score); any other (failing, money, interrupted, key refused, error) leaves it to resume.
+FINISHED = ("budget", "target")
+
 
 @dataclass(frozen=True)
 class Candidate:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..records import Candidate
+from ..records import FINISHED, Candidate
 
 log = logging.getLogger("evoengine")
 
@@ -98,7 +98,7 @@ class RunSummary:
             out.append("no valid candidate")
         if self.best_path:
             out.append(f"best candidate: {self.best_path}")
-        if self.stopped not in ("budget", "target"):
+        if self.stopped not in FINISHED:
             out.append(f"resume:  evoengine resume {d}")
         out.append(f"lineage: evoengine lineage {d}   report: evoengine report {d}")
         if self.message:

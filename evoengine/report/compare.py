@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from ..errors import EvoError
+from ..records import FINISHED
 from ..store import RunReader
 from ..trackers import flat
 from .html import render_page, write_page
@@ -132,7 +133,7 @@ def comparison_table(run_dirs: list[str | Path]) -> str:
             _num(r["best_score"]), _num(curve[-1] if curve else None),
             _num(sum(curve) / len(curve) if curve else None), f"{r['spend']:.4f}", _stop(r["stopped"]),
         ])  # fmt: skip
-        if r["stopped"] and r["stopped"]["reason"] not in ("budget", "target"):
+        if r["stopped"] and r["stopped"]["reason"] not in FINISHED:
             why = f"{r['stopped']['reason']}: {r['stopped']['message']}".rstrip(": ")
             short.append(f"{r['name']} stopped short of its budget ({why}) after {r['counts']['admitted']} candidates")
     if short:
