@@ -5,6 +5,7 @@ the same as the live one. Fast; the subprocess runs elsewhere cover the real poo
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import sqlite3
@@ -195,6 +196,14 @@ def test_with_rechecks_a_noisy_run_believes_a_new_best_only_on_the_mean_of_its_e
     assert any(c.metrics["rechecks"] < 3 for c in rechecked.values())
     assert max(c.metrics["rechecks"] for c in rechecked.values()) > 3
     assert f"{summary.rechecks} rechecks of bests and would-be bests" in summary.lines()[0]
+    # The run's answer is the engine's best (scored more than once), wherever it is read: not a
+    # child whose one lucky score was above it but never challenged it.
+    store = RunStore.open(tmp_path / "run")
+    best = eng.ledger.best
+    assert store.best(1)[0].id == best.id and (tmp_path / "run" / "best" / "quadratic.py").read_text() == best.text
+    last = store.conn.execute("SELECT data FROM events WHERE kind='best' ORDER BY id DESC").fetchone()[0]
+    assert json.loads(last)["id"] == best.id and "rechecks" in best.metrics
+    store.close()
 
 
 def test_a_candidate_that_fails_a_recheck_is_admitted_invalid_saying_which(tmp_path):

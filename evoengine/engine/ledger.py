@@ -179,6 +179,8 @@ class Ledger:
                 candidate, parent.score if parent.valid else None, before.score if before else None
             )
         events = [(e.kind, e.data) for e in self.archive.admit(candidate, copy=original is not None)]
+        best_changed = self.best is not before
+        events += _best_event(self.best) if best_changed else []
         self.closed += 1
         state: dict[str, Any] = {"elapsed_s": self.clock()}
         if time.monotonic() - self._last_state > 2.0:  # the status snapshot, now and then
@@ -195,7 +197,6 @@ class Ledger:
         if self.closed - self._snapped >= resume.SNAPSHOT_EVERY:
             self.save_resume_point()
         self.failed_in_a_row = 0
-        best_changed = self.best is not before
         target, best = self.config.budget.target_score, self.best
         if best_changed and target is not None and best is not None and best.score >= target:
             return Closed(best_changed, "target", f"candidate {best.id} scored {best.score:.6g}", candidate)
@@ -205,12 +206,16 @@ class Ledger:
             self.invalid_streak = ("", 0)
         return Closed(best_changed, admitted=candidate)
 
-    def rescore(self, candidate: Candidate | None, sample: float | None) -> None:
-        """Fold one more sample of an admitted candidate's score into its mean (`rechecks`)."""
-        if candidate is not None and sample is not None:
-            self.archive.rescore(candidate, *with_sample(candidate, sample))
-            self.store.rescore(candidate)
-            self.rechecks += 1
+    def rescore(self, candidate: Candidate | None, sample: float | None) -> bool:
+        """Fold one more sample of an admitted candidate's score into its mean (`rechecks`); True
+        if the run's best changed (a best that lost its luck gives way)."""
+        if candidate is None or sample is None:
+            return False
+        before = self.best
+        self.archive.rescore(candidate, *with_sample(candidate, sample))
+        self.store.rescore(candidate, events=_best_event(self.best) if self.best is not before else [])
+        self.rechecks += 1
+        return self.best is not before
 
     def admit_seeds(
         self, seeds: list[Candidate], results: list[tuple[EvalResult, float]], run_dir: Path
@@ -226,14 +231,9 @@ class Ledger:
         for index, (seed, (result, eval_s)) in enumerate(zip(seeds, results, strict=True)):
             island = (index - 1) % self.config.islands.count if index else 0
             candidate = Candidate.scored(
-                result,
-                id=self.open(),
-                text=seed.text,
-                island=island,
-                operator=seed.operator,
-                timings={"eval_s": eval_s},
-                origin=seed.origin,
-            )
+                result, id=self.open(), text=seed.text, island=island, operator=seed.operator,
+                timings={"eval_s": eval_s}, origin=seed.origin,
+            )  # fmt: skip
             closed.append(self.admit(candidate, kind=None if result.valid else "evaluation"))
         return closed
 
@@ -362,6 +362,12 @@ class Ledger:
             snap["novelty"] = {**self.novelty.stats(), "rejections": self.kinds["novelty"]}
         snap["failures"] = dict(self.kinds)
         return snap
+
+
+def _best_event(best: Candidate | None) -> list[tuple[str, dict[str, Any]]]:
+    """The store's record that `best` is now the run's best: what `status`, `best`, the report
+    and the benchmarks read as the run's answer (a noisy run's best is not its highest score)."""
+    return [("best", {"id": best.id, "score": best.score})] if best is not None else []
 
 
 def _stage(candidate: Candidate) -> str:

@@ -254,10 +254,10 @@ class Engine:
         finally:
             self.eval_slots.release()
         await self.turns.closing(child.pid)
-        self.ledger.rescore(incumbent, again)  # the best this child challenged, if it was scored again
+        moved = self.ledger.rescore(incumbent, again)  # the best this child challenged, if it was scored again
         candidate = child.admitted(result)
         kind = None if result.valid else "gate" if gated is not None else "evaluation"
-        self._close(self.ledger.admit(candidate, kind=kind, parent=child.parents[0]))
+        self._close(self.ledger.admit(candidate, kind=kind, parent=child.parents[0]), best_moved=moved)
 
     async def _propose(self) -> Child | None:
         """Select, propose and screen one child; a rejected near-duplicate is asked for again."""
@@ -305,10 +305,10 @@ class Engine:
         if stop is not None:
             self.request_stop(stop)
 
-    def _close(self, closed: Closed) -> None:
-        """Act on what closing a proposal changed."""
+    def _close(self, closed: Closed, best_moved: bool = False) -> None:
+        """Act on what closing a proposal changed (`best_moved`: a rescore before it moved the best)."""
         self.signal.notify()
-        if closed.best_changed:
+        if closed.best_changed or best_moved:
             self.rundir.write_best(self.ledger.best, self.problem)
         if closed.stop is not None:
             self.request_stop(closed.stop, closed.message)

@@ -7,7 +7,8 @@ and the viewer go through. No SQL lives outside this package.
 
 from __future__ import annotations
 
-from .db import FILENAME, LOCK, SCHEMA_VERSION, StoreFile, lock_holder
+from .db import FILENAME, SCHEMA_VERSION, StoreFile
+from .lock import LOCK, lock_holder
 from .reader import STATUSES, RunReader, outcome
 from .writer import RunStore
 

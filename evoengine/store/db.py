@@ -32,7 +32,6 @@ from ..records import Candidate
 # 2: basis, attempt, closed; 3: kind; 4: digest, the resume snapshot (older stores are upgraded on opening for writing)
 SCHEMA_VERSION = 4
 FILENAME = "archive.sqlite"
-LOCK = ".lock"  # beside the store: the lock that keeps a run to one process (engine/rundir.py)
 
 # What schema 4 adds: the normal-form digest of each evaluated text (the copy check asks the
 # store, not a set of every digest), indexes a resume reads through, and the resume snapshot.
@@ -330,9 +329,11 @@ class StoreFile:
         """Admitted candidates in admission order."""
         return self._admitted("AND seq > ? ORDER BY seq", (after_seq,))
 
-    def best(self, n: int = 1) -> list[Candidate]:
+    def best(self, n: int = 1) -> list[Candidate]:  # the engine's latest `best` event first, then by score
+        event = self.conn.execute("SELECT data FROM events WHERE kind='best' ORDER BY id DESC LIMIT 1").fetchone()
         copies = "AND kind IS NOT 'copy'" if self.kind == "kind" else ""  # (a copy's score is another's sample)
-        return list(self._admitted(f"AND valid=1 {copies} ORDER BY score DESC, seq ASC LIMIT ?", (n,)))
+        sql = f"AND valid=1 {copies} ORDER BY id = ? DESC, score DESC, seq ASC LIMIT ?"
+        return list(self._admitted(sql, (json.loads(event[0])["id"] if event else -1, n)))
 
     def spend(self) -> float:
         return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM model_calls").fetchone()[0])
@@ -380,21 +381,3 @@ class StoreFile:
                         conn.execute(statement)
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('undigested', 'true')")
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (json.dumps(SCHEMA_VERSION),))
-
-
-def lock_holder(run_dir: Path, wait_s: float = 0.0) -> int | None:
-    """The live process whose pid the run's lock file names, or None. The holder writes its pid
-    just after taking the lock; `wait_s` allows for that moment (the file may be empty, or still
-    name the process before it)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            pid = int((run_dir / LOCK).read_text().strip())
-            os.kill(pid, 0)
-            return pid
-        except PermissionError:  # alive, another user's
-            return pid
-        except (OSError, ValueError):
-            if time.monotonic() >= deadline:
-                return None
-        time.sleep(0.025)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..errors import StoreError
@@ -101,21 +101,26 @@ class RunStore(StoreFile):
                 raise StoreError(f"candidate {c.id} is not a pending proposal in {self.path}")
             if rescored is not None:
                 self._rescore(rescored)
-            now = time.time()
-            conn.executemany(
-                "INSERT INTO events (seq, kind, data, created) VALUES (?, ?, ?, ?)",
-                [(seq, kind, json.dumps(data), now) for kind, data in events],
-            )
+            self._events(seq, events)
             if state:
                 self._put_state(state)
             if resume is not None:
                 self._put_resume(closed or 0, seq, *resume)
         return int(seq)
 
-    def rescore(self, c: Candidate) -> None:
-        """Keep the new score and metrics of an evaluated candidate scored again (`rechecks`)."""
-        with self.transaction():
+    def rescore(self, c: Candidate, events: list[tuple[str, dict[str, Any]]] = ()) -> None:
+        """Keep the new score and metrics of an evaluated candidate scored again (`rechecks`),
+        with `events` after the last admission."""
+        with self.transaction() as conn:
             self._rescore(c)
+            self._events(conn.execute("SELECT MAX(seq) FROM candidates").fetchone()[0], events)
+
+    def _events(self, seq: int | None, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        now = time.time()
+        self.conn.executemany(
+            "INSERT INTO events (seq, kind, data, created) VALUES (?, ?, ?, ?)",
+            [(seq, kind, json.dumps(data), now) for kind, data in events],
+        )
 
     def _rescore(self, c: Candidate) -> None:
         self.conn.execute(
