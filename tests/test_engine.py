@@ -21,7 +21,8 @@ from evoengine.engine.copies import Behaviours
 from evoengine.engine.rundir import RunDir
 from evoengine.problem import BEHAVIOUR, EvalResult, load_problem, safe_text
 from evoengine.records import Candidate, ModelCall, Proposal, ProposalFailed
-from evoengine.store import RunStore
+from evoengine.report.data import run_summary
+from evoengine.store import RunReader, RunStore
 
 QUADRATIC = Path(__file__).resolve().parent / "problems" / "quadratic"
 TARGET = (1.5, -2.0, 0.75)
@@ -204,6 +205,9 @@ def test_with_rechecks_a_noisy_run_believes_a_new_best_only_on_the_mean_of_its_e
     last = store.conn.execute("SELECT data FROM events WHERE kind='best' ORDER BY id DESC").fetchone()[0]
     assert json.loads(last)["id"] == best.id and "rechecks" in best.metrics
     store.close()
+    with RunReader.open(tmp_path / "run") as reader:  # the report draws the same best
+        page = run_summary(reader, tmp_path / "run")
+    assert page["run"]["best"]["id"] == page["bests"][-1]["id"] == best.id
 
 
 def test_a_candidate_that_fails_a_recheck_is_admitted_invalid_saying_which(tmp_path):

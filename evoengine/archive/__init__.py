@@ -39,7 +39,8 @@ class ArchiveEvent:
     """Something the archive did that the store should record.
 
     kinds: "migration" {source, target, ids}; "reset" {island, founder_island, founder_id,
-    evicted}; "elite" {id, cell, status: new|improved, replaced, score}.
+    evicted}; "elite" {id, cell, status: new|improved, replaced, score}. (The ledger adds
+    "best" {id, score} when the run's best changes.)
     """
 
     kind: str

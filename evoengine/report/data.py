@@ -138,6 +138,7 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
         counts = reader.outcome_counts()
         moves = migrations(reader)
         resets = reader.events("reset")
+        bests = reader.events("best")
         usage = reader.model_usage()
         picks = reader.arm_picks()
         spend = reader.spend()
@@ -176,6 +177,7 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
             "stopped": state["stopped"],  # {reason, message}; None while under way or after a kill
         },
         "rows": {k: [r[k] for r in rows] for k in ROW_COLUMNS},
+        "bests": [{"seq": e["seq"], "id": e["data"]["id"]} for e in bests],  # the run's best as it changed
         "events": [{"seq": m.seq, "kind": "migration"} for m in moves]
         + [{"seq": e["seq"], "kind": "reset"} for e in resets],
         "elites": _elites(state["elites"], state["archive"], meta, admitted),

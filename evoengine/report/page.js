@@ -532,11 +532,16 @@
   let charts = {};
   // A valid candidate's score that can be the best: a copy's (kind "copy") is one sample of its original's mean.
   const scored = i => statusName(i) === "valid" && R.kind[i] !== "copy" && R.score[i] !== null;
-  function bestSoFar(rows, x) {
+  // The run's best (`run`) is the engine's, from its `best` events: with a noisy evaluator, the best of
+  // those scored more than once, not the highest single score. An island's, or a run's stored before
+  // those events, is its highest score.
+  function bestSoFar(rows, x, run) {
+    const told = run ? S.bests || [] : [], rowOf = new Map(R.id.map((id, i) => [id, i]));
     const xs = [], ys = [];
-    let best = null;
+    let best = null, k = 0;
     rows.forEach(i => {
-      if (scored(i) && (best === null || R.score[i] > best)) best = R.score[i];
+      while (k < told.length && told[k].seq <= R.seq[i]) best = R.score[rowOf.get(told[k++].id)];
+      if (!told.length && scored(i) && (best === null || R.score[i] > best)) best = R.score[i];
       xs.push(x(i)); ys.push(best);
     });
     return [xs, ys];
@@ -545,7 +550,7 @@
     const valid = admitted.filter(i => statusName(i) === "valid" && R.score[i] !== null);
     const seq = i => R.seq[i], minutes = i => R.t[i] / 60;
     const points = x => ({ name: "valid candidate", x: valid.map(x), y: valid.map(i => R.score[i]), ids: valid.map(i => R.id[i]), color: "rgba(59,91,219,0.4)", points: true });
-    const best = x => { const [xs, ys] = bestSoFar(admitted, x); return { name: "best so far", x: xs, y: ys, color: "#e8590c", step: true, width: 2 }; };
+    const best = x => { const [xs, ys] = bestSoFar(admitted, x, true); return { name: "best so far", x: xs, y: ys, color: "#e8590c", step: true, width: 2 }; };
     const vlines = S.events.filter(e => e.seq !== null).map(e => ({ x: e.seq, color: e.kind === "reset" ? "rgba(224,49,49,0.6)" : "rgba(120,120,120,0.45)" }));
     const chart = (id, series, opts) => {
       if (charts[id]) { charts[id].opts = Object.assign(charts[id].opts, opts); charts[id].set(series); }
