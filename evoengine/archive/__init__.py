@@ -153,9 +153,9 @@ class Archive:
     def rescore(self, candidate: Candidate, score: float, metrics: dict[str, float]) -> None:
         """Give an admitted valid candidate a new score (a noisy evaluator's mean over more
         samples): it moves on its islands; if it was the run's best, the best is now the best of
-        what is kept and was scored more than once. After a lucky best loses its luck, the next in line by one
-        sample is mostly the next luckiest of its kind (a family of programs that behave alike
-        gives hundreds), and a better child would have to draw above it as well."""
+        what is kept and was scored more than once (after a lucky best loses its luck, the next
+        in line by one sample is mostly the next luckiest of its kind, and a better child would
+        have to draw above it as well); if not, it becomes the best only by beating it."""
         before = candidate.fitness()
         candidate.rescore(score, metrics)
         self.islands.rescore(candidate, before)
