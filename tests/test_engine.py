@@ -234,7 +234,13 @@ class LikePool(NoisyPool):
 
 def test_a_child_that_behaves_as_a_kept_candidate_is_one_more_sample_of_its_score(tmp_path):
     pool = LikePool(sd=0.5)
-    eng = engine(tmp_path, "budget.candidates=120", "concurrency.proposals=3", "evaluation.rechecks=2", pool=pool)
+    overrides = (
+        "budget.candidates=120",
+        "concurrency.proposals=3",
+        "evaluation.rechecks=2",
+        "evaluation.pool_copies=true",
+    )
+    eng = engine(tmp_path, *overrides, pool=pool)
     summary = asyncio.run(eng.run())
     assert summary.admitted == 120  # copies count against the budget: each took an evaluation
     table = {c.id: c for c in RunStore.open(tmp_path / "run").candidates()}
@@ -263,8 +269,8 @@ def test_a_child_that_behaves_as_a_kept_candidate_is_one_more_sample_of_its_scor
     assert rebuilt.rechecks == eng.ledger.rechecks and rebuilt.kinds == eng.ledger.kinds
     assert rebuilt.behaviours.held.keys() == eng.ledger.behaviours.held.keys()
     store.close()
-    # Its ablation keeps every child as a candidate of its own.
-    off = engine(tmp_path, "budget.candidates=40", "evaluation.pool_copies=false", pool=LikePool(sd=0.5), name="off")
+    # Off (the default), every child is a candidate of its own.
+    off = engine(tmp_path, "budget.candidates=40", pool=LikePool(sd=0.5), name="off")
     asyncio.run(off.run())
     assert not [r for r in rows(tmp_path / "off") if r[8] == "copy"] and len(off.ledger.archive.kept()) > 20
 

@@ -328,7 +328,8 @@ def test_a_noisy_run_keeps_one_candidate_per_behaviour_and_pools_the_scores_of_i
     """noisy_knapsack fingerprints what a policy decides: most offline edits of a threshold
     decide alike, and each such child is one more evaluation of the candidate it copies."""
     run_dir = tmp_path / "run"
-    cli("run", "noisy_knapsack", "--budget", "50", "--run-dir", str(run_dir), "-q", check=True)
+    on = ("--set", "evaluation.pool_copies=true")
+    cli("run", "noisy_knapsack", "--budget", "50", "--run-dir", str(run_dir), "-q", *on, check=True)
     cli("resume", str(run_dir), "--budget", "80", "-q", check=True)  # rebuilt from the store, copies among it
     conn = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
     rows = conn.execute(

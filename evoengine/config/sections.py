@@ -74,10 +74,10 @@ class Evaluation(Section):
         "kept); None: the problem's `rechecks`, 0 unless it says",
     )
     pool_copies: bool = Field(
-        True,
+        False,
         description="a child whose evaluator's `behaviour` artifact is that of a kept candidate is a copy: "
-        "counted, kept nowhere, its score one more sample of that candidate's mean; false: kept as a candidate "
-        "of its own; no effect on problems whose evaluator sets no `behaviour`",
+        "counted, kept nowhere, its score one more sample of that candidate's mean; no effect on problems whose "
+        "evaluator sets no `behaviour` (off by default: on noisy_knapsack with the models it made no difference)",
     )
 
 

@@ -7,7 +7,8 @@ becomes one more sample of the original's mean (`pool_copy`). With a noisy evalu
 of programs that behave alike is then one candidate scored many times, its mean the family's
 true score, instead of hundreds of candidates whose luckiest sample leads the run (rechecks,
 `recheck.py`, cannot stop that: each member is rechecked on its own). With a deterministic one
-a copy scores what its original does; it stays out of the population.
+a copy scores what its original does; it stays out of the population. Off by default
+(`evaluation.pool_copies`): on noisy_knapsack with the models it made no difference.
 """
 
 from __future__ import annotations
