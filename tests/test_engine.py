@@ -379,3 +379,31 @@ def test_a_long_run_forgets_the_behaviours_of_candidates_it_no_longer_keeps():
     child = Candidate(20_000, "y", valid=True, score=1.0, artifacts={BEHAVIOUR: "19999"})
     assert seen.original(child) is admitted[-1]
     assert seen.original(Candidate(20_001, "y", valid=True, score=1.0, artifacts={BEHAVIOUR: "5"})) is None
+
+
+def test_the_best_that_status_and_best_show_is_the_engines_not_the_highest_single_score(tmp_path):
+    """A child scored once, above the best's mean but below the lucky score the best had when it
+    came, is never the best: the store says which candidate is, as the engine changes it."""
+    config = load_config(None, ["islands.count=1", "novelty.enabled=false"])
+    loaded = load_problem(QUADRATIC)
+    store = RunStore.create(tmp_path / "run", {"problem": "q"})
+    ledger = Ledger(store, config, loaded.problem, Archive(config, loaded.problem))
+
+    def admit(score: float, rechecks: int = 0, parent: Candidate | None = None) -> Candidate:
+        metrics = {"rechecks": float(rechecks)} if rechecks else {}
+        result = EvalResult(score=score, metrics=metrics)
+        candidate = Candidate.scored(
+            result, id=ledger.open(), text=f"x = {score}", parents=(parent.id,) if parent else ()
+        )
+        ledger.admit(candidate, parent=parent)
+        return candidate
+
+    seed = admit(0.0)
+    lucky = admit(1.3, rechecks=1, parent=seed)  # a mean of two samples
+    once = admit(1.2, parent=seed)  # below the lucky mean when it came: not rechecked, not the best
+    steady = admit(1.0, rechecks=3, parent=seed)
+    assert ledger.best is lucky and store.best(1)[0].id == lucky.id
+    assert ledger.rescore(lucky, 0.2) is True  # (1.3 * 2 + 0.2) / 3: the lucky best gives way
+    assert ledger.best is steady and store.best(1)[0].id == steady.id != once.id
+    assert ledger.rescore(steady, 1.0) is False
+    store.close()
