@@ -536,7 +536,7 @@
   // those scored more than once, not the highest single score. An island's, or a run's stored before
   // those events, is its highest score.
   function bestSoFar(rows, x, run) {
-    const told = run ? S.bests || [] : [], rowOf = new Map(R.id.map((id, i) => [id, i]));
+    const told = run ? S.bests || [] : [], rowOf = told.length ? new Map(R.id.map((id, i) => [id, i])) : null;
     const xs = [], ys = [];
     let best = null, k = 0;
     rows.forEach(i => {

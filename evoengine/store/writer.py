@@ -113,7 +113,8 @@ class RunStore(StoreFile):
         with `events` after the last admission."""
         with self.transaction() as conn:
             self._rescore(c)
-            self._events(conn.execute("SELECT MAX(seq) FROM candidates").fetchone()[0], events)
+            if events:  # (most rescores move nothing)
+                self._events(conn.execute("SELECT MAX(seq) FROM candidates").fetchone()[0], events)
 
     def _events(self, seq: int | None, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
         now = time.time()
