@@ -58,6 +58,7 @@ sys.path.insert(0, str(REPO))  # this checkout's evoengine, here, in the workers
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
 from evoengine.report.compare import paired  # noqa: E402
+from evoengine.store import RunReader  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -199,35 +200,33 @@ def execute(spec: RunSpec, work: Path, url: str | None, keep: bool) -> dict[str,
 def measure(run_dir: Path, target: Target) -> dict[str, Any]:
     """The best-so-far curve (quality of the run's best after each evaluation), what was spent,
     and how each model's children compared with their parents. The run's best is the engine's
-    own, from the store's `best` events (a noisy run's best is the best of those scored more than
-    once, not the highest single score); for a store without them, the best-scoring candidate
-    that is not a copy (a child that behaved as a kept candidate, whose score went into its
-    mean). The evaluations a candidate's mean holds are its own (1 + rechecks, less its copies')."""
+    own (`RunReader.best_curve`: a noisy run's best is the best of those scored more than once,
+    not the highest single score). The evaluations a candidate's mean holds are its own
+    (1 + rechecks, less its copies')."""
+    with RunReader.open(run_dir) as reader:
+        best_after = dict(reader.best_curve())
     db = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
     rows = db.execute(
         "SELECT id, score, valid, artifacts, parents, model, finished,"
         " 1 + coalesce(json_extract(metrics, '$.rechecks'), 0) - coalesce(json_extract(metrics, '$.pooled'), 0),"
-        " digest, kind, seq FROM candidates WHERE status = 'evaluated' ORDER BY seq"
+        " digest, seq FROM candidates WHERE status = 'evaluated' ORDER BY seq"
     ).fetchall()
-    bests = db.execute("SELECT seq, json_extract(data, '$.id') FROM events WHERE kind = 'best' ORDER BY id").fetchall()
     calls = db.execute("SELECT model, created FROM model_calls WHERE purpose = 'propose' ORDER BY created").fetchall()
     failed = db.execute("SELECT finished FROM candidates WHERE status = 'failed'").fetchall()
     db.close()
     score_of = {r[0]: (r[1] if r[2] else None) for r in rows}
     quality_of = {r[0]: float(json.loads(r[3])[target.artifact]) if target.artifact else r[1] for r in rows if r[2]}
-    curve, finished, best, quality, told = [], [], -math.inf, None, 0
+    curve: list[float | None] = []
+    finished: list[float] = []
+    quality = None
     children: dict[str, list[int]] = {}
     seen, copies = set(), []  # copies: where in the curve a program already evaluated was evaluated again
-    for _, score, valid, artifacts, parents, model, at, evaluations, digest, kind, seq in rows:
+    for _, score, valid, _, parents, model, at, evaluations, digest, seq in rows:
         curve += [quality] * (int(evaluations) - 1)  # a rechecked candidate's extra evaluations come first
         if digest is not None and digest in seen:
             copies.append(len(curve))
         seen.add(digest)
-        while told < len(bests) and bests[told][0] <= seq:  # the engine's best, as it changed up to here
-            quality, told = quality_of[bests[told][1]], told + 1
-        if not bests and valid and score is not None and score > best and kind != "copy":
-            best = score
-            quality = float(json.loads(artifacts)[target.artifact]) if target.artifact else score
+        quality = quality_of.get(best_after[seq])  # the run's best as it was after this admission
         curve.append(quality)
         finished += [at] * int(evaluations)
         parent = json.loads(parents)[:1]

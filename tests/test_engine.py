@@ -21,6 +21,7 @@ from evoengine.engine.copies import Behaviours
 from evoengine.engine.rundir import RunDir
 from evoengine.problem import BEHAVIOUR, EvalResult, load_problem, safe_text
 from evoengine.records import Candidate, ModelCall, Proposal, ProposalFailed
+from evoengine.report.compare import run_curves
 from evoengine.report.data import run_summary
 from evoengine.store import RunReader, RunStore
 
@@ -407,3 +408,10 @@ def test_the_best_that_status_and_best_show_is_the_engines_not_the_highest_singl
     assert ledger.best is steady and store.best(1)[0].id == steady.id != once.id
     assert ledger.rescore(steady, 1.0) is False
     store.close()
+    # What compare, the report and the benchmark read: the same best, as it changed.
+    with RunReader.open(tmp_path / "run") as reader:
+        assert [i for _, i in reader.best_curve()] == [seed.id, lucky.id, lucky.id, steady.id]
+        page = run_summary(reader, tmp_path / "run")
+    assert [b["id"] for b in page["bests"]] == [seed.id, lucky.id, steady.id]
+    curves = run_curves(tmp_path / "run")
+    assert curves["best_score"] == pytest.approx(1.0) and curves["curve"]["best"][-1] == pytest.approx(1.0)

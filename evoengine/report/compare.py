@@ -36,28 +36,25 @@ def _config(run_dir: Path) -> dict[str, Any]:
 
 
 def run_curves(run_dir: Path) -> dict[str, Any]:
-    """One run's outcomes and its best-so-far score at every admission, with the spend and
-    seconds of search up to it (proposals in the order they closed)."""
+    """One run's outcomes and the score of its best (the engine's, `RunReader.best_curve`) after
+    every admission, with the spend and seconds of search up to it (proposals in the order they
+    closed)."""
     with RunReader.open(run_dir) as reader, reader.snapshot():
         rows = reader.proposals()
+        bests = reader.best_curve()
         counts = reader.outcome_counts()
         meta = reader.meta()
         spend = reader.spend()
         elapsed = reader.get_state("elapsed_s")
         stopped = reader.get_state("stopped")
     start = meta.get("created") or min((r["created"] for r in rows), default=0.0)
-    best, spent, curve = None, 0.0, {"seq": [], "best": [], "spend": [], "t": []}
+    score_of, best_after = {r["id"]: r["score"] for r in rows}, dict(bests)
+    spent, curve = 0.0, {"seq": [], "best": [], "spend": [], "t": []}
     for r in sorted(rows, key=lambda r: (r["finished"] or 0, r["id"])):
         spent += r["cost"] or 0.0
         if r["seq"] is None:
             continue
-        if (
-            r["outcome"] == "valid"
-            and r["kind"] != "copy"
-            and r["score"] is not None
-            and (best is None or r["score"] > best)
-        ):
-            best = r["score"]
+        best = score_of.get(best_after[r["seq"]])
         values = (r["seq"], best, round(spent, 6), round((r["finished"] or start) - start, 3))
         for key, value in zip(("seq", "best", "spend", "t"), values, strict=True):
             curve[key].append(value)
@@ -72,7 +69,7 @@ def run_curves(run_dir: Path) -> dict[str, Any]:
         "elapsed_s": elapsed,
         "stopped": stopped,  # {reason, message}; None while under way or after a kill
         "seed_score": seed["score"] if seed else None,
-        "best_score": best,
+        "best_score": score_of.get(bests[-1][1]) if bests else None,
         "curve": curve,
     }
 

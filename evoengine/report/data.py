@@ -138,7 +138,7 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
         counts = reader.outcome_counts()
         moves = migrations(reader)
         resets = reader.events("reset")
-        bests = reader.events("best")
+        bests = reader.best_curve()
         usage = reader.model_usage()
         picks = reader.arm_picks()
         spend = reader.spend()
@@ -160,6 +160,7 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
         r["note"] = (r["note"] or "")[:NOTE_CHARS]
         r["migrated_to"] = migrated.get(r["id"], [])
     config = run_dir / "config.yaml"
+    changes = zip(bests, [(0, None), *bests[:-1]], strict=True)  # as it changed
     return {
         "version": stamp,
         "live": live,
@@ -177,7 +178,7 @@ def run_summary(reader: RunReader, run_dir: Path, live: bool = False) -> dict[st
             "stopped": state["stopped"],  # {reason, message}; None while under way or after a kill
         },
         "rows": {k: [r[k] for r in rows] for k in ROW_COLUMNS},
-        "bests": [{"seq": e["seq"], "id": e["data"]["id"]} for e in bests],  # the run's best as it changed
+        "bests": [{"seq": seq, "id": i} for (seq, i), (_, before) in changes if i != before],  # the run's best
         "events": [{"seq": m.seq, "kind": "migration"} for m in moves]
         + [{"seq": e["seq"], "kind": "reset"} for e in resets],
         "elites": _elites(state["elites"], state["archive"], meta, admitted),

@@ -532,16 +532,16 @@
   let charts = {};
   // A valid candidate's score that can be the best: a copy's (kind "copy") is one sample of its original's mean.
   const scored = i => statusName(i) === "valid" && R.kind[i] !== "copy" && R.score[i] !== null;
-  // The run's best (`run`) is the engine's, from its `best` events: with a noisy evaluator, the best of
-  // those scored more than once, not the highest single score. An island's, or a run's stored before
-  // those events, is its highest score.
+  // The run's best (`run`) is the engine's, as it changed (`S.bests`, from RunReader.best_curve): with a
+  // noisy evaluator, the best of those scored more than once, not the highest single score. An island's
+  // is its highest score.
   function bestSoFar(rows, x, run) {
-    const told = run ? S.bests || [] : [], rowOf = told.length ? new Map(R.id.map((id, i) => [id, i])) : null;
+    const told = run ? S.bests : [], rowOf = run ? new Map(R.id.map((id, i) => [id, i])) : null;
     const xs = [], ys = [];
     let best = null, k = 0;
     rows.forEach(i => {
       while (k < told.length && told[k].seq <= R.seq[i]) best = R.score[rowOf.get(told[k++].id)];
-      if (!told.length && scored(i) && (best === null || R.score[i] > best)) best = R.score[i];
+      if (!run && scored(i) && (best === null || R.score[i] > best)) best = R.score[i];
       xs.push(x(i)); ys.push(best);
     });
     return [xs, ys];

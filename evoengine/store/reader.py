@@ -172,6 +172,26 @@ class RunReader(StoreFile):
             out.setdefault(r["proposal_id"], []).append({**dict(r), "messages": _loads(r["messages"], [])})
         return out
 
+    def best_curve(self) -> list[tuple[int, int | None]]:
+        """(seq, id of the run's best after it) for every admission in order: the run's answer as
+        it changed. The engine's own, from its `best` events (with rechecks, a noisy run's best
+        is the best of those scored more than once, not the highest single score, and it can
+        give way when scored again); for a store written before those events, the highest score
+        of a valid candidate that is not a copy."""
+        admissions = self.conn.execute(
+            f"SELECT seq, id, valid, score, {self.kind} FROM candidates WHERE seq IS NOT NULL ORDER BY seq"
+        ).fetchall()
+        told = [(e["seq"], e["data"]["id"]) for e in self.events("best")]
+        curve: list[tuple[int, int | None]] = []
+        best, high, k = None, None, 0
+        for seq, candidate_id, valid, score, kind in admissions:
+            while k < len(told) and told[k][0] <= seq:
+                best, k = told[k][1], k + 1
+            if not told and valid and score is not None and kind != "copy" and (high is None or score > high):
+                best, high = candidate_id, score
+            curve.append((seq, best))
+        return curve
+
     # ------------------------------------------------------------ counts
 
     def outcome_counts(self) -> dict[str, Any]:
