@@ -315,35 +315,6 @@ def test_with_drift_refinement_walks_a_plateau_taking_the_latest_equal_of_the_be
     assert refined(restored) == {43}
 
 
-def test_a_second_line_keeps_refining_the_walk_a_jump_from_the_mix_displaced():
-    """A new best from outside the line refine walks (a child of the mix) may start a lineage no
-    single edit completes; with `second_line`, the walk it displaced keeps that share of refine's
-    parents, its children that better it move it, and when it overtakes, the lines swap."""
-
-    def line(share: float) -> Archive:
-        archive = Archive(load_config(None, ["islands.count=1", f"selection.second_line={share}"]), PROBLEM)
-        for cid, parent, score in ((0, None, 0.0), (1, 0, 1.0), (2, 0, 0.5), (3, 2, 2.0)):
-            parents = () if parent is None else (parent,)
-            archive.admit(Candidate(cid, f"x = {cid}\n", parents=parents, operator="diff" if parents else "seed",
-                                    score=score, valid=True))  # fmt: skip
-        return archive
-
-    def refined(archive: Archive) -> Counter:
-        return Counter((s.source, s.parent.id) for s in picks(archive, 400) if s.source.startswith("refine"))
-
-    assert set(refined(line(0.0))) == {("refine", 3)}  # off: the jump (3, a child of 2) ends line 1
-    archive = line(0.5)
-    assert archive.best().id == 3 and set(refined(archive)) == {("refine", 3), ("refine:second", 1)}
-    assert 0.35 < refined(archive)[("refine:second", 1)] / sum(refined(archive).values()) < 0.65
-    archive.admit(Candidate(4, "x = 4\n", parents=(1,), operator="diff", score=1.5, valid=True))
-    assert set(refined(archive)) == {("refine", 3), ("refine:second", 4)}  # it betters its line: it moves it
-    archive.admit(Candidate(5, "x = 5\n", parents=(4,), operator="diff", score=3.0, valid=True))
-    assert archive.best().id == 5 and set(refined(archive)) == {("refine", 5), ("refine:second", 3)}  # swapped
-    restored = Archive(archive.config, archive.problem)
-    restored.restore(archive.state(), {c.id: c for c in archive.islands.islands[0].members})
-    assert refined(restored) == refined(archive)
-
-
 def picks(archive: Archive, n: int) -> list:
     return [archive.select(random.Random(i)) for i in range(n)]
 

@@ -67,8 +67,6 @@ class Archive:
         self._best: Candidate | None = None
         self._walk: Candidate | None = None  # refine's parent: the latest among the best's equals (`drift`)
         self._bests: deque[int] = deque(maxlen=RECENT_BESTS)  # ids of refine's latest parents, newest last
-        self._second: Candidate | None = None  # the walk a jump displaced (`second_line`), refined beside the best
-        self._seconds: deque[int] = deque(maxlen=RECENT_BESTS)  # its latest ids, newest last
         self._seed: Candidate | None = None  # the first admitted candidate, kept as a last resort
         self._counts = [_IslandCounts() for _ in range(config.islands.count)]
 
@@ -114,10 +112,8 @@ class Archive:
         if candidate.parents and not everywhere:
             parent = candidate.parents[0]
             seed = self._seed is not None and parent == self._seed.id
-            arm = BEST if parent in self._bests or parent in self._seconds else SEED if seed else MIX
+            arm = BEST if parent in self._bests else SEED if seed else MIX
         gains = arm is not None and self._gains(candidate, new_best)  # read before this child becomes the best
-        if valid and self.config.selection.second_line:
-            self._second_line(candidate, new_best)
         if valid:
             if new_best:
                 self._best = candidate
@@ -176,19 +172,6 @@ class Archive:
             self._best = self._walk = best
             self._bests.append(best.id)
 
-    def _second_line(self, candidate: Candidate, new_best: bool) -> None:
-        """A new best from outside refine's line keeps the walk it displaces as the second line; a
-        child of the second line that betters it (or, with `drift`, ties it no longer) moves it."""
-        parent = candidate.parents[0] if candidate.parents else None
-        if new_best and self._walk is not None and parent not in self._bests:
-            self._second, self._seconds = self._walk, deque(self._bests, maxlen=RECENT_BESTS)
-        elif not new_best and self._second is not None and parent in self._seconds:
-            gain = candidate.fitness() - self._second.fitness()
-            tie = gain == 0 and self.config.selection.drift and len(candidate.text) <= len(self._second.text)
-            if gain > 0 or tie:
-                self._second = candidate
-                self._seconds.append(candidate.id)
-
     def _gains(self, candidate: Candidate, new_best: bool) -> bool:
         """A new best that counts for `refine`: one gaining over `selection.min_gain` of the run's
         climb so far (best - seed), so the last digits of a converged constant do not count."""
@@ -208,8 +191,6 @@ class Archive:
             "best": self._best.id if self._best else None,
             "walk": self._walk.id if self._walk else None,
             "bests": list(self._bests),
-            "second": self._second.id if self._second else None,
-            "seconds": list(self._seconds),
             "outcomes": [list(arm) for arm in self.selector.outcomes],
             "seed": self._seed.id if self._seed else None,
             "counts": [[c.admitted, c.invalid] for c in self._counts],
@@ -220,7 +201,7 @@ class Archive:
     @staticmethod
     def referenced(state: dict[str, Any]) -> set[int]:
         """The ids of the candidates a `state()` names (what `restore` needs loaded)."""
-        ids = {i for i in (state["best"], state.get("walk"), state.get("second"), state["seed"]) if i is not None}
+        ids = {i for i in (state["best"], state.get("walk"), state["seed"]) if i is not None}
         ids.update(i for members in state["islands"]["members"] for i in members)
         if state["elites"] is not None:
             ids.update(cid for _, cid, _ in state["elites"]["elites"])
@@ -235,10 +216,6 @@ class Archive:
         self._walk = by_id[walk] if walk is not None else None
         self._bests.clear()
         self._bests.extend(state.get("bests", []))
-        second = state.get("second")
-        self._second = by_id[second] if second is not None else None
-        self._seconds.clear()
-        self._seconds.extend(state.get("seconds", []))
         outcomes = [list(arm) for arm in state.get("outcomes", [])]
         self.selector.outcomes = outcomes + [[0.0, 0.0] for _ in ARMS[len(outcomes) :]]  # older: fewer arms
         self._seed = by_id[state["seed"]] if state["seed"] is not None else None
@@ -254,7 +231,7 @@ class Archive:
     def select(self, rng: random.Random) -> Selection:
         """A parent, its island and inspirations; a deterministic function of the archive and `rng`."""
         return self.selector.select(
-            self.islands, self.elites, rng, fallback=self._seed, best=self._best, walk=self._walk, second=self._second
+            self.islands, self.elites, rng, fallback=self._seed, best=self._best, walk=self._walk
         )
 
     def best(self) -> Candidate | None:

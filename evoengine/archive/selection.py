@@ -200,11 +200,9 @@ class ParentSelector:
         fallback: Candidate | None = None,
         best: Candidate | None = None,
         walk: Candidate | None = None,
-        second: Candidate | None = None,
     ) -> Selection:
         """`fallback` is the seed (the first admitted candidate), `best` the run's best valid one
-        (the earliest among equals), `walk` refine's parent (with `drift`, the latest among them),
-        `second` the line a jump displaced (`second_line`)."""
+        (the earliest among equals), `walk` refine's parent (with `drift`, the latest among them)."""
         k = len(islands)
         cfg = self.config
         baseline = cfg.strategy
@@ -214,8 +212,6 @@ class ParentSelector:
         arm = self._arm(rng, best, fallback)
         if arm == BEST:
             best = walk or best
-            if second is not None and rng.random() < cfg.second_line:
-                return Selection(second.island % k, second, [], "refine:second")
             return Selection(best.island % k, best, [], "refine")  # the greedy baseline's step, when it pays
         if arm == SEED:
             return Selection(fallback.island % k, fallback, [], "restart")  # independent sampling's, when it pays

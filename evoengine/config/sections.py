@@ -217,15 +217,6 @@ class Selection(Section):
         "stones towards a better peak) keeps its parents while the best is stuck; one whose children change "
         "nothing hands them to `refine` (0: only new bests count)",
     )
-    second_line: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="share of `refine`'s parents taken from a second line: when a new best comes from outside the "
-        "line refine was walking (a child of the mix), that walk is kept and refined beside the new best, moved by "
-        "its children that better it, so a jump into a lineage no single edit completes does not end the one "
-        "that would have (0: off)",
-    )
     exploit: float = Field(0.0, ge=0, description="share of the mix's parents from `strategy` on the island")
     explore: float = Field(0.0, ge=0, description="share of the mix's parents uniform on the island")
     elites: float = Field(
