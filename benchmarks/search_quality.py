@@ -100,9 +100,10 @@ ABLATIONS = {
     "no-novelty": ["novelty.enabled=false"],
     "uniform-bandit": ["bandit.kind=uniform"],
     "no-crossover": ["operators.crossover=0"],
+    "no-adapt": ["operators.adapt=false"],  # each model's operator odds fixed, not learnt from its record
     "offline-crossover": ["operators.offline_crossover=true"],  # off by default since it hurt: checked again
 }
-MODEL_ONLY = {"uniform-bandit", "no-crossover"}  # keys that change nothing without models
+MODEL_ONLY = {"uniform-bandit", "no-crossover", "no-adapt"}  # keys that change nothing without models
 OFFLINE_ONLY = {"offline-crossover"}  # the offline operators make no child in a models run
 PANEL = ["good", "useless", "noisy", "broken"]
 # Prices per million tokens in and out, as a provider would charge: the models that score their
