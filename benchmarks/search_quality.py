@@ -43,7 +43,6 @@ import os
 import platform
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -204,17 +203,16 @@ def measure(run_dir: Path, target: Target) -> dict[str, Any]:
     own (`RunReader.best_curve`: a noisy run's best is the best of those scored more than once,
     not the highest single score). The evaluations a candidate's mean holds are its own
     (1 + rechecks, less its copies')."""
-    with RunReader.open(run_dir) as reader:
+    with RunReader.open(run_dir) as reader, reader.snapshot():
         best_after = dict(reader.best_curve())
-    db = sqlite3.connect(f"file:{run_dir / 'archive.sqlite'}?mode=ro", uri=True)
-    rows = db.execute(
-        "SELECT id, score, valid, artifacts, parents, model, finished,"
-        " 1 + coalesce(json_extract(metrics, '$.rechecks'), 0) - coalesce(json_extract(metrics, '$.pooled'), 0),"
-        " digest, seq FROM candidates WHERE status = 'evaluated' ORDER BY seq"
-    ).fetchall()
-    calls = db.execute("SELECT model, created FROM model_calls WHERE purpose = 'propose' ORDER BY created").fetchall()
-    failed = db.execute("SELECT finished FROM candidates WHERE status = 'failed'").fetchall()
-    db.close()
+        q = reader.conn.execute
+        rows = q(
+            "SELECT id, score, valid, artifacts, parents, model, finished,"
+            " 1 + coalesce(json_extract(metrics, '$.rechecks'), 0) - coalesce(json_extract(metrics, '$.pooled'), 0),"
+            " digest, seq FROM candidates WHERE status = 'evaluated' ORDER BY seq"
+        ).fetchall()
+        calls = q("SELECT model, created FROM model_calls WHERE purpose = 'propose' ORDER BY created").fetchall()
+        failed = q("SELECT finished FROM candidates WHERE status = 'failed'").fetchall()
     score_of = {r[0]: (r[1] if r[2] else None) for r in rows}
     quality_of = {r[0]: float(json.loads(r[3])[target.artifact]) if target.artifact else r[1] for r in rows if r[2]}
     curve: list[float | None] = []
